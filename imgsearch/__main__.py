@@ -1,0 +1,3 @@
+from imgsearch.cli import main
+
+main()

@@ -1,0 +1,244 @@
+"""The `imgsearch` command: parse, call the library, render. The only module that prints or exits."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Iterator, Optional
+
+import typer
+
+from imgsearch.config import DEFAULT_MODEL, DEFAULT_PRETRAINED, LIBRARY_ENV
+from imgsearch.errors import ImgSearchError
+
+if TYPE_CHECKING:
+    from imgsearch.library import Library
+
+app = typer.Typer(
+    help="Semantic image search for photo libraries: index folders, then search them by text or by image.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Library database maintenance.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+LibraryOpt = Annotated[Optional[Path], typer.Option(
+    "--library", "-L", envvar=LIBRARY_ENV, show_envvar=True, file_okay=False,
+    help="Library folder (default: the user data dir).")]
+ModelOpt = Annotated[Optional[str], typer.Option(
+    "--model", "-m", help=f"open_clip model name, hf-hub:ORG/REPO, or local-dir:DIR [default: the library's "
+                          f"model, else {DEFAULT_MODEL}].")]
+PretrainedOpt = Annotated[Optional[str], typer.Option(
+    "--pretrained", help=f"Pretrained tag or checkpoint file for --model [default: {DEFAULT_PRETRAINED} "
+                         f"with {DEFAULT_MODEL}].")]
+
+
+def err(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+@contextmanager
+def handled() -> Iterator[None]:
+    """Library errors become 'Error: ...' on stderr and their exit code; Ctrl-C exits 130."""
+    try:
+        yield
+    except ImgSearchError as exc:
+        err(f"Error: {exc.message}")
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        err("Interrupted: work done so far is saved; run the same command again to continue.")
+        raise typer.Exit(130) from None
+
+
+def open_library(path: Optional[Path], create: bool = False) -> "Library":
+    from imgsearch.library import Library
+
+    return Library.open(path, create=create)
+
+
+def model_spec(model: Optional[str], pretrained: Optional[str]):  # -> ModelSpec | None
+    """None when neither option is given (the library's own model is used)."""
+    from imgsearch.config import ModelSpec
+
+    if model is None and pretrained is None:
+        return None
+    name = model or DEFAULT_MODEL
+    if pretrained is None and name == DEFAULT_MODEL:
+        pretrained = DEFAULT_PRETRAINED
+    return ModelSpec(name, pretrained)
+
+
+class TqdmProgress:
+    """One tqdm bar per pipeline stage, on stderr."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def stage(self, name: str, total: int | None) -> None:
+        from tqdm import tqdm
+
+        self.close()
+        unit = "img" if name == "encoding" else "file"
+        self.bar = tqdm(total=total, desc=name, unit=unit, file=sys.stderr, dynamic_ncols=True,
+                        leave=False, disable=None)  # None: bars only on a terminal
+
+    def advance(self, n: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+@app.command()
+def index(
+    folders: Annotated[Optional[list[Path]], typer.Argument(
+        help="Folders to index (default: every folder the library already has).", show_default=False)] = None,
+    library: LibraryOpt = None,
+    model: ModelOpt = None,
+    pretrained: PretrainedOpt = None,
+    exclude: Annotated[Optional[list[str]], typer.Option(
+        "--exclude", "-x", help="Glob of names or relative paths to skip (repeatable).")] = None,
+    include_hidden: Annotated[bool, typer.Option(help="Also index hidden files and folders.")] = False,
+    workers: Annotated[int, typer.Option(help="Decode processes (-1: one per core, 0: none).")] = -1,
+    batch_size: Annotated[int, typer.Option(help="Images per encoder batch (0: automatic).", min=0)] = 0,
+) -> None:
+    """Crawl folders, encode new and changed images, and build the search index."""
+    from imgsearch.config import CrawlSettings, IndexSettings
+
+    with handled():
+        for folder in folders or []:
+            if not folder.expanduser().is_dir():
+                what = "is not a folder" if folder.exists() else "does not exist"
+                err(f"Error: {folder} {what}: pass folders of images to index.")
+                raise typer.Exit(2)
+        settings = IndexSettings(crawl=CrawlSettings(include_hidden=include_hidden, excludes=tuple(exclude or ())),
+                                 batch_size=batch_size, workers=workers)
+        with open_library(library, create=True) as lib:
+            report = lib.index(folders or (), model_spec(model, pretrained), settings, TqdmProgress())
+        for warning in report.warnings:
+            err(f"Warning: {warning}")
+        for path, reason in report.skipped_now[:20]:
+            err(f"Skipped {path}: {reason}")
+        if len(report.skipped_now) > 20:
+            err(f"... and {len(report.skipped_now) - 20} more (imgsearch status --skipped lists them all)")
+        err(f"Indexed: {report.summary()}")
+
+
+@app.command()
+def search(
+    query: Annotated[Optional[str], typer.Argument(help="What to look for, in words.", show_default=False)] = None,
+    image: Annotated[Optional[Path], typer.Option(
+        "--image", "-i", help="Search by an image file instead of text.", dir_okay=False)] = None,
+    top: Annotated[int, typer.Option("--top", "-k", help="How many results.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    as_paths: Annotated[bool, typer.Option("--paths", help="Bare paths, one per line.")] = False,
+    nul: Annotated[bool, typer.Option("-0", help="With --paths: NUL-separated (for xargs -0).")] = False,
+    library: LibraryOpt = None,
+    model: ModelOpt = None,
+    pretrained: PretrainedOpt = None,
+) -> None:
+    """Find the images that best match a text or an image."""
+    from imgsearch import output
+
+    if (query is None) == (image is None):
+        err("Error: give either a text query or --image PATH (not both).")
+        raise typer.Exit(2)
+    if as_json and as_paths:
+        err("Error: --json and --paths cannot be combined.")
+        raise typer.Exit(2)
+    with handled():
+        with open_library(library) as lib:
+            spec = model_spec(model, pretrained)
+            if image is not None:
+                results = lib.search_image(image, top, spec)
+            else:
+                results = lib.search_text(query or "", top, spec)
+    if as_json:
+        sys.stdout.write(output.json_lines(results))
+    elif as_paths or nul:
+        sys.stdout.write(output.paths(results, nul))
+    elif results:
+        sys.stdout.write(output.table(results))
+    else:
+        err("No results.")
+
+
+@app.command()
+def status(
+    library: LibraryOpt = None,
+    skipped: Annotated[bool, typer.Option("--skipped", help="List files that could not be indexed, and why.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show roots, counts, models, index state and the last run."""
+    with handled():
+        with open_library(library) as lib:
+            if skipped:
+                rows = lib.skipped()
+                if as_json:
+                    sys.stdout.write("".join(json.dumps({"path": p, "reason": r}, ensure_ascii=False) + "\n"
+                                             for p, r in rows))
+                else:
+                    sys.stdout.write("".join(f"{p}\t{r}\n" for p, r in rows))
+                    err(f"{len(rows)} skipped file(s).")
+                return
+            st = lib.status()
+    if as_json:
+        from dataclasses import asdict
+
+        sys.stdout.write(json.dumps(asdict(st), default=str, indent=2) + "\n")
+        return
+    lines = [f"Library:  {st.path}", f"Images:   {st.indexed} indexed, {st.skipped} skipped"
+             + (" (imgsearch status --skipped)" if st.skipped else ""), "Roots:"]
+    lines += [f"  {path}  ({n} images){'' if ok else '  [not reachable]'}" for path, n, ok in st.roots] or ["  (none)"]
+    lines.append("Models:")
+    for m in st.models:
+        name = m.name + (f" ({m.pretrained})" if m.pretrained else "")
+        idx = (f"index {m.index_spec}, {m.index_count} vectors, {'fresh' if m.index_fresh else 'stale: rebuilt on next search'}"
+               if m.index_spec else "no index yet")
+        lines.append(f"  {name}  dim {m.dim}, {m.vectors} vectors; {idx}")
+    if not st.models:
+        lines.append("  (none)")
+    if st.last_run:
+        r = st.last_run
+        when = (r["finished_at"] or r["started_at"]).strftime("%Y-%m-%d %H:%M:%S")
+        lines.append(f"Last run: {r['status']} at {when} UTC: {r['new']} new, "
+                     f"{r['changed']} changed, {r['moved']} moved, {r['unchanged']} unchanged, {r['removed']} removed, "
+                     f"{r['skipped']} skipped")
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+@db_app.command("upgrade")
+def db_upgrade(library: LibraryOpt = None) -> None:
+    """Back up the library database, then migrate it to this version's schema."""
+    from imgsearch import db
+    from imgsearch.config import DB_FILENAME, default_library_dir
+
+    with handled():
+        path = (library.expanduser() if library else default_library_dir()).absolute()
+        db_path = path / DB_FILENAME
+        if not db_path.is_file():
+            from imgsearch.errors import LibraryNotFoundError
+
+            raise LibraryNotFoundError(f"no library database at {db_path}: nothing to upgrade.")
+        engine = db.make_engine(db_path)
+        try:
+            before = db.current_revision(engine)
+            if before == db.head_revision():
+                err(f"{db_path} is already at schema {before}.")
+                return
+            copy = db.backup(db_path)
+            err(f"Backed up to {copy}")
+            db.upgrade_to_head(engine)
+            err(f"Upgraded {db_path}: schema {before or 'none'} -> {db.head_revision()}")
+        finally:
+            engine.dispose()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,74 @@
+"""Settings as frozen dataclasses: the one place defaults live."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_MODEL = "ViT-B-32"
+# LAION-2B ViT-B/32: the best-known open ViT-B/32 weights, the same tag clip-retrieval defaults to.
+DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
+
+LIBRARY_ENV = "IMGSEARCH_LIBRARY"
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+
+# Folders that hold no user photos or hold copies managed by other software.
+DEFAULT_EXCLUDES = (
+    ".git",
+    "node_modules",
+    "@eaDir",
+    ".Trash*",
+    "$RECYCLE.BIN",
+    "System Volume Information",
+)
+
+DB_FILENAME = "library.db"
+MANIFEST_FILENAME = "manifest.json"
+INDEX_DIRNAME = "indexes"
+
+
+def default_library_dir() -> Path:
+    """The library used when neither --library nor IMGSEARCH_LIBRARY is given."""
+    env = os.environ.get(LIBRARY_ENV)
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("imgsearch", appauthor=False)) / "library"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the user asked for: an open_clip name (or hf-hub:/local-dir: id) and a pretrained tag or file."""
+
+    name: str = DEFAULT_MODEL
+    pretrained: str | None = DEFAULT_PRETRAINED
+
+
+@dataclass(frozen=True)
+class CrawlSettings:
+    """Which files under the roots count as photos."""
+
+    include_hidden: bool = False
+    excludes: tuple[str, ...] = ()
+    extensions: frozenset[str] = IMAGE_EXTENSIONS
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    """Knobs of one indexing run."""
+
+    crawl: CrawlSettings = field(default_factory=CrawlSettings)
+    batch_size: int = 0  # 0: chosen from the device (see encoder.default_batch_size)
+    workers: int = -1  # decode processes; -1: one per core, 0: decode in this process
+    max_image_pixels: int = 0  # 0: chosen from RAM and workers (see images.default_pixel_limit)
+    commit_every: int = 256  # images per DB transaction: a crash loses at most this much work
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Knobs of one query."""
+
+    k: int = 10

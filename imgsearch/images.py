@@ -1,0 +1,268 @@
+"""Pillow decoding: EXIF orientation, RGB, pixel limits, JPEG draft mode, model-geometry resize.
+
+Imported by decode worker processes: must never import torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import struct
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from imgsearch.errors import ImageError
+
+PARTIAL_HASH_CHUNK = 64 * 1024
+_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+
+# EXIF tag ids (EXIF 2.3)
+_EXIF_IFD, _GPS_IFD = 0x8769, 0x8825
+_ORIENTATION, _MAKE, _MODEL, _DATETIME = 274, 271, 272, 306
+_DATETIME_ORIGINAL, _DATETIME_DIGITIZED = 36867, 36868
+_ROTATING_ORIENTATIONS = {5, 6, 7, 8}
+
+# Decode failures that mean "this file is broken", as opposed to bugs in our code.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, MemoryError, IndexError, TypeError, KeyError,
+                  ZeroDivisionError, struct.error)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The model's preprocessing geometry (what open_clip's eval transform does before ToTensor)."""
+
+    height: int
+    width: int
+    resize_mode: str = "shortest"  # shortest | longest | squash, as in open_clip
+    interpolation: str = "bicubic"
+    fill: int = 0
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """Metadata kept per image; width and height are full-resolution, after EXIF orientation."""
+
+    width: int
+    height: int
+    format: str | None
+    taken_at: datetime | None = None
+    camera_make: str | None = None
+    camera_model: str | None = None
+    gps_lat: float | None = None
+    gps_lon: float | None = None
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One file ready for the encoder: model-sized uint8 pixels (H, W, 3) and what the DB stores."""
+
+    path: str
+    pixels: np.ndarray
+    info: ImageInfo
+    content_hash: str
+    size: int
+    mtime_ns: int
+
+
+def default_pixel_limit(workers: int) -> int:
+    """A decompression-bomb limit that keeps all workers' decoded frames well inside RAM."""
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        ram = 8 << 30
+    per_worker = ram // 4 // max(1, workers)
+    # ~8 bytes per pixel at peak (decode buffer + RGB conversion); never below 50 MP, never above 1 GP.
+    return int(min(max(per_worker // 8, 50_000_000), 1_000_000_000))
+
+
+def hash_bytes(head: bytes, tail: bytes, size: int) -> str:
+    """Content fingerprint from the size and the first and last 64 KiB: cheap, and enough to spot a move."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(size.to_bytes(8, "little"))
+    h.update(head)
+    h.update(tail)
+    return h.hexdigest()
+
+
+def _tail_offset(size: int) -> int:
+    return max(PARTIAL_HASH_CHUNK, size - PARTIAL_HASH_CHUNK)
+
+
+def partial_hash(path: str | Path) -> str:
+    """hash_bytes of a file on disk, reading at most 128 KiB."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(PARTIAL_HASH_CHUNK)
+        f.seek(_tail_offset(size))
+        tail = f.read(PARTIAL_HASH_CHUNK)
+    return hash_bytes(head, tail, size)
+
+
+def data_hash(data: bytes) -> str:
+    """hash_bytes of a file already read into memory (equals partial_hash of the same file)."""
+    return hash_bytes(data[:PARTIAL_HASH_CHUNK], data[_tail_offset(len(data)):], len(data))
+
+
+def open_rgb(source: str | Path | io.BytesIO, max_pixels: int,
+             draft_to: tuple[int, int] | None = None) -> tuple[Image.Image, ImageInfo]:
+    """Open an image as oriented RGB (alpha over white); JPEGs DCT-downscaled to at least `draft_to` (w, h)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(source)
+            full_w, full_h = img.size
+            if full_w * full_h > max_pixels:
+                raise ImageError(f"image too large: {full_w}x{full_h} pixels exceeds the limit of {max_pixels:,}")
+            info = _metadata(img, full_w, full_h)
+            if draft_to is not None and img.format == "JPEG":
+                # draft keeps both sides >= the request; ask for the larger side both ways so the
+                # orientation applied afterwards cannot leave a side short.
+                side = max(draft_to)
+                img.draft("RGB", (side, side))
+            img.seek(0)  # animated GIF/WebP: the first frame
+            img.load()
+            img = _oriented(img)
+            img = _to_rgb(img)
+    except ImageError:
+        raise
+    except UnidentifiedImageError as exc:
+        raise ImageError("not an image Pillow can read (wrong extension or unsupported format)") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"decompression bomb: {exc}") from exc
+    except _DECODE_ERRORS as exc:
+        raise ImageError(f"cannot decode: {type(exc).__name__}: {exc}") from exc
+    return img, info
+
+
+def _oriented(img: Image.Image) -> Image.Image:
+    try:
+        return ImageOps.exif_transpose(img)
+    except _DECODE_ERRORS:
+        return img  # absurd EXIF orientation data: keep the pixels as stored
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        # 16/32-bit greyscale: Pillow's convert() clips instead of scaling.
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr * (255.0 / peak), 0, 255).astype(np.uint8), "L")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def _metadata(img: Image.Image, w: int, h: int) -> ImageInfo:
+    try:
+        exif = img.getexif()
+    except _DECODE_ERRORS:
+        exif = {}
+    if not exif:
+        return ImageInfo(w, h, img.format)
+    try:
+        sub = exif.get_ifd(_EXIF_IFD)
+    except _DECODE_ERRORS:
+        sub = {}
+    if exif.get(_ORIENTATION) in _ROTATING_ORIENTATIONS:
+        w, h = h, w
+    taken = sub.get(_DATETIME_ORIGINAL) or sub.get(_DATETIME_DIGITIZED) or exif.get(_DATETIME)
+    lat, lon = _gps(exif)
+    return ImageInfo(w, h, img.format, _exif_datetime(taken), _exif_text(exif.get(_MAKE)),
+                     _exif_text(exif.get(_MODEL)), lat, lon)
+
+
+def _exif_text(value: object) -> str | None:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if not isinstance(value, str):
+        return None
+    value = value.strip("\x00 ").strip()
+    return value[:200] or None
+
+
+def _exif_datetime(value: object) -> datetime | None:
+    text = _exif_text(value)
+    if not text:
+        return None
+    try:
+        return datetime.strptime(text[:19], "%Y:%m:%d %H:%M:%S")
+    except ValueError:
+        return None
+
+
+def _gps(exif: Image.Exif) -> tuple[float | None, float | None]:
+    try:
+        gps = exif.get_ifd(_GPS_IFD)
+        if not gps or 2 not in gps or 4 not in gps:
+            return None, None
+        lat = _dms(gps[2]) * (-1 if gps.get(1) in ("S", b"S") else 1)
+        lon = _dms(gps[4]) * (-1 if gps.get(3) in ("W", b"W") else 1)
+    except (*_DECODE_ERRORS, AttributeError):
+        return None, None
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        return None, None
+    return lat, lon
+
+
+def _dms(value: tuple) -> float:
+    d, m, s = (float(v) for v in value)
+    return d + m / 60 + s / 3600
+
+
+def fit_to_geometry(img: Image.Image, geo: Geometry) -> np.ndarray:
+    """Resize and centre-crop (or pad) exactly as open_clip's eval transform does; uint8 (H, W, 3)."""
+    resample = _RESAMPLE.get(geo.interpolation, Image.Resampling.BICUBIC)
+    w, h = img.size
+    if geo.resize_mode == "squash":
+        return np.asarray(img.resize((geo.width, geo.height), resample))
+    if geo.resize_mode == "longest":
+        scale = max(h / geo.height, w / geo.width)  # timm ResizeKeepRatio(longest=1)
+        new_w, new_h = round(w / scale), round(h / scale)
+    else:
+        # torchvision Resize(int): the short side becomes `size`, the long side is truncated.
+        size = min(geo.height, geo.width)
+        if w <= h:
+            new_w, new_h = size, int(size * h / w)
+        else:
+            new_w, new_h = int(size * w / h), size
+    if (new_w, new_h) != (w, h):
+        img = img.resize((new_w, new_h), resample)
+    arr = np.asarray(img)
+    pad_h, pad_w = max(geo.height - new_h, 0), max(geo.width - new_w, 0)
+    if pad_h or pad_w:
+        arr = np.pad(arr, ((pad_h // 2, (pad_h + 1) // 2), (pad_w // 2, (pad_w + 1) // 2), (0, 0)),
+                     constant_values=geo.fill)
+    top = int(round((arr.shape[0] - geo.height) / 2.0))
+    left = int(round((arr.shape[1] - geo.width) / 2.0))
+    return np.ascontiguousarray(arr[top:top + geo.height, left:left + geo.width])
+
+
+def decode_file(path: str, geo: Geometry, max_pixels: int) -> Decoded:
+    """Read a file once, fingerprint it, decode it (draft mode) and fit it to the model's geometry."""
+    try:
+        with open(path, "rb") as f:
+            before = os.fstat(f.fileno())
+            data = f.read()
+            after = os.fstat(f.fileno())
+    except OSError as exc:
+        raise ImageError(f"cannot read: {exc.strerror or exc}") from exc
+    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns) or len(data) != after.st_size:
+        raise ImageError("file changed while being read (it will be retried on the next run)")
+    if not data:
+        raise ImageError("empty file (0 bytes)")
+    img, info = open_rgb(io.BytesIO(data), max_pixels, draft_to=(geo.width, geo.height))
+    try:
+        pixels = fit_to_geometry(img, geo)
+    except _DECODE_ERRORS as exc:
+        raise ImageError(f"cannot resize: {type(exc).__name__}: {exc}") from exc
+    return Decoded(path, pixels, info, data_hash(data), after.st_size, after.st_mtime_ns)

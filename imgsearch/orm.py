@@ -1,0 +1,120 @@
+"""SQLAlchemy 2.0 typed models of a library's database. No queries here (see store.py)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Stable constraint names so Alembic migrations can refer to them on SQLite (batch mode).
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+STATUS_INDEXED = "indexed"
+STATUS_SKIPPED = "skipped"
+
+
+def utc_now() -> datetime:
+    """Naive UTC timestamp (SQLite stores no zone; every *_at column is UTC)."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Root(Base):
+    """A folder the user asked to index; one library can hold several."""
+
+    __tablename__ = "roots"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    added_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class Image(Base):
+    """One file seen by the crawler: indexed, or skipped with a reason."""
+
+    __tablename__ = "images"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    size: Mapped[int] = mapped_column(Integer)
+    mtime_ns: Mapped[int] = mapped_column(Integer)
+    content_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    width: Mapped[int | None]
+    height: Mapped[int | None]
+    format: Mapped[str | None] = mapped_column(String(16))
+    taken_at: Mapped[datetime | None] = mapped_column(index=True)  # EXIF DateTimeOriginal, camera-local time
+    camera_make: Mapped[str | None] = mapped_column(Text)
+    camera_model: Mapped[str | None] = mapped_column(Text)
+    gps_lat: Mapped[float | None]
+    gps_lon: Mapped[float | None]
+    status: Mapped[str] = mapped_column(String(16), default=STATUS_INDEXED, index=True)
+    skip_reason: Mapped[str | None] = mapped_column(Text)
+    first_seen_at: Mapped[datetime] = mapped_column(default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class Model(Base):
+    """A CLIP model that produced vectors in this library; vectors are kept per model."""
+
+    __tablename__ = "models"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(Text, unique=True)  # identity: source + weights fingerprint
+    name: Mapped[str] = mapped_column(Text)  # as open_clip takes it (may carry hf-hub:/local-dir:)
+    pretrained: Mapped[str | None] = mapped_column(Text)  # tag or checkpoint path
+    checkpoint_sha256: Mapped[str | None] = mapped_column(String(64))
+    dim: Mapped[int]
+    preprocess: Mapped[str] = mapped_column(Text)  # JSON signature of the image preprocessing
+    generation: Mapped[int] = mapped_column(default=0)  # bumped whenever its vectors change
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    last_used_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class Embedding(Base):
+    """The source of truth for vectors: float16, L2-normalised, one per (image, model)."""
+
+    __tablename__ = "embeddings"
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+
+    __table_args__ = (Index("ix_embeddings_model_id", "model_id"),)
+
+
+class IndexBuild(Base):
+    """A FAISS index written from the DB vectors: which model, spec, count and generation it holds."""
+
+    __tablename__ = "index_builds"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    spec: Mapped[str] = mapped_column(Text)  # FAISS factory string, stored verbatim
+    count: Mapped[int]
+    generation: Mapped[int]
+    filename: Mapped[str] = mapped_column(Text)
+    build_s: Mapped[float]
+    built_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class Run(Base):
+    """One `imgsearch index` run and its summary counts."""
+
+    __tablename__ = "runs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int | None] = mapped_column(ForeignKey("models.id", ondelete="SET NULL"))
+    roots: Mapped[str] = mapped_column(Text)  # JSON list
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running | done | failed
+    new: Mapped[int] = mapped_column(default=0)
+    changed: Mapped[int] = mapped_column(default=0)
+    moved: Mapped[int] = mapped_column(default=0)
+    unchanged: Mapped[int] = mapped_column(default=0)
+    removed: Mapped[int] = mapped_column(default=0)
+    skipped: Mapped[int] = mapped_column(default=0)
+    encoded: Mapped[int] = mapped_column(default=0)
+    started_at: Mapped[datetime] = mapped_column(default=utc_now)
+    finished_at: Mapped[datetime | None]

@@ -1,0 +1,252 @@
+"""Every query of the library database; each function takes a Session and leaves commits to the caller."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from imgsearch.encoder import ModelInfo
+from imgsearch.images import Decoded
+from imgsearch.orm import STATUS_INDEXED, STATUS_SKIPPED, Embedding, Image, IndexBuild, Model, Root, Run, utc_now
+
+SQL_CHUNK = 900  # stay under SQLite's bound-parameter limit
+
+
+@dataclass(frozen=True)
+class KnownFile:
+    """What the planner needs to know about a file already in the DB."""
+
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+    content_hash: str | None
+    status: str
+
+
+def _chunks(items: Sequence, n: int = SQL_CHUNK) -> Iterable[Sequence]:
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
+
+
+def under(column, folder: str):  # noqa: ANN001, ANN201 (SQLAlchemy column expression)
+    """SQL condition: `column` is a path inside `folder` (an index range scan, no LIKE escaping)."""
+    prefix = folder.rstrip("/") + "/"
+    return (column >= prefix) & (column < prefix[:-1] + chr(ord("/") + 1))
+
+
+# --- vectors -----------------------------------------------------------------------------------
+
+def to_blob(vector: np.ndarray) -> bytes:
+    """float32 vector -> float16 bytes (the stored form)."""
+    return np.asarray(vector, dtype=np.float16).tobytes()
+
+
+def from_blobs(blobs: Sequence[bytes], dim: int) -> np.ndarray:
+    """float16 bytes -> (n, dim) float32, re-normalised so scores are exact cosines."""
+    if not blobs:
+        return np.zeros((0, dim), dtype=np.float32)
+    vectors = np.frombuffer(b"".join(blobs), dtype=np.float16).reshape(len(blobs), dim).astype(np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def load_vectors(session: Session, model_id: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """All (ids, vectors) of one model, ordered by id."""
+    rows = session.execute(
+        select(Embedding.image_id, Embedding.vector).where(Embedding.model_id == model_id).order_by(Embedding.image_id)
+    ).all()
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    return ids, from_blobs([r[1] for r in rows], dim)
+
+
+def vectors_for(session: Session, model_id: int, ids: Sequence[int], dim: int) -> dict[int, np.ndarray]:
+    """Vectors of some images for one model."""
+    out: dict[int, np.ndarray] = {}
+    for chunk in _chunks(list(ids)):
+        rows = session.execute(
+            select(Embedding.image_id, Embedding.vector)
+            .where(Embedding.model_id == model_id, Embedding.image_id.in_(chunk))
+        ).all()
+        for (image_id, _), vec in zip(rows, from_blobs([r[1] for r in rows], dim)):
+            out[image_id] = vec
+    return out
+
+
+def ids_with_vectors(session: Session, model_id: int) -> set[int]:
+    """Image ids that already have a vector from this model."""
+    return set(session.scalars(select(Embedding.image_id).where(Embedding.model_id == model_id)))
+
+
+def count_vectors(session: Session, model_id: int) -> int:
+    return session.scalar(select(func.count()).select_from(Embedding).where(Embedding.model_id == model_id)) or 0
+
+
+# --- models --------------------------------------------------------------------------------------
+
+def get_or_create_model(session: Session, info: ModelInfo) -> Model:
+    """The row for this model identity, created on first use; marks it as the most recently used."""
+    model = session.scalar(select(Model).where(Model.key == info.key))
+    if model is None:
+        model = Model(key=info.key, name=info.name, pretrained=info.pretrained,
+                      checkpoint_sha256=info.checkpoint_sha256, dim=info.dim,
+                      preprocess=info.preprocess_signature())
+        session.add(model)
+    model.name, model.pretrained = info.name, info.pretrained  # a local folder may have moved
+    model.last_used_at = utc_now()
+    session.flush()
+    return model
+
+
+def list_models(session: Session) -> list[Model]:
+    """Models, most recently used first."""
+    return list(session.scalars(select(Model).order_by(Model.last_used_at.desc(), Model.id.desc())))
+
+
+def bump_generation(session: Session, model_ids: Iterable[int] | None = None) -> None:
+    """Mark models' vectors as changed (all models when None) so their FAISS index is rebuilt."""
+    stmt = update(Model).values(generation=Model.generation + 1)
+    if model_ids is not None:
+        ids = list(model_ids)
+        if not ids:
+            return
+        stmt = stmt.where(Model.id.in_(ids))
+    session.execute(stmt)
+
+
+# --- roots and images ----------------------------------------------------------------------------
+
+def add_roots(session: Session, paths: Iterable[str]) -> None:
+    known = set(session.scalars(select(Root.path)))
+    session.add_all(Root(path=p) for p in paths if p not in known)
+
+
+def list_roots(session: Session) -> list[str]:
+    return list(session.scalars(select(Root.path).order_by(Root.path)))
+
+
+def known_files(session: Session, roots: Sequence[str]) -> dict[str, KnownFile]:
+    """Every DB file inside any of the roots, by path."""
+    out: dict[str, KnownFile] = {}
+    for root in roots:
+        rows = session.execute(
+            select(Image.id, Image.path, Image.size, Image.mtime_ns, Image.content_hash, Image.status)
+            .where(under(Image.path, root))
+        ).all()
+        out.update((r.path, KnownFile(*r)) for r in rows)
+    return out
+
+
+def save_decoded(session: Session, decoded: Decoded, existing_id: int | None) -> Image:
+    """Insert or update the image row of a freshly decoded file (its old vectors are dropped)."""
+    image = session.get(Image, existing_id) if existing_id is not None else None
+    if image is None:
+        image = Image(path=decoded.path)
+        session.add(image)
+    else:
+        session.execute(delete(Embedding).where(Embedding.image_id == image.id))
+    info = decoded.info
+    image.size, image.mtime_ns, image.content_hash = decoded.size, decoded.mtime_ns, decoded.content_hash
+    image.width, image.height, image.format = info.width, info.height, info.format
+    image.taken_at, image.camera_make, image.camera_model = info.taken_at, info.camera_make, info.camera_model
+    image.gps_lat, image.gps_lon = info.gps_lat, info.gps_lon
+    image.status, image.skip_reason, image.updated_at = STATUS_INDEXED, None, utc_now()
+    session.flush()
+    return image
+
+
+def save_vectors(session: Session, model_id: int, image_ids: Sequence[int], vectors: np.ndarray) -> None:
+    """Store one model's vectors for these images (replacing any)."""
+    for chunk in _chunks(list(image_ids)):
+        session.execute(delete(Embedding).where(Embedding.model_id == model_id, Embedding.image_id.in_(chunk)))
+    session.add_all(Embedding(image_id=i, model_id=model_id, vector=to_blob(v)) for i, v in zip(image_ids, vectors))
+
+
+def save_skipped(session: Session, path: str, size: int, mtime_ns: int, reason: str, existing_id: int | None) -> None:
+    """Record a file that could not be indexed; its (size, mtime) make the next run retry only if it changed."""
+    image = session.get(Image, existing_id) if existing_id is not None else None
+    if image is None:
+        image = Image(path=path)
+        session.add(image)
+    else:
+        session.execute(delete(Embedding).where(Embedding.image_id == image.id))
+    image.size, image.mtime_ns, image.content_hash = size, mtime_ns, None
+    image.status, image.skip_reason, image.updated_at = STATUS_SKIPPED, reason, utc_now()
+
+
+def move_image(session: Session, image_id: int, path: str, size: int, mtime_ns: int) -> None:
+    """A file found under a new path with the same content: keep its row and vectors."""
+    session.execute(update(Image).where(Image.id == image_id)
+                    .values(path=path, size=size, mtime_ns=mtime_ns, updated_at=utc_now()))
+
+
+def delete_images(session: Session, image_ids: Sequence[int]) -> None:
+    """Forget files gone from disk (their vectors go with them)."""
+    for chunk in _chunks(list(image_ids)):
+        session.execute(delete(Image).where(Image.id.in_(chunk)))
+
+
+def paths_for(session: Session, ids: Sequence[int]) -> dict[int, str]:
+    out: dict[int, str] = {}
+    for chunk in _chunks(list(ids)):
+        out.update((i, p) for i, p in session.execute(select(Image.id, Image.path).where(Image.id.in_(chunk))))
+    return out
+
+
+def image_id_for_path(session: Session, path: str) -> int | None:
+    return session.scalar(select(Image.id).where(Image.path == path))
+
+
+def skipped_images(session: Session) -> list[tuple[str, str]]:
+    """(path, reason) of every file that could not be indexed."""
+    rows = session.execute(select(Image.path, Image.skip_reason).where(Image.status == STATUS_SKIPPED)
+                           .order_by(Image.path))
+    return [(p, r or "") for p, r in rows]
+
+
+def count_images(session: Session, root: str | None = None) -> dict[str, int]:
+    """{status: count}, optionally inside one root."""
+    stmt = select(Image.status, func.count()).group_by(Image.status)
+    if root is not None:
+        stmt = stmt.where(under(Image.path, root))
+    return {status: n for status, n in session.execute(stmt)}
+
+
+# --- index builds and runs -----------------------------------------------------------------------
+
+def record_build(session: Session, model_id: int, spec: str, count: int, generation: int,
+                 filename: str, build_s: float) -> IndexBuild:
+    build = IndexBuild(model_id=model_id, spec=spec, count=count, generation=generation,
+                       filename=filename, build_s=build_s)
+    session.add(build)
+    session.flush()
+    return build
+
+
+def latest_build(session: Session, model_id: int) -> IndexBuild | None:
+    return session.scalar(select(IndexBuild).where(IndexBuild.model_id == model_id)
+                          .order_by(IndexBuild.id.desc()).limit(1))
+
+
+def prune_builds(session: Session, model_id: int, keep_id: int) -> list[str]:
+    """Forget older builds of a model; returns their file names for deletion."""
+    old = session.execute(select(IndexBuild.id, IndexBuild.filename)
+                          .where(IndexBuild.model_id == model_id, IndexBuild.id != keep_id)).all()
+    session.execute(delete(IndexBuild).where(IndexBuild.model_id == model_id, IndexBuild.id != keep_id))
+    return [name for _, name in old]
+
+
+def start_run(session: Session, roots: Sequence[str], model_id: int) -> Run:
+    run = Run(roots=json.dumps(list(roots)), model_id=model_id)
+    session.add(run)
+    session.flush()
+    return run
+
+
+def last_run(session: Session) -> Run | None:
+    return session.scalar(select(Run).order_by(Run.id.desc()).limit(1))

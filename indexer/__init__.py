@@ -1,0 +1,1 @@
+"""The indexing pipeline: crawl -> plan -> decode -> embed -> store -> build."""

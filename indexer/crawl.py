@@ -1,0 +1,102 @@
+"""Walk roots and list candidate image files. No DB, no Pillow."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from imgsearch.config import DEFAULT_EXCLUDES, CrawlSettings
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """An image file as stat saw it (symlinks resolved to their target's size and mtime)."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class CrawlSkip:
+    """A path that looks like an image (or a folder) but cannot be read."""
+
+    path: str
+    reason: str
+    size: int = 0
+    mtime_ns: int = 0
+
+
+def _excluded(name: str, rel: str, settings: CrawlSettings) -> bool:
+    if not settings.include_hidden and name.startswith("."):
+        return True
+    if any(fnmatch.fnmatch(name, pat) for pat in DEFAULT_EXCLUDES):
+        return True
+    return any(fnmatch.fnmatch(name, pat) or fnmatch.fnmatch(rel, pat) for pat in settings.excludes)
+
+
+def display_path(raw: str) -> str:
+    """A path as text the DB can hold; bytes that are not UTF-8 are shown as \\xNN."""
+    try:
+        raw.encode("utf-8")
+        return raw
+    except UnicodeEncodeError:
+        return os.fsencode(raw).decode("utf-8", "backslashreplace")
+
+
+def crawl(root: str, settings: CrawlSettings) -> Iterator[FileEntry | CrawlSkip]:
+    """Yield every image file under `root` (recursively, following symlinks without loops)."""
+    root = os.path.abspath(root)
+    seen_dirs: set[tuple[int, int]] = set()
+    try:
+        st = os.stat(root)
+    except OSError as exc:
+        yield CrawlSkip(root, f"cannot open folder: {exc.strerror}")
+        return
+    seen_dirs.add((st.st_dev, st.st_ino))
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            yield CrawlSkip(display_path(folder), f"cannot list folder: {exc.strerror}")
+            continue
+        subdirs = []
+        for entry in entries:
+            rel = os.path.relpath(entry.path, root)
+            if _excluded(entry.name, rel, settings):
+                continue
+            yield from _visit(entry, settings, seen_dirs, subdirs)
+        stack.extend(reversed(subdirs))
+
+
+def _visit(entry: os.DirEntry, settings: CrawlSettings, seen_dirs: set[tuple[int, int]],
+           subdirs: list[str]) -> Iterator[FileEntry | CrawlSkip]:
+    is_image_name = os.path.splitext(entry.name)[1].lower() in settings.extensions
+    try:
+        st = entry.stat(follow_symlinks=True)
+    except OSError as exc:
+        if is_image_name:
+            reason = "dangling symlink" if entry.is_symlink() else f"cannot stat: {exc.strerror}"
+            yield CrawlSkip(display_path(entry.path), reason)
+        return
+    if stat.S_ISDIR(st.st_mode):
+        key = (st.st_dev, st.st_ino)
+        if key not in seen_dirs:  # a symlink loop or a second link to a folder already walked
+            seen_dirs.add(key)
+            subdirs.append(entry.path)
+        return
+    if not is_image_name:
+        return
+    path = display_path(entry.path)
+    if path != entry.path:
+        yield CrawlSkip(path, "file name is not valid UTF-8 (rename the file to index it)", st.st_size, st.st_mtime_ns)
+    elif not stat.S_ISREG(st.st_mode):
+        yield CrawlSkip(path, "not a regular file", 0, st.st_mtime_ns)
+    else:
+        yield FileEntry(path, st.st_size, st.st_mtime_ns)

@@ -1,0 +1,197 @@
+"""crawl -> plan -> decode -> embed -> store -> build, with progress callbacks; returns a RunReport."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from imgsearch import store
+from imgsearch.config import IndexSettings
+from imgsearch.encoder import Encoder
+from imgsearch.errors import ImgSearchError
+from imgsearch.images import default_pixel_limit, partial_hash
+from imgsearch.orm import Run, utc_now
+from indexer import build as index_build
+from indexer.crawl import CrawlSkip, FileEntry, crawl
+from indexer.embed import embed_stream
+from indexer.loader import default_workers, load
+from indexer.plan import Plan, make_plan
+
+
+class Progress(Protocol):
+    """Where long work reports how far it got (the CLI draws tqdm bars; the API default is silent)."""
+
+    def stage(self, name: str, total: int | None) -> None: ...
+
+    def advance(self, n: int = 1) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class SilentProgress:
+    def stage(self, name: str, total: int | None) -> None:
+        pass
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class RunReport:
+    """What one indexing run did; `summary()` is the one line every run ends with."""
+
+    new: int = 0
+    changed: int = 0
+    moved: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    skipped: int = 0
+    encoded: int = 0
+    seconds: float = 0.0
+    indexed_total: int = 0
+    skipped_now: list[tuple[str, str]] = field(default_factory=list)  # newly skipped: (path, reason)
+    warnings: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        rate = f" ({self.encoded / self.seconds:.1f} img/s)" if self.encoded and self.seconds > 0 else ""
+        return (f"{self.new} new, {self.changed} changed, {self.moved} moved, {self.unchanged} unchanged, "
+                f"{self.removed} removed, {self.skipped} skipped; encoded {self.encoded} in "
+                f"{self.seconds:.1f} s{rate}; {self.indexed_total} images searchable")
+
+
+def _safe_hash(path: str) -> str | None:
+    try:
+        return partial_hash(path)
+    except OSError:
+        return None
+
+
+def check_roots(roots: Sequence[str | Path]) -> list[str]:
+    """Absolute, de-duplicated folders; raises naming the first that is not a folder."""
+    out: list[str] = []
+    for root in roots:
+        path = Path(root).expanduser()
+        if not path.is_dir():
+            what = "is not a folder" if path.exists() else "does not exist"
+            raise ImgSearchError(f"{path} {what}: pass folders of images to index.")
+        text = os.path.abspath(path)
+        if text not in out:
+            out.append(text)
+    return out
+
+
+def run_index(sessions: sessionmaker[Session], encoder: Encoder, roots: Sequence[str], index_dir: Path,
+              settings: IndexSettings = IndexSettings(), progress: Progress | None = None) -> RunReport:
+    """Bring the library up to date with the roots for this encoder's model and rebuild its index."""
+    progress = progress or SilentProgress()
+    started = time.perf_counter()
+    report = RunReport()
+    with sessions.begin() as session:
+        model_id = store.get_or_create_model(session, encoder.info).id
+        store.add_roots(session, roots)
+        run_id = store.start_run(session, roots, model_id).id
+    try:
+        plan = _plan(sessions, roots, settings, progress)
+        _apply_plan(sessions, plan, report)
+        _encode(sessions, encoder, model_id, plan, settings, progress, report)
+        progress.stage("building index", None)
+        index = index_build.ensure_index(sessions, model_id, index_dir, strict=True)
+        report.indexed_total = len(index)
+    except BaseException:
+        _finish_run(sessions, run_id, report, "interrupted")
+        raise
+    finally:
+        progress.close()
+    report.seconds = time.perf_counter() - started
+    _finish_run(sessions, run_id, report, "done")
+    return report
+
+
+def _plan(sessions: sessionmaker[Session], roots: Sequence[str], settings: IndexSettings,
+          progress: Progress) -> Plan:
+    progress.stage("scanning", None)
+    crawled: list[FileEntry | CrawlSkip] = []
+    for root in roots:
+        for entry in crawl(root, settings.crawl):
+            crawled.append(entry)
+            progress.advance()
+    with sessions() as session:
+        known = store.known_files(session, roots)
+    return make_plan(crawled, known, _safe_hash)
+
+
+def _apply_plan(sessions: sessionmaker[Session], plan: Plan, report: RunReport) -> None:
+    """Moves, removals and unreadable files: DB-only work, one transaction."""
+    with sessions.begin() as session:
+        for entry, old in plan.moved:
+            store.move_image(session, old.id, entry.path, entry.size, entry.mtime_ns)
+        store.delete_images(session, [k.id for k in plan.missing])
+        for skip, old in plan.unreadable:
+            store.save_skipped(session, skip.path, skip.size, skip.mtime_ns, skip.reason,
+                               old.id if old else None)
+            report.skipped_now.append((skip.path, skip.reason))
+        if plan.missing or any(old for _, old in plan.unreadable):
+            store.bump_generation(session)  # vectors were deleted: every model's index is stale
+    report.moved = len(plan.moved)
+    report.removed = len(plan.missing)
+    report.unchanged = len(plan.unchanged)
+    report.skipped = len(plan.unreadable) + len(plan.still_skipped)
+
+
+def _encode(sessions: sessionmaker[Session], encoder: Encoder, model_id: int, plan: Plan,
+            settings: IndexSettings, progress: Progress, report: RunReport) -> None:
+    with sessions() as session:
+        have = store.ids_with_vectors(session, model_id)
+    # path -> (existing row id or None, kind for the report)
+    todo: dict[str, tuple[int | None, str]] = {e.path: (None, "new") for e in plan.new}
+    todo.update((e.path, (old.id, "changed")) for e, old in plan.changed)
+    # files indexed with another model only, or moved ones this model never saw: encode, count as before
+    todo.update((k.path, (k.id, "unchanged")) for k in plan.unchanged if k.id not in have)
+    todo.update((e.path, (old.id, "moved")) for e, old in plan.moved if old.id not in have)
+    if not todo:
+        return
+    workers = default_workers() if settings.workers < 0 else settings.workers
+    max_pixels = settings.max_image_pixels or default_pixel_limit(max(1, workers))
+    batch_size = settings.batch_size or encoder.batch_size
+    progress.stage("encoding", len(todo))
+    items = load(list(todo), encoder.info.geometry, max_pixels, workers)
+    for batch in embed_stream(items, encoder, batch_size):
+        with sessions.begin() as session:
+            ids = []
+            for decoded in batch.decoded:
+                existing, kind = todo[decoded.path]
+                ids.append(store.save_decoded(session, decoded, existing).id)
+                if kind in ("new", "changed"):
+                    setattr(report, kind, getattr(report, kind) + 1)
+            if ids:
+                store.save_vectors(session, model_id, ids, batch.vectors)
+            for skip in batch.skipped:
+                existing, kind = todo[skip.path]
+                store.save_skipped(session, skip.path, skip.size, skip.mtime_ns, skip.reason, existing)
+                report.skipped_now.append((skip.path, skip.reason))
+                if kind in ("unchanged", "moved"):
+                    setattr(report, kind, getattr(report, kind) - 1)
+            if ids or any(todo[s.path][0] is not None for s in batch.skipped):
+                store.bump_generation(session, None if batch.skipped else [model_id])
+        report.encoded += len(ids)
+        report.skipped += len(batch.skipped)
+        progress.advance(len(batch.decoded) + len(batch.skipped))
+
+
+def _finish_run(sessions: sessionmaker[Session], run_id: int, report: RunReport, status: str) -> None:
+    with sessions.begin() as session:
+        run = session.get(Run, run_id)
+        if run is None:
+            return
+        for name in ("new", "changed", "moved", "unchanged", "removed", "skipped", "encoded"):
+            setattr(run, name, getattr(report, name))
+        run.status, run.finished_at = status, utc_now()
