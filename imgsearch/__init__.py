@@ -20,12 +20,14 @@ if TYPE_CHECKING:
     from imgsearch.search import SearchResult
 
 
+_LAZY = {"Library": "imgsearch.library", "SearchResult": "imgsearch.search", "ModelSpec": "imgsearch.config",
+         "IndexSettings": "imgsearch.config", "ImgSearchError": "imgsearch.errors"}
+
+
 def __getattr__(name: str) -> object:
     # Lazy: decode workers import imgsearch.images and must not pay for SQLAlchemy/alembic.
-    from imgsearch import config, errors, library, search
+    if name not in _LAZY:
+        raise AttributeError(f"module 'imgsearch' has no attribute {name!r}")
+    import importlib
 
-    table = {"Library": library.Library, "SearchResult": search.SearchResult, "ModelSpec": config.ModelSpec,
-             "IndexSettings": config.IndexSettings, "ImgSearchError": errors.ImgSearchError}
-    if name in table:
-        return table[name]
-    raise AttributeError(f"module 'imgsearch' has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name]), name)

@@ -93,7 +93,7 @@ def check_schema(engine: Engine) -> None:
     db = engine.url.database
     script = ScriptDirectory.from_config(_alembic_config())
     known = {rev.revision for rev in script.walk_revisions()}
-    if current is None and inspect(engine).get_table_names():
+    if current is None and set(inspect(engine).get_table_names()) - {"alembic_version"}:
         raise DatabaseError(f"{db} has tables but no imgsearch schema revision: it is not an imgsearch library.")
     if current is not None and current not in known:
         raise SchemaTooNewError(

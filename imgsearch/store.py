@@ -142,14 +142,20 @@ def known_files(session: Session, roots: Sequence[str]) -> dict[str, KnownFile]:
     return out
 
 
-def save_decoded(session: Session, decoded: Decoded, existing_id: int | None) -> Image:
-    """Insert or update the image row of a freshly decoded file (its old vectors are dropped)."""
+def save_decoded(session: Session, decoded: Decoded, existing_id: int | None) -> tuple[Image, bool]:
+    """Insert or update the row of a freshly decoded file; True when an existing row's content changed.
+
+    Changed content drops the row's vectors of every model (they describe the old pixels); an
+    unchanged file re-encoded for another model keeps the vectors it has.
+    """
     image = session.get(Image, existing_id) if existing_id is not None else None
+    replaced = False
     if image is None:
         image = Image(path=decoded.path)
         session.add(image)
-    else:
+    elif (image.content_hash, image.size, image.mtime_ns) != (decoded.content_hash, decoded.size, decoded.mtime_ns):
         session.execute(delete(Embedding).where(Embedding.image_id == image.id))
+        replaced = True
     info = decoded.info
     image.size, image.mtime_ns, image.content_hash = decoded.size, decoded.mtime_ns, decoded.content_hash
     image.width, image.height, image.format = info.width, info.height, info.format
@@ -157,7 +163,7 @@ def save_decoded(session: Session, decoded: Decoded, existing_id: int | None) ->
     image.gps_lat, image.gps_lon = info.gps_lat, info.gps_lon
     image.status, image.skip_reason, image.updated_at = STATUS_INDEXED, None, utc_now()
     session.flush()
-    return image
+    return image, replaced
 
 
 def save_vectors(session: Session, model_id: int, image_ids: Sequence[int], vectors: np.ndarray) -> None:

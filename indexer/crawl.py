@@ -28,6 +28,7 @@ class CrawlSkip:
     reason: str
     size: int = 0
     mtime_ns: int = 0
+    is_dir: bool = False  # a folder that cannot be listed: what the DB knows under it is kept
 
 
 def _excluded(name: str, rel: str, settings: CrawlSettings) -> bool:
@@ -54,7 +55,7 @@ def crawl(root: str, settings: CrawlSettings) -> Iterator[FileEntry | CrawlSkip]
     try:
         st = os.stat(root)
     except OSError as exc:
-        yield CrawlSkip(root, f"cannot open folder: {exc.strerror}")
+        yield CrawlSkip(root, f"cannot open folder: {exc.strerror}", is_dir=True)
         return
     seen_dirs.add((st.st_dev, st.st_ino))
     stack = [root]
@@ -64,7 +65,7 @@ def crawl(root: str, settings: CrawlSettings) -> Iterator[FileEntry | CrawlSkip]
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
-            yield CrawlSkip(display_path(folder), f"cannot list folder: {exc.strerror}")
+            yield CrawlSkip(display_path(folder), f"cannot list folder: {exc.strerror}", is_dir=True)
             continue
         subdirs = []
         for entry in entries:

@@ -141,6 +141,8 @@ def _apply_plan(sessions: sessionmaker[Session], plan: Plan, report: RunReport) 
             report.skipped_now.append((skip.path, skip.reason))
         if plan.missing or any(old for _, old in plan.unreadable):
             store.bump_generation(session)  # vectors were deleted: every model's index is stale
+    report.warnings.extend(f"cannot list {d.path} ({d.reason.split(': ', 1)[-1]}): the images indexed there were kept"
+                           for d in plan.unlisted_dirs)
     report.moved = len(plan.moved)
     report.removed = len(plan.missing)
     report.unchanged = len(plan.unchanged)
@@ -167,9 +169,12 @@ def _encode(sessions: sessionmaker[Session], encoder: Encoder, model_id: int, pl
     for batch in embed_stream(items, encoder, batch_size):
         with sessions.begin() as session:
             ids = []
+            others_stale = False  # did other models lose vectors in this batch?
             for decoded in batch.decoded:
                 existing, kind = todo[decoded.path]
-                ids.append(store.save_decoded(session, decoded, existing).id)
+                image, replaced = store.save_decoded(session, decoded, existing)
+                ids.append(image.id)
+                others_stale |= replaced
                 if kind in ("new", "changed"):
                     setattr(report, kind, getattr(report, kind) + 1)
             if ids:
@@ -178,10 +183,11 @@ def _encode(sessions: sessionmaker[Session], encoder: Encoder, model_id: int, pl
                 existing, kind = todo[skip.path]
                 store.save_skipped(session, skip.path, skip.size, skip.mtime_ns, skip.reason, existing)
                 report.skipped_now.append((skip.path, skip.reason))
+                others_stale |= existing is not None
                 if kind in ("unchanged", "moved"):
                     setattr(report, kind, getattr(report, kind) - 1)
-            if ids or any(todo[s.path][0] is not None for s in batch.skipped):
-                store.bump_generation(session, None if batch.skipped else [model_id])
+            if ids or others_stale:
+                store.bump_generation(session, None if others_stale else [model_id])
         report.encoded += len(ids)
         report.skipped += len(batch.skipped)
         progress.advance(len(batch.decoded) + len(batch.skipped))

@@ -20,6 +20,7 @@ class Plan:
     unchanged: list[KnownFile] = field(default_factory=list)
     still_skipped: list[KnownFile] = field(default_factory=list)  # failed before and not changed since
     unreadable: list[tuple[CrawlSkip, KnownFile | None]] = field(default_factory=list)
+    unlisted_dirs: list[CrawlSkip] = field(default_factory=list)  # folders that could not be listed
     missing: list[KnownFile] = field(default_factory=list)
 
 
@@ -37,7 +38,9 @@ def make_plan(crawled: Iterable[FileEntry | CrawlSkip], known: dict[str, KnownFi
             continue
         seen.add(entry.path)
         old = known.get(entry.path)
-        if isinstance(entry, CrawlSkip):
+        if isinstance(entry, CrawlSkip) and entry.is_dir:
+            plan.unlisted_dirs.append(entry)
+        elif isinstance(entry, CrawlSkip):
             if old is not None and old.status == STATUS_SKIPPED and _same_stat(entry, old):
                 plan.still_skipped.append(old)
             else:
@@ -50,7 +53,14 @@ def make_plan(crawled: Iterable[FileEntry | CrawlSkip], known: dict[str, KnownFi
             plan.still_skipped.append(old)
         else:
             plan.unchanged.append(old)
-    plan.missing = [k for path, k in known.items() if path not in seen]
+    hidden = tuple(d.path.rstrip("/") + "/" for d in plan.unlisted_dirs)
+    for path, k in known.items():
+        if path in seen:
+            continue
+        if hidden and path.startswith(hidden):
+            plan.unchanged.append(k)  # unseen, not gone: a folder we could not list this time
+        else:
+            plan.missing.append(k)
     _find_moves(plan, hash_file)
     return plan
 

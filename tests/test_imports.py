@@ -1,0 +1,33 @@
+"""Import direction and start-up cost: the CLI and the decode workers never import torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def modules_after(code: str) -> set[str]:
+    out = subprocess.run([sys.executable, "-c", f"{code}\nimport sys; print(' '.join(sys.modules))"],
+                         capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
+
+
+def test_cli_import_stays_light() -> None:
+    loaded = modules_after("import imgsearch.cli")
+    assert "torch" not in loaded and "open_clip" not in loaded and "faiss" not in loaded
+
+
+def test_decode_worker_modules_do_not_import_torch_or_sqlalchemy() -> None:
+    loaded = modules_after("import indexer.loader")
+    assert "torch" not in loaded and "sqlalchemy" not in loaded
+
+
+def test_core_never_imports_cli_search_or_indexer() -> None:
+    loaded = modules_after("import imgsearch.store, imgsearch.db, imgsearch.vector_index, imgsearch.encoder")
+    assert not {"imgsearch.cli", "imgsearch.search", "imgsearch.library"} & loaded
+    assert not any(m.startswith("indexer") for m in loaded)
+
+
+def test_python_dash_m_runs_the_cli() -> None:
+    out = subprocess.run([sys.executable, "-m", "imgsearch", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "index" in out.stdout and "search" in out.stdout
