@@ -107,6 +107,10 @@ def index(
     include_hidden: Annotated[bool, typer.Option(help="Also index hidden files and folders.")] = False,
     workers: Annotated[int, typer.Option(help="Decode processes (-1: one per core, 0: none).")] = -1,
     batch_size: Annotated[int, typer.Option(help="Images per encoder batch (0: automatic).", min=0)] = 0,
+    gpu_decode: Annotated[Optional[bool], typer.Option(
+        "--gpu-decode/--no-gpu-decode", help="Decode JPEGs on the GPU too [default: when CUDA is used].",
+        show_default=False)] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print a per-stage time breakdown.")] = False,
 ) -> None:
     """Crawl folders, encode new and changed images, and build the search index."""
     from imgsearch.config import CrawlSettings, IndexSettings
@@ -118,7 +122,7 @@ def index(
                 err(f"Error: {folder} {what}: pass folders of images to index.")
                 raise typer.Exit(2)
         settings = IndexSettings(crawl=CrawlSettings(include_hidden=include_hidden, excludes=tuple(exclude or ())),
-                                 batch_size=batch_size, workers=workers)
+                                 batch_size=batch_size, workers=workers, gpu_decode=gpu_decode)
         with open_library(library, create=True) as lib:
             report = lib.index(folders or (), model_spec(model, pretrained), settings, TqdmProgress())
         for warning in report.warnings:
@@ -127,6 +131,8 @@ def index(
             err(f"Skipped {path}: {reason}")
         if len(report.skipped_now) > 20:
             err(f"... and {len(report.skipped_now) - 20} more (imgsearch status --skipped lists them all)")
+        if verbose:
+            err(report.times.breakdown(report.seconds))
         err(f"Indexed: {report.summary()}")
 
 

@@ -64,7 +64,7 @@ class IndexSettings:
     batch_size: int = 0  # 0: chosen from the device (see encoder.default_batch_size)
     workers: int = -1  # decode processes; -1: one per core, 0: decode in this process
     max_image_pixels: int = 0  # 0: chosen from RAM and workers (see images.default_pixel_limit)
-    commit_every: int = 256  # images per DB transaction: a crash loses at most this much work
+    gpu_decode: bool | None = None  # JPEGs decoded on the GPU too (nvJPEG); None: when the encoder is on CUDA
 
 
 @dataclass(frozen=True)

@@ -247,8 +247,18 @@ def fit_to_geometry(img: Image.Image, geo: Geometry) -> np.ndarray:
     return np.ascontiguousarray(arr[top:top + geo.height, left:left + geo.width])
 
 
-def decode_file(path: str, geo: Geometry, max_pixels: int) -> Decoded:
-    """Read a file once, fingerprint it, decode it (draft mode) and fit it to the model's geometry."""
+@dataclass(frozen=True)
+class FileData:
+    """A file's bytes with the stat taken while reading them."""
+
+    path: str
+    data: bytes
+    size: int
+    mtime_ns: int
+
+
+def read_file(path: str) -> FileData:
+    """Read a whole file once; refuses files that change while being read, and empty ones."""
     try:
         with open(path, "rb") as f:
             before = os.fstat(f.fileno())
@@ -260,9 +270,37 @@ def decode_file(path: str, geo: Geometry, max_pixels: int) -> Decoded:
         raise ImageError("file changed while being read (it will be retried on the next run)")
     if not data:
         raise ImageError("empty file (0 bytes)")
-    img, info = open_rgb(io.BytesIO(data), max_pixels, draft_to=(geo.width, geo.height))
+    return FileData(path, data, after.st_size, after.st_mtime_ns)
+
+
+def read_header(data: bytes, max_pixels: int) -> tuple[ImageInfo, int]:
+    """Metadata and EXIF orientation (1 = none) from the header alone, without decoding pixels."""
+    try:
+        img = Image.open(io.BytesIO(data))
+        w, h = img.size
+        if w * h > max_pixels:
+            raise ImageError(f"image too large: {w}x{h} pixels exceeds the limit of {max_pixels:,}")
+        info = _metadata(img, w, h)
+        orientation = img.getexif().get(_ORIENTATION, 1)
+    except ImageError:
+        raise
+    except UnidentifiedImageError as exc:
+        raise ImageError("not an image Pillow can read (wrong extension or unsupported format)") from exc
+    except _DECODE_ERRORS as exc:
+        raise ImageError(f"cannot decode: {type(exc).__name__}: {exc}") from exc
+    return info, orientation if orientation in range(1, 9) else 1
+
+
+def decode_data(file: FileData, geo: Geometry, max_pixels: int) -> Decoded:
+    """Decode bytes already read (draft mode) and fit them to the model's geometry."""
+    img, info = open_rgb(io.BytesIO(file.data), max_pixels, draft_to=(geo.width, geo.height))
     try:
         pixels = fit_to_geometry(img, geo)
     except _DECODE_ERRORS as exc:
         raise ImageError(f"cannot resize: {type(exc).__name__}: {exc}") from exc
-    return Decoded(path, pixels, info, data_hash(data), after.st_size, after.st_mtime_ns)
+    return Decoded(file.path, pixels, info, data_hash(file.data), file.size, file.mtime_ns)
+
+
+def decode_file(path: str, geo: Geometry, max_pixels: int) -> Decoded:
+    """Read a file once, fingerprint it, decode it (draft mode) and fit it to the model's geometry."""
+    return decode_data(read_file(path), geo, max_pixels)

@@ -38,5 +38,11 @@ def embed_stream(items: Iterable[Decoded | Skipped], encoder: Encoder, batch_siz
 
 def _encode(batch: Batch, encoder: Encoder) -> Batch:
     if batch.decoded:
-        batch.vectors = encoder.encode_pixels(np.stack([d.pixels for d in batch.decoded]))
+        pixels = [d.pixels for d in batch.decoded]
+        if all(isinstance(p, np.ndarray) for p in pixels):
+            batch.vectors = encoder.encode_pixels(np.stack(pixels))
+        else:  # some were decoded on the GPU: stack there
+            from indexer.tensor_decode import stack_on_device
+
+            batch.vectors = encoder.encode_pixels(stack_on_device(pixels))
     return batch

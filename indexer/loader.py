@@ -1,22 +1,34 @@
-"""Parallel decode + preprocess in worker processes with a bounded look-ahead.
+"""Parallel decode + preprocess with a bounded look-ahead, on CPU worker processes and optionally
+on the GPU at the same time.
 
-Workers import Pillow and numpy only (never torch): a pool forked after torch has run can hang,
-so the pool uses forkserver (spawn where that is missing).
+CPU workers import Pillow and numpy only (never torch): a pool forked after torch has run can
+hang, so the pool uses forkserver (spawn where that is missing). With a TensorDecoder, JPEGs are
+taken from the front of one shared work list by the GPU while the CPU workers take from the back,
+so both decoders stay busy whatever their relative speed.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import queue
+import threading
+import time
 from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from imgsearch.errors import ImageError
-from imgsearch.images import Decoded, Geometry, decode_file
+from imgsearch.images import Decoded, FileData, Geometry, decode_data, read_file
 
-CHUNK = 8  # files per task: amortises IPC without making the look-ahead coarse
+if TYPE_CHECKING:
+    from indexer.tensor_decode import TensorDecoder
+
+CHUNK = 8  # files per CPU task: amortises IPC without making the look-ahead coarse
+GPU_BATCH = 64  # files per GPU decode call
+JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe")
 
 
 @dataclass(frozen=True)
@@ -29,21 +41,74 @@ class Skipped:
     mtime_ns: int = 0
 
 
+@dataclass
+class StageTimes:
+    """Busy seconds per stage (summed over workers) and who decoded what; for --verbose."""
+
+    read_s: float = 0.0
+    decode_cpu_s: float = 0.0
+    decode_gpu_s: float = 0.0
+    transfer_s: float = 0.0
+    encode_s: float = 0.0
+    write_s: float = 0.0
+    cpu_images: int = 0
+    gpu_images: int = 0
+    cpu_workers: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **amounts: float) -> None:
+        with self._lock:
+            for name, value in amounts.items():
+                setattr(self, name, getattr(self, name) + value)
+
+    def breakdown(self, wall_s: float) -> str:
+        """One line per stage: busy seconds, and for the decoders their rate."""
+        workers = max(1, self.cpu_workers)
+        lines = [
+            f"read      {self.read_s:8.2f} s (summed over readers)",
+            f"decode    CPU {self.decode_cpu_s:8.2f} s over {self.cpu_workers} workers "
+            f"({self.decode_cpu_s / workers:.2f} s each) for {self.cpu_images} images; "
+            f"GPU {self.decode_gpu_s:.2f} s for {self.gpu_images} images",
+            f"transfer  {self.transfer_s:8.2f} s",
+            f"encode    {self.encode_s:8.2f} s",
+            f"write     {self.write_s:8.2f} s",
+            f"wall      {wall_s:8.2f} s",
+        ]
+        return "\n".join(lines)
+
+
+def _skip(path: str, exc: ImageError) -> Skipped:
+    try:
+        st = os.stat(path)
+        size, mtime_ns = st.st_size, st.st_mtime_ns
+    except OSError:
+        size, mtime_ns = 0, 0
+    return Skipped(path, exc.message, size, mtime_ns)
+
+
 def decode_or_skip(path: str, geo: Geometry, max_pixels: int) -> Decoded | Skipped:
     """Decode one file; any failure becomes a Skipped with its reason (a bad file never stops a run)."""
+    return _decode_timed(path, geo, max_pixels)[0]
+
+
+def _decode_timed(path: str, geo: Geometry, max_pixels: int) -> tuple[Decoded | Skipped, float, float]:
+    t0 = time.perf_counter()
     try:
-        return decode_file(path, geo, max_pixels)
+        data = read_file(path)
+        t1 = time.perf_counter()
+        return decode_data(data, geo, max_pixels), t1 - t0, time.perf_counter() - t1
     except ImageError as exc:
-        try:
-            st = os.stat(path)
-            size, mtime_ns = st.st_size, st.st_mtime_ns
-        except OSError:
-            size, mtime_ns = 0, 0
-        return Skipped(path, exc.message, size, mtime_ns)
+        return _skip(path, exc), 0.0, time.perf_counter() - t0
 
 
-def _decode_chunk(paths: Sequence[str], geo: Geometry, max_pixels: int) -> list[Decoded | Skipped]:
-    return [decode_or_skip(p, geo, max_pixels) for p in paths]
+def _decode_chunk(paths: Sequence[str], geo: Geometry, max_pixels: int) -> tuple[list[Decoded | Skipped], float, float]:
+    out, read_s, decode_s = [], 0.0, 0.0
+    for p in paths:
+        item, r, d = _decode_timed(p, geo, max_pixels)
+        out.append(item)
+        read_s += r
+        decode_s += d
+    return out, read_s, decode_s
 
 
 def default_workers() -> int:
@@ -59,24 +124,166 @@ def _context() -> mp.context.BaseContext:
     return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
-def load(paths: Sequence[str], geo: Geometry, max_pixels: int, workers: int) -> Iterator[Decoded | Skipped]:
-    """Decoded files in input order; at most ~4 chunks per worker are in flight, so memory stays flat."""
-    if workers <= 0:
+def load(paths: Sequence[str], geo: Geometry, max_pixels: int, workers: int,
+         tensor_decoder: "TensorDecoder | None" = None, times: StageTimes | None = None) -> Iterator[Decoded | Skipped]:
+    """Every path comes back once, decoded or skipped; memory stays flat (bounded look-ahead)."""
+    times = times if times is not None else StageTimes()
+    times.cpu_workers = max(0, workers)
+    if workers <= 0 and tensor_decoder is None:
         for path in paths:
-            yield decode_or_skip(path, geo, max_pixels)
+            item, r, d = _decode_timed(path, geo, max_pixels)
+            times.add(read_s=r, decode_cpu_s=d, cpu_images=1)
+            yield item
         return
-    chunks = [paths[i:i + CHUNK] for i in range(0, len(paths), CHUNK)]
-    workers = min(workers, max(1, len(chunks)))
-    pending: deque[Future] = deque()
-    with ProcessPoolExecutor(max_workers=workers, mp_context=_context()) as pool:
-        todo = iter(chunks)
-        for chunk in todo:
-            pending.append(pool.submit(_decode_chunk, chunk, geo, max_pixels))
-            if len(pending) >= workers * 4:
-                break
-        while pending:
-            results = pending.popleft().result()
-            for chunk in todo:  # refill one chunk for each one taken
-                pending.append(pool.submit(_decode_chunk, chunk, geo, max_pixels))
-                break
-            yield from results
+    yield from _Pipeline(paths, geo, max_pixels, workers, tensor_decoder, times).run()
+
+
+class _Pipeline:
+    """Threads that keep the process pool and the GPU decoder fed from one work list."""
+
+    def __init__(self, paths: Sequence[str], geo: Geometry, max_pixels: int, workers: int,
+                 tensor_decoder: "TensorDecoder | None", times: StageTimes) -> None:
+        jpegs = [p for p in paths if p.lower().endswith(JPEG_SUFFIXES)]
+        others = [p for p in paths if not p.lower().endswith(JPEG_SUFFIXES)]
+        # GPU pops JPEGs from the left; CPU workers pop from the right (other formats first).
+        self.work: deque[str] = deque(jpegs + others if tensor_decoder else others + jpegs)
+        self.handback: deque[str] = deque()  # files the GPU could not decode: CPU workers take them first
+        # --workers 0 with a GPU decoder: JPEGs on the GPU only; the CPU decodes the rest in-process
+        self.cpu_takes_jpegs = workers > 0 or tensor_decoder is None
+        self.geo, self.max_pixels, self.workers = geo, max_pixels, workers
+        self.decoder, self.times = tensor_decoder, times
+        self.lock = threading.Lock()
+        self.out: queue.Queue = queue.Queue(maxsize=max(8, workers * 4))
+        self.stop = threading.Event()
+        self.gpu_done = threading.Event()
+        if tensor_decoder is None:
+            self.gpu_done.set()
+
+    def _take_gpu(self, n: int) -> list[str]:
+        with self.lock:
+            taken = []
+            while self.work and len(taken) < n and self.work[0].lower().endswith(JPEG_SUFFIXES):
+                taken.append(self.work.popleft())
+            return taken
+
+    def _take_cpu(self, n: int) -> list[str]:
+        with self.lock:
+            taken = [self.handback.popleft() for _ in range(min(n, len(self.handback)))]
+            while self.work and len(taken) < n and (self.cpu_takes_jpegs
+                                                    or not self.work[-1].lower().endswith(JPEG_SUFFIXES)):
+                taken.append(self.work.pop())
+            return taken
+
+    def _cpu_finished(self) -> bool:
+        with self.lock:
+            return self.gpu_done.is_set() and not self.work and not self.handback
+
+    def _put(self, item: object) -> None:
+        while not self.stop.is_set():
+            try:
+                self.out.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def run(self) -> Iterator[Decoded | Skipped]:
+        threads = [threading.Thread(target=self._guard, args=(self._cpu_feeder,), daemon=True)]
+        if self.decoder is not None:
+            threads.append(threading.Thread(target=self._guard, args=(self._gpu_worker,), daemon=True))
+        for t in threads:
+            t.start()
+        finished = 0
+        try:
+            while finished < len(threads):
+                item = self.out.get()
+                if item is None:
+                    finished += 1
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    yield from item
+        finally:
+            self.stop.set()
+            for t in threads:
+                t.join()
+
+    def _guard(self, target) -> None:  # noqa: ANN001
+        try:
+            target()
+        except BaseException as exc:  # surfaced in the consumer's thread
+            self._put(exc)
+        finally:
+            if target == self._gpu_worker:
+                self.gpu_done.set()
+            self._put(None)
+
+    def _cpu_feeder(self) -> None:
+        if self.workers <= 0:
+            self._cpu_inline()
+            return
+        pending: set[Future] = set()
+        with ProcessPoolExecutor(max_workers=self.workers, mp_context=_context()) as pool:
+            while not self.stop.is_set():
+                while len(pending) < self.workers * 3:
+                    chunk = self._take_cpu(CHUNK)
+                    if not chunk:
+                        break
+                    pending.add(pool.submit(_decode_chunk, chunk, self.geo, self.max_pixels))
+                if not pending:
+                    if self._cpu_finished():
+                        return
+                    time.sleep(0.01)  # the GPU may still hand files back
+                    continue
+                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    items, read_s, decode_s = fut.result()
+                    self.times.add(read_s=read_s, decode_cpu_s=decode_s, cpu_images=len(items))
+                    self._put(items)
+            for fut in pending:
+                fut.cancel()
+
+    def _cpu_inline(self) -> None:
+        while not self.stop.is_set():
+            chunk = self._take_cpu(CHUNK)
+            if not chunk:
+                if self._cpu_finished():
+                    return
+                time.sleep(0.01)
+                continue
+            items, read_s, decode_s = _decode_chunk(chunk, self.geo, self.max_pixels)
+            self.times.add(read_s=read_s, decode_cpu_s=decode_s, cpu_images=len(items))
+            self._put(items)
+
+    def _gpu_worker(self) -> None:
+        assert self.decoder is not None
+        with ThreadPoolExecutor(max_workers=8) as readers:  # file reads release the GIL
+            batch = self._take_gpu(GPU_BATCH)
+            ahead = readers.map(self._read, batch) if batch else None
+            while batch and not self.stop.is_set():
+                files = list(ahead)  # type: ignore[arg-type]
+                batch = self._take_gpu(GPU_BATCH)  # read the next batch while decoding this one
+                ahead = readers.map(self._read, batch) if batch else None
+                self._decode_on_gpu([f for f in files if isinstance(f, FileData)])
+                skipped = [f for f in files if isinstance(f, Skipped)]
+                if skipped:
+                    self._put(skipped)
+
+    def _read(self, path: str) -> FileData | Skipped:
+        t0 = time.perf_counter()
+        try:
+            return read_file(path)
+        except ImageError as exc:
+            return _skip(path, exc)
+        finally:
+            self.times.add(read_s=time.perf_counter() - t0)
+
+    def _decode_on_gpu(self, files: list[FileData]) -> None:
+        assert self.decoder is not None
+        t0 = time.perf_counter()
+        decoded, fallback = self.decoder.decode(files)
+        self.times.add(decode_gpu_s=time.perf_counter() - t0, gpu_images=len(decoded))
+        if fallback:
+            with self.lock:
+                self.handback.extend(fallback)
+        if decoded:
+            self._put(decoded)

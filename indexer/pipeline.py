@@ -20,7 +20,7 @@ from imgsearch.orm import Run, utc_now
 from indexer import build as index_build
 from indexer.crawl import CrawlSkip, FileEntry, crawl
 from indexer.embed import embed_stream
-from indexer.loader import default_workers, load
+from indexer.loader import StageTimes, default_workers, load
 from indexer.plan import Plan, make_plan
 
 
@@ -60,6 +60,7 @@ class RunReport:
     indexed_total: int = 0
     skipped_now: list[tuple[str, str]] = field(default_factory=list)  # newly skipped: (path, reason)
     warnings: list[str] = field(default_factory=list)
+    times: StageTimes = field(default_factory=StageTimes)
 
     def summary(self) -> str:
         rate = f" ({self.encoded / self.seconds:.1f} img/s)" if self.encoded and self.seconds > 0 else ""
@@ -165,8 +166,11 @@ def _encode(sessions: sessionmaker[Session], encoder: Encoder, model_id: int, pl
     max_pixels = settings.max_image_pixels or default_pixel_limit(max(1, workers))
     batch_size = settings.batch_size or encoder.batch_size
     progress.stage("encoding", len(todo))
-    items = load(list(todo), encoder.info.geometry, max_pixels, workers)
+    decoder = _tensor_decoder(encoder, settings, max_pixels)
+    items = load(list(todo), encoder.info.geometry, max_pixels, workers, decoder, report.times)
+    transfer0, encode0 = getattr(encoder, "transfer_s", 0.0), getattr(encoder, "encode_s", 0.0)
     for batch in embed_stream(items, encoder, batch_size):
+        write_start = time.perf_counter()
         with sessions.begin() as session:
             ids = []
             others_stale = False  # did other models lose vectors in this batch?
@@ -188,9 +192,25 @@ def _encode(sessions: sessionmaker[Session], encoder: Encoder, model_id: int, pl
                     setattr(report, kind, getattr(report, kind) - 1)
             if ids or others_stale:
                 store.bump_generation(session, None if others_stale else [model_id])
+        report.times.add(write_s=time.perf_counter() - write_start)
         report.encoded += len(ids)
         report.skipped += len(batch.skipped)
         progress.advance(len(batch.decoded) + len(batch.skipped))
+    report.times.add(transfer_s=getattr(encoder, "transfer_s", 0.0) - transfer0,
+                     encode_s=getattr(encoder, "encode_s", 0.0) - encode0)
+
+
+def _tensor_decoder(encoder: Encoder, settings: IndexSettings, max_pixels: int):  # -> TensorDecoder | None
+    """A GPU JPEG decoder next to the CPU workers, when the encoder runs on CUDA (or when asked)."""
+    device = getattr(encoder, "device", None)
+    wanted = settings.gpu_decode
+    if wanted is False or device is None or (wanted is None and getattr(device, "type", "") != "cuda"):
+        return None
+    from indexer.tensor_decode import TensorDecoder, gpu_decode_works
+
+    if not gpu_decode_works(str(device)):
+        return None
+    return TensorDecoder(encoder.info.geometry, str(device), max_pixels)
 
 
 def _finish_run(sessions: sessionmaker[Session], run_id: int, report: RunReport, status: str) -> None:
