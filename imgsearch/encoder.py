@@ -53,30 +53,7 @@ class Encoder(Protocol):
     info: ModelInfo
     batch_size: int
 
-    def encode_pixels(self, pixels: "np.ndarray | torch.Tensor") -> np.ndarray:
-        """(n, H, W, 3) uint8 (numpy, or a tensor already on the device) -> (n, dim) float32, L2-normalised.
-
-        Pixels travel as uint8 (4x less than float) and are normalised on the device.
-        """
-        import torch
-
-        start = time.perf_counter()
-        if isinstance(pixels, np.ndarray):
-            batch = torch.from_numpy(np.require(pixels, np.uint8, ["C", "W"]))  # PIL arrays are read-only
-            if self.device.type == "cuda":
-                batch = batch.pin_memory().to(self.device, non_blocking=True)
-                torch.cuda.current_stream(self.device).synchronize()
-        else:
-            batch = pixels.to(self.device)
-        moved = time.perf_counter()
-        batch = batch.permute(0, 3, 1, 2).float()
-        batch = ((batch - self._mean) / self._std).to(self.dtype)
-        with torch.inference_mode():
-            features = self.model.encode_image(batch)
-        out = _normalised(features)
-        self.transfer_s += moved - start
-        self.encode_s += time.perf_counter() - moved
-        return out
+    def encode_pixels(self, pixels: "np.ndarray | torch.Tensor") -> np.ndarray: ...
 
     def encode_texts(self, texts: list[str]) -> np.ndarray: ...
 
@@ -255,18 +232,30 @@ class OpenClipEncoder:
         model.eval()
         return cls(model, tokenizer, _model_info(model, src), device)
 
-    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        """(n, H, W, 3) uint8 -> (n, dim) float32, L2-normalised; normalisation happens on the device."""
+    def encode_pixels(self, pixels: "np.ndarray | torch.Tensor") -> np.ndarray:
+        """(n, H, W, 3) uint8 (numpy, or a tensor already on the device) -> (n, dim) float32, L2-normalised.
+
+        Pixels travel as uint8 (4x less than float) and are normalised on the device.
+        """
         import torch
 
-        batch = torch.from_numpy(np.require(pixels, np.uint8, ["C", "W"]))  # PIL arrays are read-only
-        if self.device.type == "cuda":
-            batch = batch.pin_memory()
-        batch = batch.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
+        start = time.perf_counter()
+        if isinstance(pixels, np.ndarray):
+            batch = torch.from_numpy(np.require(pixels, np.uint8, ["C", "W"]))  # PIL arrays are read-only
+            if self.device.type == "cuda":
+                batch = batch.pin_memory().to(self.device, non_blocking=True)
+                torch.cuda.current_stream(self.device).synchronize()
+        else:
+            batch = pixels.to(self.device)
+        moved = time.perf_counter()
+        batch = batch.permute(0, 3, 1, 2).float()
         batch = ((batch - self._mean) / self._std).to(self.dtype)
         with torch.inference_mode():
             features = self.model.encode_image(batch)
-        return _normalised(features)
+        out = _normalised(features)
+        self.transfer_s += moved - start
+        self.encode_s += time.perf_counter() - moved
+        return out
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         """Texts -> (n, dim) float32, L2-normalised."""
