@@ -187,7 +187,9 @@ class OpenClipEncoder:
         self.tokenizer = tokenizer
         self.info = info
         self.device = torch.device(device)
-        self.dtype = next(model.parameters()).dtype
+        # open_clip's rule (get_input_dtype): images go in as fp16 under precision "fp16", whatever
+        # dtype individual parameters kept.
+        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         self.batch_size = 256 if self.device.type == "cuda" else 32
         self.transfer_s = 0.0  # busy seconds, for the --verbose stage breakdown
         self.encode_s = 0.0

@@ -104,7 +104,7 @@ def partial_hash(path: str | Path) -> str:
     return hash_bytes(head, tail, size)
 
 
-def data_hash(data: bytes) -> str:
+def data_hash(data: bytes | bytearray) -> str:
     """hash_bytes of a file already read into memory (equals partial_hash of the same file)."""
     return hash_bytes(data[:PARTIAL_HASH_CHUNK], data[_tail_offset(len(data)):], len(data))
 
@@ -252,7 +252,7 @@ class FileData:
     """A file's bytes with the stat taken while reading them."""
 
     path: str
-    data: bytes
+    data: bytearray
     size: int
     mtime_ns: int
 
@@ -260,20 +260,23 @@ class FileData:
 def read_file(path: str) -> FileData:
     """Read a whole file once; refuses files that change while being read, and empty ones."""
     try:
-        with open(path, "rb") as f:
+        with open(path, "rb", buffering=0) as f:
             before = os.fstat(f.fileno())
-            data = f.read()
+            # a bytearray filled in place: the GPU path wraps it as a tensor without a copy
+            data = bytearray(before.st_size)
+            got = f.readinto(data)
+            extra = f.read(1)
             after = os.fstat(f.fileno())
     except OSError as exc:
         raise ImageError(f"cannot read: {exc.strerror or exc}") from exc
-    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns) or len(data) != after.st_size:
+    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns) or got != after.st_size or extra:
         raise ImageError("file changed while being read (it will be retried on the next run)")
     if not data:
         raise ImageError("empty file (0 bytes)")
     return FileData(path, data, after.st_size, after.st_mtime_ns)
 
 
-def read_header(data: bytes, max_pixels: int) -> tuple[ImageInfo, int]:
+def read_header(data: bytes | bytearray, max_pixels: int) -> tuple[ImageInfo, int]:
     """Metadata and EXIF orientation (1 = none) from the header alone, without decoding pixels."""
     try:
         img = Image.open(io.BytesIO(data))

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from imgsearch.encoder import ModelInfo
@@ -142,35 +142,45 @@ def known_files(session: Session, roots: Sequence[str]) -> dict[str, KnownFile]:
     return out
 
 
-def save_decoded(session: Session, decoded: Decoded, existing_id: int | None) -> tuple[Image, bool]:
-    """Insert or update the row of a freshly decoded file; True when an existing row's content changed.
+def _image_values(d: Decoded) -> dict:
+    info = d.info
+    return {"path": d.path, "size": d.size, "mtime_ns": d.mtime_ns, "content_hash": d.content_hash,
+            "width": info.width, "height": info.height, "format": info.format, "taken_at": info.taken_at,
+            "camera_make": info.camera_make, "camera_model": info.camera_model, "gps_lat": info.gps_lat,
+            "gps_lon": info.gps_lon, "status": STATUS_INDEXED, "skip_reason": None, "updated_at": utc_now()}
+
+
+def save_decoded(session: Session, items: Sequence[tuple[Decoded, int | None]]) -> tuple[list[int], bool]:
+    """Insert or update the rows of freshly decoded files (bulk statements); returns their ids in order,
+    and True when an existing row's content changed.
 
     Changed content drops the row's vectors of every model (they describe the old pixels); an
     unchanged file re-encoded for another model keeps the vectors it has.
     """
-    image = session.get(Image, existing_id) if existing_id is not None else None
-    replaced = False
-    if image is None:
-        image = Image(path=decoded.path)
-        session.add(image)
-    elif (image.content_hash, image.size, image.mtime_ns) != (decoded.content_hash, decoded.size, decoded.mtime_ns):
-        session.execute(delete(Embedding).where(Embedding.image_id == image.id))
-        replaced = True
-    info = decoded.info
-    image.size, image.mtime_ns, image.content_hash = decoded.size, decoded.mtime_ns, decoded.content_hash
-    image.width, image.height, image.format = info.width, info.height, info.format
-    image.taken_at, image.camera_make, image.camera_model = info.taken_at, info.camera_make, info.camera_model
-    image.gps_lat, image.gps_lon = info.gps_lat, info.gps_lon
-    image.status, image.skip_reason, image.updated_at = STATUS_INDEXED, None, utc_now()
-    session.flush()
-    return image, replaced
+    existing = {i for _, i in items if i is not None}
+    before: dict[int, tuple] = {}
+    for chunk in _chunks(sorted(existing)):
+        before.update((r[0], tuple(r[1:])) for r in session.execute(
+            select(Image.id, Image.content_hash, Image.size, Image.mtime_ns).where(Image.id.in_(chunk))))
+    replaced = [i for d, i in items if i is not None and before.get(i) != (d.content_hash, d.size, d.mtime_ns)]
+    for chunk in _chunks(replaced):
+        session.execute(delete(Embedding).where(Embedding.image_id.in_(chunk)))
+    updates = [{"id": i, **_image_values(d)} for d, i in items if i is not None]
+    if updates:
+        session.execute(update(Image), updates)  # bulk UPDATE by primary key
+    new_rows = [_image_values(d) | {"first_seen_at": utc_now()} for d, i in items if i is None]
+    new_ids = iter(session.scalars(insert(Image).returning(Image.id, sort_by_parameter_order=True), new_rows)
+                   .all() if new_rows else [])
+    return [i if i is not None else next(new_ids) for _, i in items], bool(replaced)
 
 
 def save_vectors(session: Session, model_id: int, image_ids: Sequence[int], vectors: np.ndarray) -> None:
     """Store one model's vectors for these images (replacing any)."""
     for chunk in _chunks(list(image_ids)):
         session.execute(delete(Embedding).where(Embedding.model_id == model_id, Embedding.image_id.in_(chunk)))
-    session.add_all(Embedding(image_id=i, model_id=model_id, vector=to_blob(v)) for i, v in zip(image_ids, vectors))
+    blobs = np.asarray(vectors, dtype=np.float16)
+    session.execute(insert(Embedding), [{"image_id": i, "model_id": model_id, "vector": blobs[n].tobytes()}
+                                        for n, i in enumerate(image_ids)])
 
 
 def save_skipped(session: Session, path: str, size: int, mtime_ns: int, reason: str, existing_id: int | None) -> None:

@@ -27,7 +27,9 @@ if TYPE_CHECKING:
     from indexer.tensor_decode import TensorDecoder
 
 CHUNK = 8  # files per CPU task: amortises IPC without making the look-ahead coarse
-GPU_BATCH = 64  # files per GPU decode call
+GPU_BATCH = 32  # files per GPU decode call
+GPU_THREADS = 2  # while one thread waits on nvJPEG, the other parses headers and resizes
+GPU_RESERVED_CORES = 2  # with GPU decoding, CPU workers leave these cores to the GPU threads
 JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe")
 
 
@@ -189,7 +191,9 @@ class _Pipeline:
     def run(self) -> Iterator[Decoded | Skipped]:
         threads = [threading.Thread(target=self._guard, args=(self._cpu_feeder,), daemon=True)]
         if self.decoder is not None:
-            threads.append(threading.Thread(target=self._guard, args=(self._gpu_worker,), daemon=True))
+            threads += [threading.Thread(target=self._guard, args=(self._gpu_worker,), daemon=True)
+                        for _ in range(GPU_THREADS)]
+        self.gpu_running = len(threads) - 1
         for t in threads:
             t.start()
         finished = 0
@@ -214,7 +218,10 @@ class _Pipeline:
             self._put(exc)
         finally:
             if target == self._gpu_worker:
-                self.gpu_done.set()
+                with self.lock:
+                    self.gpu_running -= 1
+                    if self.gpu_running == 0:
+                        self.gpu_done.set()
             self._put(None)
 
     def _cpu_feeder(self) -> None:
@@ -256,7 +263,7 @@ class _Pipeline:
 
     def _gpu_worker(self) -> None:
         assert self.decoder is not None
-        with ThreadPoolExecutor(max_workers=8) as readers:  # file reads release the GIL
+        with ThreadPoolExecutor(max_workers=4) as readers:  # file reads release the GIL
             batch = self._take_gpu(GPU_BATCH)
             ahead = readers.map(self._read, batch) if batch else None
             while batch and not self.stop.is_set():

@@ -20,7 +20,7 @@ from imgsearch.orm import Run, utc_now
 from indexer import build as index_build
 from indexer.crawl import CrawlSkip, FileEntry, crawl
 from indexer.embed import embed_stream
-from indexer.loader import StageTimes, default_workers, load
+from indexer.loader import GPU_RESERVED_CORES, StageTimes, default_workers, load
 from indexer.plan import Plan, make_plan
 
 
@@ -167,18 +167,16 @@ def _encode(sessions: sessionmaker[Session], encoder: Encoder, model_id: int, pl
     batch_size = settings.batch_size or encoder.batch_size
     progress.stage("encoding", len(todo))
     decoder = _tensor_decoder(encoder, settings, max_pixels)
+    if decoder is not None and settings.workers < 0:  # leave cores to the GPU decode threads
+        workers = max(1, workers - GPU_RESERVED_CORES)
     items = load(list(todo), encoder.info.geometry, max_pixels, workers, decoder, report.times)
     transfer0, encode0 = getattr(encoder, "transfer_s", 0.0), getattr(encoder, "encode_s", 0.0)
     for batch in embed_stream(items, encoder, batch_size):
         write_start = time.perf_counter()
         with sessions.begin() as session:
-            ids = []
-            others_stale = False  # did other models lose vectors in this batch?
+            ids, others_stale = store.save_decoded(session, [(d, todo[d.path][0]) for d in batch.decoded])
             for decoded in batch.decoded:
-                existing, kind = todo[decoded.path]
-                image, replaced = store.save_decoded(session, decoded, existing)
-                ids.append(image.id)
-                others_stale |= replaced
+                kind = todo[decoded.path][1]
                 if kind in ("new", "changed"):
                     setattr(report, kind, getattr(report, kind) + 1)
             if ids:

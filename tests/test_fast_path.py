@@ -45,7 +45,9 @@ def test_tensor_decoder_matches_pillow_path_and_hands_back_what_it_cannot_do(tmp
         assert d.info == ref.info and d.content_hash == ref.content_hash and d.size == ref.size
         full = fit_to_geometry(open_rgb(d.path, 10**9)[0], geo)  # no draft: what open_clip's transform sees
         diff = np.abs(d.pixels.numpy().astype(int) - full.astype(int))
-        assert diff.mean() < 1.0, (d.path, diff.mean())
+        draft = np.abs(ref.pixels.astype(int) - full.astype(int))
+        # box pre-reduction, like Pillow's draft mode, costs about a grey level; draft costs ~2 here
+        assert diff.mean() < 1.5 and diff.mean() <= draft.mean() + 0.1, (d.path, diff.mean(), draft.mean())
 
 
 def test_hybrid_loader_returns_every_file_once(tmp_path: Path, photos_dir: Path) -> None:
