@@ -29,7 +29,10 @@ if TYPE_CHECKING:
 CHUNK = 8  # files per CPU task: amortises IPC without making the look-ahead coarse
 GPU_BATCH = 32  # files per GPU decode call
 GPU_THREADS = 2  # while one thread waits on nvJPEG, the other parses headers and resizes
-GPU_RESERVED_CORES = 2  # with GPU decoding, CPU workers leave these cores to the GPU threads
+# Measured on an H100 + 16 cores (BENCHMARKS.md): nvJPEG alone decodes faster than nvJPEG plus
+# Pillow workers on the same JPEGs (its CPU-side stages starve), so by default the GPU takes every
+# JPEG and a few CPU workers take the other formats and what the GPU hands back.
+GPU_SIDE_WORKERS = 4
 JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe")
 
 
@@ -127,8 +130,12 @@ def _context() -> mp.context.BaseContext:
 
 
 def load(paths: Sequence[str], geo: Geometry, max_pixels: int, workers: int,
-         tensor_decoder: "TensorDecoder | None" = None, times: StageTimes | None = None) -> Iterator[Decoded | Skipped]:
-    """Every path comes back once, decoded or skipped; memory stays flat (bounded look-ahead)."""
+         tensor_decoder: "TensorDecoder | None" = None, times: StageTimes | None = None,
+         share_jpegs: bool = True) -> Iterator[Decoded | Skipped]:
+    """Every path comes back once, decoded or skipped; memory stays flat (bounded look-ahead).
+
+    With a tensor decoder, `share_jpegs=False` keeps the CPU workers off JPEGs (the GPU takes them all).
+    """
     times = times if times is not None else StageTimes()
     times.cpu_workers = max(0, workers)
     if workers <= 0 and tensor_decoder is None:
@@ -137,21 +144,20 @@ def load(paths: Sequence[str], geo: Geometry, max_pixels: int, workers: int,
             times.add(read_s=r, decode_cpu_s=d, cpu_images=1)
             yield item
         return
-    yield from _Pipeline(paths, geo, max_pixels, workers, tensor_decoder, times).run()
+    yield from _Pipeline(paths, geo, max_pixels, workers, tensor_decoder, times, share_jpegs).run()
 
 
 class _Pipeline:
     """Threads that keep the process pool and the GPU decoder fed from one work list."""
 
     def __init__(self, paths: Sequence[str], geo: Geometry, max_pixels: int, workers: int,
-                 tensor_decoder: "TensorDecoder | None", times: StageTimes) -> None:
+                 tensor_decoder: "TensorDecoder | None", times: StageTimes, share_jpegs: bool) -> None:
         jpegs = [p for p in paths if p.lower().endswith(JPEG_SUFFIXES)]
         others = [p for p in paths if not p.lower().endswith(JPEG_SUFFIXES)]
         # GPU pops JPEGs from the left; CPU workers pop from the right (other formats first).
         self.work: deque[str] = deque(jpegs + others if tensor_decoder else others + jpegs)
         self.handback: deque[str] = deque()  # files the GPU could not decode: CPU workers take them first
-        # --workers 0 with a GPU decoder: JPEGs on the GPU only; the CPU decodes the rest in-process
-        self.cpu_takes_jpegs = workers > 0 or tensor_decoder is None
+        self.cpu_takes_jpegs = tensor_decoder is None or (workers > 0 and share_jpegs)
         self.geo, self.max_pixels, self.workers = geo, max_pixels, workers
         self.decoder, self.times = tensor_decoder, times
         self.lock = threading.Lock()

@@ -20,7 +20,7 @@ from imgsearch.orm import Run, utc_now
 from indexer import build as index_build
 from indexer.crawl import CrawlSkip, FileEntry, crawl
 from indexer.embed import embed_stream
-from indexer.loader import GPU_RESERVED_CORES, StageTimes, default_workers, load
+from indexer.loader import GPU_SIDE_WORKERS, StageTimes, default_workers, load
 from indexer.plan import Plan, make_plan
 
 
@@ -167,9 +167,12 @@ def _encode(sessions: sessionmaker[Session], encoder: Encoder, model_id: int, pl
     batch_size = settings.batch_size or encoder.batch_size
     progress.stage("encoding", len(todo))
     decoder = _tensor_decoder(encoder, settings, max_pixels)
-    if decoder is not None and settings.workers < 0:  # leave cores to the GPU decode threads
-        workers = max(1, workers - GPU_RESERVED_CORES)
-    items = load(list(todo), encoder.info.geometry, max_pixels, workers, decoder, report.times)
+    auto_workers = settings.workers < 0
+    if decoder is not None and auto_workers:
+        workers = min(workers, GPU_SIDE_WORKERS)
+    # an explicit --workers N with GPU decoding lets the CPU workers decode JPEGs too
+    items = load(list(todo), encoder.info.geometry, max_pixels, workers, decoder, report.times,
+                 share_jpegs=not auto_workers)
     transfer0, encode0 = getattr(encoder, "transfer_s", 0.0), getattr(encoder, "encode_s", 0.0)
     for batch in embed_stream(items, encoder, batch_size):
         write_start = time.perf_counter()
