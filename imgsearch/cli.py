@@ -111,6 +111,7 @@ def index(
         "--gpu-decode/--no-gpu-decode", help="Decode JPEGs on the GPU too [default: when CUDA is used].",
         show_default=False)] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print a per-stage time breakdown.")] = False,
+    rebuild: Annotated[bool, typer.Option(help="Rebuild (and retrain) the search index from the stored vectors.")] = False,
 ) -> None:
     """Crawl folders, encode new and changed images, and build the search index."""
     from imgsearch.config import CrawlSettings, IndexSettings
@@ -122,7 +123,7 @@ def index(
                 err(f"Error: {folder} {what}: pass folders of images to index.")
                 raise typer.Exit(2)
         settings = IndexSettings(crawl=CrawlSettings(include_hidden=include_hidden, excludes=tuple(exclude or ())),
-                                 batch_size=batch_size, workers=workers, gpu_decode=gpu_decode)
+                                 batch_size=batch_size, workers=workers, gpu_decode=gpu_decode, rebuild=rebuild)
         with open_library(library, create=True) as lib:
             report = lib.index(folders or (), model_spec(model, pretrained), settings, TqdmProgress())
         for warning in report.warnings:
@@ -205,8 +206,10 @@ def status(
     lines.append("Models:")
     for m in st.models:
         name = m.name + (f" ({m.pretrained})" if m.pretrained else "")
-        idx = (f"index {m.index_spec}, {m.index_count} vectors, {'fresh' if m.index_fresh else 'stale: rebuilt on next search'}"
-               if m.index_spec else "no index yet")
+        tuned = "".join(f", {k} {v}" for k, v in sorted(m.index_params.items()) if m.index_spec != "IDMap2,Flat")
+        recall = f", recall@10 {m.index_recall_at_10:.3f}" if m.index_recall_at_10 is not None else ""
+        state = "fresh" if m.index_fresh else "stale: updated on next search"
+        idx = f"index {m.index_spec}{tuned}{recall}, {m.index_count} vectors, {state}" if m.index_spec else "no index yet"
         lines.append(f"  {name}  dim {m.dim}, {m.vectors} vectors; {idx}")
     if not st.models:
         lines.append("  (none)")

@@ -65,6 +65,7 @@ class IndexSettings:
     workers: int = -1  # decode processes; -1: one per core, 0: decode in this process
     max_image_pixels: int = 0  # 0: chosen from RAM and workers (see images.default_pixel_limit)
     gpu_decode: bool | None = None  # JPEGs decoded on the GPU too (nvJPEG); None: when the encoder is on CUDA
+    rebuild: bool = False  # rebuild (and retrain) the FAISS index instead of updating it
 
 
 @dataclass(frozen=True)

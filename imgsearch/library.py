@@ -23,7 +23,7 @@ from imgsearch.errors import (ImgSearchError, LibraryNotFoundError, ModelMismatc
 from imgsearch.images import decode_file, default_pixel_limit
 from imgsearch.orm import Model
 from imgsearch.search import SearchResult, check_k, check_text, rank
-from indexer.build import ensure_index, load_fresh
+from indexer.build import build_params, ensure_index, is_fresh
 from indexer.pipeline import Progress, RunReport, check_roots, run_index
 
 MANIFEST_FORMAT = 1
@@ -47,6 +47,8 @@ class ModelStatus:
     index_spec: str | None
     index_count: int | None
     index_fresh: bool
+    index_params: dict
+    index_recall_at_10: float | None
     last_used_at: datetime
 
 
@@ -222,10 +224,11 @@ class Library:
             models = []
             for m in store.list_models(session):
                 build = store.latest_build(session, m.id)
-                fresh = build is not None and load_fresh(session, m, self.index_dir) is not None
+                fresh = is_fresh(session, m, self.index_dir)
                 models.append(ModelStatus(m.name, m.pretrained, m.dim, store.count_vectors(session, m.id),
                                           build.spec if build else None, build.count if build else None,
-                                          fresh, m.last_used_at))
+                                          fresh, build_params(build) if build else {},
+                                          build.recall_at_10 if build else None, m.last_used_at))
             run = store.last_run(session)
             last = None if run is None else {
                 k: getattr(run, k) for k in ("status", "new", "changed", "moved", "unchanged", "removed",

@@ -83,6 +83,9 @@ class Embedding(Base):
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
     vector: Mapped[bytes] = mapped_column(LargeBinary)
+    # the model's generation when this vector was written: an index built at generation g needs
+    # exactly the vectors with generation > g re-added (changed files keep their image id)
+    generation: Mapped[int] = mapped_column(default=0, server_default="0")
 
     __table_args__ = (Index("ix_embeddings_model_id", "model_id"),)
 
@@ -94,11 +97,24 @@ class IndexBuild(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
     spec: Mapped[str] = mapped_column(Text)  # FAISS factory string, stored verbatim
+    params: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")  # JSON: nprobe, k_factor...
+    recall_at_10: Mapped[float | None]  # measured against exact search at build time
+    trained_count: Mapped[int] = mapped_column(default=0, server_default="0")  # vectors when (re)trained
     count: Mapped[int]
     generation: Mapped[int]
     filename: Mapped[str] = mapped_column(Text)
     build_s: Mapped[float]
     built_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class TextVector(Base):
+    """Cached text-query embeddings: a repeated query needs no model at all."""
+
+    __tablename__ = "text_vectors"
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    text: Mapped[str] = mapped_column(Text, primary_key=True)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    used_at: Mapped[datetime] = mapped_column(default=utc_now, index=True)
 
 
 class Run(Base):

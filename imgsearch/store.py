@@ -175,12 +175,23 @@ def save_decoded(session: Session, items: Sequence[tuple[Decoded, int | None]]) 
 
 
 def save_vectors(session: Session, model_id: int, image_ids: Sequence[int], vectors: np.ndarray) -> None:
-    """Store one model's vectors for these images (replacing any)."""
+    """Store one model's vectors for these images (replacing any) and advance the model's generation;
+    the vectors carry the new generation, so an index knows which ones it has not seen."""
+    generation = session.scalar(select(Model.generation).where(Model.id == model_id)) + 1
     for chunk in _chunks(list(image_ids)):
         session.execute(delete(Embedding).where(Embedding.model_id == model_id, Embedding.image_id.in_(chunk)))
     blobs = np.asarray(vectors, dtype=np.float16)
-    session.execute(insert(Embedding), [{"image_id": i, "model_id": model_id, "vector": blobs[n].tobytes()}
-                                        for n, i in enumerate(image_ids)])
+    session.execute(insert(Embedding), [{"image_id": i, "model_id": model_id, "vector": blobs[n].tobytes(),
+                                         "generation": generation} for n, i in enumerate(image_ids)])
+    session.execute(update(Model).where(Model.id == model_id).values(generation=generation))
+
+
+def vector_ids(session: Session, model_id: int, since_generation: int | None = None) -> np.ndarray:
+    """Sorted ids of images with a vector from this model (only those written after a generation)."""
+    stmt = select(Embedding.image_id).where(Embedding.model_id == model_id)
+    if since_generation is not None:
+        stmt = stmt.where(Embedding.generation > since_generation)
+    return np.sort(np.fromiter(session.scalars(stmt), dtype=np.int64))
 
 
 def save_skipped(session: Session, path: str, size: int, mtime_ns: int, reason: str, existing_id: int | None) -> None:
@@ -235,10 +246,11 @@ def count_images(session: Session, root: str | None = None) -> dict[str, int]:
 
 # --- index builds and runs -----------------------------------------------------------------------
 
-def record_build(session: Session, model_id: int, spec: str, count: int, generation: int,
-                 filename: str, build_s: float) -> IndexBuild:
-    build = IndexBuild(model_id=model_id, spec=spec, count=count, generation=generation,
-                       filename=filename, build_s=build_s)
+def record_build(session: Session, model_id: int, spec: str, count: int, generation: int, filename: str,
+                 build_s: float, params: dict, recall_at_10: float | None, trained_count: int) -> IndexBuild:
+    build = IndexBuild(model_id=model_id, spec=spec, count=count, generation=generation, filename=filename,
+                       build_s=build_s, params=json.dumps(params, sort_keys=True), recall_at_10=recall_at_10,
+                       trained_count=trained_count)
     session.add(build)
     session.flush()
     return build

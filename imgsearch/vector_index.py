@@ -1,7 +1,13 @@
-"""FAISS wrapper: build from a factory spec, add/remove by image id, search, atomic save and load."""
+"""FAISS wrapper: exact or IVF-PQ, add/remove by image id, exact re-ranking, atomic save and load.
+
+An IVF-PQ index keeps, next to the PQ codes, an fp16 copy of every vector (an IDMap2 over a
+scalar quantizer): candidates are re-scored with it, so every score shown is an exact cosine
+(exact up to the fp16 the library stores anyway), and filtered searches can be scored exactly.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -11,6 +17,7 @@ import numpy as np
 
 EXACT_SPEC = "IDMap2,Flat"  # exact inner product keyed by image id (cosine on normalised vectors)
 GPU_MIN_VECTORS = 50_000  # below this a CPU scan answers faster than a copy to the GPU pays back
+FORMAT = 1
 
 
 def as_float32(x: np.ndarray) -> np.ndarray:
@@ -19,69 +26,135 @@ def as_float32(x: np.ndarray) -> np.ndarray:
     return x.reshape(1, -1) if x.ndim == 1 else x
 
 
+def as_ids(ids: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(ids, dtype=np.int64)
+
+
 def gpu_count() -> int:
     """GPUs FAISS can use (0 with faiss-cpu)."""
     return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
 
 
 class VectorIndex:
-    """An inner-product FAISS index over image ids; `spec` is the factory string it was built from."""
+    """Inner-product search over image ids; `spec` is the FAISS factory string of the ANN part."""
 
-    def __init__(self, index: faiss.Index, spec: str) -> None:
-        self.index = index  # the CPU index: what is saved and what add/remove change
+    def __init__(self, ann: faiss.Index, spec: str, refine: faiss.Index | None = None,
+                 params: dict | None = None) -> None:
+        self.ann = ann  # the CPU index: what is saved and what add/remove change
+        self.refine = refine  # fp16 copy for exact re-ranking (IVF-PQ only)
         self.spec = spec
-        self._gpu_index: faiss.Index | None = None
+        self.params = {"nprobe": 1, "k_factor": 10, **(params or {})}
+        self._gpu_ann: faiss.Index | None = None
+
+    # --- construction ------------------------------------------------------------------------------
 
     @classmethod
-    def build(cls, dim: int, ids: np.ndarray, vectors: np.ndarray, spec: str = EXACT_SPEC) -> "VectorIndex":
-        """A new index holding these vectors."""
-        index = faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
-        vi = cls(index, spec)
-        vi.add(ids, vectors)
-        return vi
+    def build(cls, dim: int, ids: np.ndarray, vectors: np.ndarray, spec: str = EXACT_SPEC,
+              train_vectors: np.ndarray | None = None) -> "VectorIndex":
+        """A new index holding these vectors; IVF specs are trained on `train_vectors` (default: all)."""
+        ann = faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
+        refine = None
+        if not ann.is_trained:
+            _train(ann, as_float32(train_vectors if train_vectors is not None else vectors))
+            refine = faiss.IndexIDMap2(faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16,
+                                                                  faiss.METRIC_INNER_PRODUCT))
+        index = cls(ann, spec, refine)
+        index.add(ids, vectors)
+        return index
+
+    @property
+    def kind(self) -> str:
+        return "exact" if self.refine is None else "ivfpq"
 
     @property
     def dim(self) -> int:
-        return self.index.d
+        return self.ann.d
+
+    @property
+    def nlist(self) -> int:
+        return faiss.extract_index_ivf(self.ann).nlist if self.refine is not None else 0
 
     def __len__(self) -> int:
-        return self.index.ntotal
+        return self.ann.ntotal
+
+    def ids(self) -> np.ndarray:
+        """Every image id in the index."""
+        holder = self.refine if self.refine is not None else self.ann
+        return faiss.vector_to_array(holder.id_map).astype(np.int64)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids):
-            self.index.add_with_ids(as_float32(vectors), np.ascontiguousarray(ids, dtype=np.int64))
-            self._gpu_index = None
+            vectors, ids = as_float32(vectors), as_ids(ids)
+            self.ann.add_with_ids(vectors, ids)
+            if self.refine is not None:
+                self.refine.add_with_ids(vectors, ids)
+            self._gpu_ann = None
 
     def remove(self, ids: np.ndarray) -> int:
         """Remove these ids; returns how many were present."""
         if not len(ids):
             return 0
-        self._gpu_index = None
-        return self.index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
+        self._gpu_ann = None
+        removed = self.ann.remove_ids(as_ids(ids))
+        if self.refine is not None:
+            self.refine.remove_ids(as_ids(ids))
+        return removed
+
+    # --- search ------------------------------------------------------------------------------------
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, ids), each (n, k); missing neighbours have id -1. Runs on the GPU when FAISS has one."""
-        k = max(1, min(k, len(self))) if len(self) else 1
-        scores, ids = self._searcher().search(as_float32(queries), k)
-        return scores, ids
+        """(scores, ids), each (n, k), best first; missing neighbours have id -1 and score -inf."""
+        queries = as_float32(queries)
+        k = max(1, k)
+        if self.refine is None:
+            scores, ids = self._ann().search(queries, min(k, max(1, len(self))))
+        else:
+            depth = min(len(self), max(k, k * int(self.params["k_factor"])))
+            params = faiss.SearchParametersIVF(nprobe=int(self.params["nprobe"]))
+            _, candidates = self._ann().search(queries, max(1, depth), params=params)
+            scores, ids = self._rerank(queries, candidates, k)
+        return _pad(scores, ids, k)
 
-    def _searcher(self) -> faiss.Index:
+    def score(self, query: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """Exact scores of one query against these ids (all must be in the index)."""
+        if not len(ids):
+            return np.zeros(0, dtype=np.float32)
+        holder = self.refine if self.refine is not None else self.ann
+        return holder.reconstruct_batch(as_ids(ids)) @ as_float32(query)[0]
+
+    def _rerank(self, queries: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        out_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        out_i = np.full((len(queries), k), -1, dtype=np.int64)
+        for row, (q, cand) in enumerate(zip(queries, candidates)):
+            cand = cand[cand >= 0]
+            exact = self.score(q, cand)
+            top = np.argsort(-exact, kind="stable")[:k]
+            out_s[row, :len(top)], out_i[row, :len(top)] = exact[top], cand[top]
+        return out_s, out_i
+
+    def _ann(self) -> faiss.Index:
         if len(self) < GPU_MIN_VECTORS or gpu_count() == 0:
-            return self.index
-        if self._gpu_index is None:
+            return self.ann
+        if self._gpu_ann is None:
             try:
-                self._gpu_index = faiss.index_cpu_to_all_gpus(self.index)
+                self._gpu_ann = faiss.index_cpu_to_all_gpus(self.ann)
             except (RuntimeError, AttributeError):  # an index type without a GPU version
-                return self.index
-        return self._gpu_index
+                return self.ann
+        return self._gpu_ann
+
+    # --- persistence -------------------------------------------------------------------------------
 
     def save(self, path: Path) -> None:
-        """Write atomically: a temp file in the same folder, fsync, rename. A torn index is impossible."""
-        data = faiss.serialize_index(self.index)
+        """One file (npz of the FAISS blobs + metadata), written atomically: temp file, fsync, rename."""
+        parts = {"ann": faiss.serialize_index(self.ann),
+                 "meta": np.frombuffer(json.dumps({"format": FORMAT, "spec": self.spec,
+                                                   "params": self.params}).encode(), dtype=np.uint8)}
+        if self.refine is not None:
+            parts["refine"] = faiss.serialize_index(self.refine)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(data.tobytes())
+                np.savez(f, **parts)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -91,8 +164,37 @@ class VectorIndex:
         _fsync_dir(path.parent)
 
     @classmethod
-    def load(cls, path: Path, spec: str) -> "VectorIndex":
-        return cls(faiss.read_index(str(path)), spec)
+    def load(cls, path: Path) -> "VectorIndex":
+        """Read a saved index; raises ValueError for anything that is not one."""
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                meta = json.loads(npz["meta"].tobytes())
+                ann = faiss.deserialize_index(npz["ann"])
+                refine = faiss.deserialize_index(npz["refine"]) if "refine" in npz.files else None
+        except (OSError, KeyError, ValueError, RuntimeError, EOFError) as exc:
+            raise ValueError(f"{path} is not a readable imgsearch index: {exc}") from exc
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{path} has index format {meta.get('format')}, expected {FORMAT}")
+        return cls(ann, meta["spec"], refine, meta["params"])
+
+
+def _train(ann: faiss.Index, vectors: np.ndarray) -> None:
+    """Train on the GPU when FAISS has one (k-means dominates), else on the CPU."""
+    if gpu_count() > 0:
+        try:
+            ivf = faiss.extract_index_ivf(ann)
+            ivf.clustering_index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(ann.d))
+        except (RuntimeError, AttributeError):
+            pass
+    ann.train(vectors)
+
+
+def _pad(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    if scores.shape[1] >= k:
+        return scores[:, :k], ids[:, :k]
+    extra = k - scores.shape[1]
+    return (np.pad(scores, ((0, 0), (0, extra)), constant_values=-np.inf),
+            np.pad(ids, ((0, 0), (0, extra)), constant_values=-1))
 
 
 def _fsync_dir(folder: Path) -> None:

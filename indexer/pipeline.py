@@ -105,7 +105,7 @@ def run_index(sessions: sessionmaker[Session], encoder: Encoder, roots: Sequence
         _apply_plan(sessions, plan, report)
         _encode(sessions, encoder, model_id, plan, settings, progress, report)
         progress.stage("building index", None)
-        index = index_build.ensure_index(sessions, model_id, index_dir, strict=True)
+        index = index_build.ensure_index(sessions, model_id, index_dir, strict=True, rebuild=settings.rebuild)
         report.indexed_total = len(index)
     except BaseException:
         _finish_run(sessions, run_id, report, "interrupted")
@@ -191,8 +191,8 @@ def _encode(sessions: sessionmaker[Session], encoder: Encoder, model_id: int, pl
                 others_stale |= existing is not None
                 if kind in ("unchanged", "moved"):
                     setattr(report, kind, getattr(report, kind) - 1)
-            if ids or others_stale:
-                store.bump_generation(session, None if others_stale else [model_id])
+            if others_stale:  # save_vectors advanced this model's generation; others lost vectors
+                store.bump_generation(session)
         report.times.add(write_s=time.perf_counter() - write_start)
         report.encoded += len(ids)
         report.skipped += len(batch.skipped)

@@ -96,7 +96,7 @@ def test_status_text_json_and_skipped(indexed: Path, pics: Path) -> None:
     text = cli("status", "-L", indexed)
     assert text.exit_code == 0, text.output
     assert f"{pics}  (8 images)" in text.stdout and "8 indexed, 1 skipped" in text.stdout
-    assert "IDMap2,Flat, 8 vectors, fresh" in text.stdout and "dim 32" in text.stdout
+    assert "index IDMap2,Flat, recall@10 1.000, 8 vectors, fresh" in text.stdout and "dim 32" in text.stdout
     data = json.loads(cli("status", "-L", indexed, "--json").stdout)
     assert (data["indexed"], data["skipped"], data["models"][0]["vectors"]) == (8, 1, 8)
     assert data["last_run"]["skipped"] == 1 and data["last_run"]["status"] == "done"

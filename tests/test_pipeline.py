@@ -220,7 +220,7 @@ def test_vector_index_add_remove_save_load_round_trip(tmp_path: Path) -> None:
     assert index.remove(np.array([107, 999])) == 1 and len(index) == 49
     index.save(tmp_path / "i.faiss")
     assert [p.name for p in tmp_path.iterdir()] == ["i.faiss"]  # no temp file left behind
-    loaded = VectorIndex.load(tmp_path / "i.faiss", index.spec)
+    loaded = VectorIndex.load(tmp_path / "i.faiss")
     _, found = loaded.search(vecs[7], 49)
     assert 107 not in found[0] and len(loaded) == 49
     assert set(found[0]) == set(ids) - {107}
