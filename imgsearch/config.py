@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 DEFAULT_MODEL = "ViT-B-32"
@@ -69,7 +70,24 @@ class IndexSettings:
 
 
 @dataclass(frozen=True)
-class SearchSettings:
-    """Knobs of one query."""
+class Filters:
+    """Conditions on images that compose with the vector search."""
 
+    folder: str | None = None
+    after: datetime | None = None  # on or after (EXIF date taken, else file time)
+    before: datetime | None = None  # strictly before
+    camera: str | None = None  # substring of "make model", any case
+    exts: tuple[str, ...] = ()
+    min_size: int | None = None  # shorter side, pixels
+
+    def active(self) -> bool:
+        return any(v not in (None, ()) for v in asdict(self).values())
+
+
+@dataclass(frozen=True)
+class SearchOptions:
     k: int = 10
+    offset: int = 0
+    min_score: float | None = None
+    sort: str = "score"
+    filters: Filters = field(default_factory=Filters)

@@ -307,3 +307,15 @@ def decode_data(file: FileData, geo: Geometry, max_pixels: int) -> Decoded:
 def decode_file(path: str, geo: Geometry, max_pixels: int) -> Decoded:
     """Read a file once, fingerprint it, decode it (draft mode) and fit it to the model's geometry."""
     return decode_data(read_file(path), geo, max_pixels)
+
+
+def thumbnail_jpeg(path: str, size: int = 256, max_pixels: int = 200_000_000) -> bytes | None:
+    """A small oriented JPEG of an image for contact sheets; None if the file cannot be read."""
+    try:
+        img, _ = open_rgb(path, max_pixels, draft_to=(size, size))
+    except ImageError:
+        return None
+    img.thumbnail((size, size), Image.Resampling.BICUBIC)
+    out = io.BytesIO()
+    img.save(out, format="JPEG", quality=80)
+    return out.getvalue()

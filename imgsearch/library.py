@@ -15,14 +15,16 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from imgsearch import db, store
-from imgsearch.config import (DB_FILENAME, INDEX_DIRNAME, MANIFEST_FILENAME, IndexSettings, ModelSpec,
+from imgsearch.config import (DB_FILENAME, INDEX_DIRNAME, MANIFEST_FILENAME, IndexSettings, ModelSpec, SearchOptions,
                               default_library_dir)
 from imgsearch.encoder import Encoder
-from imgsearch.errors import (ImgSearchError, LibraryNotFoundError, ModelMismatchError, NotALibraryError,
+from imgsearch.errors import (ImageError, ImgSearchError, LibraryNotFoundError, ModelMismatchError, NotALibraryError,
                               NothingIndexedError, UsageError)
-from imgsearch.images import decode_file, default_pixel_limit
+from imgsearch.export import export_vectors
+from imgsearch.fetch import fetch_url
+from imgsearch.images import decode_data, default_pixel_limit, read_file
 from imgsearch.orm import Model
-from imgsearch.search import SearchResult, check_k, check_text, rank
+from imgsearch.search import SearchResult, Term, check_options, check_text, combine, order, rank_ids
 from indexer.build import build_params, ensure_index, is_fresh
 from indexer.pipeline import Progress, RunReport, check_roots, run_index
 
@@ -120,28 +122,6 @@ class Library:
             self._encoders[key] = self._load_encoder(spec)
         return self._encoders[key]
 
-    def _search_model(self, spec: ModelSpec | None) -> tuple[Model, Encoder]:
-        """The model to search with: the given one, else the most recently indexed; checks its vectors."""
-        with self.session() as session:
-            models = [m for m in store.list_models(session) if store.count_vectors(session, m.id)]
-        if not models:
-            raise NothingIndexedError(f"nothing is indexed in {self.path} yet: run `imgsearch index FOLDER` first.")
-        if spec is None:
-            model = models[0]
-            encoder = self.encoder(ModelSpec(model.name, model.pretrained))
-            if encoder.info.key != model.key:
-                raise ModelMismatchError(
-                    f"the weights of {model.name} changed since this library was indexed with them: "
-                    "run `imgsearch index` again to re-encode, or restore the original checkpoint.")
-            return model, encoder
-        encoder = self.encoder(spec)
-        for model in models:
-            if model.key == encoder.info.key:
-                return model, encoder
-        raise NothingIndexedError(
-            f"no images are indexed with model {spec.name}" + (f" ({spec.pretrained})" if spec.pretrained else "")
-            + f": run `imgsearch index --model {spec.name}` first, or leave out --model to use the library's.")
-
     # --- indexing --------------------------------------------------------------------------------
 
     def index(self, roots: Sequence[str | Path] = (), spec: ModelSpec | None = None,
@@ -189,29 +169,103 @@ class Library:
 
     # --- searching -------------------------------------------------------------------------------
 
+    def search(self, terms: Sequence[Term], options: SearchOptions = SearchOptions(),
+               model: ModelSpec | None = None) -> list[SearchResult]:
+        """Rank the library for a combination of text and image terms, with filters and paging."""
+        options = check_options(options)
+        row = self._model_row(model)
+        vectors = self._term_vectors(row, model, terms)
+        query = combine(vectors, [t.weight for t in terms])
+        with self.session() as session:
+            exclude = {i for t in terms if t.kind == "image"
+                       for i in [store.image_id_for_path(session, os.path.abspath(Path(t.value).expanduser()))]
+                       if i is not None}
+            allowed = store.filter_ids(session, options.filters) if options.filters.active() else None
+        index = ensure_index(self.sessions, row.id, self.index_dir, strict=False)
+        hits = rank_ids(index, query, options.offset + options.k, allowed, exclude, options.min_score)
+        with self.session() as session:
+            paths = store.paths_for(session, [i for i, _ in hits])
+            hits = order(hits, paths, "score")[options.offset:]
+            hits = order(hits, paths, options.sort, lambda ids: store.dates_for(session, ids))
+        return [SearchResult(rank=n, score=s, path=paths[i], id=i) for n, (i, s) in enumerate(hits, 1)]
+
     def search_text(self, query: str, k: int = 10, model: ModelSpec | None = None) -> list[SearchResult]:
         """The k images that best match a text."""
-        text, k = check_text(query), check_k(k)
-        row, encoder = self._search_model(model)
-        return self._rank(row, encoder.encode_texts([text]), k)
+        return self.search([Term(1.0, "text", check_text(query))], SearchOptions(k=k), model)
 
     def search_image(self, path: str | Path, k: int = 10, model: ModelSpec | None = None) -> list[SearchResult]:
         """The k images most like an image file (the file itself is left out when it is in the library)."""
-        k = check_k(k)
-        query_path = Path(path).expanduser()
-        if not query_path.is_file():
-            raise UsageError(f"query image {query_path} does not exist or is not a file")
-        row, encoder = self._search_model(model)
-        decoded = decode_file(str(query_path), encoder.info.geometry, default_pixel_limit(1))
-        vector = encoder.encode_pixels(decoded.pixels[None])
-        with self.session() as session:
-            own = store.image_id_for_path(session, os.path.abspath(query_path))
-        return self._rank(row, vector, k, exclude={own} if own is not None else set())
+        return self.search([Term(1.0, "image", str(path))], SearchOptions(k=k), model)
 
-    def _rank(self, model: Model, vector: np.ndarray, k: int, exclude: Collection[int] = ()) -> list[SearchResult]:
-        index = ensure_index(self.sessions, model.id, self.index_dir, strict=False)
+    def _model_row(self, spec: ModelSpec | None) -> Model:
+        """The model to search with: the given one, else the most recently indexed one with vectors."""
         with self.session() as session:
-            return rank(index, vector, k, lambda ids: store.paths_for(session, ids), exclude)
+            models = [m for m in store.list_models(session) if store.count_vectors(session, m.id)]
+        if not models:
+            raise NothingIndexedError(f"nothing is indexed in {self.path} yet: run `imgsearch index FOLDER` first.")
+        if spec is None:
+            return models[0]
+        key = self.encoder(spec).info.key
+        for model in models:
+            if model.key == key:
+                return model
+        raise NothingIndexedError(
+            f"no images are indexed with model {spec.name}" + (f" ({spec.pretrained})" if spec.pretrained else "")
+            + f": run `imgsearch index --model {spec.name}` first, or leave out --model to use the library's.")
+
+    def _checked_encoder(self, row: Model, spec: ModelSpec | None) -> Encoder:
+        encoder = self.encoder(spec or ModelSpec(row.name, row.pretrained))
+        if encoder.info.key != row.key:
+            raise ModelMismatchError(
+                f"the weights of {row.name} changed since this library was indexed with them: "
+                "run `imgsearch index` again to re-encode, or restore the original checkpoint.")
+        return encoder
+
+    def _term_vectors(self, row: Model, spec: ModelSpec | None, terms: Sequence[Term]) -> np.ndarray:
+        """One vector per term; cached texts need no model, so a repeated query starts instantly."""
+        out: list[np.ndarray | None] = [None] * len(terms)
+        with self.sessions.begin() as session:
+            for n, t in enumerate(terms):
+                if t.kind == "text":
+                    out[n] = store.cached_text_vector(session, row.id, t.value, row.dim)
+        missing = [n for n, v in enumerate(out) if v is None]
+        if missing:
+            encoder = self._checked_encoder(row, spec)
+            texts = [n for n in missing if terms[n].kind == "text"]
+            if texts:
+                vectors = encoder.encode_texts([terms[n].value for n in texts])
+                with self.sessions.begin() as session:
+                    for n, v in zip(texts, vectors):
+                        out[n] = v
+                        store.save_text_vector(session, row.id, terms[n].value, v)
+            for n in missing:
+                if terms[n].kind != "text":
+                    out[n] = encoder.encode_pixels(self._query_pixels(terms[n], encoder)[None])[0]
+        return np.stack(out)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _query_pixels(term: Term, encoder: Encoder) -> np.ndarray:
+        if term.kind == "url":
+            data = fetch_url(term.value)
+        else:
+            path = Path(term.value).expanduser()
+            if not path.is_file():
+                raise UsageError(f"query image {path} does not exist or is not a file")
+            data = read_file(str(path))
+        try:
+            return decode_data(data, encoder.info.geometry, default_pixel_limit(1)).pixels
+        except ImageError as exc:
+            raise UsageError(f"query image {term.value} cannot be used: {exc.message}") from exc
+
+    def export_vectors(self, dest: Path, fmt: str = "npy", model: ModelSpec | None = None) -> list[Path]:
+        """Write one model's vectors with ids and paths for other tools (see imgsearch.export)."""
+        row = self._model_row(model)
+        with self.session() as session:
+            ids, vectors = store.load_vectors(session, row.id, row.dim)
+            paths = store.paths_for(session, ids.tolist())
+        meta = {"name": row.name, "pretrained": row.pretrained, "key": row.key, "dim": row.dim,
+                "count": len(ids), "note": "vectors are L2-normalised; score = dot product"}
+        return export_vectors(dest, ids, [paths[i] for i in ids.tolist()], vectors, fmt, meta)
 
     # --- status ----------------------------------------------------------------------------------
 

@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import numpy as np
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from imgsearch.config import Filters
 from imgsearch.encoder import ModelInfo
 from imgsearch.images import Decoded
-from imgsearch.orm import STATUS_INDEXED, STATUS_SKIPPED, Embedding, Image, IndexBuild, Model, Root, Run, utc_now
+from imgsearch.orm import (STATUS_INDEXED, STATUS_SKIPPED, Embedding, Image, IndexBuild, Model, Root, Run, TextVector,
+                           utc_now)
 
 SQL_CHUNK = 900  # stay under SQLite's bound-parameter limit
 
@@ -223,6 +226,62 @@ def paths_for(session: Session, ids: Sequence[int]) -> dict[int, str]:
     for chunk in _chunks(list(ids)):
         out.update((i, p) for i, p in session.execute(select(Image.id, Image.path).where(Image.id.in_(chunk))))
     return out
+
+
+def _date_expr():  # noqa: ANN202 (SQL expression)
+    """EXIF date taken, else the file's modification time, as comparable 'YYYY-MM-DD HH:MM:SS' text."""
+    return func.coalesce(func.substr(Image.taken_at, 1, 19),
+                         func.datetime(Image.mtime_ns / 1_000_000_000, "unixepoch"))
+
+
+def filter_ids(session: Session, filters: Filters) -> np.ndarray:
+    """Sorted ids of indexed images that pass every filter (all values bound as parameters)."""
+    stmt = select(Image.id).where(Image.status == STATUS_INDEXED)
+    if filters.folder:
+        stmt = stmt.where(under(Image.path, filters.folder))
+    if filters.after:
+        stmt = stmt.where(_date_expr() >= filters.after.strftime("%Y-%m-%d %H:%M:%S"))
+    if filters.before:
+        stmt = stmt.where(_date_expr() < filters.before.strftime("%Y-%m-%d %H:%M:%S"))
+    if filters.camera:
+        camera = func.lower(func.coalesce(Image.camera_make, "") + " " + func.coalesce(Image.camera_model, ""))
+        stmt = stmt.where(func.instr(camera, filters.camera.lower()) > 0)
+    if filters.exts:
+        suffixes = {f".{e}" for e in filters.exts} | ({".jpg", ".jpeg"} if {"jpg", "jpeg"} & set(filters.exts) else set())
+        stmt = stmt.where(or_(*(func.lower(Image.path).endswith(sfx, autoescape=True) for sfx in sorted(suffixes))))
+    if filters.min_size:
+        stmt = stmt.where(func.min(Image.width, Image.height) >= filters.min_size)
+    return np.sort(np.fromiter(session.scalars(stmt), dtype=np.int64))
+
+
+def dates_for(session: Session, ids: Sequence[int]) -> dict[int, datetime]:
+    """Date taken (else file time) of some images."""
+    out: dict[int, datetime] = {}
+    for chunk in _chunks(list(ids)):
+        for i, taken, mtime_ns in session.execute(
+                select(Image.id, Image.taken_at, Image.mtime_ns).where(Image.id.in_(chunk))):
+            out[i] = taken or datetime.fromtimestamp(mtime_ns / 1e9, tz=timezone.utc).replace(tzinfo=None)
+    return out
+
+
+TEXT_CACHE_SIZE = 10_000
+
+
+def cached_text_vector(session: Session, model_id: int, text: str, dim: int) -> np.ndarray | None:
+    row = session.get(TextVector, (model_id, text))
+    if row is None:
+        return None
+    row.used_at = utc_now()
+    return from_blobs([row.vector], dim)[0]
+
+
+def save_text_vector(session: Session, model_id: int, text: str, vector: np.ndarray) -> None:
+    """Remember a text embedding; the cache keeps the most recently used TEXT_CACHE_SIZE per library."""
+    session.merge(TextVector(model_id=model_id, text=text, vector=to_blob(vector), used_at=utc_now()))
+    count = session.scalar(select(func.count()).select_from(TextVector)) or 0
+    if count > TEXT_CACHE_SIZE:
+        oldest = select(TextVector.used_at).order_by(TextVector.used_at.desc()).offset(TEXT_CACHE_SIZE).limit(1)
+        session.execute(delete(TextVector).where(TextVector.used_at <= oldest.scalar_subquery()))
 
 
 def image_id_for_path(session: Session, path: str) -> int | None:

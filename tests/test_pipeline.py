@@ -126,7 +126,7 @@ def test_second_model_keeps_first_models_vectors(library, fake_encoders, tmp_pat
     assert sorted((m.name, m.vectors) for m in st.models) == [("fake", 4), ("other", 4)]
     assert len(library.search_text("red", k=10, model=ModelSpec("fake", None))) == 4
     # without --model the most recently indexed model answers
-    assert library._search_model(None)[0].name == "other"
+    assert library._model_row(None).name == "other"
 
 
 def test_index_file_missing_or_stale_is_rebuilt_from_db(library, tmp_path: Path) -> None:
