@@ -11,7 +11,7 @@ EXACT_MAX = 50_000
 MIN_POINTS_PER_LIST = 39  # FAISS k-means warns below this: never train an IVF with less
 MIN_NLIST = 16
 MAX_NLIST = 65_536
-MAX_TRAIN = 500_000  # k-means sample cap: more points barely move the centroids
+MAX_TRAIN = 500_000  # k-means sample cap (more barely moves the centroids), unless 39 per list needs more
 RETRAIN_GROWTH = 4  # retrain once the library outgrows its training size this many times
 
 

@@ -12,7 +12,7 @@ from imgsearch.encoder import ModelInfo
 from imgsearch.images import Geometry
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 40), "blue": (30, 60, 220), "yellow": (235, 215, 20),
-           "white": (250, 250, 250), "black": (5, 5, 5)}
+           "white": (250, 250, 250), "black": (5, 5, 5), "magenta": (220, 30, 220), "cyan": (30, 220, 220)}
 
 
 def write_photo(path: Path, colour: str | tuple[int, int, int] = "red", size: tuple[int, int] = (64, 48),
@@ -46,6 +46,7 @@ class FakeEncoder:
                               geometry=Geometry(16, 16), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
         self.batch_size = 4
         self.images_encoded = 0
+        self.texts_encoded = 0
 
     def _vectors(self, rgb: np.ndarray) -> np.ndarray:
         out = np.full((len(rgb), self.info.dim), 0.02, dtype=np.float32)
@@ -57,5 +58,6 @@ class FakeEncoder:
         return self._vectors(pixels.reshape(len(pixels), -1, 3).mean(axis=1))
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
+        self.texts_encoded += len(texts)
         rgb = [next((COLOURS[w] for w in t.lower().split() if w in COLOURS), (128, 128, 128)) for t in texts]
         return self._vectors(np.array(rgb, dtype=np.float32))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -171,3 +172,37 @@ def test_library_from_environment_and_db_upgrade(indexed: Path) -> None:
     up = cli("db", "upgrade", env=env)
     assert up.exit_code == 0 and "Backed up to" in up.stderr and list(indexed.glob("library.db.bak-*"))
     assert cli("status", env=env).exit_code == 0
+
+
+def test_html_contact_sheet_copy_to_and_export(indexed: Path, tmp_path: Path) -> None:
+    sheet = tmp_path / "sheet.html"
+    result = cli("search", "a red thing", "-L", indexed, "-k", "3", "--html", sheet, "--copy-to", tmp_path / "sel")
+    assert result.exit_code == 0, result.output
+    page = sheet.read_text()
+    assert page.count("<figure>") == 3 and page.count("data:image/jpeg;base64,") == 3
+    assert len(list((tmp_path / "sel").iterdir())) == 3 and "Copied 3 file(s)" in result.stderr
+    exported = cli("export", tmp_path / "vec", "-L", indexed)
+    assert exported.exit_code == 0, exported.output
+    assert {p.name for p in (tmp_path / "vec").iterdir()} == {"vectors.npy", "ids.npy", "paths.jsonl", "model.json"}
+
+
+def test_filters_and_min_score_from_the_cli(indexed: Path, pics: Path) -> None:
+    made = cli("search", "thing", "-L", indexed, "--in", pics / "made", "--paths", "-k", "10")
+    assert sorted(made.stdout.splitlines()) == sorted(str(p) for p in (pics / "made").iterdir())
+    none = cli("search", "thing", "-L", indexed, "--min-score", "1.0")
+    assert none.exit_code == 0 and none.stdout == "" and "No results at or above --min-score" in none.stderr
+
+
+def test_repeated_query_needs_no_model(indexed: Path) -> None:
+    import subprocess
+    import sys
+
+    assert cli("search", "a blue thing", "-L", indexed).exit_code == 0  # encodes and caches the text
+    code = ("import sys; from imgsearch.cli import app\n"
+            f"try:\n    app(['search', 'a blue thing', '-L', {str(indexed)!r}, '--paths'])\n"
+            "except SystemExit as e:\n    assert e.code in (0, None), e.code\n"
+            "print('torch loaded:', 'torch' in sys.modules, 'open_clip loaded:', 'open_clip' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 0, out.stderr
+    assert "torch loaded: False open_clip loaded: False" in out.stdout
+    assert len([line for line in out.stdout.splitlines() if line.startswith("/")]) == 8

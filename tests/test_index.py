@@ -1,0 +1,176 @@
+"""The vector index at scale: spec choice (grid), IVF-PQ recall vs exact, exact scores, incremental updates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from imgsearch import store
+from imgsearch.images import Decoded, ImageInfo
+from imgsearch.vector_index import VectorIndex
+from indexer import build as index_build
+from indexer import params
+from indexer.evaluate import exact_top_k, recall_at_k, sample_queries, tune
+from indexer.params import IndexSpec, choose_index_spec, needs_retrain
+from tests.factories import FakeEncoder
+
+
+def clustered(n: int, dim: int, clusters: int = 50, seed: int = 0) -> np.ndarray:
+    """Unit vectors around random centres: the shape of real embedding sets, unlike uniform noise."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim))
+    x = centres[rng.integers(0, clusters, n)] + rng.normal(scale=0.6, size=(n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+# --- choose_index_spec: pure, grid-tested -------------------------------------------------------------
+
+SIZES = [0, 1, 100, 623, 624, 10_000, 50_000, 50_001, 100_000, 1_000_000, 10_000_000, 100_000_000]
+
+
+@pytest.mark.parametrize("dim", [32, 512, 768, 1024])
+def test_spec_grid(dim: int) -> None:
+    previous_nlist = 0
+    for n in SIZES:
+        spec = choose_index_spec(n, dim)
+        if n <= params.EXACT_MAX:
+            assert spec.kind == "exact" and spec.factory == "IDMap2,Flat", n
+            continue
+        assert spec.kind == "ivfpq" and spec.factory == f"IVF{spec.nlist},PQ{spec.m}x4fs"
+        assert spec.nlist & (spec.nlist - 1) == 0 and params.MIN_NLIST <= spec.nlist <= params.MAX_NLIST
+        assert n >= params.MIN_POINTS_PER_LIST * spec.nlist  # never train below ~39 points per list
+        floor = params.MIN_POINTS_PER_LIST * spec.nlist  # the floor outranks the cap
+        assert floor <= spec.train_size <= min(n, max(params.MAX_TRAIN, floor))
+        assert dim % spec.m == 0 and spec.m % 2 == 0
+        assert spec.nlist >= previous_nlist  # grows with the library
+        previous_nlist = spec.nlist
+
+
+def test_ivfpq_memory_per_vector_fits_the_budget_at_512d() -> None:
+    spec = choose_index_spec(1_000_000, 512)
+    assert spec.bytes_per_vector(512) <= 1200
+    assert spec.bytes_per_vector(512) < choose_index_spec(1000, 512).bytes_per_vector(512)
+
+
+def test_memory_budget_switches_to_ivf_early_but_never_untrainably() -> None:
+    exact_bytes = IndexSpec("exact", "IDMap2,Flat").bytes_per_vector(512)
+    assert choose_index_spec(20_000, 512, memory_budget_bytes=20_000 * exact_bytes // 2).kind == "ivfpq"
+    assert choose_index_spec(20_000, 512, memory_budget_bytes=20_000 * exact_bytes * 2).kind == "exact"
+    assert choose_index_spec(500, 512, memory_budget_bytes=1).kind == "exact"  # too few to train
+
+
+def test_needs_retrain_on_growth_and_kind_change() -> None:
+    assert not needs_retrain("exact", 100, 40_000, 512)
+    assert needs_retrain("exact", 100, 60_000, 512)  # outgrew exact search
+    assert not needs_retrain("ivfpq", 100_000, 399_999, 512)
+    assert needs_retrain("ivfpq", 100_000, 400_001, 512)  # 4x the training size
+    assert needs_retrain("ivfpq", 100_000, 20_000, 512)  # shrank below the exact threshold
+
+
+# --- IVF-PQ against exact search ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray]:
+    vectors = clustered(6000, 64)
+    return np.arange(10, 6010, dtype=np.int64), vectors
+
+
+@pytest.fixture(scope="module")
+def ivf(data: tuple[np.ndarray, np.ndarray]) -> VectorIndex:
+    ids, vectors = data
+    return VectorIndex.build(64, ids, vectors, "IVF64,PQ16x4fs")
+
+
+def test_tuning_reaches_target_recall_and_recall_grows_with_nprobe(ivf: VectorIndex, data) -> None:  # noqa: ANN001
+    ids, vectors = data
+    queries = sample_queries(vectors, 100, seed=1)
+    truth = exact_top_k(ids, vectors, queries, 10)
+    recalls = []
+    for nprobe in (1, 4, 16, 64):
+        ivf.params.update(nprobe=nprobe, k_factor=10)
+        recalls.append(recall_at_k(ivf, truth, queries))
+    assert all(b >= a - 0.02 for a, b in zip(recalls, recalls[1:]))  # monotone trend, up to noise
+    assert recalls[-1] > recalls[0] + 0.1
+    measured = tune(ivf, ids, vectors, target=0.95)
+    assert measured >= 0.95 and ivf.params["nprobe"] < 64
+    assert recall_at_k(ivf, truth, queries) >= 0.93  # holds on other queries than the tuning sample
+
+
+def test_scores_are_exact_cosines(ivf: VectorIndex, data) -> None:  # noqa: ANN001
+    ids, vectors = data
+    q = sample_queries(vectors, 1, seed=5)
+    scores, found = ivf.search(q, 10)
+    by_id = dict(zip(ids.tolist(), vectors))
+    expected = np.array([by_id[i] @ q[0] for i in found[0]])
+    np.testing.assert_allclose(scores[0], expected, atol=2e-3)  # fp16 re-rank copy
+    assert list(scores[0]) == sorted(scores[0], reverse=True)
+
+
+def test_remove_add_save_load(tmp_path: Path, data) -> None:  # noqa: ANN001
+    ids, vectors = data
+    index = VectorIndex.build(64, ids[:3000], vectors[:3000], "IVF32,PQ16x4fs")
+    index.params.update(nprobe=32)
+    assert index.remove(ids[:10]) == 10 and len(index) == 2990
+    index.add(ids[3000:3010], vectors[3000:3010])
+    index.save(tmp_path / "x.faiss")
+    loaded = VectorIndex.load(tmp_path / "x.faiss")
+    assert loaded.kind == "ivfpq" and loaded.params["nprobe"] == 32 and len(loaded) == 3000
+    assert set(loaded.ids().tolist()) == set(ids[10:3010].tolist())
+    _, found = loaded.search(vectors[3005], 1)
+    assert found[0, 0] == ids[3005]
+    (tmp_path / "bad.faiss").write_bytes(b"nope")
+    with pytest.raises(ValueError, match="not a readable imgsearch index"):
+        VectorIndex.load(tmp_path / "bad.faiss")
+
+
+# --- incremental index updates in a library -----------------------------------------------------------
+
+def populate(library, vectors: np.ndarray, start: int = 0) -> list[int]:  # noqa: ANN001
+    info = ImageInfo(64, 48, "JPEG")
+    with library.sessions.begin() as session:
+        model_id = store.get_or_create_model(session, FakeEncoder("fake", vectors.shape[1]).info).id
+        items = [(Decoded(f"/lib/{start + n}.jpg", np.zeros(1), info, f"h{start + n}", 1, 1), None)
+                 for n in range(len(vectors))]
+        ids, _ = store.save_decoded(session, items)
+        store.save_vectors(session, model_id, ids, vectors)
+    return ids
+
+
+def latest(library):  # noqa: ANN001, ANN201
+    with library.session() as session:
+        model = store.list_models(session)[0]
+        return model.id, store.latest_build(session, model.id)
+
+
+def test_library_index_updates_incrementally_and_retrains_when_outgrown(library, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setattr(params, "EXACT_MAX", 500)
+    vectors = clustered(1500, 32, seed=3)
+    populate(library, vectors[:1000])
+    model_id, _ = latest(library)
+    index = index_build.ensure_index(library.sessions, model_id, library.index_dir)
+    _, first = latest(library)
+    assert index.kind == "ivfpq" and first.trained_count == 1000 and first.recall_at_10 >= 0.95
+    assert [m.index_params for m in library.status().models][0]["nprobe"] == index.params["nprobe"]
+
+    new_ids = populate(library, vectors[1000:1100], start=1000)  # added without retraining
+    index = index_build.ensure_index(library.sessions, model_id, library.index_dir)
+    _, second = latest(library)
+    assert len(index) == 1100 and second.trained_count == 1000 and second.spec == first.spec
+    assert index.search(vectors[1050], 1)[1][0, 0] == new_ids[50]
+
+    with library.sessions.begin() as session:  # a changed file keeps its id, gets a new vector
+        store.save_vectors(session, model_id, [new_ids[0]], vectors[1400:1401])
+        store.delete_images(session, new_ids[1:11])
+        store.bump_generation(session)
+    index = index_build.ensure_index(library.sessions, model_id, library.index_dir)
+    assert len(index) == 1090 and not set(new_ids[1:11]) & set(index.ids().tolist())
+    assert index.search(vectors[1400], 1)[1][0, 0] == new_ids[0]
+    assert [p.name for p in library.index_dir.iterdir()] == [latest(library)[1].filename]  # old files pruned
+
+    populate(library, clustered(4000, 32, seed=4), start=2000)  # > 4x the training size: retrain
+    index_build.ensure_index(library.sessions, model_id, library.index_dir)
+    assert latest(library)[1].trained_count == 5090
+    index_build.ensure_index(library.sessions, model_id, library.index_dir, rebuild=True)
+    assert latest(library)[1].id != 0 and latest(library)[1].trained_count == 5090

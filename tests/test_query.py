@@ -1,0 +1,211 @@
+"""The query layer: grammar, arithmetic, filters, cutoff, sorting, paging, cache, URL terms, outputs."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import threading
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from imgsearch import search as search_mod
+from imgsearch.config import Filters, IndexSettings, ModelSpec, SearchOptions
+from imgsearch.errors import ImgSearchError, UsageError
+from imgsearch.export import export_results
+from imgsearch.fetch import fetch_url
+from imgsearch.search import Term, check_ext, combine, parse_date, parse_query
+from tests.factories import write_photo
+
+FAKE = ModelSpec("fake", None)
+
+
+# --- grammar ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("words,expected", [
+    (["a", "dog", "on", "the", "beach"], [(1.0, "text", "a dog on the beach")]),
+    (["beach", "+", "sunset", "-", "people"], [(1.0, "text", "beach"), (1.0, "text", "sunset"), (-1.0, "text", "people")]),
+    (["2:dog", "+", "0.5:@cat.jpg"], [(2.0, "text", "dog"), (0.5, "image", "cat.jpg")]),
+    (["-", "rain"], [(-1.0, "text", "rain")]),
+    (["@https://x.org/a.jpg", "-", "1.5:night sky"], [(1.0, "url", "https://x.org/a.jpg"), (-1.5, "text", "night sky")]),
+    (["a + b"], [(1.0, "text", "a + b")]),  # an operator inside quotes is part of the phrase
+    (["10:30 meeting"], [(10.0, "text", "30 meeting")]),
+])
+def test_parse_query(words: list[str], expected: list[tuple]) -> None:
+    assert [(t.weight, t.kind, t.value) for t in parse_query(words)] == expected
+
+
+@pytest.mark.parametrize("words", [[], ["+"], ["a", "+"], ["+", "a"], ["a", "-", "-", "b"], ["3:"], ["@"], ["  "]])
+def test_parse_query_errors(words: list[str]) -> None:
+    with pytest.raises(UsageError):
+        parse_query(words)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.text(max_size=20), st.sampled_from(["+", "-", "2:", "@", "-1:x", "0.5:@"])), max_size=8))
+def test_parser_never_crashes(words: list[str]) -> None:
+    try:
+        terms = parse_query(words)
+    except UsageError as exc:
+        assert exc.exit_code == 2 and exc.message
+    else:
+        assert terms and all(t.value and t.kind in ("text", "image", "url") for t in terms)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=30))
+def test_date_and_ext_validation_never_crash(text: str) -> None:
+    for check in (lambda: parse_date(text, "--after"), lambda: check_ext(text)):
+        try:
+            check()
+        except UsageError as exc:
+            assert repr(text) in exc.message
+
+
+def test_dates_parse_to_period_starts() -> None:
+    assert parse_date("2021", "--after") == datetime(2021, 1, 1)
+    assert parse_date("2021-06", "--after") == datetime(2021, 6, 1)
+    assert parse_date("2021-06-15T08:30", "--before") == datetime(2021, 6, 15, 8, 30)
+
+
+def test_combine_weights_and_cancellation() -> None:
+    a, b = np.eye(3, dtype=np.float32)[:2]
+    q = combine(np.stack([a, b]), [3.0, 1.0])
+    np.testing.assert_allclose(q[0], np.array([3, 1, 0]) / np.sqrt(10), atol=1e-6)
+    with pytest.raises(UsageError, match="cancel"):
+        combine(np.stack([a, a]), [1.0, -1.0])
+
+
+# --- searching a library --------------------------------------------------------------------------------
+
+@pytest.fixture
+def colours(library, tmp_path: Path):  # noqa: ANN001, ANN201
+    root = tmp_path / "pics"
+    made = {
+        "red": write_photo(root / "2019" / "red.jpg", "red", taken=datetime(2019, 5, 1), make="Canon", model="EOS R6", fmt="JPEG"),
+        "blue": write_photo(root / "2020" / "blue.jpg", "blue", taken=datetime(2020, 7, 1), make="NIKON", model="Z6", fmt="JPEG"),
+        "magenta": write_photo(root / "2021" / "magenta.png", "magenta", size=(300, 200)),
+        "green": write_photo(root / "2021" / "green.webp", "green", size=(40, 30)),
+        "white": write_photo(root / "misc" / "white.jpg", "white", taken=datetime(2018, 1, 2), make="Canon", model="PowerShot", fmt="JPEG"),
+    }
+    os.utime(made["magenta"], (datetime(2021, 3, 3).timestamp(),) * 2)  # no EXIF: the file time counts
+    os.utime(made["green"], (datetime(2022, 3, 3).timestamp(),) * 2)
+    library.index([root], FAKE, IndexSettings(workers=0))
+    return made
+
+
+def run(library, words: list[str], **options) -> list[str]:  # noqa: ANN001
+    filters = options.pop("filters", Filters())
+    return [Path(r.path).stem for r in library.search(parse_query(words), SearchOptions(filters=filters, **options), FAKE)]
+
+
+def test_arithmetic_moves_the_query(library, colours) -> None:  # noqa: ANN001
+    assert run(library, ["red", "+", "blue"], k=1) == ["magenta"]
+    assert run(library, ["3:red", "+", "blue"], k=1) == ["red"]
+    assert run(library, ["magenta", "-", "0.5:red"], k=1) == ["blue"]
+    assert run(library, ["@" + str(colours["red"]), "+", "blue"], k=1) == ["magenta"]
+
+
+def test_filters_compose_and_are_exact(library, colours, tmp_path: Path) -> None:  # noqa: ANN001
+    every = dict(k=10)
+    assert sorted(run(library, ["red"], filters=Filters(folder=str(tmp_path / "pics" / "2021")), **every)) == ["green", "magenta"]
+    assert sorted(run(library, ["red"], filters=Filters(camera="canon"), **every)) == ["red", "white"]
+    assert run(library, ["red"], filters=Filters(camera="canon", before=datetime(2019, 1, 1)), **every) == ["white"]
+    assert sorted(run(library, ["red"], filters=Filters(after=datetime(2021, 1, 1)), **every)) == ["green", "magenta"]
+    assert sorted(run(library, ["red"], filters=Filters(exts=("png", "webp")), **every)) == ["green", "magenta"]
+    assert sorted(run(library, ["red"], filters=Filters(exts=("jpg",)), **every)) == ["blue", "red", "white"]
+    assert run(library, ["red"], filters=Filters(min_size=100), **every) == ["magenta"]
+    assert run(library, ["red"], filters=Filters(folder="/nowhere"), **every) == []
+
+
+def test_broad_filters_widen_the_search_instead_of_losing_results(library, colours, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setattr(search_mod, "EXACT_FILTER_MAX", 0)  # force the widening path
+    assert sorted(run(library, ["red"], filters=Filters(exts=("jpg",)), k=10)) == ["blue", "red", "white"]
+    assert run(library, ["red"], filters=Filters(exts=("jpg",)), k=1) == ["red"]
+
+
+def test_min_score_keeps_exactly_the_results_above_it(library, colours) -> None:  # noqa: ANN001
+    scored = library.search(parse_query(["red"]), SearchOptions(k=10), FAKE)
+    cutoff = (scored[1].score + scored[2].score) / 2
+    kept = library.search(parse_query(["red"]), SearchOptions(k=10, min_score=cutoff), FAKE)
+    assert [r.path for r in kept] == [r.path for r in scored[:2]]
+    assert library.search(parse_query(["red"]), SearchOptions(k=10, min_score=0.9999), FAKE)[0].path == str(colours["red"])
+
+
+def test_sort_by_date_and_path_after_the_cutoff_and_paging(library, colours) -> None:  # noqa: ANN001
+    assert run(library, ["red"], k=5, sort="date") == ["green", "magenta", "blue", "red", "white"]
+    assert run(library, ["red"], k=5, sort="path") == ["red", "blue", "green", "magenta", "white"]
+    full = run(library, ["blue"], k=5)
+    assert run(library, ["blue"], k=2) + run(library, ["blue"], k=2, offset=2) + run(library, ["blue"], k=2, offset=4) == full
+    ranks = [r.rank for r in library.search(parse_query(["blue"]), SearchOptions(k=2, offset=2), FAKE)]
+    assert ranks == [1, 2]
+
+
+def test_repeated_text_queries_come_from_the_cache(library, colours, fake_encoders) -> None:  # noqa: ANN001
+    before = fake_encoders["fake"].texts_encoded
+    first = run(library, ["blue"], k=3)
+    assert fake_encoders["fake"].texts_encoded == before + 1
+    assert run(library, ["blue"], k=3) == first
+    assert fake_encoders["fake"].texts_encoded == before + 1
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # noqa: ANN002
+        pass
+
+
+@pytest.fixture
+def served(tmp_path: Path):  # noqa: ANN201
+    root = tmp_path / "www"
+    root.mkdir()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: _Handler(*a, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_url_image_terms(library, colours, served) -> None:  # noqa: ANN001
+    root, base = served
+    write_photo(root / "q.jpg", "magenta", fmt="JPEG", seed=9)
+    assert run(library, [f"@{base}/q.jpg"], k=1) == ["magenta"]
+    with pytest.raises(ImgSearchError, match="HTTP 404"):
+        run(library, [f"@{base}/missing.jpg"], k=1)
+    with pytest.raises(ImgSearchError, match="over the 10-byte limit"):
+        fetch_url(f"{base}/q.jpg", max_bytes=10)
+    with pytest.raises(UsageError, match="not an http"):
+        fetch_url("file:///etc/passwd")
+
+
+def test_export_copies_and_links_in_rank_order_without_overwriting(library, colours, tmp_path: Path) -> None:  # noqa: ANN001
+    results = library.search(parse_query(["red"]), SearchOptions(k=3), FAKE)
+    copied = export_results(results, tmp_path / "out")
+    assert [p.name for p in copied] == [f"{r.rank:03d}-{Path(r.path).name}" for r in results]
+    assert copied[0].read_bytes() == Path(results[0].path).read_bytes()
+    again = export_results(results[:1], tmp_path / "out")
+    assert again[0].name == "001-red.1.jpg" and copied[0].exists()
+    linked = export_results(results, tmp_path / "links", "link")
+    assert all(p.is_symlink() and p.resolve() == Path(r.path).resolve() for p, r in zip(linked, results))
+
+
+def test_export_vectors_npy_and_parquet(library, colours, tmp_path: Path) -> None:  # noqa: ANN001
+    library.export_vectors(tmp_path / "npy", "npy", FAKE)
+    vectors = np.load(tmp_path / "npy" / "vectors.npy")
+    ids = np.load(tmp_path / "npy" / "ids.npy")
+    rows = [json.loads(line) for line in (tmp_path / "npy" / "paths.jsonl").read_text().splitlines()]
+    assert vectors.shape == (5, 8) and vectors.dtype == np.float32 and len(ids) == 5
+    assert [r["id"] for r in rows] == ids.tolist() and {Path(r["path"]).stem for r in rows} == set(colours)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-3)
+    import pyarrow.parquet as pq
+
+    library.export_vectors(tmp_path / "pq", "parquet", FAKE)
+    table = pq.read_table(tmp_path / "pq" / "vectors.parquet")
+    assert table.num_rows == 5 and table.column("id").to_pylist() == ids.tolist()
+    np.testing.assert_allclose(np.array(table.column("vector").to_pylist()), vectors, atol=1e-6)
+    with pytest.raises(UsageError, match="not an empty folder"):
+        library.export_vectors(tmp_path / "npy", "npy", FAKE)
