@@ -24,6 +24,7 @@ from imgsearch.export import export_vectors
 from imgsearch.fetch import fetch_url
 from imgsearch.images import decode_data, default_pixel_limit, read_file
 from imgsearch.orm import Model
+from imgsearch.vector_index import VectorIndex
 from imgsearch.search import SearchResult, Term, check_options, check_text, combine, order, rank_ids
 from indexer.build import build_params, ensure_index, is_fresh
 from indexer.pipeline import Progress, RunReport, check_roots, run_index
@@ -77,6 +78,7 @@ class Library:
         self.sessions = db.session_factory(self.engine)
         self._load_encoder = encoder_loader or _load_open_clip
         self._encoders: dict[str, Encoder] = {}
+        self._indexes: dict[int, tuple[int, VectorIndex]] = {}  # model id -> (generation, loaded index)
 
     # --- opening ---------------------------------------------------------------------------------
 
@@ -181,13 +183,19 @@ class Library:
                        for i in [store.image_id_for_path(session, os.path.abspath(Path(t.value).expanduser()))]
                        if i is not None}
             allowed = store.filter_ids(session, options.filters) if options.filters.active() else None
-        index = ensure_index(self.sessions, row.id, self.index_dir, strict=False)
+        index = self._index(row.id)
         hits = rank_ids(index, query, options.offset + options.k, allowed, exclude, options.min_score)
         with self.session() as session:
             paths = store.paths_for(session, [i for i, _ in hits])
             hits = order(hits, paths, "score")[options.offset:]
             hits = order(hits, paths, options.sort, lambda ids: store.dates_for(session, ids))
         return [SearchResult(rank=n, score=s, path=paths[i], id=i) for n, (i, s) in enumerate(hits, 1)]
+
+    def _index(self, model_id: int) -> VectorIndex:
+        """The model's index, kept in memory while its vectors do not change."""
+        self._indexes[model_id] = ensure_index(self.sessions, model_id, self.index_dir, strict=False,
+                                               cached=self._indexes.get(model_id))
+        return self._indexes[model_id][1]
 
     def search_text(self, query: str, k: int = 10, model: ModelSpec | None = None) -> list[SearchResult]:
         """The k images that best match a text."""
@@ -200,7 +208,7 @@ class Library:
     def _model_row(self, spec: ModelSpec | None) -> Model:
         """The model to search with: the given one, else the most recently indexed one with vectors."""
         with self.session() as session:
-            models = [m for m in store.list_models(session) if store.count_vectors(session, m.id)]
+            models = [m for m in store.list_models(session) if store.has_vectors(session, m.id)]
         if not models:
             raise NothingIndexedError(f"nothing is indexed in {self.path} yet: run `imgsearch index FOLDER` first.")
         if spec is None:

@@ -86,6 +86,11 @@ def ids_with_vectors(session: Session, model_id: int) -> set[int]:
     return set(session.scalars(select(Embedding.image_id).where(Embedding.model_id == model_id)))
 
 
+def has_vectors(session: Session, model_id: int) -> bool:
+    """Whether the model has any vector (cheaper than counting them)."""
+    return session.scalar(select(Embedding.image_id).where(Embedding.model_id == model_id).limit(1)) is not None
+
+
 def count_vectors(session: Session, model_id: int) -> int:
     return session.scalar(select(func.count()).select_from(Embedding).where(Embedding.model_id == model_id)) or 0
 

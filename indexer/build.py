@@ -110,9 +110,10 @@ def save(sessions: sessionmaker[Session], model_id: int, built: Built, index_dir
             (index_dir / old).unlink(missing_ok=True)
 
 
-def ensure_index(sessions: sessionmaker[Session], model_id: int, index_dir: Path,
-                 strict: bool = True, rebuild: bool = False) -> VectorIndex:
-    """The model's index: loaded when fresh, else updated or rebuilt from the DB and saved.
+def ensure_index(sessions: sessionmaker[Session], model_id: int, index_dir: Path, strict: bool = True,
+                 rebuild: bool = False, cached: tuple[int, VectorIndex] | None = None) -> tuple[int, VectorIndex]:
+    """(generation, index) of the model: `cached` when still current, else the saved index when fresh,
+    else updated or rebuilt from the DB and saved.
 
     With strict=False (searches) a failed save is ignored: a read-only library or a full disk
     still answers from the in-memory index.
@@ -120,15 +121,17 @@ def ensure_index(sessions: sessionmaker[Session], model_id: int, index_dir: Path
     with sessions() as session:
         model = session.get(Model, model_id)
         assert model is not None
+        if cached is not None and cached[0] == model.generation and not rebuild:
+            return cached
         index, built = refresh(session, model, index_dir, rebuild)
         if built is None:
-            return index
+            return model.generation, index
     try:
         save(sessions, model_id, built, index_dir)
     except (OSError, SAOperationalError):
         if strict:
             raise
-    return built.index
+    return built.generation, built.index
 
 
 def build_params(build: IndexBuild) -> dict:

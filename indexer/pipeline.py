@@ -105,7 +105,7 @@ def run_index(sessions: sessionmaker[Session], encoder: Encoder, roots: Sequence
         _apply_plan(sessions, plan, report)
         _encode(sessions, encoder, model_id, plan, settings, progress, report)
         progress.stage("building index", None)
-        index = index_build.ensure_index(sessions, model_id, index_dir, strict=True, rebuild=settings.rebuild)
+        _, index = index_build.ensure_index(sessions, model_id, index_dir, strict=True, rebuild=settings.rebuild)
         report.indexed_total = len(index)
     except BaseException:
         _finish_run(sessions, run_id, report, "interrupted")

@@ -149,13 +149,13 @@ def test_library_index_updates_incrementally_and_retrains_when_outgrown(library,
     vectors = clustered(1500, 32, seed=3)
     populate(library, vectors[:1000])
     model_id, _ = latest(library)
-    index = index_build.ensure_index(library.sessions, model_id, library.index_dir)
+    _, index = index_build.ensure_index(library.sessions, model_id, library.index_dir)
     _, first = latest(library)
     assert index.kind == "ivfpq" and first.trained_count == 1000 and first.recall_at_10 >= 0.95
     assert [m.index_params for m in library.status().models][0]["nprobe"] == index.params["nprobe"]
 
     new_ids = populate(library, vectors[1000:1100], start=1000)  # added without retraining
-    index = index_build.ensure_index(library.sessions, model_id, library.index_dir)
+    _, index = index_build.ensure_index(library.sessions, model_id, library.index_dir)
     _, second = latest(library)
     assert len(index) == 1100 and second.trained_count == 1000 and second.spec == first.spec
     assert index.search(vectors[1050], 1)[1][0, 0] == new_ids[50]
@@ -164,7 +164,7 @@ def test_library_index_updates_incrementally_and_retrains_when_outgrown(library,
         store.save_vectors(session, model_id, [new_ids[0]], vectors[1400:1401])
         store.delete_images(session, new_ids[1:11])
         store.bump_generation(session)
-    index = index_build.ensure_index(library.sessions, model_id, library.index_dir)
+    _, index = index_build.ensure_index(library.sessions, model_id, library.index_dir)
     assert len(index) == 1090 and not set(new_ids[1:11]) & set(index.ids().tolist())
     assert index.search(vectors[1400], 1)[1][0, 0] == new_ids[0]
     assert [p.name for p in library.index_dir.iterdir()] == [latest(library)[1].filename]  # old files pruned
