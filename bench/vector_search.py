@@ -25,18 +25,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import faiss  # noqa: E402
 
 from imgsearch.vector_index import VectorIndex  # noqa: E402
+from indexer.build import RECALL_TARGET  # noqa: E402
 from indexer.evaluate import exact_top_k, recall_at_k, sample_queries, tune  # noqa: E402
 from indexer.params import choose_index_spec  # noqa: E402
 
 
-def clustered(n: int, dim: int, clusters: int = 1000, seed: int = 0) -> np.ndarray:
-    """Unit vectors around random centres (CLIP image embeddings cluster by content)."""
+def clustered(n: int, dim: int, clusters: int = 1000, seed: int = 0, intrinsic: int = 0) -> np.ndarray:
+    """Unit vectors around random centres (CLIP image embeddings cluster by content).
+
+    intrinsic=0: isotropic noise in all dims (near-uniform within a cluster: the hard case);
+    intrinsic=r: the spread lies in a shared r-dim subspace plus a little isotropic noise, closer to
+    real embeddings, whose intrinsic dimension is far below their width.
+    """
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(clusters, dim)).astype(np.float32)
+    basis = np.linalg.qr(rng.normal(size=(dim, intrinsic)))[0].T.astype(np.float32) if intrinsic else None
     out = np.empty((n, dim), dtype=np.float32)
     for start in range(0, n, 100_000):
         m = min(100_000, n - start)
-        x = centres[rng.integers(0, clusters, m)] + rng.normal(scale=0.9, size=(m, dim)).astype(np.float32)
+        x = centres[rng.integers(0, clusters, m)]
+        if basis is None:
+            x = x + rng.normal(scale=0.9, size=(m, dim)).astype(np.float32)
+        else:
+            x = (x + rng.normal(scale=np.sqrt(dim / intrinsic) * 0.9, size=(m, intrinsic)).astype(np.float32) @ basis
+                 + rng.normal(scale=0.2, size=(m, dim)).astype(np.float32))
         out[start:start + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
     return out
 
@@ -57,13 +69,14 @@ def size_of(index: VectorIndex) -> int:
     return total
 
 
-def bench_size(n: int, dim: int, queries_n: int) -> None:
+def bench_size(n: int, dim: int, queries_n: int, intrinsic: int) -> None:
     t0 = time.perf_counter()
-    vectors = clustered(n, dim)
+    vectors = clustered(n, dim, intrinsic=intrinsic)
     ids = np.arange(1, n + 1, dtype=np.int64)
     queries = sample_queries(vectors, queries_n, seed=7)  # held out from the tuning sample (seed 0)
     truth = exact_top_k(ids, vectors, queries, 10)
-    print(f"n={n:,} dim={dim}: data + exact truth for {queries_n} queries in {time.perf_counter() - t0:.0f} s", flush=True)
+    kind = f"spread in a {intrinsic}-dim subspace" if intrinsic else "isotropic spread"
+    print(f"n={n:,} dim={dim}, {kind}: data + exact truth for {queries_n} queries in {time.perf_counter() - t0:.0f} s", flush=True)
     rows = []
     start = time.perf_counter()
     exact = VectorIndex.build(dim, ids, vectors)
@@ -74,7 +87,7 @@ def bench_size(n: int, dim: int, queries_n: int) -> None:
         start = time.perf_counter()
         train = vectors[np.sort(np.random.default_rng(0).choice(n, spec.train_size, replace=False))]
         ivf = VectorIndex.build(dim, ids, vectors, spec.factory, train)
-        tuned = tune(ivf, ids, vectors, 0.95)
+        tuned = tune(ivf, ids, vectors, RECALL_TARGET)
         build_s = time.perf_counter() - start
         rows.append((f"chosen {spec.factory} (+fp16 re-rank; nprobe {ivf.params['nprobe']}, k_factor "
                      f"{ivf.params['k_factor']}, tuned recall {tuned:.3f})", build_s, size_of(ivf) / n,
@@ -130,6 +143,8 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="*", default=[100_000])
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--queries", type=int, default=500)
+    ap.add_argument("--intrinsic", type=int, nargs="*", default=[0, 64],
+                    help="data sets: 0 = isotropic clusters, r = clusters spread in an r-dim subspace")
     ap.add_argument("--threads", type=int, default=0, help="FAISS threads (0: all cores)")
     ap.add_argument("--e2e", type=int, default=0, help="also time Library.search at this many images")
     ap.add_argument("--model", default="ViT-B-32")
@@ -140,7 +155,8 @@ def main() -> None:
     print(f"{os.cpu_count()} cores, FAISS {faiss.__version__} with {faiss.omp_get_max_threads()} threads, "
           f"{time.strftime('%Y-%m-%d')}", flush=True)
     for n in a.sizes:
-        bench_size(n, a.dim, a.queries)
+        for intrinsic in a.intrinsic:
+            bench_size(n, a.dim, a.queries, intrinsic)
     if a.e2e:
         bench_e2e(a.e2e, a.dim, a.model, a.work)
 

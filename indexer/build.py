@@ -23,7 +23,7 @@ from imgsearch.vector_index import VectorIndex
 from indexer.evaluate import tune
 from indexer.params import choose_index_spec, needs_retrain
 
-RECALL_TARGET = 0.95
+RECALL_TARGET = 0.97  # on the tuning sample: a margin so unseen queries still get >= 0.95
 
 
 @dataclass

@@ -63,7 +63,7 @@ def choose_index_spec(n: int, dim: int, memory_budget_bytes: int | None = None) 
     if not trainable or (n <= EXACT_MAX and not too_big):
         return exact
     nlist = _nlist(n)
-    train = min(n, max(MIN_POINTS_PER_LIST * nlist, min(100 * nlist, MAX_TRAIN)))
+    train = min(n, max(MIN_POINTS_PER_LIST * nlist, min(64 * nlist, MAX_TRAIN)))
     return IndexSpec("ivfpq", f"IVF{nlist},PQ{m}x4fs", nlist=nlist, m=m, train_size=train)
 
 
