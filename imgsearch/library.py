@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -12,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy.exc import OperationalError as SAOperationalError
 from sqlalchemy.orm import Session
 
 from imgsearch import db, store
@@ -93,7 +95,8 @@ class Library:
                 raise LibraryNotFoundError(
                     f"no imgsearch library at {path}: run `imgsearch index FOLDER` to create one "
                     "(or pass --library DIR / set IMGSEARCH_LIBRARY to use another).")
-            _create(path)
+            with writing(path):
+                _create(path)
         lib = cls(path, encoder_loader)
         if not lib.db_path.exists():
             raise LibraryNotFoundError(f"{lib.db_path} is missing: the library at {path} is incomplete. "
@@ -144,7 +147,7 @@ class Library:
                 raise UsageError("no folders given and the library has none yet: imgsearch index FOLDER")
             folders = [r for r in known_roots if Path(r).is_dir()]
         offline = [r for r in known_roots if not roots and r not in folders]
-        with self._index_lock():
+        with self._index_lock(), writing(self.path):
             encoder = self.encoder(spec)
             report = run_index(self.sessions, encoder, folders, self.index_dir, settings, progress)
         report.warnings.extend(f"{r} is not reachable (unmounted?): its images were kept as they are"
@@ -303,6 +306,41 @@ class Library:
         """(path, reason) of every file that could not be indexed."""
         with self.session() as session:
             return store.skipped_images(session)
+
+
+_WRITE_FIXES = {
+    errno.ENOSPC: "the disk is full: free some space",
+    errno.EDQUOT: "the disk quota is exhausted: free some space",
+    errno.EROFS: "the file system is read-only: pass --library DIR on a writable disk",
+    errno.EACCES: "permission denied: make the folder writable or pass --library DIR",
+    errno.EPERM: "permission denied: make the folder writable or pass --library DIR",
+}
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Disk-full, read-only and locked-database failures become errors naming the folder and the fix.
+
+    Work is committed batch by batch, so what was saved before the failure stays; the next run
+    continues from there.
+    """
+    after = "Everything saved before this is kept: run the same command again once fixed."
+    try:
+        yield
+    except OSError as exc:
+        fix = _WRITE_FIXES.get(exc.errno or 0, exc.strerror or str(exc))
+        raise ImgSearchError(f"cannot write to the library at {path}: {fix}. {after}") from exc
+    except SAOperationalError as exc:
+        text = str(exc.orig).lower()
+        if "full" in text:
+            fix = "the disk is full: free some space"
+        elif "readonly" in text or "read-only" in text:
+            fix = "library.db is read-only: make it writable or pass --library DIR"
+        elif "locked" in text:
+            fix = "the database is locked by another program: close it and try again"
+        else:
+            raise
+        raise ImgSearchError(f"cannot write to the library at {path}: {fix}. {after}") from exc
 
 
 def _create(path: Path) -> None:

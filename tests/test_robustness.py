@@ -1,0 +1,119 @@
+"""Hostile conditions: full disks, read-only databases, kills mid-run, concurrent use."""
+
+from __future__ import annotations
+
+import errno
+import sqlite3
+from pathlib import Path
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from imgsearch import store
+from imgsearch.config import IndexSettings, ModelSpec
+from imgsearch.errors import ImgSearchError
+from imgsearch.vector_index import VectorIndex
+from tests.factories import write_photo
+
+FAKE = ModelSpec("fake", None)
+INLINE = IndexSettings(workers=0)
+
+
+def tree(root: Path, n: int = 6) -> Path:
+    for i in range(n):
+        write_photo(root / f"{i}.jpg", ("red", "green", "blue")[i % 3], seed=i, fmt="JPEG")
+    return root
+
+
+def test_disk_full_while_saving_the_index_is_a_clear_error_and_nothing_is_lost(library, tmp_path: Path,
+                                                                                 monkeypatch) -> None:  # noqa: ANN001
+    def full(self, path):  # noqa: ANN001, ANN202
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(VectorIndex, "save", full)
+    with pytest.raises(ImgSearchError, match=r"cannot write to the library at .*the disk is full.*run the same command again"):
+        library.index([tree(tmp_path / "pics")], FAKE, INLINE)
+    monkeypatch.undo()
+    with library.session() as session:  # the vectors were committed before the index save failed
+        assert store.count_images(session) == {"indexed": 6}
+    report = library.index([tmp_path / "pics"], FAKE, INLINE)
+    assert (report.unchanged, report.encoded, report.indexed_total) == (6, 0, 6)
+    assert library.search_text("red", k=1)[0].path.endswith(("0.jpg", "3.jpg"))
+
+
+@pytest.mark.parametrize("message,fix", [("database or disk is full", "the disk is full"),
+                                         ("attempt to write a readonly database", "library.db is read-only")])
+def test_database_write_failures_name_the_fix(library, tmp_path: Path, monkeypatch, message: str, fix: str) -> None:  # noqa: ANN001
+    def fail(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise OperationalError("INSERT", {}, sqlite3.OperationalError(message))
+
+    monkeypatch.setattr(store, "save_vectors", fail)
+    with pytest.raises(ImgSearchError, match=fix):
+        library.index([tree(tmp_path / "pics")], FAKE, INLINE)
+    monkeypatch.undo()
+    assert library.index([tmp_path / "pics"], FAKE, INLINE).encoded == 6
+
+
+def test_read_only_index_folder_still_answers_searches(library, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    library.index([tree(tmp_path / "pics")], FAKE, INLINE)
+    for f in library.index_dir.iterdir():
+        f.unlink()  # the cache is gone and cannot be written back
+
+    def read_only(self, path):  # noqa: ANN001, ANN202
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(VectorIndex, "save", read_only)
+    assert len(library.search_text("blue", k=10)) == 6
+
+
+def test_sigkill_at_random_moments_loses_at_most_a_batch_and_never_corrupts(tmp_path: Path, fake_loader) -> None:  # noqa: ANN001
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from imgsearch.library import Library
+    from indexer.build import ensure_index
+
+    root = tmp_path / "pics"
+    for i in range(240):
+        write_photo(root / f"d{i % 7}" / f"{i}.png", (i % 250, (i * 7) % 250, (i * 13) % 250), size=(24, 16), seed=i)
+    lib_dir = tmp_path / "lib"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    rng = random.Random(0)
+    committed = 0
+    kills = 0
+    batch = 4  # FakeEncoder.batch_size: one DB transaction per batch
+    for attempt in range(8):
+        proc = subprocess.Popen([sys.executable, "-m", "tests.crash_worker", str(lib_dir), str(root)],
+                                stdout=subprocess.PIPE, text=True, env=env)
+        time.sleep(rng.uniform(0.8, 1.6))
+        proc.send_signal(signal.SIGKILL)
+        out = proc.communicate()[0].split()
+        if "done" in out:
+            break
+        kills += 1
+        encoded_by_run = int(out[-1]) if out else 0
+        con = sqlite3.connect(lib_dir / "library.db")
+        assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        now = con.execute("SELECT count(*) FROM embeddings").fetchone()[0] if (lib_dir / "library.db").exists() else 0
+        con.close()
+        assert now >= committed
+        assert encoded_by_run - (now - committed) <= 2 * batch, (attempt, encoded_by_run, now, committed)
+        committed = now
+        with Library.open(lib_dir, encoder_loader=fake_loader) as lib:  # the index agrees with the DB again
+            with lib.session() as session:
+                model_id = store.list_models(session)[0].id if committed else None
+            if model_id is not None:
+                _, index = ensure_index(lib.sessions, model_id, lib.index_dir)
+                assert len(index) == committed
+                assert len(lib.search_text("red", k=500)) == committed
+    assert kills >= 3
+    con = sqlite3.connect(lib_dir / "library.db")
+    committed = con.execute("SELECT count(*) FROM embeddings").fetchone()[0]
+    con.close()
+    with Library.open(lib_dir, encoder_loader=fake_loader) as lib:
+        report = lib.index([root], FAKE, INLINE)
+        assert report.encoded == 240 - committed and report.indexed_total == 240
