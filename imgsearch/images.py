@@ -20,6 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from imgsearch.errors import ImageError
 
 PARTIAL_HASH_CHUNK = 64 * 1024
+MAX_ASPECT = 10  # beyond this, fit_to_geometry crops before resizing (same pixels, bounded memory)
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
 # EXIF tag ids (EXIF 2.3)
@@ -114,12 +115,8 @@ def open_rgb(source: str | Path | io.BytesIO, max_pixels: int,
     """Open an image as oriented RGB (alpha over white); JPEGs DCT-downscaled to at least `draft_to` (w, h)."""
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(source)
-            full_w, full_h = img.size
-            if full_w * full_h > max_pixels:
-                raise ImageError(f"image too large: {full_w}x{full_h} pixels exceeds the limit of {max_pixels:,}")
-            info = _metadata(img, full_w, full_h)
+            img = _open_checked(source, max_pixels)
+            info = _metadata(img, *img.size)
             if draft_to is not None and img.format == "JPEG":
                 # draft keeps both sides >= the request; ask for the larger side both ways so the
                 # orientation applied afterwards cannot leave a side short.
@@ -138,6 +135,20 @@ def open_rgb(source: str | Path | io.BytesIO, max_pixels: int,
     except _DECODE_ERRORS as exc:
         raise ImageError(f"cannot decode: {type(exc).__name__}: {exc}") from exc
     return img, info
+
+
+def _open_checked(source: str | Path | io.BytesIO, max_pixels: int) -> Image.Image:
+    """Image.open (header only) with our RAM-aware pixel limit; Pillow's own check is a backstop.
+
+    Call inside warnings.catch_warnings(); the caller maps the exceptions to ImageError.
+    """
+    Image.MAX_IMAGE_PIXELS = 2 * max_pixels  # a backstop: our clearer check below fires first
+    warnings.simplefilter("error", Image.DecompressionBombWarning)
+    img = Image.open(source)
+    w, h = img.size
+    if w * h > max_pixels:
+        raise ImageError(f"image too large: {w}x{h} pixels exceeds the limit of {max_pixels:,}")
+    return img
 
 
 def _oriented(img: Image.Image) -> Image.Image:
@@ -235,7 +246,15 @@ def fit_to_geometry(img: Image.Image, geo: Geometry) -> np.ndarray:
             new_w, new_h = size, int(size * h / w)
         else:
             new_w, new_h = int(size * w / h), size
-    if (new_w, new_h) != (w, h):
+    if max(new_w / geo.width, new_h / geo.height) > MAX_ASPECT:
+        # A panorama strip (say 1x100000): resizing all of it would allocate gigapixels for a crop of
+        # 224x224. Resize only the source region the centre crop keeps (Pillow's box argument).
+        box_w, box_h = min(w, geo.width * w / new_w), min(h, geo.height * h / new_h)
+        left, top = (w - box_w) / 2, (h - box_h) / 2
+        img = img.resize((min(new_w, geo.width), min(new_h, geo.height)), resample,
+                         box=(left, top, left + box_w, top + box_h))
+        new_w, new_h = img.size
+    elif (new_w, new_h) != (w, h):
         img = img.resize((new_w, new_h), resample)
     arr = np.asarray(img)
     pad_h, pad_w = max(geo.height - new_h, 0), max(geo.width - new_w, 0)
@@ -279,16 +298,16 @@ def read_file(path: str) -> FileData:
 def read_header(data: bytes | bytearray, max_pixels: int) -> tuple[ImageInfo, int]:
     """Metadata and EXIF orientation (1 = none) from the header alone, without decoding pixels."""
     try:
-        img = Image.open(io.BytesIO(data))
-        w, h = img.size
-        if w * h > max_pixels:
-            raise ImageError(f"image too large: {w}x{h} pixels exceeds the limit of {max_pixels:,}")
-        info = _metadata(img, w, h)
-        orientation = img.getexif().get(_ORIENTATION, 1)
+        with warnings.catch_warnings():
+            img = _open_checked(io.BytesIO(data), max_pixels)
+            info = _metadata(img, *img.size)
+            orientation = img.getexif().get(_ORIENTATION, 1)
     except ImageError:
         raise
     except UnidentifiedImageError as exc:
         raise ImageError("not an image Pillow can read (wrong extension or unsupported format)") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"decompression bomb: {exc}") from exc
     except _DECODE_ERRORS as exc:
         raise ImageError(f"cannot decode: {type(exc).__name__}: {exc}") from exc
     return info, orientation if orientation in range(1, 9) else 1

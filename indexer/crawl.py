@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
 import stat
@@ -83,7 +84,10 @@ def _visit(entry: os.DirEntry, settings: CrawlSettings, seen_dirs: set[tuple[int
         st = entry.stat(follow_symlinks=True)
     except OSError as exc:
         if is_image_name:
-            reason = "dangling symlink" if entry.is_symlink() else f"cannot stat: {exc.strerror}"
+            if exc.errno == errno.ELOOP:
+                reason = "symlink loop"
+            else:
+                reason = "dangling symlink" if entry.is_symlink() else f"cannot stat: {exc.strerror}"
             yield CrawlSkip(display_path(entry.path), reason)
         return
     if stat.S_ISDIR(st.st_mode):

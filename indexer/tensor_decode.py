@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from imgsearch.errors import ImageError
-from imgsearch.images import Decoded, FileData, Geometry, ImageInfo, data_hash, read_header
+from imgsearch.images import MAX_ASPECT, Decoded, FileData, Geometry, ImageInfo, data_hash, read_header
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 FIT_BATCH = 8  # full-resolution images resized per call: bounds GPU memory (8 x 12 MP fp16 = 0.6 GB)
@@ -115,7 +115,8 @@ class TensorDecoder:
             except ImageError:
                 fallback.append(f.path)  # Pillow will name the reason
                 continue
-            if info.format == "JPEG" and f.data.startswith(JPEG_MAGIC):
+            extreme = max(info.width, info.height) > MAX_ASPECT * max(1, min(info.width, info.height))
+            if info.format == "JPEG" and f.data.startswith(JPEG_MAGIC) and not extreme:
                 accepted.append((f, info, orientation))
             else:
                 fallback.append(f.path)
