@@ -61,7 +61,7 @@ def check_options(opts: SearchOptions) -> SearchOptions:
         raise UsageError(f"--top must be between 1 and {MAX_K}, got {opts.k}")
     if opts.offset < 0:
         raise UsageError(f"--offset must be 0 or more, got {opts.offset}")
-    if opts.min_score is not None and not -1.0 <= opts.min_score <= 1.0:
+    if opts.min_score is not None and not -1.0 <= opts.min_score <= 1.0:  # NaN fails this too
         raise UsageError(f"--min-score is a cosine similarity between -1 and 1, got {opts.min_score}")
     if opts.sort not in SORTS:
         raise UsageError(f"--sort must be one of {', '.join(SORTS)}, got {opts.sort!r}")

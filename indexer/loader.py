@@ -15,16 +15,19 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from imgsearch.errors import ImageError
 from imgsearch.images import Decoded, FileData, Geometry, decode_data, read_file
 
 if TYPE_CHECKING:
     from indexer.tensor_decode import TensorDecoder
+
+ChunkDecoder = Optional[Callable[[Sequence[str], Geometry, int], tuple[list, float, float]]]
 
 CHUNK = 8  # files per CPU task: amortises IPC without making the look-ahead coarse
 GPU_BATCH = 32  # files per GPU decode call
@@ -116,6 +119,10 @@ def _decode_chunk(paths: Sequence[str], geo: Geometry, max_pixels: int) -> tuple
     return out, read_s, decode_s
 
 
+def _crashed(path: str) -> Skipped:
+    return _skip(path, ImageError("the image decoder crashed on this file (it is retried when the file changes)"))
+
+
 def default_workers() -> int:
     """One decode process per core the process may use."""
     try:
@@ -131,7 +138,7 @@ def _context() -> mp.context.BaseContext:
 
 def load(paths: Sequence[str], geo: Geometry, max_pixels: int, workers: int,
          tensor_decoder: "TensorDecoder | None" = None, times: StageTimes | None = None,
-         share_jpegs: bool = True) -> Iterator[Decoded | Skipped]:
+         share_jpegs: bool = True, decode_chunk: ChunkDecoder = None) -> Iterator[Decoded | Skipped]:
     """Every path comes back once, decoded or skipped; memory stays flat (bounded look-ahead).
 
     With a tensor decoder, `share_jpegs=False` keeps the CPU workers off JPEGs (the GPU takes them all).
@@ -144,14 +151,17 @@ def load(paths: Sequence[str], geo: Geometry, max_pixels: int, workers: int,
             times.add(read_s=r, decode_cpu_s=d, cpu_images=1)
             yield item
         return
-    yield from _Pipeline(paths, geo, max_pixels, workers, tensor_decoder, times, share_jpegs).run()
+    yield from _Pipeline(paths, geo, max_pixels, workers, tensor_decoder, times, share_jpegs,
+                         decode_chunk or _decode_chunk).run()
 
 
 class _Pipeline:
     """Threads that keep the process pool and the GPU decoder fed from one work list."""
 
     def __init__(self, paths: Sequence[str], geo: Geometry, max_pixels: int, workers: int,
-                 tensor_decoder: "TensorDecoder | None", times: StageTimes, share_jpegs: bool) -> None:
+                 tensor_decoder: "TensorDecoder | None", times: StageTimes, share_jpegs: bool,
+                 decode_chunk: Callable) -> None:
+        self.decode_chunk = decode_chunk  # module-level, so worker processes can import it
         jpegs = [p for p in paths if p.lower().endswith(JPEG_SUFFIXES)]
         others = [p for p in paths if not p.lower().endswith(JPEG_SUFFIXES)]
         # GPU pops JPEGs from the left; CPU workers pop from the right (other formats first).
@@ -234,26 +244,44 @@ class _Pipeline:
         if self.workers <= 0:
             self._cpu_inline()
             return
-        pending: set[Future] = set()
-        with ProcessPoolExecutor(max_workers=self.workers, mp_context=_context()) as pool:
+        pending: dict[Future, list[str]] = {}
+        suspects: list[str] = []  # files that were in flight when a worker died: retried one at a time
+        pool = self._new_pool()
+        try:
             while not self.stop.is_set():
-                while len(pending) < self.workers * 3:
-                    chunk = self._take_cpu(CHUNK)
+                limit = 1 if suspects else self.workers * 3
+                while len(pending) < limit:
+                    chunk = [suspects.pop(0)] if suspects else self._take_cpu(CHUNK)
                     if not chunk:
                         break
-                    pending.add(pool.submit(_decode_chunk, chunk, self.geo, self.max_pixels))
+                    pending[pool.submit(self.decode_chunk, chunk, self.geo, self.max_pixels)] = chunk
                 if not pending:
                     if self._cpu_finished():
                         return
                     time.sleep(0.01)  # the GPU may still hand files back
                     continue
-                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                done, _ = wait(list(pending), timeout=0.5, return_when=FIRST_COMPLETED)
                 for fut in done:
-                    items, read_s, decode_s = fut.result()
+                    chunk = pending.pop(fut)
+                    try:
+                        items, read_s, decode_s = fut.result()
+                    except BrokenProcessPool:
+                        if len(chunk) == 1 and not pending:  # alone, and it killed the worker again
+                            self._put([_crashed(chunk[0])])
+                        else:
+                            suspects.extend(chunk)
+                        suspects.extend(p for c in pending.values() for p in c)
+                        pending.clear()
+                        pool.shutdown(wait=False, cancel_futures=True)
+                        pool = self._new_pool()
+                        break
                     self.times.add(read_s=read_s, decode_cpu_s=decode_s, cpu_images=len(items))
                     self._put(items)
-            for fut in pending:
-                fut.cancel()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=_context())
 
     def _cpu_inline(self) -> None:
         while not self.stop.is_set():
@@ -263,7 +291,7 @@ class _Pipeline:
                     return
                 time.sleep(0.01)
                 continue
-            items, read_s, decode_s = _decode_chunk(chunk, self.geo, self.max_pixels)
+            items, read_s, decode_s = self.decode_chunk(chunk, self.geo, self.max_pixels)
             self.times.add(read_s=read_s, decode_cpu_s=decode_s, cpu_images=len(items))
             self._put(items)
 

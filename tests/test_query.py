@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from imgsearch import search as search_mod
@@ -209,3 +209,22 @@ def test_export_vectors_npy_and_parquet(library, colours, tmp_path: Path) -> Non
     np.testing.assert_allclose(np.array(table.column("vector").to_pylist()), vectors, atol=1e-6)
     with pytest.raises(UsageError, match="not an empty folder"):
         library.export_vectors(tmp_path / "npy", "npy", FAKE)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(words=st.lists(st.text(max_size=12), min_size=1, max_size=4), folder=st.text(max_size=15),
+       camera=st.text(max_size=15), ext=st.text(max_size=6), after=st.text(max_size=12),
+       min_score=st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)), sort=st.text(max_size=5))
+def test_random_queries_and_filters_give_results_or_a_usage_error(library, colours, words, folder, camera,  # noqa: ANN001
+                                                                  ext, after, min_score, sort) -> None:
+    try:
+        filters = Filters(folder=folder or None, camera=camera or None, exts=(check_ext(ext),) if ext else (),
+                          after=parse_date(after, "--after") if after else None)
+        results = library.search(parse_query(words), SearchOptions(k=5, min_score=min_score, sort=sort,
+                                                                   filters=filters), FAKE)
+    except UsageError as exc:
+        assert exc.exit_code == 2 and exc.message
+    else:
+        assert len(results) <= 5 and all(Path(r.path).exists() for r in results)
+        if min_score is not None:
+            assert all(r.score >= min_score for r in results)

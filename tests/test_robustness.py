@@ -117,3 +117,51 @@ def test_sigkill_at_random_moments_loses_at_most_a_batch_and_never_corrupts(tmp_
     with Library.open(lib_dir, encoder_loader=fake_loader) as lib:
         report = lib.index([root], FAKE, INLINE)
         assert report.encoded == 240 - committed and report.indexed_total == 240
+
+
+def test_a_decoder_that_kills_its_worker_skips_that_file_and_keeps_going(tmp_path: Path) -> None:
+    from imgsearch.images import Decoded, Geometry
+    from indexer.loader import Skipped, load
+    from tests.crash_helpers import crashing_decode_chunk
+
+    root = tree(tmp_path / "pics", 30)
+    (root / "crash-me.jpg").write_bytes((root / "0.jpg").read_bytes())
+    (root / "crash-too.jpg").write_bytes((root / "1.jpg").read_bytes())
+    paths = sorted(str(p) for p in root.iterdir())
+    items = list(load(paths, Geometry(16, 16), 10**9, workers=2, decode_chunk=crashing_decode_chunk))
+    assert sorted(i.path for i in items) == paths  # every file once
+    skipped = {i.path: i.reason for i in items if isinstance(i, Skipped)}
+    assert set(skipped) == {str(root / "crash-me.jpg"), str(root / "crash-too.jpg")}
+    assert all("decoder crashed" in r for r in skipped.values())
+    assert sum(isinstance(i, Decoded) for i in items) == 30
+
+
+def test_searches_answer_while_an_indexer_writes(tmp_path: Path, fake_loader) -> None:  # noqa: ANN001
+    import os
+    import subprocess
+    import sys
+
+    from imgsearch.library import Library
+
+    lib_dir = tmp_path / "lib"
+    first = tree(tmp_path / "first", 12)
+    with Library.open(lib_dir, create=True, encoder_loader=fake_loader) as lib:
+        lib.index([first], FAKE, INLINE)
+    second = tmp_path / "second"
+    for i in range(150):
+        write_photo(second / f"{i}.png", (i, 255 - i, 100), size=(16, 16), seed=i)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.Popen([sys.executable, "-m", "tests.crash_worker", str(lib_dir), str(second)],
+                            stdout=subprocess.PIPE, text=True, env=env)
+    counts = []
+    try:
+        with Library.open(lib_dir, encoder_loader=fake_loader) as lib:
+            while proc.poll() is None and len(counts) < 200:
+                counts.append(len(lib.search_text("red", k=1000)))
+        out = proc.communicate(timeout=60)[0]
+    finally:
+        proc.kill()
+    assert "done" in out
+    assert len(counts) >= 3 and min(counts) >= 12 and counts == sorted(counts)
+    with Library.open(lib_dir, encoder_loader=fake_loader) as lib:
+        assert len(lib.search_text("red", k=1000)) == 162
