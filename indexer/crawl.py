@@ -22,8 +22,9 @@ class FileEntry:
 
 
 @dataclass(frozen=True)
-class CrawlSkip:
-    """A path that looks like an image (or a folder) but cannot be read."""
+class Skipped:
+    """A file (or folder) that cannot be indexed, with the reason a user will read; made by the
+    crawler (unreadable paths) and by the loader (undecodable files)."""
 
     path: str
     reason: str
@@ -49,14 +50,14 @@ def display_path(raw: str) -> str:
         return os.fsencode(raw).decode("utf-8", "backslashreplace")
 
 
-def crawl(root: str, settings: CrawlSettings) -> Iterator[FileEntry | CrawlSkip]:
+def crawl(root: str, settings: CrawlSettings) -> Iterator[FileEntry | Skipped]:
     """Yield every image file under `root` (recursively, following symlinks without loops)."""
     root = os.path.abspath(root)
     seen_dirs: set[tuple[int, int]] = set()
     try:
         st = os.stat(root)
     except OSError as exc:
-        yield CrawlSkip(root, f"cannot open folder: {exc.strerror}", is_dir=True)
+        yield Skipped(root, f"cannot open folder: {exc.strerror}", is_dir=True)
         return
     seen_dirs.add((st.st_dev, st.st_ino))
     stack = [root]
@@ -66,7 +67,7 @@ def crawl(root: str, settings: CrawlSettings) -> Iterator[FileEntry | CrawlSkip]
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
-            yield CrawlSkip(display_path(folder), f"cannot list folder: {exc.strerror}", is_dir=True)
+            yield Skipped(display_path(folder), f"cannot list folder: {exc.strerror}", is_dir=True)
             continue
         subdirs = []
         for entry in entries:
@@ -78,7 +79,7 @@ def crawl(root: str, settings: CrawlSettings) -> Iterator[FileEntry | CrawlSkip]
 
 
 def _visit(entry: os.DirEntry, settings: CrawlSettings, seen_dirs: set[tuple[int, int]],
-           subdirs: list[str]) -> Iterator[FileEntry | CrawlSkip]:
+           subdirs: list[str]) -> Iterator[FileEntry | Skipped]:
     is_image_name = os.path.splitext(entry.name)[1].lower() in settings.extensions
     try:
         st = entry.stat(follow_symlinks=True)
@@ -88,7 +89,7 @@ def _visit(entry: os.DirEntry, settings: CrawlSettings, seen_dirs: set[tuple[int
                 reason = "symlink loop"
             else:
                 reason = "dangling symlink" if entry.is_symlink() else f"cannot stat: {exc.strerror}"
-            yield CrawlSkip(display_path(entry.path), reason)
+            yield Skipped(display_path(entry.path), reason)
         return
     if stat.S_ISDIR(st.st_mode):
         key = (st.st_dev, st.st_ino)
@@ -100,8 +101,8 @@ def _visit(entry: os.DirEntry, settings: CrawlSettings, seen_dirs: set[tuple[int
         return
     path = display_path(entry.path)
     if path != entry.path:
-        yield CrawlSkip(path, "file name is not valid UTF-8 (rename the file to index it)", st.st_size, st.st_mtime_ns)
+        yield Skipped(path, "file name is not valid UTF-8 (rename the file to index it)", st.st_size, st.st_mtime_ns)
     elif not stat.S_ISREG(st.st_mode):
-        yield CrawlSkip(path, "not a regular file", 0, st.st_mtime_ns)
+        yield Skipped(path, "not a regular file", 0, st.st_mtime_ns)
     else:
         yield FileEntry(path, st.st_size, st.st_mtime_ns)

@@ -9,7 +9,7 @@ import numpy as np
 
 from imgsearch.encoder import Encoder
 from imgsearch.images import Decoded
-from indexer.loader import Skipped
+from indexer.crawl import Skipped
 
 
 @dataclass

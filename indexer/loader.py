@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Optional
 
 from imgsearch.errors import ImageError
 from imgsearch.images import Decoded, FileData, Geometry, decode_data, read_file
+from indexer.crawl import Skipped
 
 if TYPE_CHECKING:
     from indexer.tensor_decode import TensorDecoder
@@ -37,16 +38,6 @@ GPU_THREADS = 2  # while one thread waits on nvJPEG, the other parses headers an
 # JPEG and a few CPU workers take the other formats and what the GPU hands back.
 GPU_SIDE_WORKERS = 4
 JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe")
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """A file the loader could not turn into pixels, with the reason a user will read."""
-
-    path: str
-    reason: str
-    size: int = 0
-    mtime_ns: int = 0
 
 
 @dataclass

@@ -18,7 +18,7 @@ from imgsearch.errors import ImgSearchError
 from imgsearch.images import default_pixel_limit, partial_hash
 from imgsearch.orm import Run, utc_now
 from indexer import build as index_build
-from indexer.crawl import CrawlSkip, FileEntry, crawl
+from indexer.crawl import FileEntry, Skipped, crawl
 from indexer.embed import embed_stream
 from indexer.loader import GPU_SIDE_WORKERS, StageTimes, default_workers, load
 from indexer.plan import Plan, make_plan
@@ -120,7 +120,7 @@ def run_index(sessions: sessionmaker[Session], encoder: Encoder, roots: Sequence
 def _plan(sessions: sessionmaker[Session], roots: Sequence[str], settings: IndexSettings,
           progress: Progress) -> Plan:
     progress.stage("scanning", None)
-    crawled: list[FileEntry | CrawlSkip] = []
+    crawled: list[FileEntry | Skipped] = []
     for root in roots:
         for entry in crawl(root, settings.crawl):
             crawled.append(entry)

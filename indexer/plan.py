@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from imgsearch.orm import STATUS_INDEXED, STATUS_SKIPPED
 from imgsearch.store import KnownFile
-from indexer.crawl import CrawlSkip, FileEntry
+from indexer.crawl import FileEntry, Skipped
 
 
 @dataclass
@@ -19,16 +19,16 @@ class Plan:
     moved: list[tuple[FileEntry, KnownFile]] = field(default_factory=list)
     unchanged: list[KnownFile] = field(default_factory=list)
     still_skipped: list[KnownFile] = field(default_factory=list)  # failed before and not changed since
-    unreadable: list[tuple[CrawlSkip, KnownFile | None]] = field(default_factory=list)
-    unlisted_dirs: list[CrawlSkip] = field(default_factory=list)  # folders that could not be listed
+    unreadable: list[tuple[Skipped, KnownFile | None]] = field(default_factory=list)
+    unlisted_dirs: list[Skipped] = field(default_factory=list)  # folders that could not be listed
     missing: list[KnownFile] = field(default_factory=list)
 
 
-def _same_stat(entry: FileEntry | CrawlSkip, known: KnownFile) -> bool:
+def _same_stat(entry: FileEntry | Skipped, known: KnownFile) -> bool:
     return (entry.size, entry.mtime_ns) == (known.size, known.mtime_ns)
 
 
-def make_plan(crawled: Iterable[FileEntry | CrawlSkip], known: dict[str, KnownFile],
+def make_plan(crawled: Iterable[FileEntry | Skipped], known: dict[str, KnownFile],
               hash_file: Callable[[str], str | None]) -> Plan:
     """Classify every crawled file; `hash_file` is called only for new files that may be moved ones."""
     plan = Plan()
@@ -38,9 +38,9 @@ def make_plan(crawled: Iterable[FileEntry | CrawlSkip], known: dict[str, KnownFi
             continue
         seen.add(entry.path)
         old = known.get(entry.path)
-        if isinstance(entry, CrawlSkip) and entry.is_dir:
+        if isinstance(entry, Skipped) and entry.is_dir:
             plan.unlisted_dirs.append(entry)
-        elif isinstance(entry, CrawlSkip):
+        elif isinstance(entry, Skipped):
             if old is not None and old.status == STATUS_SKIPPED and _same_stat(entry, old):
                 plan.still_skipped.append(old)
             else:

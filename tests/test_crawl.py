@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from imgsearch.config import CrawlSettings
-from indexer.crawl import CrawlSkip, FileEntry, crawl
+from indexer.crawl import FileEntry, Skipped, crawl
 
 
 def touch(path: Path, data: bytes = b"x") -> Path:
@@ -80,11 +80,11 @@ def test_unreadable_folder_is_reported_and_the_rest_crawled(tmp_path: Path, monk
     found = names(tmp_path)
     assert found == {"locked": "cannot list folder: Permission denied", "open/b.jpg": "ok"}
     locked = next(e for e in crawl(str(tmp_path), CrawlSettings()) if e.path.endswith("locked"))
-    assert isinstance(locked, CrawlSkip) and locked.is_dir
+    assert isinstance(locked, Skipped) and locked.is_dir
 
 
 def test_crawl_entries_carry_stat(tmp_path: Path) -> None:
     p = touch(tmp_path / "a.jpg", b"12345")
     (entry,) = list(crawl(str(tmp_path), CrawlSettings()))
-    assert isinstance(entry, FileEntry) and not isinstance(entry, CrawlSkip)
+    assert isinstance(entry, FileEntry) and not isinstance(entry, Skipped)
     assert (entry.path, entry.size, entry.mtime_ns) == (str(p), 5, p.stat().st_mtime_ns)

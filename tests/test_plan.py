@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from imgsearch.store import KnownFile
-from indexer.crawl import CrawlSkip, FileEntry
+from indexer.crawl import FileEntry, Skipped
 from indexer.plan import make_plan
 
 
@@ -42,8 +42,8 @@ def test_moves_need_equal_size_and_hash_and_pair_each_old_file_once() -> None:
 
 def test_unreadable_files_are_recorded_unless_already_skipped_unchanged() -> None:
     db = {"/r/x": known(1, "/r/x", size=0, mtime=0, h=None, status="skipped"), "/r/y": known(2, "/r/y")}
-    crawled = [CrawlSkip("/r/x", "dangling symlink"), CrawlSkip("/r/y", "not a regular file"),
-               CrawlSkip("/r/z", "dangling symlink")]
+    crawled = [Skipped("/r/x", "dangling symlink"), Skipped("/r/y", "not a regular file"),
+               Skipped("/r/z", "dangling symlink")]
     plan = make_plan(crawled, db, no_hash)
     assert [k.id for k in plan.still_skipped] == [1]
     assert [(s.path, k.id if k else None) for s, k in plan.unreadable] == [("/r/y", 2), ("/r/z", None)]
@@ -52,7 +52,7 @@ def test_unreadable_files_are_recorded_unless_already_skipped_unchanged() -> Non
 
 def test_files_under_an_unlistable_folder_are_kept_not_removed() -> None:
     db = {k.path: k for k in [known(1, "/r/nas/a"), known(2, "/r/nas2/b"), known(3, "/r/gone")]}
-    plan = make_plan([CrawlSkip("/r/nas", "cannot list folder: Permission denied", is_dir=True)], db, no_hash)
+    plan = make_plan([Skipped("/r/nas", "cannot list folder: Permission denied", is_dir=True)], db, no_hash)
     assert [k.id for k in plan.unchanged] == [1]
     assert sorted(k.id for k in plan.missing) == [2, 3]  # "/r/nas2" is not inside "/r/nas"
     assert plan.unreadable == [] and [d.path for d in plan.unlisted_dirs] == ["/r/nas"]
