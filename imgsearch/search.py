@@ -15,7 +15,7 @@ from datetime import datetime
 
 import numpy as np
 
-from imgsearch.config import Filters, SearchOptions
+from imgsearch.config import SearchOptions
 from imgsearch.errors import UsageError
 from imgsearch.vector_index import VectorIndex
 

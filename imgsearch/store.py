@@ -81,11 +81,6 @@ def vectors_for(session: Session, model_id: int, ids: Sequence[int], dim: int) -
     return out
 
 
-def ids_with_vectors(session: Session, model_id: int) -> set[int]:
-    """Image ids that already have a vector from this model."""
-    return set(session.scalars(select(Embedding.image_id).where(Embedding.model_id == model_id)))
-
-
 def has_vectors(session: Session, model_id: int) -> bool:
     """Whether the model has any vector (cheaper than counting them)."""
     return session.scalar(select(Embedding.image_id).where(Embedding.model_id == model_id).limit(1)) is not None

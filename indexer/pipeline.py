@@ -153,7 +153,7 @@ def _apply_plan(sessions: sessionmaker[Session], plan: Plan, report: RunReport) 
 def _encode(sessions: sessionmaker[Session], encoder: Encoder, model_id: int, plan: Plan,
             settings: IndexSettings, progress: Progress, report: RunReport) -> None:
     with sessions() as session:
-        have = store.ids_with_vectors(session, model_id)
+        have = set(store.vector_ids(session, model_id).tolist())
     # path -> (existing row id or None, kind for the report)
     todo: dict[str, tuple[int | None, str]] = {e.path: (None, "new") for e in plan.new}
     todo.update((e.path, (old.id, "changed")) for e, old in plan.changed)

@@ -13,7 +13,7 @@ from imgsearch.config import ModelSpec
 from imgsearch.encoder import OpenClipEncoder, hub_reachable
 from imgsearch.errors import ModelLoadError
 from imgsearch.images import decode_file
-from tests.tinyclip import tiny_config, write_model
+from tests.tinyclip import tiny_config
 
 
 def test_local_dir_model_loads_and_encodes_normalised_vectors(tiny_model_dir: Path) -> None:

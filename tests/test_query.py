@@ -19,7 +19,7 @@ from imgsearch.config import Filters, IndexSettings, ModelSpec, SearchOptions
 from imgsearch.errors import ImgSearchError, UsageError
 from imgsearch.export import export_results
 from imgsearch.fetch import fetch_url
-from imgsearch.search import Term, check_ext, combine, parse_date, parse_query
+from imgsearch.search import check_ext, combine, parse_date, parse_query
 from tests.factories import write_photo
 
 FAKE = ModelSpec("fake", None)
