@@ -72,3 +72,39 @@ def test_corrupt_database_names_the_file_and_the_fix(tmp_path: Path) -> None:
     (tmp_path / "lib" / "library.db").write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(DatabaseError, match=r"library\.db is not a readable SQLite database.*photos are not touched"):
         Library.open(tmp_path / "lib")
+
+
+def test_upgrade_from_0001_keeps_data_and_the_library_works(tmp_path: Path) -> None:
+    """A library written by the first release: its rows survive 0002, old index files are rebuilt."""
+    import numpy as np
+
+    from imgsearch.config import ModelSpec
+    from tests.factories import FakeEncoder, write_photo
+
+    lib_dir = tmp_path / "lib"
+    Library.open(lib_dir, create=True).close()
+    engine = db.make_engine(lib_dir / "library.db")
+    db.downgrade(engine, "0001")
+    photo = write_photo(tmp_path / "pics" / "red.jpg", "red", fmt="JPEG")
+    vector = np.zeros(8, np.float16)
+    vector[0] = 1
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO models (id, key, name, dim, preprocess, generation, created_at, last_used_at) "
+                             "VALUES (1, 'fake|fake', 'fake', 8, '{}', 3, '2025-01-01', '2025-01-01')")
+        st = photo.stat()
+        conn.exec_driver_sql("INSERT INTO images (id, path, size, mtime_ns, content_hash, status, first_seen_at, updated_at) "
+                             f"VALUES (7, '{photo}', {st.st_size}, {st.st_mtime_ns}, 'h', 'indexed', '2025-01-01', '2025-01-01')")
+        conn.exec_driver_sql("INSERT INTO embeddings (image_id, model_id, vector) VALUES (7, 1, ?)", (vector.tobytes(),))
+        conn.exec_driver_sql("INSERT INTO index_builds (model_id, spec, count, generation, filename, build_s, built_at) "
+                             "VALUES (1, 'IDMap2,Flat', 1, 3, 'old.faiss', 0.1, '2025-01-01')")
+    (lib_dir / "indexes").mkdir(exist_ok=True)
+    (lib_dir / "indexes" / "old.faiss").write_bytes(b"a format this version does not read")
+    with pytest.raises(SchemaOutdatedError):
+        Library.open(lib_dir)
+    db.upgrade_to_head(engine)
+    engine.dispose()
+    with Library.open(lib_dir, encoder_loader=lambda spec: FakeEncoder("fake")) as lib:
+        assert lib.status().indexed == 1
+        hits = lib.search_text("red", k=5, model=ModelSpec("fake", None))
+        assert [(h.id, h.path) for h in hits] == [(7, str(photo))]
+        assert abs(hits[0].score - FakeEncoder("fake").encode_texts(["red"])[0][0]) < 1e-3
