@@ -118,11 +118,9 @@ def index(
     from imgsearch.config import CrawlSettings, IndexSettings
 
     with handled():
-        for folder in folders or []:
-            if not folder.expanduser().is_dir():
-                what = "is not a folder" if folder.exists() else "does not exist"
-                err(f"Error: {folder} {what}: pass folders of images to index.")
-                raise typer.Exit(2)
+        from indexer.pipeline import check_roots
+
+        check_roots(folders or [])  # before the library is created: a typo must not leave one behind
         settings = IndexSettings(crawl=CrawlSettings(include_hidden=include_hidden, excludes=tuple(exclude or ())),
                                  batch_size=batch_size, workers=workers, gpu_decode=gpu_decode, rebuild=rebuild)
         with open_library(library, create=True) as lib:

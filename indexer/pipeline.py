@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from imgsearch import store
 from imgsearch.config import IndexSettings
 from imgsearch.encoder import Encoder
-from imgsearch.errors import ImgSearchError
+from imgsearch.errors import UsageError
 from imgsearch.images import default_pixel_limit, partial_hash
 from imgsearch.orm import Run, utc_now
 from indexer import build as index_build
@@ -83,7 +83,7 @@ def check_roots(roots: Sequence[str | Path]) -> list[str]:
         path = Path(root).expanduser()
         if not path.is_dir():
             what = "is not a folder" if path.exists() else "does not exist"
-            raise ImgSearchError(f"{path} {what}: pass folders of images to index.")
+            raise UsageError(f"{path} {what}: pass folders of images to index.")
         text = os.path.abspath(path)
         if text not in out:
             out.append(text)

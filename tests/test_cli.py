@@ -206,3 +206,9 @@ def test_repeated_query_needs_no_model(indexed: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "torch loaded: False open_clip loaded: False" in out.stdout
     assert len([line for line in out.stdout.splitlines() if line.startswith("/")]) == 8
+
+
+def test_bad_folder_creates_no_library(tmp_path: Path) -> None:
+    result = cli("index", tmp_path / "typo", "-L", tmp_path / "lib")
+    assert result.exit_code == 2 and "does not exist" in result.stderr
+    assert not (tmp_path / "lib").exists()
