@@ -196,6 +196,7 @@ class OpenClipEncoder:
         shape = (1, 3, 1, 1)
         self._mean = torch.tensor(info.mean, device=self.device, dtype=torch.float32).view(shape) * 255
         self._std = torch.tensor(info.std, device=self.device, dtype=torch.float32).view(shape) * 255
+        self._short_text = _short_text_supported(model) and self._short_text_agrees()
 
     @classmethod
     def load(cls, spec: ModelSpec, device: str | None = None) -> "OpenClipEncoder":
@@ -265,8 +266,47 @@ class OpenClipEncoder:
 
         tokens = self.tokenizer(texts).to(self.device)
         with torch.inference_mode():
-            features = self.model.encode_text(tokens)
+            features = self._short_text_features(tokens) if self._short_text else self.model.encode_text(tokens)
         return _normalised(features)
+
+    def _short_text_features(self, tokens: "torch.Tensor") -> "torch.Tensor":
+        """open_clip's CLIP.encode_text over the positions up to the last end-of-text token only.
+
+        The text tower's attention is causal and pools at the end-of-text token (the highest id),
+        so the padding after it cannot change the result: a 5-word query runs ~10 of 77 positions.
+        """
+        import torch
+
+        m = self.model
+        length = int(tokens.argmax(dim=-1).max()) + 1
+        tokens = tokens[:, :length]
+        cast = m.transformer.get_cast_dtype()
+        x = m.token_embedding(tokens).to(cast) + m.positional_embedding[:length].to(cast)
+        x = m.ln_final(m.transformer(x, attn_mask=m.attn_mask[:length, :length]))
+        x = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]
+        return m.text_projection(x) if isinstance(m.text_projection, torch.nn.Linear) else x @ m.text_projection
+
+    def _short_text_agrees(self) -> bool:
+        """Use the short path only if it reproduces encode_text on this model (checked once, at load)."""
+        import torch
+
+        tokens = self.tokenizer(["a photo of a dog on the beach", "x"]).to(self.device)
+        with torch.inference_mode():
+            try:
+                short = self._short_text_features(tokens).float()
+            except (RuntimeError, AttributeError, TypeError, IndexError):
+                return False
+            full = self.model.encode_text(tokens).float()
+        tolerance = 1e-2 if self.dtype == torch.float16 else 1e-4
+        return bool(torch.allclose(short, full, atol=tolerance * float(full.abs().max()), rtol=0))
+
+
+def _short_text_supported(model: "torch.nn.Module") -> bool:
+    """A plain open_clip CLIP text tower with causal attention and end-of-text (argmax) pooling."""
+    from open_clip.model import CLIP
+
+    return (isinstance(model, CLIP) and getattr(model, "text_pool_type", "argmax") == "argmax"
+            and getattr(model, "attn_mask", None) is not None and getattr(model, "cls_emb", None) is None)
 
 
 def _normalised(features: "torch.Tensor") -> np.ndarray:

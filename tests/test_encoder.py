@@ -109,3 +109,14 @@ def test_fast_decode_path_matches_open_clip_reference(trained_model_dir: Path, p
     ref = torch.nn.functional.normalize(ref, dim=-1).numpy()
     cosines = (fast * ref).sum(axis=1)
     assert cosines.mean() >= 0.995, cosines
+
+
+def test_short_text_path_is_used_and_equals_open_clips_encode_text(trained_model_dir: Path) -> None:
+    import torch
+
+    enc = OpenClipEncoder.load(ModelSpec(f"local-dir:{trained_model_dir}", None), device="cpu")
+    assert enc._short_text
+    texts = ["a photo of a red square", "blue", "a yellow circle on a grey background, slightly to the left"]
+    with torch.inference_mode():
+        full = torch.nn.functional.normalize(enc.model.encode_text(enc.tokenizer(texts)).float(), dim=-1).numpy()
+    np.testing.assert_allclose(enc.encode_texts(texts), full, atol=1e-5)
