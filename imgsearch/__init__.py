@@ -11,17 +11,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
-__all__ = ["Library", "SearchResult", "ModelSpec", "IndexSettings", "ImgSearchError"]
+__all__ = ["Library", "SearchResult", "ModelSpec", "IndexSettings", "SearchOptions", "Filters", "parse_query",
+           "ImgSearchError"]
 
 if TYPE_CHECKING:
-    from imgsearch.config import IndexSettings, ModelSpec
+    from imgsearch.config import Filters, IndexSettings, ModelSpec, SearchOptions
     from imgsearch.errors import ImgSearchError
     from imgsearch.library import Library
-    from imgsearch.search import SearchResult
+    from imgsearch.search import SearchResult, parse_query
 
 
 _LAZY = {"Library": "imgsearch.library", "SearchResult": "imgsearch.search", "ModelSpec": "imgsearch.config",
-         "IndexSettings": "imgsearch.config", "ImgSearchError": "imgsearch.errors"}
+         "IndexSettings": "imgsearch.config", "SearchOptions": "imgsearch.config", "Filters": "imgsearch.config",
+         "parse_query": "imgsearch.search", "ImgSearchError": "imgsearch.errors"}
 
 
 def __getattr__(name: str) -> object:

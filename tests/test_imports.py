@@ -31,3 +31,10 @@ def test_core_never_imports_cli_search_or_indexer() -> None:
 def test_python_dash_m_runs_the_cli() -> None:
     out = subprocess.run([sys.executable, "-m", "imgsearch", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "index" in out.stdout and "search" in out.stdout
+
+
+def test_public_api_names_resolve() -> None:
+    import imgsearch
+
+    for name in imgsearch.__all__:
+        assert getattr(imgsearch, name).__name__ == name
