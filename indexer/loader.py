@@ -9,8 +9,10 @@ so both decoders stay busy whatever their relative speed.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
+import sys
 import queue
 import threading
 import time
@@ -53,6 +55,7 @@ class StageTimes:
     cpu_images: int = 0
     gpu_images: int = 0
     cpu_workers: int = 0
+    notes: list[str] = field(default_factory=list)  # what the user should hear about (run warnings)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, **amounts: float) -> None:
@@ -120,6 +123,25 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:
         return max(1, os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def _importable_main() -> Iterator[None]:
+    """Start workers without a __main__ path that does not exist (python - < script, some REPLs).
+
+    forkserver/spawn children re-run the parent's main file by path; ours need only indexer.loader,
+    so a bogus path ('<stdin>') would only kill them at start.
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if main is None or path is None or os.path.isfile(path):
+        yield
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
 
 
 def _context() -> mp.context.BaseContext:
@@ -235,44 +257,72 @@ class _Pipeline:
         if self.workers <= 0:
             self._cpu_inline()
             return
+        with _importable_main():  # for the pool's whole life: it starts workers lazily, on later submits
+            self._cpu_pool_feeder()
+
+    def _cpu_pool_feeder(self) -> None:
         pending: dict[Future, list[str]] = {}
+        stalled = 0  # pool rebuilds since the last progress: 3 means processes are the problem, not files
         suspects: list[str] = []  # files that were in flight when a worker died: retried one at a time
-        pool = self._new_pool()
+        pool = self._healthy_pool()
         try:
-            while not self.stop.is_set():
+            while pool is not None and not self.stop.is_set():
                 limit = 1 if suspects else self.workers * 3
-                while len(pending) < limit:
+                broken = False
+                while len(pending) < limit and not broken:
                     chunk = [suspects.pop(0)] if suspects else self._take_cpu(CHUNK)
                     if not chunk:
                         break
-                    pending[pool.submit(self.decode_chunk, chunk, self.geo, self.max_pixels)] = chunk
-                if not pending:
+                    try:
+                        pending[pool.submit(self.decode_chunk, chunk, self.geo, self.max_pixels)] = chunk
+                    except BrokenProcessPool:
+                        suspects.extend(chunk)
+                        broken = True
+                if not pending and not broken:
                     if self._cpu_finished():
                         return
                     time.sleep(0.01)  # the GPU may still hand files back
                     continue
-                done, _ = wait(list(pending), timeout=0.5, return_when=FIRST_COMPLETED)
+                done, _ = wait(list(pending), timeout=0.5, return_when=FIRST_COMPLETED) if pending else (set(), set())
                 for fut in done:
                     chunk = pending.pop(fut)
                     try:
                         items, read_s, decode_s = fut.result()
                     except BrokenProcessPool:
-                        if len(chunk) == 1 and not pending:  # alone, and it killed the worker again
+                        if len(chunk) == 1 and not pending and not broken:  # alone, and it killed a healthy worker
                             self._put([_crashed(chunk[0])])
+                            stalled = -1  # a culprit found is progress (the rebuild below makes it 0)
                         else:
                             suspects.extend(chunk)
-                        suspects.extend(p for c in pending.values() for p in c)
-                        pending.clear()
-                        pool.shutdown(wait=False, cancel_futures=True)
-                        pool = self._new_pool()
-                        break
+                        broken = True
+                        continue
                     self.times.add(read_s=read_s, decode_cpu_s=decode_s, cpu_images=len(items))
                     self._put(items)
+                    stalled = 0
+                if broken:
+                    suspects.extend(p for c in pending.values() for p in c)
+                    pending.clear()
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    stalled += 1
+                    pool = self._healthy_pool() if stalled < 3 else None
+            if pool is None:  # worker processes cannot start here: decode in this process instead
+                with self.lock:
+                    self.handback.extend(suspects)
+                self.times.notes.append("decode worker processes could not start; decoded in the main process")
+                self._cpu_inline()
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
 
-    def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=self.workers, mp_context=_context())
+    def _healthy_pool(self) -> ProcessPoolExecutor | None:
+        """A fresh pool that has run a no-op task: a pool whose workers cannot even start is no pool."""
+        pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=_context())
+        try:
+            pool.submit(self.decode_chunk, [], self.geo, self.max_pixels).result(timeout=120)
+            return pool
+        except (BrokenProcessPool, TimeoutError, OSError):
+            pool.shutdown(wait=False, cancel_futures=True)
+            return None
 
     def _cpu_inline(self) -> None:
         while not self.stop.is_set():

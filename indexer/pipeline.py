@@ -197,6 +197,7 @@ def _encode(sessions: sessionmaker[Session], encoder: Encoder, model_id: int, pl
         report.encoded += len(ids)
         report.skipped += len(batch.skipped)
         progress.advance(len(batch.decoded) + len(batch.skipped))
+    report.warnings.extend(report.times.notes)
     report.times.add(transfer_s=getattr(encoder, "transfer_s", 0.0) - transfer0,
                      encode_s=getattr(encoder, "encode_s", 0.0) - encode0)
 

@@ -165,3 +165,37 @@ def test_searches_answer_while_an_indexer_writes(tmp_path: Path, fake_loader) ->
     assert len(counts) >= 3 and min(counts) >= 12 and counts == sorted(counts)
     with Library.open(lib_dir, encoder_loader=fake_loader) as lib:
         assert len(lib.search_text("red", k=1000)) == 162
+
+
+def test_when_worker_processes_cannot_start_files_are_decoded_in_process(tmp_path: Path) -> None:
+    from imgsearch.images import Decoded, Geometry
+    from indexer.loader import StageTimes, load
+    from tests.crash_helpers import unstartable_decode_chunk
+
+    paths = sorted(str(p) for p in tree(tmp_path / "pics", 10).iterdir())
+    times = StageTimes()
+    items = list(load(paths, Geometry(16, 16), 10**9, workers=2, times=times, decode_chunk=unstartable_decode_chunk))
+    assert sorted(i.path for i in items) == paths and all(isinstance(i, Decoded) for i in items)
+    assert times.notes == ["decode worker processes could not start; decoded in the main process"]
+
+
+def test_library_api_from_a_script_on_stdin_uses_worker_processes(tmp_path: Path) -> None:
+    """`python - < script`: workers must not try to re-run a main file that does not exist."""
+    import os
+    import subprocess
+    import sys
+
+    root = tree(tmp_path / "pics", 12)
+    script = f"""
+from imgsearch.config import IndexSettings, ModelSpec
+from imgsearch.library import Library
+from tests.factories import FakeEncoder
+enc = FakeEncoder("fake")
+with Library.open({str(tmp_path / 'lib')!r}, create=True, encoder_loader=lambda spec: enc) as lib:
+    r = lib.index([{str(root)!r}], ModelSpec("fake", None), IndexSettings(workers=2))
+    print("RESULT", r.new, r.times.cpu_images, r.warnings)
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    out = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, env=env,
+                         cwd=tmp_path, timeout=120)
+    assert "RESULT 12 12 []" in out.stdout, out.stderr[-2000:]
