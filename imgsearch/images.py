@@ -5,11 +5,13 @@ Imported by decode worker processes: must never import torch.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
 import struct
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -113,19 +115,27 @@ def data_hash(data: bytes | bytearray) -> str:
 def open_rgb(source: str | Path | io.BytesIO, max_pixels: int,
              draft_to: tuple[int, int] | None = None) -> tuple[Image.Image, ImageInfo]:
     """Open an image as oriented RGB (alpha over white); JPEGs DCT-downscaled to at least `draft_to` (w, h)."""
+    with _as_image_errors():
+        img = _open_checked(source, max_pixels)
+        info = _metadata(img, *img.size)
+        if draft_to is not None and img.format == "JPEG":
+            # draft keeps both sides >= the request; ask for the larger side both ways so the
+            # orientation applied afterwards cannot leave a side short.
+            side = max(draft_to)
+            img.draft("RGB", (side, side))
+        img.seek(0)  # animated GIF/WebP: the first frame
+        img.load()
+        img = _oriented(img)
+        img = _to_rgb(img)
+    return img, info
+
+
+@contextlib.contextmanager
+def _as_image_errors() -> Iterator[None]:
+    """Whatever a broken file makes Pillow raise becomes an ImageError with a reason a user can read."""
     try:
         with warnings.catch_warnings():
-            img = _open_checked(source, max_pixels)
-            info = _metadata(img, *img.size)
-            if draft_to is not None and img.format == "JPEG":
-                # draft keeps both sides >= the request; ask for the larger side both ways so the
-                # orientation applied afterwards cannot leave a side short.
-                side = max(draft_to)
-                img.draft("RGB", (side, side))
-            img.seek(0)  # animated GIF/WebP: the first frame
-            img.load()
-            img = _oriented(img)
-            img = _to_rgb(img)
+            yield
     except ImageError:
         raise
     except UnidentifiedImageError as exc:
@@ -134,13 +144,12 @@ def open_rgb(source: str | Path | io.BytesIO, max_pixels: int,
         raise ImageError(f"decompression bomb: {exc}") from exc
     except _DECODE_ERRORS as exc:
         raise ImageError(f"cannot decode: {type(exc).__name__}: {exc}") from exc
-    return img, info
 
 
 def _open_checked(source: str | Path | io.BytesIO, max_pixels: int) -> Image.Image:
     """Image.open (header only) with our RAM-aware pixel limit; Pillow's own check is a backstop.
 
-    Call inside warnings.catch_warnings(); the caller maps the exceptions to ImageError.
+    Call inside _as_image_errors(), which also scopes the warning filter set here.
     """
     Image.MAX_IMAGE_PIXELS = 2 * max_pixels  # a backstop: our clearer check below fires first
     warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -297,19 +306,10 @@ def read_file(path: str) -> FileData:
 
 def read_header(data: bytes | bytearray, max_pixels: int) -> tuple[ImageInfo, int]:
     """Metadata and EXIF orientation (1 = none) from the header alone, without decoding pixels."""
-    try:
-        with warnings.catch_warnings():
-            img = _open_checked(io.BytesIO(data), max_pixels)
-            info = _metadata(img, *img.size)
-            orientation = img.getexif().get(_ORIENTATION, 1)
-    except ImageError:
-        raise
-    except UnidentifiedImageError as exc:
-        raise ImageError("not an image Pillow can read (wrong extension or unsupported format)") from exc
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"decompression bomb: {exc}") from exc
-    except _DECODE_ERRORS as exc:
-        raise ImageError(f"cannot decode: {type(exc).__name__}: {exc}") from exc
+    with _as_image_errors():
+        img = _open_checked(io.BytesIO(data), max_pixels)
+        info = _metadata(img, *img.size)
+        orientation = img.getexif().get(_ORIENTATION, 1)
     return info, orientation if orientation in range(1, 9) else 1
 
 
