@@ -32,6 +32,7 @@ from indexer.build import build_params, ensure_index, is_fresh
 from indexer.pipeline import Progress, RunReport, check_roots, run_index
 
 MANIFEST_FORMAT = 1
+CACHE_WRITE_TIMEOUT_MS = 200
 LOCK_FILENAME = "index.lock"
 
 EncoderLoader = Callable[[ModelSpec], Encoder]
@@ -234,25 +235,35 @@ class Library:
 
     def _term_vectors(self, row: Model, spec: ModelSpec | None, terms: Sequence[Term]) -> np.ndarray:
         """One vector per term; cached texts need no model, so a repeated query starts instantly."""
-        out: list[np.ndarray | None] = [None] * len(terms)
-        with self.sessions.begin() as session:
-            for n, t in enumerate(terms):
-                if t.kind == "text":
-                    out[n] = store.cached_text_vector(session, row.id, t.value, row.dim)
-        missing = [n for n, v in enumerate(out) if v is None]
-        if missing:
-            encoder = self._checked_encoder(row, spec)
-            texts = [n for n in missing if terms[n].kind == "text"]
-            if texts:
-                vectors = encoder.encode_texts([terms[n].value for n in texts])
-                with self.sessions.begin() as session:
-                    for n, v in zip(texts, vectors):
-                        out[n] = v
-                        store.save_text_vector(session, row.id, terms[n].value, v)
-            for n in missing:
-                if terms[n].kind != "text":
-                    out[n] = encoder.encode_pixels(self._query_pixels(terms[n], encoder)[None])[0]
-        return np.stack(out)  # type: ignore[arg-type]
+        texts = [t.value for t in terms if t.kind == "text"]
+        with self.session() as session:
+            known = store.cached_text_vectors(session, row.id, texts, row.dim) if texts else {}
+        remember: dict[str, np.ndarray | None] = {text: None for text in known}
+        new_texts = sorted(set(texts) - set(known))
+        encoder = self._checked_encoder(row, spec) if new_texts or len(texts) < len(terms) else None
+        if new_texts:
+            assert encoder is not None
+            for text, vector in zip(new_texts, encoder.encode_texts(new_texts)):
+                known[text] = remember[text] = vector
+        if remember:
+            self._remember_texts(row.id, remember)
+        return np.stack([known[t.value] if t.kind == "text" else
+                         encoder.encode_pixels(self._query_pixels(t, encoder)[None])[0] for t in terms])
+
+    def _remember_texts(self, model_id: int, vectors: dict[str, np.ndarray | None]) -> None:
+        """Update the text cache; best effort: a read-only or busy library still answers the search."""
+        with self.sessions() as session:
+            # the indexer may hold the write lock: wait briefly, not the 10 s its writes get (set on the
+            # raw connection, which stays usable whatever happens to the transaction)
+            raw = session.connection().connection.dbapi_connection
+            raw.execute(f"PRAGMA busy_timeout={CACHE_WRITE_TIMEOUT_MS}")
+            try:
+                store.remember_text_vectors(session, model_id, vectors)
+                session.commit()
+            except SAOperationalError:
+                session.rollback()
+            finally:
+                raw.execute(f"PRAGMA busy_timeout={db.BUSY_TIMEOUT_MS}")
 
     @staticmethod
     def _query_pixels(term: Term, encoder: Encoder) -> np.ndarray:

@@ -267,17 +267,22 @@ def dates_for(session: Session, ids: Sequence[int]) -> dict[int, datetime]:
 TEXT_CACHE_SIZE = 10_000
 
 
-def cached_text_vector(session: Session, model_id: int, text: str, dim: int) -> np.ndarray | None:
-    row = session.get(TextVector, (model_id, text))
-    if row is None:
-        return None
-    row.used_at = utc_now()
-    return from_blobs([row.vector], dim)[0]
+def cached_text_vectors(session: Session, model_id: int, texts: Sequence[str], dim: int) -> dict[str, np.ndarray]:
+    """The cached embeddings among these texts (reads only: a search must work on a read-only library)."""
+    rows = session.execute(select(TextVector.text, TextVector.vector)
+                           .where(TextVector.model_id == model_id, TextVector.text.in_(list(set(texts))))).all()
+    return {text: vec for (text, _), vec in zip(rows, from_blobs([r[1] for r in rows], dim))}
 
 
-def save_text_vector(session: Session, model_id: int, text: str, vector: np.ndarray) -> None:
-    """Remember a text embedding; the cache keeps the most recently used TEXT_CACHE_SIZE per library."""
-    session.merge(TextVector(model_id=model_id, text=text, vector=to_blob(vector), used_at=utc_now()))
+def remember_text_vectors(session: Session, model_id: int, vectors: dict[str, np.ndarray | None]) -> None:
+    """Store new text embeddings and mark used ones (None: already stored); keeps the newest TEXT_CACHE_SIZE."""
+    now = utc_now()
+    for text, vector in vectors.items():
+        if vector is None:
+            session.execute(update(TextVector).where(TextVector.model_id == model_id, TextVector.text == text)
+                            .values(used_at=now))
+        else:
+            session.merge(TextVector(model_id=model_id, text=text, vector=to_blob(vector), used_at=now))
     count = session.scalar(select(func.count()).select_from(TextVector)) or 0
     if count > TEXT_CACHE_SIZE:
         oldest = select(TextVector.used_at).order_by(TextVector.used_at.desc()).offset(TEXT_CACHE_SIZE).limit(1)

@@ -199,3 +199,21 @@ with Library.open({str(tmp_path / 'lib')!r}, create=True, encoder_loader=lambda 
     out = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, env=env,
                          cwd=tmp_path, timeout=120)
     assert "RESULT 12 12 []" in out.stdout, out.stderr[-2000:]
+
+
+def test_searches_answer_while_another_process_holds_the_write_lock(library, tmp_path: Path, fake_encoders) -> None:  # noqa: ANN001
+    library.index([tree(tmp_path / "pics")], FAKE, INLINE)
+    assert len(library.search_text("red", k=10)) == 6  # "red" is now in the text cache
+    blocker = sqlite3.connect(library.db_path, timeout=0)
+    blocker.execute("BEGIN IMMEDIATE")  # an indexer mid-batch, or any writer
+    try:
+        assert len(library.search_text("red", k=10)) == 6  # cached text: its cache touch is skipped
+        assert len(library.search_text("blue", k=10)) == 6  # new text: encoded, not cached, still answered
+    finally:
+        blocker.rollback()
+        blocker.close()
+    before = fake_encoders["fake"].texts_encoded
+    library.search_text("blue", k=1)
+    assert fake_encoders["fake"].texts_encoded == before + 1  # it was not cached while the lock was held
+    library.search_text("blue", k=1)
+    assert fake_encoders["fake"].texts_encoded == before + 1  # and is now
