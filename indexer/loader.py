@@ -88,12 +88,8 @@ def _skip(path: str, exc: ImageError) -> Skipped:
     return Skipped(path, exc.message, size, mtime_ns)
 
 
-def decode_or_skip(path: str, geo: Geometry, max_pixels: int) -> Decoded | Skipped:
-    """Decode one file; any failure becomes a Skipped with its reason (a bad file never stops a run)."""
-    return _decode_timed(path, geo, max_pixels)[0]
-
-
 def _decode_timed(path: str, geo: Geometry, max_pixels: int) -> tuple[Decoded | Skipped, float, float]:
+    """Decode one file, timing read and decode; any failure becomes a Skipped with its reason."""
     t0 = time.perf_counter()
     try:
         data = read_file(path)

@@ -222,7 +222,7 @@ def test_file_modified_while_being_read(tmp_path: Path, monkeypatch) -> None:
 
 def test_unreadable_file_is_skipped_with_the_os_reason(tmp_path: Path, monkeypatch) -> None:
     from imgsearch import images
-    from indexer.loader import Skipped, decode_or_skip
+    from indexer.loader import Skipped, load
 
     path = tmp_path / "secret.jpg"
     path.write_bytes(JPEG)
@@ -234,7 +234,7 @@ def test_unreadable_file_is_skipped_with_the_os_reason(tmp_path: Path, monkeypat
         return real_open(file, *args, **kwargs)
 
     monkeypatch.setattr("builtins.open", guarded)
-    result = decode_or_skip(str(path), Geometry(16, 16), 10**9)
+    (result,) = load([str(path)], Geometry(16, 16), 10**9, workers=0)
     assert isinstance(result, Skipped) and result.reason == "cannot read: Permission denied"
     assert images  # the module whose open() was guarded
 
