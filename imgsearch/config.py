@@ -91,3 +91,36 @@ class SearchOptions:
     min_score: float | None = None
     sort: str = "score"
     filters: Filters = field(default_factory=Filters)
+
+
+DUP_TIERS = ("exact", "near", "similar")
+
+
+@dataclass(frozen=True)
+class DupThresholds:
+    """When a candidate pair counts as a duplicate; stored per model (a model's cosines have their own scale)."""
+
+    near_hamming: int = 10  # pHash bits (of 64) that may differ, over the 8 flips/rotations, for near-exact
+    near_cosine: float = 0.90  # ...confirmed by at least this exact embedding cosine
+    similar_cosine: float = 0.95  # burst shots / the same scene
+
+    def merged(self, **given: object) -> "DupThresholds":
+        """These thresholds with the given (not None) values replacing them."""
+        return DupThresholds(**{**asdict(self), **{k: v for k, v in given.items() if v is not None}})
+
+
+@dataclass(frozen=True)
+class DupOptions:
+    """What `imgsearch dups` looks for; None thresholds mean: the model's stored ones (else the defaults)."""
+
+    tiers: tuple[str, ...] = DUP_TIERS
+    near_hamming: int | None = None
+    near_cosine: float | None = None
+    similar_cosine: float | None = None
+    within_s: float | None = None  # similar tier: only photos taken this close in time (both dates known)
+    max_group: int = 50  # a group never grows past this: chains cannot merge a whole library
+    k: int = 32  # neighbours per photo in the candidate search
+    folders: tuple[str, ...] = ()  # only photos inside these (both sides of a pair)
+    keep: tuple[str, ...] = ()  # preferred keepers, overriding the automatic choice
+    rescan: bool = False  # recompute every candidate pair instead of only the new photos'
+    workers: int = -1  # hashing processes; -1: one per core

@@ -6,6 +6,7 @@ import errno
 import fcntl
 import json
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,8 +18,11 @@ from sqlalchemy.exc import OperationalError as SAOperationalError
 from sqlalchemy.orm import Session
 
 from imgsearch import db, store
-from imgsearch.config import (DB_FILENAME, INDEX_DIRNAME, MANIFEST_FILENAME, IndexSettings, ModelSpec, SearchOptions,
-                              default_library_dir)
+from imgsearch.config import (DB_FILENAME, DUP_TIERS, INDEX_DIRNAME, MANIFEST_FILENAME, DupOptions, DupThresholds,
+                              IndexSettings, ModelSpec, SearchOptions, default_library_dir)
+from imgsearch.dup_actions import LINK_KINDS, ActionReport, plan_links, plan_moves, undo_last
+from imgsearch.dup_actions import apply as apply_action
+from imgsearch.duplicates import TIER_RANK, Group, describe, group_pairs
 from imgsearch.encoder import Encoder
 from imgsearch.errors import (ImageError, ImgSearchError, LibraryNotFoundError, ModelMismatchError, NotALibraryError,
                               NothingIndexedError, UsageError)
@@ -29,6 +33,7 @@ from imgsearch.orm import Model
 from imgsearch.vector_index import VectorIndex
 from imgsearch.search import SearchResult, Term, check_options, check_text, combine, order, rank_ids
 from indexer.build import build_params, ensure_index, is_fresh
+from indexer.dedupe import gather
 from indexer.pipeline import Progress, RunReport, check_roots, run_index
 
 MANIFEST_FORMAT = 1
@@ -56,6 +61,21 @@ class ModelStatus:
     index_params: dict
     index_recall_at_10: float | None
     last_used_at: datetime
+
+
+@dataclass
+class DupReport:
+    """What `imgsearch dups` found, and how."""
+
+    groups: list[Group]
+    thresholds: DupThresholds
+    hashed: int  # photos hashed in this run (the rest came from the library)
+    unreadable: list[tuple[str, str]]  # (path, reason): could not be hashed now
+    rescanned: int  # photos searched for candidates in this run
+    full_scan: bool
+    refused_by_cap: int  # links not followed: the group would pass --max-group
+    refused_as_chain: int  # similar links not followed: the group would hold dissimilar photos
+    elapsed_s: float
 
 
 @dataclass(frozen=True)
@@ -289,6 +309,56 @@ class Library:
                 "count": len(ids), "note": "vectors are L2-normalised; score = dot product"}
         return export_vectors(dest, ids, [paths[i] for i in ids.tolist()], vectors, fmt, meta)
 
+    # --- duplicates ------------------------------------------------------------------------------
+
+    def duplicates(self, options: DupOptions = DupOptions(), model: ModelSpec | None = None,
+                   progress: Progress | None = None) -> DupReport:
+        """Groups of exact, near-exact and similar copies, each with a suggested keeper; touches no photo."""
+        options = check_dup_options(options)
+        row = self._model_row(model)
+        start = time.perf_counter()
+        with writing(self.path):  # hashes and candidate pairs are cached in the library
+            evidence = gather(self.sessions, row, options, progress)
+        dates = {i: p.date for i, p in evidence.photos.items()}
+        grouping = group_pairs(evidence.pairs, evidence.thresholds, options.tiers, evidence.vectors,
+                               options.max_group, dates, options.within_s)
+        groups = [describe(ids, tier, evidence.photos, evidence.vectors, evidence.codes, evidence.full_hashes,
+                           evidence.thresholds, options.keep) for ids, tier in zip(grouping.groups, grouping.tiers)]
+        groups.sort(key=lambda g: (TIER_RANK[g.tier], -len(g.members), g.keeper.path))
+        return DupReport(groups, evidence.thresholds, evidence.hashed, evidence.unreadable, evidence.rescanned,
+                         evidence.full_scan, grouping.refused_by_cap, grouping.refused_as_chain,
+                         time.perf_counter() - start)
+
+    def act_on_duplicates(self, groups: Sequence[Group], move_to: Path | None = None, link: str | None = None,
+                          apply: bool = False) -> ActionReport:
+        """Move every non-keeper to `move_to`, or replace exact copies by `link` ('hard'/'symbolic') links.
+
+        Without apply, only the plan is returned. Every applied step is journaled: see undo_duplicates.
+        """
+        if (move_to is None) == (link is None):
+            raise UsageError("choose one action: --move-to DIR or --link hard|symbolic.")
+        if link is not None and link not in LINK_KINDS:
+            raise UsageError(f"--link takes one of {', '.join(LINK_KINDS)}, not {link!r}.")
+        with self.session() as session:
+            roots = store.list_roots(session)
+        refused: list[tuple[str, str]] = []
+        if move_to is not None:
+            kind, target, steps = "move", str(move_to.expanduser().absolute()), plan_moves(groups, move_to, roots)
+        else:
+            kind, target = ("hardlink" if link == "hard" else "symlink"), None
+            steps, refused = plan_links(groups)
+        if not apply:
+            return ActionReport(kind, list(steps), refused, sum(_file_size(s.src) for s in steps), applied=False)
+        with self._index_lock(), writing(self.path):
+            report = apply_action(self.sessions, kind, steps, target)
+        report.problems[:0] = refused
+        return report
+
+    def undo_duplicates(self) -> ActionReport:
+        """Reverse the latest applied duplicates action exactly (files back, index entries back)."""
+        with self._index_lock(), writing(self.path):
+            return undo_last(self.sessions)
+
     # --- status ----------------------------------------------------------------------------------
 
     def status(self) -> LibraryStatus:
@@ -352,6 +422,32 @@ def writing(path: Path) -> Iterator[None]:
         else:
             raise
         raise ImgSearchError(f"cannot write to the library at {path}: {fix}. {after}") from exc
+
+
+def check_dup_options(options: DupOptions) -> DupOptions:
+    """Refuse impossible duplicate options with a message naming the option."""
+    bad = [t for t in options.tiers if t not in DUP_TIERS]
+    if bad or not options.tiers:
+        raise UsageError(f"--tier takes {', '.join(DUP_TIERS)}, not {', '.join(bad) or 'nothing'}.")
+    if options.near_hamming is not None and not 0 <= options.near_hamming <= 32:
+        raise UsageError("--near-hamming must be between 0 and 32 bits (of 64).")
+    for name, value in (("--near-cosine", options.near_cosine), ("--similar", options.similar_cosine)):
+        if value is not None and not -1.0 <= value <= 1.0:
+            raise UsageError(f"{name} is a cosine similarity: give a value between -1 and 1.")
+    if options.max_group < 2:
+        raise UsageError("--max-group must be at least 2.")
+    if options.k < 1:
+        raise UsageError("--neighbours must be at least 1.")
+    if options.within_s is not None and options.within_s <= 0:
+        raise UsageError("--within must be a positive duration, such as 30s, 10m or 2h.")
+    return options
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
 
 
 def _create(path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, MetaData, String, Text
+from sqlalchemy import Float, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Stable constraint names so Alembic migrations can refer to them on SQLite (batch mode).
@@ -17,6 +17,7 @@ NAMING = {
 
 STATUS_INDEXED = "indexed"
 STATUS_SKIPPED = "skipped"
+STATUS_SET_ASIDE = "set_aside"  # moved out by `dups --move-to`; its vectors wait in the journal for undo
 
 
 def utc_now() -> datetime:
@@ -134,3 +135,65 @@ class Run(Base):
     encoded: Mapped[int] = mapped_column(default=0)
     started_at: Mapped[datetime] = mapped_column(default=utc_now)
     finished_at: Mapped[datetime | None]
+
+
+class ImageHash(Base):
+    """Perceptual hashes of an image (all 8 flips/rotations) and, once needed, its full-content hash."""
+
+    __tablename__ = "image_hashes"
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    content_hash: Mapped[str] = mapped_column(String(64))  # the image's content_hash these were computed for
+    phashes: Mapped[bytes | None] = mapped_column(LargeBinary)  # 8 x 8 bytes: pHash of each dihedral variant
+    full_hash: Mapped[str | None] = mapped_column(String(64))  # blake2b of every byte (exact duplicates)
+    full_hash_stat: Mapped[str | None] = mapped_column(Text)  # "size:mtime_ns" the full hash was read at
+
+
+class DupPair(Base):
+    """A candidate duplicate pair found for one model, with exact evidence; a < b."""
+
+    __tablename__ = "dup_pairs"
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    a: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    b: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True, index=True)
+    cosine: Mapped[float] = mapped_column(Float)
+    hamming: Mapped[int | None]  # smallest pHash distance over the 8 flips/rotations of a
+    transform: Mapped[int | None]  # which of them (see duplicates.TRANSFORMS)
+
+
+class DupScan(Base):
+    """Per model: thresholds in use and how far the pair cache is up to date."""
+
+    __tablename__ = "dup_scans"
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    thresholds: Mapped[str] = mapped_column(Text, default="{}")  # JSON: near_hamming, near_cosine, similar_cosine
+    generation: Mapped[int | None]  # model generation the pair cache covers (None: never scanned)
+    pair_floor: Mapped[str] = mapped_column(Text, default="{}")  # JSON: cosine, hamming kept in dup_pairs
+    scanned_at: Mapped[datetime | None]
+
+
+class DupAction(Base):
+    """One `dups --move-to/--link --apply`; `dups undo` reverses the latest one."""
+
+    __tablename__ = "dup_actions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # move | hardlink | symlink
+    target: Mapped[str | None] = mapped_column(Text)  # the --move-to folder
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    undone_at: Mapped[datetime | None]
+
+
+class DupActionItem(Base):
+    """One file an action touched, with what undo needs to put it back exactly."""
+
+    __tablename__ = "dup_action_items"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    action_id: Mapped[int] = mapped_column(ForeignKey("dup_actions.id", ondelete="CASCADE"), index=True)
+    image_id: Mapped[int | None] = mapped_column(Integer)
+    src: Mapped[str] = mapped_column(Text)  # where the file was
+    dest: Mapped[str] = mapped_column(Text)  # move: where it went; link: the keeper it now points to
+    size: Mapped[int]
+    mtime_ns: Mapped[int]
+    mode: Mapped[int]
+    full_hash: Mapped[str] = mapped_column(String(64))
+    vectors: Mapped[str | None] = mapped_column(Text)  # move: JSON {model_id: hex fp16 vector} taken out of the index
+    restored_at: Mapped[datetime | None]

@@ -1,14 +1,20 @@
-"""Render results for a terminal or a pipe: table, JSON lines, bare paths (NUL-separated with -0)."""
+"""Render results for a terminal or a pipe: table, JSON lines, bare paths (NUL-separated with -0), CSV."""
 
 from __future__ import annotations
 
 import base64
+import csv
 import html as html_escape
+import io
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from imgsearch.search import SearchResult
+
+if TYPE_CHECKING:
+    from imgsearch.duplicates import Group, Member
 
 
 def table(results: Sequence[SearchResult]) -> str:
@@ -57,3 +63,67 @@ figcaption span {{ color: #555; font-size: 12px; word-break: break-all; }}
 {chr(10).join(cells)}
 </main></body></html>
 """
+
+
+# --- duplicate groups --------------------------------------------------------------------------
+
+def human_bytes(n: int) -> str:
+    """1234567 -> '1.2 MB' (decimal units, as file managers show them)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def _evidence(m: "Member") -> str:
+    if m.relation == "keeper":
+        return "keep"
+    parts = [m.relation]
+    if m.cosine is not None:
+        parts.append(f"cos {m.cosine:.3f}")
+    if m.hamming is not None and m.relation != "exact":
+        parts.append(f"phash {m.hamming}" + (f" {m.transform}" if m.transform and m.transform != "same orientation"
+                                             else ""))
+    return ", ".join(parts)
+
+
+def dup_table(groups: Sequence["Group"]) -> str:
+    """Per group: a header (tier, size), then the keeper and each copy with its evidence against the keeper."""
+    lines = []
+    for n, g in enumerate(groups, 1):
+        lines.append(f"group {n}: {g.tier}, {len(g.members)} photos")
+        for m in g.members:
+            p = m.photo
+            lines.append(f"  {_evidence(m):<40} {p.width}x{p.height:<6} {human_bytes(p.size):>9}  {p.path}")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def _dup_rows(groups: Sequence["Group"]) -> list[dict]:
+    return [{"group": n, "tier": g.tier, "role": "keeper" if m.relation == "keeper" else "duplicate",
+             "relation": m.relation, "path": m.photo.path,
+             "cosine": None if m.cosine is None else round(m.cosine, 6), "hamming": m.hamming,
+             "transform": m.transform, "width": m.photo.width, "height": m.photo.height, "bytes": m.photo.size}
+            for n, g in enumerate(groups, 1) for m in g.members]
+
+
+def dup_json(groups: Sequence["Group"]) -> str:
+    """One JSON object per group: tier, keeper, members with their evidence."""
+    rows = _dup_rows(groups)
+    out = []
+    for n, g in enumerate(groups, 1):
+        members = [{k: v for k, v in r.items() if k not in ("group", "tier")} for r in rows if r["group"] == n]
+        out.append(json.dumps({"group": n, "tier": g.tier, "keeper": g.keeper.path, "members": members},
+                              ensure_ascii=False) + "\n")
+    return "".join(out)
+
+
+def dup_csv(groups: Sequence["Group"]) -> str:
+    """One CSV row per photo: group, tier, role, relation, path, evidence, size."""
+    rows = _dup_rows(groups)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else
+                            ["group", "tier", "role", "relation", "path", "cosine", "hamming", "transform",
+                             "width", "height", "bytes"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()

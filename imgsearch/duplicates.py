@@ -1,0 +1,297 @@
+"""Duplicate photos in three tiers, with evidence: exact (same bytes), near-exact (same picture, other
+encoding, size, light edit or orientation) and similar (burst shots, the same scene).
+
+Pure: evidence and arrays in, groups out. Candidate pairs come from k-NN searches (never all
+pairs); every threshold is applied to exact values (full-file hashes, pHash bit counts, cosines of
+the stored vectors), never to approximate-search estimates. Groups are union-find closures capped
+in size, and a similar-tier merge must keep every pair of the group close: a chain of
+look-alikes cannot swallow unrelated photos. Nothing here touches a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import faiss
+import imagehash
+import numpy as np
+from PIL import Image
+
+from imgsearch.config import DUP_TIERS, DupThresholds
+from imgsearch.images import open_rgb
+
+HASH_BYTES = 8  # one 64-bit pHash
+HASH_SIDE = 32  # pHash works on a 32x32 grey image
+# The 8 flips/rotations of a picture; a pair's evidence names the one that matched.
+TRANSFORMS = ("same orientation", "mirrored", "flipped", "rotated 180", "transposed", "rotated 90",
+              "transverse", "rotated 270")
+_OPS = (None, Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.ROTATE_180,
+        Image.Transpose.TRANSPOSE, Image.Transpose.ROTATE_90, Image.Transpose.TRANSVERSE, Image.Transpose.ROTATE_270)
+SIMILAR_LINK_SLACK = 0.05  # a merged similar group keeps every pair >= similar_cosine - this
+BINARY_EXACT_MAX = 20_000  # hashes searched exhaustively up to here, with HNSW beyond
+VECTOR_EXACT_MAX = 20_000  # vectors searched exhaustively up to here, with IVF (exact distances) beyond
+TIER_RANK = {tier: n for n, tier in enumerate(DUP_TIERS)}
+
+
+# --- per-file evidence ----------------------------------------------------------------------------
+
+def perceptual_hashes(path: str, max_pixels: int) -> bytes:
+    """pHash (imagehash, 64 bits) of the oriented picture and of its 7 other flips/rotations: 64 bytes.
+
+    Raises ImageError for a file that cannot be decoded.
+    """
+    img, _ = open_rgb(path, max_pixels, draft_to=(4 * HASH_SIDE, 4 * HASH_SIDE))
+    small = img.convert("L").resize((HASH_SIDE, HASH_SIDE), Image.Resampling.LANCZOS)
+    codes = [imagehash.phash(small if op is None else small.transpose(op)).hash for op in _OPS]
+    return np.packbits(np.stack(codes).reshape(len(_OPS), -1), axis=1).tobytes()
+
+
+def full_hash(path: str) -> str:
+    """blake2b of every byte of a file (exact duplicates are confirmed with it, never with a partial hash)."""
+    h = hashlib.blake2b(digest_size=20)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def hash_array(blobs: Sequence[bytes]) -> np.ndarray:
+    """(n, 8, 8) uint8: the 8 variant codes of each image."""
+    if not blobs:
+        return np.zeros((0, len(_OPS), HASH_BYTES), dtype=np.uint8)
+    return np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(len(blobs), len(_OPS), HASH_BYTES)
+
+
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+def hamming(variants_a: np.ndarray, code_b: np.ndarray) -> tuple[int, int]:
+    """(smallest pHash distance between any flip/rotation of a and b as it is, which transform)."""
+    dist = _POPCOUNT[np.bitwise_xor(variants_a, code_b[0][None, :])].sum(axis=1)
+    best = int(np.argmin(dist))
+    return int(dist[best]), best
+
+
+# --- candidate pairs ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Pair:
+    """Exact evidence that two images (a < b, image ids) may be copies."""
+
+    a: int
+    b: int
+    cosine: float
+    hamming: int | None = None  # None: no hash for one of them
+    transform: int | None = None
+    exact: bool = False  # byte-identical
+
+
+def vector_neighbours(vectors: np.ndarray, rows: np.ndarray, k: int) -> list[tuple[int, int]]:
+    """(row, neighbour row) for the k nearest neighbours of `rows` among all vectors (self excluded).
+
+    Exhaustive for small sets, else an IVF index with flat (exact) storage and a generous nprobe: the
+    search is approximate in which lists it visits, never in the distances it returns.
+    """
+    n, dim = vectors.shape
+    if n < 2 or not len(rows):
+        return []
+    k = min(k + 1, n)
+    if n <= VECTOR_EXACT_MAX:
+        index: faiss.Index = faiss.IndexFlatIP(dim)
+        index.add(vectors)
+    else:
+        nlist = int(2 ** round(np.log2(4 * np.sqrt(n))))
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        sample = np.random.default_rng(0).choice(n, size=min(n, 64 * nlist), replace=False)
+        index.train(vectors[np.sort(sample)])
+        index.add(vectors)
+        index.nprobe = max(8, nlist // 32)
+    _, found = index.search(np.ascontiguousarray(vectors[rows]), k)
+    return [(int(r), int(j)) for r, row in zip(rows, found) for j in row if j >= 0 and j != r]
+
+
+def hash_neighbours(codes: np.ndarray, rows: np.ndarray, k: int, max_hamming: int) -> list[tuple[int, int]]:
+    """(row, neighbour row) within max_hamming of any flip/rotation of `rows`, from a FAISS binary index."""
+    n = len(codes)
+    if n < 2 or not len(rows):
+        return []
+    base = np.ascontiguousarray(codes[:, 0, :])
+    index = faiss.IndexBinaryFlat(HASH_BYTES * 8) if n <= BINARY_EXACT_MAX else faiss.IndexBinaryHNSW(HASH_BYTES * 8, 32)
+    if isinstance(index, faiss.IndexBinaryHNSW):
+        index.hnsw.efConstruction = 64
+        index.hnsw.efSearch = 128
+    index.add(base)
+    queries = np.ascontiguousarray(codes[rows].reshape(-1, HASH_BYTES))
+    dist, found = index.search(queries, min(k + 1, n))
+    owners = np.repeat(rows, len(_OPS))
+    return [(int(r), int(j)) for r, d_row, f_row in zip(owners, dist, found)
+            for d, j in zip(d_row, f_row) if j >= 0 and j != r and d <= max_hamming]
+
+
+def score_pairs(ids: np.ndarray, vectors: np.ndarray, codes: np.ndarray | None, has_code: np.ndarray | None,
+                row_pairs: Iterable[tuple[int, int]]) -> list[Pair]:
+    """Exact evidence for candidate (row, row) pairs: the stored vectors' cosine, the best pHash distance."""
+    seen: set[tuple[int, int]] = set()
+    out: list[Pair] = []
+    for r, s in row_pairs:
+        r, s = (r, s) if ids[r] < ids[s] else (s, r)
+        if (r, s) in seen:
+            continue
+        seen.add((r, s))
+        ham = tr = None
+        if codes is not None and has_code is not None and has_code[r] and has_code[s]:
+            ham, tr = hamming(codes[r], codes[s])
+        out.append(Pair(int(ids[r]), int(ids[s]), float(vectors[r] @ vectors[s]), ham, tr))
+    return out
+
+
+# --- tiers and groups -----------------------------------------------------------------------------
+
+def pair_tier(pair: Pair, t: DupThresholds, dates: dict[int, datetime] | None = None,
+              within_s: float | None = None) -> str | None:
+    """The strongest tier a pair qualifies for, or None."""
+    if pair.exact:
+        return "exact"
+    if pair.hamming is not None and pair.hamming <= t.near_hamming and pair.cosine >= t.near_cosine:
+        return "near"
+    if pair.cosine >= t.similar_cosine:
+        if within_s is None:
+            return "similar"
+        da, db = (dates or {}).get(pair.a), (dates or {}).get(pair.b)
+        if da is not None and db is not None and abs((da - db).total_seconds()) <= within_s:
+            return "similar"
+    return None
+
+
+@dataclass(frozen=True)
+class Photo:
+    """What the keeper choice and the output need to know about one image."""
+
+    id: int
+    path: str
+    width: int
+    height: int
+    size: int
+    exif_fields: int  # how many of date taken, camera make, model, GPS are known
+    date: datetime  # date taken, else file time
+
+
+def keeper_key(p: Photo) -> tuple:
+    """Sort key, best first: highest resolution, largest file, richest EXIF, oldest, then path."""
+    return (-(p.width * p.height), -p.size, -p.exif_fields, p.date, p.path)
+
+
+@dataclass
+class Member:
+    photo: Photo
+    relation: str  # keeper | exact | near | similar | linked (related to the keeper only through others)
+    cosine: float | None = None  # to the keeper
+    hamming: int | None = None  # to the keeper
+    transform: str | None = None
+
+
+@dataclass
+class Group:
+    tier: str  # the weakest link that holds the group together
+    keeper: Photo
+    members: list[Member] = field(default_factory=list)  # keeper first
+
+    @property
+    def duplicates(self) -> list[Member]:
+        return self.members[1:]
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict[int, int] = {}
+        self.items: dict[int, list[int]] = {}
+        self.tier: dict[int, int] = {}
+
+    def find(self, x: int) -> int:
+        if x not in self.parent:
+            self.parent[x], self.items[x], self.tier[x] = x, [x], 0
+        root = x
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[x] != root:
+            self.parent[x], x = root, self.parent[x]
+        return root
+
+    def union(self, ra: int, rb: int, rank: int) -> None:
+        if len(self.items[ra]) < len(self.items[rb]):
+            ra, rb = rb, ra
+        self.parent[rb] = ra
+        self.items[ra].extend(self.items.pop(rb))
+        self.tier[ra] = max(self.tier[ra], self.tier.pop(rb), rank)
+
+
+@dataclass
+class Grouping:
+    groups: list[list[int]]  # image ids, each group's tier in `tiers`
+    tiers: list[str]
+    refused_by_cap: int = 0  # links not followed because the group would pass max_group
+    refused_as_chain: int = 0  # similar links not followed because the group would hold dissimilar photos
+
+
+def group_pairs(pairs: Sequence[Pair], t: DupThresholds, wanted: Sequence[str], vectors: dict[int, np.ndarray],
+                max_group: int, dates: dict[int, datetime] | None = None,
+                within_s: float | None = None) -> Grouping:
+    """Union-find over qualifying pairs, strongest first, with the size cap and the similar-tier linkage."""
+    weakest = max(TIER_RANK[w] for w in wanted)
+    edges = []
+    for p in pairs:
+        tier = pair_tier(p, t, dates, within_s)
+        if tier is not None and TIER_RANK[tier] <= weakest:
+            edges.append((TIER_RANK[tier], -p.cosine, p.a, p.b))
+    edges.sort()
+    uf = _UnionFind()
+    out = Grouping([], [])
+    floor = t.similar_cosine - SIMILAR_LINK_SLACK
+    for rank, _, a, b in edges:
+        ra, rb = uf.find(a), uf.find(b)
+        if ra == rb:
+            continue
+        if len(uf.items[ra]) + len(uf.items[rb]) > max_group:
+            out.refused_by_cap += 1
+            continue
+        if rank == TIER_RANK["similar"] and _min_cosine(uf.items[ra], uf.items[rb], vectors) < floor:
+            out.refused_as_chain += 1
+            continue
+        uf.union(ra, rb, rank)
+    for root, items in uf.items.items():
+        tier = DUP_TIERS[uf.tier[root]]
+        if len(items) > 1 and tier in wanted:
+            out.groups.append(sorted(items))
+            out.tiers.append(tier)
+    return out
+
+
+def _min_cosine(a: list[int], b: list[int], vectors: dict[int, np.ndarray]) -> float:
+    va = np.stack([vectors[i] for i in a])
+    vb = np.stack([vectors[i] for i in b])
+    return float((va @ vb.T).min())
+
+
+def describe(ids: Sequence[int], tier: str, photos: dict[int, Photo], vectors: dict[int, np.ndarray],
+             codes: dict[int, np.ndarray], full_hashes: dict[int, str], t: DupThresholds,
+             keep: Sequence[str] = ()) -> Group:
+    """A group with its keeper (a preferred path when one is in it) and each member's evidence against it."""
+    members = sorted((photos[i] for i in ids), key=keeper_key)
+    preferred = [p for p in members if p.path in set(keep)]
+    keeper = preferred[0] if preferred else members[0]
+    group = Group(tier, keeper, [Member(keeper, "keeper")])
+    for p in members:
+        if p.id == keeper.id:
+            continue
+        cos = float(vectors[p.id] @ vectors[keeper.id])
+        ham = tr = None
+        if p.id in codes and keeper.id in codes:
+            ham, tr = hamming(codes[keeper.id], codes[p.id])
+        exact = full_hashes.get(p.id) is not None and full_hashes.get(p.id) == full_hashes.get(keeper.id)
+        relation = pair_tier(Pair(keeper.id, p.id, cos, ham, tr, exact), t) or "linked"
+        group.members.append(Member(p, relation, cos, ham, TRANSFORMS[tr] if tr is not None else None))
+    return group

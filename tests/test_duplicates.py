@@ -1,0 +1,304 @@
+"""Duplicate detection: evidence, tiers, grouping limits, keeper choice, and actions that never lose a photo."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageEnhance, ImageOps
+
+from imgsearch.config import DupOptions, DupThresholds
+from imgsearch.duplicates import (TRANSFORMS, Pair, Photo, full_hash, group_pairs, hamming, hash_array, keeper_key,
+                                  perceptual_hashes)
+from imgsearch.errors import ImgSearchError, UsageError
+from imgsearch.images import default_pixel_limit
+from tests.factories import write_photo
+
+LIMIT = default_pixel_limit(1)
+NEAR = ("exact", "near")
+
+
+def phash(path: Path) -> np.ndarray:
+    return hash_array([perceptual_hashes(str(path), LIMIT)])[0]
+
+
+@pytest.fixture
+def variants(tmp_path: Path, photos_dir: Path) -> Path:
+    """Real photos plus one copy of each kind the near-exact tier must catch (and distinct photos)."""
+    root = tmp_path / "pics"
+    shutil.copytree(photos_dir, root / "orig")
+    out = root / "copies"
+    out.mkdir()
+    src = root / "orig"
+    shutil.copy(src / "dress-0.jpg", out / "dress-0 copy.jpg")
+    Image.open(src / "hat-2.jpg").save(out / "hat-2-q50.jpg", quality=50)
+    img = Image.open(src / "shoes-4.jpg")
+    img.resize((img.width // 2, img.height // 2), Image.Resampling.LANCZOS).save(out / "shoes-4-small.jpg", quality=90)
+    ImageOps.mirror(Image.open(src / "dress-1.jpg")).save(out / "dress-1-mirrored.jpg", quality=92)
+    Image.open(src / "hat-3.jpg").save(out / "hat-3.png")
+    ImageEnhance.Brightness(Image.open(src / "shoes-5.jpg")).enhance(1.15).save(out / "shoes-5-bright.jpg", quality=90)
+    return root
+
+
+# --- evidence ----------------------------------------------------------------------------------
+
+def test_phash_sees_flips_rotations_and_exif_orientation(tmp_path: Path, photos_dir: Path) -> None:
+    src = photos_dir / "dress-0.jpg"
+    img = Image.open(src)
+    cases = {"mirrored": ImageOps.mirror(img), "rotated 90": img.rotate(90, expand=True),
+             "flipped": ImageOps.flip(img)}
+    original = phash(src)
+    for name, changed in cases.items():
+        changed.save(tmp_path / f"{name}.jpg", quality=90)
+        distance, transform = hamming(original, phash(tmp_path / f"{name}.jpg"))
+        assert distance <= 4, name
+        assert TRANSFORMS[transform] in {name, "rotated 270" if name == "rotated 90" else name}
+    # only the EXIF tag says "rotate": the stored pixels are the same as the original's
+    exif = Image.Exif()
+    exif[274] = 6
+    img.save(tmp_path / "exif.jpg", quality=95, exif=exif.tobytes())
+    d, t = hamming(original, phash(tmp_path / "exif.jpg"))
+    assert d <= 4 and TRANSFORMS[t] in {"rotated 90", "rotated 270"}
+
+
+def test_phash_separates_different_photos_of_the_same_kind(photos_dir: Path) -> None:
+    codes = {p.name: phash(p) for p in sorted(photos_dir.glob("*.jpg"))}
+    names = sorted(codes)
+    distances = [hamming(codes[a], codes[b])[0] for a in names for b in names if a < b]
+    assert min(distances) > DupThresholds().near_hamming + 4
+
+
+def test_full_hash_differs_on_one_byte(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(b"x" * 300_000)
+    b.write_bytes(b"x" * 299_999 + b"y")
+    assert full_hash(str(a)) != full_hash(str(b))
+    assert full_hash(str(a)) == full_hash(str(a))
+
+
+# --- grouping ----------------------------------------------------------------------------------
+
+def _unit(angle: float) -> np.ndarray:
+    return np.array([np.cos(angle), np.sin(angle)], dtype=np.float32)
+
+
+def test_a_chain_of_look_alikes_does_not_merge_unrelated_photos() -> None:
+    # photos on an arc, each 0.2 rad from the next: neighbours cos 0.980, three apart 0.825
+    vectors = {i: _unit(0.2 * i) for i in range(10)}
+    pairs = [Pair(i, i + 1, float(vectors[i] @ vectors[i + 1])) for i in range(9)]
+    t = DupThresholds(similar_cosine=0.97)
+    grouping = group_pairs(pairs, t, ("similar",), vectors, max_group=50)
+    for ids in grouping.groups:
+        members = np.stack([vectors[i] for i in ids])
+        assert (members @ members.T).min() >= t.similar_cosine - 0.05
+    assert grouping.refused_as_chain > 0
+    assert sum(len(g) for g in grouping.groups) >= 8
+
+
+def test_group_size_cap() -> None:
+    vectors = {i: _unit(0.001 * i) for i in range(12)}
+    pairs = [Pair(i, j, 0.999) for i in range(12) for j in range(i + 1, 12)]
+    grouping = group_pairs(pairs, DupThresholds(), ("similar",), vectors, max_group=5)
+    assert max(len(g) for g in grouping.groups) <= 5
+    assert grouping.refused_by_cap > 0
+
+
+def test_tiers_exact_before_near_before_similar_and_filtering() -> None:
+    vectors = {i: _unit(0.0) for i in range(4)}
+    pairs = [Pair(0, 1, 1.0, 0, 0, exact=True), Pair(2, 3, 0.99, 3, 0), Pair(1, 2, 0.96, 30, 0)]
+    t = DupThresholds()
+    everything = group_pairs(pairs, t, ("exact", "near", "similar"), vectors, 50)
+    assert everything.groups == [[0, 1, 2, 3]] and everything.tiers == ["similar"]
+    strict = group_pairs(pairs, t, ("exact", "near"), vectors, 50)
+    assert sorted(zip(strict.tiers, strict.groups)) == [("exact", [0, 1]), ("near", [2, 3])]
+    assert group_pairs(pairs, t, ("exact",), vectors, 50).groups == [[0, 1]]
+    # a near hash without a confirming cosine is not a duplicate
+    assert group_pairs([Pair(0, 1, 0.5, 1, 0)], t, ("near",), vectors, 50).groups == []
+
+
+def test_time_window_for_similar() -> None:
+    vectors = {0: _unit(0.0), 1: _unit(0.01), 2: _unit(0.02)}
+    dates = {0: datetime(2024, 5, 1, 10, 0, 0), 1: datetime(2024, 5, 1, 10, 0, 4), 2: datetime(2024, 5, 2)}
+    pairs = [Pair(0, 1, 0.999), Pair(1, 2, 0.999)]
+    grouping = group_pairs(pairs, DupThresholds(), ("similar",), vectors, 50, dates, within_s=10)
+    assert grouping.groups == [[0, 1]]
+
+
+def test_keeper_prefers_resolution_then_size_then_exif_then_oldest() -> None:
+    def photo(i: int, w: int, size: int, exif: int, year: int) -> Photo:
+        return Photo(i, f"/p/{i}.jpg", w, w, size, exif, datetime(year, 1, 1))
+
+    assert min([photo(1, 100, 9, 4, 2000), photo(2, 200, 1, 0, 2020)], key=keeper_key).id == 2
+    assert min([photo(1, 100, 5, 4, 2000), photo(2, 100, 9, 0, 2020)], key=keeper_key).id == 2
+    assert min([photo(1, 100, 5, 1, 2000), photo(2, 100, 5, 3, 2020)], key=keeper_key).id == 2
+    assert min([photo(1, 100, 5, 3, 2020), photo(2, 100, 5, 3, 2001)], key=keeper_key).id == 2
+
+
+# --- the library ---------------------------------------------------------------------------------
+
+def _group_names(report) -> list[tuple[str, set[str]]]:  # noqa: ANN001
+    return sorted((g.tier, {Path(m.photo.path).name for m in g.members}) for g in report.groups)
+
+
+def test_library_finds_each_kind_of_copy(library, variants: Path) -> None:  # noqa: ANN001
+    library.index([variants], settings=_settings())
+    report = library.duplicates(DupOptions(tiers=NEAR))
+    found = _group_names(report)
+    assert ("exact", {"dress-0.jpg", "dress-0 copy.jpg"}) in found
+    for pair in ({"hat-2.jpg", "hat-2-q50.jpg"}, {"shoes-4.jpg", "shoes-4-small.jpg"},
+                 {"dress-1.jpg", "dress-1-mirrored.jpg"}, {"hat-3.jpg", "hat-3.png"},
+                 {"shoes-5.jpg", "shoes-5-bright.jpg"}):
+        assert ("near", pair) in found, found
+    assert len(found) == 6  # and nothing else: the two different dresses, hats, shoes stay apart
+    mirrored = next(g for g in report.groups if any("mirrored" in m.photo.path for m in g.members))
+    assert mirrored.duplicates[0].transform == "mirrored"
+    small = next(g for g in report.groups if any("small" in m.photo.path for m in g.members))
+    assert small.keeper.path.endswith("orig/shoes-4.jpg")  # the larger one is kept
+
+
+def test_rerun_hashes_and_searches_only_new_photos(library, variants: Path) -> None:  # noqa: ANN001
+    library.index([variants], settings=_settings())
+    first = library.duplicates(DupOptions(tiers=NEAR))
+    assert first.full_scan and first.hashed == 12 and first.rescanned == 12
+    again = library.duplicates(DupOptions(tiers=NEAR))
+    assert not again.full_scan and again.hashed == 0 and again.rescanned == 0
+    assert _group_names(again) == _group_names(first)
+    Image.open(variants / "orig" / "hat-3.jpg").save(variants / "copies" / "hat-3.webp", quality=90)
+    library.index([variants], settings=_settings())
+    third = library.duplicates(DupOptions(tiers=NEAR))
+    assert third.hashed == 1 and third.rescanned == 1
+    assert ("near", {"hat-3.jpg", "hat-3.png", "hat-3.webp"}) in _group_names(third)
+
+
+def test_thresholds_are_remembered_per_model(library, variants: Path) -> None:  # noqa: ANN001
+    library.index([variants], settings=_settings())
+    assert library.duplicates(DupOptions(near_hamming=4)).thresholds.near_hamming == 4
+    assert library.duplicates(DupOptions()).thresholds.near_hamming == 4
+    assert library.duplicates(DupOptions(near_hamming=12)).thresholds.near_hamming == 12
+
+
+def test_scoped_to_folders(library, variants: Path) -> None:  # noqa: ANN001
+    library.index([variants], settings=_settings())
+    assert library.duplicates(DupOptions(tiers=NEAR, folders=(str(variants / "copies"),))).groups == []
+    assert len(library.duplicates(DupOptions(tiers=NEAR, folders=(str(variants),))).groups) == 6
+
+
+def _settings():  # noqa: ANN202
+    from imgsearch.config import IndexSettings
+
+    return IndexSettings(workers=0)
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): full_hash(str(p)) for p in root.rglob("*") if p.is_file()}
+
+
+def test_move_aside_then_undo_restores_everything(library, variants: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    library.index([variants], settings=_settings())
+    before = _tree(variants)
+    stats = {p: os.stat(variants / p).st_mtime_ns for p in before}
+    groups = library.duplicates(DupOptions(tiers=NEAR)).groups
+    aside = tmp_path / "aside"
+
+    plan = library.act_on_duplicates(groups, move_to=aside)  # a dry run changes nothing
+    assert not plan.applied and len(plan.done) == 6 and _tree(variants) == before and not aside.exists()
+
+    done = library.act_on_duplicates(groups, move_to=aside, apply=True)
+    assert len(done.done) == 6 and not done.problems
+    moved = _tree(aside)
+    assert len(moved) == 6 and len(_tree(variants)) == 6
+    assert set(moved.values()) | set(_tree(variants).values()) == set(before.values())  # nothing lost
+    for step in done.done:  # relative paths kept
+        assert Path(step.dest).relative_to(aside) == Path(step.src).relative_to(variants)
+    hits = library.search_text("anything", k=50)
+    assert len(hits) == 6 and not any(str(aside) in h.path for h in hits)
+    assert library.duplicates(DupOptions(tiers=NEAR)).groups == []
+
+    undone = library.undo_duplicates()
+    assert len(undone.done) == 6 and not undone.problems
+    assert _tree(variants) == before and not aside.exists()
+    assert {p: os.stat(variants / p).st_mtime_ns for p in before} == stats
+    assert len(library.search_text("anything", k=50)) == 12
+    report = library.index([variants], settings=_settings())
+    assert (report.new, report.changed, report.removed) == (0, 0, 0)
+    with pytest.raises(ImgSearchError, match="nothing to undo"):
+        library.undo_duplicates()
+
+
+def test_link_only_exact_copies_and_undo(library, variants: Path) -> None:  # noqa: ANN001
+    library.index([variants], settings=_settings())
+    copy = variants / "copies" / "dress-0 copy.jpg"
+    original_stat = os.stat(copy)
+    groups = library.duplicates(DupOptions(tiers=NEAR)).groups
+    done = library.act_on_duplicates(groups, link="hard", apply=True)
+    assert [Path(s.src).name for s in done.done] == ["dress-0 copy.jpg"]
+    assert len(done.problems) == 5 and all("only exact copies" in why for _, why in done.problems)
+    assert os.path.samefile(copy, variants / "orig" / "dress-0.jpg")
+    assert library.duplicates(DupOptions(tiers=("exact",))).groups == []  # one file now, not two
+    library.undo_duplicates()
+    assert not os.path.samefile(copy, variants / "orig" / "dress-0.jpg")
+    assert full_hash(str(copy)) == full_hash(str(variants / "orig" / "dress-0.jpg"))
+    assert os.stat(copy).st_mtime_ns == original_stat.st_mtime_ns
+    assert os.stat(copy).st_mode == original_stat.st_mode
+
+
+def test_changed_file_is_left_alone(library, variants: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    library.index([variants], settings=_settings())
+    groups = library.duplicates(DupOptions(tiers=("exact",))).groups
+    victim = Path(groups[0].duplicates[0].photo.path)
+    victim.write_bytes(victim.read_bytes() + b"edited")
+    report = library.act_on_duplicates(groups, move_to=tmp_path / "aside", apply=True)
+    assert report.done == [] and "changed since it was indexed" in report.problems[0][1]
+    assert victim.exists()
+
+
+def test_move_to_inside_an_indexed_folder_is_refused(library, variants: Path) -> None:  # noqa: ANN001
+    library.index([variants], settings=_settings())
+    groups = library.duplicates(DupOptions(tiers=NEAR)).groups
+    with pytest.raises(UsageError, match="inside the indexed folder"):
+        library.act_on_duplicates(groups, move_to=variants / "dups")
+
+
+def test_bad_options_are_usage_errors(library, variants: Path) -> None:  # noqa: ANN001
+    library.index([variants], settings=_settings())
+    for bad in (DupOptions(tiers=("nearish",)), DupOptions(max_group=1), DupOptions(similar_cosine=1.5),
+                DupOptions(near_hamming=65)):
+        with pytest.raises(UsageError):
+            library.duplicates(bad)
+
+
+# --- the command line ------------------------------------------------------------------------------
+
+def test_cli_dups_outputs_dry_run_and_undo(tmp_path: Path, variants: Path, tiny_model_dir: Path) -> None:
+    from tests.test_cli import cli
+
+    lib = tmp_path / "lib"
+    assert cli("index", variants, "-m", f"local-dir:{tiny_model_dir}", "-L", lib, "--workers", "0").exit_code == 0
+    table = cli("dups", "-L", lib, "--tier", "exact")
+    assert table.exit_code == 0, table.output
+    assert "group 1: exact, 2 photos" in table.stdout and "dress-0 copy.jpg" in table.stdout
+    assert "1 group(s) (1 exact): 1 copies" in table.stderr
+    rows = [json.loads(line) for line in cli("dups", "-L", lib, "--tier", "exact", "--json").stdout.splitlines()]
+    assert rows[0]["tier"] == "exact" and Path(rows[0]["keeper"]).name in {"dress-0.jpg", "dress-0 copy.jpg"}
+    assert [m["role"] for m in rows[0]["members"]] == ["keeper", "duplicate"]
+    csv_out = cli("dups", "-L", lib, "--tier", "exact", "--csv").stdout.splitlines()
+    assert csv_out[0].startswith("group,tier,role,relation,path") and len(csv_out) == 3
+
+    before = _tree(variants)
+    dry = cli("dups", "-L", lib, "--tier", "exact", "--move-to", tmp_path / "aside")
+    assert dry.exit_code == 0 and "Dry run" in dry.stderr and _tree(variants) == before
+    assert cli("dups", "-L", lib, "--apply").exit_code == 2
+    assert cli("dups", "-L", lib, "--within", "soon").exit_code == 2
+    applied = cli("dups", "-L", lib, "--tier", "exact", "--move-to", tmp_path / "aside", "--apply")
+    assert applied.exit_code == 0 and "Done: move 1 file(s)" in applied.stderr
+    assert len(_tree(variants)) == 11
+    undo = cli("dups", "undo", "-L", lib)
+    assert undo.exit_code == 0 and "Undone: 1 file(s) restored." in undo.stderr
+    assert _tree(variants) == before
+    nothing = cli("dups", "undo", "-L", lib)
+    assert nothing.exit_code == 1 and "nothing to undo" in nothing.stderr
