@@ -79,6 +79,7 @@ class Filters:
     camera: str | None = None  # substring of "make model", any case
     exts: tuple[str, ...] = ()
     min_size: int | None = None  # shorter side, pixels
+    tags: tuple[str, ...] = ()  # zero-shot tags (imgsearch tag) the image must carry, any case
 
     def active(self) -> bool:
         return any(v not in (None, ()) for v in asdict(self).values())

@@ -197,15 +197,20 @@ class OpenClipEncoder:
         self._mean = torch.tensor(info.mean, device=self.device, dtype=torch.float32).view(shape) * 255
         self._std = torch.tensor(info.std, device=self.device, dtype=torch.float32).view(shape) * 255
         self._short_text = _short_text_supported(model) and self._short_text_agrees()
+        scale = getattr(model, "logit_scale", None)  # the temperature zero-shot probabilities use
+        self.logit_scale = float(scale.detach().exp()) if scale is not None else 100.0
 
     @classmethod
-    def load(cls, spec: ModelSpec, device: str | None = None) -> "OpenClipEncoder":
-        """Load through open_clip's own path; hub weights come from the cache first, then the network."""
+    def load(cls, spec: ModelSpec, device: str | None = None, precision: str | None = None) -> "OpenClipEncoder":
+        """Load through open_clip's own path; hub weights come from the cache first, then the network.
+
+        precision: open_clip's (default fp16 on CUDA, fp32 elsewhere; training asks for fp32).
+        """
         import open_clip
 
         src = resolve_source(spec)
         device = device or default_device()
-        precision = "fp16" if device.startswith("cuda") else "fp32"
+        precision = precision or ("fp16" if device.startswith("cuda") else "fp32")
 
         def create() -> "torch.nn.Module":
             # open_clip logs its own failures on the root logger; ours below say more, once.

@@ -31,6 +31,7 @@ from imgsearch.fetch import fetch_url
 from imgsearch.images import decode_data, default_pixel_limit, read_file
 from imgsearch.orm import Model
 from imgsearch.vector_index import VectorIndex
+from imgsearch.zeroshot import DEFAULT_TEMPLATES, check_templates, label_vectors, logit_scale_of, probabilities
 from imgsearch.search import SearchResult, Term, check_options, check_text, combine, order, rank_ids
 from indexer.build import build_params, ensure_index, is_fresh
 from indexer.dedupe import gather
@@ -358,6 +359,33 @@ class Library:
         """Reverse the latest applied duplicates action exactly (files back, index entries back)."""
         with self._index_lock(), writing(self.path):
             return undo_last(self.sessions)
+
+    # --- zero-shot labels --------------------------------------------------------------------------
+
+    def encoder_for(self, model: ModelSpec | None) -> Encoder:
+        """The given model, else the library's own (checked against its vectors)."""
+        if model is not None:
+            return self.encoder(model)
+        return self._checked_encoder(self._model_row(None), None)
+
+    def tag(self, labels: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES, top: int = 3,
+            min_probability: float = 0.0, model: ModelSpec | None = None) -> tuple[int, int]:
+        """Label every indexed image from its stored vector (no re-encoding); writes the top labels with
+        their probabilities, replacing earlier tags with these labels. Returns (images, tags written)."""
+        if top < 1 or not 0 <= min_probability < 1:
+            raise UsageError("--top must be at least 1 and --min-prob in [0, 1).")
+        row = self._model_row(model)
+        encoder = self._checked_encoder(row, model)
+        label_vecs = label_vectors(encoder, labels, check_templates(templates))
+        with self.session() as session:
+            ids, vectors = store.load_vectors(session, row.id, row.dim)
+        probs = probabilities(vectors, label_vecs, logit_scale_of(encoder)) if len(ids) else np.zeros((0, len(labels)))
+        best = np.argsort(-probs, axis=1)[:, :top]
+        rows = [(int(i), labels[j], float(probs[n, j])) for n, i in enumerate(ids.tolist()) for j in best[n]
+                if probs[n, j] >= min_probability]
+        with writing(self.path), self.sessions.begin() as session:
+            store.replace_tags(session, row.id, labels, rows)
+        return len(ids), len(rows)
 
     # --- status ----------------------------------------------------------------------------------
 

@@ -197,3 +197,14 @@ class DupActionItem(Base):
     full_hash: Mapped[str] = mapped_column(String(64))
     vectors: Mapped[str | None] = mapped_column(Text)  # move: JSON {model_id: hex fp16 vector} taken out of the index
     restored_at: Mapped[datetime | None]
+
+
+class Tag(Base):
+    """A zero-shot label of an image (`imgsearch tag`), with its probability among the labels asked for."""
+
+    __tablename__ = "tags"
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    label: Mapped[str] = mapped_column(Text, primary_key=True, index=True)
+    probability: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)

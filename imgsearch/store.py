@@ -16,7 +16,7 @@ from imgsearch.config import Filters
 from imgsearch.encoder import ModelInfo
 from imgsearch.images import Decoded
 from imgsearch.orm import (STATUS_INDEXED, STATUS_SKIPPED, DupPair, DupScan, Embedding, Image, ImageHash, IndexBuild,
-                           Model, Root, Run, TextVector, utc_now)
+                           Model, Root, Run, Tag, TextVector, utc_now)
 
 SQL_CHUNK = 900  # stay under SQLite's bound-parameter limit
 
@@ -252,6 +252,8 @@ def filter_ids(session: Session, filters: Filters) -> np.ndarray:
         stmt = stmt.where(or_(*(func.lower(Image.path).endswith(sfx, autoescape=True) for sfx in sorted(suffixes))))
     if filters.min_size:
         stmt = stmt.where(func.min(Image.width, Image.height) >= filters.min_size)
+    for tag in filters.tags:
+        stmt = stmt.where(Image.id.in_(select(Tag.image_id).where(func.lower(Tag.label) == tag.lower())))
     return np.sort(np.fromiter(session.scalars(stmt), dtype=np.int64))
 
 
@@ -407,3 +409,17 @@ def replace_pairs(session: Session, model_id: int, rescanned: Sequence[int] | No
     for chunk in _chunks(list(pairs), 150):
         session.execute(sqlite_insert(DupPair).values([{"model_id": model_id, **p} for p in chunk])
                         .on_conflict_do_nothing())
+
+
+def replace_tags(session: Session, model_id: int, labels: Sequence[str], rows: Sequence[tuple[int, str, float]]) -> None:
+    """Drop the model's tags with these labels, then store (image_id, label, probability) rows."""
+    for chunk in _chunks(list(labels)):
+        session.execute(delete(Tag).where(Tag.model_id == model_id, Tag.label.in_(chunk)))
+    if rows:
+        session.execute(insert(Tag), [{"image_id": i, "model_id": model_id, "label": label, "probability": p}
+                                      for i, label, p in rows])
+
+
+def tag_counts(session: Session) -> dict[str, int]:
+    """How many images carry each tag."""
+    return dict(session.execute(select(Tag.label, func.count(func.distinct(Tag.image_id))).group_by(Tag.label)).all())

@@ -17,7 +17,6 @@ from imgsearch.duplicates import (TRANSFORMS, Pair, Photo, full_hash, group_pair
                                   perceptual_hashes)
 from imgsearch.errors import ImgSearchError, UsageError
 from imgsearch.images import default_pixel_limit
-from tests.factories import write_photo
 
 LIMIT = default_pixel_limit(1)
 NEAR = ("exact", "near")
