@@ -272,6 +272,13 @@ def status(
         lines.append(f"  {name}  dim {m.dim}, {m.vectors} vectors; {idx}")
     if not st.models:
         lines.append("  (none)")
+    if st.set_aside or st.pending_undo:
+        u = st.pending_undo
+        lines.append(f"Dups:     {st.set_aside} photo(s) set aside"
+                     + (f"; last action: {u['kind']} of {u['files']} file(s) at "
+                        f"{u['created_at']:%Y-%m-%d %H:%M:%S} UTC (imgsearch dups undo)" if u else ""))
+    if st.tags:
+        lines.append("Tags:     " + ", ".join(f"{label} ({n})" for label, n in sorted(st.tags.items())))
     if st.last_run:
         r = st.last_run
         when = (r["finished_at"] or r["started_at"]).strftime("%Y-%m-%d %H:%M:%S")
@@ -376,8 +383,10 @@ def _report_action(report) -> None:  # noqa: ANN001 (ActionReport; imported lazi
     from imgsearch.output import human_bytes
 
     verb = {"move": "move", "hardlink": "hard-link", "symlink": "symlink"}.get(report.kind.removeprefix("undo-"))
-    for path, reason in report.problems:
+    for path, reason in report.refused:
         err(f"  left alone: {path}: {reason}")
+    for path, reason in report.problems:
+        err(f"  failed: {path}: {reason}")
     if not report.applied:
         for step in report.done:
             err(f"  would {verb}: {step.src} -> {step.dest}")
@@ -389,7 +398,8 @@ def _report_action(report) -> None:  # noqa: ANN001 (ActionReport; imported lazi
                if report.problems else "."))
     else:
         err(f"Done: {verb} {len(report.done)} file(s) ({human_bytes(report.bytes)})"
-            + (f", {len(report.problems)} left alone" if report.problems else "")
+            + (f", {len(report.problems)} failed (left where they were)" if report.problems else "")
+            + (f", {len(report.refused)} left alone" if report.refused else "")
             + ". Undo with: imgsearch dups undo")
     if report.applied and report.problems:
         raise typer.Exit(1)

@@ -38,7 +38,8 @@ class Step:
 class ActionReport:
     kind: str  # move | hardlink | symlink | undo-move | undo-hardlink | undo-symlink
     done: list[Step] = field(default_factory=list)
-    problems: list[tuple[str, str]] = field(default_factory=list)  # (path, why it was left alone)
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (path, why it failed): exit 1
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (path, why the plan leaves it alone)
     bytes: int = 0
     applied: bool = False  # False: a dry run
 

@@ -9,7 +9,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from imgsearch import db, store
 from imgsearch.config import (DB_FILENAME, DUP_TIERS, INDEX_DIRNAME, MANIFEST_FILENAME, DupOptions, DupThresholds,
                               IndexSettings, ModelSpec, SearchOptions, default_library_dir)
-from imgsearch.dup_actions import LINK_KINDS, ActionReport, plan_links, plan_moves, undo_last
+from imgsearch.dup_actions import LINK_KINDS, ActionReport, pending_action, plan_links, plan_moves, undo_last
 from imgsearch.dup_actions import apply as apply_action
 from imgsearch.duplicates import TIER_RANK, Group, describe, group_pairs
 from imgsearch.encoder import Encoder
@@ -29,7 +29,7 @@ from imgsearch.errors import (ImageError, ImgSearchError, LibraryNotFoundError, 
 from imgsearch.export import export_vectors
 from imgsearch.fetch import fetch_url
 from imgsearch.images import decode_data, default_pixel_limit, read_file
-from imgsearch.orm import Model
+from imgsearch.orm import STATUS_SET_ASIDE, Model
 from imgsearch.vector_index import VectorIndex
 from imgsearch.zeroshot import DEFAULT_TEMPLATES, check_templates, label_vectors, logit_scale_of, probabilities
 from imgsearch.search import SearchResult, Term, check_options, check_text, combine, order, rank_ids
@@ -89,6 +89,9 @@ class LibraryStatus:
     skipped: int
     models: list[ModelStatus]
     last_run: dict | None
+    set_aside: int = 0  # moved out by `dups --move-to`
+    pending_undo: dict | None = None  # the action `dups undo` would reverse
+    tags: dict[str, int] = field(default_factory=dict)  # label -> images carrying it
 
 
 class Library:
@@ -349,10 +352,10 @@ class Library:
             kind, target = ("hardlink" if link == "hard" else "symlink"), None
             steps, refused = plan_links(groups)
         if not apply:
-            return ActionReport(kind, list(steps), refused, sum(_file_size(s.src) for s in steps), applied=False)
+            return ActionReport(kind, list(steps), [], refused, sum(_file_size(s.src) for s in steps), applied=False)
         with self._index_lock(), writing(self.path):
             report = apply_action(self.sessions, kind, steps, target)
-        report.problems[:0] = refused
+        report.refused = refused
         return report
 
     def undo_duplicates(self) -> ActionReport:
@@ -409,7 +412,9 @@ class Library:
                                              "skipped", "encoded", "started_at", "finished_at")}
             if last:
                 last["roots"] = json.loads(run.roots)
-        return LibraryStatus(str(self.path), roots, counts.get("indexed", 0), counts.get("skipped", 0), models, last)
+            tags = store.tag_counts(session)
+        return LibraryStatus(str(self.path), roots, counts.get("indexed", 0), counts.get("skipped", 0), models, last,
+                             counts.get(STATUS_SET_ASIDE, 0), pending_action(self.sessions), tags)
 
     def skipped(self) -> list[tuple[str, str]]:
         """(path, reason) of every file that could not be indexed."""

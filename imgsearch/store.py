@@ -169,6 +169,7 @@ def save_decoded(session: Session, items: Sequence[tuple[Decoded, int | None]]) 
     replaced = [i for d, i in items if i is not None and before.get(i) != (d.content_hash, d.size, d.mtime_ns)]
     for chunk in _chunks(replaced):
         session.execute(delete(Embedding).where(Embedding.image_id.in_(chunk)))
+        session.execute(delete(Tag).where(Tag.image_id.in_(chunk)))  # they described the old pixels too
     updates = [{"id": i, **_image_values(d)} for d, i in items if i is not None]
     if updates:
         session.execute(update(Image), updates)  # bulk UPDATE by primary key

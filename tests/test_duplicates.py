@@ -236,7 +236,8 @@ def test_link_only_exact_copies_and_undo(library, variants: Path) -> None:  # no
     groups = library.duplicates(DupOptions(tiers=NEAR)).groups
     done = library.act_on_duplicates(groups, link="hard", apply=True)
     assert [Path(s.src).name for s in done.done] == ["dress-0 copy.jpg"]
-    assert len(done.problems) == 5 and all("only exact copies" in why for _, why in done.problems)
+    assert not done.problems
+    assert len(done.refused) == 5 and all("only exact copies" in why for _, why in done.refused)
     assert os.path.samefile(copy, variants / "orig" / "dress-0.jpg")
     assert library.duplicates(DupOptions(tiers=("exact",))).groups == []  # one file now, not two
     library.undo_duplicates()
@@ -296,6 +297,7 @@ def test_cli_dups_outputs_dry_run_and_undo(tmp_path: Path, variants: Path, tiny_
     applied = cli("dups", "-L", lib, "--tier", "exact", "--move-to", tmp_path / "aside", "--apply")
     assert applied.exit_code == 0 and "Done: move 1 file(s)" in applied.stderr
     assert len(_tree(variants)) == 11
+    assert "Dups:     1 photo(s) set aside; last action: move of 1 file(s)" in cli("status", "-L", lib).stdout
     undo = cli("dups", "undo", "-L", lib)
     assert undo.exit_code == 0 and "Undone: 1 file(s) restored." in undo.stderr
     assert _tree(variants) == before

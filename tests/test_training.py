@@ -158,6 +158,10 @@ def test_tag_then_search_by_tag(library, tmp_path: Path) -> None:  # noqa: ANN00
     assert strict == 6  # replaced, not added to: each image has one label this sure
     reds = library.search([Term(1.0, "text", "x")], SearchOptions(k=10, filters=Filters(tags=("red",))))
     assert sorted(Path(h.path).name for h in reds) == ["red0.png", "red1.png"]
+    assert library.status().tags == {"red": 2, "green": 1, "blue": 3}
+    write_photo(tmp_path / "pics" / "red0.png", "green", seed=9)  # new pixels: the old tag no longer holds
+    library.index([tmp_path / "pics"], settings=IndexSettings(workers=0))
+    assert library.status().tags == {"red": 1, "green": 1, "blue": 3}
 
 
 def test_cli_train_classify_eval(tmp_path: Path, trained) -> None:  # noqa: ANN001
