@@ -98,7 +98,7 @@ def predicted_pairs(groups) -> set[frozenset[str]]:  # noqa: ANN001
     return {frozenset((a.photo.path, b.photo.path)) for g in groups for a, b in itertools.combinations(g.members, 2)}
 
 
-def quality(lib, origin: dict, tag: dict, label: dict) -> None:  # noqa: ANN001
+def quality(lib, origin: dict, tag: dict, label: dict, dump: bool = False, **thresholds: float) -> None:  # noqa: ANN001
     from imgsearch.config import DupOptions
 
     truth = {frozenset((p, o)) for p, o in origin.items() if p != o}
@@ -109,7 +109,7 @@ def quality(lib, origin: dict, tag: dict, label: dict) -> None:  # noqa: ANN001
           f"({same_class} same-class hard negatives)")
     for tiers in (("exact",), ("exact", "near"), ("exact", "near", "similar")):
         t0 = time.perf_counter()
-        report = lib.duplicates(DupOptions(tiers=tiers))
+        report = lib.duplicates(DupOptions(tiers=tiers, **thresholds))
         pred = predicted_pairs(report.groups)
         tp = len(pred & truth)
         p = tp / len(pred) if pred else 1.0
@@ -122,6 +122,15 @@ def quality(lib, origin: dict, tag: dict, label: dict) -> None:  # noqa: ANN001
         print(f"tiers {'+'.join(tiers):<20} pairs {len(pred):>5}  P {p:.4f}  R {r:.4f}  F1 {f1:.4f}  "
               f"false/10k clean {1e4 * len(false_clean) / clean_pairs:.2f}  hard negatives grouped {len(hard)}  "
               f"({time.perf_counter() - t0:.2f} s; thresholds {report.thresholds})")
+        if tiers == ("exact", "near") and dump:
+            for pr in sorted(pred - truth, key=sorted):
+                a, b = sorted(pr)
+                g = next(g for g in report.groups if any(m.photo.path == a for m in g.members))
+                ev = [(m.relation, round(m.cosine or 1, 3), m.hamming, m.fine, m.transform, Path(m.photo.path).name)
+                      for m in g.members if m.photo.path in pr]
+                print(f"    false: {tag[a]} ({label[a]}) ~ {tag[b]} ({label[b]}): {ev} keeper {g.keeper.path}")
+            for k in [k for k in origin if tag[k] != "original" and frozenset((k, origin[k])) not in pred][:40]:
+                print(f"    missed: {tag[k]}: {k}")
         if tiers == ("exact", "near"):
             for name in TRANSFORMS:
                 keys = [frozenset((k, origin[k])) for k in origin if tag[k] == name]
@@ -133,31 +142,47 @@ def scale(lib, sizes: list[int], k: int) -> None:  # noqa: ANN001
     """Candidate search + scoring + grouping at n photos, from the real vectors and hashes resampled with noise."""
     from imgsearch import store
     from imgsearch.config import DupThresholds
-    from imgsearch.duplicates import group_pairs, hash_neighbours, score_pairs, vector_neighbours
+    from imgsearch.duplicates import group_pairs, hash_array, hash_neighbours, score_pairs, vector_neighbours
 
     with lib.session() as session:
         model = store.list_models(session)[0]
         ids, vectors = store.load_vectors(session, model.id, model.dim)
         codes = [h.phashes for h in store.image_hashes(session).values() if h.phashes]
-    base_codes = np.frombuffer(b"".join(codes), dtype=np.uint8).reshape(len(codes), 8, 8)
+    base_codes = hash_array(codes)
     rng = np.random.default_rng(0)
+
+    def flip_bits(c: np.ndarray, lo: int, hi: int, count: int) -> None:
+        for _ in range(count):  # one random bit in [lo, hi) bytes of every variant, per photo
+            bit = rng.integers(lo * 8, hi * 8, len(c))
+            c[np.arange(len(c)), :, bit // 8] ^= (1 << (bit % 8)).astype(np.uint8)[:, None]
+
     for n in sizes:
-        pick = rng.integers(0, len(vectors), n)
-        v = vectors[pick] + rng.normal(0, 0.05, (n, vectors.shape[1])).astype(np.float32)
+        # 90% distinct photos (real vectors and hashes, resampled with noise), 10% near copies of them
+        m = n - n // 10
+        pick = rng.integers(0, len(vectors), m)
+        v = vectors[pick] + rng.normal(0, 0.05, (m, vectors.shape[1])).astype(np.float32)
+        c = base_codes[rng.integers(0, len(base_codes), m)].copy()
+        flip_bits(c, 0, 8, 8)
+        flip_bits(c, 8, 40, 60)
+        src = rng.integers(0, m, n - m)
+        cv = v[src] + rng.normal(0, 0.005, (n - m, v.shape[1])).astype(np.float32)
+        cc = c[src].copy()
+        flip_bits(cc, 0, 8, 2)
+        flip_bits(cc, 8, 40, 4)
+        v = np.concatenate([v, cv])
         v = np.ascontiguousarray(v / np.linalg.norm(v, axis=1, keepdims=True), dtype=np.float32)
-        c = base_codes[rng.integers(0, len(base_codes), n)].copy()
-        flips = rng.integers(0, 64, (n, 6))  # 6 random bits per photo: distinct hashes, realistic spread
-        for j in range(6):
-            c[np.arange(n), :, flips[:, j] // 8] ^= (1 << (flips[:, j] % 8)).astype(np.uint8)[:, None]
+        c = np.concatenate([c, cc])
         rows = np.arange(n)
         t0 = time.perf_counter()
         cand = vector_neighbours(v, rows, k)
         t1 = time.perf_counter()
-        cand += hash_neighbours(c, rows, k, 14)
+        cand = np.concatenate([cand, hash_neighbours(c, rows, k, 14)])
         t2 = time.perf_counter()
-        pairs = score_pairs(np.arange(n, dtype=np.int64), v, c, np.ones(n, dtype=bool), cand)
+        t = DupThresholds()  # and what the pair cache keeps (see indexer.dedupe)
+        pairs = score_pairs(np.arange(n, dtype=np.int64), v, c, np.ones(n, dtype=bool), cand,
+                            min(t.edited_cosine, t.similar_cosine) - 0.05, t.near_hamming + 4, t.near_cosine - 0.05)
         t3 = time.perf_counter()
-        grouping = group_pairs(pairs, DupThresholds(), ("exact", "near", "similar"),
+        grouping = group_pairs(pairs, t, ("exact", "near", "similar"),
                                {i: v[i] for i in range(n)}, 50)
         t4 = time.perf_counter()
         print(f"n={n:>7}: vector k-NN {t1 - t0:6.1f} s, hash k-NN {t2 - t1:6.1f} s, scoring {len(pairs)} pairs "
@@ -170,6 +195,10 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="local-dir:DIR (default: a random tiny model)")
     ap.add_argument("--scale", type=int, nargs="*", default=[10_000, 100_000])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dump", action="store_true", help="print every false and missed near-exact pair")
+    for name in ("near_cosine", "edited_cosine", "similar_cosine"):
+        ap.add_argument(f"--{name.replace('_', '-')}", type=float, default=None,
+                        help="threshold for this model (default: the library's defaults)")
     args = ap.parse_args()
 
     from imgsearch.config import IndexSettings, ModelSpec
@@ -189,7 +218,8 @@ def main() -> None:
         t0 = time.perf_counter()
         first = lib.duplicates()
         print(f"first dups run (hashing {first.hashed} photos): {time.perf_counter() - t0:.1f} s")
-        quality(lib, origin, tag, label)
+        quality(lib, origin, tag, label, args.dump, near_cosine=args.near_cosine, edited_cosine=args.edited_cosine,
+                similar_cosine=args.similar_cosine)
         scale(lib, args.scale, 32)
     shutil.rmtree(work, ignore_errors=True)
 

@@ -101,8 +101,10 @@ DUP_TIERS = ("exact", "near", "similar")
 class DupThresholds:
     """When a candidate pair counts as a duplicate; stored per model (a model's cosines have their own scale)."""
 
-    near_hamming: int = 10  # pHash bits (of 64) that may differ, over the 8 flips/rotations, for near-exact
-    near_cosine: float = 0.90  # ...confirmed by at least this exact embedding cosine
+    near_hamming: int = 10  # coarse pHash bits (of 64) that may differ, over the 8 flips/rotations
+    near_fine: int = 40  # fine pHash bits (of 256) that may differ for "the same pixels" (re-encode, resize, flip...)
+    near_cosine: float = 0.50  # embedding cosine confirming a same-pixels match (the fine code carries it)
+    edited_cosine: float = 0.95  # embedding cosine a coarse-only match (crop, heavier edit) needs instead
     similar_cosine: float = 0.95  # burst shots / the same scene
 
     def merged(self, **given: object) -> "DupThresholds":
@@ -116,7 +118,9 @@ class DupOptions:
 
     tiers: tuple[str, ...] = DUP_TIERS
     near_hamming: int | None = None
+    near_fine: int | None = None
     near_cosine: float | None = None
+    edited_cosine: float | None = None
     similar_cosine: float | None = None
     within_s: float | None = None  # similar tier: only photos taken this close in time (both dates known)
     max_group: int = 50  # a group never grows past this: chains cannot merge a whole library

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy.exc import OperationalError as SAOperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError as SAOperationalError
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -117,7 +117,7 @@ def apply(sessions: sessionmaker[Session], kind: str, steps: Sequence[Step], tar
                 session.add(item)
                 revert = _move_out(session, image, item) if kind == "move" else _link(session, image, item, kind, digest)
                 session.commit()
-            except (_Refused, OSError, SAOperationalError) as exc:
+            except (_Refused, OSError, SAOperationalError, IntegrityError) as exc:
                 session.rollback()
                 if revert is not None:
                     revert()  # the file operation happened but could not be recorded: undo it now

@@ -11,7 +11,7 @@ look-alikes cannot swallow unrelated photos. Nothing here touches a file.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -23,13 +23,16 @@ from PIL import Image
 from imgsearch.config import DUP_TIERS, DupThresholds
 from imgsearch.images import open_rgb
 
-HASH_BYTES = 8  # one 64-bit pHash
-HASH_SIDE = 32  # pHash works on a 32x32 grey image
+HASH_SIDE = 32  # the coarse pHash works on a 32x32 grey image, the fine one on 64x64
+COARSE_BYTES = 8  # pHash of 8x8 DCT terms (64 bits): finds candidates, tolerates crops and edits
+FINE_BYTES = 32  # pHash of 16x16 DCT terms (256 bits): "the same pixels" (re-encoded, resized, flipped...)
+CODE_BYTES = COARSE_BYTES + FINE_BYTES
 # The 8 flips/rotations of a picture; a pair's evidence names the one that matched.
 TRANSFORMS = ("same orientation", "mirrored", "flipped", "rotated 180", "transposed", "rotated 90",
               "transverse", "rotated 270")
 _OPS = (None, Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.ROTATE_180,
         Image.Transpose.TRANSPOSE, Image.Transpose.ROTATE_90, Image.Transpose.TRANSVERSE, Image.Transpose.ROTATE_270)
+_INVERSE = (0, 1, 2, 3, 4, 7, 6, 5)  # the transform that undoes each one
 SIMILAR_LINK_SLACK = 0.05  # a merged similar group keeps every pair >= similar_cosine - this
 BINARY_EXACT_MAX = 20_000  # hashes searched exhaustively up to here, with HNSW beyond
 VECTOR_EXACT_MAX = 20_000  # vectors searched exhaustively up to here, with IVF (exact distances) beyond
@@ -39,14 +42,18 @@ TIER_RANK = {tier: n for n, tier in enumerate(DUP_TIERS)}
 # --- per-file evidence ----------------------------------------------------------------------------
 
 def perceptual_hashes(path: str, max_pixels: int) -> bytes:
-    """pHash (imagehash, 64 bits) of the oriented picture and of its 7 other flips/rotations: 64 bytes.
-
-    Raises ImageError for a file that cannot be decoded.
-    """
+    """pHashes (imagehash) of the oriented picture and of its 7 other flips/rotations, each a coarse
+    64-bit and a fine 256-bit code: 8 x 40 bytes. Raises ImageError for a file that cannot be decoded."""
     img, _ = open_rgb(path, max_pixels, draft_to=(4 * HASH_SIDE, 4 * HASH_SIDE))
-    small = img.convert("L").resize((HASH_SIDE, HASH_SIDE), Image.Resampling.LANCZOS)
-    codes = [imagehash.phash(small if op is None else small.transpose(op)).hash for op in _OPS]
-    return np.packbits(np.stack(codes).reshape(len(_OPS), -1), axis=1).tobytes()
+    grey = img.convert("L")
+    small = grey.resize((HASH_SIDE, HASH_SIDE), Image.Resampling.LANCZOS)
+    large = grey.resize((2 * HASH_SIDE, 2 * HASH_SIDE), Image.Resampling.LANCZOS)
+    codes = []
+    for op in _OPS:
+        coarse = imagehash.phash(small if op is None else small.transpose(op), hash_size=8).hash
+        fine = imagehash.phash(large if op is None else large.transpose(op), hash_size=16).hash
+        codes.append(np.concatenate([np.packbits(coarse.ravel()), np.packbits(fine.ravel())]))
+    return np.stack(codes).tobytes()
 
 
 def full_hash(path: str) -> str:
@@ -59,20 +66,40 @@ def full_hash(path: str) -> str:
 
 
 def hash_array(blobs: Sequence[bytes]) -> np.ndarray:
-    """(n, 8, 8) uint8: the 8 variant codes of each image."""
+    """(n, 8, 40) uint8: per image, per flip/rotation, the coarse then the fine code."""
     if not blobs:
-        return np.zeros((0, len(_OPS), HASH_BYTES), dtype=np.uint8)
-    return np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(len(blobs), len(_OPS), HASH_BYTES)
+        return np.zeros((0, len(_OPS), CODE_BYTES), dtype=np.uint8)
+    return np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(len(blobs), len(_OPS), CODE_BYTES)
+
+
+def valid_hashes(blob: bytes | None) -> bool:
+    return blob is not None and len(blob) == len(_OPS) * CODE_BYTES
 
 
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
-def hamming(variants_a: np.ndarray, code_b: np.ndarray) -> tuple[int, int]:
-    """(smallest pHash distance between any flip/rotation of a and b as it is, which transform)."""
-    dist = _POPCOUNT[np.bitwise_xor(variants_a, code_b[0][None, :])].sum(axis=1)
-    best = int(np.argmin(dist))
-    return int(dist[best]), best
+def _distances(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For (m, 8, 40) codes a and b: the smallest coarse distance between a flip/rotation of a and b as it
+    is (or the reverse, whichever is smaller: pHash is not exactly symmetric), its transform (taking a
+    to b), and the fine distance under that transform."""
+    def one_way(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        coarse = _POPCOUNT[np.bitwise_xor(x[:, :, :COARSE_BYTES], y[:, :1, :COARSE_BYTES])].sum(axis=2, dtype=np.int32)
+        t = coarse.argmin(axis=1)
+        rows = np.arange(len(x))
+        fine = _POPCOUNT[np.bitwise_xor(x[rows, t, COARSE_BYTES:], y[:, 0, COARSE_BYTES:])].sum(axis=1, dtype=np.int32)
+        return coarse[rows, t], t, fine
+
+    c1, t1, f1 = one_way(a, b)
+    c2, t2, f2 = one_way(b, a)
+    back = (c2 < c1) | ((c2 == c1) & (f2 < f1))
+    return np.where(back, c2, c1), np.where(back, np.take(_INVERSE, t2), t1), np.where(back, f2, f1)
+
+
+def hamming(a: np.ndarray, b: np.ndarray) -> tuple[int, int, int]:
+    """(coarse distance, transform from a to b, fine distance) for two images' (8, 40) codes."""
+    coarse, t, fine = _distances(a[None], b[None])
+    return int(coarse[0]), int(t[0]), int(fine[0])
 
 
 # --- candidate pairs ----------------------------------------------------------------------------
@@ -84,20 +111,30 @@ class Pair:
     a: int
     b: int
     cosine: float
-    hamming: int | None = None  # None: no hash for one of them
-    transform: int | None = None
+    hamming: int | None = None  # coarse pHash distance (of 64 bits); None: no hash for one of them
+    transform: int | None = None  # the flip/rotation taking a to b (index into TRANSFORMS)
+    fine: int | None = None  # fine pHash distance (of 256 bits) under that transform
     exact: bool = False  # byte-identical
 
 
-def vector_neighbours(vectors: np.ndarray, rows: np.ndarray, k: int) -> list[tuple[int, int]]:
-    """(row, neighbour row) for the k nearest neighbours of `rows` among all vectors (self excluded).
+def _row_pairs(owners: np.ndarray, found: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """(m, 2) array of (owner row, found row) where keep, without self-pairs or misses."""
+    keep = keep & (found >= 0) & (found != owners[:, None])
+    return np.stack([np.broadcast_to(owners[:, None], found.shape)[keep], found[keep]], axis=1).astype(np.int64)
+
+
+NO_PAIRS = np.zeros((0, 2), dtype=np.int64)
+
+
+def vector_neighbours(vectors: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """(row, neighbour row) pairs, (m, 2), for the k nearest neighbours of `rows` among all vectors.
 
     Exhaustive for small sets, else an IVF index with flat (exact) storage and a generous nprobe: the
     search is approximate in which lists it visits, never in the distances it returns.
     """
     n, dim = vectors.shape
     if n < 2 or not len(rows):
-        return []
+        return NO_PAIRS
     k = min(k + 1, n)
     if n <= VECTOR_EXACT_MAX:
         index: faiss.Index = faiss.IndexFlatIP(dim)
@@ -111,41 +148,55 @@ def vector_neighbours(vectors: np.ndarray, rows: np.ndarray, k: int) -> list[tup
         index.add(vectors)
         index.nprobe = max(8, nlist // 32)
     _, found = index.search(np.ascontiguousarray(vectors[rows]), k)
-    return [(int(r), int(j)) for r, row in zip(rows, found) for j in row if j >= 0 and j != r]
+    return _row_pairs(np.asarray(rows, dtype=np.int64), found, np.ones(found.shape, dtype=bool))
 
 
-def hash_neighbours(codes: np.ndarray, rows: np.ndarray, k: int, max_hamming: int) -> list[tuple[int, int]]:
-    """(row, neighbour row) within max_hamming of any flip/rotation of `rows`, from a FAISS binary index."""
+def hash_neighbours(codes: np.ndarray, rows: np.ndarray, k: int, max_hamming: int) -> np.ndarray:
+    """(row, neighbour row) pairs, (m, 2), within max_hamming of any flip/rotation of `rows` (FAISS binary index)."""
     n = len(codes)
     if n < 2 or not len(rows):
-        return []
-    base = np.ascontiguousarray(codes[:, 0, :])
-    index = faiss.IndexBinaryFlat(HASH_BYTES * 8) if n <= BINARY_EXACT_MAX else faiss.IndexBinaryHNSW(HASH_BYTES * 8, 32)
+        return NO_PAIRS
+    base = np.ascontiguousarray(codes[:, 0, :COARSE_BYTES])
+    bits = COARSE_BYTES * 8
+    index = faiss.IndexBinaryFlat(bits) if n <= BINARY_EXACT_MAX else faiss.IndexBinaryHNSW(bits, 32)
     if isinstance(index, faiss.IndexBinaryHNSW):
         index.hnsw.efConstruction = 64
         index.hnsw.efSearch = 128
     index.add(base)
-    queries = np.ascontiguousarray(codes[rows].reshape(-1, HASH_BYTES))
+    queries = np.ascontiguousarray(codes[rows][:, :, :COARSE_BYTES].reshape(-1, COARSE_BYTES))
     dist, found = index.search(queries, min(k + 1, n))
-    owners = np.repeat(rows, len(_OPS))
-    return [(int(r), int(j)) for r, d_row, f_row in zip(owners, dist, found)
-            for d, j in zip(d_row, f_row) if j >= 0 and j != r and d <= max_hamming]
+    return _row_pairs(np.repeat(np.asarray(rows, dtype=np.int64), len(_OPS)), found, dist <= max_hamming)
 
 
 def score_pairs(ids: np.ndarray, vectors: np.ndarray, codes: np.ndarray | None, has_code: np.ndarray | None,
-                row_pairs: Iterable[tuple[int, int]]) -> list[Pair]:
-    """Exact evidence for candidate (row, row) pairs: the stored vectors' cosine, the best pHash distance."""
-    seen: set[tuple[int, int]] = set()
+                row_pairs: np.ndarray, min_cosine: float = -1.0, max_hamming: int = -1,
+                hashed_min_cosine: float = -1.0, chunk: int = 65_536) -> list[Pair]:
+    """Exact evidence for candidate (row, row) pairs: the stored vectors' cosine and the pHash distances
+    over the 8 flips/rotations. Kept: pairs at `min_cosine` or above, and pairs within `max_hamming`
+    coarse bits at `hashed_min_cosine` or above. Vectorised, in chunks."""
+    rows = np.asarray(row_pairs, dtype=np.int64).reshape(-1, 2).copy()
+    if not len(rows):
+        return []
+    swap = ids[rows[:, 0]] > ids[rows[:, 1]]
+    rows[swap] = rows[swap][:, ::-1]
+    rows = np.unique(rows, axis=0)
     out: list[Pair] = []
-    for r, s in row_pairs:
-        r, s = (r, s) if ids[r] < ids[s] else (s, r)
-        if (r, s) in seen:
-            continue
-        seen.add((r, s))
-        ham = tr = None
-        if codes is not None and has_code is not None and has_code[r] and has_code[s]:
-            ham, tr = hamming(codes[r], codes[s])
-        out.append(Pair(int(ids[r]), int(ids[s]), float(vectors[r] @ vectors[s]), ham, tr))
+    for lo in range(0, len(rows), chunk):
+        r, s = rows[lo:lo + chunk, 0], rows[lo:lo + chunk, 1]
+        cos = np.einsum("ij,ij->i", vectors[r], vectors[s])
+        coarse = tr = fine = None
+        keep = cos >= min_cosine
+        if codes is not None and has_code is not None and len(r):
+            coarse, tr, fine = _distances(codes[r], codes[s])
+            coarse = np.where(has_code[r] & has_code[s], coarse, -1)
+            keep |= (coarse >= 0) & (coarse <= max_hamming) & (cos >= hashed_min_cosine)
+            coarse, tr, fine = coarse[keep], tr[keep], fine[keep]
+        r, s, cos = r[keep], s[keep], cos[keep]
+        for n in range(len(r)):
+            if coarse is None or coarse[n] < 0:
+                out.append(Pair(int(ids[r[n]]), int(ids[s[n]]), float(cos[n])))
+            else:
+                out.append(Pair(int(ids[r[n]]), int(ids[s[n]]), float(cos[n]), int(coarse[n]), int(tr[n]), int(fine[n])))
     return out
 
 
@@ -156,8 +207,10 @@ def pair_tier(pair: Pair, t: DupThresholds, dates: dict[int, datetime] | None = 
     """The strongest tier a pair qualifies for, or None."""
     if pair.exact:
         return "exact"
-    if pair.hamming is not None and pair.hamming <= t.near_hamming and pair.cosine >= t.near_cosine:
-        return "near"
+    if pair.hamming is not None and pair.hamming <= t.near_hamming:
+        same_pixels = pair.fine is not None and pair.fine <= t.near_fine
+        if pair.cosine >= (t.near_cosine if same_pixels else t.edited_cosine):
+            return "near"
     if pair.cosine >= t.similar_cosine:
         if within_s is None:
             return "similar"
@@ -190,8 +243,9 @@ class Member:
     photo: Photo
     relation: str  # keeper | exact | near | similar | linked (related to the keeper only through others)
     cosine: float | None = None  # to the keeper
-    hamming: int | None = None  # to the keeper
+    hamming: int | None = None  # coarse pHash distance to the keeper
     transform: str | None = None
+    fine: int | None = None  # fine pHash distance to the keeper
 
 
 @dataclass
@@ -288,10 +342,10 @@ def describe(ids: Sequence[int], tier: str, photos: dict[int, Photo], vectors: d
         if p.id == keeper.id:
             continue
         cos = float(vectors[p.id] @ vectors[keeper.id])
-        ham = tr = None
+        ham = tr = fine = None
         if p.id in codes and keeper.id in codes:
-            ham, tr = hamming(codes[keeper.id], codes[p.id])
+            ham, tr, fine = hamming(codes[keeper.id], codes[p.id])
         exact = full_hashes.get(p.id) is not None and full_hashes.get(p.id) == full_hashes.get(keeper.id)
-        relation = pair_tier(Pair(keeper.id, p.id, cos, ham, tr, exact), t) or "linked"
-        group.members.append(Member(p, relation, cos, ham, TRANSFORMS[tr] if tr is not None else None))
+        relation = pair_tier(Pair(keeper.id, p.id, cos, ham, tr, fine, exact), t) or "linked"
+        group.members.append(Member(p, relation, cos, ham, TRANSFORMS[tr] if tr is not None else None, fine))
     return group

@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from imgsearch import store
 from imgsearch.config import DupOptions, DupThresholds
-from imgsearch.duplicates import (Pair, Photo, full_hash, hash_array, hash_neighbours, perceptual_hashes, score_pairs,
-                                  vector_neighbours)
+from imgsearch.duplicates import (CODE_BYTES, TRANSFORMS, Pair, Photo, full_hash, hash_array, hash_neighbours, perceptual_hashes, score_pairs,
+                                  valid_hashes, vector_neighbours)
 from imgsearch.errors import ImageError
 from imgsearch.images import default_pixel_limit
 from imgsearch.orm import Model, utc_now
@@ -52,7 +52,8 @@ def thresholds_for(session: Session, model_id: int, options: DupOptions) -> DupT
     """The model's stored thresholds with the options' explicit values on top (and stored when given)."""
     scan = store.dup_scan(session, model_id)
     current = DupThresholds().merged(**json.loads(scan.thresholds or "{}"))
-    wanted = current.merged(near_hamming=options.near_hamming, near_cosine=options.near_cosine,
+    wanted = current.merged(near_hamming=options.near_hamming, near_fine=options.near_fine,
+                            near_cosine=options.near_cosine, edited_cosine=options.edited_cosine,
                             similar_cosine=options.similar_cosine)
     if wanted != current:
         scan.thresholds = json.dumps(wanted.__dict__, sort_keys=True)
@@ -93,7 +94,7 @@ def _refresh_hashes(sessions: sessionmaker[Session], rows: list, workers: int,
     with sessions() as session:
         known = store.image_hashes(session)
     have = {r.id: known[r.id].phashes for r in rows
-            if r.id in known and known[r.id].content_hash == r.content_hash and known[r.id].phashes}
+            if r.id in known and known[r.id].content_hash == r.content_hash and valid_hashes(known[r.id].phashes)}
     todo = [r for r in rows if r.id not in have]
     fresh: list[int] = []
     failed: list[tuple[str, str]] = []
@@ -149,7 +150,7 @@ def _exact_pairs(sessions: sessionmaker[Session], rows_by_id: dict, vectors: dic
             by_hash.setdefault(digest, {}).setdefault((st.st_dev, st.st_ino), i)
         for same in by_hash.values():
             distinct = sorted(same.values())
-            pairs.extend(Pair(distinct[0], j, float(vectors[distinct[0]] @ vectors[j]), 0, 0, exact=True)
+            pairs.extend(Pair(distinct[0], j, float(vectors[distinct[0]] @ vectors[j]), 0, 0, 0, exact=True)
                          for j in distinct[1:] if distinct[0] in vectors and j in vectors)
     if save:
         with sessions.begin() as session:
@@ -185,11 +186,14 @@ def gather(sessions: sessionmaker[Session], model: Model, options: DupOptions,
     rows_by_id = {r.id: r for r in rows}
     codes_by_id, fresh, failed = _refresh_hashes(sessions, rows, options.workers, progress)
 
-    need_cos = min(thresholds.near_cosine, thresholds.similar_cosine)
+    # what the cache must hold: pairs close in embedding space, and hash-close pairs with a lower cosine
+    need_cos = min(thresholds.edited_cosine, thresholds.similar_cosine)
     full_scan = (options.rescan or scanned_generation is None or floor.get("cosine", 2.0) > need_cos
+                 or floor.get("hashed_cosine", 2.0) > thresholds.near_cosine
                  or floor.get("hamming", -1) < thresholds.near_hamming or floor.get("k", 0) < options.k)
     if full_scan:
-        floor = {"cosine": round(need_cos - FLOOR_MARGIN, 4), "hamming": thresholds.near_hamming + 4, "k": options.k}
+        floor = {"cosine": round(need_cos - FLOOR_MARGIN, 4), "hamming": thresholds.near_hamming + 4,
+                 "hashed_cosine": round(thresholds.near_cosine - FLOOR_MARGIN, 4), "k": options.k}
         rescan_ids = ids
     else:
         with sessions() as session:
@@ -198,7 +202,8 @@ def gather(sessions: sessionmaker[Session], model: Model, options: DupOptions,
     position = {int(i): n for n, i in enumerate(ids.tolist())}
     rows_to_scan = np.array([position[int(i)] for i in rescan_ids if int(i) in position], dtype=np.int64)
     has_code = np.array([int(i) in codes_by_id for i in ids.tolist()], dtype=bool)
-    code_matrix = hash_array([codes_by_id.get(int(i), bytes(64)) for i in ids.tolist()])
+    blank = bytes(len(TRANSFORMS) * CODE_BYTES)
+    code_matrix = hash_array([codes_by_id.get(int(i), blank) for i in ids.tolist()])
 
     progress.stage("finding candidates", None)
     candidate_rows = vector_neighbours(matrix, rows_to_scan, options.k)
@@ -208,12 +213,13 @@ def gather(sessions: sessionmaker[Session], model: Model, options: DupOptions,
         local = {int(r): n for n, r in enumerate(coded)}
         hits = hash_neighbours(code_matrix[coded], np.array([local[int(r)] for r in with_code], dtype=np.int64),
                                options.k, floor["hamming"])
-        candidate_rows += [(int(coded[a]), int(coded[b])) for a, b in hits]
-    new_pairs = [p for p in score_pairs(ids, matrix, code_matrix, has_code, candidate_rows)
-                 if p.cosine >= floor["cosine"]]
+        candidate_rows = np.concatenate([candidate_rows, coded[hits]])
+    new_pairs = score_pairs(ids, matrix, code_matrix, has_code, candidate_rows, floor["cosine"], floor["hamming"],
+                            floor["hashed_cosine"])
     with sessions.begin() as session:
         store.replace_pairs(session, model.id, None if full_scan else rescan_ids.tolist(),
-                            [{"a": p.a, "b": p.b, "cosine": p.cosine, "hamming": p.hamming, "transform": p.transform}
+                            [{"a": p.a, "b": p.b, "cosine": p.cosine, "hamming": p.hamming, "transform": p.transform,
+                              "fine": p.fine}
                              for p in new_pairs])
         scan = store.dup_scan(session, model.id)
         scan.generation, scan.pair_floor, scan.scanned_at = generation, json.dumps(floor), utc_now()
@@ -224,7 +230,7 @@ def gather(sessions: sessionmaker[Session], model: Model, options: DupOptions,
     folders = [os.path.abspath(f) for f in options.folders]
     scope = {i for i, r in rows_by_id.items() if _in_scope(r.path, folders)}
     pairs = [p for p in exact if p.a in scope and p.b in scope]
-    pairs += [Pair(a, b, c, h, t) for a, b, c, h, t in cached if a in scope and b in scope]
+    pairs += [Pair(a, b, c, h, t, f) for a, b, c, h, t, f in cached if a in scope and b in scope]
     involved = {i for p in pairs for i in (p.a, p.b)}
     return Evidence(
         pairs=pairs, photos={i: _photo(rows_by_id[i]) for i in involved},
