@@ -141,7 +141,7 @@ def quality(lib, origin: dict, tag: dict, label: dict, dump: bool = False, **thr
 def hash_separation(lib, origin: dict, tag: dict) -> None:  # noqa: ANN001
     """pHash distances (coarse of 64 bits, fine of 256) of true copies per transform vs all negative pairs."""
     from imgsearch import store
-    from imgsearch.duplicates import _distances, hash_array
+    from imgsearch.duplicates import hash_distances, hash_array
 
     with lib.session() as session:
         hashes = store.image_hashes(session)
@@ -149,12 +149,12 @@ def hash_separation(lib, origin: dict, tag: dict) -> None:  # noqa: ANN001
     code = {paths[i]: hash_array([h.phashes])[0] for i, h in hashes.items()}
     for name in TRANSFORMS:
         keys = [k for k in origin if tag[k] == name]
-        coarse, _, fine = _distances(np.stack([code[origin[k]] for k in keys]), np.stack([code[k] for k in keys]))
+        coarse, _, fine = hash_distances(np.stack([code[origin[k]] for k in keys]), np.stack([code[k] for k in keys]))
         print(f"    {name:<18} copies: coarse max {coarse.max():3d}, fine max {fine.max():3d}")
     originals = [k for k in origin if tag[k] == "original"]
     a, b = np.triu_indices(len(originals), 1)
     stack = np.stack([code[k] for k in originals])
-    coarse, _, fine = _distances(stack[a], stack[b])
+    coarse, _, fine = hash_distances(stack[a], stack[b])
     close = coarse <= 10
     print(f"    negatives: {len(a)} pairs, coarse min {coarse.min()}, fine min {fine.min()}; "
           f"{close.sum()} within 10 coarse bits, their fine distances >= {fine[close].min() if close.any() else '-'}")

@@ -79,7 +79,7 @@ def valid_hashes(blob: bytes | None) -> bool:
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
-def _distances(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def hash_distances(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For (m, 8, 40) codes a and b: the smallest coarse distance between a flip/rotation of a and b as it
     is (or the reverse, whichever is smaller: pHash is not exactly symmetric), its transform (taking a
     to b), and the fine distance under that transform."""
@@ -98,7 +98,7 @@ def _distances(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
 
 def hamming(a: np.ndarray, b: np.ndarray) -> tuple[int, int, int]:
     """(coarse distance, transform from a to b, fine distance) for two images' (8, 40) codes."""
-    coarse, t, fine = _distances(a[None], b[None])
+    coarse, t, fine = hash_distances(a[None], b[None])
     return int(coarse[0]), int(t[0]), int(fine[0])
 
 
@@ -187,7 +187,7 @@ def score_pairs(ids: np.ndarray, vectors: np.ndarray, codes: np.ndarray | None, 
         coarse = tr = fine = None
         keep = cos >= min_cosine
         if codes is not None and has_code is not None and len(r):
-            coarse, tr, fine = _distances(codes[r], codes[s])
+            coarse, tr, fine = hash_distances(codes[r], codes[s])
             coarse = np.where(has_code[r] & has_code[s], coarse, -1)
             keep |= (coarse >= 0) & (coarse <= max_hamming) & (cos >= hashed_min_cosine)
             coarse, tr, fine = coarse[keep], tr[keep], fine[keep]

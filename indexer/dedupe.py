@@ -25,7 +25,7 @@ from imgsearch.duplicates import (CODE_BYTES, TRANSFORMS, Pair, Photo, full_hash
 from imgsearch.errors import ImageError
 from imgsearch.images import default_pixel_limit
 from imgsearch.orm import Model, utc_now
-from indexer.loader import _context, _importable_main, default_workers
+from indexer.loader import default_workers, importable_main, worker_context
 from indexer.pipeline import Progress, SilentProgress
 
 FLOOR_MARGIN = 0.05  # the cache keeps pairs this far below the thresholds: small changes need no rescan
@@ -81,7 +81,7 @@ def _hash_files(paths: Sequence[str], workers: int, progress: Progress) -> list[
             progress.advance()
         return out
     out = []
-    with _importable_main(), ProcessPoolExecutor(workers, mp_context=_context()) as pool:
+    with importable_main(), ProcessPoolExecutor(workers, mp_context=worker_context()) as pool:
         for result in pool.map(_hash_job, paths, [limit] * len(paths), chunksize=HASH_CHUNK):
             out.append(result)
             progress.advance()
@@ -169,6 +169,21 @@ def _in_scope(path: str, folders: Sequence[str]) -> bool:
     return not folders or any(path.startswith(f.rstrip("/") + "/") for f in folders)
 
 
+def _candidates(ids: np.ndarray, matrix: np.ndarray, code_matrix: np.ndarray, has_code: np.ndarray,
+                rows_to_scan: np.ndarray, k: int, floor: dict) -> list[Pair]:
+    """Pairs of `rows_to_scan` with their k nearest by vector and by hash, scored exactly, kept per the floor."""
+    candidate_rows = vector_neighbours(matrix, rows_to_scan, k)
+    coded = np.flatnonzero(has_code)
+    if len(coded):
+        local = np.full(len(ids), -1, dtype=np.int64)
+        local[coded] = np.arange(len(coded))
+        queries = local[rows_to_scan[has_code[rows_to_scan]]] if len(rows_to_scan) else rows_to_scan
+        hits = hash_neighbours(code_matrix[coded], queries, k, floor["hamming"])
+        candidate_rows = np.concatenate([candidate_rows, coded[hits]])
+    return score_pairs(ids, matrix, code_matrix, has_code, candidate_rows, floor["cosine"], floor["hamming"],
+                       floor["hashed_cosine"])
+
+
 def gather(sessions: sessionmaker[Session], model: Model, options: DupOptions,
            progress: Progress | None = None) -> Evidence:
     """Hash what is new, refresh the pair cache, and return the evidence for the photos in scope."""
@@ -206,16 +221,7 @@ def gather(sessions: sessionmaker[Session], model: Model, options: DupOptions,
     code_matrix = hash_array([codes_by_id.get(int(i), blank) for i in ids.tolist()])
 
     progress.stage("finding candidates", None)
-    candidate_rows = vector_neighbours(matrix, rows_to_scan, options.k)
-    with_code = rows_to_scan[has_code[rows_to_scan]] if len(rows_to_scan) else rows_to_scan
-    coded = np.flatnonzero(has_code)
-    if len(coded):
-        local = {int(r): n for n, r in enumerate(coded)}
-        hits = hash_neighbours(code_matrix[coded], np.array([local[int(r)] for r in with_code], dtype=np.int64),
-                               options.k, floor["hamming"])
-        candidate_rows = np.concatenate([candidate_rows, coded[hits]])
-    new_pairs = score_pairs(ids, matrix, code_matrix, has_code, candidate_rows, floor["cosine"], floor["hamming"],
-                            floor["hashed_cosine"])
+    new_pairs = _candidates(ids, matrix, code_matrix, has_code, rows_to_scan, options.k, floor)
     with sessions.begin() as session:
         store.replace_pairs(session, model.id, None if full_scan else rescan_ids.tolist(),
                             [{"a": p.a, "b": p.b, "cosine": p.cosine, "hamming": p.hamming, "transform": p.transform,

@@ -122,7 +122,7 @@ def default_workers() -> int:
 
 
 @contextlib.contextmanager
-def _importable_main() -> Iterator[None]:
+def importable_main() -> Iterator[None]:
     """Start workers without a __main__ path that does not exist (python - < script, some REPLs).
 
     forkserver/spawn children re-run the parent's main file by path; ours need only indexer.loader,
@@ -140,7 +140,7 @@ def _importable_main() -> Iterator[None]:
         main.__file__ = path
 
 
-def _context() -> mp.context.BaseContext:
+def worker_context() -> mp.context.BaseContext:
     methods = mp.get_all_start_methods()
     return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
 
@@ -253,7 +253,7 @@ class _Pipeline:
         if self.workers <= 0:
             self._cpu_inline()
             return
-        with _importable_main():  # for the pool's whole life: it starts workers lazily, on later submits
+        with importable_main():  # for the pool's whole life: it starts workers lazily, on later submits
             self._cpu_pool_feeder()
 
     def _cpu_pool_feeder(self) -> None:
@@ -312,7 +312,7 @@ class _Pipeline:
 
     def _healthy_pool(self) -> ProcessPoolExecutor | None:
         """A fresh pool that has run a no-op task: a pool whose workers cannot even start is no pool."""
-        pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=_context())
+        pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=worker_context())
         try:
             pool.submit(self.decode_chunk, [], self.geo, self.max_pixels).result(timeout=120)
             return pool
