@@ -264,7 +264,8 @@ def status(
     lines += [f"  {path}  ({n} images){'' if ok else '  [not reachable]'}" for path, n, ok in st.roots] or ["  (none)"]
     lines.append("Models:")
     for m in st.models:
-        name = m.name + (f" ({m.pretrained})" if m.pretrained else "")
+        name = m.name + (f" ({m.pretrained})" if m.pretrained else "") + (
+            f" [weights sha256 {m.checkpoint_sha256[:12]}]" if m.checkpoint_sha256 else "")
         tuned = "".join(f", {k} {v}" for k, v in sorted(m.index_params.items()) if m.index_spec != "IDMap2,Flat")
         recall = f", recall@10 {m.index_recall_at_10:.3f}" if m.index_recall_at_10 is not None else ""
         state = "fresh" if m.index_fresh else "stale: updated on next search"
@@ -466,8 +467,13 @@ def train(
                                  compile=compile_model, seed=seed, workers=workers)
         err(f"{len(pairs)} pairs, {len({p.caption for p in pairs})} distinct captions")
         start = time.perf_counter()
-        reports = run_training(pairs, out.expanduser(), settings, None if resume else model_spec(model, pretrained),
-                               None if resume else arch, resume=resume, progress=TqdmTrainProgress())
+        try:
+            reports = run_training(pairs, out.expanduser(), settings,
+                                   None if resume else model_spec(model, pretrained), None if resume else arch,
+                                   resume=resume, progress=TqdmTrainProgress())
+        except KeyboardInterrupt:
+            err(f"Interrupted: every finished epoch is saved in {out}; continue with the same command and --resume.")
+            raise typer.Exit(130) from None
     last = reports[-1] if reports else None
     val = "  ".join(f"{k} {v:.3f}" for k, v in last.val.items()) if last else ""
     err(f"Trained {len(reports)} epoch(s) in {time.perf_counter() - start:.0f} s; {val}. "

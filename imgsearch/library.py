@@ -62,6 +62,7 @@ class ModelStatus:
     index_params: dict
     index_recall_at_10: float | None
     last_used_at: datetime
+    checkpoint_sha256: str | None = None  # local weights: which checkpoint made the vectors
 
 
 @dataclass
@@ -405,7 +406,8 @@ class Library:
                 models.append(ModelStatus(m.name, m.pretrained, m.dim, store.count_vectors(session, m.id),
                                           build.spec if build else None, build.count if build else None,
                                           fresh, build_params(build) if build else {},
-                                          build.recall_at_10 if build else None, m.last_used_at))
+                                          build.recall_at_10 if build else None, m.last_used_at,
+                                          m.checkpoint_sha256))
             run = store.last_run(session)
             last = None if run is None else {
                 k: getattr(run, k) for k in ("status", "new", "changed", "moved", "unchanged", "removed",

@@ -95,6 +95,7 @@ def test_trained_model_indexes_and_searches_through_local_dir(trained, tmp_path:
         assert sum("/blue/" in h.path for h in hits) >= 6
         model = lib.status().models[0]
         assert model.name == f"local-dir:{out.resolve()}"
+        assert model.checkpoint_sha256 is not None and len(model.checkpoint_sha256) == 64  # which weights
 
 
 def test_resume_continues_where_it_stopped(tmp_path: Path, trained) -> None:  # noqa: ANN001
