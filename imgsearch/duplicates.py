@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import faiss
-import imagehash
 import numpy as np
 from PIL import Image
 
@@ -44,6 +43,8 @@ TIER_RANK = {tier: n for n, tier in enumerate(DUP_TIERS)}
 def perceptual_hashes(path: str, max_pixels: int) -> bytes:
     """pHashes (imagehash) of the oriented picture and of its 7 other flips/rotations, each a coarse
     64-bit and a fine 256-bit code: 8 x 40 bytes. Raises ImageError for a file that cannot be decoded."""
+    import imagehash  # here: it brings scipy, which nothing else needs
+
     img, _ = open_rgb(path, max_pixels, draft_to=(4 * HASH_SIDE, 4 * HASH_SIDE))
     grey = img.convert("L")
     small = grey.resize((HASH_SIDE, HASH_SIDE), Image.Resampling.LANCZOS)

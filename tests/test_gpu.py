@@ -45,3 +45,17 @@ def test_index_on_cuda_decodes_jpegs_on_the_gpu(tmp_path: Path, photos_dir: Path
         report = lib.index([tmp_path / "pics"], ModelSpec(f"local-dir:{tiny_model_dir}", None), IndexSettings(workers=0))
         assert report.new == 6 and report.times.gpu_images == 6
         assert lib.search_image(photos_dir / "hat-2.jpg", k=3)[0].path != str(photos_dir / "hat-2.jpg")
+
+
+@pytest.mark.parametrize("compile_model", [False, True])
+def test_training_on_cuda_with_bf16_autocast(tmp_path: Path, compile_model: bool) -> None:
+    from imgsearch.training import TrainSettings, read_pairs, train
+    from tests.test_training import class_folders
+
+    data = class_folders(tmp_path / "data")
+    settings = TrainSettings(epochs=6, batch_size=32, lr=2e-3, warmup_steps=5, val_fraction=0.25, workers=0,
+                             compile=compile_model)  # as the CPU test in test_training
+    reports = train(read_pairs(data), tmp_path / "m", settings, arch="tiny", device="cuda")
+    assert all(np.isfinite(r.loss) for r in reports) and reports[-1].loss < reports[0].loss
+    encoder = OpenClipEncoder.load(ModelSpec(f"local-dir:{tmp_path / 'm'}", None), device="cpu")  # saved as fp32
+    assert encoder.encode_texts(["a photo of a red"]).shape == (1, 64)
