@@ -61,6 +61,8 @@ def thresholds_for(session: Session, model_id: int, options: DupOptions) -> DupT
 
 
 def _hash_job(path: str, max_pixels: int) -> tuple[bytes | None, str | None]:
+    if not os.path.isfile(path):
+        return None, "gone since it was indexed (moved or deleted): run `imgsearch index` to update the library"
     try:
         return perceptual_hashes(path, max_pixels), None
     except ImageError as exc:

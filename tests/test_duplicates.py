@@ -320,3 +320,31 @@ def test_cli_dups_outputs_dry_run_and_undo(tmp_path: Path, variants: Path, tiny_
     assert _tree(variants) == before
     nothing = cli("dups", "undo", "-L", lib)
     assert nothing.exit_code == 1 and "nothing to undo" in nothing.stderr
+
+
+def test_keep_overrides_the_suggested_keeper(library, variants: Path) -> None:  # noqa: ANN001
+    library.index([variants], settings=_settings())
+    small = str(variants / "copies" / "shoes-4-small.jpg")
+    report = library.duplicates(DupOptions(tiers=NEAR, keep=(small,)))
+    group = next(g for g in report.groups if any(m.photo.path == small for m in g.members))
+    assert group.keeper.path == small
+    assert [m.relation for m in group.members] == ["keeper", "near"]
+
+
+def test_parse_duration() -> None:
+    from imgsearch.cli import parse_duration
+
+    assert [parse_duration(t) for t in ("90", "30s", "10m", "2h", "1d")] == [90, 30, 600, 7200, 86400]
+    with pytest.raises(UsageError, match="not a duration"):
+        parse_duration("soon")
+
+
+def test_a_photo_gone_since_indexing_is_reported_not_fatal(library, variants: Path) -> None:  # noqa: ANN001
+    library.index([variants], settings=_settings())
+    gone = variants / "copies" / "hat-2-q50.jpg"
+    gone.unlink()
+    report = library.duplicates(DupOptions(tiers=NEAR))
+    assert [Path(p).name for p, _ in report.unreadable] == ["hat-2-q50.jpg"]
+    assert "gone since it was indexed" in report.unreadable[0][1]
+    names = _group_names(report)
+    assert ("exact", {"dress-0.jpg", "dress-0 copy.jpg"}) in names and len(names) == 5
