@@ -332,7 +332,7 @@ def test_keep_overrides_the_suggested_keeper(library, variants: Path) -> None:  
 
 
 def test_parse_duration() -> None:
-    from imgsearch.cli import parse_duration
+    from imgsearch.cli.dups_commands import parse_duration
 
     assert [parse_duration(t) for t in ("90", "30s", "10m", "2h", "1d")] == [90, 30, 600, 7200, 86400]
     with pytest.raises(UsageError, match="not a duration"):
