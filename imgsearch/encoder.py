@@ -320,6 +320,11 @@ def _normalised(features: "torch.Tensor") -> np.ndarray:
     return torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy().astype(np.float32, copy=False)
 
 
+def describe_model(model: "torch.nn.Module", name: str = "in-memory") -> ModelInfo:
+    """Geometry, normalisation and dimension of a model that is not (yet) a loadable source (training)."""
+    return _model_info(model, _Source(name, None, name, None, from_hub=False))
+
+
 def _model_info(model: "torch.nn.Module", src: _Source) -> ModelInfo:
     import torch
 

@@ -9,6 +9,7 @@ local-dir:OUT` loads directly. torch and open_clip are imported lazily, as in en
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -17,11 +18,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from imgsearch.config import IMAGE_EXTENSIONS, ModelSpec
 from imgsearch.errors import ImgSearchError, UsageError
+
+if TYPE_CHECKING:
+    import torch
 
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
@@ -273,7 +278,7 @@ def train(pairs: Sequence[Pair], out: Path, settings: TrainSettings = TrainSetti
     """Train, validating and checkpointing every epoch; the model in `out` is usable after each epoch."""
     import torch
 
-    from imgsearch.encoder import _model_info, _Source, default_device
+    from imgsearch.encoder import default_device, describe_model
 
     progress = progress or TrainProgress()
     device = device or default_device()
@@ -295,7 +300,7 @@ def train(pairs: Sequence[Pair], out: Path, settings: TrainSettings = TrainSetti
         net.lock_image_tower()
     if settings.lock_text:
         net.lock_text_tower()
-    info = _model_info(net, _Source("training", None, "training", None, False))
+    info = describe_model(net)
 
     progress.stage("decoding", None)
     pixels, rows, skipped = _decode_all(pairs, info.geometry, settings.workers)
@@ -322,37 +327,16 @@ def train(pairs: Sequence[Pair], out: Path, settings: TrainSettings = TrainSetti
     mean = torch.tensor(info.mean, device=device).view(1, 3, 1, 1) * 255
     std = torch.tensor(info.std, device=device).view(1, 3, 1, 1) * 255
     augment = _augmenter(info.geometry) if settings.augment else None
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else _null()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else contextlib.nullcontext()
     reports = [EpochReport(**r) for r in state["reports"]] if state is not None else []
     gen = np.random.default_rng(settings.seed + start_epoch)
+    batches = _Batches(pixels, cap_ids, tokens.to(device), mean, std, augment, device)
     for epoch in range(start_epoch, settings.epochs):
-        t0, seen, losses = time.perf_counter(), 0, []
+        t0 = time.perf_counter()
         runner.train()
-        order = gen.permutation(train_rows)
         progress.stage(f"epoch {epoch + 1}/{settings.epochs}", steps_per_epoch)
-        for s in range(steps_per_epoch):
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, total, settings.lr, settings.warmup_steps)
-            opt.zero_grad(set_to_none=True)
-            for a in range(settings.accumulate):
-                lo = (s * settings.accumulate + a) * settings.batch_size
-                batch = order[lo:lo + settings.batch_size]
-                x = torch.from_numpy(pixels[batch]).to(device).permute(0, 3, 1, 2)
-                if augment is not None:
-                    x = augment(x)
-                x = (x.float() - mean) / std
-                ids = cap_ids[batch].to(device)
-                with autocast:
-                    img_f, txt_f, scale = runner(x, tokens.to(device)[ids])[:3]
-                    loss = contrastive_loss(img_f.float(), txt_f.float(), scale.float(), ids)
-                (loss / settings.accumulate).backward()
-                losses.append(float(loss.detach()))
-                seen += len(batch)
-            opt.step()
-            with torch.no_grad():  # CLIP clamps the temperature at 100
-                _unwrapped(runner).logit_scale.clamp_(0, math.log(100))
-            step += 1
-            progress.advance(1, loss=float(np.mean(losses[-10:])), img_s=seen / (time.perf_counter() - t0))
+        losses, seen, step = _run_epoch(runner, opt, batches, gen.permutation(train_rows), steps_per_epoch, step,
+                                        total, settings, autocast, progress)
         elapsed = time.perf_counter() - t0
         report = EpochReport(epoch + 1, float(np.mean(losses)), {}, elapsed, seen / elapsed)
         if len(val_rows):
@@ -366,6 +350,55 @@ def train(pairs: Sequence[Pair], out: Path, settings: TrainSettings = TrainSetti
     if skipped:
         (out / "skipped.tsv").write_text("".join(f"{p}\t{r}\n" for p, r in skipped))
     return reports
+
+
+@dataclass
+class _Batches:
+    """The decoded set on the host, and how a batch of it reaches the model."""
+
+    pixels: np.ndarray
+    caption_ids: "torch.Tensor"
+    tokens: "torch.Tensor"  # one row per distinct caption, on the device
+    mean: "torch.Tensor"
+    std: "torch.Tensor"
+    augment: Callable | None
+    device: str
+
+    def get(self, rows: np.ndarray):  # noqa: ANN201 -> (images, tokens, caption ids)
+        import torch
+
+        x = torch.from_numpy(self.pixels[rows]).to(self.device).permute(0, 3, 1, 2)
+        if self.augment is not None:
+            x = self.augment(x)
+        ids = self.caption_ids[rows].to(self.device)
+        return (x.float() - self.mean) / self.std, self.tokens[ids], ids
+
+
+def _run_epoch(runner, opt, batches: _Batches, order: np.ndarray, steps: int, step: int, total: int,  # noqa: ANN001
+               settings: TrainSettings, autocast, progress: TrainProgress) -> tuple[list[float], int, int]:  # noqa: ANN001
+    """One pass over `order`; returns (losses, images seen, global step)."""
+    import torch
+
+    t0, seen, losses = time.perf_counter(), 0, []
+    for s in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, total, settings.lr, settings.warmup_steps)
+        opt.zero_grad(set_to_none=True)
+        for a in range(settings.accumulate):
+            lo = (s * settings.accumulate + a) * settings.batch_size
+            x, text, ids = batches.get(order[lo:lo + settings.batch_size])
+            with autocast:
+                img_f, txt_f, scale = runner(x, text)[:3]
+                loss = contrastive_loss(img_f.float(), txt_f.float(), scale.float(), ids)
+            (loss / settings.accumulate).backward()
+            losses.append(float(loss.detach()))
+            seen += len(ids)
+        opt.step()
+        with torch.no_grad():  # CLIP clamps the temperature at 100
+            _unwrapped(runner).logit_scale.clamp_(0, math.log(100))
+        step += 1
+        progress.advance(1, loss=float(np.mean(losses[-10:])), img_s=seen / (time.perf_counter() - t0))
+    return losses, seen, step
 
 
 def _tokenize(net, cfg: dict, texts: Sequence[str]):  # noqa: ANN001, ANN202
@@ -387,14 +420,6 @@ def _augmenter(geometry) -> Callable:  # noqa: ANN001
 
         return torch.stack([t(img) for img in x])
     return run
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def evaluate_rows(net, tokens, caption_id: dict[str, int], pixels: np.ndarray, captions: Sequence[str],  # noqa: ANN001
