@@ -149,14 +149,16 @@ def hash_separation(lib, origin: dict, tag: dict) -> None:  # noqa: ANN001
     code = {paths[i]: hash_array([h.phashes])[0] for i, h in hashes.items()}
     for name in TRANSFORMS:
         keys = [k for k in origin if tag[k] == name]
-        coarse, _, fine = hash_distances(np.stack([code[origin[k]] for k in keys]), np.stack([code[k] for k in keys]))
-        print(f"    {name:<18} copies: coarse max {coarse.max():3d}, fine max {fine.max():3d}")
+        coarse, _, fine, crop = hash_distances(np.stack([code[origin[k]] for k in keys]),
+                                               np.stack([code[k] for k in keys]))
+        print(f"    {name:<18} copies: coarse max {coarse.max():3d}, fine max {fine.max():3d}, crop max {crop.max():3d}")
     originals = [k for k in origin if tag[k] == "original"]
     a, b = np.triu_indices(len(originals), 1)
     stack = np.stack([code[k] for k in originals])
-    coarse, _, fine = hash_distances(stack[a], stack[b])
+    coarse, _, fine, crop = hash_distances(stack[a], stack[b])
     close = coarse <= 10
-    print(f"    negatives: {len(a)} pairs, coarse min {coarse.min()}, fine min {fine.min()}; "
+    print(f"    negatives: {len(a)} pairs, coarse min {coarse.min()}, fine min {fine.min()}, crop min {crop.min()} "
+          f"({(crop <= 56).sum()} at or below 56); "
           f"{close.sum()} within 10 coarse bits, their fine distances >= {fine[close].min() if close.any() else '-'}")
 
 

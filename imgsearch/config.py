@@ -103,8 +103,9 @@ class DupThresholds:
 
     near_hamming: int = 10  # coarse pHash bits (of 64) that may differ, over the 8 flips/rotations
     near_fine: int = 40  # fine pHash bits (of 256) that may differ for "the same pixels" (re-encode, resize, flip...)
+    near_crop: int = 56  # fine bits that may differ between an inner crop of one and the other (a trimmed copy)
     near_cosine: float = 0.50  # embedding cosine confirming a same-pixels match (the fine code carries it)
-    edited_cosine: float = 0.95  # embedding cosine a coarse-only match (crop, heavier edit) needs instead
+    edited_cosine: float = 0.98  # embedding cosine a coarse-only match (heavier edit) needs instead
     similar_cosine: float = 0.95  # burst shots / the same scene
 
     def merged(self, **given: object) -> "DupThresholds":
@@ -119,6 +120,7 @@ class DupOptions:
     tiers: tuple[str, ...] = DUP_TIERS
     near_hamming: int | None = None
     near_fine: int | None = None
+    near_crop: int | None = None
     near_cosine: float | None = None
     edited_cosine: float | None = None
     similar_cosine: float | None = None

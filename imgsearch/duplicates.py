@@ -32,6 +32,9 @@ TRANSFORMS = ("same orientation", "mirrored", "flipped", "rotated 180", "transpo
 _OPS = (None, Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.ROTATE_180,
         Image.Transpose.TRANSPOSE, Image.Transpose.ROTATE_90, Image.Transpose.TRANSVERSE, Image.Transpose.ROTATE_270)
 _INVERSE = (0, 1, 2, 3, 4, 7, 6, 5)  # the transform that undoes each one
+CROP_SHARE = 0.95  # inner crops (4 corners and the centre) hashed too, so a trimmed copy still matches
+CROPS = 5
+ROWS = len(TRANSFORMS) + CROPS  # per image: 8 flips/rotations, then 5 inner crops; each coarse + fine
 SIMILAR_LINK_SLACK = 0.05  # a merged similar group keeps every pair >= similar_cosine - this
 BINARY_EXACT_MAX = 20_000  # hashes searched exhaustively up to here, with HNSW beyond
 VECTOR_EXACT_MAX = 20_000  # vectors searched exhaustively up to here, with IVF (exact distances) beyond
@@ -41,8 +44,9 @@ TIER_RANK = {tier: n for n, tier in enumerate(DUP_TIERS)}
 # --- per-file evidence ----------------------------------------------------------------------------
 
 def perceptual_hashes(path: str, max_pixels: int) -> bytes:
-    """pHashes (imagehash) of the oriented picture and of its 7 other flips/rotations, each a coarse
-    64-bit and a fine 256-bit code: 8 x 40 bytes. Raises ImageError for a file that cannot be decoded."""
+    """pHashes (imagehash) of the oriented picture, of its 7 other flips/rotations and of 5 inner crops
+    (95% of each side: 4 corners, centre), each a coarse 64-bit and a fine 256-bit code: 13 x 40 bytes.
+    Raises ImageError for a file that cannot be decoded."""
     import imagehash  # here: it brings scipy, which nothing else needs
 
     img, _ = open_rgb(path, max_pixels, draft_to=(4 * HASH_SIDE, 4 * HASH_SIDE))
@@ -53,6 +57,13 @@ def perceptual_hashes(path: str, max_pixels: int) -> bytes:
     for op in _OPS:
         coarse = imagehash.phash(small if op is None else small.transpose(op), hash_size=8).hash
         fine = imagehash.phash(large if op is None else large.transpose(op), hash_size=16).hash
+        codes.append(np.concatenate([np.packbits(coarse.ravel()), np.packbits(fine.ravel())]))
+    w, h = grey.size
+    cw, ch = int(w * CROP_SHARE), int(h * CROP_SHARE)
+    for x, y in ((0, 0), (w - cw, 0), (0, h - ch), (w - cw, h - ch), ((w - cw) // 2, (h - ch) // 2)):
+        part = grey.crop((x, y, x + cw, y + ch))
+        coarse = imagehash.phash(part.resize((HASH_SIDE, HASH_SIDE), Image.Resampling.LANCZOS), hash_size=8).hash
+        fine = imagehash.phash(part.resize((2 * HASH_SIDE, 2 * HASH_SIDE), Image.Resampling.LANCZOS), hash_size=16).hash
         codes.append(np.concatenate([np.packbits(coarse.ravel()), np.packbits(fine.ravel())]))
     return np.stack(codes).tobytes()
 
@@ -67,43 +78,49 @@ def full_hash(path: str) -> str:
 
 
 def hash_array(blobs: Sequence[bytes]) -> np.ndarray:
-    """(n, 8, 40) uint8: per image, per flip/rotation, the coarse then the fine code."""
+    """(n, 13, 40) uint8: per image, per flip/rotation then per inner crop, the coarse then the fine code."""
     if not blobs:
-        return np.zeros((0, len(_OPS), CODE_BYTES), dtype=np.uint8)
-    return np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(len(blobs), len(_OPS), CODE_BYTES)
+        return np.zeros((0, ROWS, CODE_BYTES), dtype=np.uint8)
+    return np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(len(blobs), ROWS, CODE_BYTES)
 
 
 def valid_hashes(blob: bytes | None) -> bool:
-    return blob is not None and len(blob) == len(_OPS) * CODE_BYTES
+    return blob is not None and len(blob) == ROWS * CODE_BYTES
 
 
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
-def hash_distances(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For (m, 8, 40) codes a and b: the smallest coarse distance between a flip/rotation of a and b as it
-    is (or the reverse, whichever is smaller: pHash is not exactly symmetric), its transform (taking a
-    to b), and the fine distance under that transform."""
+def hash_distances(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For (m, 13, 40) codes a and b: the smallest coarse distance between a flip/rotation of a and b as
+    it is (or the reverse, whichever is smaller: pHash is not exactly symmetric), its transform (taking
+    a to b), the fine distance under that transform, and the smallest fine distance between an inner
+    crop of one and the other as it is (a trimmed copy)."""
+    flips = len(TRANSFORMS)
+
     def one_way(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        coarse = _POPCOUNT[np.bitwise_xor(x[:, :, :COARSE_BYTES], y[:, :1, :COARSE_BYTES])].sum(axis=2, dtype=np.int32)
+        coarse = _POPCOUNT[np.bitwise_xor(x[:, :flips, :COARSE_BYTES], y[:, :1, :COARSE_BYTES])].sum(axis=2, dtype=np.int32)
         t = coarse.argmin(axis=1)
         rows = np.arange(len(x))
         fine = _POPCOUNT[np.bitwise_xor(x[rows, t, COARSE_BYTES:], y[:, 0, COARSE_BYTES:])].sum(axis=1, dtype=np.int32)
         return coarse[rows, t], t, fine
 
+    def cropped(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return _POPCOUNT[np.bitwise_xor(x[:, flips:, COARSE_BYTES:], y[:, :1, COARSE_BYTES:])].sum(
+            axis=2, dtype=np.int32).min(axis=1)
+
     c1, t1, f1 = one_way(a, b)
     c2, t2, f2 = one_way(b, a)
     back = (c2 < c1) | ((c2 == c1) & (f2 < f1))
-    return np.where(back, c2, c1), np.where(back, np.take(_INVERSE, t2), t1), np.where(back, f2, f1)
+    crop = np.minimum(cropped(a, b), cropped(b, a))
+    return np.where(back, c2, c1), np.where(back, np.take(_INVERSE, t2), t1), np.where(back, f2, f1), crop
 
 
-def hamming(a: np.ndarray, b: np.ndarray) -> tuple[int, int, int]:
-    """(coarse distance, transform from a to b, fine distance) for two images' (8, 40) codes."""
-    coarse, t, fine = hash_distances(a[None], b[None])
-    return int(coarse[0]), int(t[0]), int(fine[0])
+def hamming(a: np.ndarray, b: np.ndarray) -> tuple[int, int, int, int]:
+    """(coarse distance, transform from a to b, fine distance, crop distance) for two images' codes."""
+    coarse, t, fine, crop = hash_distances(a[None], b[None])
+    return int(coarse[0]), int(t[0]), int(fine[0]), int(crop[0])
 
-
-# --- candidate pairs ----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Pair:
@@ -115,6 +132,7 @@ class Pair:
     hamming: int | None = None  # coarse pHash distance (of 64 bits); None: no hash for one of them
     transform: int | None = None  # the flip/rotation taking a to b (index into TRANSFORMS)
     fine: int | None = None  # fine pHash distance (of 256 bits) under that transform
+    crop: int | None = None  # fine distance between an inner crop of one and the other (a trimmed copy)
     exact: bool = False  # byte-identical
 
 
@@ -164,7 +182,7 @@ def hash_neighbours(codes: np.ndarray, rows: np.ndarray, k: int, max_hamming: in
         index.hnsw.efConstruction = 64
         index.hnsw.efSearch = 128
     index.add(base)
-    queries = np.ascontiguousarray(codes[rows][:, :, :COARSE_BYTES].reshape(-1, COARSE_BYTES))
+    queries = np.ascontiguousarray(codes[rows][:, :len(TRANSFORMS), :COARSE_BYTES].reshape(-1, COARSE_BYTES))
     dist, found = index.search(queries, min(k + 1, n))
     return _row_pairs(np.repeat(np.asarray(rows, dtype=np.int64), len(_OPS)), found, dist <= max_hamming)
 
@@ -185,19 +203,20 @@ def score_pairs(ids: np.ndarray, vectors: np.ndarray, codes: np.ndarray | None, 
     for lo in range(0, len(rows), chunk):
         r, s = rows[lo:lo + chunk, 0], rows[lo:lo + chunk, 1]
         cos = np.einsum("ij,ij->i", vectors[r], vectors[s])
-        coarse = tr = fine = None
+        coarse = tr = fine = crop = None
         keep = cos >= min_cosine
         if codes is not None and has_code is not None and len(r):
-            coarse, tr, fine = hash_distances(codes[r], codes[s])
+            coarse, tr, fine, crop = hash_distances(codes[r], codes[s])
             coarse = np.where(has_code[r] & has_code[s], coarse, -1)
             keep |= (coarse >= 0) & (coarse <= max_hamming) & (cos >= hashed_min_cosine)
-            coarse, tr, fine = coarse[keep], tr[keep], fine[keep]
+            coarse, tr, fine, crop = coarse[keep], tr[keep], fine[keep], crop[keep]
         r, s, cos = r[keep], s[keep], cos[keep]
         for n in range(len(r)):
             if coarse is None or coarse[n] < 0:
                 out.append(Pair(int(ids[r[n]]), int(ids[s[n]]), float(cos[n])))
             else:
-                out.append(Pair(int(ids[r[n]]), int(ids[s[n]]), float(cos[n]), int(coarse[n]), int(tr[n]), int(fine[n])))
+                out.append(Pair(int(ids[r[n]]), int(ids[s[n]]), float(cos[n]), int(coarse[n]), int(tr[n]),
+                                int(fine[n]), int(crop[n])))
     return out
 
 
@@ -208,9 +227,12 @@ def pair_tier(pair: Pair, t: DupThresholds, dates: dict[int, datetime] | None = 
     """The strongest tier a pair qualifies for, or None."""
     if pair.exact:
         return "exact"
-    if pair.hamming is not None and pair.hamming <= t.near_hamming:
-        same_pixels = pair.fine is not None and pair.fine <= t.near_fine
-        if pair.cosine >= (t.near_cosine if same_pixels else t.edited_cosine):
+    if pair.hamming is not None:
+        same_pixels = pair.hamming <= t.near_hamming and pair.fine is not None and pair.fine <= t.near_fine
+        trimmed = pair.crop is not None and pair.crop <= t.near_crop
+        if (same_pixels or trimmed) and pair.cosine >= t.near_cosine:
+            return "near"
+        if pair.hamming <= t.near_hamming and pair.cosine >= t.edited_cosine:
             return "near"
     if pair.cosine >= t.similar_cosine:
         if within_s is None:
@@ -247,6 +269,7 @@ class Member:
     hamming: int | None = None  # coarse pHash distance to the keeper
     transform: str | None = None
     fine: int | None = None  # fine pHash distance to the keeper
+    crop: int | None = None  # fine distance between an inner crop of one and the other
 
 
 @dataclass
@@ -343,10 +366,10 @@ def describe(ids: Sequence[int], tier: str, photos: dict[int, Photo], vectors: d
         if p.id == keeper.id:
             continue
         cos = float(vectors[p.id] @ vectors[keeper.id])
-        ham = tr = fine = None
+        ham = tr = fine = crop = None
         if p.id in codes and keeper.id in codes:
-            ham, tr, fine = hamming(codes[keeper.id], codes[p.id])
+            ham, tr, fine, crop = hamming(codes[keeper.id], codes[p.id])
         exact = full_hashes.get(p.id) is not None and full_hashes.get(p.id) == full_hashes.get(keeper.id)
-        relation = pair_tier(Pair(keeper.id, p.id, cos, ham, tr, fine, exact), t) or "linked"
-        group.members.append(Member(p, relation, cos, ham, TRANSFORMS[tr] if tr is not None else None, fine))
+        relation = pair_tier(Pair(keeper.id, p.id, cos, ham, tr, fine, crop, exact), t) or "linked"
+        group.members.append(Member(p, relation, cos, ham, TRANSFORMS[tr] if tr is not None else None, fine, crop))
     return group

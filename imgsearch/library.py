@@ -466,8 +466,9 @@ def check_dup_options(options: DupOptions) -> DupOptions:
         raise UsageError(f"--tier takes {', '.join(DUP_TIERS)}, not {', '.join(bad) or 'nothing'}.")
     if options.near_hamming is not None and not 0 <= options.near_hamming <= 32:
         raise UsageError("--near-hamming must be between 0 and 32 bits (of 64).")
-    if options.near_fine is not None and not 0 <= options.near_fine <= 128:
-        raise UsageError("--near-fine must be between 0 and 128 bits (of 256).")
+    for name, bits in (("--near-fine", options.near_fine), ("--near-crop", options.near_crop)):
+        if bits is not None and not 0 <= bits <= 128:
+            raise UsageError(f"{name} must be between 0 and 128 bits (of 256).")
     for name, value in (("--near-cosine", options.near_cosine), ("--edited-cosine", options.edited_cosine),
                         ("--similar", options.similar_cosine)):
         if value is not None and not -1.0 <= value <= 1.0:

@@ -143,7 +143,7 @@ class ImageHash(Base):
     __tablename__ = "image_hashes"
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
     content_hash: Mapped[str] = mapped_column(String(64))  # the image's content_hash these were computed for
-    phashes: Mapped[bytes | None] = mapped_column(LargeBinary)  # 8 flips/rotations x (8 coarse + 32 fine pHash bytes)
+    phashes: Mapped[bytes | None] = mapped_column(LargeBinary)  # (8 flips/rotations + 5 crops) x (8 + 32 pHash bytes)
     full_hash: Mapped[str | None] = mapped_column(String(64))  # blake2b of every byte (exact duplicates)
     full_hash_stat: Mapped[str | None] = mapped_column(Text)  # "size:mtime_ns" the full hash was read at
 
@@ -159,6 +159,7 @@ class DupPair(Base):
     hamming: Mapped[int | None]  # smallest coarse pHash distance over the 8 flips/rotations of a
     transform: Mapped[int | None]  # which of them (see duplicates.TRANSFORMS)
     fine: Mapped[int | None]  # fine pHash distance under that transform
+    crop: Mapped[int | None]  # fine distance between an inner crop of one and the other
 
 
 class DupScan(Base):

@@ -82,8 +82,8 @@ def _evidence(m: "Member") -> str:
     if m.cosine is not None:
         parts.append(f"cos {m.cosine:.3f}")
     if m.hamming is not None and m.relation != "exact":
-        parts.append(f"phash {m.hamming}/64 {m.fine}/256" + (f" {m.transform}" if m.transform and
-                                                              m.transform != "same orientation" else ""))
+        turned = f" {m.transform}" if m.transform and m.transform != "same orientation" else ""
+        parts.append(f"phash {m.hamming}/64 {m.fine}/256{turned} crop {m.crop}/256")
     return ", ".join(parts)
 
 
@@ -101,7 +101,7 @@ def dup_table(groups: Sequence["Group"]) -> str:
 def _dup_rows(groups: Sequence["Group"]) -> list[dict]:
     return [{"group": n, "tier": g.tier, "role": "keeper" if m.relation == "keeper" else "duplicate",
              "relation": m.relation, "path": m.photo.path,
-             "cosine": None if m.cosine is None else round(m.cosine, 6), "hamming": m.hamming, "fine": m.fine,
+             "cosine": None if m.cosine is None else round(m.cosine, 6), "hamming": m.hamming, "fine": m.fine, "crop": m.crop,
              "transform": m.transform, "width": m.photo.width, "height": m.photo.height, "bytes": m.photo.size}
             for n, g in enumerate(groups, 1) for m in g.members]
 
@@ -122,7 +122,7 @@ def dup_csv(groups: Sequence["Group"]) -> str:
     rows = _dup_rows(groups)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else
-                            ["group", "tier", "role", "relation", "path", "cosine", "hamming", "fine", "transform",
+                            ["group", "tier", "role", "relation", "path", "cosine", "hamming", "fine", "crop", "transform",
                              "width", "height", "bytes"], lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)

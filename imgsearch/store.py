@@ -394,9 +394,9 @@ def dup_scan(session: Session, model_id: int) -> DupScan:
     return scan
 
 
-def cached_pairs(session: Session, model_id: int) -> list[tuple[int, int, float, int | None, int | None, int | None]]:
+def cached_pairs(session: Session, model_id: int) -> list[tuple]:
     return [tuple(r) for r in session.execute(
-        select(DupPair.a, DupPair.b, DupPair.cosine, DupPair.hamming, DupPair.transform, DupPair.fine)
+        select(DupPair.a, DupPair.b, DupPair.cosine, DupPair.hamming, DupPair.transform, DupPair.fine, DupPair.crop)
         .where(DupPair.model_id == model_id))]
 
 

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from imgsearch import store
 from imgsearch.config import DupOptions, DupThresholds
-from imgsearch.duplicates import (CODE_BYTES, TRANSFORMS, Pair, Photo, full_hash, hash_array, hash_neighbours, perceptual_hashes, score_pairs,
+from imgsearch.duplicates import (CODE_BYTES, ROWS, Pair, Photo, full_hash, hash_array, hash_neighbours, perceptual_hashes, score_pairs,
                                   valid_hashes, vector_neighbours)
 from imgsearch.errors import ImageError
 from imgsearch.images import default_pixel_limit
@@ -52,7 +52,7 @@ def thresholds_for(session: Session, model_id: int, options: DupOptions) -> DupT
     """The model's stored thresholds with the options' explicit values on top (and stored when given)."""
     scan = store.dup_scan(session, model_id)
     current = DupThresholds().merged(**json.loads(scan.thresholds or "{}"))
-    wanted = current.merged(near_hamming=options.near_hamming, near_fine=options.near_fine,
+    wanted = current.merged(near_hamming=options.near_hamming, near_fine=options.near_fine, near_crop=options.near_crop,
                             near_cosine=options.near_cosine, edited_cosine=options.edited_cosine,
                             similar_cosine=options.similar_cosine)
     if wanted != current:
@@ -152,7 +152,7 @@ def _exact_pairs(sessions: sessionmaker[Session], rows_by_id: dict, vectors: dic
             by_hash.setdefault(digest, {}).setdefault((st.st_dev, st.st_ino), i)
         for same in by_hash.values():
             distinct = sorted(same.values())
-            pairs.extend(Pair(distinct[0], j, float(vectors[distinct[0]] @ vectors[j]), 0, 0, 0, exact=True)
+            pairs.extend(Pair(distinct[0], j, float(vectors[distinct[0]] @ vectors[j]), 0, 0, 0, 0, exact=True)
                          for j in distinct[1:] if distinct[0] in vectors and j in vectors)
     if save:
         with sessions.begin() as session:
@@ -219,7 +219,7 @@ def gather(sessions: sessionmaker[Session], model: Model, options: DupOptions,
     position = {int(i): n for n, i in enumerate(ids.tolist())}
     rows_to_scan = np.array([position[int(i)] for i in rescan_ids if int(i) in position], dtype=np.int64)
     has_code = np.array([int(i) in codes_by_id for i in ids.tolist()], dtype=bool)
-    blank = bytes(len(TRANSFORMS) * CODE_BYTES)
+    blank = bytes(ROWS * CODE_BYTES)
     code_matrix = hash_array([codes_by_id.get(int(i), blank) for i in ids.tolist()])
 
     progress.stage("finding candidates", None)
@@ -227,7 +227,7 @@ def gather(sessions: sessionmaker[Session], model: Model, options: DupOptions,
     with sessions.begin() as session:
         store.replace_pairs(session, model.id, None if full_scan else rescan_ids.tolist(),
                             [{"a": p.a, "b": p.b, "cosine": p.cosine, "hamming": p.hamming, "transform": p.transform,
-                              "fine": p.fine}
+                              "fine": p.fine, "crop": p.crop}
                              for p in new_pairs])
         scan = store.dup_scan(session, model.id)
         scan.generation, scan.pair_floor, scan.scanned_at = generation, json.dumps(floor), utc_now()
@@ -238,7 +238,7 @@ def gather(sessions: sessionmaker[Session], model: Model, options: DupOptions,
     folders = [os.path.abspath(f) for f in options.folders]
     scope = {i for i, r in rows_by_id.items() if _in_scope(r.path, folders)}
     pairs = [p for p in exact if p.a in scope and p.b in scope]
-    pairs += [Pair(a, b, c, h, t, f) for a, b, c, h, t, f in cached if a in scope and b in scope]
+    pairs += [Pair(*row) for row in cached if row[0] in scope and row[1] in scope]
     involved = {i for p in pairs for i in (p.a, p.b)}
     return Evidence(
         pairs=pairs, photos={i: _photo(rows_by_id[i]) for i in involved},

@@ -54,14 +54,14 @@ def test_phash_sees_flips_rotations_and_exif_orientation(tmp_path: Path, photos_
     original = phash(src)
     for name, changed in cases.items():
         changed.save(tmp_path / f"{name}.jpg", quality=90)
-        distance, transform, fine = hamming(original, phash(tmp_path / f"{name}.jpg"))
+        distance, transform, fine, _ = hamming(original, phash(tmp_path / f"{name}.jpg"))
         assert distance <= 4 and fine <= DupThresholds().near_fine, name
         assert TRANSFORMS[transform] in {name, "rotated 270" if name == "rotated 90" else name}
     # only the EXIF tag says "rotate": the stored pixels are the same as the original's
     exif = Image.Exif()
     exif[274] = 6
     img.save(tmp_path / "exif.jpg", quality=95, exif=exif.tobytes())
-    d, t, fine = hamming(original, phash(tmp_path / "exif.jpg"))
+    d, t, fine, _ = hamming(original, phash(tmp_path / "exif.jpg"))
     assert d <= 4 and fine <= 16 and TRANSFORMS[t] in {"rotated 90", "rotated 270"}
 
 
@@ -69,8 +69,9 @@ def test_phash_separates_different_photos_of_the_same_kind(photos_dir: Path) -> 
     codes = {p.name: phash(p) for p in sorted(photos_dir.glob("*.jpg"))}
     names = sorted(codes)
     distances = [hamming(codes[a], codes[b]) for a in names for b in names if a < b]
-    assert min(d for d, _, _ in distances) > DupThresholds().near_hamming + 4
-    assert min(f for _, _, f in distances) > 2 * DupThresholds().near_fine  # the fine code separates them further
+    assert min(d for d, _, _, _ in distances) > DupThresholds().near_hamming + 4
+    assert min(f for _, _, f, _ in distances) > 2 * DupThresholds().near_fine  # the fine code separates them further
+    assert min(c for _, _, _, c in distances) > DupThresholds().near_crop  # and no inner crop of one looks like another
 
 
 def test_fine_code_tells_a_crop_from_the_same_pixels(tmp_path: Path, photos_dir: Path) -> None:
@@ -79,14 +80,15 @@ def test_fine_code_tells_a_crop_from_the_same_pixels(tmp_path: Path, photos_dir:
     img.crop((w // 20, h // 20, w, h)).save(tmp_path / "crop.jpg", quality=92)
     img.save(tmp_path / "q60.jpg", quality=60)
     original = phash(photos_dir / "hat-2.jpg")
-    _, _, fine_crop = hamming(original, phash(tmp_path / "crop.jpg"))
-    _, _, fine_q60 = hamming(original, phash(tmp_path / "q60.jpg"))
-    assert fine_q60 <= 10 < DupThresholds().near_fine < fine_crop
+    coarse_crop, _, fine_crop, trimmed = hamming(original, phash(tmp_path / "crop.jpg"))
+    _, _, fine_q60, _ = hamming(original, phash(tmp_path / "q60.jpg"))
     t = DupThresholds()
-    # the crop needs the stricter cosine, the re-encode only the confirming one
-    assert pair_tier(Pair(1, 2, 0.9, 6, 0, fine_crop), t) is None
-    assert pair_tier(Pair(1, 2, 0.96, 6, 0, fine_crop), t) == "near"
-    assert pair_tier(Pair(1, 2, 0.85, 1, 0, fine_q60), t) == "near"
+    assert fine_q60 <= 10 < t.near_fine < fine_crop  # a crop does not have the same pixels...
+    assert trimmed <= t.near_crop  # ...but one of the original's inner crops matches it
+    assert pair_tier(Pair(1, 2, 0.6, coarse_crop, 0, fine_crop, trimmed), t) == "near"
+    assert pair_tier(Pair(1, 2, 0.6, coarse_crop, 0, fine_crop, t.near_crop + 20), t) is None  # no crop match:
+    assert pair_tier(Pair(1, 2, 0.99, 6, 0, fine_crop, t.near_crop + 20), t) == "near"  # the model must vouch
+    assert pair_tier(Pair(1, 2, 0.6, 1, 0, fine_q60, 100), t) == "near"
 
 
 def test_full_hash_differs_on_one_byte(tmp_path: Path) -> None:

@@ -39,10 +39,12 @@ def dups(
         help="Near-exact: coarse pHash bits (of 64) that may differ [default: the model's, else 10].")] = None,
     near_fine: Annotated[Optional[int], typer.Option(
         help="Near-exact: fine pHash bits (of 256) that may differ for the same pixels [default: 40].")] = None,
+    near_crop: Annotated[Optional[int], typer.Option(
+        help="Near-exact: fine bits (of 256) that may differ for a trimmed copy (5% crop) [default: 56].")] = None,
     near_cosine: Annotated[Optional[float], typer.Option(
         help="Near-exact: cosine confirming a same-pixels match [default: the model's, else 0.50].")] = None,
     edited_cosine: Annotated[Optional[float], typer.Option(
-        help="Near-exact: cosine a crop or heavier edit (coarse match only) needs [default: 0.95].")] = None,
+        help="Near-exact: cosine a heavier edit (coarse pHash match only) needs [default: 0.98].")] = None,
     similar: Annotated[Optional[float], typer.Option(
         "--similar", help="Similar: minimum embedding cosine [default: the model's, else 0.95]. "
                           "Thresholds given are remembered for the model.")] = None,
@@ -79,7 +81,7 @@ def dups(
             if not folder.expanduser().is_dir():
                 raise UsageError(f"{folder} is not a folder (to reverse the last action: imgsearch dups undo).")
         options = DupOptions(
-            tiers=tuple(tier) if tier else DUP_TIERS, near_hamming=near_hamming, near_fine=near_fine,
+            tiers=tuple(tier) if tier else DUP_TIERS, near_hamming=near_hamming, near_fine=near_fine, near_crop=near_crop,
             near_cosine=near_cosine, edited_cosine=edited_cosine, similar_cosine=similar, within_s=parse_duration(within) if within else None, max_group=max_group,
             k=neighbours, folders=tuple(os.path.abspath(p.expanduser()) for p in paths or ()),
             keep=tuple(os.path.abspath(p.expanduser()) for p in keep or ()), rescan=rescan)
@@ -98,7 +100,8 @@ def dups(
     t = found.thresholds
     err(f"{len(groups)} group(s){f' ({tiers})' if tiers else ''}: {copies} copies, {output.human_bytes(spare)} besides "
         f"the keepers. {found.hashed} photo(s) hashed, {found.rescanned} searched, {found.elapsed_s:.1f} s. "
-        f"Thresholds: near pHash <= {t.near_hamming}/64 with {t.near_fine}/256 and cos >= {t.near_cosine} "
+        f"Thresholds: near pHash <= {t.near_hamming}/64 with {t.near_fine}/256 (or crop <= {t.near_crop}/256) "
+        f"and cos >= {t.near_cosine} "
         f"(else cos >= {t.edited_cosine}), similar cos >= {t.similar_cosine}.")
     if found.unreadable:
         err(f"{len(found.unreadable)} photo(s) could not be read now (gone or changed? run imgsearch index): "

@@ -51,6 +51,7 @@ def upgrade() -> None:
     sa.Column('hamming', sa.Integer(), nullable=True),
     sa.Column('transform', sa.Integer(), nullable=True),
     sa.Column('fine', sa.Integer(), nullable=True),
+    sa.Column('crop', sa.Integer(), nullable=True),
     sa.ForeignKeyConstraint(['a'], ['images.id'], name=op.f('fk_dup_pairs_a_images'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['b'], ['images.id'], name=op.f('fk_dup_pairs_b_images'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['model_id'], ['models.id'], name=op.f('fk_dup_pairs_model_id_models'), ondelete='CASCADE'),
