@@ -188,3 +188,12 @@ def test_cli_train_classify_eval(tmp_path: Path, trained) -> None:  # noqa: ANN0
     assert again.exit_code == 0, again.output
     assert "epoch 1: loss" in again.stderr and "local-dir:" in again.stderr
     assert cli("train", data, "--out", tmp_path / "m2").exit_code == 2  # neither --model nor --arch
+
+
+def test_gradient_accumulation_sees_every_micro_batch(tmp_path: Path, trained) -> None:  # noqa: ANN001
+    _, _, data = trained
+    pairs = read_pairs(data)  # 96 pairs; 10% held out -> 88 (stratified: 22 per caption) for training
+    reports = train(pairs, tmp_path / "acc", TrainSettings(epochs=1, batch_size=16, accumulate=2, workers=0,
+                                                            warmup_steps=1, augment=False), arch="tiny")
+    assert np.isfinite(reports[0].loss)
+    assert reports[0].images_per_s * reports[0].seconds == pytest.approx(64)  # 2 steps x 2 micro-batches x 16
