@@ -131,7 +131,7 @@ def _start_model(model: ModelSpec | None, arch: str | None, device: str):  # noq
     """A trainable open_clip model and the config to save it with."""
     import open_clip
 
-    from imgsearch.encoder import LOCAL_DIR, OpenClipEncoder, resolve_source
+    from imgsearch.encoder import LOCAL_DIR, OpenClipEncoder
 
     if (model is None) == (arch is None):
         raise UsageError("give either --model (fine-tune a model) or --arch (train from scratch).")
@@ -142,16 +142,16 @@ def _start_model(model: ModelSpec | None, arch: str | None, device: str):  # noq
         net.visual.preprocess_cfg = {"size": size, **cfg["preprocess_cfg"]}
         return net.to(device), cfg
     enc = OpenClipEncoder.load(model, device, precision="fp32")
-    src = resolve_source(model)
-    if src.name.startswith(LOCAL_DIR):
-        cfg = json.loads((Path(src.name.removeprefix(LOCAL_DIR)) / CONFIG_FILE).read_text())
-    elif src.name.startswith("hf-hub:"):
+    name = enc.info.name  # as resolved at load (local folders absolute): no second fingerprint of the weights
+    if name.startswith(LOCAL_DIR):
+        cfg = json.loads((Path(name.removeprefix(LOCAL_DIR)) / CONFIG_FILE).read_text())
+    elif name.startswith("hf-hub:"):
         from huggingface_hub import hf_hub_download
 
-        cfg = json.loads(Path(hf_hub_download(src.name.removeprefix("hf-hub:"), CONFIG_FILE)).read_text())
+        cfg = json.loads(Path(hf_hub_download(name.removeprefix("hf-hub:"), CONFIG_FILE)).read_text())
     else:
         pp = enc.model.visual.preprocess_cfg
-        cfg = {"model_cfg": open_clip.get_model_config(src.name),
+        cfg = {"model_cfg": open_clip.get_model_config(name),
                "preprocess_cfg": {k: (list(v) if isinstance(v, tuple) else v) for k, v in pp.items()}}
     return enc.model.float().train(), cfg
 
@@ -255,19 +255,16 @@ def lr_at(step: int, total: int, base: float, warmup: int) -> float:
 def retrieval_metrics(image_vectors: np.ndarray, captions: Sequence[str], text_vectors: dict[str, np.ndarray],
                       k: int = 10) -> dict[str, float]:
     """i2t recall@1/@5 over the distinct captions, t2i precision@k and recall@k per distinct caption."""
+    from imgsearch.zeroshot import text_image_metrics
+
     names = sorted(text_vectors)
     texts = np.stack([text_vectors[c] for c in names])
-    truth = np.array([names.index(c) for c in captions])
-    sims = image_vectors @ texts.T
-    ranks = np.argsort(-sims, axis=1)
-    out = {"i2t_r@1": float(np.mean(ranks[:, 0] == truth)),
-           "i2t_r@5": float(np.mean([t in r[:5] for t, r in zip(truth, ranks)]))}
-    by_text = np.argsort(-sims.T, axis=1)[:, :k]
-    hits = [(truth[row] == t).sum() for t, row in enumerate(by_text)]
-    sizes = [max(1, int((truth == t).sum())) for t in range(len(names))]
-    out[f"t2i_p@{k}"] = float(np.mean([h / min(k, len(truth)) for h in hits]))
-    out[f"t2i_r@{k}"] = float(np.mean([h / min(k, s) for h, s in zip(hits, sizes)]))
-    return out
+    position = {c: n for n, c in enumerate(names)}
+    truth = np.array([position[c] for c in captions])
+    shared = text_image_metrics(image_vectors, truth, texts, k)
+    top5 = np.argsort(-(image_vectors @ texts.T), axis=1)[:, :5]
+    return {"i2t_r@1": shared["zero_shot_accuracy"], "i2t_r@5": float(np.mean((top5 == truth[:, None]).any(axis=1))),
+            f"t2i_p@{k}": shared[f"t2i_p@{k}"], f"t2i_r@{k}": shared[f"t2i_r@{k}"]}
 
 
 # --- the loop ---------------------------------------------------------------------------------------

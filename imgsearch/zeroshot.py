@@ -10,7 +10,7 @@ import numpy as np
 
 from imgsearch.encoder import Encoder
 from imgsearch.errors import ImageError, UsageError
-from imgsearch.images import decode_data, default_pixel_limit, read_file
+from imgsearch.images import decode_file, default_pixel_limit
 
 DEFAULT_TEMPLATES = ("a photo of a {label}.", "a photo of the {label}.", "a close-up photo of a {label}.",
                      "a cropped photo of a {label}.", "a bright photo of a {label}.", "a photo of my {label}.")
@@ -58,9 +58,9 @@ def logit_scale_of(encoder: Encoder) -> float:
     return float(getattr(encoder, "logit_scale", DEFAULT_LOGIT_SCALE))
 
 
-def folder_metrics(vectors: np.ndarray, truth: np.ndarray, labels: np.ndarray, k: int) -> dict[str, float]:
-    """Over a labelled set: text->image precision@k and recall@k of each label's prompt, zero-shot accuracy,
-    and image->image precision@k (each image against the others)."""
+def text_image_metrics(vectors: np.ndarray, truth: np.ndarray, labels: np.ndarray, k: int) -> dict[str, float]:
+    """Images (rows of `vectors`, label index `truth`) against label/caption vectors: zero-shot accuracy
+    (the best label is the right one), and text->image precision@k and recall@k of each label."""
     sims = vectors @ labels.T
     accuracy = float(np.mean(sims.argmax(axis=1) == truth))
     top = np.argsort(-sims.T, axis=1)[:, :k]
@@ -68,12 +68,17 @@ def folder_metrics(vectors: np.ndarray, truth: np.ndarray, labels: np.ndarray, k
     hits = np.array([(truth[row] == n).sum() for n, row in enumerate(top)])
     p_at_k = float(np.mean(hits / min(k, len(truth))))
     r_at_k = float(np.mean(hits / np.maximum(1, np.minimum(k, counts))))
+    return {f"t2i_p@{k}": p_at_k, f"t2i_r@{k}": r_at_k, "zero_shot_accuracy": accuracy}
+
+
+def folder_metrics(vectors: np.ndarray, truth: np.ndarray, labels: np.ndarray, k: int) -> dict[str, float]:
+    """Over a labelled set: text->image precision@k and recall@k of each label's prompt, zero-shot accuracy,
+    and image->image precision@k (each image against the others)."""
     image_sims = vectors @ vectors.T
     np.fill_diagonal(image_sims, -np.inf)
     neighbours = np.argsort(-image_sims, axis=1)[:, :k]
     i2i = float(np.mean(truth[neighbours] == truth[:, None]))
-    return {f"t2i_p@{k}": p_at_k, f"t2i_r@{k}": r_at_k, "zero_shot_accuracy": accuracy, f"i2i_p@{k}": i2i,
-            "chance_accuracy": 1.0 / len(labels)}
+    return {**text_image_metrics(vectors, truth, labels, k), f"i2i_p@{k}": i2i, "chance_accuracy": 1.0 / len(labels)}
 
 
 def classify(encoder: Encoder, paths: Sequence[str], labels: Sequence[str],
@@ -83,8 +88,7 @@ def classify(encoder: Encoder, paths: Sequence[str], labels: Sequence[str],
     out: list[tuple[str, list[tuple[str, float]] | str]] = []
     for path in paths:
         try:
-            pixels = decode_data(read_file(str(Path(path).expanduser())), encoder.info.geometry,
-                                 default_pixel_limit(1)).pixels
+            pixels = decode_file(str(Path(path).expanduser()), encoder.info.geometry, default_pixel_limit(1)).pixels
         except ImageError as exc:
             out.append((str(path), exc.message))
             continue
