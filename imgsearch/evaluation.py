@@ -14,8 +14,9 @@ import numpy as np
 from imgsearch.config import IMAGE_EXTENSIONS
 from imgsearch.encoder import Encoder
 from imgsearch.errors import UsageError
-from imgsearch.images import Decoded, default_pixel_limit
+from imgsearch.images import default_pixel_limit
 from imgsearch.zeroshot import folder_metrics, label_vectors
+from indexer.embed import embed_stream
 from indexer.loader import default_workers, load
 
 
@@ -43,21 +44,15 @@ def labelled_images(folder: Path) -> list[tuple[str, str]]:
 
 
 def encode_paths(encoder: Encoder, paths: Sequence[str], workers: int = -1) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
-    """(paths encoded, their vectors, skipped (path, reason)) through the indexer's decoder."""
+    """(paths encoded, their vectors, skipped (path, reason)) through the indexer's decoder and batching."""
     workers = default_workers() if workers < 0 else workers
-    done, vectors, skipped, batch = [], [], [], []
-    for item in load(list(paths), encoder.info.geometry, default_pixel_limit(max(1, workers)), workers):
-        if isinstance(item, Decoded):
-            batch.append(item)
-        else:
-            skipped.append((item.path, item.reason))
-        if len(batch) >= 64:
-            vectors.append(encoder.encode_pixels(np.stack([d.pixels for d in batch])))
-            done += [d.path for d in batch]
-            batch = []
-    if batch:
-        vectors.append(encoder.encode_pixels(np.stack([d.pixels for d in batch])))
-        done += [d.path for d in batch]
+    done, vectors, skipped = [], [], []
+    items = load(list(paths), encoder.info.geometry, default_pixel_limit(max(1, workers)), workers)
+    for batch in embed_stream(items, encoder, encoder.batch_size):
+        skipped += [(s.path, s.reason) for s in batch.skipped]
+        if batch.vectors is not None:
+            done += [d.path for d in batch.decoded]
+            vectors.append(batch.vectors)
     return done, (np.concatenate(vectors) if vectors else np.zeros((0, encoder.info.dim), np.float32)), skipped
 
 

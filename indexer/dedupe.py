@@ -243,6 +243,6 @@ def gather(sessions: sessionmaker[Session], model: Model, options: DupOptions,
     return Evidence(
         pairs=pairs, photos={i: _photo(rows_by_id[i]) for i in involved},
         vectors={i: vectors[i] for i in involved},
-        codes={i: hash_array([codes_by_id[i]])[0] for i in involved if i in codes_by_id},
+        codes={i: code_matrix[position[i]] for i in involved if has_code[position[i]]},
         full_hashes={i: h for i, h in full.items() if i in involved}, thresholds=thresholds,
         hashed=len(fresh), unreadable=failed, rescanned=len(rows_to_scan), full_scan=full_scan)
