@@ -11,7 +11,7 @@ import errno
 import json
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,12 +44,15 @@ class ActionReport:
     applied: bool = False  # False: a dry run
 
 
-def _free_path(path: Path) -> Path:
-    """`path`, or `name (2).ext`... when taken: an action never overwrites anything."""
-    if not os.path.lexists(path):
+def _free_path(path: Path, taken: Collection[str] = ()) -> Path:
+    """`path`, or `name (2).ext`... when it exists or is already `taken`: an action never overwrites anything."""
+    def used(p: Path) -> bool:
+        return os.path.lexists(p) or str(p) in taken
+
+    if not used(path):
         return path
     n = 2
-    while os.path.lexists(candidate := path.with_name(f"{path.stem} ({n}){path.suffix}")):
+    while used(candidate := path.with_name(f"{path.stem} ({n}){path.suffix}")):
         n += 1
     return candidate
 
@@ -71,11 +74,8 @@ def plan_moves(groups: Sequence[Group], target: Path, roots: Sequence[str]) -> l
         for m in g.duplicates:
             root = _root_of(m.photo.path, roots)
             rel = os.path.relpath(m.photo.path, root) if root else m.photo.path.lstrip("/")
-            dest = target / rel
-            n = 2
-            while str(dest) in taken:  # two copies with the same relative path from different folders
-                dest = (target / rel).with_name(f"{Path(rel).stem} ({n}){Path(rel).suffix}")
-                n += 1
+            # two copies may share a relative path (from different folders), or it may exist there already
+            dest = _free_path(target / rel, taken)
             taken.add(str(dest))
             steps.append(Step(m.photo.path, str(dest), m.photo.id))
     return steps
