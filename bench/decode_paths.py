@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from photos import make_photos  # noqa: E402
 
-from imgsearch.images import Geometry, read_file, read_header  # noqa: E402
-from indexer.loader import StageTimes, load  # noqa: E402
+from imgsearch.images.decode import Geometry, read_file, read_header  # noqa: E402
+from imgsearch.images.loader import StageTimes, load
 
 GEO = Geometry(224, 224)
 
@@ -33,7 +33,7 @@ def gpu_split(paths: list[str]) -> str:
     import torch
     from torchvision.io import ImageReadMode, decode_jpeg
 
-    from indexer.tensor_decode import fit, orient
+    from imgsearch.images.gpu import fit, orient
 
     files = [read_file(p) for p in paths[:64]]
     sync = torch.cuda.synchronize
@@ -77,7 +77,7 @@ def main() -> None:
         r, t = rate(paths, w, None)
         print(f"Pillow draft, {w:2d} workers:            {r:8.1f} img/s")
     if torch.cuda.is_available():
-        from indexer.tensor_decode import TensorDecoder
+        from imgsearch.images.gpu import TensorDecoder
 
         dec = TensorDecoder(GEO, "cuda", 10**9)
         rate(paths[:64], 0, dec)  # warm-up (nvJPEG handles, kernels)

@@ -141,7 +141,7 @@ def quality(lib, origin: dict, tag: dict, label: dict, dump: bool = False, **thr
 def hash_separation(lib, origin: dict, tag: dict) -> None:  # noqa: ANN001
     """pHash distances (coarse of 64 bits, fine of 256) of true copies per transform vs all negative pairs."""
     from imgsearch import store
-    from imgsearch.duplicates import hash_distances, hash_array
+    from imgsearch.dups.hashing import hash_array, hash_distances
 
     with lib.session() as session:
         hashes = store.image_hashes(session)
@@ -166,7 +166,9 @@ def scale(lib, sizes: list[int], k: int) -> None:  # noqa: ANN001
     """Candidate search + scoring + grouping at n photos, from the real vectors and hashes resampled with noise."""
     from imgsearch import store
     from imgsearch.config import DupThresholds
-    from imgsearch.duplicates import group_pairs, hash_array, hash_neighbours, score_pairs, vector_neighbours
+    from imgsearch.dups.candidates import hash_neighbours, score_pairs, vector_neighbours
+    from imgsearch.dups.grouping import group_pairs
+    from imgsearch.dups.hashing import hash_array
 
     with lib.session() as session:
         model = store.list_models(session)[0]
@@ -202,7 +204,7 @@ def scale(lib, sizes: list[int], k: int) -> None:  # noqa: ANN001
         t1 = time.perf_counter()
         cand = np.concatenate([cand, hash_neighbours(c, rows, k, 14)])
         t2 = time.perf_counter()
-        t = DupThresholds()  # and what the pair cache keeps (see indexer.dedupe)
+        t = DupThresholds()  # and what the pair cache keeps (see imgsearch.dups.evidence)
         pairs = score_pairs(np.arange(n, dtype=np.int64), v, c, np.ones(n, dtype=bool), cand,
                             min(t.edited_cosine, t.similar_cosine) - 0.05, t.near_hamming + 4, t.near_cosine - 0.05)
         t3 = time.perf_counter()

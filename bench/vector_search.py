@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import faiss  # noqa: E402
 
-from imgsearch.vector_index import VectorIndex  # noqa: E402
-from indexer.build import RECALL_TARGET  # noqa: E402
-from indexer.evaluate import exact_top_k, recall_at_k, sample_queries, tune  # noqa: E402
-from indexer.params import choose_index_spec  # noqa: E402
+from imgsearch.vectors.index import VectorIndex  # noqa: E402
+from imgsearch.vectors.build import RECALL_TARGET  # noqa: E402
+from imgsearch.vectors.tuning import exact_top_k, recall_at_k, sample_queries, tune  # noqa: E402
+from imgsearch.vectors.params import choose_index_spec  # noqa: E402
 
 
 def clustered(n: int, dim: int, clusters: int = 1000, seed: int = 0, intrinsic: int = 0) -> np.ndarray:
@@ -105,9 +105,10 @@ def bench_e2e(n: int, dim: int, model: str, work: Path) -> None:
 
     from imgsearch import store
     from imgsearch.config import ModelSpec, SearchOptions
-    from imgsearch.images import Decoded, ImageInfo
+    from imgsearch.images.decode import Decoded
+    from imgsearch.images.exif import ImageInfo
     from imgsearch.library import Library
-    from imgsearch.search import Term
+    from imgsearch.search.query import Term
 
     model_dir = save_random_model(model, work / f"model-{model}")
     spec = ModelSpec(f"local-dir:{model_dir}", None)

@@ -18,16 +18,17 @@ if TYPE_CHECKING:
     from imgsearch.config import Filters, IndexSettings, ModelSpec, SearchOptions
     from imgsearch.errors import ImgSearchError
     from imgsearch.library import Library
-    from imgsearch.search import SearchResult, parse_query
+    from imgsearch.search.query import parse_query
+    from imgsearch.search.ranking import SearchResult
 
 
-_LAZY = {"Library": "imgsearch.library", "SearchResult": "imgsearch.search", "ModelSpec": "imgsearch.config",
+_LAZY = {"Library": "imgsearch.library", "SearchResult": "imgsearch.search.ranking", "ModelSpec": "imgsearch.config",
          "IndexSettings": "imgsearch.config", "SearchOptions": "imgsearch.config", "Filters": "imgsearch.config",
-         "parse_query": "imgsearch.search", "ImgSearchError": "imgsearch.errors"}
+         "parse_query": "imgsearch.search.query", "ImgSearchError": "imgsearch.errors"}
 
 
 def __getattr__(name: str) -> object:
-    # Lazy: decode workers import imgsearch.images and must not pay for SQLAlchemy/alembic.
+    # Lazy: decode workers import imgsearch.images.decode and must not pay for SQLAlchemy/alembic.
     if name not in _LAZY:
         raise AttributeError(f"module 'imgsearch' has no attribute {name!r}")
     import importlib

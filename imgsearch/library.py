@@ -17,25 +17,28 @@ import numpy as np
 from sqlalchemy.exc import OperationalError as SAOperationalError
 from sqlalchemy.orm import Session
 
-from imgsearch import db, store
+from imgsearch import store
+from imgsearch.store import engine as db
 from imgsearch.config import (DB_FILENAME, DUP_TIERS, INDEX_DIRNAME, MANIFEST_FILENAME, DupOptions, DupThresholds,
                               IndexSettings, ModelSpec, SearchOptions, default_library_dir)
-from imgsearch.dup_actions import LINK_KINDS, ActionReport, pending_action, plan_links, plan_moves, undo_last
-from imgsearch.dup_actions import apply as apply_action
-from imgsearch.duplicates import TIER_RANK, Group, describe, group_pairs
-from imgsearch.encoder import Encoder
+from imgsearch.dups.actions import LINK_KINDS, ActionReport, pending_action, plan_links, plan_moves, undo_last
+from imgsearch.dups.actions import apply as apply_action
+from imgsearch.dups.grouping import Group, TIER_RANK, describe, group_pairs
+from imgsearch.models.encoder import Encoder
 from imgsearch.errors import (ImageError, ImgSearchError, LibraryNotFoundError, ModelMismatchError, NotALibraryError,
                               NothingIndexedError, UsageError)
-from imgsearch.export import export_vectors
-from imgsearch.fetch import fetch_url
-from imgsearch.images import decode_data, default_pixel_limit, read_file
-from imgsearch.orm import STATUS_SET_ASIDE, Model
-from imgsearch.vector_index import VectorIndex
-from imgsearch.zeroshot import DEFAULT_TEMPLATES, check_templates, label_vectors, logit_scale_of, probabilities
-from imgsearch.search import SearchResult, Term, check_options, check_text, combine, order, rank_ids
-from indexer.build import build_params, ensure_index, is_fresh
-from indexer.dedupe import gather
-from indexer.pipeline import Progress, RunReport, check_roots, run_index
+from imgsearch.search.export import export_vectors
+from imgsearch.search.fetch import fetch_url
+from imgsearch.images.decode import decode_data, default_pixel_limit, read_file
+from imgsearch.store.orm import STATUS_SET_ASIDE, Model
+from imgsearch.vectors.index import VectorIndex
+from imgsearch.models.zeroshot import DEFAULT_TEMPLATES, check_templates, label_vectors, logit_scale_of, probabilities
+from imgsearch.search.query import Term, check_text, combine
+from imgsearch.search.ranking import SearchResult, check_options, order, rank_ids
+from imgsearch.vectors.build import build_params, ensure_index, is_fresh
+from imgsearch.dups.evidence import gather
+from imgsearch.progress import Progress
+from indexer.pipeline import RunReport, check_roots, run_index
 
 MANIFEST_FORMAT = 1
 CACHE_WRITE_TIMEOUT_MS = 200
@@ -45,7 +48,7 @@ EncoderLoader = Callable[[ModelSpec], Encoder]
 
 
 def _load_open_clip(spec: ModelSpec) -> Encoder:
-    from imgsearch.encoder import OpenClipEncoder
+    from imgsearch.models.encoder import OpenClipEncoder
 
     return OpenClipEncoder.load(spec)
 
@@ -305,7 +308,7 @@ class Library:
             raise UsageError(f"query image {term.value} cannot be used: {exc.message}") from exc
 
     def export_vectors(self, dest: Path, fmt: str = "npy", model: ModelSpec | None = None) -> list[Path]:
-        """Write one model's vectors with ids and paths for other tools (see imgsearch.export)."""
+        """Write one model's vectors with ids and paths for other tools (see imgsearch.search.export)."""
         row = self._model_row(model)
         with self.session() as session:
             ids, vectors = store.load_vectors(session, row.id, row.dim)

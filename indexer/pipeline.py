@@ -7,42 +7,20 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
-
 from sqlalchemy.orm import Session, sessionmaker
-
 from imgsearch import store
 from imgsearch.config import IndexSettings
-from imgsearch.encoder import Encoder
+from imgsearch.models.encoder import Encoder
 from imgsearch.errors import UsageError
-from imgsearch.images import default_pixel_limit, partial_hash
-from imgsearch.orm import Run, utc_now
-from indexer import build as index_build
-from indexer.crawl import FileEntry, Skipped, crawl
-from indexer.embed import embed_stream
-from indexer.loader import GPU_SIDE_WORKERS, StageTimes, default_workers, load
+from imgsearch.images.decode import default_pixel_limit, partial_hash
+from imgsearch.store.orm import Run, utc_now
+from imgsearch.vectors import build as index_build
+from imgsearch.images.crawl import FileEntry, Skipped, crawl
+from imgsearch.models.embed import embed_stream
+from imgsearch.progress import Progress, SilentProgress
+from imgsearch.images.loader import GPU_SIDE_WORKERS, StageTimes, load
+from imgsearch.workers import default_workers
 from indexer.plan import Plan, make_plan
-
-
-class Progress(Protocol):
-    """Where long work reports how far it got (the CLI draws tqdm bars; the API default is silent)."""
-
-    def stage(self, name: str, total: int | None) -> None: ...
-
-    def advance(self, n: int = 1) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class SilentProgress:
-    def stage(self, name: str, total: int | None) -> None:
-        pass
-
-    def advance(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 @dataclass
@@ -208,7 +186,7 @@ def _tensor_decoder(encoder: Encoder, settings: IndexSettings, max_pixels: int):
     wanted = settings.gpu_decode
     if wanted is False or device is None or (wanted is None and getattr(device, "type", "") != "cuda"):
         return None
-    from indexer.tensor_decode import TensorDecoder, gpu_decode_works
+    from imgsearch.images.gpu import TensorDecoder, gpu_decode_works
 
     if not gpu_decode_works(str(device)):
         return None

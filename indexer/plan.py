@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from imgsearch.orm import STATUS_INDEXED, STATUS_SKIPPED
+from imgsearch.store.orm import STATUS_INDEXED, STATUS_SKIPPED
 from imgsearch.store import KnownFile
-from indexer.crawl import FileEntry, Skipped
+from imgsearch.images.crawl import FileEntry, Skipped
 
 
 @dataclass

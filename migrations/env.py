@@ -1,11 +1,11 @@
-"""Alembic environment: runs in-process on the connection imgsearch.db hands over."""
+"""Alembic environment: runs in-process on the connection imgsearch.store.engine hands over."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import create_engine
 
-from imgsearch.orm import Base
+from imgsearch.store.orm import Base
 
 config = context.config
 target_metadata = Base.metadata

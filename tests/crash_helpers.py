@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from indexer.loader import _decode_chunk
+from imgsearch.images.loader import _decode_chunk
 
 
 def crashing_decode_chunk(paths, geo, max_pixels):  # noqa: ANN001, ANN201

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from imgsearch.encoder import ModelInfo
-from imgsearch.images import Geometry
+from imgsearch.models.encoder import ModelInfo
+from imgsearch.images.decode import Geometry
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 40), "blue": (30, 60, 220), "yellow": (235, 215, 20),
            "white": (250, 250, 250), "black": (5, 5, 5), "magenta": (220, 30, 220), "cyan": (30, 220, 220)}

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from imgsearch.config import IndexSettings, ModelSpec
-from imgsearch.images import Geometry, fit_to_geometry
+from imgsearch.images.decode import Geometry, fit_to_geometry
 from imgsearch.library import Library
 from tests.factories import FakeEncoder
 
@@ -199,7 +199,7 @@ def test_file_vanishing_between_crawl_and_read(library, tmp_path: Path, monkeypa
 
 
 def test_file_modified_while_being_read(tmp_path: Path, monkeypatch) -> None:
-    from imgsearch import images
+    from imgsearch.images import decode as images
     from imgsearch.errors import ImageError
 
     path = tmp_path / "a.jpg"
@@ -221,8 +221,9 @@ def test_file_modified_while_being_read(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_unreadable_file_is_skipped_with_the_os_reason(tmp_path: Path, monkeypatch) -> None:
-    from imgsearch import images
-    from indexer.loader import Skipped, load
+    from imgsearch.images import decode as images
+    from imgsearch.images.crawl import Skipped
+    from imgsearch.images.loader import load
 
     path = tmp_path / "secret.jpg"
     path.write_bytes(JPEG)
@@ -254,7 +255,7 @@ def test_panorama_crop_before_resize_matches_resize_then_crop() -> None:
 
 def test_gpu_path_header_reader_rejects_bombs_with_a_reason() -> None:
     from imgsearch.errors import ImageError
-    from imgsearch.images import read_header
+    from imgsearch.images.decode import read_header
 
     for limit in (10_000, 10**12):  # ours, then Pillow's own check on the declared size
         with pytest.raises(ImageError, match="too large|decompression bomb"):

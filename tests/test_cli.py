@@ -162,7 +162,7 @@ def test_library_from_environment_and_db_upgrade(indexed: Path) -> None:
     assert cli("search", "dog", "--paths", env=env).stdout.count("\n") == 8
     up = cli("db", "upgrade", env=env)
     assert up.exit_code == 0 and "already at schema" in up.stderr
-    from imgsearch import db
+    from imgsearch.store import engine as db
 
     engine = db.make_engine(indexed / "library.db")
     db.downgrade(engine, "base")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from imgsearch.config import CrawlSettings
-from indexer.crawl import FileEntry, Skipped, crawl
+from imgsearch.images.crawl import FileEntry, Skipped, crawl
 
 
 def touch(path: Path, data: bytes = b"x") -> Path:

@@ -10,10 +10,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
-from imgsearch import db
+from imgsearch.store import engine as db
 from imgsearch.errors import DatabaseError, SchemaOutdatedError, SchemaTooNewError
 from imgsearch.library import Library
-from imgsearch.orm import Base
+from imgsearch.store.orm import Base
 
 
 def test_upgrade_to_head_matches_the_orm_exactly(tmp_path: Path) -> None:

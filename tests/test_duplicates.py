@@ -13,10 +13,11 @@ import pytest
 from PIL import Image, ImageEnhance, ImageOps
 
 from imgsearch.config import DupOptions, DupThresholds
-from imgsearch.duplicates import (TRANSFORMS, Pair, Photo, full_hash, group_pairs, hamming, hash_array, keeper_key,
-                                  pair_tier, perceptual_hashes)
+from imgsearch.dups.candidates import Pair
+from imgsearch.dups.grouping import Photo, group_pairs, keeper_key, pair_tier
+from imgsearch.dups.hashing import TRANSFORMS, full_hash, hamming, hash_array, perceptual_hashes
 from imgsearch.errors import ImgSearchError, UsageError
-from imgsearch.images import default_pixel_limit
+from imgsearch.images.decode import default_pixel_limit
 
 LIMIT = default_pixel_limit(1)
 NEAR = ("exact", "near")
@@ -334,7 +335,7 @@ def test_keep_overrides_the_suggested_keeper(library, variants: Path) -> None:  
 
 
 def test_parse_duration() -> None:
-    from imgsearch.cli.dups_commands import parse_duration
+    from imgsearch.cli.dups import parse_duration
 
     assert [parse_duration(t) for t in ("90", "30s", "10m", "2h", "1d")] == [90, 30, 600, 7200, 86400]
     with pytest.raises(UsageError, match="not a duration"):

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from imgsearch.config import ModelSpec
-from imgsearch.encoder import OpenClipEncoder, hub_reachable
+from imgsearch.models.encoder import OpenClipEncoder, hub_reachable
 from imgsearch.errors import ModelLoadError
-from imgsearch.images import decode_file
+from imgsearch.images.decode import decode_file
 from tests.tinyclip import tiny_config
 
 

@@ -11,10 +11,11 @@ import torch
 from PIL import Image, ImageOps
 
 from imgsearch.config import IndexSettings, ModelSpec
-from imgsearch.encoder import OpenClipEncoder
-from imgsearch.images import Decoded, Geometry, decode_file, fit_to_geometry, open_rgb, read_file
-from indexer.loader import Skipped, StageTimes, load
-from indexer.tensor_decode import TensorDecoder, orient
+from imgsearch.models.encoder import OpenClipEncoder
+from imgsearch.images.decode import Decoded, Geometry, decode_file, fit_to_geometry, open_rgb, read_file
+from imgsearch.images.crawl import Skipped
+from imgsearch.images.loader import StageTimes, load
+from imgsearch.images.gpu import TensorDecoder, orient
 from tests.factories import write_photo
 
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from imgsearch.config import IndexSettings, ModelSpec
-from imgsearch.encoder import OpenClipEncoder
-from imgsearch.images import decode_file, read_file
-from indexer.tensor_decode import TensorDecoder
+from imgsearch.models.encoder import OpenClipEncoder
+from imgsearch.images.decode import decode_file, read_file
+from imgsearch.images.gpu import TensorDecoder
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -49,7 +49,8 @@ def test_index_on_cuda_decodes_jpegs_on_the_gpu(tmp_path: Path, photos_dir: Path
 
 @pytest.mark.parametrize("compile_model", [False, True])
 def test_training_on_cuda_with_bf16_autocast(tmp_path: Path, compile_model: bool) -> None:
-    from imgsearch.training import TrainSettings, read_pairs, train
+    from imgsearch.models.train_data import read_pairs
+    from imgsearch.models.training import TrainSettings, train
     from tests.test_training import class_folders
 
     data = class_folders(tmp_path / "data")

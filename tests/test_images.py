@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from imgsearch.errors import ImageError
-from imgsearch.images import Geometry, data_hash, decode_file, fit_to_geometry, open_rgb, partial_hash
+from imgsearch.images.decode import Geometry, data_hash, decode_file, fit_to_geometry, open_rgb, partial_hash
 from tests.factories import write_photo
 
 BIG = 10**9

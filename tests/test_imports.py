@@ -18,21 +18,21 @@ def test_cli_import_stays_light() -> None:
 
 
 def test_decode_worker_modules_do_not_import_torch_or_sqlalchemy() -> None:
-    loaded = modules_after("import indexer.loader")
+    loaded = modules_after("import imgsearch.images.loader")
     assert "torch" not in loaded and "sqlalchemy" not in loaded
 
 
 def test_core_never_imports_cli_search_or_indexer() -> None:
-    loaded = modules_after("import imgsearch.store, imgsearch.db, imgsearch.vector_index, imgsearch.encoder, "
-                           "imgsearch.duplicates, imgsearch.dup_actions, imgsearch.zeroshot")
-    assert not {"imgsearch.cli", "imgsearch.search", "imgsearch.library"} & loaded
+    loaded = modules_after("import imgsearch.store, imgsearch.store.engine, imgsearch.vectors.index, imgsearch.models.encoder, "
+                           "imgsearch.dups.grouping, imgsearch.dups.actions, imgsearch.models.zeroshot")
+    assert not {"imgsearch.cli", "imgsearch.search.query", "imgsearch.search.ranking", "imgsearch.library"} & loaded
     assert not any(m.startswith("indexer") for m in loaded)
 
 
 def test_hash_workers_and_training_stay_light() -> None:
-    assert "torch" not in modules_after("import indexer.dedupe")  # its pool's workers hash, never encode
+    assert "torch" not in modules_after("import imgsearch.dups.evidence")  # its pool's workers hash, never encode
     assert "imagehash" not in modules_after("import imgsearch.library")  # scipy only when hashing
-    assert "torch" not in modules_after("import imgsearch.training")  # torch only once training starts
+    assert "torch" not in modules_after("import imgsearch.models.training")  # torch only once training starts
 
 
 def test_python_dash_m_runs_the_cli() -> None:

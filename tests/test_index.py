@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 
 from imgsearch import store
-from imgsearch.images import Decoded, ImageInfo
-from imgsearch.vector_index import VectorIndex
-from indexer import build as index_build
-from indexer import params
-from indexer.evaluate import exact_top_k, recall_at_k, sample_queries, tune
-from indexer.params import IndexSpec, choose_index_spec, needs_retrain
+from imgsearch.images.decode import Decoded
+from imgsearch.images.exif import ImageInfo
+from imgsearch.vectors.index import VectorIndex
+from imgsearch.vectors import build as index_build
+from imgsearch.vectors import params
+from imgsearch.vectors.tuning import exact_top_k, recall_at_k, sample_queries, tune
+from imgsearch.vectors.params import IndexSpec, choose_index_spec, needs_retrain
 from tests.factories import FakeEncoder
 
 

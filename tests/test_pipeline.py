@@ -208,7 +208,7 @@ def test_second_indexer_is_refused_while_first_holds_the_lock(library, tmp_path:
 def test_vector_index_add_remove_save_load_round_trip(tmp_path: Path) -> None:
     import numpy as np
 
-    from imgsearch.vector_index import VectorIndex
+    from imgsearch.vectors.index import VectorIndex
 
     rng = np.random.default_rng(0)
     vecs = rng.normal(size=(50, 16)).astype(np.float32)

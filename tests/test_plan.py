@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from imgsearch.store import KnownFile
-from indexer.crawl import FileEntry, Skipped
+from imgsearch.images.crawl import FileEntry, Skipped
 from indexer.plan import make_plan
 
 

@@ -14,12 +14,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from imgsearch import search as search_mod
+from imgsearch.search import ranking as search_mod
 from imgsearch.config import Filters, IndexSettings, ModelSpec, SearchOptions
 from imgsearch.errors import ImgSearchError, UsageError
-from imgsearch.export import export_results
-from imgsearch.fetch import fetch_url
-from imgsearch.search import check_ext, combine, parse_date, parse_query
+from imgsearch.search.export import export_results
+from imgsearch.search.fetch import fetch_url
+from imgsearch.search.filters import check_ext, parse_date
+from imgsearch.search.query import combine, parse_query
 from tests.factories import write_photo
 
 FAKE = ModelSpec("fake", None)

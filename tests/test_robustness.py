@@ -12,7 +12,7 @@ from sqlalchemy.exc import OperationalError
 from imgsearch import store
 from imgsearch.config import IndexSettings, ModelSpec
 from imgsearch.errors import ImgSearchError
-from imgsearch.vector_index import VectorIndex
+from imgsearch.vectors.index import VectorIndex
 from tests.factories import write_photo
 
 FAKE = ModelSpec("fake", None)
@@ -75,7 +75,7 @@ def test_sigkill_at_random_moments_loses_at_most_a_batch_and_never_corrupts(tmp_
     import time
 
     from imgsearch.library import Library
-    from indexer.build import ensure_index
+    from imgsearch.vectors.build import ensure_index
 
     root = tmp_path / "pics"
     for i in range(240):
@@ -120,8 +120,9 @@ def test_sigkill_at_random_moments_loses_at_most_a_batch_and_never_corrupts(tmp_
 
 
 def test_a_decoder_that_kills_its_worker_skips_that_file_and_keeps_going(tmp_path: Path) -> None:
-    from imgsearch.images import Decoded, Geometry
-    from indexer.loader import Skipped, load
+    from imgsearch.images.decode import Decoded, Geometry
+    from imgsearch.images.crawl import Skipped
+    from imgsearch.images.loader import load
     from tests.crash_helpers import crashing_decode_chunk
 
     root = tree(tmp_path / "pics", 30)
@@ -168,8 +169,8 @@ def test_searches_answer_while_an_indexer_writes(tmp_path: Path, fake_loader) ->
 
 
 def test_when_worker_processes_cannot_start_files_are_decoded_in_process(tmp_path: Path) -> None:
-    from imgsearch.images import Decoded, Geometry
-    from indexer.loader import StageTimes, load
+    from imgsearch.images.decode import Decoded, Geometry
+    from imgsearch.images.loader import StageTimes, load
     from tests.crash_helpers import unstartable_decode_chunk
 
     paths = sorted(str(p) for p in tree(tmp_path / "pics", 10).iterdir())

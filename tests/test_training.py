@@ -10,9 +10,10 @@ import pytest
 
 from imgsearch.config import Filters, IndexSettings, ModelSpec, SearchOptions
 from imgsearch.errors import UsageError
-from imgsearch.search import Term
-from imgsearch.training import TrainSettings, contrastive_loss, lr_at, read_pairs, train
-from imgsearch.zeroshot import folder_metrics, parse_labels
+from imgsearch.search.query import Term
+from imgsearch.models.train_data import read_pairs
+from imgsearch.models.training import TrainSettings, contrastive_loss, lr_at, train
+from imgsearch.models.zeroshot import folder_metrics, parse_labels
 from tests.factories import write_photo
 from tests.tinyclip import COLOURS, SHAPES, shape_image
 

@@ -1,0 +1,139 @@
+"""`imgsearch dups`: find copies, act on them (journaled), undo."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from imgsearch.cli.app import (LibraryOpt, ModelOpt, PretrainedOpt, TqdmProgress, app, err, handled, model_spec,
+                           open_library)
+from imgsearch.errors import UsageError
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """'90', '30s', '10m', '2h', '1d' -> seconds."""
+    value = text.strip().lower()
+    unit = _DURATION_UNITS.get(value[-1:], None)
+    try:
+        seconds = float(value[:-1] if unit else value) * (unit or 1)
+    except ValueError:
+        raise UsageError(f"--within {text!r} is not a duration: use 30s, 10m, 2h or 1d.") from None
+    return seconds
+
+
+@app.command()
+def dups(
+    paths: Annotated[Optional[list[Path]], typer.Argument(
+        help="Only photos inside these folders [default: the whole library]. `imgsearch dups undo` reverses "
+             "the last --apply.", show_default=False)] = None,
+    tier: Annotated[Optional[list[str]], typer.Option(
+        help="Only groups of this tier: exact, near or similar (repeatable) [default: all].")] = None,
+    near_hamming: Annotated[Optional[int], typer.Option(
+        help="Near-exact: coarse pHash bits (of 64) that may differ [default: the model's, else 10].")] = None,
+    near_fine: Annotated[Optional[int], typer.Option(
+        help="Near-exact: fine pHash bits (of 256) that may differ for the same pixels [default: 40].")] = None,
+    near_crop: Annotated[Optional[int], typer.Option(
+        help="Near-exact: fine bits (of 256) that may differ for a trimmed copy (5% crop) [default: 56].")] = None,
+    near_cosine: Annotated[Optional[float], typer.Option(
+        help="Near-exact: cosine confirming a same-pixels match [default: the model's, else 0.50].")] = None,
+    edited_cosine: Annotated[Optional[float], typer.Option(
+        help="Near-exact: cosine a heavier edit (coarse pHash match only) needs [default: 0.98].")] = None,
+    similar: Annotated[Optional[float], typer.Option(
+        "--similar", help="Similar: minimum embedding cosine [default: the model's, else 0.95]. "
+                          "Thresholds given are remembered for the model.")] = None,
+    within: Annotated[Optional[str], typer.Option(
+        help="Similar: only photos taken this close in time (30s, 10m, 2h).")] = None,
+    max_group: Annotated[int, typer.Option(help="Largest group: stops chains of look-alikes.")] = 50,
+    neighbours: Annotated[int, typer.Option(help="Candidates searched per photo.")] = 32,
+    keep: Annotated[Optional[list[Path]], typer.Option(
+        help="Keep this photo in its group, overriding the suggestion (repeatable).")] = None,
+    move_to: Annotated[Optional[Path], typer.Option(
+        help="Move every non-keeper here, keeping its path relative to its indexed folder (with --apply).")] = None,
+    link: Annotated[Optional[str], typer.Option(
+        help="Replace byte-identical copies by hard or symbolic links to the keeper (with --apply).")] = None,
+    do_apply: Annotated[bool, typer.Option("--apply", help="Act; without it, --move-to/--link only show the plan.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per group.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="One CSV row per photo.")] = False,
+    rescan: Annotated[bool, typer.Option(help="Search every photo again, not only new ones.")] = False,
+    library: LibraryOpt = None,
+    model: ModelOpt = None,
+    pretrained: PretrainedOpt = None,
+) -> None:
+    """Find exact, near-exact and similar copies; move them aside or link them. Never deletes a photo."""
+    from imgsearch.cli import render as output
+    from imgsearch.config import DUP_TIERS, DupOptions
+
+    with handled():
+        if paths and [str(p) for p in paths] == ["undo"]:
+            with open_library(library) as lib:
+                _report_action(lib.undo_duplicates())
+            return
+        if as_json and as_csv:
+            raise UsageError("--json and --csv cannot be combined.")
+        for folder in paths or []:
+            if not folder.expanduser().is_dir():
+                raise UsageError(f"{folder} is not a folder (to reverse the last action: imgsearch dups undo).")
+        options = DupOptions(
+            tiers=tuple(tier) if tier else DUP_TIERS, near_hamming=near_hamming, near_fine=near_fine, near_crop=near_crop,
+            near_cosine=near_cosine, edited_cosine=edited_cosine, similar_cosine=similar, within_s=parse_duration(within) if within else None, max_group=max_group,
+            k=neighbours, folders=tuple(os.path.abspath(p.expanduser()) for p in paths or ()),
+            keep=tuple(os.path.abspath(p.expanduser()) for p in keep or ()), rescan=rescan)
+        with open_library(library) as lib:
+            found = lib.duplicates(options, model_spec(model, pretrained), TqdmProgress())
+            action = None
+            if move_to is not None or link is not None:
+                action = lib.act_on_duplicates(found.groups, move_to, link, do_apply)
+            elif do_apply:
+                raise UsageError("--apply needs an action: --move-to DIR or --link hard|symbolic.")
+    groups = found.groups
+    sys.stdout.write(output.dup_json(groups) if as_json else output.dup_csv(groups) if as_csv else output.dup_table(groups))
+    copies = sum(len(g.duplicates) for g in groups)
+    tiers = ", ".join(f"{sum(g.tier == t for g in groups)} {t}" for t in DUP_TIERS if any(g.tier == t for g in groups))
+    spare = sum(m.photo.size for g in groups for m in g.duplicates)
+    t = found.thresholds
+    err(f"{len(groups)} group(s){f' ({tiers})' if tiers else ''}: {copies} copies, {output.human_bytes(spare)} besides "
+        f"the keepers. {found.hashed} photo(s) hashed, {found.rescanned} searched, {found.elapsed_s:.1f} s. "
+        f"Thresholds: near pHash <= {t.near_hamming}/64 with {t.near_fine}/256 (or crop <= {t.near_crop}/256) "
+        f"and cos >= {t.near_cosine} "
+        f"(else cos >= {t.edited_cosine}), similar cos >= {t.similar_cosine}.")
+    if found.unreadable:
+        err(f"{len(found.unreadable)} photo(s) could not be read now (gone or changed? run imgsearch index): "
+            + "; ".join(f"{p}: {r}" for p, r in found.unreadable[:5]))
+    if found.refused_by_cap or found.refused_as_chain:
+        err(f"Not merged: {found.refused_by_cap} link(s) past --max-group, {found.refused_as_chain} chain link(s) "
+            "between dissimilar photos.")
+    if action is not None:
+        _report_action(action)
+
+
+def _report_action(report) -> None:  # noqa: ANN001 (ActionReport; imported lazily)
+    from imgsearch.cli.render import human_bytes
+
+    verb = {"move": "move", "hardlink": "hard-link", "symlink": "symlink"}.get(report.kind.removeprefix("undo-"))
+    for path, reason in report.refused:
+        err(f"  left alone: {path}: {reason}")
+    for path, reason in report.problems:
+        err(f"  failed: {path}: {reason}")
+    if not report.applied:
+        for step in report.done:
+            err(f"  would {verb}: {step.src} -> {step.dest}")
+        err(f"Dry run: would {verb} {len(report.done)} file(s) ({human_bytes(report.bytes)}). "
+            "Nothing was changed: add --apply to do it (undo with: imgsearch dups undo).")
+    elif report.kind.startswith("undo-"):
+        err(f"Undone: {len(report.done)} file(s) restored"
+            + (f", {len(report.problems)} left as they are (see above); run `imgsearch dups undo` again once fixed."
+               if report.problems else "."))
+    else:
+        err(f"Done: {verb} {len(report.done)} file(s) ({human_bytes(report.bytes)})"
+            + (f", {len(report.problems)} failed (left where they were)" if report.problems else "")
+            + (f", {len(report.refused)} left alone" if report.refused else "")
+            + ". Undo with: imgsearch dups undo")
+    if report.applied and report.problems:
+        raise typer.Exit(1)

@@ -1,0 +1,49 @@
+"""`imgsearch index`: crawl folders, encode what is new or changed, build the search index."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+import typer
+from imgsearch.cli.app import (LibraryOpt, ModelOpt, PretrainedOpt, TqdmProgress, app, err, handled, model_spec,
+                               open_library)
+
+
+@app.command()
+def index(
+    folders: Annotated[Optional[list[Path]], typer.Argument(
+        help="Folders to index (default: every folder the library already has).", show_default=False)] = None,
+    library: LibraryOpt = None,
+    model: ModelOpt = None,
+    pretrained: PretrainedOpt = None,
+    exclude: Annotated[Optional[list[str]], typer.Option(
+        "--exclude", "-x", help="Glob of names or relative paths to skip (repeatable).")] = None,
+    include_hidden: Annotated[bool, typer.Option(help="Also index hidden files and folders.")] = False,
+    workers: Annotated[int, typer.Option(help="Decode processes (-1: one per core, 0: none).")] = -1,
+    batch_size: Annotated[int, typer.Option(help="Images per encoder batch (0: automatic).", min=0)] = 0,
+    gpu_decode: Annotated[Optional[bool], typer.Option(
+        "--gpu-decode/--no-gpu-decode", help="Decode JPEGs on the GPU too [default: when CUDA is used].",
+        show_default=False)] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print a per-stage time breakdown.")] = False,
+    rebuild: Annotated[bool, typer.Option(help="Rebuild (and retrain) the search index from the stored vectors.")] = False,
+) -> None:
+    """Crawl folders, encode new and changed images, and build the search index."""
+    from imgsearch.config import CrawlSettings, IndexSettings
+
+    with handled():
+        from indexer.pipeline import check_roots
+
+        check_roots(folders or [])  # before the library is created: a typo must not leave one behind
+        settings = IndexSettings(crawl=CrawlSettings(include_hidden=include_hidden, excludes=tuple(exclude or ())),
+                                 batch_size=batch_size, workers=workers, gpu_decode=gpu_decode, rebuild=rebuild)
+        with open_library(library, create=True) as lib:
+            report = lib.index(folders or (), model_spec(model, pretrained), settings, TqdmProgress())
+        for warning in report.warnings:
+            err(f"Warning: {warning}")
+        for path, reason in report.skipped_now[:20]:
+            err(f"Skipped {path}: {reason}")
+        if len(report.skipped_now) > 20:
+            err(f"... and {len(report.skipped_now) - 20} more (imgsearch status --skipped lists them all)")
+        if verbose:
+            err(report.times.breakdown(report.seconds))
+        err(f"Indexed: {report.summary()}")

@@ -1,0 +1,186 @@
+"""`imgsearch train`, `classify`, `tag`, `eval`: make a model fit your photos, and use it for labels."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from imgsearch.cli.app import (LibraryOpt, ModelOpt, PretrainedOpt, TqdmProgress, app, err, handled, model_spec,
+                           open_library)
+from imgsearch.errors import UsageError
+
+
+class TqdmTrainProgress(TqdmProgress):
+    """Training: a bar per epoch with loss and img/s, and a line per epoch with validation figures."""
+
+    def advance(self, n: int = 1, **postfix: float) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+            if postfix:
+                self.bar.set_postfix({k: f"{v:.3g}" for k, v in postfix.items()}, refresh=False)
+
+    def epoch_done(self, report) -> None:  # noqa: ANN001 (training.EpochReport)
+        self.close()
+        val = "  ".join(f"{k} {v:.3f}" for k, v in report.val.items())
+        err(f"epoch {report.epoch}: loss {report.loss:.4f}  {val}  ({report.seconds:.0f} s, {report.images_per_s:.0f} img/s)")
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Argument(help="A CSV (path,caption), a folder with NAME.txt captions beside the "
+                                              "images, or a folder of class folders.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the trained model (open_clip local-dir).")],
+    model: ModelOpt = None,
+    pretrained: PretrainedOpt = None,
+    arch: Annotated[Optional[str], typer.Option(
+        help="Train from scratch: small, tiny, an open_clip model name, or a JSON config file.")] = None,
+    template: Annotated[str, typer.Option(help="Caption for class folders.")] = "a photo of a {label}",
+    epochs: Annotated[int, typer.Option(min=1)] = 10,
+    batch_size: Annotated[int, typer.Option(min=2)] = 128,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warmup then cosine).")] = 5e-4,
+    weight_decay: Annotated[float, typer.Option()] = 0.1,
+    warmup: Annotated[int, typer.Option(help="Warmup steps.")] = 50,
+    accumulate: Annotated[int, typer.Option(min=1, help="Micro-batches per optimiser step.")] = 1,
+    val_fraction: Annotated[float, typer.Option(help="Share of pairs held out for validation.")] = 0.1,
+    lock_image: Annotated[bool, typer.Option(help="Keep the image tower fixed (LiT).")] = False,
+    lock_text: Annotated[bool, typer.Option(help="Keep the text tower fixed.")] = False,
+    augment: Annotated[bool, typer.Option(help="Random crops and flips.")] = True,
+    compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model (CUDA).")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue the run saved in --out.")] = False,
+    seed: Annotated[int, typer.Option()] = 0,
+    workers: Annotated[int, typer.Option(help="Decode processes (-1: one per core).")] = -1,
+) -> None:
+    """Train a CLIP model on your own image-caption pairs (contrastive, from scratch or fine-tuning)."""
+    import time
+
+    from imgsearch.models.train_data import read_pairs
+    from imgsearch.models.training import TrainSettings
+    from imgsearch.models.training import train as run_training
+
+    with handled():
+        if not 0 <= val_fraction < 1:
+            raise UsageError("--val-fraction must be in [0, 1).")
+        pairs = read_pairs(data, template)
+        settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                                 warmup_steps=warmup, accumulate=accumulate, val_fraction=val_fraction,
+                                 lock_image=lock_image, lock_text=lock_text, augment=augment,
+                                 compile=compile_model, seed=seed, workers=workers)
+        err(f"{len(pairs)} pairs, {len({p.caption for p in pairs})} distinct captions")
+        start = time.perf_counter()
+        try:
+            reports = run_training(pairs, out.expanduser(), settings,
+                                   None if resume else model_spec(model, pretrained), None if resume else arch,
+                                   resume=resume, progress=TqdmTrainProgress())
+        except KeyboardInterrupt:
+            err(f"Interrupted: every finished epoch is saved in {out}; continue with the same command and --resume.")
+            raise typer.Exit(130) from None
+    last = reports[-1] if reports else None
+    val = "  ".join(f"{k} {v:.3f}" for k, v in last.val.items()) if last else ""
+    err(f"Trained {len(reports)} epoch(s) in {time.perf_counter() - start:.0f} s; {val}. "
+        f"Use it: imgsearch index FOLDER --model local-dir:{out}")
+
+
+def _encoder(library: Optional[Path], model: Optional[str], pretrained: Optional[str]):  # -> Encoder
+    """--model when given (no library needed), else the library's own model."""
+    spec = model_spec(model, pretrained)
+    if spec is not None:
+        from imgsearch.models.encoder import OpenClipEncoder
+
+        return OpenClipEncoder.load(spec)
+    with open_library(library) as lib:
+        return lib.encoder_for(None)
+
+
+LabelsOpt = Annotated[Optional[str], typer.Option("--labels", help="Comma-separated labels.")]
+LabelsFileOpt = Annotated[Optional[Path], typer.Option(help="Labels, one per line (# comments).")]
+TemplateOpt = Annotated[Optional[list[str]], typer.Option(
+    "--template", help="Prompt template with {label} (repeatable; averaged) [default: 6 CLIP-style prompts].")]
+
+
+@app.command()
+def classify(
+    images: Annotated[list[Path], typer.Argument(help="Image files.", show_default=False)],
+    labels: LabelsOpt = None,
+    labels_file: LabelsFileOpt = None,
+    template: TemplateOpt = None,
+    top: Annotated[int, typer.Option("--top", "-k", help="Labels shown per image.")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per image.")] = False,
+    library: LibraryOpt = None,
+    model: ModelOpt = None,
+    pretrained: PretrainedOpt = None,
+) -> None:
+    """Zero-shot: the probability of each label for each image."""
+    from imgsearch.models.zeroshot import classify as run_classify
+    from imgsearch.models.zeroshot import parse_labels
+
+    with handled():
+        names = parse_labels(labels, labels_file)
+        encoder = _encoder(library, model, pretrained)
+        results = run_classify(encoder, [str(p) for p in images], names, tuple(template or ()))
+    failed = 0
+    for path, probs in results:
+        if isinstance(probs, str):
+            failed += 1
+            err(f"{path}: {probs}")
+        elif as_json:
+            sys.stdout.write(json.dumps({"path": path, "labels": [{"label": k, "probability": round(v, 6)}
+                                                                   for k, v in probs[:top]]}, ensure_ascii=False) + "\n")
+        else:
+            sys.stdout.write(f"{path}\t" + "\t".join(f"{k} {v:.3f}" for k, v in probs[:top]) + "\n")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command(name="tag")
+def tag_images(
+    labels: LabelsOpt = None,
+    labels_file: LabelsFileOpt = None,
+    template: TemplateOpt = None,
+    top: Annotated[int, typer.Option(help="Labels kept per image.")] = 1,
+    min_prob: Annotated[float, typer.Option(help="Keep a label only at this probability or above.")] = 0.0,
+    library: LibraryOpt = None,
+    model: ModelOpt = None,
+    pretrained: PretrainedOpt = None,
+) -> None:
+    """Zero-shot tag every indexed image (from its stored vector); then: imgsearch search ... --tag LABEL."""
+    from imgsearch.models.zeroshot import parse_labels
+
+    with handled():
+        names = parse_labels(labels, labels_file)
+        with open_library(library) as lib:
+            images, written = lib.tag(names, tuple(template or ()), top, min_prob, model_spec(model, pretrained))
+    err(f"Tagged {images} image(s) with {len(names)} label(s): {written} tag(s) written. "
+        f"Filter with: imgsearch search QUERY --tag {names[0]!r}")
+
+
+@app.command(name="eval")
+def evaluate(
+    folder: Annotated[Path, typer.Argument(help="A folder with one sub-folder of images per label.", show_default=False)],
+    template: TemplateOpt = None,
+    k: Annotated[int, typer.Option("--k", "-k", help="Cut-off for precision@k and recall@k.", min=1)] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    workers: Annotated[int, typer.Option(help="Decode processes (-1: one per core).")] = -1,
+    library: LibraryOpt = None,
+    model: ModelOpt = None,
+    pretrained: PretrainedOpt = None,
+) -> None:
+    """Measure a model on a labelled folder: text->image P@k and R@k, zero-shot accuracy, image->image P@k."""
+    from dataclasses import asdict
+
+    from imgsearch.models.evaluation import evaluate_folder
+    from imgsearch.models.zeroshot import check_templates
+
+    with handled():
+        encoder = _encoder(library, model, pretrained)
+        report = evaluate_folder(encoder, folder, check_templates(tuple(template or ())), k, workers)
+    if as_json:
+        sys.stdout.write(json.dumps(asdict(report), indent=2) + "\n")
+    else:
+        sys.stdout.write(f"{report.images} images, {len(report.labels)} labels, {len(report.templates)} template(s)\n")
+        sys.stdout.write("".join(f"{name:<20} {value:.4f}\n" for name, value in report.metrics.items()))
+    if report.skipped:
+        err(f"{len(report.skipped)} image(s) could not be read, e.g. {report.skipped[0][0]}: {report.skipped[0][1]}")

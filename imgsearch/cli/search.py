@@ -1,0 +1,112 @@
+"""`imgsearch search` and `imgsearch export`: find images, and hand results or vectors to other tools."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+import typer
+from imgsearch.errors import ImgSearchError, UsageError
+from imgsearch.cli.app import (LibraryOpt, ModelOpt, PretrainedOpt, app, err, handled, model_spec,
+                               open_library)
+
+
+@app.command()
+def search(
+    query: Annotated[Optional[list[str]], typer.Argument(
+        help="What to look for. Words form a phrase; + and - (separate words) combine terms; N:term weighs "
+             "a term; @FILE or @URL is an image. E.g.: beach + sunset - people, 2:dog + @cat.jpg",
+        show_default=False)] = None,
+    image: Annotated[Optional[Path], typer.Option(
+        "--image", "-i", help="Search by an image file (same as the term @FILE).", dir_okay=False)] = None,
+    top: Annotated[int, typer.Option("--top", "-k", help="How many results.")] = 10,
+    offset: Annotated[int, typer.Option(help="Skip this many results first (paging).")] = 0,
+    min_score: Annotated[Optional[float], typer.Option(help="Only results at least this similar (cosine).")] = None,
+    sort: Annotated[str, typer.Option(help="Order of the results: score, date (newest first) or path.")] = "score",
+    in_folder: Annotated[Optional[Path], typer.Option("--in", help="Only images inside this folder.",
+                                                      file_okay=False)] = None,
+    after: Annotated[Optional[str], typer.Option(help="Only images taken on or after DATE (YYYY[-MM[-DD]]).")] = None,
+    before: Annotated[Optional[str], typer.Option(help="Only images taken before DATE (YYYY[-MM[-DD]]).")] = None,
+    camera: Annotated[Optional[str], typer.Option(help="Only images whose camera make/model contains this.")] = None,
+    ext: Annotated[Optional[list[str]], typer.Option(help="Only these file extensions (repeatable).")] = None,
+    min_size: Annotated[Optional[int], typer.Option(help="Only images whose shorter side has this many pixels.",
+                                                    min=1)] = None,
+    tag: Annotated[Optional[list[str]], typer.Option(
+        help="Only images tagged with this label by `imgsearch tag` (repeatable: all of them).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    as_paths: Annotated[bool, typer.Option("--paths", help="Bare paths, one per line.")] = False,
+    nul: Annotated[bool, typer.Option("-0", help="With --paths: NUL-separated (for xargs -0).")] = False,
+    html_file: Annotated[Optional[Path], typer.Option("--html", help="Also write a contact sheet (HTML) here.",
+                                                      dir_okay=False)] = None,
+    copy_to: Annotated[Optional[Path], typer.Option(help="Also copy the results into this folder.")] = None,
+    link_to: Annotated[Optional[Path], typer.Option(help="Also symlink the results into this folder.")] = None,
+    library: LibraryOpt = None,
+    model: ModelOpt = None,
+    pretrained: PretrainedOpt = None,
+) -> None:
+    """Find the images that best match a text, an image, or a combination."""
+    from imgsearch.cli import render as output
+    from imgsearch.config import Filters, SearchOptions
+    from imgsearch.search.filters import check_ext, parse_date
+    from imgsearch.search.query import Term, parse_query
+
+    with handled():
+        if as_json and as_paths:
+            raise UsageError("--json and --paths cannot be combined.")
+        if not query and image is None:
+            raise UsageError("give a query (words, + and - between terms, @FILE for an image) or --image PATH.")
+        terms = (parse_query(query) if query else []) + ([Term(1.0, "image", str(image))] if image else [])
+        filters = Filters(
+            folder=os.path.abspath(in_folder.expanduser()) if in_folder else None,
+            after=parse_date(after, "--after") if after else None,
+            before=parse_date(before, "--before") if before else None,
+            camera=camera.strip() or None if camera else None,
+            exts=tuple(check_ext(e) for e in ext or ()),
+            min_size=min_size, tags=tuple(t.strip() for t in tag or () if t.strip()))
+        options = SearchOptions(k=top, offset=offset, min_score=min_score, sort=sort, filters=filters)
+        with open_library(library) as lib:
+            results = lib.search(terms, options, model_spec(model, pretrained))
+        if html_file is not None:
+            _write_html(html_file, results, " ".join(query or []) or str(image))
+        for dest, mode in ((copy_to, "copy"), (link_to, "link")):
+            if dest is not None:
+                from imgsearch.search.export import export_results
+
+                written = export_results(results, dest.expanduser(), mode)
+                err(f"{'Copied' if mode == 'copy' else 'Linked'} {len(written)} file(s) into {dest}")
+    if as_json:
+        sys.stdout.write(output.json_lines(results))
+    elif as_paths or nul:
+        sys.stdout.write(output.paths(results, nul))
+    elif results:
+        sys.stdout.write(output.table(results))
+    if not results:
+        err("No results" + (" at or above --min-score" if min_score is not None else "") + ".")
+
+
+def _write_html(path: Path, results: list, title: str) -> None:
+    from imgsearch.cli import render as output
+    from imgsearch.images.decode import thumbnail_jpeg
+
+    thumbs = {r.id: thumbnail_jpeg(r.path) for r in results}
+    try:
+        path.expanduser().write_text(output.html(results, thumbs, f"imgsearch: {title}"), encoding="utf-8")
+    except OSError as exc:
+        raise ImgSearchError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    err(f"Contact sheet: {path}")
+
+
+@app.command()
+def export(
+    dest: Annotated[Path, typer.Argument(help="New folder to write into.", show_default=False)],
+    fmt: Annotated[str, typer.Option("--format", help="npy (vectors.npy, ids.npy, paths.jsonl) or parquet.")] = "npy",
+    library: LibraryOpt = None,
+    model: ModelOpt = None,
+    pretrained: PretrainedOpt = None,
+) -> None:
+    """Export one model's vectors with their image ids and paths, for your own tools."""
+    with handled():
+        with open_library(library) as lib:
+            written = lib.export_vectors(dest.expanduser(), fmt, model_spec(model, pretrained))
+    err(f"Wrote {', '.join(str(p) for p in written)}")

@@ -1,0 +1,90 @@
+"""`imgsearch status` and `imgsearch db`: what the library holds, and its database's maintenance."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+import typer
+from imgsearch.cli.app import (LibraryOpt, app, db_app, err, handled, open_library)
+
+
+@app.command()
+def status(
+    library: LibraryOpt = None,
+    skipped: Annotated[bool, typer.Option("--skipped", help="List files that could not be indexed, and why.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show roots, counts, models, index state and the last run."""
+    with handled():
+        with open_library(library) as lib:
+            if skipped:
+                rows = lib.skipped()
+                if as_json:
+                    sys.stdout.write("".join(json.dumps({"path": p, "reason": r}, ensure_ascii=False) + "\n"
+                                             for p, r in rows))
+                else:
+                    sys.stdout.write("".join(f"{p}\t{r}\n" for p, r in rows))
+                    err(f"{len(rows)} skipped file(s).")
+                return
+            st = lib.status()
+    if as_json:
+        from dataclasses import asdict
+
+        sys.stdout.write(json.dumps(asdict(st), default=str, indent=2) + "\n")
+        return
+    lines = [f"Library:  {st.path}", f"Images:   {st.indexed} indexed, {st.skipped} skipped"
+             + (" (imgsearch status --skipped)" if st.skipped else ""), "Roots:"]
+    lines += [f"  {path}  ({n} images){'' if ok else '  [not reachable]'}" for path, n, ok in st.roots] or ["  (none)"]
+    lines.append("Models:")
+    for m in st.models:
+        name = m.name + (f" ({m.pretrained})" if m.pretrained else "") + (
+            f" [weights sha256 {m.checkpoint_sha256[:12]}]" if m.checkpoint_sha256 else "")
+        tuned = "".join(f", {k} {v}" for k, v in sorted(m.index_params.items()) if m.index_spec != "IDMap2,Flat")
+        recall = f", recall@10 {m.index_recall_at_10:.3f}" if m.index_recall_at_10 is not None else ""
+        state = "fresh" if m.index_fresh else "stale: updated on next search"
+        idx = f"index {m.index_spec}{tuned}{recall}, {m.index_count} vectors, {state}" if m.index_spec else "no index yet"
+        lines.append(f"  {name}  dim {m.dim}, {m.vectors} vectors; {idx}")
+    if not st.models:
+        lines.append("  (none)")
+    if st.set_aside or st.pending_undo:
+        u = st.pending_undo
+        lines.append(f"Dups:     {st.set_aside} photo(s) set aside"
+                     + (f"; last action: {u['kind']} of {u['files']} file(s) at "
+                        f"{u['created_at']:%Y-%m-%d %H:%M:%S} UTC (imgsearch dups undo)" if u else ""))
+    if st.tags:
+        lines.append("Tags:     " + ", ".join(f"{label} ({n})" for label, n in sorted(st.tags.items())))
+    if st.last_run:
+        r = st.last_run
+        when = (r["finished_at"] or r["started_at"]).strftime("%Y-%m-%d %H:%M:%S")
+        lines.append(f"Last run: {r['status']} at {when} UTC: {r['new']} new, "
+                     f"{r['changed']} changed, {r['moved']} moved, {r['unchanged']} unchanged, {r['removed']} removed, "
+                     f"{r['skipped']} skipped")
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+@db_app.command("upgrade")
+def db_upgrade(library: LibraryOpt = None) -> None:
+    """Back up the library database, then migrate it to this version's schema."""
+    from imgsearch.store import engine as db
+    from imgsearch.config import DB_FILENAME, default_library_dir
+
+    with handled():
+        path = (library.expanduser() if library else default_library_dir()).absolute()
+        db_path = path / DB_FILENAME
+        if not db_path.is_file():
+            from imgsearch.errors import LibraryNotFoundError
+
+            raise LibraryNotFoundError(f"no library database at {db_path}: nothing to upgrade.")
+        engine = db.make_engine(db_path)
+        try:
+            before = db.current_revision(engine)
+            if before == db.head_revision():
+                err(f"{db_path} is already at schema {before}.")
+                return
+            copy = db.backup(db_path)
+            err(f"Backed up to {copy}")
+            db.upgrade_to_head(engine)
+            err(f"Upgraded {db_path}: schema {before or 'none'} -> {db.head_revision()}")
+        finally:
+            engine.dispose()

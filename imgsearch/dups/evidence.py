@@ -1,0 +1,249 @@
+"""Gather the evidence `imgsearch dups` groups: hashes, exact copies and the cached candidate pairs.
+
+Incremental: perceptual hashes are computed once per file content, and the candidate-pair cache is
+extended only with the photos whose vectors changed since the last scan (each new photo is
+searched against all). A full rescan happens on the first run, with --rescan, or when the
+thresholds asked for are looser than what the cache kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+from sqlalchemy.orm import Session, sessionmaker
+
+from imgsearch import store
+from imgsearch.config import DupOptions, DupThresholds
+from imgsearch.dups.candidates import Pair, hash_neighbours, score_pairs, vector_neighbours
+from imgsearch.dups.grouping import Photo
+from imgsearch.dups.hashing import CODE_BYTES, ROWS, full_hash, hash_array, perceptual_hashes, valid_hashes
+from imgsearch.errors import ImageError
+from imgsearch.images.decode import default_pixel_limit
+from imgsearch.workers import default_workers, importable_main, worker_context
+from imgsearch.store.orm import Model, utc_now
+from imgsearch.progress import Progress, SilentProgress
+
+FLOOR_MARGIN = 0.05  # the cache keeps pairs this far below the thresholds: small changes need no rescan
+HASH_CHUNK = 16
+
+
+@dataclass
+class Evidence:
+    """Everything grouping needs, for the photos in scope."""
+
+    pairs: list[Pair]
+    photos: dict[int, Photo]
+    vectors: dict[int, np.ndarray]
+    codes: dict[int, np.ndarray]  # id -> (8, 8) pHash variants
+    full_hashes: dict[int, str]
+    thresholds: DupThresholds
+    hashed: int = 0  # files hashed in this run
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): no pHash this time
+    rescanned: int = 0  # photos searched for candidates in this run
+    full_scan: bool = False
+
+
+def thresholds_for(session: Session, model_id: int, options: DupOptions) -> DupThresholds:
+    """The model's stored thresholds with the options' explicit values on top (and stored when given)."""
+    scan = store.dup_scan(session, model_id)
+    current = DupThresholds().merged(**json.loads(scan.thresholds or "{}"))
+    wanted = current.merged(near_hamming=options.near_hamming, near_fine=options.near_fine, near_crop=options.near_crop,
+                            near_cosine=options.near_cosine, edited_cosine=options.edited_cosine,
+                            similar_cosine=options.similar_cosine)
+    if wanted != current:
+        scan.thresholds = json.dumps(wanted.__dict__, sort_keys=True)
+    return wanted
+
+
+def _hash_job(path: str, max_pixels: int) -> tuple[bytes | None, str | None]:
+    if not os.path.isfile(path):
+        return None, "gone since it was indexed (moved or deleted): run `imgsearch index` to update the library"
+    try:
+        return perceptual_hashes(path, max_pixels), None
+    except ImageError as exc:
+        return None, exc.message
+    except OSError as exc:
+        return None, f"cannot read: {exc.strerror or exc}"
+
+
+def _hash_files(paths: Sequence[str], workers: int, progress: Progress) -> list[tuple[bytes | None, str | None]]:
+    """pHash variants of files, in order, on a forkserver pool (no torch in the workers)."""
+    workers = default_workers() if workers < 0 else workers
+    limit = default_pixel_limit(max(1, workers))
+    progress.stage("hashing", len(paths))
+    if workers <= 1 or len(paths) < 4 * HASH_CHUNK:
+        out = []
+        for p in paths:
+            out.append(_hash_job(p, limit))
+            progress.advance()
+        return out
+    out = []
+    with importable_main(), ProcessPoolExecutor(workers, mp_context=worker_context()) as pool:
+        for result in pool.map(_hash_job, paths, [limit] * len(paths), chunksize=HASH_CHUNK):
+            out.append(result)
+            progress.advance()
+    return out
+
+
+def _refresh_hashes(sessions: sessionmaker[Session], rows: list, workers: int,
+                    progress: Progress) -> tuple[dict[int, bytes], list[int], list[tuple[str, str]]]:
+    """Stored pHashes of every photo, computing the missing or outdated ones; (hashes, newly hashed ids, failures)."""
+    with sessions() as session:
+        known = store.image_hashes(session)
+    have = {r.id: known[r.id].phashes for r in rows
+            if r.id in known and known[r.id].content_hash == r.content_hash and valid_hashes(known[r.id].phashes)}
+    todo = [r for r in rows if r.id not in have]
+    fresh: list[int] = []
+    failed: list[tuple[str, str]] = []
+    if todo:
+        results = _hash_files([r.path for r in todo], workers, progress)
+        save = []
+        for r, (codes, reason) in zip(todo, results):
+            if codes is None:
+                failed.append((r.path, reason or "unreadable"))
+                continue
+            have[r.id] = codes
+            fresh.append(r.id)
+            old = known.get(r.id)
+            keep_full = old is not None and old.content_hash == r.content_hash
+            save.append({"image_id": r.id, "content_hash": r.content_hash, "phashes": codes,
+                         "full_hash": old.full_hash if keep_full else None,
+                         "full_hash_stat": old.full_hash_stat if keep_full else None})
+        with sessions.begin() as session:
+            store.save_image_hashes(session, save)
+    return have, fresh, failed
+
+
+def _exact_pairs(sessions: sessionmaker[Session], rows_by_id: dict, vectors: dict[int, np.ndarray]) -> tuple[list[Pair], dict[int, str]]:
+    """Byte-identical files: same size and partial hash, confirmed by a full-content hash (cached per stat).
+
+    Hard links to one file (same device and inode) are one file, not duplicates.
+    """
+    with sessions() as session:
+        candidates = store.exact_candidates(session)
+        known = store.image_hashes(session)
+    full: dict[int, str] = {}
+    save = []
+    pairs: list[Pair] = []
+    for ids in candidates:
+        by_hash: dict[str, dict[tuple[int, int], int]] = {}
+        for i in ids:
+            row = rows_by_id.get(i)
+            if row is None:
+                continue
+            try:
+                st = os.stat(row.path)
+                stat_key = f"{st.st_size}:{st.st_mtime_ns}"
+                cached = known.get(i)
+                if cached is not None and cached.full_hash and cached.full_hash_stat == stat_key \
+                        and cached.content_hash == row.content_hash:
+                    digest = cached.full_hash
+                else:
+                    digest = full_hash(row.path)
+                    save.append((i, row.content_hash, digest, stat_key, cached))
+            except OSError:
+                continue  # gone or unreadable since indexing: not evidence of anything
+            full[i] = digest
+            by_hash.setdefault(digest, {}).setdefault((st.st_dev, st.st_ino), i)
+        for same in by_hash.values():
+            distinct = sorted(same.values())
+            pairs.extend(Pair(distinct[0], j, float(vectors[distinct[0]] @ vectors[j]), 0, 0, 0, 0, exact=True)
+                         for j in distinct[1:] if distinct[0] in vectors and j in vectors)
+    if save:
+        with sessions.begin() as session:
+            store.save_image_hashes(session, [
+                {"image_id": i, "content_hash": ch, "phashes": c.phashes if c is not None and c.content_hash == ch else None,
+                 "full_hash": d, "full_hash_stat": k} for i, ch, d, k, c in save])
+    return pairs, full
+
+
+def _photo(row) -> Photo:  # noqa: ANN001 (SQLAlchemy row)
+    date = row.taken_at or datetime.fromtimestamp(row.mtime_ns / 1e9, tz=timezone.utc).replace(tzinfo=None)
+    return Photo(row.id, row.path, row.width or 0, row.height or 0, row.size, int(row.exif_fields), date)
+
+
+def _in_scope(path: str, folders: Sequence[str]) -> bool:
+    return not folders or any(path.startswith(f.rstrip("/") + "/") for f in folders)
+
+
+def _candidates(ids: np.ndarray, matrix: np.ndarray, code_matrix: np.ndarray, has_code: np.ndarray,
+                rows_to_scan: np.ndarray, k: int, floor: dict) -> list[Pair]:
+    """Pairs of `rows_to_scan` with their k nearest by vector and by hash, scored exactly, kept per the floor."""
+    candidate_rows = vector_neighbours(matrix, rows_to_scan, k)
+    coded = np.flatnonzero(has_code)
+    if len(coded):
+        local = np.full(len(ids), -1, dtype=np.int64)
+        local[coded] = np.arange(len(coded))
+        queries = local[rows_to_scan[has_code[rows_to_scan]]] if len(rows_to_scan) else rows_to_scan
+        hits = hash_neighbours(code_matrix[coded], queries, k, floor["hamming"])
+        candidate_rows = np.concatenate([candidate_rows, coded[hits]])
+    return score_pairs(ids, matrix, code_matrix, has_code, candidate_rows, floor["cosine"], floor["hamming"],
+                       floor["hashed_cosine"])
+
+
+def gather(sessions: sessionmaker[Session], model: Model, options: DupOptions,
+           progress: Progress | None = None) -> Evidence:
+    """Hash what is new, refresh the pair cache, and return the evidence for the photos in scope."""
+    progress = progress or SilentProgress()
+    with sessions.begin() as session:
+        thresholds = thresholds_for(session, model.id, options)
+        rows = store.indexed_photos(session)
+        ids, matrix = store.load_vectors(session, model.id, model.dim)
+        generation = session.get(Model, model.id).generation
+        scan = store.dup_scan(session, model.id)
+        floor = json.loads(scan.pair_floor or "{}")
+        scanned_generation = scan.generation
+    has_vector = set(ids.tolist())
+    rows = [r for r in rows if r.id in has_vector]
+    rows_by_id = {r.id: r for r in rows}
+    codes_by_id, fresh, failed = _refresh_hashes(sessions, rows, options.workers, progress)
+
+    # what the cache must hold: pairs close in embedding space, and hash-close pairs with a lower cosine
+    need_cos = min(thresholds.edited_cosine, thresholds.similar_cosine)
+    full_scan = (options.rescan or scanned_generation is None or floor.get("cosine", 2.0) > need_cos
+                 or floor.get("hashed_cosine", 2.0) > thresholds.near_cosine
+                 or floor.get("hamming", -1) < thresholds.near_hamming or floor.get("k", 0) < options.k)
+    if full_scan:
+        floor = {"cosine": round(need_cos - FLOOR_MARGIN, 4), "hamming": thresholds.near_hamming + 4,
+                 "hashed_cosine": round(thresholds.near_cosine - FLOOR_MARGIN, 4), "k": options.k}
+        rescan_ids = ids
+    else:
+        with sessions() as session:
+            changed = store.vector_ids(session, model.id, since_generation=scanned_generation)
+        rescan_ids = np.union1d(changed, np.array(fresh, dtype=np.int64))
+    position = {int(i): n for n, i in enumerate(ids.tolist())}
+    rows_to_scan = np.array([position[int(i)] for i in rescan_ids if int(i) in position], dtype=np.int64)
+    has_code = np.array([int(i) in codes_by_id for i in ids.tolist()], dtype=bool)
+    blank = bytes(ROWS * CODE_BYTES)
+    code_matrix = hash_array([codes_by_id.get(int(i), blank) for i in ids.tolist()])
+
+    progress.stage("finding candidates", None)
+    new_pairs = _candidates(ids, matrix, code_matrix, has_code, rows_to_scan, options.k, floor)
+    with sessions.begin() as session:
+        store.replace_pairs(session, model.id, None if full_scan else rescan_ids.tolist(),
+                            [{"a": p.a, "b": p.b, "cosine": p.cosine, "hamming": p.hamming, "transform": p.transform,
+                              "fine": p.fine, "crop": p.crop}
+                             for p in new_pairs])
+        scan = store.dup_scan(session, model.id)
+        scan.generation, scan.pair_floor, scan.scanned_at = generation, json.dumps(floor), utc_now()
+        cached = store.cached_pairs(session, model.id)
+
+    vectors = {int(i): matrix[n] for n, i in enumerate(ids.tolist())}
+    exact, full = _exact_pairs(sessions, rows_by_id, vectors)
+    folders = [os.path.abspath(f) for f in options.folders]
+    scope = {i for i, r in rows_by_id.items() if _in_scope(r.path, folders)}
+    pairs = [p for p in exact if p.a in scope and p.b in scope]
+    pairs += [Pair(*row) for row in cached if row[0] in scope and row[1] in scope]
+    involved = {i for p in pairs for i in (p.a, p.b)}
+    return Evidence(
+        pairs=pairs, photos={i: _photo(rows_by_id[i]) for i in involved},
+        vectors={i: vectors[i] for i in involved},
+        codes={i: code_matrix[position[i]] for i in involved if has_code[position[i]]},
+        full_hashes={i: h for i, h in full.items() if i in involved}, thresholds=thresholds,
+        hashed=len(fresh), unreadable=failed, rescanned=len(rows_to_scan), full_scan=full_scan)

@@ -1,0 +1,178 @@
+"""Duplicate photos in three tiers: exact (same bytes), near-exact (same picture, other encoding, size,
+light edit or orientation) and similar (burst shots, the same scene).
+
+Pure: evidence and arrays in, groups out. Every threshold is applied to exact values (full-file
+hashes, pHash bit counts, cosines of the stored vectors), never to approximate-search estimates.
+Groups are union-find closures capped in size, and a similar-tier merge must keep every pair of
+the group close: a chain of look-alikes cannot swallow unrelated photos. Nothing here touches a file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+
+from imgsearch.config import DUP_TIERS, DupThresholds
+from imgsearch.dups.candidates import Pair
+from imgsearch.dups.hashing import TRANSFORMS, hamming
+
+SIMILAR_LINK_SLACK = 0.05  # a merged similar group keeps every pair >= similar_cosine - this
+
+
+TIER_RANK = {tier: n for n, tier in enumerate(DUP_TIERS)}
+
+
+def pair_tier(pair: Pair, t: DupThresholds, dates: dict[int, datetime] | None = None,
+              within_s: float | None = None) -> str | None:
+    """The strongest tier a pair qualifies for, or None."""
+    if pair.exact:
+        return "exact"
+    if pair.hamming is not None:
+        same_pixels = pair.hamming <= t.near_hamming and pair.fine is not None and pair.fine <= t.near_fine
+        trimmed = pair.crop is not None and pair.crop <= t.near_crop
+        if (same_pixels or trimmed) and pair.cosine >= t.near_cosine:
+            return "near"
+        if pair.hamming <= t.near_hamming and pair.cosine >= t.edited_cosine:
+            return "near"
+    if pair.cosine >= t.similar_cosine:
+        if within_s is None:
+            return "similar"
+        da, db = (dates or {}).get(pair.a), (dates or {}).get(pair.b)
+        if da is not None and db is not None and abs((da - db).total_seconds()) <= within_s:
+            return "similar"
+    return None
+
+
+@dataclass(frozen=True)
+class Photo:
+    """What the keeper choice and the output need to know about one image."""
+
+    id: int
+    path: str
+    width: int
+    height: int
+    size: int
+    exif_fields: int  # how many of date taken, camera make, model, GPS are known
+    date: datetime  # date taken, else file time
+
+
+def keeper_key(p: Photo) -> tuple:
+    """Sort key, best first: highest resolution, largest file, richest EXIF, oldest, then path."""
+    return (-(p.width * p.height), -p.size, -p.exif_fields, p.date, p.path)
+
+
+@dataclass
+class Member:
+    photo: Photo
+    relation: str  # keeper | exact | near | similar | linked (related to the keeper only through others)
+    cosine: float | None = None  # to the keeper
+    hamming: int | None = None  # coarse pHash distance to the keeper
+    transform: str | None = None
+    fine: int | None = None  # fine pHash distance to the keeper
+    crop: int | None = None  # fine distance between an inner crop of one and the other
+
+
+@dataclass
+class Group:
+    tier: str  # the weakest link that holds the group together
+    keeper: Photo
+    members: list[Member] = field(default_factory=list)  # keeper first
+
+    @property
+    def duplicates(self) -> list[Member]:
+        return self.members[1:]
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict[int, int] = {}
+        self.items: dict[int, list[int]] = {}
+        self.tier: dict[int, int] = {}
+
+    def find(self, x: int) -> int:
+        if x not in self.parent:
+            self.parent[x], self.items[x], self.tier[x] = x, [x], 0
+        root = x
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[x] != root:
+            self.parent[x], x = root, self.parent[x]
+        return root
+
+    def union(self, ra: int, rb: int, rank: int) -> None:
+        if len(self.items[ra]) < len(self.items[rb]):
+            ra, rb = rb, ra
+        self.parent[rb] = ra
+        self.items[ra].extend(self.items.pop(rb))
+        self.tier[ra] = max(self.tier[ra], self.tier.pop(rb), rank)
+
+
+@dataclass
+class Grouping:
+    groups: list[list[int]]  # image ids, each group's tier in `tiers`
+    tiers: list[str]
+    refused_by_cap: int = 0  # links not followed because the group would pass max_group
+    refused_as_chain: int = 0  # similar links not followed because the group would hold dissimilar photos
+
+
+def group_pairs(pairs: Sequence[Pair], t: DupThresholds, wanted: Sequence[str], vectors: dict[int, np.ndarray],
+                max_group: int, dates: dict[int, datetime] | None = None,
+                within_s: float | None = None) -> Grouping:
+    """Union-find over qualifying pairs, strongest first, with the size cap and the similar-tier linkage."""
+    weakest = max(TIER_RANK[w] for w in wanted)
+    edges = []
+    for p in pairs:
+        tier = pair_tier(p, t, dates, within_s)
+        if tier is not None and TIER_RANK[tier] <= weakest:
+            edges.append((TIER_RANK[tier], -p.cosine, p.a, p.b))
+    edges.sort()
+    uf = _UnionFind()
+    out = Grouping([], [])
+    floor = t.similar_cosine - SIMILAR_LINK_SLACK
+    for rank, _, a, b in edges:
+        ra, rb = uf.find(a), uf.find(b)
+        if ra == rb:
+            continue
+        if len(uf.items[ra]) + len(uf.items[rb]) > max_group:
+            out.refused_by_cap += 1
+            continue
+        if rank == TIER_RANK["similar"] and _min_cosine(uf.items[ra], uf.items[rb], vectors) < floor:
+            out.refused_as_chain += 1
+            continue
+        uf.union(ra, rb, rank)
+    for root, items in uf.items.items():
+        tier = DUP_TIERS[uf.tier[root]]
+        if len(items) > 1 and tier in wanted:
+            out.groups.append(sorted(items))
+            out.tiers.append(tier)
+    return out
+
+
+def _min_cosine(a: list[int], b: list[int], vectors: dict[int, np.ndarray]) -> float:
+    va = np.stack([vectors[i] for i in a])
+    vb = np.stack([vectors[i] for i in b])
+    return float((va @ vb.T).min())
+
+
+def describe(ids: Sequence[int], tier: str, photos: dict[int, Photo], vectors: dict[int, np.ndarray],
+             codes: dict[int, np.ndarray], full_hashes: dict[int, str], t: DupThresholds,
+             keep: Sequence[str] = ()) -> Group:
+    """A group with its keeper (a preferred path when one is in it) and each member's evidence against it."""
+    members = sorted((photos[i] for i in ids), key=keeper_key)
+    preferred = [p for p in members if p.path in set(keep)]
+    keeper = preferred[0] if preferred else members[0]
+    group = Group(tier, keeper, [Member(keeper, "keeper")])
+    for p in members:
+        if p.id == keeper.id:
+            continue
+        cos = float(vectors[p.id] @ vectors[keeper.id])
+        ham = tr = fine = crop = None
+        if p.id in codes and keeper.id in codes:
+            ham, tr, fine, crop = hamming(codes[keeper.id], codes[p.id])
+        exact = full_hashes.get(p.id) is not None and full_hashes.get(p.id) == full_hashes.get(keeper.id)
+        relation = pair_tier(Pair(keeper.id, p.id, cos, ham, tr, fine, crop, exact), t) or "linked"
+        group.members.append(Member(p, relation, cos, ham, TRANSFORMS[tr] if tr is not None else None, fine, crop))
+    return group

@@ -1,0 +1,258 @@
+"""Pillow decoding: EXIF orientation, RGB, pixel limits, JPEG draft mode, model-geometry resize.
+
+Imported by decode worker processes: must never import torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from imgsearch.errors import ImageError
+from imgsearch.images.exif import DECODE_ERRORS, ORIENTATION, ImageInfo, read_metadata
+
+PARTIAL_HASH_CHUNK = 64 * 1024
+MAX_ASPECT = 10  # beyond this, fit_to_geometry crops before resizing (same pixels, bounded memory)
+_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The model's preprocessing geometry (what open_clip's eval transform does before ToTensor)."""
+
+    height: int
+    width: int
+    resize_mode: str = "shortest"  # shortest | longest | squash, as in open_clip
+    interpolation: str = "bicubic"
+    fill: int = 0
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One file ready for the encoder: model-sized uint8 pixels (H, W, 3) and what the DB stores."""
+
+    path: str
+    pixels: np.ndarray
+    info: ImageInfo
+    content_hash: str
+    size: int
+    mtime_ns: int
+
+
+def default_pixel_limit(workers: int) -> int:
+    """A decompression-bomb limit that keeps all workers' decoded frames well inside RAM."""
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        ram = 8 << 30
+    per_worker = ram // 4 // max(1, workers)
+    # ~8 bytes per pixel at peak (decode buffer + RGB conversion); never below 50 MP, never above 1 GP.
+    return int(min(max(per_worker // 8, 50_000_000), 1_000_000_000))
+
+
+def hash_bytes(head: bytes, tail: bytes, size: int) -> str:
+    """Content fingerprint from the size and the first and last 64 KiB: cheap, and enough to spot a move."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(size.to_bytes(8, "little"))
+    h.update(head)
+    h.update(tail)
+    return h.hexdigest()
+
+
+def _tail_offset(size: int) -> int:
+    return max(PARTIAL_HASH_CHUNK, size - PARTIAL_HASH_CHUNK)
+
+
+def partial_hash(path: str | Path) -> str:
+    """hash_bytes of a file on disk, reading at most 128 KiB."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(PARTIAL_HASH_CHUNK)
+        f.seek(_tail_offset(size))
+        tail = f.read(PARTIAL_HASH_CHUNK)
+    return hash_bytes(head, tail, size)
+
+
+def data_hash(data: bytes | bytearray) -> str:
+    """hash_bytes of a file already read into memory (equals partial_hash of the same file)."""
+    return hash_bytes(data[:PARTIAL_HASH_CHUNK], data[_tail_offset(len(data)):], len(data))
+
+
+def open_rgb(source: str | Path | io.BytesIO, max_pixels: int,
+             draft_to: tuple[int, int] | None = None) -> tuple[Image.Image, ImageInfo]:
+    """Open an image as oriented RGB (alpha over white); JPEGs DCT-downscaled to at least `draft_to` (w, h)."""
+    with _as_image_errors():
+        img = _open_checked(source, max_pixels)
+        info = read_metadata(img, *img.size)
+        if draft_to is not None and img.format == "JPEG":
+            # draft keeps both sides >= the request; ask for the larger side both ways so the
+            # orientation applied afterwards cannot leave a side short.
+            side = max(draft_to)
+            img.draft("RGB", (side, side))
+        img.seek(0)  # animated GIF/WebP: the first frame
+        img.load()
+        img = _oriented(img)
+        img = _to_rgb(img)
+    return img, info
+
+
+@contextlib.contextmanager
+def _as_image_errors() -> Iterator[None]:
+    """Whatever a broken file makes Pillow raise becomes an ImageError with a reason a user can read."""
+    try:
+        with warnings.catch_warnings():
+            yield
+    except ImageError:
+        raise
+    except UnidentifiedImageError as exc:
+        raise ImageError("not an image Pillow can read (wrong extension or unsupported format)") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"decompression bomb: {exc}") from exc
+    except DECODE_ERRORS as exc:
+        raise ImageError(f"cannot decode: {type(exc).__name__}: {exc}") from exc
+
+
+def _open_checked(source: str | Path | io.BytesIO, max_pixels: int) -> Image.Image:
+    """Image.open (header only) with our RAM-aware pixel limit; Pillow's own check is a backstop.
+
+    Call inside _as_image_errors(), which also scopes the warning filter set here.
+    """
+    Image.MAX_IMAGE_PIXELS = 2 * max_pixels  # a backstop: our clearer check below fires first
+    warnings.simplefilter("error", Image.DecompressionBombWarning)
+    img = Image.open(source)
+    w, h = img.size
+    if w * h > max_pixels:
+        raise ImageError(f"image too large: {w}x{h} pixels exceeds the limit of {max_pixels:,}")
+    return img
+
+
+def _oriented(img: Image.Image) -> Image.Image:
+    try:
+        return ImageOps.exif_transpose(img)
+    except DECODE_ERRORS:
+        return img  # absurd EXIF orientation data: keep the pixels as stored
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        # 16/32-bit greyscale: Pillow's convert() clips instead of scaling.
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr * (255.0 / peak), 0, 255).astype(np.uint8), "L")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def fit_to_geometry(img: Image.Image, geo: Geometry) -> np.ndarray:
+    """Resize and centre-crop (or pad) exactly as open_clip's eval transform does; uint8 (H, W, 3)."""
+    resample = _RESAMPLE.get(geo.interpolation, Image.Resampling.BICUBIC)
+    w, h = img.size
+    if geo.resize_mode == "squash":
+        return np.asarray(img.resize((geo.width, geo.height), resample))
+    if geo.resize_mode == "longest":
+        scale = max(h / geo.height, w / geo.width)  # timm ResizeKeepRatio(longest=1)
+        new_w, new_h = round(w / scale), round(h / scale)
+    else:
+        # torchvision Resize(int): the short side becomes `size`, the long side is truncated.
+        size = min(geo.height, geo.width)
+        if w <= h:
+            new_w, new_h = size, int(size * h / w)
+        else:
+            new_w, new_h = int(size * w / h), size
+    if max(new_w / geo.width, new_h / geo.height) > MAX_ASPECT:
+        # A panorama strip (say 1x100000): resizing all of it would allocate gigapixels for a crop of
+        # 224x224. Resize only the source region the centre crop keeps (Pillow's box argument).
+        box_w, box_h = min(w, geo.width * w / new_w), min(h, geo.height * h / new_h)
+        left, top = (w - box_w) / 2, (h - box_h) / 2
+        img = img.resize((min(new_w, geo.width), min(new_h, geo.height)), resample,
+                         box=(left, top, left + box_w, top + box_h))
+        new_w, new_h = img.size
+    elif (new_w, new_h) != (w, h):
+        img = img.resize((new_w, new_h), resample)
+    arr = np.asarray(img)
+    pad_h, pad_w = max(geo.height - new_h, 0), max(geo.width - new_w, 0)
+    if pad_h or pad_w:
+        arr = np.pad(arr, ((pad_h // 2, (pad_h + 1) // 2), (pad_w // 2, (pad_w + 1) // 2), (0, 0)),
+                     constant_values=geo.fill)
+    top = int(round((arr.shape[0] - geo.height) / 2.0))
+    left = int(round((arr.shape[1] - geo.width) / 2.0))
+    return np.ascontiguousarray(arr[top:top + geo.height, left:left + geo.width])
+
+
+@dataclass(frozen=True)
+class FileData:
+    """A file's bytes with the stat taken while reading them."""
+
+    path: str
+    data: bytearray
+    size: int
+    mtime_ns: int
+
+
+def read_file(path: str) -> FileData:
+    """Read a whole file once; refuses files that change while being read, and empty ones."""
+    try:
+        with open(path, "rb", buffering=0) as f:
+            before = os.fstat(f.fileno())
+            # a bytearray filled in place: the GPU path wraps it as a tensor without a copy
+            data = bytearray(before.st_size)
+            got = f.readinto(data)
+            extra = f.read(1)
+            after = os.fstat(f.fileno())
+    except OSError as exc:
+        raise ImageError(f"cannot read: {exc.strerror or exc}") from exc
+    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns) or got != after.st_size or extra:
+        raise ImageError("file changed while being read (it will be retried on the next run)")
+    if not data:
+        raise ImageError("empty file (0 bytes)")
+    return FileData(path, data, after.st_size, after.st_mtime_ns)
+
+
+def read_header(data: bytes | bytearray, max_pixels: int) -> tuple[ImageInfo, int]:
+    """Metadata and EXIF orientation (1 = none) from the header alone, without decoding pixels."""
+    with _as_image_errors():
+        img = _open_checked(io.BytesIO(data), max_pixels)
+        info = read_metadata(img, *img.size)
+        orientation = img.getexif().get(ORIENTATION, 1)
+    return info, orientation if orientation in range(1, 9) else 1
+
+
+def decode_data(file: FileData, geo: Geometry, max_pixels: int) -> Decoded:
+    """Decode bytes already read (draft mode) and fit them to the model's geometry."""
+    img, info = open_rgb(io.BytesIO(file.data), max_pixels, draft_to=(geo.width, geo.height))
+    try:
+        pixels = fit_to_geometry(img, geo)
+    except DECODE_ERRORS as exc:
+        raise ImageError(f"cannot resize: {type(exc).__name__}: {exc}") from exc
+    return Decoded(file.path, pixels, info, data_hash(file.data), file.size, file.mtime_ns)
+
+
+def decode_file(path: str, geo: Geometry, max_pixels: int) -> Decoded:
+    """Read a file once, fingerprint it, decode it (draft mode) and fit it to the model's geometry."""
+    return decode_data(read_file(path), geo, max_pixels)
+
+
+def thumbnail_jpeg(path: str, size: int = 256, max_pixels: int = 200_000_000) -> bytes | None:
+    """A small oriented JPEG of an image for contact sheets; None if the file cannot be read."""
+    try:
+        img, _ = open_rgb(path, max_pixels, draft_to=(size, size))
+    except ImageError:
+        return None
+    img.thumbnail((size, size), Image.Resampling.BICUBIC)
+    out = io.BytesIO()
+    img.save(out, format="JPEG", quality=80)
+    return out.getvalue()

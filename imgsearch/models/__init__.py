@@ -1,0 +1,1 @@
+"""CLIP models: the encoder (open_clip), batching images through it, zero-shot labels, training, evaluation."""

@@ -1,0 +1,367 @@
+"""Contrastive training (CLIP's symmetric InfoNCE) on the user's own (image, caption) pairs.
+
+Pairs come from a CSV, sidecar .txt captions or class folders. A run starts from any model
+`--model` accepts (fine-tuning, optionally with a locked tower: LiT) or from an architecture
+config (from scratch). Each epoch ends with validation recall and a checkpoint that `--resume`
+continues from; the result is an open_clip local-dir folder that `imgsearch index --model
+local-dir:OUT` loads directly. torch and open_clip are imported lazily, as in encoder.py."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+import numpy as np
+from imgsearch.config import ModelSpec
+from imgsearch.errors import ImgSearchError, UsageError
+from imgsearch.models.train_data import Pair, decode_all, split_rows
+
+if TYPE_CHECKING:
+    import torch
+
+
+CONFIG_FILE = "open_clip_config.json"
+
+
+WEIGHTS_FILE = "open_clip_model.safetensors"
+
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+MEAN = (0.48145466, 0.4578275, 0.40821073)  # CLIP's, so a from-scratch model preprocesses like the others
+
+
+STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+# From-scratch architectures sized for small data sets; any open_clip model name or config file also works.
+PRESETS = {
+    "small": {"embed_dim": 256,
+              "vision_cfg": {"image_size": 64, "layers": 6, "width": 256, "patch_size": 8, "head_width": 64},
+              "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 256, "heads": 4, "layers": 4}},
+    "tiny": {"embed_dim": 64,
+             "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+             "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}},
+}
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 5e-4
+    weight_decay: float = 0.1
+    warmup_steps: int = 50
+    accumulate: int = 1  # micro-batches per optimiser step (each keeps its own in-batch negatives)
+    val_fraction: float = 0.1
+    lock_image: bool = False  # LiT: train the text tower against a fixed image tower
+    lock_text: bool = False
+    augment: bool = True  # random crops and flips
+    compile: bool = False  # torch.compile on CUDA
+    seed: int = 0
+    workers: int = -1  # decode processes
+
+
+@dataclass
+class EpochReport:
+    epoch: int
+    loss: float
+    val: dict[str, float] = field(default_factory=dict)  # i2t_r@1, i2t_r@5, t2i_p@10...
+    seconds: float = 0.0
+    images_per_s: float = 0.0
+
+
+class TrainProgress:
+    """Callbacks a caller can override: a bar per epoch and a line after it."""
+
+    def stage(self, name: str, total: int | None) -> None: ...
+
+    def advance(self, n: int = 1, **postfix: float) -> None: ...
+
+    def epoch_done(self, report: EpochReport) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _start_model(model: ModelSpec | None, arch: str | None, device: str):  # noqa: ANN202 -> (model, cfg, tokenizer)
+    """A trainable open_clip model and the config to save it with."""
+    import open_clip
+
+    from imgsearch.models.encoder import LOCAL_DIR, OpenClipEncoder
+
+    if (model is None) == (arch is None):
+        raise UsageError("give either --model (fine-tune a model) or --arch (train from scratch).")
+    if arch is not None:
+        cfg = _arch_config(arch)
+        net = open_clip.CLIP(**cfg["model_cfg"])
+        size = cfg["model_cfg"]["vision_cfg"].get("image_size", 224)
+        net.visual.preprocess_cfg = {"size": size, **cfg["preprocess_cfg"]}
+        return net.to(device), cfg
+    enc = OpenClipEncoder.load(model, device, precision="fp32")
+    name = enc.info.name  # as resolved at load (local folders absolute): no second fingerprint of the weights
+    if name.startswith(LOCAL_DIR):
+        cfg = json.loads((Path(name.removeprefix(LOCAL_DIR)) / CONFIG_FILE).read_text())
+    elif name.startswith("hf-hub:"):
+        from huggingface_hub import hf_hub_download
+
+        cfg = json.loads(Path(hf_hub_download(name.removeprefix("hf-hub:"), CONFIG_FILE)).read_text())
+    else:
+        pp = enc.model.visual.preprocess_cfg
+        cfg = {"model_cfg": open_clip.get_model_config(name),
+               "preprocess_cfg": {k: (list(v) if isinstance(v, tuple) else v) for k, v in pp.items()}}
+    return enc.model.float().train(), cfg
+
+
+def _arch_config(arch: str) -> dict:
+    import open_clip
+
+    preprocess = {"mean": list(MEAN), "std": list(STD), "interpolation": "bicubic", "resize_mode": "shortest"}
+    if arch in PRESETS:
+        return {"model_cfg": PRESETS[arch], "preprocess_cfg": preprocess}
+    path = Path(arch).expanduser()
+    if path.is_file():
+        cfg = json.loads(path.read_text())
+        return cfg if "model_cfg" in cfg else {"model_cfg": cfg, "preprocess_cfg": preprocess}
+    model_cfg = open_clip.get_model_config(arch)
+    if model_cfg is None:
+        raise UsageError(f"unknown architecture {arch!r}: use {', '.join(PRESETS)}, an open_clip model name, "
+                         "or a JSON config file.")
+    return {"model_cfg": model_cfg, "preprocess_cfg": preprocess}
+
+
+def save_model(net, cfg: dict, out: Path) -> None:  # noqa: ANN001
+    """open_clip's local-dir format: config + safetensors weights, written atomically."""
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().float().contiguous().cpu() for k, v in _unwrapped(net).state_dict().items()}
+    tmp = out / f".{WEIGHTS_FILE}.tmp"
+    save_file(state, str(tmp))
+    tmp.replace(out / WEIGHTS_FILE)
+    (out / f".{CONFIG_FILE}.tmp").write_text(json.dumps(cfg, indent=2))
+    (out / f".{CONFIG_FILE}.tmp").replace(out / CONFIG_FILE)
+
+
+def _unwrapped(net):  # noqa: ANN001, ANN202
+    return getattr(net, "_orig_mod", net)  # torch.compile wraps the module
+
+
+def contrastive_loss(image_f, text_f, logit_scale, caption_ids):  # noqa: ANN001, ANN201
+    """Symmetric InfoNCE; images sharing a caption (class folders) are all positives of it, not negatives."""
+    import torch
+    import torch.nn.functional as F
+
+    logits = logit_scale * image_f @ text_f.T
+    same = (caption_ids[:, None] == caption_ids[None, :]).float()
+    target = same / same.sum(dim=1, keepdim=True)
+    return (torch.sum(-target * F.log_softmax(logits, dim=1), dim=1).mean()
+            + torch.sum(-target * F.log_softmax(logits.T, dim=1), dim=1).mean()) / 2
+
+
+def lr_at(step: int, total: int, base: float, warmup: int) -> float:
+    """Linear warmup, then cosine decay to zero."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * base * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def retrieval_metrics(image_vectors: np.ndarray, captions: Sequence[str], text_vectors: dict[str, np.ndarray],
+                      k: int = 10) -> dict[str, float]:
+    """i2t recall@1/@5 over the distinct captions, t2i precision@k and recall@k per distinct caption."""
+    from imgsearch.models.zeroshot import text_image_metrics
+
+    names = sorted(text_vectors)
+    texts = np.stack([text_vectors[c] for c in names])
+    position = {c: n for n, c in enumerate(names)}
+    truth = np.array([position[c] for c in captions])
+    shared = text_image_metrics(image_vectors, truth, texts, k)
+    top5 = np.argsort(-(image_vectors @ texts.T), axis=1)[:, :5]
+    return {"i2t_r@1": shared["zero_shot_accuracy"], "i2t_r@5": float(np.mean((top5 == truth[:, None]).any(axis=1))),
+            f"t2i_p@{k}": shared[f"t2i_p@{k}"], f"t2i_r@{k}": shared[f"t2i_r@{k}"]}
+
+
+def train(pairs: Sequence[Pair], out: Path, settings: TrainSettings = TrainSettings(), model: ModelSpec | None = None,
+          arch: str | None = None, resume: bool = False, device: str | None = None,
+          progress: TrainProgress | None = None) -> list[EpochReport]:
+    """Train, validating and checkpointing every epoch; the model in `out` is usable after each epoch."""
+    import torch
+
+    from imgsearch.models.encoder import default_device, describe_model
+
+    progress = progress or TrainProgress()
+    device = device or default_device()
+    torch.manual_seed(settings.seed)
+    random.seed(settings.seed)
+    checkpoint = out / CHECKPOINT_FILE
+    state = None
+    if resume:
+        if not checkpoint.is_file():
+            raise UsageError(f"nothing to resume: {checkpoint} does not exist (train without --resume first).")
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        model, arch = (ModelSpec(**state["model_spec"]) if state["model_spec"] else None), state["arch"]
+    elif checkpoint.is_file():
+        raise UsageError(f"{out} already holds a training run: pass --resume to continue it, or another folder.")
+    net, cfg = _start_model(model, arch, device)
+    if state is not None:
+        net.load_state_dict(state["model"])
+    if settings.lock_image:
+        net.lock_image_tower()
+    if settings.lock_text:
+        net.lock_text_tower()
+    info = describe_model(net)
+
+    progress.stage("decoding", None)
+    pixels, rows, skipped = decode_all(pairs, info.geometry, settings.workers)
+    captions = [pairs[r].caption for r in rows]
+    if len(rows) < 2:
+        raise ImgSearchError(f"only {len(rows)} readable image(s): training needs pairs.")
+    train_rows, val_rows = split_rows(len(rows), captions, settings.val_fraction, settings.seed)
+    tokens = _tokenize(net, cfg, sorted(set(captions)))
+    caption_id = {c: n for n, c in enumerate(sorted(set(captions)))}
+    cap_ids = torch.tensor([caption_id[c] for c in captions])
+
+    params = [p for p in net.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    rest = [p for p in params if p.ndim < 2]  # gains, biases, logit_scale: no weight decay (open_clip's rule)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": settings.weight_decay},
+                             {"params": rest, "weight_decay": 0.0}], lr=settings.lr, betas=(0.9, 0.98), eps=1e-6)
+    steps_per_epoch = max(1, len(train_rows) // (settings.batch_size * settings.accumulate))
+    total = steps_per_epoch * settings.epochs
+    start_epoch, step = 0, 0
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+        start_epoch, step = state["epoch"], state["step"]
+    runner = torch.compile(net) if settings.compile and device.startswith("cuda") else net
+    mean = torch.tensor(info.mean, device=device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(info.std, device=device).view(1, 3, 1, 1) * 255
+    augment = _augmenter(info.geometry) if settings.augment else None
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else contextlib.nullcontext()
+    reports = [EpochReport(**r) for r in state["reports"]] if state is not None else []
+    gen = np.random.default_rng(settings.seed + start_epoch)
+    batches = _Batches(pixels, cap_ids, tokens.to(device), mean, std, augment, device)
+    for epoch in range(start_epoch, settings.epochs):
+        t0 = time.perf_counter()
+        runner.train()
+        progress.stage(f"epoch {epoch + 1}/{settings.epochs}", steps_per_epoch)
+        losses, seen, step = _run_epoch(runner, opt, batches, gen.permutation(train_rows), steps_per_epoch, step,
+                                        total, settings, autocast, progress)
+        elapsed = time.perf_counter() - t0
+        report = EpochReport(epoch + 1, float(np.mean(losses)), {}, elapsed, seen / elapsed)
+        if len(val_rows):
+            report.val = evaluate_rows(net, tokens, caption_id, pixels[val_rows], [captions[r] for r in val_rows],
+                                       mean, std, device)
+        reports.append(report)
+        save_model(net, cfg, out)
+        _save_checkpoint(checkpoint, net, opt, epoch + 1, step, model, arch, reports, settings)
+        progress.epoch_done(report)
+    progress.close()
+    if skipped:
+        (out / "skipped.tsv").write_text("".join(f"{p}\t{r}\n" for p, r in skipped))
+    return reports
+
+
+@dataclass
+class _Batches:
+    """The decoded set on the host, and how a batch of it reaches the model."""
+
+    pixels: np.ndarray
+    caption_ids: "torch.Tensor"
+    tokens: "torch.Tensor"  # one row per distinct caption, on the device
+    mean: "torch.Tensor"
+    std: "torch.Tensor"
+    augment: Callable | None
+    device: str
+
+    def get(self, rows: np.ndarray):  # noqa: ANN201 -> (images, tokens, caption ids)
+        import torch
+
+        x = torch.from_numpy(self.pixels[rows]).to(self.device).permute(0, 3, 1, 2)
+        if self.augment is not None:
+            x = self.augment(x)
+        ids = self.caption_ids[rows].to(self.device)
+        return (x.float() - self.mean) / self.std, self.tokens[ids], ids
+
+
+def _run_epoch(runner, opt, batches: _Batches, order: np.ndarray, steps: int, step: int, total: int,  # noqa: ANN001
+               settings: TrainSettings, autocast, progress: TrainProgress) -> tuple[list[float], int, int]:  # noqa: ANN001
+    """One pass over `order`; returns (losses, images seen, global step)."""
+    import torch
+
+    t0, seen, losses = time.perf_counter(), 0, []
+    for s in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, total, settings.lr, settings.warmup_steps)
+        opt.zero_grad(set_to_none=True)
+        for a in range(settings.accumulate):
+            lo = (s * settings.accumulate + a) * settings.batch_size
+            x, text, ids = batches.get(order[lo:lo + settings.batch_size])
+            with autocast:
+                img_f, txt_f, scale = runner(x, text)[:3]
+                loss = contrastive_loss(img_f.float(), txt_f.float(), scale.float(), ids)
+            (loss / settings.accumulate).backward()
+            losses.append(float(loss.detach()))
+            seen += len(ids)
+        opt.step()
+        with torch.no_grad():  # CLIP clamps the temperature at 100
+            _unwrapped(runner).logit_scale.clamp_(0, math.log(100))
+        step += 1
+        progress.advance(1, loss=float(np.mean(losses[-10:])), img_s=seen / (time.perf_counter() - t0))
+    return losses, seen, step
+
+
+def _tokenize(net, cfg: dict, texts: Sequence[str]):  # noqa: ANN001, ANN202
+    import open_clip
+
+    context = cfg["model_cfg"].get("text_cfg", {}).get("context_length", 77)
+    return open_clip.tokenize(list(texts), context_length=context)
+
+
+def _augmenter(geometry) -> Callable:  # noqa: ANN001
+    """Per-image random resized crop (scale 0.6-1) and horizontal flip, on uint8 tensors."""
+    from torchvision.transforms import v2
+
+    t = v2.Compose([v2.RandomResizedCrop((geometry.height, geometry.width), scale=(0.6, 1.0), antialias=True),
+                    v2.RandomHorizontalFlip()])
+
+    def run(x):  # noqa: ANN001, ANN202
+        import torch
+
+        return torch.stack([t(img) for img in x])
+    return run
+
+
+def evaluate_rows(net, tokens, caption_id: dict[str, int], pixels: np.ndarray, captions: Sequence[str],  # noqa: ANN001
+                  mean, std, device: str) -> dict[str, float]:  # noqa: ANN001
+    """Validation metrics of the model as it is now."""
+    import torch
+    import torch.nn.functional as F
+
+    net.eval()
+    with torch.no_grad():
+        feats = []
+        for lo in range(0, len(pixels), 256):
+            x = torch.from_numpy(pixels[lo:lo + 256]).to(device).permute(0, 3, 1, 2)
+            feats.append(F.normalize(net.encode_image((x.float() - mean) / std).float(), dim=-1).cpu().numpy())
+        names = sorted(set(captions))
+        text = F.normalize(net.encode_text(tokens.to(device)[[caption_id[c] for c in names]]).float(), dim=-1)
+    net.train()
+    return retrieval_metrics(np.concatenate(feats), captions, dict(zip(names, text.cpu().numpy())))
+
+
+def _save_checkpoint(path: Path, net, opt, epoch: int, step: int, model: ModelSpec | None, arch: str | None,  # noqa: ANN001
+                     reports: list[EpochReport], settings: TrainSettings) -> None:
+    import torch
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({"model": _unwrapped(net).state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "step": step,
+                "model_spec": asdict(model) if model else None, "arch": arch,
+                "reports": [asdict(r) for r in reports], "settings": asdict(settings)}, tmp)
+    tmp.replace(path)

@@ -1,0 +1,84 @@
+"""Query words -> weighted text and image terms, and their combination into one query vector.
+
+Query words (as the shell splits them):
+    beach                         a text term; consecutive words form one phrase: a dog on the beach
+    beach + sunset - people       `+` and `-` as separate words combine terms
+    2:dog + 0.5:@cat.jpg          N: weights a term; @PATH or @https://... is an image term
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from imgsearch.errors import UsageError
+
+_WEIGHT = re.compile(r"^([+-]?\d+(?:\.\d+)?):(.*)$", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Term:
+    """One part of a query: weight * embedding(value)."""
+
+    weight: float
+    kind: str  # "text" | "image" | "url"
+    value: str
+
+
+def check_text(query: str) -> str:
+    """The query stripped; an empty one is a usage error."""
+    text = (query or "").strip()
+    if not text:
+        raise UsageError("empty query: give some words to search for, e.g. imgsearch search \"a dog on the beach\"")
+    return text
+
+
+def _term(words: list[str], sign: float) -> Term:
+    text = " ".join(words).strip()
+    weight = 1.0
+    match = _WEIGHT.match(text)
+    if match:
+        weight, text = float(match.group(1)), match.group(2).strip()
+    if not text or text == "@":
+        raise UsageError("empty query term: every + or - must be followed by a term (quote phrases: \"a dog\")")
+    if text.startswith("@"):
+        target = text[1:]
+        kind = "url" if re.match(r"^https?://", target, re.IGNORECASE) else "image"
+        return Term(sign * weight, kind, target)
+    return Term(sign * weight, "text", text)
+
+
+def parse_query(words: Sequence[str]) -> list[Term]:
+    """Words -> terms; raises UsageError naming what is wrong."""
+    terms: list[Term] = []
+    current: list[str] = []
+    sign = 1.0
+    for word in words:
+        if word in ("+", "-"):
+            if current:
+                terms.append(_term(current, sign))
+                current = []
+            elif terms or word == "+":
+                raise UsageError(f"'{word}' needs a term before and after it, e.g. beach + sunset - people")
+            sign = 1.0 if word == "+" else -1.0
+        else:
+            current.append(word)
+    if current:
+        terms.append(_term(current, sign))
+    elif terms or sign < 0:
+        raise UsageError("the query ends with an operator: put a term after the last + or -")
+    if not terms:
+        raise UsageError("empty query: give some words to search for, e.g. imgsearch search \"a dog on the beach\"")
+    return terms
+
+
+def combine(vectors: np.ndarray, weights: Sequence[float]) -> np.ndarray:
+    """Weighted sum of unit vectors, normalised; terms that cancel out are a usage error."""
+    total = (np.asarray(weights, dtype=np.float32)[:, None] * vectors).sum(axis=0)
+    norm = float(np.linalg.norm(total))
+    if norm < 1e-6:
+        raise UsageError("the query terms cancel each other out: change their weights")
+    return (total / norm).astype(np.float32)[None, :]

@@ -1,0 +1,100 @@
+"""Ranking: the best k (id, exact score) pairs for a query vector, with filters and paging; result order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
+import numpy as np
+
+from imgsearch.config import SearchOptions
+from imgsearch.errors import UsageError
+from imgsearch.vectors.index import VectorIndex
+
+MAX_K = 10_000
+
+
+EXACT_FILTER_MAX = 50_000  # a filter leaving at most this many images is scored exactly, all of them
+
+
+SORTS = ("score", "date", "path")
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """One hit: 1-based rank, cosine similarity, path, and the image id in the library."""
+
+    rank: int
+    score: float
+    path: str
+    id: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_options(opts: SearchOptions) -> SearchOptions:
+    if not 1 <= opts.k <= MAX_K:
+        raise UsageError(f"--top must be between 1 and {MAX_K}, got {opts.k}")
+    if opts.offset < 0:
+        raise UsageError(f"--offset must be 0 or more, got {opts.offset}")
+    if opts.min_score is not None and not -1.0 <= opts.min_score <= 1.0:  # NaN fails this too
+        raise UsageError(f"--min-score is a cosine similarity between -1 and 1, got {opts.min_score}")
+    if opts.sort not in SORTS:
+        raise UsageError(f"--sort must be one of {', '.join(SORTS)}, got {opts.sort!r}")
+    return opts
+
+
+def rank_ids(index: VectorIndex, query: np.ndarray, need: int, allowed: np.ndarray | None,
+             exclude: Collection[int], min_score: float | None) -> list[tuple[int, float]]:
+    """The best `need` (id, exact score) pairs among allowed ids, best first, none below min_score.
+
+    A selective filter scores every allowed image exactly. Otherwise the index is asked for more
+    and more candidates until enough pass the filter: never fewer results than exist.
+    """
+    floor = -np.inf if min_score is None else min_score
+    excluded = np.fromiter(exclude, dtype=np.int64) if exclude else np.zeros(0, dtype=np.int64)
+    if allowed is not None:
+        allowed = np.setdiff1d(np.intersect1d(allowed, index.ids()), excluded)
+        if len(allowed) <= EXACT_FILTER_MAX:
+            return _exact(index, query, allowed, need, floor)
+    depth = need + len(excluded)
+    while True:
+        scores, ids = index.search(query, depth)
+        valid = ids[0] >= 0
+        got_ids, got_scores = ids[0][valid], scores[0][valid]
+        keep = ~np.isin(got_ids, excluded)
+        if allowed is not None:
+            keep &= np.isin(got_ids, allowed)
+        hits = [(int(i), float(s)) for i, s in zip(got_ids[keep], got_scores[keep]) if s >= floor]
+        exhausted = len(got_ids) < min(depth, len(index))  # IVF lists probed hold no more
+        if len(hits) >= need or depth >= len(index) or (len(got_scores) and got_scores[-1] < floor):
+            return hits[:need]
+        if exhausted:
+            pool = allowed if allowed is not None else np.setdiff1d(index.ids(), excluded)
+            return _exact(index, query, pool, need, floor)
+        depth = min(len(index), depth * 4)
+
+
+def _exact(index: VectorIndex, query: np.ndarray, ids: np.ndarray, need: int, floor: float) -> list[tuple[int, float]]:
+    best: list[tuple[int, float]] = []
+    for start in range(0, len(ids), 100_000):  # bounded memory on huge libraries
+        chunk = ids[start:start + 100_000]
+        scores = index.score(query, chunk)
+        top = np.argsort(-scores, kind="stable")[:need]
+        best += [(int(chunk[i]), float(scores[i])) for i in top if scores[i] >= floor]
+    best.sort(key=lambda h: -h[1])
+    return best[:need]
+
+
+def order(hits: list[tuple[int, float]], paths: dict[int, str], sort: str,
+          dates: Callable[[Sequence[int]], dict[int, datetime]] | None = None) -> list[tuple[int, float]]:
+    """Results in the order asked for (ties keep the score order); ids the DB no longer has are dropped."""
+    hits = [h for h in hits if h[0] in paths]
+    if sort == "path":
+        return sorted(hits, key=lambda h: paths[h[0]])
+    if sort == "date" and dates is not None:  # newest first, like a photo timeline; undated last
+        when = dates([i for i, _ in hits])
+        return sorted(hits, key=lambda h: when.get(h[0]) or datetime.min, reverse=True)
+    return hits

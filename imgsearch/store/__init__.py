@@ -1,0 +1,51 @@
+"""The library database: engine and dialect (engine.py, dialect.py), tables (orm.py), and every query,
+grouped by topic in the modules beside this one and re-exported here as `store.<query>`."""
+
+from __future__ import annotations
+
+from imgsearch.store.dups import (  # noqa: F401
+    cached_pairs,
+    dup_scan,
+    exact_candidates,
+    image_hashes,
+    replace_pairs,
+    save_image_hashes,
+)
+from imgsearch.store.images import (  # noqa: F401
+    KnownFile,
+    add_roots,
+    count_images,
+    dates_for,
+    delete_images,
+    filter_ids,
+    image_id_for_path,
+    indexed_photos,
+    known_files,
+    list_roots,
+    move_image,
+    paths_for,
+    save_decoded,
+    save_skipped,
+    skipped_images,
+)
+from imgsearch.store.runs import last_run, start_run  # noqa: F401
+from imgsearch.store.tags import replace_tags, tag_counts  # noqa: F401
+from imgsearch.store.vectors import (  # noqa: F401
+    TEXT_CACHE_SIZE,
+    bump_generation,
+    cached_text_vectors,
+    count_vectors,
+    from_blobs,
+    get_or_create_model,
+    has_vectors,
+    latest_build,
+    list_models,
+    load_vectors,
+    prune_builds,
+    record_build,
+    remember_text_vectors,
+    save_vectors,
+    to_blob,
+    vector_ids,
+    vectors_for,
+)

@@ -1,0 +1,71 @@
+"""Queries of duplicate finding: perceptual and full hashes, the candidate-pair cache, scan state."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import delete, func, or_, select
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from imgsearch.store.expressions import chunks
+from imgsearch.store.orm import (
+    STATUS_INDEXED,
+    DupPair,
+    DupScan,
+    Image,
+    ImageHash,
+)
+
+
+def image_hashes(session: Session) -> dict[int, ImageHash]:
+    return {h.image_id: h for h in session.scalars(select(ImageHash))}
+
+
+def save_image_hashes(session: Session, rows: Sequence[dict]) -> None:
+    """Insert or replace hash rows ({image_id, content_hash, phashes, full_hash, full_hash_stat})."""
+    for chunk in chunks(list(rows), 150):
+        stmt = sqlite_insert(ImageHash).values(list(chunk))
+        session.execute(stmt.on_conflict_do_update(
+            index_elements=[ImageHash.image_id],
+            set_={c: stmt.excluded[c] for c in ("content_hash", "phashes", "full_hash", "full_hash_stat")}))
+
+
+def exact_candidates(session: Session) -> list[list[int]]:
+    """Ids of indexed images sharing (size, partial content hash) with another: possibly byte-identical."""
+    keys = (select(Image.size, Image.content_hash).where(Image.status == STATUS_INDEXED,
+                                                           Image.content_hash.is_not(None))
+            .group_by(Image.size, Image.content_hash).having(func.count() > 1).subquery())
+    rows = session.execute(select(Image.id, Image.size, Image.content_hash)
+                           .join(keys, (Image.size == keys.c.size) & (Image.content_hash == keys.c.content_hash))
+                           .where(Image.status == STATUS_INDEXED).order_by(Image.id))
+    groups: dict[tuple[int, str], list[int]] = {}
+    for i, size, h in rows:
+        groups.setdefault((size, h), []).append(i)
+    return list(groups.values())
+
+
+def dup_scan(session: Session, model_id: int) -> DupScan:
+    scan = session.get(DupScan, model_id)
+    if scan is None:
+        scan = DupScan(model_id=model_id, thresholds="{}", pair_floor="{}")
+        session.add(scan)
+    return scan
+
+
+def cached_pairs(session: Session, model_id: int) -> list[tuple]:
+    return [tuple(r) for r in session.execute(
+        select(DupPair.a, DupPair.b, DupPair.cosine, DupPair.hamming, DupPair.transform, DupPair.fine, DupPair.crop)
+        .where(DupPair.model_id == model_id))]
+
+
+def replace_pairs(session: Session, model_id: int, rescanned: Sequence[int] | None, pairs: Sequence[dict]) -> None:
+    """Drop the cached pairs touching the rescanned ids (all when None), then store the new ones."""
+    if rescanned is None:
+        session.execute(delete(DupPair).where(DupPair.model_id == model_id))
+    for chunk in chunks(list(rescanned or [])):
+        session.execute(delete(DupPair).where(DupPair.model_id == model_id,
+                                              or_(DupPair.a.in_(chunk), DupPair.b.in_(chunk))))
+    for chunk in chunks(list(pairs), 150):
+        session.execute(sqlite_insert(DupPair).values([{"model_id": model_id, **p} for p in chunk])
+                        .on_conflict_do_nothing())

@@ -1,0 +1,187 @@
+"""Queries on roots and images: what the crawler knows, metadata, filters, skipped files."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from imgsearch.config import Filters
+from imgsearch.images.decode import Decoded
+from imgsearch.store.expressions import chunks, under
+from imgsearch.store.orm import (
+    STATUS_INDEXED,
+    STATUS_SKIPPED,
+    Embedding,
+    Image,
+    Root,
+    Tag,
+    utc_now,
+)
+
+
+@dataclass(frozen=True)
+class KnownFile:
+    """What the planner needs to know about a file already in the DB."""
+
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+    content_hash: str | None
+    status: str
+
+
+def add_roots(session: Session, paths: Iterable[str]) -> None:
+    known = set(session.scalars(select(Root.path)))
+    session.add_all(Root(path=p) for p in paths if p not in known)
+
+
+def list_roots(session: Session) -> list[str]:
+    return list(session.scalars(select(Root.path).order_by(Root.path)))
+
+
+def known_files(session: Session, roots: Sequence[str]) -> dict[str, KnownFile]:
+    """Every DB file inside any of the roots, by path."""
+    out: dict[str, KnownFile] = {}
+    for root in roots:
+        rows = session.execute(
+            select(Image.id, Image.path, Image.size, Image.mtime_ns, Image.content_hash, Image.status)
+            .where(under(Image.path, root))
+        ).all()
+        out.update((r.path, KnownFile(*r)) for r in rows)
+    return out
+
+
+def _image_values(d: Decoded) -> dict:
+    info = d.info
+    return {"path": d.path, "size": d.size, "mtime_ns": d.mtime_ns, "content_hash": d.content_hash,
+            "width": info.width, "height": info.height, "format": info.format, "taken_at": info.taken_at,
+            "camera_make": info.camera_make, "camera_model": info.camera_model, "gps_lat": info.gps_lat,
+            "gps_lon": info.gps_lon, "status": STATUS_INDEXED, "skip_reason": None, "updated_at": utc_now()}
+
+
+def save_decoded(session: Session, items: Sequence[tuple[Decoded, int | None]]) -> tuple[list[int], bool]:
+    """Insert or update the rows of freshly decoded files (bulk statements); returns their ids in order,
+    and True when an existing row's content changed.
+
+    Changed content drops the row's vectors of every model (they describe the old pixels); an
+    unchanged file re-encoded for another model keeps the vectors it has.
+    """
+    existing = {i for _, i in items if i is not None}
+    before: dict[int, tuple] = {}
+    for chunk in chunks(sorted(existing)):
+        before.update((r[0], tuple(r[1:])) for r in session.execute(
+            select(Image.id, Image.content_hash, Image.size, Image.mtime_ns).where(Image.id.in_(chunk))))
+    replaced = [i for d, i in items if i is not None and before.get(i) != (d.content_hash, d.size, d.mtime_ns)]
+    for chunk in chunks(replaced):
+        session.execute(delete(Embedding).where(Embedding.image_id.in_(chunk)))
+        session.execute(delete(Tag).where(Tag.image_id.in_(chunk)))  # they described the old pixels too
+    updates = [{"id": i, **_image_values(d)} for d, i in items if i is not None]
+    if updates:
+        session.execute(update(Image), updates)  # bulk UPDATE by primary key
+    new_rows = [_image_values(d) | {"first_seen_at": utc_now()} for d, i in items if i is None]
+    new_ids = iter(session.scalars(insert(Image).returning(Image.id, sort_by_parameter_order=True), new_rows)
+                   .all() if new_rows else [])
+    return [i if i is not None else next(new_ids) for _, i in items], bool(replaced)
+
+
+def save_skipped(session: Session, path: str, size: int, mtime_ns: int, reason: str, existing_id: int | None) -> None:
+    """Record a file that could not be indexed; its (size, mtime) make the next run retry only if it changed."""
+    image = session.get(Image, existing_id) if existing_id is not None else None
+    if image is None:
+        image = Image(path=path)
+        session.add(image)
+    else:
+        session.execute(delete(Embedding).where(Embedding.image_id == image.id))
+    image.size, image.mtime_ns, image.content_hash = size, mtime_ns, None
+    image.status, image.skip_reason, image.updated_at = STATUS_SKIPPED, reason, utc_now()
+
+
+def move_image(session: Session, image_id: int, path: str, size: int, mtime_ns: int) -> None:
+    """A file found under a new path with the same content: keep its row and vectors."""
+    session.execute(update(Image).where(Image.id == image_id)
+                    .values(path=path, size=size, mtime_ns=mtime_ns, updated_at=utc_now()))
+
+
+def delete_images(session: Session, image_ids: Sequence[int]) -> None:
+    """Forget files gone from disk (their vectors go with them)."""
+    for chunk in chunks(list(image_ids)):
+        session.execute(delete(Image).where(Image.id.in_(chunk)))
+
+
+def paths_for(session: Session, ids: Sequence[int]) -> dict[int, str]:
+    out: dict[int, str] = {}
+    for chunk in chunks(list(ids)):
+        out.update((i, p) for i, p in session.execute(select(Image.id, Image.path).where(Image.id.in_(chunk))))
+    return out
+
+
+def _date_expr():  # noqa: ANN202 (SQL expression)
+    """EXIF date taken, else the file's modification time, as comparable 'YYYY-MM-DD HH:MM:SS' text."""
+    return func.coalesce(func.substr(Image.taken_at, 1, 19),
+                         func.datetime(Image.mtime_ns / 1_000_000_000, "unixepoch"))
+
+
+def filter_ids(session: Session, filters: Filters) -> np.ndarray:
+    """Sorted ids of indexed images that pass every filter (all values bound as parameters)."""
+    stmt = select(Image.id).where(Image.status == STATUS_INDEXED)
+    if filters.folder:
+        stmt = stmt.where(under(Image.path, filters.folder))
+    if filters.after:
+        stmt = stmt.where(_date_expr() >= filters.after.strftime("%Y-%m-%d %H:%M:%S"))
+    if filters.before:
+        stmt = stmt.where(_date_expr() < filters.before.strftime("%Y-%m-%d %H:%M:%S"))
+    if filters.camera:
+        camera = func.lower(func.coalesce(Image.camera_make, "") + " " + func.coalesce(Image.camera_model, ""))
+        stmt = stmt.where(func.instr(camera, filters.camera.lower()) > 0)
+    if filters.exts:
+        suffixes = {f".{e}" for e in filters.exts} | ({".jpg", ".jpeg"} if {"jpg", "jpeg"} & set(filters.exts) else set())
+        stmt = stmt.where(or_(*(func.lower(Image.path).endswith(sfx, autoescape=True) for sfx in sorted(suffixes))))
+    if filters.min_size:
+        stmt = stmt.where(func.min(Image.width, Image.height) >= filters.min_size)
+    for tag in filters.tags:
+        stmt = stmt.where(Image.id.in_(select(Tag.image_id).where(func.lower(Tag.label) == tag.lower())))
+    return np.sort(np.fromiter(session.scalars(stmt), dtype=np.int64))
+
+
+def dates_for(session: Session, ids: Sequence[int]) -> dict[int, datetime]:
+    """Date taken (else file time) of some images."""
+    out: dict[int, datetime] = {}
+    for chunk in chunks(list(ids)):
+        for i, taken, mtime_ns in session.execute(
+                select(Image.id, Image.taken_at, Image.mtime_ns).where(Image.id.in_(chunk))):
+            out[i] = taken or datetime.fromtimestamp(mtime_ns / 1e9, tz=timezone.utc).replace(tzinfo=None)
+    return out
+
+
+def image_id_for_path(session: Session, path: str) -> int | None:
+    return session.scalar(select(Image.id).where(Image.path == path))
+
+
+def skipped_images(session: Session) -> list[tuple[str, str]]:
+    """(path, reason) of every file that could not be indexed."""
+    rows = session.execute(select(Image.path, Image.skip_reason).where(Image.status == STATUS_SKIPPED)
+                           .order_by(Image.path))
+    return [(p, r or "") for p, r in rows]
+
+
+def count_images(session: Session, root: str | None = None) -> dict[str, int]:
+    """{status: count}, optionally inside one root."""
+    stmt = select(Image.status, func.count()).group_by(Image.status)
+    if root is not None:
+        stmt = stmt.where(under(Image.path, root))
+    return {status: n for status, n in session.execute(stmt)}
+
+
+def indexed_photos(session: Session) -> list:
+    """Rows (id, path, width, height, size, mtime_ns, content_hash, taken_at, exif_fields) of indexed images."""
+    exif = sum(func.iif(c.is_(None), 0, 1) for c in (Image.taken_at, Image.camera_make, Image.camera_model,
+                                                     Image.gps_lat))
+    return list(session.execute(
+        select(Image.id, Image.path, Image.width, Image.height, Image.size, Image.mtime_ns, Image.content_hash,
+               Image.taken_at, exif.label("exif_fields")).where(Image.status == STATUS_INDEXED)))

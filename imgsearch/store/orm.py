@@ -1,0 +1,221 @@
+"""SQLAlchemy 2.0 typed models of a library's database. No queries here (see store.py)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Stable constraint names so Alembic migrations can refer to them on SQLite (batch mode).
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+STATUS_INDEXED = "indexed"
+STATUS_SKIPPED = "skipped"
+STATUS_SET_ASIDE = "set_aside"  # moved out by `dups --move-to`; its vectors wait in the journal for undo
+
+
+def utc_now() -> datetime:
+    """Naive UTC timestamp (SQLite stores no zone; every *_at column is UTC)."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Root(Base):
+    """A folder the user asked to index; one library can hold several."""
+
+    __tablename__ = "roots"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    added_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class Image(Base):
+    """One file seen by the crawler: indexed, or skipped with a reason."""
+
+    __tablename__ = "images"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    size: Mapped[int] = mapped_column(Integer)
+    mtime_ns: Mapped[int] = mapped_column(Integer)
+    content_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    width: Mapped[int | None]
+    height: Mapped[int | None]
+    format: Mapped[str | None] = mapped_column(String(16))
+    taken_at: Mapped[datetime | None] = mapped_column(index=True)  # EXIF DateTimeOriginal, camera-local time
+    camera_make: Mapped[str | None] = mapped_column(Text)
+    camera_model: Mapped[str | None] = mapped_column(Text)
+    gps_lat: Mapped[float | None]
+    gps_lon: Mapped[float | None]
+    status: Mapped[str] = mapped_column(String(16), default=STATUS_INDEXED, index=True)
+    skip_reason: Mapped[str | None] = mapped_column(Text)
+    first_seen_at: Mapped[datetime] = mapped_column(default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class Model(Base):
+    """A CLIP model that produced vectors in this library; vectors are kept per model."""
+
+    __tablename__ = "models"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(Text, unique=True)  # identity: source + weights fingerprint
+    name: Mapped[str] = mapped_column(Text)  # as open_clip takes it (may carry hf-hub:/local-dir:)
+    pretrained: Mapped[str | None] = mapped_column(Text)  # tag or checkpoint path
+    checkpoint_sha256: Mapped[str | None] = mapped_column(String(64))
+    dim: Mapped[int]
+    preprocess: Mapped[str] = mapped_column(Text)  # JSON signature of the image preprocessing
+    generation: Mapped[int] = mapped_column(default=0)  # bumped whenever its vectors change
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    last_used_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class Embedding(Base):
+    """The source of truth for vectors: float16, L2-normalised, one per (image, model)."""
+
+    __tablename__ = "embeddings"
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    # the model's generation when this vector was written: an index built at generation g needs
+    # exactly the vectors with generation > g re-added (changed files keep their image id)
+    generation: Mapped[int] = mapped_column(default=0, server_default="0")
+
+    __table_args__ = (Index("ix_embeddings_model_id", "model_id"),)
+
+
+class IndexBuild(Base):
+    """A FAISS index written from the DB vectors: which model, spec, count and generation it holds."""
+
+    __tablename__ = "index_builds"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    spec: Mapped[str] = mapped_column(Text)  # FAISS factory string, stored verbatim
+    params: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")  # JSON: nprobe, k_factor...
+    recall_at_10: Mapped[float | None]  # measured against exact search at build time
+    trained_count: Mapped[int] = mapped_column(default=0, server_default="0")  # vectors when (re)trained
+    count: Mapped[int]
+    generation: Mapped[int]
+    filename: Mapped[str] = mapped_column(Text)
+    build_s: Mapped[float]
+    built_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class TextVector(Base):
+    """Cached text-query embeddings: a repeated query needs no model at all."""
+
+    __tablename__ = "text_vectors"
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    text: Mapped[str] = mapped_column(Text, primary_key=True)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    used_at: Mapped[datetime] = mapped_column(default=utc_now, index=True)
+
+
+class Run(Base):
+    """One `imgsearch index` run and its summary counts."""
+
+    __tablename__ = "runs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int | None] = mapped_column(ForeignKey("models.id", ondelete="SET NULL"))
+    roots: Mapped[str] = mapped_column(Text)  # JSON list
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running | done | failed
+    new: Mapped[int] = mapped_column(default=0)
+    changed: Mapped[int] = mapped_column(default=0)
+    moved: Mapped[int] = mapped_column(default=0)
+    unchanged: Mapped[int] = mapped_column(default=0)
+    removed: Mapped[int] = mapped_column(default=0)
+    skipped: Mapped[int] = mapped_column(default=0)
+    encoded: Mapped[int] = mapped_column(default=0)
+    started_at: Mapped[datetime] = mapped_column(default=utc_now)
+    finished_at: Mapped[datetime | None]
+
+
+class ImageHash(Base):
+    """Perceptual hashes of an image (all 8 flips/rotations) and, once needed, its full-content hash."""
+
+    __tablename__ = "image_hashes"
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    content_hash: Mapped[str] = mapped_column(String(64))  # the image's content_hash these were computed for
+    phashes: Mapped[bytes | None] = mapped_column(LargeBinary)  # (8 flips/rotations + 5 crops) x (8 + 32 pHash bytes)
+    full_hash: Mapped[str | None] = mapped_column(String(64))  # blake2b of every byte (exact duplicates)
+    full_hash_stat: Mapped[str | None] = mapped_column(Text)  # "size:mtime_ns" the full hash was read at
+
+
+class DupPair(Base):
+    """A candidate duplicate pair found for one model, with exact evidence; a < b."""
+
+    __tablename__ = "dup_pairs"
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    a: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    b: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True, index=True)
+    cosine: Mapped[float] = mapped_column(Float)
+    hamming: Mapped[int | None]  # smallest coarse pHash distance over the 8 flips/rotations of a
+    transform: Mapped[int | None]  # which of them (see duplicates.TRANSFORMS)
+    fine: Mapped[int | None]  # fine pHash distance under that transform
+    crop: Mapped[int | None]  # fine distance between an inner crop of one and the other
+
+
+class DupScan(Base):
+    """Per model: thresholds in use and how far the pair cache is up to date."""
+
+    __tablename__ = "dup_scans"
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    thresholds: Mapped[str] = mapped_column(Text, default="{}")  # JSON: near_hamming, near_cosine, similar_cosine
+    generation: Mapped[int | None]  # model generation the pair cache covers (None: never scanned)
+    pair_floor: Mapped[str] = mapped_column(Text, default="{}")  # JSON: cosine, hamming kept in dup_pairs
+    scanned_at: Mapped[datetime | None]
+
+
+class DupAction(Base):
+    """One `dups --move-to/--link --apply`; `dups undo` reverses the latest one."""
+
+    __tablename__ = "dup_actions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # move | hardlink | symlink
+    target: Mapped[str | None] = mapped_column(Text)  # the --move-to folder
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    undone_at: Mapped[datetime | None]
+
+
+class DupActionItem(Base):
+    """One file an action touched, with what undo needs to put it back exactly."""
+
+    __tablename__ = "dup_action_items"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    action_id: Mapped[int] = mapped_column(ForeignKey("dup_actions.id", ondelete="CASCADE"), index=True)
+    image_id: Mapped[int | None] = mapped_column(Integer)
+    src: Mapped[str] = mapped_column(Text)  # where the file was
+    dest: Mapped[str] = mapped_column(Text)  # move: where it went; link: the keeper it now points to
+    size: Mapped[int]
+    mtime_ns: Mapped[int]
+    mode: Mapped[int]
+    full_hash: Mapped[str] = mapped_column(String(64))
+    vectors: Mapped[str | None] = mapped_column(Text)  # move: JSON {model_id: hex fp16 vector} taken out of the index
+    restored_at: Mapped[datetime | None]
+
+
+class Tag(Base):
+    """A zero-shot label of an image (`imgsearch tag`), with its probability among the labels asked for."""
+
+    __tablename__ = "tags"
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    label: Mapped[str] = mapped_column(Text, primary_key=True, index=True)
+    probability: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)

@@ -1,0 +1,27 @@
+"""Queries on zero-shot tags."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.orm import Session
+
+from imgsearch.store.expressions import chunks
+from imgsearch.store.orm import (
+    Tag,
+)
+
+
+def replace_tags(session: Session, model_id: int, labels: Sequence[str], rows: Sequence[tuple[int, str, float]]) -> None:
+    """Drop the model's tags with these labels, then store (image_id, label, probability) rows."""
+    for chunk in chunks(list(labels)):
+        session.execute(delete(Tag).where(Tag.model_id == model_id, Tag.label.in_(chunk)))
+    if rows:
+        session.execute(insert(Tag), [{"image_id": i, "model_id": model_id, "label": label, "probability": p}
+                                      for i, label, p in rows])
+
+
+def tag_counts(session: Session) -> dict[str, int]:
+    """How many images carry each tag."""
+    return dict(session.execute(select(Tag.label, func.count(func.distinct(Tag.image_id))).group_by(Tag.label)).all())

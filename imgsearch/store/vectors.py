@@ -1,0 +1,163 @@
+"""Queries on models, their vectors (float16 blobs, the source of truth), the text cache and index builds."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from imgsearch.models.encoder import ModelInfo
+from imgsearch.store.expressions import chunks
+from imgsearch.store.orm import (
+    Embedding,
+    IndexBuild,
+    Model,
+    TextVector,
+    utc_now,
+)
+
+
+def to_blob(vector: np.ndarray) -> bytes:
+    """float32 vector -> float16 bytes (the stored form)."""
+    return np.asarray(vector, dtype=np.float16).tobytes()
+
+
+def from_blobs(blobs: Sequence[bytes], dim: int) -> np.ndarray:
+    """float16 bytes -> (n, dim) float32, re-normalised so scores are exact cosines."""
+    if not blobs:
+        return np.zeros((0, dim), dtype=np.float32)
+    vectors = np.frombuffer(b"".join(blobs), dtype=np.float16).reshape(len(blobs), dim).astype(np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def load_vectors(session: Session, model_id: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """All (ids, vectors) of one model, ordered by id."""
+    rows = session.execute(
+        select(Embedding.image_id, Embedding.vector).where(Embedding.model_id == model_id).order_by(Embedding.image_id)
+    ).all()
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    return ids, from_blobs([r[1] for r in rows], dim)
+
+
+def vectors_for(session: Session, model_id: int, ids: Sequence[int], dim: int) -> dict[int, np.ndarray]:
+    """Vectors of some images for one model."""
+    out: dict[int, np.ndarray] = {}
+    for chunk in chunks(list(ids)):
+        rows = session.execute(
+            select(Embedding.image_id, Embedding.vector)
+            .where(Embedding.model_id == model_id, Embedding.image_id.in_(chunk))
+        ).all()
+        for (image_id, _), vec in zip(rows, from_blobs([r[1] for r in rows], dim)):
+            out[image_id] = vec
+    return out
+
+
+def has_vectors(session: Session, model_id: int) -> bool:
+    """Whether the model has any vector (cheaper than counting them)."""
+    return session.scalar(select(Embedding.image_id).where(Embedding.model_id == model_id).limit(1)) is not None
+
+
+def count_vectors(session: Session, model_id: int) -> int:
+    return session.scalar(select(func.count()).select_from(Embedding).where(Embedding.model_id == model_id)) or 0
+
+
+def get_or_create_model(session: Session, info: ModelInfo) -> Model:
+    """The row for this model identity, created on first use; marks it as the most recently used."""
+    model = session.scalar(select(Model).where(Model.key == info.key))
+    if model is None:
+        model = Model(key=info.key, name=info.name, pretrained=info.pretrained,
+                      checkpoint_sha256=info.checkpoint_sha256, dim=info.dim,
+                      preprocess=info.preprocess_signature())
+        session.add(model)
+    model.name, model.pretrained = info.name, info.pretrained  # a local folder may have moved
+    model.last_used_at = utc_now()
+    session.flush()
+    return model
+
+
+def list_models(session: Session) -> list[Model]:
+    """Models, most recently used first."""
+    return list(session.scalars(select(Model).order_by(Model.last_used_at.desc(), Model.id.desc())))
+
+
+def bump_generation(session: Session, model_ids: Iterable[int] | None = None) -> None:
+    """Mark models' vectors as changed (all models when None) so their FAISS index is rebuilt."""
+    stmt = update(Model).values(generation=Model.generation + 1)
+    if model_ids is not None:
+        ids = list(model_ids)
+        if not ids:
+            return
+        stmt = stmt.where(Model.id.in_(ids))
+    session.execute(stmt)
+
+
+def save_vectors(session: Session, model_id: int, image_ids: Sequence[int], vectors: np.ndarray) -> None:
+    """Store one model's vectors for these images (replacing any) and advance the model's generation;
+    the vectors carry the new generation, so an index knows which ones it has not seen."""
+    generation = session.scalar(select(Model.generation).where(Model.id == model_id)) + 1
+    for chunk in chunks(list(image_ids)):
+        session.execute(delete(Embedding).where(Embedding.model_id == model_id, Embedding.image_id.in_(chunk)))
+    blobs = np.asarray(vectors, dtype=np.float16)
+    session.execute(insert(Embedding), [{"image_id": i, "model_id": model_id, "vector": blobs[n].tobytes(),
+                                         "generation": generation} for n, i in enumerate(image_ids)])
+    session.execute(update(Model).where(Model.id == model_id).values(generation=generation))
+
+
+def vector_ids(session: Session, model_id: int, since_generation: int | None = None) -> np.ndarray:
+    """Sorted ids of images with a vector from this model (only those written after a generation)."""
+    stmt = select(Embedding.image_id).where(Embedding.model_id == model_id)
+    if since_generation is not None:
+        stmt = stmt.where(Embedding.generation > since_generation)
+    return np.sort(np.fromiter(session.scalars(stmt), dtype=np.int64))
+
+
+TEXT_CACHE_SIZE = 10_000
+
+
+def cached_text_vectors(session: Session, model_id: int, texts: Sequence[str], dim: int) -> dict[str, np.ndarray]:
+    """The cached embeddings among these texts (reads only: a search must work on a read-only library)."""
+    rows = session.execute(select(TextVector.text, TextVector.vector)
+                           .where(TextVector.model_id == model_id, TextVector.text.in_(list(set(texts))))).all()
+    return {text: vec for (text, _), vec in zip(rows, from_blobs([r[1] for r in rows], dim))}
+
+
+def remember_text_vectors(session: Session, model_id: int, vectors: dict[str, np.ndarray | None]) -> None:
+    """Store new text embeddings and mark used ones (None: already stored); keeps the newest TEXT_CACHE_SIZE."""
+    now = utc_now()
+    for text, vector in vectors.items():
+        if vector is None:
+            session.execute(update(TextVector).where(TextVector.model_id == model_id, TextVector.text == text)
+                            .values(used_at=now))
+        else:
+            session.merge(TextVector(model_id=model_id, text=text, vector=to_blob(vector), used_at=now))
+    count = session.scalar(select(func.count()).select_from(TextVector)) or 0
+    if count > TEXT_CACHE_SIZE:
+        oldest = select(TextVector.used_at).order_by(TextVector.used_at.desc()).offset(TEXT_CACHE_SIZE).limit(1)
+        session.execute(delete(TextVector).where(TextVector.used_at <= oldest.scalar_subquery()))
+
+
+def record_build(session: Session, model_id: int, spec: str, count: int, generation: int, filename: str,
+                 build_s: float, params: dict, recall_at_10: float | None, trained_count: int) -> IndexBuild:
+    build = IndexBuild(model_id=model_id, spec=spec, count=count, generation=generation, filename=filename,
+                       build_s=build_s, params=json.dumps(params, sort_keys=True), recall_at_10=recall_at_10,
+                       trained_count=trained_count)
+    session.add(build)
+    session.flush()
+    return build
+
+
+def latest_build(session: Session, model_id: int) -> IndexBuild | None:
+    return session.scalar(select(IndexBuild).where(IndexBuild.model_id == model_id)
+                          .order_by(IndexBuild.id.desc()).limit(1))
+
+
+def prune_builds(session: Session, model_id: int, keep_id: int) -> list[str]:
+    """Forget older builds of a model; returns their file names for deletion."""
+    old = session.execute(select(IndexBuild.id, IndexBuild.filename)
+                          .where(IndexBuild.model_id == model_id, IndexBuild.id != keep_id)).all()
+    session.execute(delete(IndexBuild).where(IndexBuild.model_id == model_id, IndexBuild.id != keep_id))
+    return [name for _, name in old]
