@@ -4,6 +4,9 @@
     lib = Library.open("~/.local/share/imgsearch/library")
     for hit in lib.search_text("a dog on the beach", k=5):
         print(hit.rank, hit.score, hit.path)
+
+The names below are the public API: the CLI uses these and nothing deeper (an import contract
+holds it), so a web app or a script can do everything the CLI does.
 """
 
 from __future__ import annotations
@@ -11,24 +14,46 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
-__all__ = ["Library", "SearchResult", "ModelSpec", "IndexSettings", "SearchOptions", "Filters", "parse_query",
-           "ImgSearchError"]
+
+_LAZY = {
+    "Library": "imgsearch.library", "upgrade": "imgsearch.library",
+    "ModelSpec": "imgsearch.config", "IndexSettings": "imgsearch.config", "CrawlSettings": "imgsearch.config",
+    "SearchOptions": "imgsearch.config", "Filters": "imgsearch.config", "DupOptions": "imgsearch.config",
+    "ImgSearchError": "imgsearch.errors", "UsageError": "imgsearch.errors",
+    "Term": "imgsearch.search.query", "parse_query": "imgsearch.search.query",
+    "parse_filters": "imgsearch.search.filters", "SearchResult": "imgsearch.search.ranking",
+    "export_results": "imgsearch.search.export", "thumbnail_jpeg": "imgsearch.images.decode",
+    "check_roots": "indexer.pipeline", "parse_duration": "imgsearch.dups.options",
+    "load_encoder": "imgsearch.models.encoder", "classify": "imgsearch.models.zeroshot",
+    "parse_labels": "imgsearch.models.zeroshot", "check_templates": "imgsearch.models.zeroshot",
+    "evaluate_folder": "imgsearch.models.evaluation", "read_pairs": "imgsearch.models.train_data",
+    "TrainSettings": "imgsearch.models.training", "train": "imgsearch.models.training",
+}
+__all__ = ["CrawlSettings", "DupOptions", "Filters", "ImgSearchError", "IndexSettings", "Library", "ModelSpec",
+           "SearchOptions", "SearchResult", "Term", "TrainSettings", "UsageError", "check_roots",
+           "check_templates", "classify", "evaluate_folder", "export_results", "load_encoder", "parse_duration",
+           "parse_filters", "parse_labels", "parse_query", "read_pairs", "thumbnail_jpeg", "train", "upgrade"]
 
 if TYPE_CHECKING:
-    from imgsearch.config import Filters, IndexSettings, ModelSpec, SearchOptions
-    from imgsearch.errors import ImgSearchError
-    from imgsearch.library import Library
-    from imgsearch.search.query import parse_query
+    from imgsearch.config import CrawlSettings, DupOptions, Filters, IndexSettings, ModelSpec, SearchOptions
+    from imgsearch.dups.options import parse_duration
+    from imgsearch.errors import ImgSearchError, UsageError
+    from imgsearch.images.decode import thumbnail_jpeg
+    from imgsearch.library import Library, upgrade
+    from imgsearch.models.encoder import load_encoder
+    from imgsearch.models.evaluation import evaluate_folder
+    from imgsearch.models.train_data import read_pairs
+    from imgsearch.models.training import TrainSettings, train
+    from imgsearch.models.zeroshot import check_templates, classify, parse_labels
+    from imgsearch.search.export import export_results
+    from imgsearch.search.filters import parse_filters
+    from imgsearch.search.query import Term, parse_query
     from imgsearch.search.ranking import SearchResult
-
-
-_LAZY = {"Library": "imgsearch.library", "SearchResult": "imgsearch.search.ranking", "ModelSpec": "imgsearch.config",
-         "IndexSettings": "imgsearch.config", "SearchOptions": "imgsearch.config", "Filters": "imgsearch.config",
-         "parse_query": "imgsearch.search.query", "ImgSearchError": "imgsearch.errors"}
+    from indexer.pipeline import check_roots
 
 
 def __getattr__(name: str) -> object:
-    # Lazy: decode workers import imgsearch.images.decode and must not pay for SQLAlchemy/alembic.
+    # Lazy: decode workers import imgsearch.images and must not pay for SQLAlchemy, torch or FAISS.
     if name not in _LAZY:
         raise AttributeError(f"module 'imgsearch' has no attribute {name!r}")
     import importlib

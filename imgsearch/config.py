@@ -97,16 +97,27 @@ class SearchOptions:
 DUP_TIERS = ("exact", "near", "similar")
 
 
+def _threshold(default: float, low: float, high: float, unit: str | None = None) -> float:
+    """A threshold field with its valid range and unit (None: a cosine); dups.options checks values against it."""
+    return field(default=default, metadata={"range": (low, high), "unit": unit})
+
+
 @dataclass(frozen=True)
 class DupThresholds:
     """When a candidate pair counts as a duplicate; stored per model (a model's cosines have their own scale)."""
 
-    near_hamming: int = 10  # coarse pHash bits (of 64) that may differ, over the 8 flips/rotations
-    near_fine: int = 40  # fine pHash bits (of 256) that may differ for "the same pixels" (re-encode, resize, flip...)
-    near_crop: int = 56  # fine bits that may differ between an inner crop of one and the other (a trimmed copy)
-    near_cosine: float = 0.50  # embedding cosine confirming a same-pixels match (the fine code carries it)
-    edited_cosine: float = 0.98  # embedding cosine a coarse-only match (heavier edit) needs instead
-    similar_cosine: float = 0.95  # burst shots / the same scene
+    # coarse pHash bits (of 64) that may differ, over the 8 flips/rotations
+    near_hamming: int = _threshold(10, 0, 32, "bits (of 64)")
+    # fine pHash bits (of 256) that may differ for "the same pixels" (re-encode, resize, flip...)
+    near_fine: int = _threshold(40, 0, 128, "bits (of 256)")
+    # fine bits that may differ between an inner crop of one and the other (a trimmed copy)
+    near_crop: int = _threshold(56, 0, 128, "bits (of 256)")
+    # embedding cosine confirming a same-pixels match (the fine code carries it)
+    near_cosine: float = _threshold(0.50, -1.0, 1.0)
+    # embedding cosine a coarse-only match (heavier edit) needs instead
+    edited_cosine: float = _threshold(0.98, -1.0, 1.0)
+    # burst shots / the same scene
+    similar_cosine: float = _threshold(0.95, -1.0, 1.0)
 
     def merged(self, **given: object) -> "DupThresholds":
         """These thresholds with the given (not None) values replacing them."""

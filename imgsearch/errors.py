@@ -1,55 +1,134 @@
-"""The ImgSearchError hierarchy: every failure a user can meet, with a message naming the fix."""
+"""The ImgSearchError tree: every failure a user can meet, with a stable code and a message naming the fix.
+
+Messages never name a command-line flag: an error about one parameter carries its Python name in
+`param`, and the text `{param}` in the message stands for it (`{param:NAME}` for another
+parameter). The CLI renders them as flags (`--top`), a web layer as fields (`k`); `message`
+renders them as the parameters themselves. `code` is stable and says what kind of failure it is,
+so a web layer can map it to an HTTP status.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+
+_PARAM = re.compile(r"\{param(?::(\w+))?\}")
+
 
 class ImgSearchError(Exception):
-    """Base error; `message` is what the CLI prints after 'Error: '; `exit_code` is what it exits with."""
+    """Base error. `code`: stable kind; `exit_code`: what the CLI exits with; `param`: the parameter at fault."""
 
+    code = "error"
     exit_code = 1
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, param: str | None = None) -> None:
         super().__init__(message)
-        self.message = message
+        self.template = message
+        self.param = param
+
+    @property
+    def message(self) -> str:
+        """The message with parameters written as their Python names."""
+        return self.render(lambda name: name)
+
+    def render(self, name_of: Callable[[str], str]) -> str:
+        """The message with each parameter written as `name_of(parameter)` (a flag, a form field...)."""
+        return _PARAM.sub(lambda m: name_of(m.group(1) or self.param or ""), self.template)
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class UsageError(ImgSearchError):
-    """The user asked for something malformed (empty query, bad option value)."""
+    """The caller asked for something malformed (empty query, a value out of range, a missing folder)."""
 
+    code = "usage"
     exit_code = 2
 
 
-class LibraryNotFoundError(ImgSearchError):
+class NotFoundError(ImgSearchError):
+    """Something named does not exist (a library, an image, an action to undo)."""
+
+    code = "not_found"
+
+
+class LibraryNotFoundError(NotFoundError):
     """No library exists at the given directory."""
 
 
 class NotALibraryError(ImgSearchError):
     """The directory exists but is not an imgsearch library (and is not empty)."""
 
+    code = "not_a_library"
+
 
 class NothingIndexedError(ImgSearchError):
     """The library holds no vectors for the requested model yet."""
 
+    code = "not_indexed"
 
-class SchemaOutdatedError(ImgSearchError):
+
+class BusyError(ImgSearchError):
+    """Another process holds what this one needs: the indexer lock, the database's write lock."""
+
+    code = "busy"
+
+
+class DiskFullError(ImgSearchError):
+    """The disk (or quota) is full; what was saved before is kept."""
+
+    code = "disk_full"
+
+
+class ReadOnlyError(ImgSearchError):
+    """The library cannot be written: a read-only file system or missing permissions."""
+
+    code = "read_only"
+
+
+class NetworkError(ImgSearchError):
+    """A download failed: the server refused, timed out, or sent something unusable."""
+
+    code = "network"
+
+
+class CorruptError(ImgSearchError):
+    """Stored data is damaged (a database that is not one, garbage inside a file)."""
+
+    code = "corrupt"
+
+
+class DatabaseError(CorruptError):
+    """The library database is corrupt or unreadable."""
+
+
+class SchemaError(ImgSearchError):
+    """The database's schema is not the one this version of imgsearch writes."""
+
+    code = "schema"
+
+
+class SchemaOutdatedError(SchemaError):
     """The library's database is older than this version of imgsearch."""
 
 
-class SchemaTooNewError(ImgSearchError):
+class SchemaTooNewError(SchemaError):
     """The library's database was written by a newer imgsearch."""
-
-
-class DatabaseError(ImgSearchError):
-    """The SQLite file is corrupt or unreadable."""
 
 
 class ModelLoadError(ImgSearchError):
     """A CLIP model could not be loaded (unknown name, missing weights, offline)."""
 
+    code = "model_unavailable"
+
 
 class ModelMismatchError(ImgSearchError):
     """The model named for a search is not the one the library's vectors were made with."""
 
+    code = "model_mismatch"
+
 
 class ImageError(ImgSearchError):
     """One image could not be read or decoded; indexing records it as skipped with this reason."""
+
+    code = "bad_image"

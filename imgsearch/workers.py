@@ -6,6 +6,7 @@ import contextlib
 import multiprocessing as mp
 import os
 import sys
+import threading
 from collections.abc import Iterator
 
 
@@ -17,23 +18,38 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+_main_lock = threading.Lock()
+_main_users = 0
+_main_path: str | None = None
+
+
 @contextlib.contextmanager
 def importable_main() -> Iterator[None]:
     """Start workers without a __main__ path that does not exist (python - < script, some REPLs).
 
-    forkserver/spawn children re-run the parent's main file by path; ours need only imgsearch.images.loader,
-    so a bogus path ('<stdin>') would only kill them at start.
+    forkserver/spawn children re-run the parent's main file by path; ours need only imgsearch's own
+    modules, so a bogus path ('<stdin>') would only kill them at start. Only then is __main__.__file__
+    hidden, for as long as any pool of this process may start workers (counted, so threads that
+    start pools at the same time cannot restore it under each other), and put back after the last.
     """
+    global _main_users, _main_path
     main = sys.modules.get("__main__")
-    path = getattr(main, "__file__", None)
-    if main is None or path is None or os.path.isfile(path):
-        yield
-        return
-    del main.__file__
+    with _main_lock:
+        path = getattr(main, "__file__", None)
+        hide = main is not None and (_main_users > 0 or (path is not None and not os.path.isfile(path)))
+        if hide:
+            if _main_users == 0:
+                _main_path = path
+                del main.__file__
+            _main_users += 1
     try:
         yield
     finally:
-        main.__file__ = path
+        if hide:
+            with _main_lock:
+                _main_users -= 1
+                if _main_users == 0:
+                    main.__file__ = _main_path
 
 
 def worker_context() -> mp.context.BaseContext:

@@ -1,4 +1,4 @@
-"""crawl -> plan -> decode -> embed -> store -> build, with progress callbacks; returns a RunReport."""
+"""The indexing driver: crawl -> plan -> (executor: decode + encode) -> store -> build; returns a RunReport."""
 
 from __future__ import annotations
 
@@ -12,14 +12,13 @@ from imgsearch import store
 from imgsearch.config import IndexSettings
 from imgsearch.models.encoder import Encoder
 from imgsearch.errors import UsageError
-from imgsearch.images.decode import default_pixel_limit, partial_hash
-from imgsearch.store.orm import Run, utc_now
+from imgsearch.images.decode import partial_hash
 from imgsearch.vectors import build as index_build
 from imgsearch.images.crawl import FileEntry, Skipped, crawl
-from imgsearch.models.embed import embed_stream
 from imgsearch.progress import Progress, SilentProgress
-from imgsearch.images.loader import GPU_SIDE_WORKERS, StageTimes, load
-from imgsearch.workers import default_workers
+from imgsearch.images.loader import StageTimes
+from indexer.executors import Executor
+from indexer.executors.local import LocalExecutor
 from indexer.plan import Plan, make_plan
 
 
@@ -69,8 +68,13 @@ def check_roots(roots: Sequence[str | Path]) -> list[str]:
 
 
 def run_index(sessions: sessionmaker[Session], encoder: Encoder, roots: Sequence[str], index_dir: Path,
-              settings: IndexSettings = IndexSettings(), progress: Progress | None = None) -> RunReport:
-    """Bring the library up to date with the roots for this encoder's model and rebuild its index."""
+              settings: IndexSettings = IndexSettings(), progress: Progress | None = None,
+              executor: Executor | None = None) -> RunReport:
+    """Bring the library up to date with the roots for this encoder's model and rebuild its index.
+
+    The encoder names the model (its identity keys the vectors); the executor (default: this machine)
+    decodes and encodes.
+    """
     progress = progress or SilentProgress()
     started = time.perf_counter()
     report = RunReport()
@@ -81,7 +85,7 @@ def run_index(sessions: sessionmaker[Session], encoder: Encoder, roots: Sequence
     try:
         plan = _plan(sessions, roots, settings, progress)
         _apply_plan(sessions, plan, report)
-        _encode(sessions, encoder, model_id, plan, settings, progress, report)
+        _encode(sessions, executor or LocalExecutor(encoder, settings), model_id, plan, progress, report)
         progress.stage("building index", None)
         _, index = index_build.ensure_index(sessions, model_id, index_dir, strict=True, rebuild=settings.rebuild)
         report.indexed_total = len(index)
@@ -128,8 +132,8 @@ def _apply_plan(sessions: sessionmaker[Session], plan: Plan, report: RunReport) 
     report.skipped = len(plan.unreadable) + len(plan.still_skipped)
 
 
-def _encode(sessions: sessionmaker[Session], encoder: Encoder, model_id: int, plan: Plan,
-            settings: IndexSettings, progress: Progress, report: RunReport) -> None:
+def _encode(sessions: sessionmaker[Session], executor: Executor, model_id: int, plan: Plan,
+            progress: Progress, report: RunReport) -> None:
     with sessions() as session:
         have = set(store.vector_ids(session, model_id).tolist())
     # path -> (existing row id or None, kind for the report)
@@ -140,19 +144,8 @@ def _encode(sessions: sessionmaker[Session], encoder: Encoder, model_id: int, pl
     todo.update((e.path, (old.id, "moved")) for e, old in plan.moved if old.id not in have)
     if not todo:
         return
-    workers = default_workers() if settings.workers < 0 else settings.workers
-    max_pixels = settings.max_image_pixels or default_pixel_limit(max(1, workers))
-    batch_size = settings.batch_size or encoder.batch_size
-    progress.stage("encoding", len(todo))
-    decoder = _tensor_decoder(encoder, settings, max_pixels)
-    auto_workers = settings.workers < 0
-    if decoder is not None and auto_workers:
-        workers = min(workers, GPU_SIDE_WORKERS)
-    # an explicit --workers N with GPU decoding lets the CPU workers decode JPEGs too
-    items = load(list(todo), encoder.info.geometry, max_pixels, workers, decoder, report.times,
-                 share_jpegs=not auto_workers)
-    transfer0, encode0 = getattr(encoder, "transfer_s", 0.0), getattr(encoder, "encode_s", 0.0)
-    for batch in embed_stream(items, encoder, batch_size):
+    progress.stage("encoding", len(todo), unit="img")
+    for batch in executor.embed(list(todo), report.times):
         write_start = time.perf_counter()
         with sessions.begin() as session:
             ids, others_stale = store.save_decoded(session, [(d, todo[d.path][0]) for d in batch.decoded])
@@ -176,28 +169,8 @@ def _encode(sessions: sessionmaker[Session], encoder: Encoder, model_id: int, pl
         report.skipped += len(batch.skipped)
         progress.advance(len(batch.decoded) + len(batch.skipped))
     report.warnings.extend(report.times.notes)
-    report.times.add(transfer_s=getattr(encoder, "transfer_s", 0.0) - transfer0,
-                     encode_s=getattr(encoder, "encode_s", 0.0) - encode0)
-
-
-def _tensor_decoder(encoder: Encoder, settings: IndexSettings, max_pixels: int):  # -> TensorDecoder | None
-    """A GPU JPEG decoder next to the CPU workers, when the encoder runs on CUDA (or when asked)."""
-    device = getattr(encoder, "device", None)
-    wanted = settings.gpu_decode
-    if wanted is False or device is None or (wanted is None and getattr(device, "type", "") != "cuda"):
-        return None
-    from imgsearch.images.gpu import TensorDecoder, gpu_decode_works
-
-    if not gpu_decode_works(str(device)):
-        return None
-    return TensorDecoder(encoder.info.geometry, str(device), max_pixels)
 
 
 def _finish_run(sessions: sessionmaker[Session], run_id: int, report: RunReport, status: str) -> None:
     with sessions.begin() as session:
-        run = session.get(Run, run_id)
-        if run is None:
-            return
-        for name in ("new", "changed", "moved", "unchanged", "removed", "skipped", "encoded"):
-            setattr(run, name, getattr(report, name))
-        run.status, run.finished_at = status, utc_now()
+        store.finish_run(session, run_id, status, {name: getattr(report, name) for name in store.RUN_COUNTS})

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from imgsearch.fs import is_inside
 from imgsearch.store.orm import STATUS_INDEXED, STATUS_SKIPPED
 from imgsearch.store import KnownFile
 from imgsearch.images.crawl import FileEntry, Skipped
@@ -53,11 +54,10 @@ def make_plan(crawled: Iterable[FileEntry | Skipped], known: dict[str, KnownFile
             plan.still_skipped.append(old)
         else:
             plan.unchanged.append(old)
-    hidden = tuple(d.path.rstrip("/") + "/" for d in plan.unlisted_dirs)
     for path, k in known.items():
         if path in seen:
             continue
-        if hidden and path.startswith(hidden):
+        if any(is_inside(path, d.path) for d in plan.unlisted_dirs):
             plan.unchanged.append(k)  # unseen, not gone: a folder we could not list this time
         else:
             plan.missing.append(k)

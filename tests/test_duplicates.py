@@ -335,7 +335,7 @@ def test_keep_overrides_the_suggested_keeper(library, variants: Path) -> None:  
 
 
 def test_parse_duration() -> None:
-    from imgsearch.cli.dups import parse_duration
+    from imgsearch.dups.options import parse_duration
 
     assert [parse_duration(t) for t in ("90", "30s", "10m", "2h", "1d")] == [90, 30, 600, 7200, 86400]
     with pytest.raises(UsageError, match="not a duration"):

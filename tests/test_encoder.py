@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from imgsearch.config import ModelSpec
-from imgsearch.models.encoder import OpenClipEncoder, hub_reachable
+from imgsearch.models.encoder import OpenClipEncoder
+from imgsearch.models.sources import hub_reachable
 from imgsearch.errors import ModelLoadError
 from imgsearch.images.decode import decode_file
 from tests.tinyclip import tiny_config
@@ -75,13 +76,18 @@ def test_folder_without_weights_or_config(tmp_path: Path, tiny_model_dir: Path) 
         OpenClipEncoder.load(ModelSpec(f"local-dir:{tmp_path / 'cfg'}", None), device="cpu")
 
 
-@pytest.mark.parametrize("spec", [ModelSpec("ViT-B-32", "laion2b_s34b_b79k"), ModelSpec("hf-hub:org/missing", None)])
-def test_uncached_hub_weights_offline_fail_with_the_fix(spec: ModelSpec) -> None:
+@pytest.mark.parametrize("spec,fix", [
+    (ModelSpec("ViT-B-32", "laion2b_s34b_b79k"), "--model ViT-B-32 --pretrained /path/to/open_clip_model.safetensors"),
+    (ModelSpec("hf-hub:org/missing", None), "into one folder and give --model local-dir:FOLDER"),
+])
+def test_uncached_hub_weights_offline_fail_with_the_fix(spec: ModelSpec, fix: str) -> None:
+    from imgsearch.cli.app import flag_for
+
     with pytest.raises(ModelLoadError) as err:
         OpenClipEncoder.load(spec, device="cpu")
-    msg = err.value.message
+    msg = err.value.render(flag_for)  # as the CLI prints it
     assert spec.name in msg and "not in the Hugging Face cache" in msg and "huggingface" in msg
-    assert "--pretrained /path/to/open_clip_model.safetensors" in msg and "local-dir:" in msg
+    assert fix in msg and "imgsearch train" in msg
 
 
 def test_hub_probe_sees_offline_mode_and_refused_connections(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from imgsearch.config import Filters, IndexSettings, ModelSpec, SearchOptions
+from imgsearch.cli.app import flag_for
 from imgsearch.errors import UsageError
 from imgsearch.search.query import Term
 from imgsearch.models.train_data import read_pairs
@@ -105,8 +106,9 @@ def test_resume_continues_where_it_stopped(tmp_path: Path, trained) -> None:  # 
     out = tmp_path / "run"
     settings = TrainSettings(epochs=1, batch_size=32, warmup_steps=2, workers=0)
     train(pairs, out, settings, arch="tiny")
-    with pytest.raises(UsageError, match="--resume"):
+    with pytest.raises(UsageError) as refused:
         train(pairs, out, settings, arch="tiny")
+    assert "--resume" in refused.value.render(flag_for)  # as the CLI prints it
     reports = train(pairs, out, TrainSettings(epochs=3, batch_size=32, warmup_steps=2, workers=0), resume=True)
     assert [r.epoch for r in reports] == [1, 2, 3]
     with pytest.raises(UsageError, match="nothing to resume"):

@@ -10,22 +10,12 @@ from typing import Annotated, Optional
 import typer
 
 from imgsearch.cli.app import (LibraryOpt, ModelOpt, PretrainedOpt, TqdmProgress, app, err, handled, model_spec,
-                           open_library)
+                               open_library)
 from imgsearch.errors import UsageError
 
 
-_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> float:
-    """'90', '30s', '10m', '2h', '1d' -> seconds."""
-    value = text.strip().lower()
-    unit = _DURATION_UNITS.get(value[-1:], None)
-    try:
-        seconds = float(value[:-1] if unit else value) * (unit or 1)
-    except ValueError:
-        raise UsageError(f"--within {text!r} is not a duration: use 30s, 10m, 2h or 1d.") from None
-    return seconds
+# dups' own spelling of library parameters that other commands spell differently
+DUP_FLAGS = {"k": "--neighbours"}
 
 
 @app.command()
@@ -67,10 +57,11 @@ def dups(
     pretrained: PretrainedOpt = None,
 ) -> None:
     """Find exact, near-exact and similar copies; move them aside or link them. Never deletes a photo."""
+    from imgsearch import DupOptions, parse_duration
     from imgsearch.cli import render as output
-    from imgsearch.config import DUP_TIERS, DupOptions
+    from imgsearch.config import DUP_TIERS
 
-    with handled():
+    with handled(DUP_FLAGS):
         if paths and [str(p) for p in paths] == ["undo"]:
             with open_library(library) as lib:
                 _report_action(lib.undo_duplicates())

@@ -28,11 +28,9 @@ def index(
     rebuild: Annotated[bool, typer.Option(help="Rebuild (and retrain) the search index from the stored vectors.")] = False,
 ) -> None:
     """Crawl folders, encode new and changed images, and build the search index."""
-    from imgsearch.config import CrawlSettings, IndexSettings
+    from imgsearch import CrawlSettings, IndexSettings, check_roots
 
     with handled():
-        from indexer.pipeline import check_roots
-
         check_roots(folders or [])  # before the library is created: a typo must not leave one behind
         settings = IndexSettings(crawl=CrawlSettings(include_hidden=include_hidden, excludes=tuple(exclude or ())),
                                  batch_size=batch_size, workers=workers, gpu_decode=gpu_decode, rebuild=rebuild)

@@ -14,21 +14,6 @@ from imgsearch.cli.app import (LibraryOpt, ModelOpt, PretrainedOpt, TqdmProgress
 from imgsearch.errors import UsageError
 
 
-class TqdmTrainProgress(TqdmProgress):
-    """Training: a bar per epoch with loss and img/s, and a line per epoch with validation figures."""
-
-    def advance(self, n: int = 1, **postfix: float) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
-            if postfix:
-                self.bar.set_postfix({k: f"{v:.3g}" for k, v in postfix.items()}, refresh=False)
-
-    def epoch_done(self, report) -> None:  # noqa: ANN001 (training.EpochReport)
-        self.close()
-        val = "  ".join(f"{k} {v:.3f}" for k, v in report.val.items())
-        err(f"epoch {report.epoch}: loss {report.loss:.4f}  {val}  ({report.seconds:.0f} s, {report.images_per_s:.0f} img/s)")
-
-
 @app.command()
 def train(
     data: Annotated[Path, typer.Argument(help="A CSV (path,caption), a folder with NAME.txt captions beside the "
@@ -57,9 +42,8 @@ def train(
     """Train a CLIP model on your own image-caption pairs (contrastive, from scratch or fine-tuning)."""
     import time
 
-    from imgsearch.models.train_data import read_pairs
-    from imgsearch.models.training import TrainSettings
-    from imgsearch.models.training import train as run_training
+    from imgsearch import TrainSettings, read_pairs
+    from imgsearch import train as run_training
 
     with handled():
         if not 0 <= val_fraction < 1:
@@ -74,7 +58,7 @@ def train(
         try:
             reports = run_training(pairs, out.expanduser(), settings,
                                    None if resume else model_spec(model, pretrained), None if resume else arch,
-                                   resume=resume, progress=TqdmTrainProgress())
+                                   resume=resume, progress=TqdmProgress())
         except KeyboardInterrupt:
             err(f"Interrupted: every finished epoch is saved in {out}; continue with the same command and --resume.")
             raise typer.Exit(130) from None
@@ -82,17 +66,6 @@ def train(
     val = "  ".join(f"{k} {v:.3f}" for k, v in last.val.items()) if last else ""
     err(f"Trained {len(reports)} epoch(s) in {time.perf_counter() - start:.0f} s; {val}. "
         f"Use it: imgsearch index FOLDER --model local-dir:{out}")
-
-
-def _encoder(library: Optional[Path], model: Optional[str], pretrained: Optional[str]):  # -> Encoder
-    """--model when given (no library needed), else the library's own model."""
-    spec = model_spec(model, pretrained)
-    if spec is not None:
-        from imgsearch.models.encoder import OpenClipEncoder
-
-        return OpenClipEncoder.load(spec)
-    with open_library(library) as lib:
-        return lib.encoder_for(None)
 
 
 LabelsOpt = Annotated[Optional[str], typer.Option("--labels", help="Comma-separated labels.")]
@@ -114,13 +87,17 @@ def classify(
     pretrained: PretrainedOpt = None,
 ) -> None:
     """Zero-shot: the probability of each label for each image."""
-    from imgsearch.models.zeroshot import classify as run_classify
-    from imgsearch.models.zeroshot import parse_labels
+    from imgsearch import classify as run_classify
+    from imgsearch import load_encoder, parse_labels
 
     with handled():
         names = parse_labels(labels, labels_file)
-        encoder = _encoder(library, model, pretrained)
-        results = run_classify(encoder, [str(p) for p in images], names, tuple(template or ()))
+        paths, templates, spec = [str(p) for p in images], tuple(template or ()), model_spec(model, pretrained)
+        if spec is not None:  # no library needed
+            results = run_classify(load_encoder(spec), paths, names, templates)
+        else:
+            with open_library(library) as lib:
+                results = lib.classify(paths, names, templates)
     failed = 0
     for path, probs in results:
         if isinstance(probs, str):
@@ -147,7 +124,7 @@ def tag_images(
     pretrained: PretrainedOpt = None,
 ) -> None:
     """Zero-shot tag every indexed image (from its stored vector); then: imgsearch search ... --tag LABEL."""
-    from imgsearch.models.zeroshot import parse_labels
+    from imgsearch import parse_labels
 
     with handled():
         names = parse_labels(labels, labels_file)
@@ -171,12 +148,15 @@ def evaluate(
     """Measure a model on a labelled folder: text->image P@k and R@k, zero-shot accuracy, image->image P@k."""
     from dataclasses import asdict
 
-    from imgsearch.models.evaluation import evaluate_folder
-    from imgsearch.models.zeroshot import check_templates
+    from imgsearch import check_templates, evaluate_folder, load_encoder
 
-    with handled():
-        encoder = _encoder(library, model, pretrained)
-        report = evaluate_folder(encoder, folder, check_templates(tuple(template or ())), k, workers)
+    with handled({"k": "--k"}):
+        templates, spec = check_templates(tuple(template or ())), model_spec(model, pretrained)
+        if spec is not None:  # no library needed
+            report = evaluate_folder(load_encoder(spec), folder, templates, k, workers)
+        else:
+            with open_library(library) as lib:
+                report = lib.evaluate(folder, templates, k, workers)
     if as_json:
         sys.stdout.write(json.dumps(asdict(report), indent=2) + "\n")
     else:

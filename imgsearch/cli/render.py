@@ -11,9 +11,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from imgsearch.search.ranking import SearchResult
 
 if TYPE_CHECKING:
+    from imgsearch import SearchResult
     from imgsearch.dups.grouping import Group, Member
 
 

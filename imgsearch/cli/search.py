@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
+
 import typer
+
 from imgsearch.errors import ImgSearchError, UsageError
 from imgsearch.cli.app import (LibraryOpt, ModelOpt, PretrainedOpt, app, err, handled, model_spec,
                                open_library)
@@ -47,9 +48,7 @@ def search(
 ) -> None:
     """Find the images that best match a text, an image, or a combination."""
     from imgsearch.cli import render as output
-    from imgsearch.config import Filters, SearchOptions
-    from imgsearch.search.filters import check_ext, parse_date
-    from imgsearch.search.query import Term, parse_query
+    from imgsearch import SearchOptions, Term, parse_filters, parse_query
 
     with handled():
         if as_json and as_paths:
@@ -57,13 +56,7 @@ def search(
         if not query and image is None:
             raise UsageError("give a query (words, + and - between terms, @FILE for an image) or --image PATH.")
         terms = (parse_query(query) if query else []) + ([Term(1.0, "image", str(image))] if image else [])
-        filters = Filters(
-            folder=os.path.abspath(in_folder.expanduser()) if in_folder else None,
-            after=parse_date(after, "--after") if after else None,
-            before=parse_date(before, "--before") if before else None,
-            camera=camera.strip() or None if camera else None,
-            exts=tuple(check_ext(e) for e in ext or ()),
-            min_size=min_size, tags=tuple(t.strip() for t in tag or () if t.strip()))
+        filters = parse_filters(in_folder, after, before, camera, ext or (), min_size, tag or ())
         options = SearchOptions(k=top, offset=offset, min_score=min_score, sort=sort, filters=filters)
         with open_library(library) as lib:
             results = lib.search(terms, options, model_spec(model, pretrained))
@@ -71,7 +64,7 @@ def search(
             _write_html(html_file, results, " ".join(query or []) or str(image))
         for dest, mode in ((copy_to, "copy"), (link_to, "link")):
             if dest is not None:
-                from imgsearch.search.export import export_results
+                from imgsearch import export_results
 
                 written = export_results(results, dest.expanduser(), mode)
                 err(f"{'Copied' if mode == 'copy' else 'Linked'} {len(written)} file(s) into {dest}")
@@ -87,7 +80,7 @@ def search(
 
 def _write_html(path: Path, results: list, title: str) -> None:
     from imgsearch.cli import render as output
-    from imgsearch.images.decode import thumbnail_jpeg
+    from imgsearch import thumbnail_jpeg
 
     thumbs = {r.id: thumbnail_jpeg(r.path) for r in results}
     try:

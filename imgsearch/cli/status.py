@@ -66,25 +66,12 @@ def status(
 @db_app.command("upgrade")
 def db_upgrade(library: LibraryOpt = None) -> None:
     """Back up the library database, then migrate it to this version's schema."""
-    from imgsearch.store import engine as db
-    from imgsearch.config import DB_FILENAME, default_library_dir
+    from imgsearch import upgrade
 
     with handled():
-        path = (library.expanduser() if library else default_library_dir()).absolute()
-        db_path = path / DB_FILENAME
-        if not db_path.is_file():
-            from imgsearch.errors import LibraryNotFoundError
-
-            raise LibraryNotFoundError(f"no library database at {db_path}: nothing to upgrade.")
-        engine = db.make_engine(db_path)
-        try:
-            before = db.current_revision(engine)
-            if before == db.head_revision():
-                err(f"{db_path} is already at schema {before}.")
-                return
-            copy = db.backup(db_path)
-            err(f"Backed up to {copy}")
-            db.upgrade_to_head(engine)
-            err(f"Upgraded {db_path}: schema {before or 'none'} -> {db.head_revision()}")
-        finally:
-            engine.dispose()
+        done = upgrade(library)
+    if done.backup is None:
+        err(f"{done.database} is already at schema {done.after}.")
+        return
+    err(f"Backed up to {done.backup}")
+    err(f"Upgraded {done.database}: schema {done.before or 'none'} -> {done.after}")

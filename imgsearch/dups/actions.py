@@ -8,31 +8,24 @@ or not at all, so an interruption leaves every photo either where it was or reco
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
 from collections.abc import Callable, Collection, Sequence
+from typing import ContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.exc import OperationalError as SAOperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from imgsearch.dups.grouping import Group
 from imgsearch.dups.hashing import full_hash
-from imgsearch.errors import ImgSearchError, UsageError
-from imgsearch.store.orm import (
-    STATUS_INDEXED,
-    STATUS_SET_ASIDE,
-    DupAction,
-    DupActionItem,
-    Embedding,
-    Image,
-    Model,
-    utc_now,
-)
+from imgsearch.errors import NotFoundError, UsageError
+from imgsearch import store
+from imgsearch.store import journal
+from imgsearch.fs import innermost, is_inside
+from imgsearch.store.orm import DupActionItem, Image
 
 LINK_KINDS = ("hard", "symbolic")
 
@@ -67,22 +60,17 @@ def _free_path(path: Path, taken: Collection[str] = ()) -> Path:
     return candidate
 
 
-def _root_of(path: str, roots: Sequence[str]) -> str | None:
-    inside = [r for r in roots if path.startswith(r.rstrip("/") + "/")]
-    return max(inside, key=len) if inside else None
-
-
 def plan_moves(groups: Sequence[Group], target: Path, roots: Sequence[str]) -> list[Step]:
     """Every non-keeper, to `target` + its path relative to its indexed folder."""
     target = target.expanduser().absolute()
     for r in roots:
-        if str(target) == r or str(target).startswith(r.rstrip("/") + "/"):
-            raise UsageError(f"--move-to {target} is inside the indexed folder {r}: the copies would be indexed "
-                             "again. Pick a folder outside every indexed folder.")
+        if is_inside(str(target), r):
+            raise UsageError(f"{{param}} {target} is inside the indexed folder {r}: the copies would be indexed "
+                             "again. Pick a folder outside every indexed folder.", "move_to")
     steps, taken = [], set()
     for g in groups:
         for m in g.duplicates:
-            root = _root_of(m.photo.path, roots)
+            root = innermost(m.photo.path, roots)
             rel = os.path.relpath(m.photo.path, root) if root else m.photo.path.lstrip("/")
             # two copies may share a relative path (from different folders), or it may exist there already
             dest = _free_path(target / rel, taken)
@@ -104,27 +92,56 @@ def plan_links(groups: Sequence[Group]) -> tuple[list[Step], list[tuple[str, str
     return steps, refused
 
 
+def act(sessions: sessionmaker[Session], groups: Sequence[Group], move_to: Path | None, link: str | None,
+        apply_now: bool, guard: Callable[[], ContextManager]) -> ActionReport:
+    """Move every non-keeper to `move_to`, or replace exact copies by `link` ('hard'/'symbolic') links.
+
+    Without `apply_now`, only the plan is returned. Steps run inside `guard()` (the library's writer lock).
+    """
+    if (move_to is None) == (link is None):
+        raise UsageError("choose one action: {param:move_to} DIR or {param:link} hard|symbolic.", "move_to")
+    if link is not None and link not in LINK_KINDS:
+        raise UsageError(f"{{param}} takes one of {', '.join(LINK_KINDS)}, not {link!r}.", "link")
+    with sessions() as session:
+        roots = store.list_roots(session)
+    refused: list[tuple[str, str]] = []
+    if move_to is not None:
+        kind, target, steps = "move", str(move_to.expanduser().absolute()), plan_moves(groups, move_to, roots)
+    else:
+        kind, target = ("hardlink" if link == "hard" else "symlink"), None
+        steps, refused = plan_links(groups)
+    if not apply_now:
+        return ActionReport(kind, list(steps), [], refused, sum(_file_size(s.src) for s in steps), applied=False)
+    with guard():
+        report = apply(sessions, kind, steps, target)
+    report.refused = refused
+    return report
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
 def apply(sessions: sessionmaker[Session], kind: str, steps: Sequence[Step], target: str | None) -> ActionReport:
     """Carry out planned moves (kind 'move') or links ('hardlink' / 'symlink'), journaling each file."""
     report = ActionReport(kind, applied=True)
     with sessions.begin() as session:
-        action = DupAction(kind=kind, target=target)
-        session.add(action)
-        session.flush()
-        action_id = action.id
+        action_id = journal.start_action(session, kind, target)
     for step in steps:
         revert = None
         with sessions() as session:
             try:
-                image = session.get(Image, step.image_id)
+                image = journal.get_image(session, step.image_id)
                 st = os.stat(step.src, follow_symlinks=False)
                 if image is None or image.path != step.src or (st.st_size, st.st_mtime_ns) != (image.size, image.mtime_ns):
                     raise _Refused("changed since it was indexed: run `imgsearch index` and `imgsearch dups` again")
                 digest = full_hash(step.src)
-                item = DupActionItem(action_id=action_id, image_id=step.image_id, src=step.src, dest=step.dest,
-                                     size=st.st_size, mtime_ns=st.st_mtime_ns, mode=st.st_mode & 0o7777,
-                                     full_hash=digest)
-                session.add(item)
+                item = journal.add_item(session, action_id=action_id, image_id=step.image_id, src=step.src,
+                                        dest=step.dest, size=st.st_size, mtime_ns=st.st_mtime_ns,
+                                        mode=st.st_mode & 0o7777, full_hash=digest)
                 revert = _move_out(session, image, item) if kind == "move" else _link(session, image, item, kind, digest)
                 session.commit()
             except (_Refused, OSError, SAOperationalError, IntegrityError) as exc:
@@ -139,9 +156,9 @@ def apply(sessions: sessionmaker[Session], kind: str, steps: Sequence[Step], tar
         report.bytes += st.st_size
     with sessions.begin() as session:
         if not report.done:
-            session.execute(delete(DupAction).where(DupAction.id == action_id))
-        else:
-            _bump_models(session, [s.image_id for s in report.done] if kind == "move" else [])
+            journal.drop_action(session, action_id)
+        elif kind == "move":  # vectors left the search: every model's index must drop them
+            store.bump_generation(session)
     return report
 
 
@@ -153,11 +170,7 @@ def _move_out(session: Session, image: Image, item: DupActionItem) -> Callable[[
     """Set the image aside (its vectors into the journal) and move the file; returns how to move it back."""
     dest = _free_path(Path(item.dest))
     item.dest = str(dest)
-    rows = session.execute(select(Embedding.model_id, Embedding.vector).where(Embedding.image_id == image.id)).all()
-    item.vectors = json.dumps({str(m): v.hex() for m, v in rows})
-    session.execute(delete(Embedding).where(Embedding.image_id == image.id))
-    image.path, image.status, image.updated_at = str(dest), STATUS_SET_ASIDE, utc_now()
-    session.flush()
+    journal.set_aside(session, image, item)
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(item.src, dest)  # a rename on one disk; copy (with times) then unlink across disks
     return lambda: shutil.move(dest, item.src)
@@ -178,29 +191,20 @@ def _link(session: Session, image: Image, item: DupActionItem, kind: str, digest
             os.symlink(item.dest, tmp)
     except OSError as exc:
         if exc.errno == errno.EXDEV:
-            raise _Refused(f"{item.dest} is on another disk: hard links cannot cross disks, use --link symbolic") from exc
+            raise _Refused(f"{item.dest} is on another disk: hard links cannot cross disks, use symbolic links") from exc
         raise
-    image.mtime_ns = os.stat(tmp).st_mtime_ns  # same bytes: the next index run has nothing to redo
-    session.flush()
+    journal.set_mtime(session, image, os.stat(tmp).st_mtime_ns)  # same bytes: the next index run has nothing to redo
     os.replace(tmp, item.src)
     return lambda: _restore_bytes(item)
-
-
-def _bump_models(session: Session, image_ids: Sequence[int]) -> None:
-    """Vectors left or came back: every model's index must update (ids gone are removed, new ones added)."""
-    if image_ids:
-        session.execute(update(Model).values(generation=Model.generation + 1))
 
 
 def undo_last(sessions: sessionmaker[Session]) -> ActionReport:
     """Reverse the latest action not yet undone, file by file; what cannot be restored is reported and kept."""
     with sessions() as session:
-        action = session.scalar(select(DupAction).where(DupAction.undone_at.is_(None)).order_by(DupAction.id.desc()))
+        action = journal.latest_action(session)
         if action is None:
-            raise ImgSearchError("nothing to undo: no `imgsearch dups --apply` action is pending in this library.")
-        items = list(session.scalars(select(DupActionItem).where(DupActionItem.action_id == action.id,
-                                                                  DupActionItem.restored_at.is_(None))
-                                     .order_by(DupActionItem.id.desc())))
+            raise NotFoundError("nothing to undo: no applied duplicates action is pending in this library.")
+        items = journal.unrestored_items(session, action.id)
         action_id, kind, target = action.id, action.kind, action.target
     report = ActionReport(f"undo-{kind}", applied=True)
     for item in items:
@@ -210,7 +214,7 @@ def undo_last(sessions: sessionmaker[Session]) -> ActionReport:
                     _move_back(session, item)
                 else:
                     _unlink(session, item, kind)
-                session.execute(update(DupActionItem).where(DupActionItem.id == item.id).values(restored_at=utc_now()))
+                journal.mark_restored(session, item.id)
             report.done.append(Step(item.src, item.dest, item.image_id or 0))
             report.bytes += item.size
         except _Refused as exc:
@@ -219,7 +223,7 @@ def undo_last(sessions: sessionmaker[Session]) -> ActionReport:
             report.problems.append((item.src, f"{exc.strerror or exc}"))
     with sessions.begin() as session:
         if not report.problems:
-            session.execute(update(DupAction).where(DupAction.id == action_id).values(undone_at=utc_now()))
+            journal.mark_undone(session, action_id)
     if kind == "move" and target:
         _prune_empty_dirs(Path(target), [Path(s.dest).parent for s in report.done])
     return report
@@ -230,18 +234,7 @@ def _move_back(session: Session, item: DupActionItem) -> None:
         raise _Refused(f"a file now exists at {item.src}; the copy stays at {item.dest}")
     if not os.path.lexists(item.dest):
         raise _Refused(f"{item.dest} is gone (moved or deleted after the action): nothing to put back")
-    image = session.get(Image, item.image_id) if item.image_id is not None else None
-    if image is not None and image.path == item.dest:
-        generations = dict(session.execute(select(Model.id, Model.generation)).all())
-        vectors = {int(m): bytes.fromhex(v) for m, v in json.loads(item.vectors or "{}").items()}
-        rows = [{"image_id": image.id, "model_id": m, "vector": v, "generation": generations[m] + 1}
-                for m, v in vectors.items() if m in generations]
-        if rows:
-            session.execute(insert(Embedding), rows)
-            session.execute(update(Model).where(Model.id.in_([r["model_id"] for r in rows]))
-                            .values(generation=Model.generation + 1))
-        image.path, image.status, image.updated_at = item.src, STATUS_INDEXED, utc_now()
-        session.flush()
+    journal.put_back(session, item)
     os.makedirs(os.path.dirname(item.src), exist_ok=True)
     shutil.move(item.dest, item.src)
 
@@ -255,9 +248,7 @@ def _unlink(session: Session, item: DupActionItem, kind: str) -> None:
     if full_hash(item.dest) != item.full_hash:
         raise _Refused(f"{item.dest} changed since the link was made, so the original bytes cannot be rebuilt from it")
     _restore_bytes(item)
-    if item.image_id is not None:
-        session.execute(update(Image).where(Image.id == item.image_id, Image.path == item.src)
-                        .values(mtime_ns=item.mtime_ns))
+    journal.restore_mtime(session, item)
 
 
 def _restore_bytes(item: DupActionItem) -> None:
@@ -284,9 +275,9 @@ def _prune_empty_dirs(target: Path, folders: Sequence[Path]) -> None:
 def pending_action(sessions: sessionmaker[Session]) -> dict | None:
     """The action `dups undo` would reverse: kind, target, file count, date."""
     with sessions() as session:
-        action = session.scalar(select(DupAction).where(DupAction.undone_at.is_(None)).order_by(DupAction.id.desc()))
+        action = journal.latest_action(session)
         if action is None:
             return None
-        count = len(session.scalars(select(DupActionItem.id).where(DupActionItem.action_id == action.id)).all())
+        count = journal.count_items(session, action.id)
         return {"kind": action.kind, "target": action.target, "files": count, "created_at": action.created_at}
 

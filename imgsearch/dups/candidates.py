@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
+from imgsearch.vectors.params import nlist_for
 from imgsearch.dups.hashing import COARSE_BYTES, TRANSFORMS, hash_distances
 
 BINARY_EXACT_MAX = 20_000  # hashes searched exhaustively up to here, with HNSW beyond
@@ -52,7 +53,7 @@ def vector_neighbours(vectors: np.ndarray, rows: np.ndarray, k: int) -> np.ndarr
         index: faiss.Index = faiss.IndexFlatIP(dim)
         index.add(vectors)
     else:
-        nlist = int(2 ** round(np.log2(4 * np.sqrt(n))))
+        nlist = nlist_for(n)
         quantizer = faiss.IndexFlatIP(dim)
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
         sample = np.random.default_rng(0).choice(n, size=min(n, 64 * nlist), replace=False)

@@ -13,13 +13,14 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from imgsearch import store
 from imgsearch.config import DupOptions, DupThresholds
+from imgsearch.dups.options import thresholds_for
+from imgsearch.fs import is_inside
 from imgsearch.dups.candidates import Pair, hash_neighbours, score_pairs, vector_neighbours
 from imgsearch.dups.grouping import Photo
 from imgsearch.dups.hashing import CODE_BYTES, ROWS, full_hash, hash_array, perceptual_hashes, valid_hashes
@@ -47,18 +48,6 @@ class Evidence:
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): no pHash this time
     rescanned: int = 0  # photos searched for candidates in this run
     full_scan: bool = False
-
-
-def thresholds_for(session: Session, model_id: int, options: DupOptions) -> DupThresholds:
-    """The model's stored thresholds with the options' explicit values on top (and stored when given)."""
-    scan = store.dup_scan(session, model_id)
-    current = DupThresholds().merged(**json.loads(scan.thresholds or "{}"))
-    wanted = current.merged(near_hamming=options.near_hamming, near_fine=options.near_fine, near_crop=options.near_crop,
-                            near_cosine=options.near_cosine, edited_cosine=options.edited_cosine,
-                            similar_cosine=options.similar_cosine)
-    if wanted != current:
-        scan.thresholds = json.dumps(wanted.__dict__, sort_keys=True)
-    return wanted
 
 
 def _hash_job(path: str, max_pixels: int) -> tuple[bytes | None, str | None]:
@@ -164,12 +153,12 @@ def _exact_pairs(sessions: sessionmaker[Session], rows_by_id: dict, vectors: dic
 
 
 def _photo(row) -> Photo:  # noqa: ANN001 (SQLAlchemy row)
-    date = row.taken_at or datetime.fromtimestamp(row.mtime_ns / 1e9, tz=timezone.utc).replace(tzinfo=None)
-    return Photo(row.id, row.path, row.width or 0, row.height or 0, row.size, int(row.exif_fields), date)
+    return Photo(row.id, row.path, row.width or 0, row.height or 0, row.size, int(row.exif_fields),
+                 store.photo_date(row.taken_at, row.mtime_ns))
 
 
 def _in_scope(path: str, folders: Sequence[str]) -> bool:
-    return not folders or any(path.startswith(f.rstrip("/") + "/") for f in folders)
+    return not folders or any(is_inside(path, f) for f in folders)
 
 
 def _candidates(ids: np.ndarray, matrix: np.ndarray, code_matrix: np.ndarray, has_code: np.ndarray,
@@ -195,7 +184,7 @@ def gather(sessions: sessionmaker[Session], model: Model, options: DupOptions,
         thresholds = thresholds_for(session, model.id, options)
         rows = store.indexed_photos(session)
         ids, matrix = store.load_vectors(session, model.id, model.dim)
-        generation = session.get(Model, model.id).generation
+        generation = store.get_model(session, model.id).generation
         scan = store.dup_scan(session, model.id)
         floor = json.loads(scan.pair_floor or "{}")
         scanned_generation = scan.generation

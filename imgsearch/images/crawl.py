@@ -8,6 +8,7 @@ import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from imgsearch.config import DEFAULT_EXCLUDES, CrawlSettings
 
@@ -106,3 +107,8 @@ def _visit(entry: os.DirEntry, settings: CrawlSettings, seen_dirs: set[tuple[int
         yield Skipped(path, "not a regular file", 0, st.st_mtime_ns)
     else:
         yield FileEntry(path, st.st_size, st.st_mtime_ns)
+
+
+def image_files(folder: Path, settings: CrawlSettings = CrawlSettings()) -> list[Path]:
+    """Every readable image file under a folder, sorted, by the crawler's rules (for training and eval sets)."""
+    return sorted(Path(e.path) for e in crawl(str(folder), settings) if isinstance(e, FileEntry))

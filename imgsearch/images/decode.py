@@ -9,7 +9,6 @@ import contextlib
 import hashlib
 import io
 import os
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,10 @@ from imgsearch.images.exif import DECODE_ERRORS, ORIENTATION, ImageInfo, read_me
 
 PARTIAL_HASH_CHUNK = 64 * 1024
 MAX_ASPECT = 10  # beyond this, fit_to_geometry crops before resizing (same pixels, bounded memory)
+# Pillow's own decompression-bomb check reads one process-wide limit (89 MP); ours is per call and
+# RAM-aware (see default_pixel_limit) and runs on the header before any pixel is decoded, so Pillow's
+# is switched off once, here, instead of being rewritten on every open (which raced between threads).
+Image.MAX_IMAGE_PIXELS = None
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
 
@@ -109,25 +112,17 @@ def open_rgb(source: str | Path | io.BytesIO, max_pixels: int,
 def _as_image_errors() -> Iterator[None]:
     """Whatever a broken file makes Pillow raise becomes an ImageError with a reason a user can read."""
     try:
-        with warnings.catch_warnings():
-            yield
+        yield
     except ImageError:
         raise
     except UnidentifiedImageError as exc:
         raise ImageError("not an image Pillow can read (wrong extension or unsupported format)") from exc
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"decompression bomb: {exc}") from exc
     except DECODE_ERRORS as exc:
         raise ImageError(f"cannot decode: {type(exc).__name__}: {exc}") from exc
 
 
 def _open_checked(source: str | Path | io.BytesIO, max_pixels: int) -> Image.Image:
-    """Image.open (header only) with our RAM-aware pixel limit; Pillow's own check is a backstop.
-
-    Call inside _as_image_errors(), which also scopes the warning filter set here.
-    """
-    Image.MAX_IMAGE_PIXELS = 2 * max_pixels  # a backstop: our clearer check below fires first
-    warnings.simplefilter("error", Image.DecompressionBombWarning)
+    """Image.open (header only), then the caller's pixel limit, checked before any pixel is decoded."""
     img = Image.open(source)
     w, h = img.size
     if w * h > max_pixels:

@@ -1,32 +1,25 @@
-"""The Encoder protocol and OpenClipEncoder. torch and open_clip are imported here only, lazily."""
+"""The Encoder protocol and OpenClipEncoder (torch and open_clip are imported lazily, on first load)."""
 
 from __future__ import annotations
 
-import contextlib
-import difflib
-import hashlib
 import json
-import logging
-import socket
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Protocol
-from urllib.parse import urlparse
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from imgsearch.config import ModelSpec
 from imgsearch.errors import ModelLoadError
 from imgsearch.images.decode import Geometry
+from imgsearch.models.sources import CONFIG_FILE, LOCAL_DIR, Located, Source, locate, resolve_source
 
 if TYPE_CHECKING:
     import torch
 
-LOCAL_DIR = "local-dir:"
-HF_HUB = "hf-hub:"
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
-HUB_PROBE_TIMEOUT_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -58,118 +51,6 @@ class Encoder(Protocol):
     def encode_texts(self, texts: list[str]) -> np.ndarray: ...
 
 
-def file_sha256(paths: list[Path]) -> str:
-    """sha256 over the bytes of several files, in the given order."""
-    h = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
-@dataclass(frozen=True)
-class _Source:
-    """A resolved ModelSpec: how to call open_clip and what identity the result has."""
-
-    name: str
-    pretrained: str | None
-    key: str
-    sha256: str | None
-    from_hub: bool
-
-
-def resolve_source(spec: ModelSpec) -> _Source:
-    """Validate a ModelSpec without loading weights; local files are fingerprinted."""
-    import open_clip  # noqa: PLC0415 (heavy; only when a model is really needed)
-
-    name = spec.name.strip()
-    if not name:
-        raise ModelLoadError("empty model name: pass --model NAME (see `python -m open_clip list` for names)")
-    if name.startswith(LOCAL_DIR) or (not name.startswith(HF_HUB) and Path(name).expanduser().is_dir()):
-        return _local_dir_source(Path(name.removeprefix(LOCAL_DIR)).expanduser())
-    if name.startswith(HF_HUB):
-        return _Source(name, None, name, None, from_hub=True)
-    arch = name.replace("/", "-")
-    if arch not in open_clip.list_models():
-        close = difflib.get_close_matches(arch, open_clip.list_models(), n=5)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise ModelLoadError(f"unknown open_clip model '{name}'.{hint} Or pass local-dir:DIR or hf-hub:ORG/REPO.")
-    pretrained = (spec.pretrained or "").strip()
-    if not pretrained:
-        raise ModelLoadError(
-            f"no weights given for {arch}: pass --pretrained TAG "
-            f"(one of {', '.join(open_clip.list_pretrained_tags_by_model(arch))}) or --pretrained FILE."
-        )
-    as_path = Path(pretrained).expanduser()
-    if as_path.is_file():
-        path = as_path.resolve()
-        sha = file_sha256([path])
-        return _Source(arch, str(path), f"{arch}|sha256:{sha}", sha, from_hub=False)
-    if open_clip.get_pretrained_cfg(arch, pretrained):
-        return _Source(arch, pretrained, f"{arch}|{pretrained}", None, from_hub=True)
-    looks_like_path = "/" in pretrained or pretrained.endswith(WEIGHT_SUFFIXES)
-    if looks_like_path:
-        raise ModelLoadError(f"checkpoint file not found: {as_path}")
-    tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
-    raise ModelLoadError(f"'{pretrained}' is not a pretrained tag of {arch} (known: {tags}) nor an existing file.")
-
-
-def _local_dir_source(path: Path) -> _Source:
-    path = path.resolve()
-    config = path / "open_clip_config.json"
-    if not path.is_dir():
-        raise ModelLoadError(f"model folder not found: {path}")
-    if not config.is_file():
-        raise ModelLoadError(f"{path} is not an open_clip model folder: open_clip_config.json is missing.")
-    weights = sorted(p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file())
-    if not weights:
-        raise ModelLoadError(f"{path} has open_clip_config.json but no weights (*.safetensors, *.bin, *.pth).")
-    sha = file_sha256([config, *weights])
-    return _Source(f"{LOCAL_DIR}{path}", None, f"local-dir|sha256:{sha}", sha, from_hub=False)
-
-
-@contextlib.contextmanager
-def _hub_cache_only() -> Iterator[None]:
-    """Make huggingface_hub answer from its cache alone (no network, no retries)."""
-    from huggingface_hub import constants
-
-    saved = constants.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        constants.HF_HUB_OFFLINE = saved
-
-
-def hub_reachable(timeout_s: float = HUB_PROBE_TIMEOUT_S) -> bool:
-    """Whether a download could work: not in offline mode and the hub's host accepts a connection."""
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    url = urlparse(constants.ENDPOINT)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((url.hostname or "", port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
-
-
-def _offline_message(src: _Source, exc: Exception) -> str:
-    from huggingface_hub import constants
-
-    what = src.name + (f" (pretrained '{src.pretrained}')" if src.pretrained else "")
-    arch = src.name.removeprefix(HF_HUB) if src.name.startswith(HF_HUB) else src.name
-    return (
-        f"cannot load model {what}: its weights are not in the Hugging Face cache ({constants.HF_HUB_CACHE}) "
-        f"and the hub cannot be reached ({type(exc).__name__}). Fix: run once with internet access to download "
-        f"them, or use a local copy: --model {arch} --pretrained /path/to/open_clip_model.safetensors, "
-        "or --model local-dir:/path/to/dir (open_clip_config.json + weights)."
-    )
-
-
 def default_device() -> str:
     """CUDA when present, else CPU."""
     import torch
@@ -199,46 +80,32 @@ class OpenClipEncoder:
         self._short_text = _short_text_supported(model) and self._short_text_agrees()
         scale = getattr(model, "logit_scale", None)  # the temperature zero-shot probabilities use
         self.logit_scale = float(scale.detach().exp()) if scale is not None else 100.0
+        self.open_clip_config: dict | None = None  # set by load(): the config that rebuilds the model
 
     @classmethod
     def load(cls, spec: ModelSpec, device: str | None = None, precision: str | None = None) -> "OpenClipEncoder":
-        """Load through open_clip's own path; hub weights come from the cache first, then the network.
+        """Load through open_clip's own path from local files; hub weights come from the cache, else the network.
 
         precision: open_clip's (default fp16 on CUDA, fp32 elsewhere; training asks for fp32).
         """
         import open_clip
 
         src = resolve_source(spec)
+        found = locate(src)
         device = device or default_device()
         precision = precision or ("fp16" if device.startswith("cuda") else "fp32")
-
-        def create() -> "torch.nn.Module":
-            # open_clip logs its own failures on the root logger; ours below say more, once.
-            logging.disable(logging.ERROR)
-            try:
-                return open_clip.create_model(src.name, pretrained=src.pretrained, device=device,
-                                              precision=precision, require_pretrained=True)
-            finally:
-                logging.disable(logging.NOTSET)
-
         try:
-            if src.from_hub:
-                try:
-                    with _hub_cache_only():
-                        model = create()
-                except Exception as cached_exc:  # noqa: BLE001 (any failure here means "not cached")
-                    if not hub_reachable():
-                        raise ModelLoadError(_offline_message(src, cached_exc)) from cached_exc
-                    model = create()
-            else:
-                model = create()
-            tokenizer = open_clip.get_tokenizer(src.name)
-        except ModelLoadError:
-            raise
+            model = open_clip.create_model(found.model_name, pretrained=found.checkpoint, device=device,
+                                           precision=precision, require_pretrained=True,
+                                           force_quick_gelu=found.quick_gelu,
+                                           force_preprocess_cfg=found.preprocess or None)
+            tokenizer = open_clip.get_tokenizer(found.model_name)
         except Exception as exc:
             raise ModelLoadError(f"cannot load model {src.name}: {type(exc).__name__}: {exc}") from exc
         model.eval()
-        return cls(model, tokenizer, _model_info(model, src), device)
+        encoder = cls(model, tokenizer, _model_info(model, src), device)
+        encoder.open_clip_config = open_clip_config(found, model)
+        return encoder
 
     def encode_pixels(self, pixels: "np.ndarray | torch.Tensor") -> np.ndarray:
         """(n, H, W, 3) uint8 (numpy, or a tensor already on the device) -> (n, dim) float32, L2-normalised.
@@ -320,12 +187,25 @@ def _normalised(features: "torch.Tensor") -> np.ndarray:
     return torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy().astype(np.float32, copy=False)
 
 
+def open_clip_config(found: Located, model: "torch.nn.Module") -> dict:
+    """The open_clip_config.json that rebuilds this model (what a fine-tuned copy is saved with)."""
+    import open_clip
+
+    if found.model_name.startswith(LOCAL_DIR):
+        return json.loads((Path(found.model_name.removeprefix(LOCAL_DIR)) / CONFIG_FILE).read_text())
+    model_cfg = dict(open_clip.get_model_config(found.model_name))
+    if found.quick_gelu:
+        model_cfg["quick_gelu"] = True
+    pp = model.visual.preprocess_cfg
+    return {"model_cfg": model_cfg, "preprocess_cfg": {k: (list(v) if isinstance(v, tuple) else v) for k, v in pp.items()}}
+
+
 def describe_model(model: "torch.nn.Module", name: str = "in-memory") -> ModelInfo:
     """Geometry, normalisation and dimension of a model that is not (yet) a loadable source (training)."""
-    return _model_info(model, _Source(name, None, name, None, from_hub=False))
+    return _model_info(model, Source(name, None, name, None, from_hub=False))
 
 
-def _model_info(model: "torch.nn.Module", src: _Source) -> ModelInfo:
+def _model_info(model: "torch.nn.Module", src: Source) -> ModelInfo:
     import torch
 
     cfg = model.visual.preprocess_cfg
@@ -337,3 +217,26 @@ def _model_info(model: "torch.nn.Module", src: _Source) -> ModelInfo:
     return ModelInfo(key=src.key, name=src.name, pretrained=src.pretrained, checkpoint_sha256=src.sha256, dim=dim,
                      geometry=geometry, mean=tuple(float(x) for x in cfg["mean"]),
                      std=tuple(float(x) for x in cfg["std"]))
+
+
+class EncoderCache:
+    """Encoders loaded once per spec and shared; safe between threads (one load per spec at a time)."""
+
+    def __init__(self, loader: "Callable[[ModelSpec], Encoder]") -> None:
+        self._load = loader
+        self._encoders: dict[ModelSpec, Encoder] = {}
+        self._locks: dict[ModelSpec, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def get(self, spec: ModelSpec) -> Encoder:
+        with self._guard:
+            lock = self._locks.setdefault(spec, threading.Lock())
+        with lock:
+            if spec not in self._encoders:
+                self._encoders[spec] = self._load(spec)
+            return self._encoders[spec]
+
+
+def load_encoder(spec: ModelSpec) -> Encoder:
+    """The open_clip encoder for a spec, on the best device (CUDA in fp16, else CPU in fp32)."""
+    return OpenClipEncoder.load(spec)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from imgsearch.config import IMAGE_EXTENSIONS
 from imgsearch.models.encoder import Encoder
 from imgsearch.errors import UsageError
+from imgsearch.images.crawl import image_files
 from imgsearch.images.decode import default_pixel_limit
 from imgsearch.models.zeroshot import folder_metrics, label_vectors
 from imgsearch.models.embed import embed_stream
@@ -36,11 +36,11 @@ def labelled_images(folder: Path) -> list[tuple[str, str]]:
     """(path, label) for every image in a class folder directly under `folder`."""
     folder = folder.expanduser()
     if not folder.is_dir():
-        raise UsageError(f"{folder} is not a folder: pass a folder with one sub-folder of images per label.")
+        raise UsageError(f"{folder} is not a folder: give a folder with one sub-folder of images per label.", "folder")
     out = [(str(p), d.name.replace("_", " ")) for d in sorted(folder.iterdir()) if d.is_dir()
-           for p in sorted(d.rglob("*")) if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
+           for p in image_files(d)]
     if len({label for _, label in out}) < 2:
-        raise UsageError(f"{folder} needs at least two label folders with images in them.")
+        raise UsageError(f"{folder} needs at least two label folders with images in them.", "folder")
     return out
 
 

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
-from imgsearch.config import IMAGE_EXTENSIONS
 from imgsearch.errors import UsageError
+from imgsearch.images.crawl import image_files
 
 
 DEFAULT_TEMPLATE = "a photo of a {label}"
@@ -26,19 +26,20 @@ def read_pairs(source: Path, template: str = DEFAULT_TEMPLATE) -> list[Pair]:
     if source.is_file():
         return _csv_pairs(source)
     if not source.is_dir():
-        raise UsageError(f"{source} does not exist: pass a CSV file (path,caption) or a folder of images.")
-    images = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        raise UsageError(f"{source} does not exist: give a CSV file (path,caption) or a folder of images.", "data")
+    images = image_files(source)
     if not images:
-        raise UsageError(f"no images under {source}")
+        raise UsageError(f"no images under {source}", "data")
     sidecars = [p for p in images if p.with_suffix(".txt").is_file()]
     if sidecars:
         return [Pair(str(p), p.with_suffix(".txt").read_text(encoding="utf-8").strip()) for p in sidecars]
     if "{label}" not in template:
-        raise UsageError(f"--template {template!r} must contain {{label}}, e.g. 'a photo of a {{label}}'.")
+        raise UsageError(f"{{param}} {template!r} must contain {{label}}, e.g. 'a photo of a {{label}}'.", "template")
     pairs = [Pair(str(p), template.format(label=p.parent.name.replace("_", " ")))
              for p in images if p.parent != source]
     if not pairs:
-        raise UsageError(f"{source} has no captions: add NAME.txt beside each image, one folder per class, or pass a CSV.")
+        raise UsageError(f"{source} has no captions: add NAME.txt beside each image, one folder per class, or a CSV.",
+                         "data")
     return pairs
 
 
@@ -46,7 +47,7 @@ def _csv_pairs(path: Path) -> list[Pair]:
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     if not rows or not {"path", "caption"} <= set(rows[0]):
-        raise UsageError(f"{path} needs a header with the columns path,caption.")
+        raise UsageError(f"{path} needs a header with the columns path,caption.", "data")
     base = path.parent
     out = []
     for row in rows:

@@ -2,7 +2,7 @@
 
 Pairs come from a CSV, sidecar .txt captions or class folders. A run starts from any model
 `--model` accepts (fine-tuning, optionally with a locked tower: LiT) or from an architecture
-config (from scratch). Each epoch ends with validation recall and a checkpoint that `--resume`
+config (from scratch). Each epoch ends with validation recall and a checkpoint that `resume`
 continues from; the result is an open_clip local-dir folder that `imgsearch index --model
 local-dir:OUT` loads directly. torch and open_clip are imported lazily, as in encoder.py."""
 
@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from imgsearch.config import ModelSpec
 from imgsearch.errors import ImgSearchError, UsageError
+from imgsearch.fs import atomic_write
+from imgsearch.progress import Progress, SilentProgress
 from imgsearch.models.train_data import Pair, decode_all, split_rows
 
 if TYPE_CHECKING:
@@ -41,15 +43,10 @@ MEAN = (0.48145466, 0.4578275, 0.40821073)  # CLIP's, so a from-scratch model pr
 STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-# From-scratch architectures sized for small data sets; any open_clip model name or config file also works.
-PRESETS = {
-    "small": {"embed_dim": 256,
-              "vision_cfg": {"image_size": 64, "layers": 6, "width": 256, "patch_size": 8, "head_width": 64},
-              "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 256, "heads": 4, "layers": 4}},
-    "tiny": {"embed_dim": 64,
-             "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
-             "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}},
-}
+# From-scratch architectures sized for small data sets (configs/NAME.json, open_clip's model_cfg format);
+# any open_clip model name or config file also works.
+CONFIG_DIR = Path(__file__).parent / "configs"
+PRESETS = tuple(sorted(p.stem for p in CONFIG_DIR.glob("*.json")))
 
 
 @dataclass(frozen=True)
@@ -77,27 +74,20 @@ class EpochReport:
     seconds: float = 0.0
     images_per_s: float = 0.0
 
-
-class TrainProgress:
-    """Callbacks a caller can override: a bar per epoch and a line after it."""
-
-    def stage(self, name: str, total: int | None) -> None: ...
-
-    def advance(self, n: int = 1, **postfix: float) -> None: ...
-
-    def epoch_done(self, report: EpochReport) -> None: ...
-
-    def close(self) -> None: ...
+    def line(self) -> str:
+        """One line for the log: loss, validation figures, time and speed."""
+        val = "  ".join(f"{k} {v:.3f}" for k, v in self.val.items())
+        return f"epoch {self.epoch}: loss {self.loss:.4f}  {val}  ({self.seconds:.0f} s, {self.images_per_s:.0f} img/s)"
 
 
 def _start_model(model: ModelSpec | None, arch: str | None, device: str):  # noqa: ANN202 -> (model, cfg, tokenizer)
     """A trainable open_clip model and the config to save it with."""
     import open_clip
 
-    from imgsearch.models.encoder import LOCAL_DIR, OpenClipEncoder
+    from imgsearch.models.encoder import OpenClipEncoder
 
     if (model is None) == (arch is None):
-        raise UsageError("give either --model (fine-tune a model) or --arch (train from scratch).")
+        raise UsageError("give either {param} (fine-tune a model) or {param:arch} (train from scratch).", "model")
     if arch is not None:
         cfg = _arch_config(arch)
         net = open_clip.CLIP(**cfg["model_cfg"])
@@ -105,18 +95,7 @@ def _start_model(model: ModelSpec | None, arch: str | None, device: str):  # noq
         net.visual.preprocess_cfg = {"size": size, **cfg["preprocess_cfg"]}
         return net.to(device), cfg
     enc = OpenClipEncoder.load(model, device, precision="fp32")
-    name = enc.info.name  # as resolved at load (local folders absolute): no second fingerprint of the weights
-    if name.startswith(LOCAL_DIR):
-        cfg = json.loads((Path(name.removeprefix(LOCAL_DIR)) / CONFIG_FILE).read_text())
-    elif name.startswith("hf-hub:"):
-        from huggingface_hub import hf_hub_download
-
-        cfg = json.loads(Path(hf_hub_download(name.removeprefix("hf-hub:"), CONFIG_FILE)).read_text())
-    else:
-        pp = enc.model.visual.preprocess_cfg
-        cfg = {"model_cfg": open_clip.get_model_config(name),
-               "preprocess_cfg": {k: (list(v) if isinstance(v, tuple) else v) for k, v in pp.items()}}
-    return enc.model.float().train(), cfg
+    return enc.model.float().train(), enc.open_clip_config
 
 
 def _arch_config(arch: str) -> dict:
@@ -124,29 +103,28 @@ def _arch_config(arch: str) -> dict:
 
     preprocess = {"mean": list(MEAN), "std": list(STD), "interpolation": "bicubic", "resize_mode": "shortest"}
     if arch in PRESETS:
-        return {"model_cfg": PRESETS[arch], "preprocess_cfg": preprocess}
+        return {"model_cfg": json.loads((CONFIG_DIR / f"{arch}.json").read_text()), "preprocess_cfg": preprocess}
     path = Path(arch).expanduser()
     if path.is_file():
         cfg = json.loads(path.read_text())
         return cfg if "model_cfg" in cfg else {"model_cfg": cfg, "preprocess_cfg": preprocess}
     model_cfg = open_clip.get_model_config(arch)
     if model_cfg is None:
-        raise UsageError(f"unknown architecture {arch!r}: use {', '.join(PRESETS)}, an open_clip model name, "
-                         "or a JSON config file.")
+        raise UsageError(f"unknown architecture {arch!r} ({{param}}): use {', '.join(PRESETS)}, an open_clip model name, "
+                         "or a JSON config file.", "arch")
     return {"model_cfg": model_cfg, "preprocess_cfg": preprocess}
 
 
 def save_model(net, cfg: dict, out: Path) -> None:  # noqa: ANN001
     """open_clip's local-dir format: config + safetensors weights, written atomically."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().float().contiguous().cpu() for k, v in _unwrapped(net).state_dict().items()}
-    tmp = out / f".{WEIGHTS_FILE}.tmp"
-    save_file(state, str(tmp))
-    tmp.replace(out / WEIGHTS_FILE)
-    (out / f".{CONFIG_FILE}.tmp").write_text(json.dumps(cfg, indent=2))
-    (out / f".{CONFIG_FILE}.tmp").replace(out / CONFIG_FILE)
+    with atomic_write(out / WEIGHTS_FILE) as f:
+        f.write(save(state))
+    with atomic_write(out / CONFIG_FILE, "w") as f:
+        f.write(json.dumps(cfg, indent=2))
 
 
 def _unwrapped(net):  # noqa: ANN001, ANN202
@@ -190,13 +168,13 @@ def retrieval_metrics(image_vectors: np.ndarray, captions: Sequence[str], text_v
 
 def train(pairs: Sequence[Pair], out: Path, settings: TrainSettings = TrainSettings(), model: ModelSpec | None = None,
           arch: str | None = None, resume: bool = False, device: str | None = None,
-          progress: TrainProgress | None = None) -> list[EpochReport]:
+          progress: Progress | None = None) -> list[EpochReport]:
     """Train, validating and checkpointing every epoch; the model in `out` is usable after each epoch."""
     import torch
 
     from imgsearch.models.encoder import default_device, describe_model
 
-    progress = progress or TrainProgress()
+    progress = progress or SilentProgress()
     device = device or default_device()
     torch.manual_seed(settings.seed)
     random.seed(settings.seed)
@@ -204,11 +182,12 @@ def train(pairs: Sequence[Pair], out: Path, settings: TrainSettings = TrainSetti
     state = None
     if resume:
         if not checkpoint.is_file():
-            raise UsageError(f"nothing to resume: {checkpoint} does not exist (train without --resume first).")
+            raise UsageError(f"nothing to resume: {checkpoint} does not exist (train without {{param}} first).", "resume")
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)
         model, arch = (ModelSpec(**state["model_spec"]) if state["model_spec"] else None), state["arch"]
     elif checkpoint.is_file():
-        raise UsageError(f"{out} already holds a training run: pass --resume to continue it, or another folder.")
+        raise UsageError(f"{out} already holds a training run: add {{param:resume}} to continue it, or choose another "
+                         "folder ({param}).", "out")
     net, cfg = _start_model(model, arch, device)
     if state is not None:
         net.load_state_dict(state["model"])
@@ -250,7 +229,7 @@ def train(pairs: Sequence[Pair], out: Path, settings: TrainSettings = TrainSetti
     for epoch in range(start_epoch, settings.epochs):
         t0 = time.perf_counter()
         runner.train()
-        progress.stage(f"epoch {epoch + 1}/{settings.epochs}", steps_per_epoch)
+        progress.stage(f"epoch {epoch + 1}/{settings.epochs}", steps_per_epoch, unit="step")
         losses, seen, step = _run_epoch(runner, opt, batches, gen.permutation(train_rows), steps_per_epoch, step,
                                         total, settings, autocast, progress)
         elapsed = time.perf_counter() - t0
@@ -261,7 +240,7 @@ def train(pairs: Sequence[Pair], out: Path, settings: TrainSettings = TrainSetti
         reports.append(report)
         save_model(net, cfg, out)
         _save_checkpoint(checkpoint, net, opt, epoch + 1, step, model, arch, reports, settings)
-        progress.epoch_done(report)
+        progress.note(report.line())
     progress.close()
     if skipped:
         (out / "skipped.tsv").write_text("".join(f"{p}\t{r}\n" for p, r in skipped))
@@ -291,7 +270,7 @@ class _Batches:
 
 
 def _run_epoch(runner, opt, batches: _Batches, order: np.ndarray, steps: int, step: int, total: int,  # noqa: ANN001
-               settings: TrainSettings, autocast, progress: TrainProgress) -> tuple[list[float], int, int]:  # noqa: ANN001
+               settings: TrainSettings, autocast, progress: Progress) -> tuple[list[float], int, int]:  # noqa: ANN001
     """One pass over `order`; returns (losses, images seen, global step)."""
     import torch
 
@@ -360,8 +339,7 @@ def _save_checkpoint(path: Path, net, opt, epoch: int, step: int, model: ModelSp
                      reports: list[EpochReport], settings: TrainSettings) -> None:
     import torch
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"model": _unwrapped(net).state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "step": step,
-                "model_spec": asdict(model) if model else None, "arch": arch,
-                "reports": [asdict(r) for r in reports], "settings": asdict(settings)}, tmp)
-    tmp.replace(path)
+    with atomic_write(path) as f:
+        torch.save({"model": _unwrapped(net).state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                    "step": step, "model_spec": asdict(model) if model else None, "arch": arch,
+                    "reports": [asdict(r) for r in reports], "settings": asdict(settings)}, f)

@@ -24,18 +24,19 @@ def parse_labels(labels: str | None, labels_file: Path | None) -> list[str]:
         try:
             text = labels_file.expanduser().read_text(encoding="utf-8")
         except OSError as exc:
-            raise UsageError(f"cannot read --labels-file {labels_file}: {exc.strerror or exc}") from exc
+            raise UsageError(f"cannot read {{param}} {labels_file}: {exc.strerror or exc}", "labels_file") from exc
         found += [line.split("#", 1)[0].strip() for line in text.splitlines()]
     out = list(dict.fromkeys(s for s in found if s))
     if len(out) < 2:
-        raise UsageError("give at least two labels: --labels cat,dog,... or --labels-file FILE (one per line).")
+        raise UsageError("give at least two labels: {param} cat,dog,... or {param:labels_file} FILE (one per line).",
+                         "labels")
     return out
 
 
 def check_templates(templates: Sequence[str]) -> tuple[str, ...]:
     for t in templates:
         if "{label}" not in t:
-            raise UsageError(f"--template {t!r} must contain {{label}}, e.g. 'a photo of a {{label}}'.")
+            raise UsageError(f"{{param}} {t!r} must contain {{label}}, e.g. 'a photo of a {{label}}'.", "templates")
     return tuple(templates) or DEFAULT_TEMPLATES
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -10,16 +11,16 @@ from pathlib import Path
 
 import numpy as np
 
-from imgsearch.errors import ImgSearchError, UsageError
+from imgsearch.errors import DiskFullError, ImgSearchError, ReadOnlyError, UsageError
 from imgsearch.search.ranking import SearchResult
 
 
 def export_results(results: Sequence[SearchResult], dest: Path, mode: str = "copy") -> list[Path]:
     """Copy (or symlink) each result into `dest` as NNN-name, in rank order; never overwrites a file."""
     if mode not in ("copy", "link"):
-        raise UsageError(f"unknown export mode {mode!r}")
+        raise UsageError(f"unknown export mode {mode!r}", "mode")
     if dest.exists() and not dest.is_dir():
-        raise UsageError(f"{dest} exists and is not a folder")
+        raise UsageError(f"{dest} exists and is not a folder", "dest")
     dest.mkdir(parents=True, exist_ok=True)
     width = max(3, len(str(len(results))))
     written = []
@@ -31,7 +32,7 @@ def export_results(results: Sequence[SearchResult], dest: Path, mode: str = "cop
             else:
                 os.symlink(os.path.abspath(r.path), target)
         except OSError as exc:
-            raise ImgSearchError(f"cannot {mode} {r.path} to {target}: {exc.strerror or exc}") from exc
+            raise _write_error(exc, f"cannot {mode} {r.path} to {target}") from exc
         written.append(target)
     return written
 
@@ -49,7 +50,7 @@ def export_vectors(dest: Path, ids: np.ndarray, paths: Sequence[str], vectors: n
                    model: dict) -> list[Path]:
     """npy: DEST/vectors.npy (float32), ids.npy, paths.jsonl, model.json; parquet: DEST/vectors.parquet."""
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-        raise UsageError(f"{dest} exists and is not an empty folder: pass a new folder to export into")
+        raise UsageError(f"{dest} exists and is not an empty folder: give a new folder to export into", "dest")
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "model.json").write_text(json.dumps(model, indent=2, default=str) + "\n")
     if fmt == "npy":
@@ -69,4 +70,11 @@ def export_vectors(dest: Path, ids: np.ndarray, paths: Sequence[str], vectors: n
         pq.write_table(pa.table({"id": pa.array(ids, pa.int64()), "path": pa.array(list(paths), pa.string()),
                                  "vector": column}), dest / "vectors.parquet")
         return [dest / "vectors.parquet", dest / "model.json"]
-    raise UsageError(f"--format must be npy or parquet, got {fmt!r}")
+    raise UsageError(f"{{param}} must be npy or parquet, got {fmt!r}", "fmt")
+
+
+def _write_error(exc: OSError, what: str) -> ImgSearchError:
+    """A failed write as the error kind a caller can act on (disk full, read-only, other)."""
+    kind = {errno.ENOSPC: DiskFullError, errno.EDQUOT: DiskFullError, errno.EROFS: ReadOnlyError,
+            errno.EACCES: ReadOnlyError, errno.EPERM: ReadOnlyError}.get(exc.errno or 0, ImgSearchError)
+    return kind(f"{what}: {exc.strerror or exc}")

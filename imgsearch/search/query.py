@@ -32,7 +32,7 @@ def check_text(query: str) -> str:
     """The query stripped; an empty one is a usage error."""
     text = (query or "").strip()
     if not text:
-        raise UsageError("empty query: give some words to search for, e.g. imgsearch search \"a dog on the beach\"")
+        raise UsageError("empty query: give some words to search for, e.g. imgsearch search \"a dog on the beach\"", "query")
     return text
 
 
@@ -43,7 +43,7 @@ def _term(words: list[str], sign: float) -> Term:
     if match:
         weight, text = float(match.group(1)), match.group(2).strip()
     if not text or text == "@":
-        raise UsageError("empty query term: every + or - must be followed by a term (quote phrases: \"a dog\")")
+        raise UsageError("empty query term: every + or - must be followed by a term (quote phrases: \"a dog\")", "query")
     if text.startswith("@"):
         target = text[1:]
         kind = "url" if re.match(r"^https?://", target, re.IGNORECASE) else "image"
@@ -62,16 +62,16 @@ def parse_query(words: Sequence[str]) -> list[Term]:
                 terms.append(_term(current, sign))
                 current = []
             elif terms or word == "+":
-                raise UsageError(f"'{word}' needs a term before and after it, e.g. beach + sunset - people")
+                raise UsageError(f"'{word}' needs a term before and after it, e.g. beach + sunset - people", "query")
             sign = 1.0 if word == "+" else -1.0
         else:
             current.append(word)
     if current:
         terms.append(_term(current, sign))
     elif terms or sign < 0:
-        raise UsageError("the query ends with an operator: put a term after the last + or -")
+        raise UsageError("the query ends with an operator: put a term after the last + or -", "query")
     if not terms:
-        raise UsageError("empty query: give some words to search for, e.g. imgsearch search \"a dog on the beach\"")
+        raise UsageError("empty query: give some words to search for, e.g. imgsearch search \"a dog on the beach\"", "query")
     return terms
 
 
@@ -80,5 +80,5 @@ def combine(vectors: np.ndarray, weights: Sequence[float]) -> np.ndarray:
     total = (np.asarray(weights, dtype=np.float32)[:, None] * vectors).sum(axis=0)
     norm = float(np.linalg.norm(total))
     if norm < 1e-6:
-        raise UsageError("the query terms cancel each other out: change their weights")
+        raise UsageError("the query terms cancel each other out: change their weights", "query")
     return (total / norm).astype(np.float32)[None, :]

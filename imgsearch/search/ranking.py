@@ -36,13 +36,13 @@ class SearchResult:
 
 def check_options(opts: SearchOptions) -> SearchOptions:
     if not 1 <= opts.k <= MAX_K:
-        raise UsageError(f"--top must be between 1 and {MAX_K}, got {opts.k}")
+        raise UsageError(f"{{param}} must be between 1 and {MAX_K}, got {opts.k}", "k")
     if opts.offset < 0:
-        raise UsageError(f"--offset must be 0 or more, got {opts.offset}")
+        raise UsageError(f"{{param}} must be 0 or more, got {opts.offset}", "offset")
     if opts.min_score is not None and not -1.0 <= opts.min_score <= 1.0:  # NaN fails this too
-        raise UsageError(f"--min-score is a cosine similarity between -1 and 1, got {opts.min_score}")
+        raise UsageError(f"{{param}} is a cosine similarity between -1 and 1, got {opts.min_score}", "min_score")
     if opts.sort not in SORTS:
-        raise UsageError(f"--sort must be one of {', '.join(SORTS)}, got {opts.sort!r}")
+        raise UsageError(f"{{param}} must be one of {', '.join(SORTS)}, got {opts.sort!r}", "sort")
     return opts
 
 

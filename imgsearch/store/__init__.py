@@ -24,11 +24,12 @@ from imgsearch.store.images import (  # noqa: F401
     list_roots,
     move_image,
     paths_for,
+    photo_date,
     save_decoded,
     save_skipped,
     skipped_images,
 )
-from imgsearch.store.runs import last_run, start_run  # noqa: F401
+from imgsearch.store.runs import RUN_COUNTS, finish_run, last_run, start_run  # noqa: F401
 from imgsearch.store.tags import replace_tags, tag_counts  # noqa: F401
 from imgsearch.store.vectors import (  # noqa: F401
     TEXT_CACHE_SIZE,
@@ -36,6 +37,7 @@ from imgsearch.store.vectors import (  # noqa: F401
     cached_text_vectors,
     count_vectors,
     from_blobs,
+    get_model,
     get_or_create_model,
     has_vectors,
     latest_build,

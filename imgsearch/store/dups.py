@@ -5,17 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import delete, func, or_, select
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from imgsearch.store.expressions import chunks
-from imgsearch.store.orm import (
-    STATUS_INDEXED,
-    DupPair,
-    DupScan,
-    Image,
-    ImageHash,
-)
+from imgsearch.store import dialect
+from imgsearch.store.dialect import chunks
+from imgsearch.store.orm import STATUS_INDEXED, DupPair, DupScan, Image, ImageHash
 
 
 def image_hashes(session: Session) -> dict[int, ImageHash]:
@@ -24,11 +18,8 @@ def image_hashes(session: Session) -> dict[int, ImageHash]:
 
 def save_image_hashes(session: Session, rows: Sequence[dict]) -> None:
     """Insert or replace hash rows ({image_id, content_hash, phashes, full_hash, full_hash_stat})."""
-    for chunk in chunks(list(rows), 150):
-        stmt = sqlite_insert(ImageHash).values(list(chunk))
-        session.execute(stmt.on_conflict_do_update(
-            index_elements=[ImageHash.image_id],
-            set_={c: stmt.excluded[c] for c in ("content_hash", "phashes", "full_hash", "full_hash_stat")}))
+    dialect.upsert(session, ImageHash, rows, [ImageHash.image_id],
+                   ("content_hash", "phashes", "full_hash", "full_hash_stat"))
 
 
 def exact_candidates(session: Session) -> list[list[int]]:
@@ -66,6 +57,4 @@ def replace_pairs(session: Session, model_id: int, rescanned: Sequence[int] | No
     for chunk in chunks(list(rescanned or [])):
         session.execute(delete(DupPair).where(DupPair.model_id == model_id,
                                               or_(DupPair.a.in_(chunk), DupPair.b.in_(chunk))))
-    for chunk in chunks(list(pairs), 150):
-        session.execute(sqlite_insert(DupPair).values([{"model_id": model_id, **p} for p in chunk])
-                        .on_conflict_do_nothing())
+    dialect.insert_missing(session, DupPair, [{"model_id": model_id, **p} for p in pairs])

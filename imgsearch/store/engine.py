@@ -1,39 +1,33 @@
-"""SQLite engine and sessions, pragmas, schema revision check and in-process Alembic upgrades."""
+"""Engines and sessions for a database URL, the schema revision check, and in-process Alembic upgrades."""
 
 from __future__ import annotations
 
-import sqlite3
-from datetime import datetime, timezone
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, inspect
 from sqlalchemy.exc import DatabaseError as SADatabaseError
 from sqlalchemy.orm import Session, sessionmaker
 
 import migrations
 from imgsearch.errors import DatabaseError, SchemaOutdatedError, SchemaTooNewError
+from imgsearch.store import dialect
 
-BUSY_TIMEOUT_MS = 10_000
+
+def database_url(target: str | Path) -> str:
+    """A URL as given, or the SQLite URL of a file path."""
+    text = str(target)
+    return text if "://" in text else f"sqlite:///{Path(text)}"
 
 
-def make_engine(db_path: Path) -> Engine:
-    """An engine whose every connection uses WAL, foreign keys and a busy timeout."""
-    engine = create_engine(f"sqlite:///{db_path}", connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
-
-    @event.listens_for(engine, "connect")
-    def _pragmas(dbapi_conn: sqlite3.Connection, _record: object) -> None:
-        cur = dbapi_conn.cursor()
-        # WAL lets searches read while an indexer writes; NORMAL sync is durable at checkpoints in WAL.
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        cur.close()
-
+def make_engine(target: str | Path) -> Engine:
+    """An engine for a database URL or a SQLite file, with the dialect's per-connection settings."""
+    url = database_url(target)
+    engine = create_engine(url, connect_args=dialect.connect_args(url))
+    dialect.configure(engine)
     return engine
 
 
@@ -106,15 +100,25 @@ def check_schema(engine: Engine) -> None:
     )
 
 
-def backup(db_path: Path) -> Path:
-    """Copy the DB with SQLite's online backup API (consistent even in WAL mode); returns the copy."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    target = db_path.with_name(f"{db_path.name}.bak-{stamp}")
-    src = sqlite3.connect(db_path)
-    dst = sqlite3.connect(target)
+def backup(target: str | Path | Engine) -> Path:
+    """A consistent copy of the database beside it; returns the copy's path."""
+    engine = target if isinstance(target, Engine) else make_engine(target)
     try:
-        src.backup(dst)
+        return dialect.backup(engine)
     finally:
-        dst.close()
-        src.close()
-    return target
+        if engine is not target:
+            engine.dispose()
+
+
+def upgrade(target: str | Path) -> tuple[str | None, str, Path | None]:
+    """Back the database up, then migrate it to head: (revision before, revision after, backup or None)."""
+    engine = make_engine(target)
+    try:
+        before = current_revision(engine)
+        if before == head_revision():
+            return before, before, None
+        copy = dialect.backup(engine)
+        upgrade_to_head(engine)
+        return before, head_revision(), copy
+    finally:
+        engine.dispose()

@@ -7,21 +7,25 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import numpy as np
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import case, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from imgsearch.config import Filters
 from imgsearch.images.decode import Decoded
-from imgsearch.store.expressions import chunks, under
-from imgsearch.store.orm import (
-    STATUS_INDEXED,
-    STATUS_SKIPPED,
-    Embedding,
-    Image,
-    Root,
-    Tag,
-    utc_now,
-)
+from imgsearch.store import dialect
+from imgsearch.store.dialect import chunks
+from imgsearch.store.orm import STATUS_INDEXED, STATUS_SKIPPED, Embedding, Image, Root, Tag, utc_now
+
+
+def under(column, folder: str):  # noqa: ANN001, ANN201 (SQLAlchemy column expression)
+    """SQL condition: `column` is a path inside `folder` (an index range scan, no LIKE escaping)."""
+    prefix = folder.rstrip("/") + "/"
+    return (column >= prefix) & (column < prefix[:-1] + chr(ord("/") + 1))
+
+
+def photo_date(taken_at: datetime | None, mtime_ns: int) -> datetime:
+    """The date taken, else the file's modification time (naive UTC): what date filters and sorting use."""
+    return taken_at or datetime.fromtimestamp(mtime_ns / 1e9, tz=timezone.utc).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)
@@ -121,29 +125,24 @@ def paths_for(session: Session, ids: Sequence[int]) -> dict[int, str]:
     return out
 
 
-def _date_expr():  # noqa: ANN202 (SQL expression)
-    """EXIF date taken, else the file's modification time, as comparable 'YYYY-MM-DD HH:MM:SS' text."""
-    return func.coalesce(func.substr(Image.taken_at, 1, 19),
-                         func.datetime(Image.mtime_ns / 1_000_000_000, "unixepoch"))
-
-
 def filter_ids(session: Session, filters: Filters) -> np.ndarray:
     """Sorted ids of indexed images that pass every filter (all values bound as parameters)."""
     stmt = select(Image.id).where(Image.status == STATUS_INDEXED)
     if filters.folder:
         stmt = stmt.where(under(Image.path, filters.folder))
+    when = dialect.taken_or_file_time(session, Image.taken_at, Image.mtime_ns)
     if filters.after:
-        stmt = stmt.where(_date_expr() >= filters.after.strftime("%Y-%m-%d %H:%M:%S"))
+        stmt = stmt.where(when >= dialect.sql_datetime(session, filters.after))
     if filters.before:
-        stmt = stmt.where(_date_expr() < filters.before.strftime("%Y-%m-%d %H:%M:%S"))
+        stmt = stmt.where(when < dialect.sql_datetime(session, filters.before))
     if filters.camera:
         camera = func.lower(func.coalesce(Image.camera_make, "") + " " + func.coalesce(Image.camera_model, ""))
-        stmt = stmt.where(func.instr(camera, filters.camera.lower()) > 0)
+        stmt = stmt.where(camera.contains(filters.camera.lower(), autoescape=True))
     if filters.exts:
         suffixes = {f".{e}" for e in filters.exts} | ({".jpg", ".jpeg"} if {"jpg", "jpeg"} & set(filters.exts) else set())
         stmt = stmt.where(or_(*(func.lower(Image.path).endswith(sfx, autoescape=True) for sfx in sorted(suffixes))))
     if filters.min_size:
-        stmt = stmt.where(func.min(Image.width, Image.height) >= filters.min_size)
+        stmt = stmt.where(Image.width >= filters.min_size, Image.height >= filters.min_size)
     for tag in filters.tags:
         stmt = stmt.where(Image.id.in_(select(Tag.image_id).where(func.lower(Tag.label) == tag.lower())))
     return np.sort(np.fromiter(session.scalars(stmt), dtype=np.int64))
@@ -155,7 +154,7 @@ def dates_for(session: Session, ids: Sequence[int]) -> dict[int, datetime]:
     for chunk in chunks(list(ids)):
         for i, taken, mtime_ns in session.execute(
                 select(Image.id, Image.taken_at, Image.mtime_ns).where(Image.id.in_(chunk))):
-            out[i] = taken or datetime.fromtimestamp(mtime_ns / 1e9, tz=timezone.utc).replace(tzinfo=None)
+            out[i] = photo_date(taken, mtime_ns)
     return out
 
 
@@ -180,7 +179,7 @@ def count_images(session: Session, root: str | None = None) -> dict[str, int]:
 
 def indexed_photos(session: Session) -> list:
     """Rows (id, path, width, height, size, mtime_ns, content_hash, taken_at, exif_fields) of indexed images."""
-    exif = sum(func.iif(c.is_(None), 0, 1) for c in (Image.taken_at, Image.camera_make, Image.camera_model,
+    exif = sum(case((c.is_(None), 0), else_=1) for c in (Image.taken_at, Image.camera_make, Image.camera_model,
                                                      Image.gps_lat))
     return list(session.execute(
         select(Image.id, Image.path, Image.width, Image.height, Image.size, Image.mtime_ns, Image.content_hash,

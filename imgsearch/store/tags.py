@@ -7,10 +7,8 @@ from collections.abc import Sequence
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
-from imgsearch.store.expressions import chunks
-from imgsearch.store.orm import (
-    Tag,
-)
+from imgsearch.store.dialect import chunks
+from imgsearch.store.orm import Tag
 
 
 def replace_tags(session: Session, model_id: int, labels: Sequence[str], rows: Sequence[tuple[int, str, float]]) -> None:

@@ -10,14 +10,8 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from imgsearch.models.encoder import ModelInfo
-from imgsearch.store.expressions import chunks
-from imgsearch.store.orm import (
-    Embedding,
-    IndexBuild,
-    Model,
-    TextVector,
-    utc_now,
-)
+from imgsearch.store.dialect import chunks
+from imgsearch.store.orm import Embedding, IndexBuild, Model, TextVector, utc_now
 
 
 def to_blob(vector: np.ndarray) -> bytes:
@@ -77,6 +71,10 @@ def get_or_create_model(session: Session, info: ModelInfo) -> Model:
     model.last_used_at = utc_now()
     session.flush()
     return model
+
+
+def get_model(session: Session, model_id: int) -> Model | None:
+    return session.get(Model, model_id)
 
 
 def list_models(session: Session) -> list[Model]:

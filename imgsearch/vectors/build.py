@@ -9,6 +9,7 @@ size, or outgrown (see params.needs_retrain).
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,7 +100,7 @@ def save(sessions: sessionmaker[Session], model_id: int, built: Built, index_dir
     name = index_filename(model_id, built.generation)
     built.index.save(index_dir / name)
     with sessions.begin() as session:
-        model = session.get(Model, model_id)
+        model = store.get_model(session, model_id)
         if model is None or model.generation != built.generation:
             return  # vectors changed while we built: the next reader updates again
         kept = store.record_build(session, model_id, built.index.spec, len(built.index), built.generation, name,
@@ -119,7 +120,7 @@ def ensure_index(sessions: sessionmaker[Session], model_id: int, index_dir: Path
     still answers from the in-memory index.
     """
     with sessions() as session:
-        model = session.get(Model, model_id)
+        model = store.get_model(session, model_id)
         assert model is not None
         if cached is not None and cached[0] == model.generation and not rebuild:
             return cached
@@ -136,3 +137,24 @@ def ensure_index(sessions: sessionmaker[Session], model_id: int, index_dir: Path
 
 def build_params(build: IndexBuild) -> dict:
     return json.loads(build.params or "{}")
+
+
+class IndexCache:
+    """Each model's index kept in memory while its vectors do not change; safe to share between threads
+    (one load or update per model at a time, never two)."""
+
+    def __init__(self, sessions: sessionmaker[Session], index_dir: Path) -> None:
+        self._sessions, self._index_dir = sessions, index_dir
+        self._indexes: dict[int, tuple[int, VectorIndex]] = {}
+        self._locks: dict[int, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def get(self, model_id: int) -> VectorIndex:
+        """The model's current index (updated from the database first when its vectors changed)."""
+        with self._guard:
+            lock = self._locks.setdefault(model_id, threading.Lock())
+        with lock:
+            current = ensure_index(self._sessions, model_id, self._index_dir, strict=False,
+                                   cached=self._indexes.get(model_id))
+            self._indexes[model_id] = current
+            return current[1]

@@ -8,12 +8,12 @@ scalar quantizer): candidates are re-scored with it, so every score shown is an 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import faiss
 import numpy as np
+
+from imgsearch.fs import atomic_write
 
 EXACT_SPEC = "IDMap2,Flat"  # exact inner product keyed by image id (cosine on normalised vectors)
 GPU_MIN_VECTORS = 50_000  # below this a CPU scan answers faster than a copy to the GPU pays back
@@ -151,17 +151,8 @@ class VectorIndex:
                                                    "params": self.params}).encode(), dtype=np.uint8)}
         if self.refine is not None:
             parts["refine"] = faiss.serialize_index(self.refine)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **parts)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(path.parent)
+        with atomic_write(path) as f:
+            np.savez(f, **parts)
 
     @classmethod
     def load(cls, path: Path) -> "VectorIndex":
@@ -195,16 +186,3 @@ def _pad(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.nd
     extra = k - scores.shape[1]
     return (np.pad(scores, ((0, 0), (0, extra)), constant_values=-np.inf),
             np.pad(ids, ((0, 0), (0, extra)), constant_values=-1))
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

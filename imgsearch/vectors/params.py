@@ -41,7 +41,8 @@ def _pq_m(dim: int) -> int:
     return 0
 
 
-def _nlist(n: int) -> int:
+def nlist_for(n: int) -> int:
+    """IVF lists for n vectors: about 4 sqrt(n), a power of two, never fewer than MIN_POINTS_PER_LIST per list."""
     target = 4 * math.sqrt(n)
     nlist = 2 ** round(math.log2(max(target, 1)))
     nlist = min(max(nlist, MIN_NLIST), MAX_NLIST)
@@ -62,7 +63,7 @@ def choose_index_spec(n: int, dim: int, memory_budget_bytes: int | None = None) 
     too_big = memory_budget_bytes is not None and n * exact.bytes_per_vector(dim) > memory_budget_bytes
     if not trainable or (n <= EXACT_MAX and not too_big):
         return exact
-    nlist = _nlist(n)
+    nlist = nlist_for(n)
     train = min(n, max(MIN_POINTS_PER_LIST * nlist, min(64 * nlist, MAX_TRAIN)))
     return IndexSpec("ivfpq", f"IVF{nlist},PQ{m}x4fs", nlist=nlist, m=m, train_size=train)
 

@@ -1,0 +1,106 @@
+"""The library folder on disk: its manifest, its creation, the one-indexer lock, and write failures
+turned into errors that name the folder and the fix."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy.exc import OperationalError as SAOperationalError
+
+from imgsearch.config import DB_FILENAME, MANIFEST_FILENAME
+from imgsearch.errors import BusyError, DiskFullError, ImgSearchError, NotALibraryError, ReadOnlyError
+from imgsearch.fs import atomic_write
+from imgsearch.store import engine as db
+
+MANIFEST_FORMAT = 1
+LOCK_FILENAME = "index.lock"
+_AFTER = "Everything saved before this is kept: run the same command again once fixed."
+
+
+def is_library(path: Path) -> bool:
+    return (path / MANIFEST_FILENAME).is_file()
+
+
+def create(path: Path) -> None:
+    """Make a new library folder; refuses a non-empty folder that is not a library."""
+    if path.exists() and not path.is_dir():
+        raise NotALibraryError(f"{path} is a file, not a library folder: give a folder path for {{param}}.",
+                               param="library")
+    if path.is_dir() and any(path.iterdir()):
+        raise NotALibraryError(
+            f"{path} is not empty and holds no imgsearch library ({MANIFEST_FILENAME} missing): "
+            "give an empty or new folder for {param}.", param="library")
+    path.mkdir(parents=True, exist_ok=True)
+    engine = db.make_engine(path / DB_FILENAME)
+    try:
+        db.upgrade_to_head(engine)
+    finally:
+        engine.dispose()
+    write_manifest(path)  # written last: a half-created library is never taken for one
+
+
+def write_manifest(path: Path) -> None:
+    manifest = {"format": MANIFEST_FORMAT, "created_at": datetime.now().astimezone().isoformat(),
+                "created_by": "imgsearch"}
+    with atomic_write(path / MANIFEST_FILENAME, "w") as f:
+        f.write(json.dumps(manifest, indent=2) + "\n")
+
+
+@contextmanager
+def writer_lock(path: Path) -> Iterator[None]:
+    """One writer (indexer, duplicate action) at a time: an exclusive flock, released by the kernel when the
+    process dies, so it can never go stale."""
+    fd = os.open(path / LOCK_FILENAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+            raise BusyError(f"another indexer is already running on {path} ({holder}): "
+                            "wait for it to finish, or stop it.") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+_OS_FAILURES = {
+    errno.ENOSPC: (DiskFullError, "the disk is full: free some space"),
+    errno.EDQUOT: (DiskFullError, "the disk quota is exhausted: free some space"),
+    errno.EROFS: (ReadOnlyError, "the file system is read-only: use a library folder on a writable disk"),
+    errno.EACCES: (ReadOnlyError, "permission denied: make the folder writable or use another library folder"),
+    errno.EPERM: (ReadOnlyError, "permission denied: make the folder writable or use another library folder"),
+}
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Disk-full, read-only and locked-database failures become errors naming the folder and the fix.
+
+    Work is committed batch by batch, so what was saved before the failure stays; the next run
+    continues from there.
+    """
+    try:
+        yield
+    except OSError as exc:
+        kind, fix = _OS_FAILURES.get(exc.errno or 0, (ImgSearchError, exc.strerror or str(exc)))
+        raise kind(f"cannot write to the library at {path}: {fix}. {_AFTER}") from exc
+    except SAOperationalError as exc:
+        text = str(exc.orig).lower()
+        if "full" in text:
+            kind, fix = DiskFullError, "the disk is full: free some space"
+        elif "readonly" in text or "read-only" in text:
+            kind, fix = ReadOnlyError, "library.db is read-only: make it writable or use another library folder"
+        elif "locked" in text:
+            kind, fix = BusyError, "the database is locked by another program: close it and try again"
+        else:
+            raise
+        raise kind(f"cannot write to the library at {path}: {fix}. {_AFTER}") from exc

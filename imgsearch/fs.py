@@ -1,0 +1,55 @@
+"""File-system rules written once: which folder a path lies in, and how a file is replaced atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO
+
+
+def is_inside(path: str, folder: str) -> bool:
+    """Whether `path` is `folder` itself or lies below it (text only: `/photos-2` is not inside `/photos`)."""
+    folder = folder.rstrip("/") or "/"
+    return path == folder or path.startswith(folder if folder == "/" else folder + "/")
+
+
+def innermost(path: str, folders: Sequence[str]) -> str | None:
+    """The deepest of `folders` that holds `path`, or None."""
+    holding = [f for f in folders if is_inside(path, f)]
+    return max(holding, key=len) if holding else None
+
+
+@contextlib.contextmanager
+def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO]:
+    """Write `path` through a temporary file beside it: fsync, rename over, fsync the folder.
+
+    A crash at any moment leaves either the old file or the new one, never a torn one.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (best effort: some file systems refuse)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,94 @@
+"""One search end to end: query vectors (text cache first), filters, exact ranking, paging and order."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy.exc import OperationalError as SAOperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from imgsearch import store
+from imgsearch.config import SearchOptions
+from imgsearch.errors import ImageError, UsageError
+from imgsearch.images.decode import decode_data, default_pixel_limit, read_file
+from imgsearch.models.encoder import Encoder
+from imgsearch.search.fetch import fetch_url
+from imgsearch.search.query import Term, combine
+from imgsearch.search.ranking import SearchResult, check_options, order, rank_ids
+from imgsearch.store import dialect
+from imgsearch.store.orm import Model
+from imgsearch.vectors.index import VectorIndex
+
+CACHE_WRITE_WAIT_MS = 200  # a search waits this long for an indexer's write lock, then skips caching
+
+
+def search(sessions: sessionmaker[Session], row: Model, encoder: Callable[[], Encoder],
+           index: Callable[[], VectorIndex], terms: Sequence[Term], options: SearchOptions) -> list[SearchResult]:
+    """Rank the library for a combination of text and image terms, with filters and paging.
+
+    `encoder` and `index` are called only when needed: a cached text query loads no model.
+    """
+    options = check_options(options)
+    query = combine(query_vectors(sessions, row, encoder, terms), [t.weight for t in terms])
+    with sessions() as session:
+        exclude = {i for t in terms if t.kind == "image"
+                   for i in [store.image_id_for_path(session, os.path.abspath(Path(t.value).expanduser()))]
+                   if i is not None}
+        allowed = store.filter_ids(session, options.filters) if options.filters.active() else None
+    hits = rank_ids(index(), query, options.offset + options.k, allowed, exclude, options.min_score)
+    with sessions() as session:
+        paths = store.paths_for(session, [i for i, _ in hits])
+        hits = order(hits, paths, "score")[options.offset:]
+        hits = order(hits, paths, options.sort, lambda ids: store.dates_for(session, ids))
+    return [SearchResult(rank=n, score=s, path=paths[i], id=i) for n, (i, s) in enumerate(hits, 1)]
+
+
+def query_vectors(sessions: sessionmaker[Session], row: Model, encoder: Callable[[], Encoder],
+                  terms: Sequence[Term]) -> np.ndarray:
+    """One vector per term; cached texts need no model, so a repeated query starts instantly."""
+    texts = [t.value for t in terms if t.kind == "text"]
+    with sessions() as session:
+        known = store.cached_text_vectors(session, row.id, texts, row.dim) if texts else {}
+    remember: dict[str, np.ndarray | None] = {text: None for text in known}
+    new_texts = sorted(set(texts) - set(known))
+    model = encoder() if new_texts or len(texts) < len(terms) else None
+    if new_texts:
+        assert model is not None
+        for text, vector in zip(new_texts, model.encode_texts(new_texts)):
+            known[text] = remember[text] = vector
+    if remember:
+        remember_texts(sessions, row.id, remember)
+    return np.stack([known[t.value] if t.kind == "text" else model.encode_pixels(query_pixels(t, model)[None])[0]
+                     for t in terms])
+
+
+def remember_texts(sessions: sessionmaker[Session], model_id: int, vectors: dict[str, np.ndarray | None]) -> None:
+    """Update the text cache; best effort: a read-only or busy library still answers the search."""
+    with sessions() as session:
+        # the indexer may hold the write lock: wait briefly, not as long as its own writes wait
+        dialect.set_lock_wait(session, CACHE_WRITE_WAIT_MS)
+        try:
+            store.remember_text_vectors(session, model_id, vectors)
+            session.commit()
+        except SAOperationalError:
+            session.rollback()
+        finally:
+            dialect.reset_lock_wait(session)
+
+
+def query_pixels(term: Term, encoder: Encoder) -> np.ndarray:
+    """The model-sized pixels of an image term (a file, or an http(s) URL)."""
+    if term.kind == "url":
+        data = fetch_url(term.value)
+    else:
+        path = Path(term.value).expanduser()
+        if not path.is_file():
+            raise UsageError(f"query image {path} does not exist or is not a file")
+        data = read_file(str(path))
+    try:
+        return decode_data(data, encoder.info.geometry, default_pixel_limit(1)).pixels
+    except ImageError as exc:
+        raise UsageError(f"query image {term.value} cannot be used: {exc.message}") from exc

@@ -1,0 +1,71 @@
+"""What a library holds, for `imgsearch status`: roots, counts, models and their indexes, the last run,
+photos set aside by duplicate actions, and tags."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from imgsearch import store
+from imgsearch.dups.actions import pending_action
+from imgsearch.store.orm import STATUS_SET_ASIDE
+from imgsearch.vectors.build import build_params, is_fresh
+
+RUN_FIELDS = ("status", "new", "changed", "moved", "unchanged", "removed", "skipped", "encoded", "started_at",
+              "finished_at")
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    name: str
+    pretrained: str | None
+    dim: int
+    vectors: int
+    index_spec: str | None
+    index_count: int | None
+    index_fresh: bool
+    index_params: dict
+    index_recall_at_10: float | None
+    last_used_at: datetime
+    checkpoint_sha256: str | None = None  # local weights: which checkpoint made the vectors
+
+
+@dataclass(frozen=True)
+class LibraryStatus:
+    """What `imgsearch status` shows."""
+
+    path: str
+    roots: list[tuple[str, int, bool]]  # (folder, images indexed under it, folder exists now)
+    indexed: int
+    skipped: int
+    models: list[ModelStatus]
+    last_run: dict | None
+    set_aside: int = 0  # moved out by a duplicates action
+    pending_undo: dict | None = None  # the action `dups undo` would reverse
+    tags: dict[str, int] = field(default_factory=dict)  # label -> images carrying it
+
+
+def library_status(sessions: sessionmaker[Session], path: Path, index_dir: Path) -> LibraryStatus:
+    """Roots, counts, models and their indexes, last run."""
+    with sessions() as session:
+        roots = [(r, store.count_images(session, r).get("indexed", 0), Path(r).is_dir())
+                 for r in store.list_roots(session)]
+        counts = store.count_images(session)
+        models = [_model_status(session, m, index_dir) for m in store.list_models(session)]
+        run = store.last_run(session)
+        last = None if run is None else {k: getattr(run, k) for k in RUN_FIELDS} | {"roots": json.loads(run.roots)}
+        tags = store.tag_counts(session)
+    return LibraryStatus(str(path), roots, counts.get("indexed", 0), counts.get("skipped", 0), models, last,
+                         counts.get(STATUS_SET_ASIDE, 0), pending_action(sessions), tags)
+
+
+def _model_status(session: Session, m, index_dir: Path) -> ModelStatus:  # noqa: ANN001 (orm.Model)
+    build = store.latest_build(session, m.id)
+    return ModelStatus(m.name, m.pretrained, m.dim, store.count_vectors(session, m.id),
+                       build.spec if build else None, build.count if build else None,
+                       is_fresh(session, m, index_dir), build_params(build) if build else {},
+                       build.recall_at_10 if build else None, m.last_used_at, m.checkpoint_sha256)

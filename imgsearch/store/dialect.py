@@ -1,0 +1,122 @@
+"""Everything that differs between the databases a library can live in (SQLite; PostgreSQL next).
+
+The query modules speak portable SQLAlchemy; what cannot be portable is asked of this module:
+connection setup, upserts, dates computed in SQL, the bound-parameter limit, lock waits, backups.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import Engine, event, func, text
+from sqlalchemy.orm import Session
+
+SQLITE = "sqlite"
+POSTGRESQL = "postgresql"
+
+# The smallest bound-parameter limit among the supported databases (SQLite's 999 of old builds):
+# statements over id lists are cut into chunks of this many.
+BATCH_PARAMS = 900
+BUSY_TIMEOUT_MS = 10_000  # how long a writer waits for another writer's lock
+
+
+def name_of(bind: Session | Engine) -> str:
+    engine = bind.get_bind() if isinstance(bind, Session) else bind
+    return engine.dialect.name
+
+
+def chunks(items: Sequence, n: int = BATCH_PARAMS) -> Iterable[Sequence]:
+    """`items` in slices small enough to bind as parameters of one statement."""
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
+
+
+def configure(engine: Engine) -> None:
+    """Per-connection settings: SQLite gets WAL (readers never wait for a writer), foreign keys, a busy wait."""
+    if engine.dialect.name != SQLITE:
+        return
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: sqlite3.Connection, _record: object) -> None:
+        cur = dbapi_conn.cursor()
+        # NORMAL sync is durable at checkpoints in WAL mode
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cur.close()
+
+
+def connect_args(url: str) -> dict:
+    return {"timeout": BUSY_TIMEOUT_MS / 1000} if url.startswith(SQLITE) else {}
+
+
+def _insert(session: Session, table):  # noqa: ANN001, ANN202 (a dialect's INSERT with ON CONFLICT)
+    if name_of(session) == POSTGRESQL:
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table)
+
+
+def upsert(session: Session, table, rows: Sequence[dict], keys: Sequence, update: Sequence[str],  # noqa: ANN001
+           batch: int = 150) -> None:
+    """Insert rows; a row whose `keys` exist already replaces the `update` columns."""
+    for part in chunks(list(rows), batch):
+        stmt = _insert(session, table).values(list(part))
+        session.execute(stmt.on_conflict_do_update(index_elements=list(keys),
+                                                   set_={c: stmt.excluded[c] for c in update}))
+
+
+def insert_missing(session: Session, table, rows: Sequence[dict], batch: int = 150) -> None:  # noqa: ANN001
+    """Insert rows, leaving alone any whose primary key exists already."""
+    for part in chunks(list(rows), batch):
+        session.execute(_insert(session, table).values(list(part)).on_conflict_do_nothing())
+
+
+def taken_or_file_time(session: Session, taken_at, mtime_ns):  # noqa: ANN001, ANN201 (SQL expressions)
+    """SQL: the date taken, else the file's modification time (UTC), comparable with `sql_datetime`."""
+    if name_of(session) == POSTGRESQL:
+        file_time = func.timezone("UTC", func.to_timestamp(mtime_ns / 1_000_000_000))
+        return func.coalesce(taken_at, file_time)
+    # SQLite keeps datetimes as ISO text: compare 'YYYY-MM-DD HH:MM:SS' strings
+    return func.coalesce(func.substr(taken_at, 1, 19), func.datetime(mtime_ns / 1_000_000_000, "unixepoch"))
+
+
+def sql_datetime(session: Session, when: datetime):  # noqa: ANN201 (a bound value)
+    """A naive datetime in the form `taken_or_file_time` compares with."""
+    if name_of(session) == POSTGRESQL:
+        return when
+    return when.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def set_lock_wait(session: Session, ms: int) -> None:
+    """How long this session's next statements wait for another writer's lock."""
+    if name_of(session) == POSTGRESQL:
+        session.execute(text(f"SET LOCAL lock_timeout = {int(ms)}"))
+    else:
+        session.connection().connection.dbapi_connection.execute(f"PRAGMA busy_timeout={int(ms)}")
+
+
+def reset_lock_wait(session: Session) -> None:
+    if name_of(session) != POSTGRESQL:  # SET LOCAL ends with the transaction by itself
+        session.connection().connection.dbapi_connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+
+
+def backup(engine: Engine) -> Path:
+    """A consistent copy of the database beside it (SQLite's online backup API: safe in WAL mode)."""
+    if engine.dialect.name != SQLITE:
+        raise NotImplementedError(f"backups of {engine.dialect.name} databases")
+    source = Path(engine.url.database or "")
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    copy = source.with_name(f"{source.name}.bak-{stamp}")
+    src, dst = sqlite3.connect(source), sqlite3.connect(copy)
+    try:
+        src.backup(dst)
+    finally:
+        dst.close()
+        src.close()
+    return copy
