@@ -76,7 +76,8 @@ def bench_size(n: int, dim: int, queries_n: int, intrinsic: int) -> None:
     queries = sample_queries(vectors, queries_n, seed=7)  # held out from the tuning sample (seed 0)
     truth = exact_top_k(ids, vectors, queries, 10)
     kind = f"spread in a {intrinsic}-dim subspace" if intrinsic else "isotropic spread"
-    print(f"n={n:,} dim={dim}, {kind}: data + exact truth for {queries_n} queries in {time.perf_counter() - t0:.0f} s", flush=True)
+    print(f"n={n:,} dim={dim}, {kind}: data + exact truth for {queries_n} queries in {time.perf_counter() - t0:.0f} s",
+          flush=True)
     rows = []
     start = time.perf_counter()
     exact = VectorIndex.build(dim, ids, vectors)

@@ -11,7 +11,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from imgsearch import store
-from imgsearch.dups.actions import pending_action
+from imgsearch.store import journal
 from imgsearch.store.orm import STATUS_SET_ASIDE
 from imgsearch.vectors.build import build_params, is_fresh
 
@@ -59,8 +59,9 @@ def library_status(sessions: sessionmaker[Session], path: Path, index_dir: Path)
         run = store.last_run(session)
         last = None if run is None else {k: getattr(run, k) for k in RUN_FIELDS} | {"roots": json.loads(run.roots)}
         tags = store.tag_counts(session)
+        pending = journal.pending_action(session)
     return LibraryStatus(str(path), roots, counts.get("indexed", 0), counts.get("skipped", 0), models, last,
-                         counts.get(STATUS_SET_ASIDE, 0), pending_action(sessions), tags)
+                         counts.get(STATUS_SET_ASIDE, 0), pending, tags)
 
 
 def _model_status(session: Session, m, index_dir: Path) -> ModelStatus:  # noqa: ANN001 (orm.Model)

@@ -70,7 +70,7 @@ def train_colours(steps: int = 150, seed: int = 0):  # noqa: ANN201 (an open_cli
     std = torch.tensor(STD).view(1, 3, 1, 1)
     pairs = [(c, s) for c in COLOURS for s in SHAPES]
     rng = np.random.default_rng(seed)
-    for step in range(steps):
+    for _ in range(steps):
         picks = [pairs[i] for i in rng.permutation(len(pairs))]
         imgs = [shape_image(c, s, size=32, seed=int(rng.integers(1 << 30))) for c, s in picks]
         x = torch.from_numpy(np.stack([np.asarray(i) for i in imgs])).permute(0, 3, 1, 2).float() / 255

@@ -73,7 +73,8 @@ def dups(
                 raise UsageError(f"{folder} is not a folder (to reverse the last action: imgsearch dups undo).")
         options = DupOptions(
             tiers=tuple(tier) if tier else DUP_TIERS, near_hamming=near_hamming, near_fine=near_fine, near_crop=near_crop,
-            near_cosine=near_cosine, edited_cosine=edited_cosine, similar_cosine=similar, within_s=parse_duration(within) if within else None, max_group=max_group,
+            near_cosine=near_cosine, edited_cosine=edited_cosine, similar_cosine=similar,
+            within_s=parse_duration(within) if within else None, max_group=max_group,
             k=neighbours, folders=tuple(os.path.abspath(p.expanduser()) for p in paths or ()),
             keep=tuple(os.path.abspath(p.expanduser()) for p in keep or ()), rescan=rescan)
         with open_library(library) as lib:

@@ -270,14 +270,3 @@ def _prune_empty_dirs(target: Path, folders: Sequence[Path]) -> None:
         while folder != target.parent and folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
             folder = folder.parent
-
-
-def pending_action(sessions: sessionmaker[Session]) -> dict | None:
-    """The action `dups undo` would reverse: kind, target, file count, date."""
-    with sessions() as session:
-        action = journal.latest_action(session)
-        if action is None:
-            return None
-        count = journal.count_items(session, action.id)
-        return {"kind": action.kind, "target": action.target, "files": count, "created_at": action.created_at}
-

@@ -109,7 +109,8 @@ def _refresh_hashes(sessions: sessionmaker[Session], rows: list, workers: int,
     return have, fresh, failed
 
 
-def _exact_pairs(sessions: sessionmaker[Session], rows_by_id: dict, vectors: dict[int, np.ndarray]) -> tuple[list[Pair], dict[int, str]]:
+def _exact_pairs(sessions: sessionmaker[Session], rows_by_id: dict,
+                 vectors: dict[int, np.ndarray]) -> tuple[list[Pair], dict[int, str]]:
     """Byte-identical files: same size and partial hash, confirmed by a full-content hash (cached per stat).
 
     Hard links to one file (same device and inode) are one file, not duplicates.

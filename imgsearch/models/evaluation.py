@@ -44,7 +44,8 @@ def labelled_images(folder: Path) -> list[tuple[str, str]]:
     return out
 
 
-def encode_paths(encoder: Encoder, paths: Sequence[str], workers: int = -1) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
+def encode_paths(encoder: Encoder, paths: Sequence[str],
+                 workers: int = -1) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
     """(paths encoded, their vectors, skipped (path, reason)) through the indexer's decoder and batching."""
     workers = default_workers() if workers < 0 else workers
     done, vectors, skipped = [], [], []

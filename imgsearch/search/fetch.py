@@ -27,7 +27,8 @@ def fetch_url(url: str, max_bytes: int = MAX_BYTES, timeout_s: float = TIMEOUT_S
         raise NetworkError(f"cannot download {url}: HTTP {exc.code} {exc.reason}") from exc
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise NetworkError(f"cannot download {url}: {reason}. Check the address, or save the image and give it as @FILE.") from exc
+        raise NetworkError(f"cannot download {url}: {reason}. Check the address, or save the image and give it as "
+                           "@FILE.") from exc
     if len(data) > max_bytes:
         raise NetworkError(f"{url} is over the {max_bytes:,}-byte limit for query images")
     if not data:

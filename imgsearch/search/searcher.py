@@ -68,15 +68,15 @@ def query_vectors(sessions: sessionmaker[Session], row: Model, encoder: Callable
 def remember_texts(sessions: sessionmaker[Session], model_id: int, vectors: dict[str, np.ndarray | None]) -> None:
     """Update the text cache; best effort: a read-only or busy library still answers the search."""
     with sessions() as session:
-        # the indexer may hold the write lock: wait briefly, not as long as its own writes wait
-        dialect.set_lock_wait(session, CACHE_WRITE_WAIT_MS)
         try:
-            store.remember_text_vectors(session, model_id, vectors)
+            # the indexer may hold the write lock: wait briefly, not as long as its own writes wait (and
+            # restore the wait before the connection goes back to the pool, where another thread takes it)
+            with dialect.lock_wait(session, CACHE_WRITE_WAIT_MS):
+                store.remember_text_vectors(session, model_id, vectors)
+                session.flush()
             session.commit()
         except SAOperationalError:
             session.rollback()
-        finally:
-            dialect.reset_lock_wait(session)
 
 
 def query_pixels(term: Term, encoder: Encoder) -> np.ndarray:

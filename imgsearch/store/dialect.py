@@ -7,7 +7,8 @@ connection setup, upserts, dates computed in SQL, the bound-parameter limit, loc
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -93,17 +94,22 @@ def sql_datetime(session: Session, when: datetime):  # noqa: ANN201 (a bound val
     return when.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def set_lock_wait(session: Session, ms: int) -> None:
-    """How long this session's next statements wait for another writer's lock."""
+@contextmanager
+def lock_wait(session: Session, ms: int) -> Iterator[None]:
+    """Statements of this session wait at most `ms` for another writer's lock (then fail: OperationalError).
+
+    Leave the block before the session commits: on SQLite the setting belongs to the pooled connection.
+    """
     if name_of(session) == POSTGRESQL:
-        session.execute(text(f"SET LOCAL lock_timeout = {int(ms)}"))
-    else:
-        session.connection().connection.dbapi_connection.execute(f"PRAGMA busy_timeout={int(ms)}")
-
-
-def reset_lock_wait(session: Session) -> None:
-    if name_of(session) != POSTGRESQL:  # SET LOCAL ends with the transaction by itself
-        session.connection().connection.dbapi_connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        session.execute(text(f"SET LOCAL lock_timeout = {int(ms)}"))  # ends with the transaction
+        yield
+        return
+    raw = session.connection().connection.dbapi_connection  # the pooled connection itself keeps the setting
+    raw.execute(f"PRAGMA busy_timeout={int(ms)}")
+    try:
+        yield
+    finally:
+        raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
 
 def backup(engine: Engine) -> Path:

@@ -58,9 +58,14 @@ def unrestored_items(session: Session, action_id: int) -> list[DupActionItem]:
                                 .order_by(DupActionItem.id.desc())))
 
 
-def count_items(session: Session, action_id: int) -> int:
-    return session.scalar(select(func.count()).select_from(DupActionItem)
-                          .where(DupActionItem.action_id == action_id)) or 0
+def pending_action(session: Session) -> dict | None:
+    """The action an undo would reverse: kind, target, file count, date."""
+    action = latest_action(session)
+    if action is None:
+        return None
+    count = session.scalar(select(func.count()).select_from(DupActionItem)
+                           .where(DupActionItem.action_id == action.id)) or 0
+    return {"kind": action.kind, "target": action.target, "files": count, "created_at": action.created_at}
 
 
 def put_back(session: Session, item: DupActionItem) -> None:

@@ -10,6 +10,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from imgsearch.models.encoder import ModelInfo
+from imgsearch.store import dialect
 from imgsearch.store.dialect import chunks
 from imgsearch.store.orm import Embedding, IndexBuild, Model, TextVector, utc_now
 
@@ -130,8 +131,10 @@ def remember_text_vectors(session: Session, model_id: int, vectors: dict[str, np
         if vector is None:
             session.execute(update(TextVector).where(TextVector.model_id == model_id, TextVector.text == text)
                             .values(used_at=now))
-        else:
-            session.merge(TextVector(model_id=model_id, text=text, vector=to_blob(vector), used_at=now))
+    # an upsert: another search may have stored the same text meanwhile
+    dialect.upsert(session, TextVector, [{"model_id": model_id, "text": text, "vector": to_blob(vector), "used_at": now}
+                                         for text, vector in vectors.items() if vector is not None],
+                   [TextVector.model_id, TextVector.text], ("vector", "used_at"))
     count = session.scalar(select(func.count()).select_from(TextVector)) or 0
     if count > TEXT_CACHE_SIZE:
         oldest = select(TextVector.used_at).order_by(TextVector.used_at.desc()).offset(TEXT_CACHE_SIZE).limit(1)

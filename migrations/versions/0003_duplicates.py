@@ -37,7 +37,8 @@ def upgrade() -> None:
     sa.Column('full_hash', sa.String(length=64), nullable=False),
     sa.Column('vectors', sa.Text(), nullable=True),
     sa.Column('restored_at', sa.DateTime(), nullable=True),
-    sa.ForeignKeyConstraint(['action_id'], ['dup_actions.id'], name=op.f('fk_dup_action_items_action_id_dup_actions'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['action_id'], ['dup_actions.id'], name=op.f('fk_dup_action_items_action_id_dup_actions'),
+                            ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_dup_action_items'))
     )
     with op.batch_alter_table('dup_action_items', schema=None) as batch_op:
