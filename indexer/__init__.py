@@ -1,1 +1,1 @@
-"""The indexing pipeline: crawl -> plan -> decode -> embed -> store -> build."""
+"""The indexing pipeline: crawl -> plan (pure diff) -> an executor decodes and encodes -> store -> build."""

@@ -1,4 +1,4 @@
-"""Render results for a terminal or a pipe: table, JSON lines, bare paths (NUL-separated with -0), CSV."""
+"""Results as text: tables, JSON lines, bare paths (NUL-separated), CSV, duplicate groups, an HTML contact sheet."""
 
 from __future__ import annotations
 

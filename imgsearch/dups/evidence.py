@@ -2,7 +2,7 @@
 
 Incremental: perceptual hashes are computed once per file content, and the candidate-pair cache is
 extended only with the photos whose vectors changed since the last scan (each new photo is
-searched against all). A full rescan happens on the first run, with --rescan, or when the
+searched against all). A full rescan happens on the first run, when asked (rescan), or when the
 thresholds asked for are looser than what the cache kept.
 """
 

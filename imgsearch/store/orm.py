@@ -1,4 +1,4 @@
-"""SQLAlchemy 2.0 typed models of a library's database. No queries here (see store.py)."""
+"""SQLAlchemy 2.0 typed models of a library's database. No queries here (they are in the modules beside it)."""
 
 from __future__ import annotations
 
