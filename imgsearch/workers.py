@@ -1,4 +1,5 @@
-"""Worker processes: how many, and how they start (forkserver or spawn: a pool forked after torch ran can hang)."""
+"""Concurrency: worker processes (how many, how they start: forkserver or spawn, since a pool forked after
+torch ran can hang) and per-key locks for caches that threads share."""
 
 from __future__ import annotations
 
@@ -55,3 +56,15 @@ def importable_main() -> Iterator[None]:
 def worker_context() -> mp.context.BaseContext:
     methods = mp.get_all_start_methods()
     return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+class KeyedLocks:
+    """One lock per key, made on first use: threads working on one key wait for each other, others do not."""
+
+    def __init__(self) -> None:
+        self._locks: dict[object, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def __call__(self, key: object) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())

@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from collections.abc import Callable
+from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 
 from imgsearch.cli.app import (LibraryOpt, ModelOpt, PretrainedOpt, TqdmProgress, app, err, handled, model_spec,
                            open_library)
 from imgsearch.errors import UsageError
+
+T = TypeVar("T")
 
 
 @app.command()
@@ -68,6 +71,18 @@ def train(
         f"Use it: imgsearch index FOLDER --model local-dir:{out}")
 
 
+def _with_model(library: Optional[Path], model: Optional[str], pretrained: Optional[str],
+                alone: Callable[[Any], T], in_library: Callable[[Any], T]) -> T:
+    """`alone(encoder)` when --model is given (no library needed), else `in_library(lib)` with its own model."""
+    spec = model_spec(model, pretrained)
+    if spec is not None:
+        from imgsearch import load_encoder
+
+        return alone(load_encoder(spec))
+    with open_library(library) as lib:
+        return in_library(lib)
+
+
 LabelsOpt = Annotated[Optional[str], typer.Option("--labels", help="Comma-separated labels.")]
 LabelsFileOpt = Annotated[Optional[Path], typer.Option(help="Labels, one per line (# comments).")]
 TemplateOpt = Annotated[Optional[list[str]], typer.Option(
@@ -88,16 +103,13 @@ def classify(
 ) -> None:
     """Zero-shot: the probability of each label for each image."""
     from imgsearch import classify as run_classify
-    from imgsearch import load_encoder, parse_labels
+    from imgsearch import parse_labels
 
     with handled():
         names = parse_labels(labels, labels_file)
-        paths, templates, spec = [str(p) for p in images], tuple(template or ()), model_spec(model, pretrained)
-        if spec is not None:  # no library needed
-            results = run_classify(load_encoder(spec), paths, names, templates)
-        else:
-            with open_library(library) as lib:
-                results = lib.classify(paths, names, templates)
+        paths, templates = [str(p) for p in images], tuple(template or ())
+        results = _with_model(library, model, pretrained, lambda enc: run_classify(enc, paths, names, templates),
+                              lambda lib: lib.classify(paths, names, templates))
     failed = 0
     for path, probs in results:
         if isinstance(probs, str):
@@ -148,15 +160,12 @@ def evaluate(
     """Measure a model on a labelled folder: text->image P@k and R@k, zero-shot accuracy, image->image P@k."""
     from dataclasses import asdict
 
-    from imgsearch import check_templates, evaluate_folder, load_encoder
+    from imgsearch import check_templates, evaluate_folder
 
     with handled({"k": "--k"}):
-        templates, spec = check_templates(tuple(template or ())), model_spec(model, pretrained)
-        if spec is not None:  # no library needed
-            report = evaluate_folder(load_encoder(spec), folder, templates, k, workers)
-        else:
-            with open_library(library) as lib:
-                report = lib.evaluate(folder, templates, k, workers)
+        templates = check_templates(tuple(template or ()))
+        report = _with_model(library, model, pretrained, lambda enc: evaluate_folder(enc, folder, templates, k, workers),
+                             lambda lib: lib.evaluate(folder, templates, k, workers))
     if as_json:
         sys.stdout.write(json.dumps(asdict(report), indent=2) + "\n")
     else:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -15,6 +14,7 @@ import numpy as np
 from imgsearch.config import ModelSpec
 from imgsearch.errors import ModelLoadError
 from imgsearch.images.decode import Geometry
+from imgsearch.workers import KeyedLocks
 from imgsearch.models.sources import CONFIG_FILE, LOCAL_DIR, Located, Source, locate, resolve_source
 
 if TYPE_CHECKING:
@@ -225,13 +225,10 @@ class EncoderCache:
     def __init__(self, loader: "Callable[[ModelSpec], Encoder]") -> None:
         self._load = loader
         self._encoders: dict[ModelSpec, Encoder] = {}
-        self._locks: dict[ModelSpec, threading.Lock] = {}
-        self._guard = threading.Lock()
+        self._lock_for = KeyedLocks()
 
     def get(self, spec: ModelSpec) -> Encoder:
-        with self._guard:
-            lock = self._locks.setdefault(spec, threading.Lock())
-        with lock:
+        with self._lock_for(spec):
             if spec not in self._encoders:
                 self._encoders[spec] = self._load(spec)
             return self._encoders[spec]

@@ -9,7 +9,6 @@ size, or outgrown (see params.needs_retrain).
 from __future__ import annotations
 
 import json
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from imgsearch import store
 from imgsearch.store.orm import IndexBuild, Model
 from imgsearch.vectors.index import VectorIndex
+from imgsearch.workers import KeyedLocks
 from imgsearch.vectors.tuning import tune
 from imgsearch.vectors.params import choose_index_spec, needs_retrain
 
@@ -146,14 +146,11 @@ class IndexCache:
     def __init__(self, sessions: sessionmaker[Session], index_dir: Path) -> None:
         self._sessions, self._index_dir = sessions, index_dir
         self._indexes: dict[int, tuple[int, VectorIndex]] = {}
-        self._locks: dict[int, threading.Lock] = {}
-        self._guard = threading.Lock()
+        self._lock_for = KeyedLocks()
 
     def get(self, model_id: int) -> VectorIndex:
         """The model's current index (updated from the database first when its vectors changed)."""
-        with self._guard:
-            lock = self._locks.setdefault(model_id, threading.Lock())
-        with lock:
+        with self._lock_for(model_id):
             current = ensure_index(self._sessions, model_id, self._index_dir, strict=False,
                                    cached=self._indexes.get(model_id))
             self._indexes[model_id] = current
