@@ -95,6 +95,7 @@ class SearchOptions:
 
 
 DUP_TIERS = ("exact", "near", "similar")
+DEFAULT_DUP_TIERS = ("exact", "near")  # similar (burst shots, the same scene) only when asked: it is as good as the model
 
 
 def _threshold(default: float, low: float, high: float, unit: str | None = None) -> float:
@@ -128,7 +129,7 @@ class DupThresholds:
 class DupOptions:
     """What `imgsearch dups` looks for; None thresholds mean: the model's stored ones (else the defaults)."""
 
-    tiers: tuple[str, ...] = DUP_TIERS
+    tiers: tuple[str, ...] = DEFAULT_DUP_TIERS
     near_hamming: int | None = None
     near_fine: int | None = None
     near_crop: int | None = None
@@ -140,5 +141,6 @@ class DupOptions:
     k: int = 32  # neighbours per photo in the candidate search
     folders: tuple[str, ...] = ()  # only photos inside these (both sides of a pair)
     keep: tuple[str, ...] = ()  # preferred keepers, overriding the automatic choice
+    prefer_dirs: tuple[str, ...] = ()  # keepers come from these folders first
     rescan: bool = False  # recompute every candidate pair instead of only the new photos'
     workers: int = -1  # hashing processes; -1: one per core

@@ -15,6 +15,12 @@ from collections.abc import Callable
 _PARAM = re.compile(r"\{param(?::(\w+))?\}")
 
 
+def render(text: str, name_of: Callable[[str], str], param: str | None = None) -> str:
+    """A message (an error's, or a report's warning) with `{param:NAME}` written as `name_of(NAME)` and `{param}`
+    as `name_of(param)`."""
+    return _PARAM.sub(lambda m: name_of(m.group(1) or param or ""), text)
+
+
 class ImgSearchError(Exception):
     """Base error. `code`: stable kind; `exit_code`: what the CLI exits with; `param`: the parameter at fault."""
 
@@ -33,7 +39,7 @@ class ImgSearchError(Exception):
 
     def render(self, name_of: Callable[[str], str]) -> str:
         """The message with each parameter written as `name_of(parameter)` (a flag, a form field...)."""
-        return _PARAM.sub(lambda m: name_of(m.group(1) or self.param or ""), self.template)
+        return render(self.template, name_of, self.param)
 
     def __str__(self) -> str:
         return self.message

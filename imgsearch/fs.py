@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -53,3 +53,25 @@ def fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def free_path(path: Path, taken: Collection[str] = ()) -> Path:
+    """`path`, or `name (2).ext`, `name (3).ext`... when it exists or is `taken`: nothing is ever overwritten."""
+    def used(p: Path) -> bool:
+        return os.path.lexists(p) or str(p) in taken
+
+    if not used(path):
+        return path
+    n = 2
+    while used(candidate := path.with_name(f"{path.stem} ({n}){path.suffix}")):
+        n += 1
+    return candidate
+
+
+def missing_dirs(folder: Path) -> list[Path]:
+    """The folders `folder.mkdir(parents=True)` would create, outermost first."""
+    out = []
+    while not folder.exists() and folder != folder.parent:
+        out.append(folder)
+        folder = folder.parent
+    return out[::-1]

@@ -148,8 +148,10 @@ class Library:
             folders = [r for r in known_roots if Path(r).is_dir()]
         offline = [r for r in known_roots if not roots and r not in folders]
         with self._index_lock():
+            settled = dup_actions.reconcile(self.sessions)  # set-aside photos are not "removed"
             encoder = self.encoder(spec)
             report = run_index(self.sessions, encoder, folders, self.index_dir, settings, progress)
+        report.warnings.extend(f"settled a duplicates step an earlier run left half-way: {n}" for n in settled)
         report.warnings.extend(f"{r} is not reachable (unmounted?): its images were kept as they are"
                                for r in offline)
         return report
@@ -197,12 +199,13 @@ class Library:
             return dup_scan.find(self.sessions, row, options, progress)
 
     def act_on_duplicates(self, groups: Sequence[Group], move_to: Path | None = None, link: str | None = None,
-                          apply: bool = False) -> ActionReport:
+                          apply: bool = False, yes: bool = False) -> ActionReport:
         """Move every non-keeper to `move_to`, or replace exact copies by `link` ('hard'/'symbolic') links.
 
         Without apply, only the plan is returned. Every applied step is journaled: see undo_duplicates.
+        Groups holding an unusually large share of the library (a threshold too loose) need `yes`.
         """
-        return dup_actions.act(self.sessions, groups, move_to, link, apply, self._index_lock)
+        return dup_actions.act(self.sessions, groups, move_to, link, apply, self._index_lock, yes)
 
     def undo_duplicates(self) -> ActionReport:
         """Reverse the latest applied duplicates action exactly (files back, index entries back)."""

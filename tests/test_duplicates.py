@@ -148,14 +148,20 @@ def test_time_window_for_similar() -> None:
     assert grouping.groups == [[0, 1]]
 
 
-def test_keeper_prefers_resolution_then_size_then_exif_then_oldest() -> None:
-    def photo(i: int, w: int, size: int, exif: int, year: int) -> Photo:
-        return Photo(i, f"/p/{i}.jpg", w, w, size, exif, datetime(year, 1, 1))
+def test_keeper_prefers_resolution_then_original_format_then_exif_then_oldest_then_size() -> None:
+    def photo(i: int, w: int, size: int, exif: int, year: int, fmt: str = "JPEG") -> Photo:
+        return Photo(i, f"/p/{i}.jpg", w, w, size, exif, datetime(year, 1, 1), fmt, year * 10**9)
 
-    assert min([photo(1, 100, 9, 4, 2000), photo(2, 200, 1, 0, 2020)], key=keeper_key).id == 2
-    assert min([photo(1, 100, 5, 4, 2000), photo(2, 100, 9, 0, 2020)], key=keeper_key).id == 2
-    assert min([photo(1, 100, 5, 1, 2000), photo(2, 100, 5, 3, 2020)], key=keeper_key).id == 2
-    assert min([photo(1, 100, 5, 3, 2020), photo(2, 100, 5, 3, 2001)], key=keeper_key).id == 2
+    assert min([photo(1, 100, 9, 4, 2000), photo(2, 200, 1, 0, 2020)], key=keeper_key).id == 2  # resolution first
+    # a PNG conversion ten times larger does not beat the camera's JPEG
+    assert min([photo(1, 100, 5, 0, 2020), photo(2, 100, 50, 0, 2000, "PNG")], key=keeper_key).id == 1
+    assert min([photo(1, 100, 5, 4, 2020), photo(2, 100, 9, 0, 2000)], key=keeper_key).id == 1  # richer EXIF
+    assert min([photo(1, 100, 5, 3, 2020), photo(2, 100, 5, 3, 2001)], key=keeper_key).id == 2  # oldest file
+    assert min([photo(1, 100, 5, 3, 2020), photo(2, 100, 9, 3, 2020)], key=keeper_key).id == 2  # then largest
+    assert min([photo(1, 100, 5, 3, 2020), photo(2, 100, 5, 3, 2020)],
+               key=lambda p: keeper_key(p, shared_orientation=int(p.id == 2))).id == 2  # not the flipped one
+    assert min([photo(1, 900, 9, 4, 2000), photo(2, 100, 1, 0, 2020)],
+               key=lambda p: keeper_key(p, preferred=p.id == 2)).id == 2  # a preferred folder outranks all
 
 
 # --- the library ---------------------------------------------------------------------------------
@@ -227,7 +233,7 @@ def test_move_aside_then_undo_restores_everything(library, variants: Path, tmp_p
     plan = library.act_on_duplicates(groups, move_to=aside)  # a dry run changes nothing
     assert not plan.applied and len(plan.done) == 6 and _tree(variants) == before and not aside.exists()
 
-    done = library.act_on_duplicates(groups, move_to=aside, apply=True)
+    done = library.act_on_duplicates(groups, move_to=aside, apply=True, yes=True)  # a library of copies
     assert len(done.done) == 6 and not done.problems
     moved = _tree(aside)
     assert len(moved) == 6 and len(_tree(variants)) == 6
@@ -254,7 +260,7 @@ def test_link_only_exact_copies_and_undo(library, variants: Path) -> None:  # no
     copy = variants / "copies" / "dress-0 copy.jpg"
     original_stat = os.stat(copy)
     groups = library.duplicates(DupOptions(tiers=NEAR)).groups
-    done = library.act_on_duplicates(groups, link="hard", apply=True)
+    done = library.act_on_duplicates(groups, link="hard", apply=True, yes=True)
     assert [Path(s.src).name for s in done.done] == ["dress-0 copy.jpg"]
     assert not done.problems
     assert len(done.refused) == 5 and all("only exact copies" in why for _, why in done.refused)
@@ -272,7 +278,7 @@ def test_changed_file_is_left_alone(library, variants: Path, tmp_path: Path) -> 
     groups = library.duplicates(DupOptions(tiers=("exact",))).groups
     victim = Path(groups[0].duplicates[0].photo.path)
     victim.write_bytes(victim.read_bytes() + b"edited")
-    report = library.act_on_duplicates(groups, move_to=tmp_path / "aside", apply=True)
+    report = library.act_on_duplicates(groups, move_to=tmp_path / "aside", apply=True, yes=True)
     assert report.done == [] and "changed since it was indexed" in report.problems[0][1]
     assert victim.exists()
 
@@ -314,7 +320,7 @@ def test_cli_dups_outputs_dry_run_and_undo(tmp_path: Path, variants: Path, tiny_
     assert dry.exit_code == 0 and "Dry run" in dry.stderr and _tree(variants) == before
     assert cli("dups", "-L", lib, "--apply").exit_code == 2
     assert cli("dups", "-L", lib, "--within", "soon").exit_code == 2
-    applied = cli("dups", "-L", lib, "--tier", "exact", "--move-to", tmp_path / "aside", "--apply")
+    applied = cli("dups", "-L", lib, "--tier", "exact", "--move-to", tmp_path / "aside", "--apply", "--yes")
     assert applied.exit_code == 0 and "Done: move 1 file(s)" in applied.stderr
     assert len(_tree(variants)) == 11
     assert "Dups:     1 photo(s) set aside; last action: move of 1 file(s)" in cli("status", "-L", lib).stdout

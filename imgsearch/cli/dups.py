@@ -1,4 +1,4 @@
-"""`imgsearch dups`: find copies, act on them (journaled), undo."""
+"""`imgsearch dups`: find copies, act on them (journaled); `imgsearch dups undo` puts the last action back."""
 
 from __future__ import annotations
 
@@ -8,23 +8,55 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperGroup
 
-from imgsearch.cli.app import (LibraryOpt, ModelOpt, PretrainedOpt, TqdmProgress, app, err, handled, model_spec,
-                               open_library)
+from imgsearch.cli.app import (LibraryOpt, ModelOpt, PretrainedOpt, TqdmProgress, app, err, flag_for, handled,
+                               model_spec, open_library)
 from imgsearch.errors import UsageError
+from imgsearch.errors import render as render_params
 
 
 # dups' own spelling of library parameters that other commands spell differently
 DUP_FLAGS = {"k": "--neighbours"}
 
 
-@app.command()
+class DupsGroup(TyperGroup):
+    """`imgsearch dups [OPTIONS] [FOLDERS]...` finds copies; `imgsearch dups undo` is a subcommand. The first
+    word that is neither an option nor an option's value decides which one is meant."""
+
+    allow_interspersed_args = True  # options may follow the folders, as everywhere else
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        takes_value = {name for p in self.params if p.param_type_name == "option"
+                       and not getattr(p, "is_flag", False) and not getattr(p, "count", False)
+                       for name in p.opts + p.secondary_opts}
+        n = 0
+        while n < len(args) and args[n] != "--":
+            word = args[n]
+            if word.startswith("-") and len(word) > 1:
+                n += 2 if word in takes_value else 1
+                continue
+            if word in self.commands:
+                super(TyperGroup, self).parse_args(ctx, [])  # the group's own options keep their defaults
+                ctx._protected_args, ctx.args = [word], args[:n] + args[n + 1:]
+                return ctx.args
+            break
+        return super().parse_args(ctx, args)
+
+
+dups_app = typer.Typer(cls=DupsGroup, invoke_without_command=True, no_args_is_help=False,
+                       help="Find exact and near-exact copies; move them aside or link them. Never deletes a photo.")
+app.add_typer(dups_app, name="dups")
+
+
+@dups_app.callback()
 def dups(
+    ctx: typer.Context,
     paths: Annotated[Optional[list[Path]], typer.Argument(
-        help="Only photos inside these folders [default: the whole library]. `imgsearch dups undo` reverses "
-             "the last --apply.", show_default=False)] = None,
+        help="Only photos inside these folders (default: the whole library).", show_default=False)] = None,
     tier: Annotated[Optional[list[str]], typer.Option(
-        help="Only groups of this tier: exact, near or similar (repeatable) [default: all].")] = None,
+        help="Groups of this tier: exact, near or similar (repeatable; default: exact and near). Similar "
+             "(burst shots, the same scene) is only as good as the model: look before acting on it.")] = None,
     near_hamming: Annotated[Optional[int], typer.Option(
         help="Near-exact: coarse pHash bits (of 64) that may differ [default: the model's, else 10].")] = None,
     near_fine: Annotated[Optional[int], typer.Option(
@@ -36,7 +68,7 @@ def dups(
     edited_cosine: Annotated[Optional[float], typer.Option(
         help="Near-exact: cosine a heavier edit (coarse pHash match only) needs [default: 0.98].")] = None,
     similar: Annotated[Optional[float], typer.Option(
-        "--similar", help="Similar: minimum embedding cosine [default: the model's, else 0.95]. "
+        "--similar", help="Similar: minimum embedding cosine (default: calibrated on this library, at least 0.95). "
                           "Thresholds given are remembered for the model.")] = None,
     within: Annotated[Optional[str], typer.Option(
         help="Similar: only photos taken this close in time (30s, 10m, 2h).")] = None,
@@ -44,11 +76,15 @@ def dups(
     neighbours: Annotated[int, typer.Option(help="Candidates searched per photo.")] = 32,
     keep: Annotated[Optional[list[Path]], typer.Option(
         help="Keep this photo in its group, overriding the suggestion (repeatable).")] = None,
+    prefer_dir: Annotated[Optional[list[Path]], typer.Option(
+        help="Take keepers from this folder when a group has a photo in it (repeatable).", file_okay=False)] = None,
     move_to: Annotated[Optional[Path], typer.Option(
         help="Move every non-keeper here, keeping its path relative to its indexed folder (with --apply).")] = None,
     link: Annotated[Optional[str], typer.Option(
         help="Replace byte-identical copies by hard or symbolic links to the keeper (with --apply).")] = None,
     do_apply: Annotated[bool, typer.Option("--apply", help="Act; without it, --move-to/--link only show the plan.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Apply even when the groups hold an unusually large share "
+                                                     "(over 5%) of the library.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per group.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="One CSV row per photo.")] = False,
     rescan: Annotated[bool, typer.Option(help="Search every photo again, not only new ones.")] = False,
@@ -56,32 +92,32 @@ def dups(
     model: ModelOpt = None,
     pretrained: PretrainedOpt = None,
 ) -> None:
-    """Find exact, near-exact and similar copies; move them aside or link them. Never deletes a photo."""
+    """Find exact and near-exact copies (similar ones when asked); move them aside or link them. Never deletes a
+    photo."""
+    if ctx.invoked_subcommand is not None:
+        return
     from imgsearch import DupOptions, parse_duration
     from imgsearch.cli import render as output
-    from imgsearch.config import DUP_TIERS
+    from imgsearch.config import DEFAULT_DUP_TIERS, DUP_TIERS
 
     with handled(DUP_FLAGS):
-        if paths and [str(p) for p in paths] == ["undo"]:
-            with open_library(library) as lib:
-                _report_action(lib.undo_duplicates())
-            return
         if as_json and as_csv:
             raise UsageError("--json and --csv cannot be combined.")
         for folder in paths or []:
             if not folder.expanduser().is_dir():
                 raise UsageError(f"{folder} is not a folder (to reverse the last action: imgsearch dups undo).")
         options = DupOptions(
-            tiers=tuple(tier) if tier else DUP_TIERS, near_hamming=near_hamming, near_fine=near_fine, near_crop=near_crop,
+            tiers=tuple(tier) if tier else DEFAULT_DUP_TIERS, near_hamming=near_hamming, near_fine=near_fine, near_crop=near_crop,
             near_cosine=near_cosine, edited_cosine=edited_cosine, similar_cosine=similar,
             within_s=parse_duration(within) if within else None, max_group=max_group,
             k=neighbours, folders=tuple(os.path.abspath(p.expanduser()) for p in paths or ()),
-            keep=tuple(os.path.abspath(p.expanduser()) for p in keep or ()), rescan=rescan)
+            keep=tuple(os.path.abspath(p.expanduser()) for p in keep or ()), rescan=rescan,
+            prefer_dirs=tuple(os.path.abspath(p.expanduser()) for p in prefer_dir or ()))
         with open_library(library) as lib:
             found = lib.duplicates(options, model_spec(model, pretrained), TqdmProgress())
             action = None
             if move_to is not None or link is not None:
-                action = lib.act_on_duplicates(found.groups, move_to, link, do_apply)
+                action = lib.act_on_duplicates(found.groups, move_to, link, do_apply, yes)
             elif do_apply:
                 raise UsageError("--apply needs an action: --move-to DIR or --link hard|symbolic.")
     groups = found.groups
@@ -93,8 +129,13 @@ def dups(
     err(f"{len(groups)} group(s){f' ({tiers})' if tiers else ''}: {copies} copies, {output.human_bytes(spare)} besides "
         f"the keepers. {found.hashed} photo(s) hashed, {found.rescanned} searched, {found.elapsed_s:.1f} s. "
         f"Thresholds: near pHash <= {t.near_hamming}/64 with {t.near_fine}/256 (or crop <= {t.near_crop}/256) "
-        f"and cos >= {t.near_cosine} "
-        f"(else cos >= {t.edited_cosine}), similar cos >= {t.similar_cosine}.")
+        f"and cos >= {t.near_cosine} (else cos >= {t.edited_cosine})"
+        + (f", similar cos >= {t.similar_cosine}" if "similar" in options.tiers else "")
+        + (f" (calibrated on this library: 99.9% of random pairs score below {c['random_pairs_p99_9']})"
+           if "similar" in options.tiers and (c := found.calibration) and c["similar_cosine"] == t.similar_cosine
+           else "") + ".")
+    for warning in found.warnings:
+        err("Warning: " + render_params(warning, lambda p: flag_for(p, DUP_FLAGS)))
     if found.unreadable:
         err(f"{len(found.unreadable)} photo(s) could not be read now (gone or changed? run imgsearch index): "
             + "; ".join(f"{p}: {r}" for p, r in found.unreadable[:5]))
@@ -105,9 +146,20 @@ def dups(
         _report_action(action)
 
 
+@dups_app.command("undo")
+def undo(library: LibraryOpt = None) -> None:
+    """Put the last applied action back exactly: files, contents, permissions, times, search entries."""
+    with handled():
+        with open_library(library) as lib:
+            report = lib.undo_duplicates()
+    _report_action(report)
+
+
 def _report_action(report) -> None:  # noqa: ANN001 (ActionReport; imported lazily)
     from imgsearch.cli.render import human_bytes
 
+    for note in report.settled:
+        err(f"  settled from an interrupted run: {note}")
     verb = {"move": "move", "hardlink": "hard-link", "symlink": "symlink"}.get(report.kind.removeprefix("undo-"))
     for path, reason in report.refused:
         err(f"  left alone: {path}: {reason}")

@@ -91,7 +91,7 @@ def dup_table(groups: Sequence["Group"]) -> str:
     """Per group: a header (tier, size), then the keeper and each copy with its evidence against the keeper."""
     lines = []
     for n, g in enumerate(groups, 1):
-        lines.append(f"group {n}: {g.tier}, {len(g.members)} photos")
+        lines.append(f"group {n}: {g.tier}, {len(g.members)} photos; keeper: {g.keeper_reason}")
         for m in g.members:
             p = m.photo
             lines.append(f"  {_evidence(m):<40} {p.width}x{p.height:<6} {human_bytes(p.size):>9}  {p.path}")
@@ -102,7 +102,8 @@ def _dup_rows(groups: Sequence["Group"]) -> list[dict]:
     return [{"group": n, "tier": g.tier, "role": "keeper" if m.relation == "keeper" else "duplicate",
              "relation": m.relation, "path": m.photo.path,
              "cosine": None if m.cosine is None else round(m.cosine, 6), "hamming": m.hamming, "fine": m.fine, "crop": m.crop,
-             "transform": m.transform, "width": m.photo.width, "height": m.photo.height, "bytes": m.photo.size}
+             "transform": m.transform, "width": m.photo.width, "height": m.photo.height, "bytes": m.photo.size,
+             "keeper_reason": g.keeper_reason if m.relation == "keeper" else ""}
             for n, g in enumerate(groups, 1) for m in g.members]
 
 
@@ -111,9 +112,10 @@ def dup_json(groups: Sequence["Group"]) -> str:
     rows = _dup_rows(groups)
     out = []
     for n, g in enumerate(groups, 1):
-        members = [{k: v for k, v in r.items() if k not in ("group", "tier")} for r in rows if r["group"] == n]
-        out.append(json.dumps({"group": n, "tier": g.tier, "keeper": g.keeper.path, "members": members},
-                              ensure_ascii=False) + "\n")
+        members = [{k: v for k, v in r.items() if k not in ("group", "tier", "keeper_reason")}
+                   for r in rows if r["group"] == n]
+        out.append(json.dumps({"group": n, "tier": g.tier, "keeper": g.keeper.path, "keeper_reason": g.keeper_reason,
+                               "members": members}, ensure_ascii=False) + "\n")
     return "".join(out)
 
 
@@ -123,7 +125,7 @@ def dup_csv(groups: Sequence["Group"]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else
                             ["group", "tier", "role", "relation", "path", "cosine", "hamming", "fine", "crop", "transform",
-                             "width", "height", "bytes"], lineterminator="\n")
+                             "width", "height", "bytes", "keeper_reason"], lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()

@@ -1,8 +1,10 @@
 """Acting on duplicate groups without ever deleting a photo: move the copies aside, or replace
-byte-identical copies by links, with a journal in the library so `dups undo` puts everything back.
+byte-identical copies by links, with a journal in the library so an undo puts everything back.
 
-Each file is one step: the journal row, the library change and the file operation commit together
-or not at all, so an interruption leaves every photo either where it was or recorded where it went.
+Each file is one step in three commits' worth of order: the intent is journaled first, then the
+file is moved (or linked), then the outcome is journaled with the library change. A crash between
+them leaves an item in a passing state; `reconcile` settles it from what is on disk, and runs
+before every action, undo and index run, so no photo is ever out of the journal's sight.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import errno
 import os
 import shutil
 from collections.abc import Callable, Collection, Sequence
-from typing import ContextManager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,15 +21,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.exc import OperationalError as SAOperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from imgsearch import store
 from imgsearch.dups.grouping import Group
 from imgsearch.dups.hashing import full_hash
 from imgsearch.errors import NotFoundError, UsageError
-from imgsearch import store
+from imgsearch.fs import free_path, innermost, is_inside, missing_dirs
 from imgsearch.store import journal
-from imgsearch.fs import innermost, is_inside
-from imgsearch.store.orm import DupActionItem, Image
+from imgsearch.store.orm import ITEM_DONE, ITEM_LINKING, ITEM_MOVING, ITEM_RESTORING, DupActionItem
 
 LINK_KINDS = ("hard", "symbolic")
+GROUPED_SHARE_LIMIT = 0.05  # groups holding more of the library than this look like a threshold problem...
+GROUPED_MIN_PHOTOS = 10  # ...once they hold at least this many photos (two copies in a small library are no sign)
 
 
 @dataclass(frozen=True)
@@ -45,35 +49,87 @@ class ActionReport:
     refused: list[tuple[str, str]] = field(default_factory=list)  # (path, why the plan leaves it alone)
     bytes: int = 0
     applied: bool = False  # False: a dry run
+    settled: list[str] = field(default_factory=list)  # interrupted steps of earlier runs, settled first
 
 
-def _free_path(path: Path, taken: Collection[str] = ()) -> Path:
-    """`path`, or `name (2).ext`... when it exists or is already `taken`: an action never overwrites anything."""
-    def used(p: Path) -> bool:
-        return os.path.lexists(p) or str(p) in taken
+class _Refused(Exception):
+    pass
 
-    if not used(path):
-        return path
-    n = 2
-    while used(candidate := path.with_name(f"{path.stem} ({n}){path.suffix}")):
-        n += 1
-    return candidate
+
+def grouped_share(groups: Sequence[Group], library_size: int) -> float:
+    """The share of the library's photos that the groups hold."""
+    return sum(len(g.members) for g in groups) / max(1, library_size)
+
+
+def too_many(groups: Sequence[Group], library_size: int) -> bool:
+    """Whether the groups hold so much of the library that a threshold is probably too loose."""
+    return (grouped_share(groups, library_size) > GROUPED_SHARE_LIMIT
+            and sum(len(g.members) for g in groups) >= GROUPED_MIN_PHOTOS)
+
+
+def act(sessions: sessionmaker[Session], groups: Sequence[Group], move_to: Path | None, link: str | None,
+        apply_now: bool, guard: Callable[[], AbstractContextManager], confirmed: bool = False) -> ActionReport:
+    """Move every non-keeper to `move_to`, or replace exact copies by `link` ('hard'/'symbolic') links.
+
+    Without `apply_now`, only the plan is returned. Steps run inside `guard()` (the library's writer lock).
+    Groups holding more than GROUPED_SHARE_LIMIT of the library are applied only when `confirmed`.
+    """
+    if (move_to is None) == (link is None):
+        raise UsageError("choose one action: {param:move_to} DIR or {param:link} hard|symbolic.", "move_to")
+    if link is not None and link not in LINK_KINDS:
+        raise UsageError(f"{{param}} takes one of {', '.join(LINK_KINDS)}, not {link!r}.", "link")
+    with sessions() as session:
+        roots = store.list_roots(session)
+        size = store.count_images(session).get("indexed", 0)
+    refused: list[tuple[str, str]] = []
+    if move_to is not None:
+        kind, target, steps = "move", str(move_to.expanduser().absolute()), plan_moves(groups, move_to, roots)
+    else:
+        kind, target = ("hardlink" if link == "hard" else "symlink"), None
+        steps, refused = plan_links(groups)
+    if not apply_now:
+        return ActionReport(kind, list(steps), [], refused, sum(_file_size(s.src) for s in steps), applied=False)
+    if too_many(groups, size) and not confirmed:
+        raise UsageError(f"these groups hold {grouped_share(groups, size):.0%} of the library's photos: more than "
+                         "copies usually are, so a threshold may be too loose. Look at the groups first; to act on them anyway, "
+                         "add {param}.", "yes")
+    with guard():
+        settled = reconcile(sessions)
+        report = apply(sessions, kind, steps, target, roots)
+    report.refused, report.settled = refused, settled
+    return report
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def _real_inside(path: str, folders: Sequence[str]) -> str | None:
+    """The first folder that really (symbolic links resolved) holds `path`, or None."""
+    real = os.path.realpath(path)
+    return next((f for f in folders if is_inside(real, os.path.realpath(f))), None)
 
 
 def plan_moves(groups: Sequence[Group], target: Path, roots: Sequence[str]) -> list[Step]:
     """Every non-keeper, to `target` + its path relative to its indexed folder."""
     target = target.expanduser().absolute()
-    for r in roots:
-        if is_inside(str(target), r):
-            raise UsageError(f"{{param}} {target} is inside the indexed folder {r}: the copies would be indexed "
-                             "again. Pick a folder outside every indexed folder.", "move_to")
+    root = _real_inside(str(target), roots)
+    if root is not None:
+        raise UsageError(f"{{param}} {target} is inside the indexed folder {root}"
+                         + (f" (it leads to {os.path.realpath(target)})" if os.path.realpath(target) != str(target)
+                            else "")
+                         + ": the copies would be indexed again. Pick a folder outside every indexed folder.",
+                         "move_to")
     steps, taken = [], set()
     for g in groups:
         for m in g.duplicates:
             root = innermost(m.photo.path, roots)
             rel = os.path.relpath(m.photo.path, root) if root else m.photo.path.lstrip("/")
             # two copies may share a relative path (from different folders), or it may exist there already
-            dest = _free_path(target / rel, taken)
+            dest = free_path(target / rel, taken)
             taken.add(str(dest))
             steps.append(Step(m.photo.path, str(dest), m.photo.id))
     return steps
@@ -92,168 +148,236 @@ def plan_links(groups: Sequence[Group]) -> tuple[list[Step], list[tuple[str, str
     return steps, refused
 
 
-def act(sessions: sessionmaker[Session], groups: Sequence[Group], move_to: Path | None, link: str | None,
-        apply_now: bool, guard: Callable[[], ContextManager]) -> ActionReport:
-    """Move every non-keeper to `move_to`, or replace exact copies by `link` ('hard'/'symbolic') links.
-
-    Without `apply_now`, only the plan is returned. Steps run inside `guard()` (the library's writer lock).
-    """
-    if (move_to is None) == (link is None):
-        raise UsageError("choose one action: {param:move_to} DIR or {param:link} hard|symbolic.", "move_to")
-    if link is not None and link not in LINK_KINDS:
-        raise UsageError(f"{{param}} takes one of {', '.join(LINK_KINDS)}, not {link!r}.", "link")
-    with sessions() as session:
-        roots = store.list_roots(session)
-    refused: list[tuple[str, str]] = []
-    if move_to is not None:
-        kind, target, steps = "move", str(move_to.expanduser().absolute()), plan_moves(groups, move_to, roots)
-    else:
-        kind, target = ("hardlink" if link == "hard" else "symlink"), None
-        steps, refused = plan_links(groups)
-    if not apply_now:
-        return ActionReport(kind, list(steps), [], refused, sum(_file_size(s.src) for s in steps), applied=False)
-    with guard():
-        report = apply(sessions, kind, steps, target)
-    report.refused = refused
-    return report
-
-
-def _file_size(path: str) -> int:
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return 0
-
-
-def apply(sessions: sessionmaker[Session], kind: str, steps: Sequence[Step], target: str | None) -> ActionReport:
+def apply(sessions: sessionmaker[Session], kind: str, steps: Sequence[Step], target: str | None,
+          roots: Sequence[str] = ()) -> ActionReport:
     """Carry out planned moves (kind 'move') or links ('hardlink' / 'symlink'), journaling each file."""
     report = ActionReport(kind, applied=True)
     with sessions.begin() as session:
         action_id = journal.start_action(session, kind, target)
+    taken: set[str] = set()
     for step in steps:
-        revert = None
-        with sessions() as session:
-            try:
-                image = journal.get_image(session, step.image_id)
-                st = os.stat(step.src, follow_symlinks=False)
-                if image is None or image.path != step.src or (st.st_size, st.st_mtime_ns) != (image.size, image.mtime_ns):
-                    raise _Refused("changed since it was indexed: run `imgsearch index` and `imgsearch dups` again")
-                digest = full_hash(step.src)
-                item = journal.add_item(session, action_id=action_id, image_id=step.image_id, src=step.src,
-                                        dest=step.dest, size=st.st_size, mtime_ns=st.st_mtime_ns,
-                                        mode=st.st_mode & 0o7777, full_hash=digest)
-                revert = _move_out(session, image, item) if kind == "move" else _link(session, image, item, kind, digest)
-                session.commit()
-            except (_Refused, OSError, SAOperationalError, IntegrityError) as exc:
-                session.rollback()
-                if revert is not None:
-                    revert()  # the file operation happened but could not be recorded: undo it now
-                reason = str(exc) if isinstance(exc, _Refused) else \
-                    f"{getattr(exc, 'strerror', None) or exc} (left where it was)"
-                report.problems.append((step.src, reason))
-                continue
-        report.done.append(Step(step.src, item.dest, step.image_id))
-        report.bytes += st.st_size
+        try:
+            item_id, dest, size = _begin(sessions, action_id, kind, step, target, roots, taken)
+        except (_Refused, OSError, SAOperationalError, IntegrityError) as exc:
+            report.problems.append((step.src, _why(exc)))
+            continue
+        try:
+            mtime = _move(step.src, dest) if kind == "move" else _link(step.src, dest, kind)
+        except (_Refused, OSError) as exc:
+            with sessions.begin() as session:
+                journal.drop_item(session, item_id)  # the intent did not happen: the file is where it was
+            report.problems.append((step.src, _why(exc)))
+            continue
+        with sessions.begin() as session:
+            item = journal.get_item(session, item_id)
+            journal.set_aside(session, item) if kind == "move" else journal.linked(session, item, mtime)
+        report.done.append(Step(step.src, dest, step.image_id))
+        report.bytes += size
     with sessions.begin() as session:
-        if not report.done:
-            journal.drop_action(session, action_id)
-        elif kind == "move":  # vectors left the search: every model's index must drop them
-            store.bump_generation(session)
+        journal.drop_action_if_empty(session, action_id)
     return report
 
 
-class _Refused(Exception):
-    pass
+def _why(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, _Refused) else f"{getattr(exc, 'strerror', None) or exc} (left where it was)"
 
 
-def _move_out(session: Session, image: Image, item: DupActionItem) -> Callable[[], None]:
-    """Set the image aside (its vectors into the journal) and move the file; returns how to move it back."""
-    dest = _free_path(Path(item.dest))
-    item.dest = str(dest)
-    journal.set_aside(session, image, item)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(item.src, dest)  # a rename on one disk; copy (with times) then unlink across disks
-    return lambda: shutil.move(dest, item.src)
+def _begin(sessions: sessionmaker[Session], action_id: int, kind: str, step: Step, target: str | None,
+           roots: Sequence[str], taken: Collection[str]) -> tuple[int, str, int]:
+    """Check a step and journal its intent (committed before any file is touched): (item id, destination, bytes)."""
+    st = os.stat(step.src, follow_symlinks=False)
+    with sessions.begin() as session:
+        image = journal.get_image(session, step.image_id)
+        if image is None or image.path != step.src or (st.st_size, st.st_mtime_ns) != (image.size, image.mtime_ns):
+            raise _Refused("changed since it was indexed: run `imgsearch index` and `imgsearch dups` again")
+        digest = full_hash(step.src)
+        dest = step.dest
+        if kind == "move":
+            dest_path = free_path(Path(step.dest), taken)
+            folders = missing_dirs(dest_path.parent)
+            _check_destination(dest_path, Path(target or dest_path.parent), roots, folders)
+            journal.add_created_dirs(session, action_id, [str(f) for f in folders])
+            dest = str(dest_path)
+        else:
+            if os.path.samefile(step.src, step.dest):
+                raise _Refused(f"already the same file as {step.dest}")
+            if full_hash(step.dest) != digest:
+                raise _Refused(f"its bytes no longer equal those of {step.dest}: run `imgsearch dups` again")
+        item = journal.add_item(session, action_id=action_id, image_id=step.image_id, src=step.src, dest=dest,
+                                size=st.st_size, mtime_ns=st.st_mtime_ns, mode=st.st_mode & 0o7777,
+                                full_hash=digest, state=ITEM_MOVING if kind == "move" else ITEM_LINKING)
+        return item.id, dest, st.st_size
 
 
-def _link(session: Session, image: Image, item: DupActionItem, kind: str, digest: str) -> Callable[[], None]:
-    """Replace a byte-identical copy by a link to the keeper: the link is made aside, then renamed over
-    the copy; returns how to put the copy's bytes back."""
-    if os.path.samefile(item.src, item.dest):
-        raise _Refused(f"already the same file as {item.dest}")
-    if full_hash(item.dest) != digest:
-        raise _Refused(f"its bytes no longer equal those of {item.dest}: run `imgsearch dups` again")
-    tmp = _free_path(Path(item.src).with_name(f".{Path(item.src).name}.imgsearch-link"))
+def _check_destination(dest: Path, target: Path, roots: Sequence[str], new_folders: Sequence[Path]) -> None:
+    """Refuse a destination that a symbolic link inside the target folder leads elsewhere (into a library root,
+    or anywhere outside the target)."""
+    existing = next((p for p in [dest.parent, *dest.parent.parents] if p.exists()), target)
+    real_target = os.path.realpath(target)
+    real_parent = os.path.join(os.path.realpath(existing), os.path.relpath(dest.parent, existing))
+    if not is_inside(os.path.normpath(real_parent), real_target) or _real_inside(str(existing), roots):
+        raise _Refused(f"a symbolic link inside {target} leads to {os.path.realpath(existing)}: left where it was")
+
+
+def _move(src: str, dest: str) -> int:
+    """Move a file (a rename on one disk; copy with times, then unlink, across disks)."""
+    Path(dest).parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(src, dest)
+    return 0
+
+
+def _link(src: str, keeper: str, kind: str) -> int:
+    """Replace a byte-identical copy by a link to the keeper: made aside, then renamed over the copy in one step;
+    returns the link's file time."""
+    tmp = free_path(Path(src).with_name(f".{Path(src).name}.imgsearch-link"))
     try:
         if kind == "hardlink":
-            os.link(item.dest, tmp)
+            os.link(keeper, tmp)
         else:
-            os.symlink(item.dest, tmp)
+            os.symlink(keeper, tmp)
     except OSError as exc:
         if exc.errno == errno.EXDEV:
-            raise _Refused(f"{item.dest} is on another disk: hard links cannot cross disks, use symbolic links") from exc
+            raise _Refused(f"{keeper} is on another disk: hard links cannot cross disks, use symbolic links") from exc
         raise
-    journal.set_mtime(session, image, os.stat(tmp).st_mtime_ns)  # same bytes: the next index run has nothing to redo
-    os.replace(tmp, item.src)
-    return lambda: _restore_bytes(item)
+    mtime = os.stat(tmp).st_mtime_ns
+    os.replace(tmp, src)
+    return mtime
 
+
+# --- after a crash --------------------------------------------------------------------------------------
+
+def reconcile(sessions: sessionmaker[Session]) -> list[str]:
+    """Settle every step an earlier run left half-way (killed between its file operation and its journal):
+    what happened on disk is recorded, what did not is forgotten. Returns one line per settled step."""
+    with sessions() as session:
+        items = journal.passing_items(session)
+        kinds = {item.id: journal.action_of(session, item).kind for item in items}
+    notes = []
+    for item in items:
+        with sessions.begin() as session:
+            fresh = journal.get_item(session, item.id)
+            if fresh is None or fresh.state != item.state:
+                continue
+            notes.append(_settle(session, fresh, kinds[item.id]))
+    return [n for n in notes if n]
+
+
+def _settle(session: Session, item: DupActionItem, kind: str) -> str:
+    at_src, at_dest = _holds(item.src, item, kind, at_src=True), _holds(item.dest, item, kind, at_src=False)
+    if item.state == ITEM_MOVING:
+        if at_dest and not at_src:
+            journal.set_aside(session, item)
+            return f"{item.src}: its move to {item.dest} had happened; recorded"
+        if at_src:
+            _remove_partial_copy(item.dest, item)
+            journal.drop_item(session, item.id)
+            return f"{item.src}: its move had not happened; it stays where it is"
+    elif item.state == ITEM_LINKING:
+        if os.path.islink(item.src) or (kind == "hardlink" and _same_file(item.src, item.dest)):
+            journal.linked(session, item, os.lstat(item.src).st_mtime_ns)
+            return f"{item.src}: its link to {item.dest} had been made; recorded"
+        _remove_partial_copy(str(Path(item.src).with_name(f".{Path(item.src).name}.imgsearch-link")), item)
+        journal.drop_item(session, item.id)
+        return f"{item.src}: its link had not been made; it stays as it is"
+    elif item.state == ITEM_RESTORING:
+        if kind == "move" and at_src and not at_dest:
+            journal.put_back(session, item)
+            return f"{item.src}: it had been moved back; recorded"
+        if kind != "move" and at_src and not os.path.islink(item.src) and not _same_file(item.src, item.dest):
+            journal.unlinked(session, item)
+            return f"{item.src}: its bytes had been put back; recorded"
+        if kind == "move" and at_dest:
+            _remove_partial_copy(item.src, item)
+        journal.set_state(session, item.id, ITEM_DONE)
+        return f"{item.src}: it had not been put back yet; undo will retry it"
+    return f"{item.src}: neither it nor {item.dest} can be found; left in the journal"
+
+
+def _holds(path: str, item: DupActionItem, kind: str, at_src: bool) -> bool:
+    """Whether `path` holds the journaled file whole (same size; for links at the source: any file)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return st.st_size == item.size if (kind == "move" or at_src) else True
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _remove_partial_copy(path: str, item: DupActionItem) -> None:
+    """Remove what an interrupted copy left at a place this journal item reserved: never a whole photo that is
+    not also safe elsewhere (it is kept unless its bytes are a prefix of the journaled file's size)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return
+    if os.path.islink(path) or st.st_size < item.size or full_hash(path) == item.full_hash:
+        os.unlink(path)
+
+
+# --- undo ----------------------------------------------------------------------------------------------
 
 def undo_last(sessions: sessionmaker[Session]) -> ActionReport:
     """Reverse the latest action not yet undone, file by file; what cannot be restored is reported and kept."""
+    settled = reconcile(sessions)
     with sessions() as session:
         action = journal.latest_action(session)
         if action is None:
             raise NotFoundError("nothing to undo: no applied duplicates action is pending in this library.")
-        items = journal.unrestored_items(session, action.id)
-        action_id, kind, target = action.id, action.kind, action.target
-    report = ActionReport(f"undo-{kind}", applied=True)
+        items = journal.items_to_undo(session, action.id)
+        action_id, kind = action.id, action.kind
+        made = journal.created_dirs(session, action_id)
+    report = ActionReport(f"undo-{kind}", applied=True, settled=settled)
     for item in items:
         try:
-            with sessions.begin() as session:
-                if kind == "move":
-                    _move_back(session, item)
-                else:
-                    _unlink(session, item, kind)
-                journal.mark_restored(session, item.id)
-            report.done.append(Step(item.src, item.dest, item.image_id or 0))
-            report.bytes += item.size
+            _check_undo(item, kind)
         except _Refused as exc:
             report.problems.append((item.src, str(exc)))
+            continue
+        with sessions.begin() as session:
+            journal.set_state(session, item.id, ITEM_RESTORING)
+        try:
+            _move(item.dest, item.src) if kind == "move" else _restore_bytes(item)
         except OSError as exc:
+            with sessions.begin() as session:
+                journal.set_state(session, item.id, ITEM_DONE)
             report.problems.append((item.src, f"{exc.strerror or exc}"))
-    with sessions.begin() as session:
-        if not report.problems:
+            continue
+        with sessions.begin() as session:
+            fresh = journal.get_item(session, item.id)
+            journal.put_back(session, fresh) if kind == "move" else journal.unlinked(session, fresh)
+        report.done.append(Step(item.src, item.dest, item.image_id or 0))
+        report.bytes += item.size
+    if not report.problems:
+        with sessions.begin() as session:
             journal.mark_undone(session, action_id)
-    if kind == "move" and target:
-        _prune_empty_dirs(Path(target), [Path(s.dest).parent for s in report.done])
+    _remove_empty(made)
     return report
 
 
-def _move_back(session: Session, item: DupActionItem) -> None:
-    if os.path.lexists(item.src):
-        raise _Refused(f"a file now exists at {item.src}; the copy stays at {item.dest}")
-    if not os.path.lexists(item.dest):
-        raise _Refused(f"{item.dest} is gone (moved or deleted after the action): nothing to put back")
-    journal.put_back(session, item)
-    os.makedirs(os.path.dirname(item.src), exist_ok=True)
-    shutil.move(item.dest, item.src)
-
-
-def _unlink(session: Session, item: DupActionItem, kind: str) -> None:
-    """Put the original bytes back where a link now is (copied from the keeper, checked against the journal)."""
+def _check_undo(item: DupActionItem, kind: str) -> None:
+    if kind == "move":
+        if os.path.lexists(item.src):
+            raise _Refused(f"a file now exists at {item.src}; the copy stays at {item.dest}")
+        if not os.path.lexists(item.dest):
+            raise _Refused(f"{item.dest} is gone (moved or deleted after the action): nothing to put back")
+        return
     is_ours = (os.path.islink(item.src) and os.readlink(item.src) == item.dest) if kind == "symlink" else \
         (os.path.exists(item.src) and os.path.exists(item.dest) and os.path.samefile(item.src, item.dest))
     if not is_ours:
         raise _Refused(f"{item.src} is no longer the link this action made; left as it is")
     if full_hash(item.dest) != item.full_hash:
         raise _Refused(f"{item.dest} changed since the link was made, so the original bytes cannot be rebuilt from it")
-    _restore_bytes(item)
-    journal.restore_mtime(session, item)
 
 
 def _restore_bytes(item: DupActionItem) -> None:
     """The copy's original file again (bytes from the keeper, mode and times from the journal), atomically."""
-    tmp = _free_path(Path(item.src).with_name(f".{Path(item.src).name}.imgsearch-restore"))
+    tmp = free_path(Path(item.src).with_name(f".{Path(item.src).name}.imgsearch-restore"))
     try:
         shutil.copyfile(item.dest, tmp)
         os.chmod(tmp, item.mode)
@@ -264,9 +388,10 @@ def _restore_bytes(item: DupActionItem) -> None:
             os.unlink(tmp)
 
 
-def _prune_empty_dirs(target: Path, folders: Sequence[Path]) -> None:
-    """Remove folders an undone move left empty inside its target (never the target's parents)."""
-    for folder in sorted(set(folders), key=lambda p: -len(p.parts)):
-        while folder != target.parent and folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
-            folder = folder.parent
+def _remove_empty(folders: Sequence[str]) -> None:
+    """Remove the folders an action created, if they are empty again (deepest first); never any other."""
+    for folder in sorted(set(folders), key=lambda f: -len(Path(f).parts)):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass  # not empty (something else is in it now) or already gone

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from imgsearch import store
 from imgsearch.config import DupOptions, DupThresholds
-from imgsearch.dups.options import thresholds_for
+from imgsearch.dups.options import calibrate_similar, thresholds_for
 from imgsearch.fs import is_inside
 from imgsearch.dups.candidates import Pair, hash_neighbours, score_pairs, vector_neighbours
 from imgsearch.dups.grouping import Photo
@@ -48,6 +48,8 @@ class Evidence:
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): no pHash this time
     rescanned: int = 0  # photos searched for candidates in this run
     full_scan: bool = False
+    calibration: dict | None = None  # how the similar threshold was measured on this library (None: default)
+    library_size: int = 0  # photos with vectors in the library
 
 
 def _hash_job(path: str, max_pixels: int) -> tuple[bytes | None, str | None]:
@@ -155,7 +157,7 @@ def _exact_pairs(sessions: sessionmaker[Session], rows_by_id: dict,
 
 def _photo(row) -> Photo:  # noqa: ANN001 (SQLAlchemy row)
     return Photo(row.id, row.path, row.width or 0, row.height or 0, row.size, int(row.exif_fields),
-                 store.photo_date(row.taken_at, row.mtime_ns))
+                 store.photo_date(row.taken_at, row.mtime_ns), row.format, row.mtime_ns)
 
 
 def _in_scope(path: str, folders: Sequence[str]) -> bool:
@@ -182,9 +184,10 @@ def gather(sessions: sessionmaker[Session], model: Model, options: DupOptions,
     """Hash what is new, refresh the pair cache, and return the evidence for the photos in scope."""
     progress = progress or SilentProgress()
     with sessions.begin() as session:
-        thresholds = thresholds_for(session, model.id, options)
         rows = store.indexed_photos(session)
         ids, matrix = store.load_vectors(session, model.id, model.dim)
+        calibration = calibrate_similar(matrix)
+        thresholds = thresholds_for(session, model.id, options, calibration)
         generation = store.get_model(session, model.id).generation
         scan = store.dup_scan(session, model.id)
         floor = json.loads(scan.pair_floor or "{}")
@@ -236,4 +239,5 @@ def gather(sessions: sessionmaker[Session], model: Model, options: DupOptions,
         vectors={i: vectors[i] for i in involved},
         codes={i: code_matrix[position[i]] for i in involved if has_code[position[i]]},
         full_hashes={i: h for i, h in full.items() if i in involved}, thresholds=thresholds,
-        hashed=len(fresh), unreadable=failed, rescanned=len(rows_to_scan), full_scan=full_scan)
+        hashed=len(fresh), unreadable=failed, rescanned=len(rows_to_scan), full_scan=full_scan,
+        calibration=calibration, library_size=len(ids))

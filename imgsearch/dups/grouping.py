@@ -18,6 +18,7 @@ import numpy as np
 from imgsearch.config import DUP_TIERS, DupThresholds
 from imgsearch.dups.candidates import Pair
 from imgsearch.dups.hashing import TRANSFORMS, hamming
+from imgsearch.fs import is_inside
 
 SIMILAR_LINK_SLACK = 0.05  # a merged similar group keeps every pair >= similar_cosine - this
 
@@ -57,11 +58,29 @@ class Photo:
     size: int
     exif_fields: int  # how many of date taken, camera make, model, GPS are known
     date: datetime  # date taken, else file time
+    format: str | None = None  # as Pillow names it: JPEG, PNG...
+    mtime_ns: int = 0
 
 
-def keeper_key(p: Photo) -> tuple:
-    """Sort key, best first: highest resolution, largest file, richest EXIF, oldest, then path."""
-    return (-(p.width * p.height), -p.size, -p.exif_fields, p.date, p.path)
+# Formats cameras and phones write: a copy in another format (PNG, WebP, TIFF, BMP...) is a conversion.
+CAMERA_FORMATS = frozenset({"JPEG", "MPO", "HEIF", "HEIC", "AVIF", "JXL", "DNG", "RAW"})
+
+
+def format_rank(fmt: str | None) -> int:
+    """0 for a camera RAW, 1 for what cameras write (JPEG, HEIC...), 2 for conversions (PNG, WebP...)."""
+    name = (fmt or "").upper()
+    return 0 if name in ("DNG", "RAW") else 1 if name in CAMERA_FORMATS else 2
+
+
+def keeper_key(p: Photo, preferred: bool = False, shared_orientation: int = 0) -> tuple:
+    """Sort key, best first: in a preferred folder, highest resolution, the original format, the orientation
+    the others share (not the mirrored or rotated copy), richest EXIF, oldest file, largest file, path."""
+    return (not preferred, -(p.width * p.height), format_rank(p.format), -shared_orientation, -p.exif_fields,
+            p.mtime_ns or p.date.timestamp() * 1e9, -p.size, p.path)
+
+
+KEEPER_REASONS = ("in a preferred folder", "highest resolution", "original format", "not flipped or rotated",
+                  "richest EXIF", "oldest file", "largest file", "first by path (the copies are otherwise equal)")
 
 
 @dataclass
@@ -80,6 +99,7 @@ class Group:
     tier: str  # the weakest link that holds the group together
     keeper: Photo
     members: list[Member] = field(default_factory=list)  # keeper first
+    keeper_reason: str = ""  # why this one is the keeper
 
     @property
     def duplicates(self) -> list[Member]:
@@ -159,12 +179,27 @@ def _min_cosine(a: list[int], b: list[int], vectors: dict[int, np.ndarray]) -> f
 
 def describe(ids: Sequence[int], tier: str, photos: dict[int, Photo], vectors: dict[int, np.ndarray],
              codes: dict[int, np.ndarray], full_hashes: dict[int, str], t: DupThresholds,
-             keep: Sequence[str] = ()) -> Group:
-    """A group with its keeper (a preferred path when one is in it) and each member's evidence against it."""
-    members = sorted((photos[i] for i in ids), key=keeper_key)
-    preferred = [p for p in members if p.path in set(keep)]
-    keeper = preferred[0] if preferred else members[0]
-    group = Group(tier, keeper, [Member(keeper, "keeper")])
+             keep: Sequence[str] = (), prefer_dirs: Sequence[str] = ()) -> Group:
+    """A group with its keeper (one of `keep` when it is in the group, else the best by keeper_key), why that one,
+    and each member's evidence against it."""
+    members = [photos[i] for i in ids]
+    shared = {p.id: sum(1 for q in members if q.id != p.id and p.id in codes and q.id in codes
+                        and hamming(codes[p.id], codes[q.id])[1] == 0) for p in members}
+    keys = {p.id: keeper_key(p, any(is_inside(p.path, d) for d in prefer_dirs), shared[p.id]) for p in members}
+    members.sort(key=lambda p: keys[p.id])
+    chosen = [p for p in members if p.path in set(keep)]
+    keeper = chosen[0] if chosen else members[0]
+    if chosen:
+        reason = "chosen by you"
+    else:
+        runner_up = keys[members[1].id]
+        reason = next(KEEPER_REASONS[n] for n, (a, b) in enumerate(zip(keys[keeper.id], runner_up)) if a != b) \
+            if keys[keeper.id] != runner_up else KEEPER_REASONS[-1]
+        if reason == "original format":
+            reason += f" ({keeper.format}; the others are conversions)"
+        elif reason == "highest resolution":
+            reason += f" ({keeper.width}x{keeper.height})"
+    group = Group(tier, keeper, [Member(keeper, "keeper")], reason)
     for p in members:
         if p.id == keeper.id:
             continue

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, fields
+import math
+from dataclasses import fields
+
+import numpy as np
 
 from sqlalchemy.orm import Session
 
@@ -12,6 +15,9 @@ from imgsearch.config import DUP_TIERS, DupOptions, DupThresholds
 from imgsearch.errors import UsageError
 
 THRESHOLDS = tuple(f.name for f in fields(DupThresholds))
+CALIBRATION_PAIRS = 20_000
+CALIBRATION_MIN_PHOTOS = 50  # fewer photos give too few distinct pairs to measure a tail
+SIMILAR_CEILING = 0.9999  # a model that cannot tell unrelated photos apart still calls near-identical ones similar
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -46,11 +52,38 @@ def parse_duration(text: str) -> float:
         raise UsageError(f"{{param}} {text!r} is not a duration: use 30s, 10m, 2h or 1d.", "within_s") from None
 
 
-def thresholds_for(session: Session, model_id: int, options: DupOptions) -> DupThresholds:
-    """The model's stored thresholds with the options' explicit values on top (and stored when given)."""
+def thresholds_for(session: Session, model_id: int, options: DupOptions,
+                   calibration: dict | None = None) -> DupThresholds:
+    """The defaults (the similar threshold as calibrated on this library), then the thresholds users gave for
+    this model before, then the options' explicit values (which are remembered for the model)."""
     scan = store.dup_scan(session, model_id)
-    current = DupThresholds().merged(**json.loads(scan.thresholds or "{}"))
-    wanted = current.merged(**{name: getattr(options, name) for name in THRESHOLDS})
-    if wanted != current:
-        scan.thresholds = json.dumps(asdict(wanted), sort_keys=True)
-    return wanted
+    stored = json.loads(scan.thresholds or "{}")
+    given = {name: getattr(options, name) for name in THRESHOLDS if getattr(options, name) is not None}
+    if given and {**stored, **given} != stored:
+        scan.thresholds = json.dumps({**stored, **given}, sort_keys=True)
+    if calibration is not None:
+        scan.calibration = json.dumps(calibration, sort_keys=True)
+    base = DupThresholds(similar_cosine=calibration["similar_cosine"]) if calibration else DupThresholds()
+    return base.merged(**stored).merged(**given)
+
+
+def calibrate_similar(vectors: np.ndarray, pairs: int = CALIBRATION_PAIRS, seed: int = 0) -> dict | None:
+    """The similar-tier threshold this library's model needs, from the cosines of random pairs of its photos.
+
+    Models differ in scale: a generic CLIP puts unrelated photos near 0.5, a small domain-trained model
+    near 0.9. The threshold sits halfway between the 99.9th percentile of random pairs and 1 (and never
+    below the default), so only pairs far closer than unrelated photos ever get are called similar.
+    None when the library is too small to measure.
+    """
+    n = len(vectors)
+    if n < CALIBRATION_MIN_PHOTOS:
+        return None
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, n, pairs)
+    b = rng.integers(0, n - 1, pairs)
+    b += b >= a  # a different photo
+    cosines = np.einsum("ij,ij->i", vectors[a], vectors[b])
+    p999 = float(np.quantile(cosines, 0.999))
+    threshold = min(SIMILAR_CEILING, max(DupThresholds().similar_cosine, (p999 + 1) / 2))
+    return {"similar_cosine": math.floor(threshold * 10_000) / 10_000, "random_pairs_p99_9": round(p999, 4), "pairs": pairs,
+            "photos": n}

@@ -178,9 +178,9 @@ def count_images(session: Session, root: str | None = None) -> dict[str, int]:
 
 
 def indexed_photos(session: Session) -> list:
-    """Rows (id, path, width, height, size, mtime_ns, content_hash, taken_at, exif_fields) of indexed images."""
+    """Rows (id, path, width, height, size, mtime_ns, content_hash, taken_at, format, exif_fields) of indexed images."""
     exif = sum(case((c.is_(None), 0), else_=1) for c in (Image.taken_at, Image.camera_make, Image.camera_model,
                                                      Image.gps_lat))
     return list(session.execute(
         select(Image.id, Image.path, Image.width, Image.height, Image.size, Image.mtime_ns, Image.content_hash,
-               Image.taken_at, exif.label("exif_fields")).where(Image.status == STATUS_INDEXED)))
+               Image.taken_at, Image.format, exif.label("exif_fields")).where(Image.status == STATUS_INDEXED)))

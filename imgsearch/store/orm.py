@@ -167,10 +167,11 @@ class DupScan(Base):
 
     __tablename__ = "dup_scans"
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
-    thresholds: Mapped[str] = mapped_column(Text, default="{}")  # JSON: near_hamming, near_cosine, similar_cosine
+    thresholds: Mapped[str] = mapped_column(Text, default="{}")  # JSON: the thresholds users gave (the rest: defaults)
     generation: Mapped[int | None]  # model generation the pair cache covers (None: never scanned)
     pair_floor: Mapped[str] = mapped_column(Text, default="{}")  # JSON: cosine, hamming kept in dup_pairs
     scanned_at: Mapped[datetime | None]
+    calibration: Mapped[str | None] = mapped_column(Text)  # JSON: the similar threshold measured on this library
 
 
 class DupAction(Base):
@@ -182,6 +183,12 @@ class DupAction(Base):
     target: Mapped[str | None] = mapped_column(Text)  # the --move-to folder
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
     undone_at: Mapped[datetime | None]
+    created_dirs: Mapped[str | None] = mapped_column(Text)  # JSON list: folders this action made (undo removes them)
+
+
+# A journal item's life: the intent is committed before the file is touched, the outcome after, so a
+# crash between the two leaves an item in a passing state that the next run settles from what is on disk.
+ITEM_MOVING, ITEM_LINKING, ITEM_DONE, ITEM_RESTORING, ITEM_RESTORED = "moving", "linking", "done", "restoring", "restored"
 
 
 class DupActionItem(Base):
@@ -199,6 +206,7 @@ class DupActionItem(Base):
     full_hash: Mapped[str] = mapped_column(String(64))
     vectors: Mapped[str | None] = mapped_column(Text)  # move: JSON {model_id: hex fp16 vector} taken out of the index
     restored_at: Mapped[datetime | None]
+    state: Mapped[str] = mapped_column(String(16), default=ITEM_DONE, server_default=ITEM_DONE)
 
 
 class Tag(Base):
