@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
+from sqlalchemy import inspect
 from sqlalchemy.exc import OperationalError as SAOperationalError
 
 from imgsearch.config import DB_FILENAME, MANIFEST_FILENAME
@@ -26,6 +27,34 @@ _AFTER = "Everything saved before this is kept: run the same command again once 
 
 def is_library(path: Path) -> bool:
     return (path / MANIFEST_FILENAME).is_file()
+
+
+def writable(path: Path) -> bool:
+    """Whether the library folder and its database can be written (a read-only disk or permissions say no)."""
+    db_path = path / DB_FILENAME
+    return os.access(path, os.W_OK) and (not db_path.exists() or os.access(db_path, os.W_OK))
+
+
+def recover(path: Path) -> bool:
+    """Finish a library whose creation was interrupted, or whose manifest was lost: the database says whether it
+    is one. True when the folder is a library again; an empty database left by the interruption is removed."""
+    db_path = path / DB_FILENAME
+    if is_library(path) or not db_path.is_file():
+        return is_library(path)
+    engine = db.make_engine(db_path)
+    try:
+        revision = db.current_revision(engine)
+        tables = set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    if revision is None and not tables - {"alembic_version"}:  # created, never filled: start again
+        for leftover in (db_path, *(db_path.with_name(db_path.name + s) for s in ("-wal", "-shm", "-journal"))):
+            leftover.unlink(missing_ok=True)
+        return False
+    if revision is None:
+        return False  # some other database: not ours to adopt
+    write_manifest(path)
+    return True
 
 
 def create(path: Path) -> None:

@@ -23,7 +23,8 @@ from imgsearch.dups import scan as dup_scan
 from imgsearch.dups.actions import ActionReport
 from imgsearch.dups.grouping import Group
 from imgsearch.dups.scan import DupReport
-from imgsearch.errors import LibraryNotFoundError, ModelMismatchError, NothingIndexedError, UsageError
+from imgsearch.errors import (LibraryNotFoundError, ModelMismatchError, NothingIndexedError, ReadOnlyError,
+                              UsageError)
 from imgsearch.models.encoder import Encoder, EncoderCache, load_encoder
 from imgsearch.models.evaluation import EvalReport, evaluate_folder
 from imgsearch.models.zeroshot import DEFAULT_TEMPLATES, classify
@@ -45,11 +46,12 @@ __all__ = ["Library", "UpgradeReport", "upgrade", "DupReport", "LibraryStatus", 
 class Library:
     """An imgsearch library. `Library.open(dir)` then `search_text`, `search_image`, `index`, `status`."""
 
-    def __init__(self, path: Path, encoder_loader: EncoderLoader | None = None) -> None:
+    def __init__(self, path: Path, encoder_loader: EncoderLoader | None = None, read_only: bool = False) -> None:
         self.path = path
         self.db_path = path / DB_FILENAME
         self.index_dir = path / INDEX_DIRNAME
-        self.engine = db.make_engine(self.db_path)
+        self.read_only = read_only  # on a read-only disk, or without write permission: search works, writes refused
+        self.engine = db.make_engine(self.db_path, read_only)
         self.sessions = db.session_factory(self.engine)
         self._encoders = EncoderCache(encoder_loader or load_encoder)
         self._indexes = IndexCache(self.sessions, self.index_dir)
@@ -62,14 +64,15 @@ class Library:
         """Open the library at `path` (default: IMGSEARCH_LIBRARY or the user data dir)."""
         path = Path(path).expanduser() if path is not None else default_library_dir()
         path = path.absolute()
-        if not folder.is_library(path):
+        read_only = path.is_dir() and not folder.writable(path)
+        if not folder.is_library(path) and not (not read_only and folder.recover(path)):
             if not create:
                 raise LibraryNotFoundError(
                     f"no imgsearch library at {path}: run `imgsearch index FOLDER` to create one "
                     "(or pass {param} DIR / set IMGSEARCH_LIBRARY to use another).", "library")
             with folder.writing(path):
                 folder.create(path)
-        lib = cls(path, encoder_loader)
+        lib = cls(path, encoder_loader, read_only)
         if not lib.db_path.exists():
             raise LibraryNotFoundError(f"{lib.db_path} is missing: the library at {path} is incomplete. "
                                        "Move the folder away and run `imgsearch index FOLDER` again.")
@@ -157,9 +160,19 @@ class Library:
         return report
 
     @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Changes to the library: refused at once when it is read-only, else write failures name the fix."""
+        if self.read_only:
+            raise ReadOnlyError(f"the library at {self.path} is read-only (a read-only disk, or no write permission): "
+                                "it can be searched but not changed. Make it writable, or copy it to a writable "
+                                "disk and give the copy as {param}.", "library")
+        with folder.writing(self.path):
+            yield
+
+    @contextmanager
     def _index_lock(self) -> Iterator[None]:
         """The one-writer lock, with write failures turned into errors that name the fix."""
-        with folder.writer_lock(self.path), folder.writing(self.path):
+        with self._writing(), folder.writer_lock(self.path):
             yield
 
     # --- searching -------------------------------------------------------------------------------
@@ -195,7 +208,7 @@ class Library:
                    progress: Progress | None = None) -> DupReport:
         """Groups of exact, near-exact and similar copies, each with a suggested keeper; touches no photo."""
         row = self._model_row(model)
-        with folder.writing(self.path):  # hashes and candidate pairs are cached in the library
+        with self._writing():  # hashes and candidate pairs are cached in the library
             return dup_scan.find(self.sessions, row, options, progress)
 
     def act_on_duplicates(self, groups: Sequence[Group], move_to: Path | None = None, link: str | None = None,
@@ -220,7 +233,7 @@ class Library:
         their probabilities, replacing earlier tags with these labels. Returns (images, tags written)."""
         row = self._model_row(model)
         encoder = self._checked_encoder(row, model)
-        with folder.writing(self.path):
+        with self._writing():
             return tagging.tag(self.sessions, row, encoder, labels, templates, top, min_probability)
 
     def classify(self, paths: Sequence[str], labels: Sequence[str], templates: Sequence[str] = (),

@@ -6,8 +6,11 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import signal
 import sys
 import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Iterator
 
 
@@ -51,6 +54,32 @@ def importable_main() -> Iterator[None]:
                 _main_users -= 1
                 if _main_users == 0:
                     main.__file__ = _main_path
+
+
+WATCH_PARENT_S = 0.5
+
+
+def process_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of worker processes that die with the process that made them (killed, crashed or not) and leave
+    Ctrl-C to it: the pool is shut down by their parent, not interrupted in the middle of a task."""
+    return ProcessPoolExecutor(max_workers=workers, mp_context=worker_context(), initializer=_watch_parent,
+                               initargs=(os.getpid(),))
+
+
+def _watch_parent(parent: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while True:
+            time.sleep(WATCH_PARENT_S)
+            try:
+                os.kill(parent, 0)  # still there? (the pool's pipes cannot tell: sibling workers hold them open)
+            except ProcessLookupError:
+                os._exit(0)
+            except PermissionError:
+                pass  # alive, as another user
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
 
 
 def worker_context() -> mp.context.BaseContext:

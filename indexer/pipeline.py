@@ -54,14 +54,15 @@ def _safe_hash(path: str) -> str | None:
 
 
 def check_roots(roots: Sequence[str | Path]) -> list[str]:
-    """Absolute, de-duplicated folders; raises naming the first that is not a folder."""
+    """Folders as their real paths (symbolic links resolved, so a folder given twice is one), de-duplicated;
+    raises naming the first that is not a folder."""
     out: list[str] = []
     for root in roots:
         path = Path(root).expanduser()
         if not path.is_dir():
             what = "is not a folder" if path.exists() else "does not exist"
-            raise UsageError(f"{path} {what}: pass folders of images to index.")
-        text = os.path.abspath(path)
+            raise UsageError(f"{path} {what}: give folders of images to index ({{param}}).", "roots")
+        text = os.path.realpath(path)
         if text not in out:
             out.append(text)
     return out
@@ -103,8 +104,9 @@ def _plan(sessions: sessionmaker[Session], roots: Sequence[str], settings: Index
           progress: Progress) -> Plan:
     progress.stage("scanning", None)
     crawled: list[FileEntry | Skipped] = []
+    walked: set[tuple[int, int]] = set()
     for root in roots:
-        for entry in crawl(root, settings.crawl):
+        for entry in crawl(root, settings.crawl, walked):
             crawled.append(entry)
             progress.advance()
     with sessions() as session:

@@ -188,8 +188,12 @@ def test_export_copies_and_links_in_rank_order_without_overwriting(library, colo
     copied = export_results(results, tmp_path / "out")
     assert [p.name for p in copied] == [f"{r.rank:03d}-{Path(r.path).name}" for r in results]
     assert copied[0].read_bytes() == Path(results[0].path).read_bytes()
-    again = export_results(results[:1], tmp_path / "out")
-    assert again[0].name == "001-red.1.jpg" and copied[0].exists()
+    again = export_results(results[:1], tmp_path / "out")  # already there: not copied twice
+    assert again == [] and len(list((tmp_path / "out").iterdir())) == 3 and copied[0].exists()
+    (tmp_path / "out" / copied[0].name).write_bytes(b"another file of that name")
+    third = export_results(results[:1], tmp_path / "out")  # never overwritten
+    assert [p.name for p in third] == [f"{copied[0].stem} (2){copied[0].suffix}"]
+    assert third[0].read_bytes() == Path(results[0].path).read_bytes()
     linked = export_results(results, tmp_path / "links", "link")
     assert all(p.is_symlink() and p.resolve() == Path(r.path).resolve() for p, r in zip(linked, results))
 

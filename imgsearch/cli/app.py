@@ -46,7 +46,9 @@ PretrainedOpt = Annotated[Optional[str], typer.Option(
 
 
 def err(message: str) -> None:
-    typer.echo(message, err=True)
+    """A line for stderr; control characters other than line breaks (an escape sequence in a file name) escaped."""
+    typer.echo("".join(c if c.isprintable() or c == "\n" else c.encode("unicode_escape").decode("ascii")
+                       for c in message), err=True)
 
 
 # How the library's parameter names appear on the command line, where they are not `--name-with-dashes`.

@@ -29,6 +29,7 @@ def index(
 ) -> None:
     """Crawl folders, encode new and changed images, and build the search index."""
     from imgsearch import CrawlSettings, IndexSettings, check_roots
+    from imgsearch.cli.render import shown
 
     with handled():
         check_roots(folders or [])  # before the library is created: a typo must not leave one behind
@@ -39,7 +40,7 @@ def index(
         for warning in report.warnings:
             err(f"Warning: {warning}")
         for path, reason in report.skipped_now[:20]:
-            err(f"Skipped {path}: {reason}")
+            err(f"Skipped {shown(path)}: {reason}")
         if len(report.skipped_now) > 20:
             err(f"... and {len(report.skipped_now) - 20} more (imgsearch status --skipped lists them all)")
         if verbose:

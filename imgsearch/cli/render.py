@@ -17,13 +17,19 @@ if TYPE_CHECKING:
     from imgsearch.dups.grouping import Group, Member
 
 
+def shown(text: str) -> str:
+    """Text for a terminal: control characters (an escape sequence, a newline in a file name) written as
+    backslash escapes, as JSON writes them, never sent raw."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def table(results: Sequence[SearchResult]) -> str:
     """Aligned rank / score / path columns."""
     if not results:
         return ""
     width = len(str(results[-1].rank))
     lines = [f"{'#':>{width}}  score   path"]
-    lines += [f"{r.rank:>{width}}  {r.score:.4f}  {r.path}" for r in results]
+    lines += [f"{r.rank:>{width}}  {r.score:.4f}  {shown(r.path)}" for r in results]
     return "\n".join(lines) + "\n"
 
 
@@ -94,7 +100,7 @@ def dup_table(groups: Sequence["Group"]) -> str:
         lines.append(f"group {n}: {g.tier}, {len(g.members)} photos; keeper: {g.keeper_reason}")
         for m in g.members:
             p = m.photo
-            lines.append(f"  {_evidence(m):<40} {p.width}x{p.height:<6} {human_bytes(p.size):>9}  {p.path}")
+            lines.append(f"  {_evidence(m):<40} {p.width}x{p.height:<6} {human_bytes(p.size):>9}  {shown(p.path)}")
     return "\n".join(lines) + ("\n" if lines else "")
 
 

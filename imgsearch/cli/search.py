@@ -67,7 +67,9 @@ def search(
                 from imgsearch import export_results
 
                 written = export_results(results, dest.expanduser(), mode)
-                err(f"{'Copied' if mode == 'copy' else 'Linked'} {len(written)} file(s) into {dest}")
+                there = len(results) - len(written)
+                err(f"{'Copied' if mode == 'copy' else 'Linked'} {len(written)} file(s) into {dest}"
+                    + (f" ({there} already there)" if there else ""))
     if as_json:
         sys.stdout.write(output.json_lines(results))
     elif as_paths or nul:

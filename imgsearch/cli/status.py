@@ -6,7 +6,8 @@ import json
 import sys
 from typing import Annotated
 import typer
-from imgsearch.cli.app import (LibraryOpt, app, db_app, err, handled, open_library)
+from imgsearch.cli.app import LibraryOpt, app, db_app, err, handled, open_library
+from imgsearch.cli.render import shown
 
 
 @app.command()
@@ -24,7 +25,7 @@ def status(
                     sys.stdout.write("".join(json.dumps({"path": p, "reason": r}, ensure_ascii=False) + "\n"
                                              for p, r in rows))
                 else:
-                    sys.stdout.write("".join(f"{p}\t{r}\n" for p, r in rows))
+                    sys.stdout.write("".join(f"{shown(p)}\t{r}\n" for p, r in rows))
                     err(f"{len(rows)} skipped file(s).")
                 return
             st = lib.status()
@@ -35,7 +36,8 @@ def status(
         return
     lines = [f"Library:  {st.path}", f"Images:   {st.indexed} indexed, {st.skipped} skipped"
              + (" (imgsearch status --skipped)" if st.skipped else ""), "Roots:"]
-    lines += [f"  {path}  ({n} images){'' if ok else '  [not reachable]'}" for path, n, ok in st.roots] or ["  (none)"]
+    lines += [f"  {shown(path)}  ({n} images){'' if ok else '  [not reachable]'}"
+              for path, n, ok in st.roots] or ["  (none)"]
     lines.append("Models:")
     for m in st.models:
         name = m.name + (f" ({m.pretrained})" if m.pretrained else "") + (

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,7 +25,7 @@ from imgsearch.dups.grouping import Photo
 from imgsearch.dups.hashing import CODE_BYTES, ROWS, full_hash, hash_array, perceptual_hashes, valid_hashes
 from imgsearch.errors import ImageError
 from imgsearch.images.decode import default_pixel_limit
-from imgsearch.workers import default_workers, importable_main, worker_context
+from imgsearch.workers import default_workers, importable_main, process_pool
 from imgsearch.store.orm import Model, utc_now
 from imgsearch.progress import Progress, SilentProgress
 
@@ -75,7 +74,7 @@ def _hash_files(paths: Sequence[str], workers: int, progress: Progress) -> list[
             progress.advance()
         return out
     out = []
-    with importable_main(), ProcessPoolExecutor(workers, mp_context=worker_context()) as pool:
+    with importable_main(), process_pool(workers) as pool:
         for result in pool.map(_hash_job, paths, [limit] * len(paths), chunksize=HASH_CHUNK):
             out.append(result)
             progress.advance()

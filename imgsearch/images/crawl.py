@@ -51,14 +51,21 @@ def display_path(raw: str) -> str:
         return os.fsencode(raw).decode("utf-8", "backslashreplace")
 
 
-def crawl(root: str, settings: CrawlSettings) -> Iterator[FileEntry | Skipped]:
-    """Yield every image file under `root` (recursively, following symlinks without loops)."""
+def crawl(root: str, settings: CrawlSettings,
+          seen_dirs: set[tuple[int, int]] | None = None) -> Iterator[FileEntry | Skipped]:
+    """Yield every image file under `root` (recursively, following symlinks without loops).
+
+    `seen_dirs` (device, inode) is shared by the crawls of several roots, so that a folder reached from two of
+    them (a root given twice, a link from one into another) is walked once.
+    """
     root = os.path.abspath(root)
-    seen_dirs: set[tuple[int, int]] = set()
+    seen_dirs = set() if seen_dirs is None else seen_dirs
     try:
         st = os.stat(root)
     except OSError as exc:
         yield Skipped(root, f"cannot open folder: {exc.strerror}", is_dir=True)
+        return
+    if (st.st_dev, st.st_ino) in seen_dirs:
         return
     seen_dirs.add((st.st_dev, st.st_ino))
     stack = [root]
@@ -85,7 +92,10 @@ def _visit(entry: os.DirEntry, settings: CrawlSettings, seen_dirs: set[tuple[int
     try:
         st = entry.stat(follow_symlinks=True)
     except OSError as exc:
-        if is_image_name:
+        if exc.errno == errno.ENAMETOOLONG:  # a folder or file deeper than the system's path limit
+            yield Skipped(display_path(entry.path), f"path too long for this system ({len(os.fsencode(entry.path))} "
+                                                    "bytes): move or rename it to index it")
+        elif is_image_name:
             if exc.errno == errno.ELOOP:
                 reason = "symlink loop"
             else:

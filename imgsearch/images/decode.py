@@ -20,6 +20,7 @@ from imgsearch.errors import ImageError
 from imgsearch.images.exif import DECODE_ERRORS, ORIENTATION, ImageInfo, read_metadata
 
 PARTIAL_HASH_CHUNK = 64 * 1024
+BYTES_PER_PIXEL_MAX = 8  # no image file holds more per pixel (16-bit RGBA, uncompressed)
 MAX_ASPECT = 10  # beyond this, fit_to_geometry crops before resizing (same pixels, bounded memory)
 # Pillow's own decompression-bomb check reads one process-wide limit (89 MP); ours is per call and
 # RAM-aware (see default_pixel_limit) and runs on the header before any pixel is decoded, so Pillow's
@@ -198,14 +199,30 @@ class FileData:
     mtime_ns: int
 
 
-def read_file(path: str) -> FileData:
-    """Read a whole file once; refuses files that change while being read, and empty ones."""
+def file_limit(max_pixels: int) -> int:
+    """The largest file worth reading for an image of at most `max_pixels` (uncompressed 16-bit RGB is 6 bytes a
+    pixel): anything larger is refused before a byte of it is read, so a file larger than RAM cannot end a run."""
+    return BYTES_PER_PIXEL_MAX * max_pixels
+
+
+def read_file(path: str, max_bytes: int | None = None) -> FileData:
+    """Read a whole file once (at most `max_bytes`, default: what the pixel limit allows on one worker); refuses
+    files that change while being read, and empty ones."""
+    limit = max_bytes or file_limit(default_pixel_limit(1))
     try:
         with open(path, "rb", buffering=0) as f:
             before = os.fstat(f.fileno())
+            if before.st_size > limit:
+                raise ImageError(f"file too large to read: {_size(before.st_size)}, over the {_size(limit)} this "
+                                 "machine's memory allows for one image")
             # a bytearray filled in place: the GPU path wraps it as a tensor without a copy
             data = bytearray(before.st_size)
-            got = f.readinto(data)
+            view, got = memoryview(data), 0
+            while got < len(data):  # one read returns at most ~2 GiB
+                n = f.readinto(view[got:])
+                if not n:
+                    break
+                got += n
             extra = f.read(1)
             after = os.fstat(f.fileno())
     except OSError as exc:
@@ -215,6 +232,13 @@ def read_file(path: str) -> FileData:
     if not data:
         raise ImageError("empty file (0 bytes)")
     return FileData(path, data, after.st_size, after.st_mtime_ns)
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
 
 
 def read_header(data: bytes | bytearray, max_pixels: int) -> tuple[ImageInfo, int]:
@@ -238,7 +262,7 @@ def decode_data(file: FileData, geo: Geometry, max_pixels: int) -> Decoded:
 
 def decode_file(path: str, geo: Geometry, max_pixels: int) -> Decoded:
     """Read a file once, fingerprint it, decode it (draft mode) and fit it to the model's geometry."""
-    return decode_data(read_file(path), geo, max_pixels)
+    return decode_data(read_file(path, file_limit(max_pixels)), geo, max_pixels)
 
 
 def thumbnail_jpeg(path: str, size: int = 256, max_pixels: int = 200_000_000) -> bytes | None:

@@ -19,8 +19,8 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 from imgsearch.errors import ImageError
-from imgsearch.workers import importable_main, worker_context
-from imgsearch.images.decode import Decoded, FileData, Geometry, decode_data, read_file
+from imgsearch.workers import importable_main, process_pool
+from imgsearch.images.decode import Decoded, FileData, Geometry, decode_data, file_limit, read_file
 from imgsearch.images.crawl import Skipped
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ def _decode_timed(path: str, geo: Geometry, max_pixels: int) -> tuple[Decoded | 
     """Decode one file, timing read and decode; any failure becomes a Skipped with its reason."""
     t0 = time.perf_counter()
     try:
-        data = read_file(path)
+        data = read_file(path, file_limit(max_pixels))
         t1 = time.perf_counter()
         return decode_data(data, geo, max_pixels), t1 - t0, time.perf_counter() - t1
     except ImageError as exc:
@@ -286,7 +286,7 @@ class _Pipeline:
 
     def _healthy_pool(self) -> ProcessPoolExecutor | None:
         """A fresh pool that has run a no-op task: a pool whose workers cannot even start is no pool."""
-        pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=worker_context())
+        pool = process_pool(self.workers)
         try:
             pool.submit(self.decode_chunk, [], self.geo, self.max_pixels).result(timeout=120)
             return pool
@@ -323,7 +323,7 @@ class _Pipeline:
     def _read(self, path: str) -> FileData | Skipped:
         t0 = time.perf_counter()
         try:
-            return read_file(path)
+            return read_file(path, file_limit(self.max_pixels))
         except ImageError as exc:
             return _skip(path, exc)
         finally:

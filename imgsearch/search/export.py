@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import filecmp
 import json
 import os
 import shutil
@@ -12,20 +13,31 @@ from pathlib import Path
 import numpy as np
 
 from imgsearch.errors import DiskFullError, ImgSearchError, ReadOnlyError, UsageError
+from imgsearch.fs import free_path
 from imgsearch.search.ranking import SearchResult
 
 
 def export_results(results: Sequence[SearchResult], dest: Path, mode: str = "copy") -> list[Path]:
-    """Copy (or symlink) each result into `dest` as NNN-name, in rank order; never overwrites a file."""
+    """Copy (or symlink) each result into `dest` as NNN-name, in rank order; returns the files it added.
+
+    Never overwrites a file: a result already there (the same bytes, or a link to it) is left as it is,
+    another file of the same name makes the new one `NNN-name (2).ext`.
+    """
     if mode not in ("copy", "link"):
         raise UsageError(f"unknown export mode {mode!r}", "mode")
     if dest.exists() and not dest.is_dir():
         raise UsageError(f"{dest} exists and is not a folder", "dest")
-    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _write_error(exc, f"cannot make the folder {dest}") from exc
     width = max(3, len(str(len(results))))
     written = []
     for r in results:
-        target = _free_name(dest / f"{r.rank:0{width}d}-{Path(r.path).name}")
+        wanted = dest / f"{r.rank:0{width}d}-{Path(r.path).name}"
+        if _holds(wanted, r.path, mode):
+            continue
+        target = free_path(wanted)
         try:
             if mode == "copy":
                 shutil.copy2(r.path, target)
@@ -37,13 +49,14 @@ def export_results(results: Sequence[SearchResult], dest: Path, mode: str = "cop
     return written
 
 
-def _free_name(path: Path) -> Path:
-    n = 1
-    candidate = path
-    while candidate.exists() or candidate.is_symlink():
-        candidate = path.with_name(f"{path.stem}.{n}{path.suffix}")
-        n += 1
-    return candidate
+def _holds(target: Path, source: str, mode: str) -> bool:
+    """Whether `target` already is this result: a link to it, or a copy with the same bytes."""
+    if mode == "link":
+        return target.is_symlink() and os.path.realpath(target) == os.path.realpath(source)
+    try:
+        return target.is_file() and not target.is_symlink() and filecmp.cmp(target, source, shallow=False)
+    except OSError:
+        return False
 
 
 def export_vectors(dest: Path, ids: np.ndarray, paths: Sequence[str], vectors: np.ndarray, fmt: str,

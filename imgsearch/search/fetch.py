@@ -1,8 +1,13 @@
-"""Download a query image from an http(s) URL, size-capped and with a timeout."""
+"""Download a query image from an http(s) URL: size-capped, one deadline for the whole download, and
+redirects held to the same rules as the URL itself."""
 
 from __future__ import annotations
 
+import http.client
 import urllib.error
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+import urllib.parse
 import urllib.request
 
 from imgsearch.errors import NetworkError, UsageError
@@ -10,22 +15,70 @@ from imgsearch.images.decode import FileData
 
 MAX_BYTES = 50 * 1024 * 1024
 TIMEOUT_S = 15.0
+CHUNK = 64 * 1024
+SCHEMES = ("http", "https")
+
+
+def check_url(url: str) -> str:
+    """The URL, if it is a well-formed http(s) address; a usage error naming what is wrong otherwise."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 (raises for a port that is not a number)
+    except ValueError as exc:
+        raise UsageError(f"{url!r} is not a valid URL ({exc})", "query") from exc
+    if parts.scheme.lower() not in SCHEMES:
+        raise UsageError(f"{url!r} is not an http(s) URL", "query")
+    if not parts.hostname or any(c.isspace() or ord(c) < 32 for c in url):
+        raise UsageError(f"{url!r} is not a valid URL (no host, or spaces in it: write them as %20)", "query")
+    return url
+
+
+class _SameRules(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only to another http(s) URL."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001, ANN201, PLR0913
+        try:
+            check_url(newurl)
+        except UsageError:
+            raise NetworkError(f"{req.full_url} redirects to {newurl!r}, which is not an http(s) URL: not followed") \
+                from None
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 def fetch_url(url: str, max_bytes: int = MAX_BYTES, timeout_s: float = TIMEOUT_S) -> FileData:
-    """The bytes at `url`; refuses other schemes and anything larger than `max_bytes`."""
-    if not url.lower().startswith(("http://", "https://")):
-        raise UsageError(f"{url!r} is not an http(s) URL", "query")
-    request = urllib.request.Request(url, headers={"User-Agent": "imgsearch"})
+    """The bytes at `url`; refuses other schemes, anything larger than `max_bytes`, and downloads (redirects
+    included) that take longer than `timeout_s` in all (a server sending one byte at a time included)."""
+    check_url(url)
+    opened: list = []  # the response, so that a download past its deadline can be cut off from here
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fetch")
+    job = worker.submit(_download, url, max_bytes, timeout_s, opened)
+    worker.shutdown(wait=False)
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 (scheme checked)
+        data = job.result(timeout=timeout_s)
+    except FutureTimeout:
+        for response in opened:
+            response.close()  # the download thread's next read fails and it ends
+        raise NetworkError(f"cannot download {url}: it took over {timeout_s:g} s. Check the address, or save the "
+                           "image and give it as @FILE.") from None
+    return FileData(url, data, len(data), 0)
+
+
+def _download(url: str, max_bytes: int, timeout_s: float, opened: list) -> bytearray:
+    opener = urllib.request.build_opener(_SameRules)
+    request = urllib.request.Request(url, headers={"User-Agent": "imgsearch"})
+    data = bytearray()
+    try:
+        with opener.open(request, timeout=timeout_s) as response:
+            opened.append(response)
             declared = response.headers.get("Content-Length")
             if declared and declared.isdigit() and int(declared) > max_bytes:
-                raise NetworkError(f"{url} is {int(declared):,} bytes, over the {max_bytes:,}-byte limit for query images")
-            data = bytearray(response.read(max_bytes + 1))
+                raise NetworkError(f"{url} is {int(declared):,} bytes, over the {max_bytes:,}-byte limit for query "
+                                   "images")
+            while len(data) <= max_bytes and (chunk := response.read1(CHUNK)):
+                data += chunk
     except urllib.error.HTTPError as exc:
         raise NetworkError(f"cannot download {url}: HTTP {exc.code} {exc.reason}") from exc
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+    except (urllib.error.URLError, TimeoutError, OSError, ValueError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", exc)
         raise NetworkError(f"cannot download {url}: {reason}. Check the address, or save the image and give it as "
                            "@FILE.") from exc
@@ -33,4 +86,4 @@ def fetch_url(url: str, max_bytes: int = MAX_BYTES, timeout_s: float = TIMEOUT_S
         raise NetworkError(f"{url} is over the {max_bytes:,}-byte limit for query images")
     if not data:
         raise NetworkError(f"{url} returned no data")
-    return FileData(url, data, len(data), 0)
+    return data

@@ -15,6 +15,7 @@ from imgsearch.config import Filters
 from imgsearch.errors import UsageError
 
 _EXT = re.compile(r"^[A-Za-z0-9]{1,10}$")
+MAX_SIDE = 1_000_000  # no image has a side this long; larger numbers would not even fit the database's integers
 
 
 def parse_date(text: str, param: str) -> datetime:
@@ -39,8 +40,8 @@ def parse_filters(folder: str | Path | None = None, after: str | None = None, be
                   camera: str | None = None, exts: Sequence[str] = (), min_size: int | None = None,
                   tags: Sequence[str] = ()) -> Filters:
     """Filters from text values; empty values mean no condition."""
-    if min_size is not None and min_size < 1:
-        raise UsageError(f"{{param}} must be at least 1 pixel, got {min_size}", "min_size")
+    if min_size is not None and not 1 <= min_size <= MAX_SIDE:
+        raise UsageError(f"{{param}} must be between 1 and {MAX_SIDE:,} pixels, got {min_size}", "min_size")
     return Filters(
         folder=os.path.abspath(Path(folder).expanduser()) if folder else None,
         after=parse_date(after, "after") if after else None,

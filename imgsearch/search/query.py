@@ -16,6 +16,7 @@ import numpy as np
 
 from imgsearch.errors import UsageError
 
+MAX_WEIGHT = 100.0
 _WEIGHT = re.compile(r"^([+-]?\d+(?:\.\d+)?):(.*)$", re.DOTALL)
 
 
@@ -42,6 +43,9 @@ def _term(words: list[str], sign: float) -> Term:
     match = _WEIGHT.match(text)
     if match:
         weight, text = float(match.group(1)), match.group(2).strip()
+        if not abs(weight) <= MAX_WEIGHT:  # 400 digits make inf, and inf makes no ranking at all
+            raise UsageError(f"the weight {match.group(1)[:20]}{'...' if len(match.group(1)) > 20 else ''} is out "
+                             f"of range: weights are numbers between -{MAX_WEIGHT:g} and {MAX_WEIGHT:g}", "query")
     if not text or text == "@":
         raise UsageError("empty query term: every + or - must be followed by a term (quote phrases: \"a dog\")", "query")
     if text.startswith("@"):

@@ -38,7 +38,10 @@ def search(sessions: sessionmaker[Session], row: Model, encoder: Callable[[], En
                    for i in [store.image_id_for_path(session, os.path.abspath(Path(t.value).expanduser()))]
                    if i is not None}
         allowed = store.filter_ids(session, options.filters) if options.filters.active() else None
-    hits = rank_ids(index(), query, options.offset + options.k, allowed, exclude, options.min_score)
+    ann = index()
+    if options.offset >= len(ann):
+        return []  # past the last image: nothing to rank (and no depth of 10**11 asked of FAISS)
+    hits = rank_ids(ann, query, min(options.offset + options.k, len(ann)), allowed, exclude, options.min_score)
     with sessions() as session:
         paths = store.paths_for(session, [i for i, _ in hits])
         hits = order(hits, paths, "score")[options.offset:]

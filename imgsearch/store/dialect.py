@@ -15,6 +15,8 @@ from pathlib import Path
 from sqlalchemy import Engine, event, func, text
 from sqlalchemy.orm import Session
 
+from imgsearch.errors import DatabaseError
+
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
 
@@ -35,20 +37,44 @@ def chunks(items: Sequence, n: int = BATCH_PARAMS) -> Iterable[Sequence]:
         yield items[i:i + n]
 
 
-def configure(engine: Engine) -> None:
-    """Per-connection settings: SQLite gets WAL (readers never wait for a writer), foreign keys, a busy wait."""
+def configure(engine: Engine, read_only: bool = False) -> None:
+    """Per-connection settings: SQLite gets WAL (readers never wait for a writer), foreign keys, a busy wait;
+    a damaged database file becomes a DatabaseError that says so, wherever a statement meets it."""
     if engine.dialect.name != SQLITE:
         return
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn: sqlite3.Connection, _record: object) -> None:
         cur = dbapi_conn.cursor()
-        # NORMAL sync is durable at checkpoints in WAL mode
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
+        if not read_only:  # a read-only file keeps the journal mode it has
+            # NORMAL sync is durable at checkpoints in WAL mode
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cur.close()
+
+    @event.listens_for(engine, "handle_error")
+    def _damaged(context) -> None:  # noqa: ANN001 (sqlalchemy ExceptionContext)
+        orig = context.original_exception
+        if isinstance(orig, sqlite3.DatabaseError) and any(m in str(orig) for m in DAMAGED):
+            raise DatabaseError(damaged_message(engine, orig)) from orig
+
+
+DAMAGED = ("malformed", "file is not a database", "disk I/O error")
+
+
+def describe(engine: Engine) -> str:
+    """The database as a user knows it: a file path, or the server URL without its password."""
+    if engine.dialect.name == SQLITE:
+        return (engine.url.database or "").removeprefix("file:")
+    return engine.url.render_as_string(hide_password=True)
+
+
+def damaged_message(engine: Engine, reason: object) -> str:
+    return (f"{describe(engine)} is not a readable SQLite database ({reason}). Restore it from a backup "
+            "(library.db.bak-* beside it), or move the library folder away and run `imgsearch index` again: "
+            "your photos are not touched.")
 
 
 def connect_args(url: str) -> dict:
@@ -91,7 +117,7 @@ def sql_datetime(session: Session, when: datetime):  # noqa: ANN201 (a bound val
     """A naive datetime in the form `taken_or_file_time` compares with."""
     if name_of(session) == POSTGRESQL:
         return when
-    return when.strftime("%Y-%m-%d %H:%M:%S")
+    return when.isoformat(sep=" ", timespec="seconds")  # years below 1000 padded, so text comparison holds
 
 
 @contextmanager

@@ -17,17 +17,22 @@ from imgsearch.errors import DatabaseError, SchemaOutdatedError, SchemaTooNewErr
 from imgsearch.store import dialect
 
 
-def database_url(target: str | Path) -> str:
-    """A URL as given, or the SQLite URL of a file path."""
+def database_url(target: str | Path, read_only: bool = False) -> str:
+    """A URL as given, or the SQLite URL of a file path (opened read-only and unchanging when asked: a library on
+    a read-only disk can still be searched)."""
     text = str(target)
-    return text if "://" in text else f"sqlite:///{Path(text)}"
+    if "://" in text:
+        return text
+    if read_only:
+        return f"sqlite:///file:{Path(text).absolute()}?mode=ro&immutable=1&uri=true"
+    return f"sqlite:///{Path(text)}"
 
 
-def make_engine(target: str | Path) -> Engine:
+def make_engine(target: str | Path, read_only: bool = False) -> Engine:
     """An engine for a database URL or a SQLite file, with the dialect's per-connection settings."""
-    url = database_url(target)
+    url = database_url(target, read_only)
     engine = create_engine(url, connect_args=dialect.connect_args(url))
-    dialect.configure(engine)
+    dialect.configure(engine, read_only)
     return engine
 
 
@@ -55,11 +60,7 @@ def current_revision(engine: Engine) -> str | None:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
     except SADatabaseError as exc:
-        raise DatabaseError(
-            f"{engine.url.database} is not a readable SQLite database ({exc.orig}). "
-            "Restore it from a backup (library.db.bak-*), or move the library folder away and run "
-            "`imgsearch index` again: your photos are not touched."
-        ) from exc
+        raise DatabaseError(dialect.damaged_message(engine, exc.orig)) from exc
 
 
 def upgrade_to_head(engine: Engine, revision: str = "head") -> None:
@@ -84,7 +85,7 @@ def check_schema(engine: Engine) -> None:
     head = head_revision()
     if current == head:
         return
-    db = engine.url.database
+    db = dialect.describe(engine)
     script = ScriptDirectory.from_config(_alembic_config())
     known = {rev.revision for rev in script.walk_revisions()}
     if current is None and set(inspect(engine).get_table_names()) - {"alembic_version"}:
