@@ -150,6 +150,19 @@ def test_folder_metrics_values() -> None:
     assert m["zero_shot_accuracy"] == 0.0 and m["t2i_p@2"] == 0.0
 
 
+def test_recall_at_k_is_the_share_of_a_labels_images_found_and_is_reported_per_label() -> None:
+    from imgsearch.models.zeroshot import label_metrics
+
+    rng = np.random.default_rng(0)
+    truth = np.array([0] * 20 + [1] * 12)
+    vectors = np.eye(2, dtype=np.float32)[truth] + 0.01 * rng.normal(size=(32, 2)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    m = folder_metrics(vectors, truth, np.eye(2, dtype=np.float32), k=10)
+    assert m["t2i_p@10"] == 1.0 and m["t2i_r@10"] == pytest.approx((10 / 20 + 10 / 12) / 2)  # not equal to P@10
+    per = label_metrics(vectors, truth, np.eye(2, dtype=np.float32), k=10)
+    assert per["images"].tolist() == [20, 12] and per["t2i_r@10"].tolist() == pytest.approx([0.5, 10 / 12])
+
+
 def test_tag_then_search_by_tag(library, tmp_path: Path) -> None:  # noqa: ANN001
     for n, colour in enumerate(["red", "red", "green", "blue", "blue", "blue"]):
         write_photo(tmp_path / "pics" / f"{colour}{n}.png", colour, seed=n)
@@ -186,6 +199,11 @@ def test_cli_train_classify_eval(tmp_path: Path, trained) -> None:  # noqa: ANN0
     metrics = json.loads(ev.stdout)["metrics"]
     assert metrics["zero_shot_accuracy"] > 0.5 and metrics["t2i_p@10"] > 0.5
     assert metrics["chance_accuracy"] == 0.25
+    per_label = json.loads(ev.stdout)["per_label"]
+    assert sorted(per_label) == ["blue", "green", "red", "yellow"] and per_label["red"]["images"] == 24
+    assert metrics["t2i_r@10"] == pytest.approx(sum(r["t2i_r@10"] for r in per_label.values()) / 4, abs=1e-5)
+    table = cli("eval", data, "-m", f"local-dir:{out}", "--template", "a photo of a {label} shape", "--workers", "0")
+    assert table.stdout.splitlines()[-4].startswith("blue") and "t2i_r@10" in table.stdout
     again = cli("train", data, "--out", tmp_path / "m", "--arch", "tiny", "--epochs", "1", "--batch-size", "32",
                 "--workers", "0")
     assert again.exit_code == 0, again.output

@@ -27,7 +27,9 @@ def train(
     arch: Annotated[Optional[str], typer.Option(
         help="Train from scratch: small, tiny, an open_clip model name, or a JSON config file.")] = None,
     template: Annotated[str, typer.Option(help="Caption for class folders.")] = "a photo of a {label}",
-    epochs: Annotated[int, typer.Option(min=1)] = 10,
+    epochs: Annotated[int, typer.Option(min=1, help="Passes over the data (small on 3,000 photos: ~25 min on 2 cores).")] = 40,
+    patience: Annotated[int, typer.Option(min=0, help="Stop after this many epochs without a better validation "
+                                                      "score (0: never); the best epoch is kept.")] = 10,
     batch_size: Annotated[int, typer.Option(min=2)] = 128,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warmup then cosine).")] = 5e-4,
     weight_decay: Annotated[float, typer.Option()] = 0.1,
@@ -52,7 +54,7 @@ def train(
         if not 0 <= val_fraction < 1:
             raise UsageError("--val-fraction must be in [0, 1).")
         pairs = read_pairs(data, template)
-        settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+        settings = TrainSettings(epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                                  warmup_steps=warmup, accumulate=accumulate, val_fraction=val_fraction,
                                  lock_image=lock_image, lock_text=lock_text, augment=augment,
                                  compile=compile_model, seed=seed, workers=workers)
@@ -171,5 +173,11 @@ def evaluate(
     else:
         sys.stdout.write(f"{report.images} images, {len(report.labels)} labels, {len(report.templates)} template(s)\n")
         sys.stdout.write("".join(f"{name:<20} {value:.4f}\n" for name, value in report.metrics.items()))
+        width = max(len(label) for label in report.labels)
+        columns = list(next(iter(report.per_label.values())))
+        sys.stdout.write(f"\n{'label':<{width}}  " + "  ".join(f"{c:>9}" for c in columns) + "\n")
+        sys.stdout.write("".join(f"{label:<{width}}  " + "  ".join(
+            f"{v:>9}" if isinstance(v, int) else f"{v:>9.3f}" for v in row.values()) + "\n"
+            for label, row in report.per_label.items()))
     if report.skipped:
         err(f"{len(report.skipped)} image(s) could not be read, e.g. {report.skipped[0][0]}: {report.skipped[0][1]}")

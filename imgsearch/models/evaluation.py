@@ -6,7 +6,7 @@ Sits beside library.py (it may use the indexer's parallel loader); needs no libr
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,7 @@ from imgsearch.models.encoder import Encoder
 from imgsearch.errors import UsageError
 from imgsearch.images.crawl import image_files
 from imgsearch.images.decode import default_pixel_limit
-from imgsearch.models.zeroshot import folder_metrics, label_vectors
+from imgsearch.models.zeroshot import folder_metrics, label_metrics, label_vectors
 from imgsearch.models.embed import embed_stream
 from imgsearch.images.loader import load
 from imgsearch.workers import default_workers
@@ -30,6 +30,7 @@ class EvalReport:
     k: int
     metrics: dict[str, float]
     skipped: list[tuple[str, str]]
+    per_label: dict[str, dict[str, float]] = field(default_factory=dict)  # label -> images, t2i_p@k, t2i_r@k, accuracy
 
 
 def labelled_images(folder: Path) -> list[tuple[str, str]]:
@@ -65,5 +66,9 @@ def evaluate_folder(encoder: Encoder, folder: Path, templates: Sequence[str], k:
     label_of = dict(items)
     paths, vectors, skipped = encode_paths(encoder, [p for p, _ in items], workers)
     truth = np.array([labels.index(label_of[p]) for p in paths])
-    metrics = folder_metrics(vectors, truth, label_vectors(encoder, labels, templates), k)
-    return EvalReport(str(folder), len(paths), labels, list(templates), k, metrics, skipped)
+    label_vecs = label_vectors(encoder, labels, templates)
+    metrics = folder_metrics(vectors, truth, label_vecs, k)
+    per = label_metrics(vectors, truth, label_vecs, k)
+    per_label = {label: {name: (int(v[n]) if name == "images" else round(float(v[n]), 6)) for name, v in per.items()}
+                 for n, label in enumerate(labels)}
+    return EvalReport(str(folder), len(paths), labels, list(templates), k, metrics, skipped, per_label)

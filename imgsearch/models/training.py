@@ -51,7 +51,10 @@ PRESETS = tuple(sorted(p.stem for p in CONFIG_DIR.glob("*.json")))
 
 @dataclass(frozen=True)
 class TrainSettings:
-    epochs: int = 10
+    # 40 epochs of `small` on 3,000 photos take ~25 min on 2 CPU cores (BENCHMARKS.md); a run stops earlier when
+    # validation has not improved for `patience` epochs, and the folder keeps the best epoch's weights
+    epochs: int = 40
+    patience: int = 10  # epochs without a better validation score before stopping (0: never stop early)
     batch_size: int = 128
     lr: float = 5e-4
     weight_decay: float = 0.1
@@ -73,11 +76,14 @@ class EpochReport:
     val: dict[str, float] = field(default_factory=dict)  # i2t_r@1, i2t_r@5, t2i_p@10...
     seconds: float = 0.0
     images_per_s: float = 0.0
+    kept: bool = True  # its weights are the ones saved (the best validation score so far)
 
     def line(self) -> str:
         """One line for the log: loss, validation figures, time and speed."""
         val = "  ".join(f"{k} {v:.3f}" for k, v in self.val.items())
-        return f"epoch {self.epoch}: loss {self.loss:.4f}  {val}  ({self.seconds:.0f} s, {self.images_per_s:.0f} img/s)"
+        kept = "" if self.kept else "  (not better: the best epoch's weights are kept)"
+        return (f"epoch {self.epoch}: loss {self.loss:.4f}  {val}  ({self.seconds:.0f} s, {self.images_per_s:.0f} img/s)"
+                + kept)
 
 
 def _start_model(model: ModelSpec | None, arch: str | None, device: str):  # noqa: ANN202 -> (model, cfg, tokenizer)
@@ -237,14 +243,32 @@ def train(pairs: Sequence[Pair], out: Path, settings: TrainSettings = TrainSetti
         if len(val_rows):
             report.val = evaluate_rows(net, tokens, caption_id, pixels[val_rows], [captions[r] for r in val_rows],
                                        mean, std, device)
+        report.kept = _better(report, reports)
         reports.append(report)
-        save_model(net, cfg, out)
+        if report.kept:
+            save_model(net, cfg, out)
         _save_checkpoint(checkpoint, net, opt, epoch + 1, step, model, arch, reports, settings)
         progress.note(report.line())
+        best = max(r.epoch for r in reports if r.kept)
+        if settings.patience and report.epoch - best >= settings.patience:
+            progress.note(f"stopping after epoch {report.epoch}: validation has not improved for {settings.patience} "
+                          f"epochs; {out} holds epoch {best}")
+            break
     progress.close()
     if skipped:
         (out / "skipped.tsv").write_text("".join(f"{p}\t{r}\n" for p, r in skipped))
     return reports
+
+
+SCORE = "t2i_p@10"  # what "better" means for a model made to find photos by text
+
+
+def _better(report: EpochReport, before: Sequence[EpochReport]) -> bool:
+    """Whether this epoch beats every kept one on validation (without validation, the latest is kept)."""
+    if SCORE not in report.val:
+        return True
+    kept = [r.val[SCORE] for r in before if r.kept and SCORE in r.val]
+    return not kept or report.val[SCORE] > max(kept)
 
 
 @dataclass
@@ -259,14 +283,17 @@ class _Batches:
     augment: Callable | None
     device: str
 
-    def get(self, rows: np.ndarray):  # noqa: ANN201 -> (images, tokens, caption ids)
+    def get(self, rows: np.ndarray):  # noqa: ANN201 -> (images, tokens of each distinct caption, which one, ids)
+        """A batch: images, the tokens of its distinct captions only (class folders repeat a few captions: the text
+        tower runs once per caption, not once per image), each image's row among them, and the caption ids."""
         import torch
 
         x = torch.from_numpy(self.pixels[rows]).to(self.device).permute(0, 3, 1, 2)
         if self.augment is not None:
             x = self.augment(x)
         ids = self.caption_ids[rows].to(self.device)
-        return (x.float() - self.mean) / self.std, self.tokens[ids], ids
+        distinct, row = torch.unique(ids, return_inverse=True)
+        return (x.float() - self.mean) / self.std, self.tokens[distinct], row, ids
 
 
 def _run_epoch(runner, opt, batches: _Batches, order: np.ndarray, steps: int, step: int, total: int,  # noqa: ANN001
@@ -281,10 +308,11 @@ def _run_epoch(runner, opt, batches: _Batches, order: np.ndarray, steps: int, st
         opt.zero_grad(set_to_none=True)
         for a in range(settings.accumulate):
             lo = (s * settings.accumulate + a) * settings.batch_size
-            x, text, ids = batches.get(order[lo:lo + settings.batch_size])
+            x, text, row, ids = batches.get(order[lo:lo + settings.batch_size])
             with autocast:
                 img_f, txt_f, scale = runner(x, text)[:3]
-                loss = contrastive_loss(img_f.float(), txt_f.float(), scale.float(), ids)
+                # each image's caption features: the same loss as encoding one caption per image, for less work
+                loss = contrastive_loss(img_f.float(), txt_f.float()[row], scale.float(), ids)
             (loss / settings.accumulate).backward()
             losses.append(float(loss.detach()))
             seen += len(ids)

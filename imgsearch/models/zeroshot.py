@@ -59,17 +59,25 @@ def logit_scale_of(encoder: Encoder) -> float:
     return float(getattr(encoder, "logit_scale", DEFAULT_LOGIT_SCALE))
 
 
-def text_image_metrics(vectors: np.ndarray, truth: np.ndarray, labels: np.ndarray, k: int) -> dict[str, float]:
-    """Images (rows of `vectors`, label index `truth`) against label/caption vectors: zero-shot accuracy
-    (the best label is the right one), and text->image precision@k and recall@k of each label."""
+def label_metrics(vectors: np.ndarray, truth: np.ndarray, labels: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """Per label (arrays in label order): its images, text->image precision@k and recall@k of its prompt (of the k
+    images it ranks first, the share that are its own; of its own images, the share among those k), and the
+    zero-shot accuracy on its images (the best label is the right one)."""
     sims = vectors @ labels.T
-    accuracy = float(np.mean(sims.argmax(axis=1) == truth))
     top = np.argsort(-sims.T, axis=1)[:, :k]
     counts = np.bincount(truth, minlength=len(labels))
     hits = np.array([(truth[row] == n).sum() for n, row in enumerate(top)])
-    p_at_k = float(np.mean(hits / min(k, len(truth))))
-    r_at_k = float(np.mean(hits / np.maximum(1, np.minimum(k, counts))))
-    return {f"t2i_p@{k}": p_at_k, f"t2i_r@{k}": r_at_k, "zero_shot_accuracy": accuracy}
+    right = np.bincount(truth[sims.argmax(axis=1) == truth], minlength=len(labels))
+    return {"images": counts, f"t2i_p@{k}": hits / min(k, len(truth)), f"t2i_r@{k}": hits / np.maximum(1, counts),
+            "accuracy": right / np.maximum(1, counts)}
+
+
+def text_image_metrics(vectors: np.ndarray, truth: np.ndarray, labels: np.ndarray, k: int) -> dict[str, float]:
+    """Text->image precision@k and recall@k, averaged over the labels, and zero-shot accuracy over the images."""
+    per = label_metrics(vectors, truth, labels, k)
+    accuracy = float(per["accuracy"] @ per["images"] / max(1, per["images"].sum()))
+    return {f"t2i_p@{k}": float(per[f"t2i_p@{k}"].mean()), f"t2i_r@{k}": float(per[f"t2i_r@{k}"].mean()),
+            "zero_shot_accuracy": accuracy}
 
 
 def folder_metrics(vectors: np.ndarray, truth: np.ndarray, labels: np.ndarray, k: int) -> dict[str, float]:
