@@ -5,7 +5,7 @@ evaluates the same architecture with its random initial weights (epoch 0), so ev
 chance-level company. `--shrink N` first writes a copy with the shorter side at N px (to carry
 the set to another machine; training runs at 64 px, so this changes little).
 
-    python bench/train_clothing.py --epochs 30 [--shrink 160] [--workers 12]
+    python bench/train_clothing.py [--epochs N] [--shrink 160] [--workers 12]
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=CLOTHING)
     ap.add_argument("--shrink", type=int, default=0)
-    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--epochs", type=int, default=None, help="default: the command's own default")
     ap.add_argument("--arch", default="small")
     ap.add_argument("--workers", default="-1")
     ap.add_argument("--out", type=Path, default=None)
@@ -60,8 +60,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="train-clothing-"))
     out = args.out or work / "model"
     t0 = time.perf_counter()
+    epochs = ["--epochs", str(args.epochs)] if args.epochs else []
     subprocess.run([sys.executable, "-m", "imgsearch", "train", str(data / "train"), "--out", str(out), "--arch",
-                    args.arch, "--epochs", str(args.epochs), "--workers", args.workers], check=True, cwd=ROOT)
+                    args.arch, *epochs, "--workers", args.workers], check=True, cwd=ROOT)
     train_s = time.perf_counter() - t0
     # the baseline: the same architecture with random weights (what epoch 0 would score)
     import open_clip
@@ -73,7 +74,7 @@ def main() -> None:
     (base / "open_clip_config.json").write_text(json.dumps(cfg))
     save_file({k: v.contiguous() for k, v in open_clip.CLIP(**cfg["model_cfg"]).state_dict().items()},
               str(base / "open_clip_model.safetensors"))
-    print(f"trained {args.arch} for {args.epochs} epochs in {train_s:.0f} s")
+    print(f"trained {args.arch} for {args.epochs or 'the default'} epochs in {train_s:.0f} s")
     for name, model in (("random init", base), ("trained", out)):
         for templates in ([TEMPLATE], []):
             extra = [a for t in templates for a in ("--template", t)]

@@ -80,8 +80,9 @@ def test_calibrated_threshold_is_stored_used_and_shown(tmp_path: Path, tiny_mode
         shape_image(("red", "blue", "green", "yellow")[i % 4], ("square", "circle")[i % 2], seed=i).save(root / f"{i:02d}.png")
     lib = tmp_path / "lib"
     assert cli("index", root, "-m", f"local-dir:{tiny_model_dir}", "-L", lib, "--workers", "0").exit_code == 0
-    out = cli("dups", "-L", lib, "--tier", "similar")
+    out = cli("dups", "-L", lib, "--tier", "similar", env={"IMGSEARCH_PROGRESS_S": "0"})
     assert out.exit_code == 0, out.output
+    assert "finding candidates: 120/120 photos (100%)" in out.stderr  # progress lines when not on a terminal
     assert "calibrated on this library: 99.9% of random pairs score below" in out.stderr
     from sqlalchemy import create_engine, text
 

@@ -121,7 +121,10 @@ def test_filters_compose_and_are_exact(library, colours, tmp_path: Path) -> None
     assert sorted(run(library, ["red"], filters=Filters(exts=("png", "webp")), **every)) == ["green", "magenta"]
     assert sorted(run(library, ["red"], filters=Filters(exts=("jpg",)), **every)) == ["blue", "red", "white"]
     assert run(library, ["red"], filters=Filters(min_size=100), **every) == ["magenta"]
-    assert run(library, ["red"], filters=Filters(folder="/nowhere"), **every) == []
+    with pytest.raises(UsageError, match="/nowhere is not inside any indexed folder"):  # says why nothing matches
+        run(library, ["red"], filters=Filters(folder="/nowhere"), **every)
+    with pytest.raises(UsageError, match="no image is tagged 'cat'.*no image is tagged yet"):
+        run(library, ["red"], filters=Filters(tags=("cat",)), **every)
 
 
 def test_broad_filters_widen_the_search_instead_of_losing_results(library, colours, monkeypatch) -> None:  # noqa: ANN001

@@ -211,6 +211,17 @@ def test_cli_train_classify_eval(tmp_path: Path, trained) -> None:  # noqa: ANN0
     assert cli("train", data, "--out", tmp_path / "m2").exit_code == 2  # neither --model nor --arch
 
 
+def test_long_work_reports_progress_lines_when_stderr_is_not_a_terminal(tmp_path: Path, trained) -> None:  # noqa: ANN001
+    from tests.test_cli import cli
+
+    _, _, data = trained
+    out = cli("train", data, "--out", tmp_path / "m", "--arch", "tiny", "--epochs", "1", "--batch-size", "16",
+              "--workers", "0", env={"IMGSEARCH_PROGRESS_S": "0"})
+    assert out.exit_code == 0, out.output
+    lines = [line for line in out.stderr.splitlines() if line.startswith("epoch 1/1: ")]
+    assert lines and "/5 steps (" in lines[-1] and "loss" in lines[-1] and "file" not in lines[-1]
+
+
 def test_gradient_accumulation_sees_every_micro_batch(tmp_path: Path, trained) -> None:  # noqa: ANN001
     _, _, data = trained
     pairs = read_pairs(data)  # 96 pairs; 10% held out -> 88 (stratified: 22 per caption) for training

@@ -6,7 +6,8 @@ commands to it; render.py turns results into text.
 
 from __future__ import annotations
 
-from imgsearch.cli import dups, index, models, search, status  # noqa: F401 (each registers its commands)
+# each registers its commands, in the order `--help` lists them
+from imgsearch.cli import index, search, status, dups, models  # noqa: F401, I001
 from imgsearch.cli.app import app, main
 
 __all__ = ["app", "main"]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from collections.abc import Mapping
@@ -18,15 +20,33 @@ if TYPE_CHECKING:
     from imgsearch import Library
 
 
+# Plain help (no rich markup: help texts keep their [brackets]), -h as well as --help, on every command.
+HELP = {"rich_markup_mode": None, "context_settings": {"help_option_names": ["-h", "--help"]}}
+
 app = typer.Typer(
     help="Semantic image search for photo libraries: index folders, then search them by text or by image.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    **HELP,
 )
 
 
-db_app = typer.Typer(help="Library database maintenance.", no_args_is_help=True)
+def _version(value: bool) -> None:
+    if value:
+        from imgsearch import __version__
+
+        typer.echo(f"imgsearch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Show the version and exit.")] = False) -> None:
+    """Semantic image search for photo libraries: index folders, then search them by text or by image."""
+
+
+db_app = typer.Typer(help="Library database maintenance.", no_args_is_help=True, **HELP)
 app.add_typer(db_app, name="db")
 
 
@@ -94,24 +114,42 @@ def model_spec(model: Optional[str], pretrained: Optional[str]):  # -> ModelSpec
     return ModelSpec(name, pretrained)
 
 
+PROGRESS_ENV = "IMGSEARCH_PROGRESS_S"  # seconds between progress lines when stderr is not a terminal
+
+
 class TqdmProgress:
-    """One tqdm bar per stage on stderr (only on a terminal); notes are printed as lines."""
+    """One tqdm bar per stage on stderr when it is a terminal; otherwise (a log file, a pipe, cron) one progress
+    line every IMGSEARCH_PROGRESS_S seconds (default 30), so long work never looks dead. Notes are lines."""
 
     def __init__(self) -> None:
         self.bar = None
+        self.every_s = float(os.environ.get(PROGRESS_ENV, "30"))
+        self.tty = sys.stderr.isatty()
+        self._stage: tuple[str, int | None, str] = ("", None, "")
+        self._done, self._figures, self._started, self._said = 0, {}, 0.0, 0.0
 
     def stage(self, name: str, total: int | None, unit: str = "file") -> None:
         from tqdm import tqdm
 
         self.close()
-        self.bar = tqdm(total=total, desc=name, unit=unit, file=sys.stderr, dynamic_ncols=True,
-                        leave=False, disable=None)  # None: bars only on a terminal
+        self._stage, self._done, self._figures = (name, total, unit), 0, {}
+        self._started = self._said = time.monotonic()
+        if self.tty:
+            self.bar = tqdm(total=total, desc=name, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=False)
 
     def advance(self, n: int = 1, **figures: float) -> None:
+        self._done += n
+        self._figures = figures or self._figures
         if self.bar is not None:
             self.bar.update(n)
             if figures:
                 self.bar.set_postfix({k: f"{v:.3g}" for k, v in figures.items()}, refresh=False)
+        elif not self.tty and time.monotonic() - self._said >= self.every_s:
+            self._said = time.monotonic()
+            name, total, unit = self._stage
+            share = f"/{total} {unit}s ({self._done / total:.0%})" if total else f" {unit}s"
+            figures_text = "".join(f", {k} {v:.3g}" for k, v in self._figures.items())
+            err(f"{name}: {self._done}{share}, {time.monotonic() - self._started:.0f} s{figures_text}")
 
     def note(self, message: str) -> None:
         self.close()

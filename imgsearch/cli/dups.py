@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 from typer.core import TyperGroup
 
-from imgsearch.cli.app import (LibraryOpt, ModelOpt, PretrainedOpt, TqdmProgress, app, err, flag_for, handled,
+from imgsearch.cli.app import (HELP, LibraryOpt, ModelOpt, PretrainedOpt, TqdmProgress, app, err, flag_for, handled,
                                model_spec, open_library)
 from imgsearch.errors import UsageError
 from imgsearch.errors import render as render_params
@@ -44,7 +44,7 @@ class DupsGroup(TyperGroup):
         return super().parse_args(ctx, args)
 
 
-dups_app = typer.Typer(cls=DupsGroup, invoke_without_command=True, no_args_is_help=False,
+dups_app = typer.Typer(cls=DupsGroup, invoke_without_command=True, no_args_is_help=False, **HELP,
                        help="Find exact and near-exact copies; move them aside or link them. Never deletes a photo.")
 app.add_typer(dups_app, name="dups")
 
@@ -87,7 +87,7 @@ def dups(
                                                      "(over 5%) of the library.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per group.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="One CSV row per photo.")] = False,
-    rescan: Annotated[bool, typer.Option(help="Search every photo again, not only new ones.")] = False,
+    rescan: Annotated[bool, typer.Option("--rescan", help="Search every photo again, not only new ones.")] = False,
     library: LibraryOpt = None,
     model: ModelOpt = None,
     pretrained: PretrainedOpt = None,

@@ -18,14 +18,15 @@ def index(
     pretrained: PretrainedOpt = None,
     exclude: Annotated[Optional[list[str]], typer.Option(
         "--exclude", "-x", help="Glob of names or relative paths to skip (repeatable).")] = None,
-    include_hidden: Annotated[bool, typer.Option(help="Also index hidden files and folders.")] = False,
+    include_hidden: Annotated[bool, typer.Option("--include-hidden", help="Also index hidden files and folders.")] = False,
     workers: Annotated[int, typer.Option(help="Decode processes (-1: one per core, 0: none).")] = -1,
     batch_size: Annotated[int, typer.Option(help="Images per encoder batch (0: automatic).", min=0)] = 0,
     gpu_decode: Annotated[Optional[bool], typer.Option(
         "--gpu-decode/--no-gpu-decode", help="Decode JPEGs on the GPU too [default: when CUDA is used].",
         show_default=False)] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print a per-stage time breakdown.")] = False,
-    rebuild: Annotated[bool, typer.Option(help="Rebuild (and retrain) the search index from the stored vectors.")] = False,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Rebuild (and retrain) the search index from the stored "
+                                                             "vectors.")] = False,
 ) -> None:
     """Crawl folders, encode new and changed images, and build the search index."""
     from imgsearch import CrawlSettings, IndexSettings, check_roots

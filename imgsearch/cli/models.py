@@ -36,11 +36,11 @@ def train(
     warmup: Annotated[int, typer.Option(help="Warmup steps.")] = 50,
     accumulate: Annotated[int, typer.Option(min=1, help="Micro-batches per optimiser step.")] = 1,
     val_fraction: Annotated[float, typer.Option(help="Share of pairs held out for validation.")] = 0.1,
-    lock_image: Annotated[bool, typer.Option(help="Keep the image tower fixed (LiT).")] = False,
-    lock_text: Annotated[bool, typer.Option(help="Keep the text tower fixed.")] = False,
-    augment: Annotated[bool, typer.Option(help="Random crops and flips.")] = True,
+    lock_image: Annotated[bool, typer.Option("--lock-image", help="Keep the image tower fixed (LiT).")] = False,
+    lock_text: Annotated[bool, typer.Option("--lock-text", help="Keep the text tower fixed.")] = False,
+    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Random crops and flips.")] = True,
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model (CUDA).")] = False,
-    resume: Annotated[bool, typer.Option(help="Continue the run saved in --out.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run saved in --out.")] = False,
     seed: Annotated[int, typer.Option()] = 0,
     workers: Annotated[int, typer.Option(help="Decode processes (-1: one per core).")] = -1,
 ) -> None:
@@ -152,7 +152,8 @@ def tag_images(
 def evaluate(
     folder: Annotated[Path, typer.Argument(help="A folder with one sub-folder of images per label.", show_default=False)],
     template: TemplateOpt = None,
-    k: Annotated[int, typer.Option("--k", "-k", help="Cut-off for precision@k and recall@k.", min=1)] = 10,
+    k: Annotated[int, typer.Option("--top", "-k", help="How many top results count, for precision@k and recall@k.",
+                                   min=1)] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     workers: Annotated[int, typer.Option(help="Decode processes (-1: one per core).")] = -1,
     library: LibraryOpt = None,
@@ -164,7 +165,7 @@ def evaluate(
 
     from imgsearch import check_templates, evaluate_folder
 
-    with handled({"k": "--k"}):
+    with handled():
         templates = check_templates(tuple(template or ()))
         report = _with_model(library, model, pretrained, lambda enc: evaluate_folder(enc, folder, templates, k, workers),
                              lambda lib: lib.evaluate(folder, templates, k, workers))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from collections.abc import Callable
+
 import faiss
 import numpy as np
 
@@ -39,11 +41,16 @@ def _row_pairs(owners: np.ndarray, found: np.ndarray, keep: np.ndarray) -> np.nd
 NO_PAIRS = np.zeros((0, 2), dtype=np.int64)
 
 
-def vector_neighbours(vectors: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+QUERY_CHUNK = 2048  # rows searched per call: progress moves, memory stays bounded
+
+
+def vector_neighbours(vectors: np.ndarray, rows: np.ndarray, k: int,
+                      advance: Callable[[int], None] = lambda n: None) -> np.ndarray:
     """(row, neighbour row) pairs, (m, 2), for the k nearest neighbours of `rows` among all vectors.
 
     Exhaustive for small sets, else an IVF index with flat (exact) storage and a generous nprobe: the
-    search is approximate in which lists it visits, never in the distances it returns.
+    search is approximate in which lists it visits, never in the distances it returns. `advance` is told
+    how many rows each step searched.
     """
     n, dim = vectors.shape
     if n < 2 or not len(rows):
@@ -60,12 +67,20 @@ def vector_neighbours(vectors: np.ndarray, rows: np.ndarray, k: int) -> np.ndarr
         index.train(vectors[np.sort(sample)])
         index.add(vectors)
         index.nprobe = max(8, nlist // 32)
-    _, found = index.search(np.ascontiguousarray(vectors[rows]), k)
-    return _row_pairs(np.asarray(rows, dtype=np.int64), found, np.ones(found.shape, dtype=bool))
+    rows = np.asarray(rows, dtype=np.int64)
+    parts = []
+    for lo in range(0, len(rows), QUERY_CHUNK):
+        chunk = rows[lo:lo + QUERY_CHUNK]
+        _, found = index.search(np.ascontiguousarray(vectors[chunk]), k)
+        parts.append(_row_pairs(chunk, found, np.ones(found.shape, dtype=bool)))
+        advance(len(chunk))
+    return np.concatenate(parts)
 
 
-def hash_neighbours(codes: np.ndarray, rows: np.ndarray, k: int, max_hamming: int) -> np.ndarray:
-    """(row, neighbour row) pairs, (m, 2), within max_hamming of any flip/rotation of `rows` (FAISS binary index)."""
+def hash_neighbours(codes: np.ndarray, rows: np.ndarray, k: int, max_hamming: int,
+                    advance: Callable[[int], None] = lambda n: None) -> np.ndarray:
+    """(row, neighbour row) pairs, (m, 2), within max_hamming of any flip/rotation of `rows` (FAISS binary index);
+    `advance` is told how many rows each step searched."""
     n = len(codes)
     if n < 2 or not len(rows):
         return NO_PAIRS
@@ -76,9 +91,15 @@ def hash_neighbours(codes: np.ndarray, rows: np.ndarray, k: int, max_hamming: in
         index.hnsw.efConstruction = 64
         index.hnsw.efSearch = 128
     index.add(base)
-    queries = np.ascontiguousarray(codes[rows][:, :len(TRANSFORMS), :COARSE_BYTES].reshape(-1, COARSE_BYTES))
-    dist, found = index.search(queries, min(k + 1, n))
-    return _row_pairs(np.repeat(np.asarray(rows, dtype=np.int64), len(TRANSFORMS)), found, dist <= max_hamming)
+    rows = np.asarray(rows, dtype=np.int64)
+    parts = []
+    for lo in range(0, len(rows), QUERY_CHUNK):
+        chunk = rows[lo:lo + QUERY_CHUNK]
+        queries = np.ascontiguousarray(codes[chunk][:, :len(TRANSFORMS), :COARSE_BYTES].reshape(-1, COARSE_BYTES))
+        dist, found = index.search(queries, min(k + 1, n))
+        parts.append(_row_pairs(np.repeat(chunk, len(TRANSFORMS)), found, dist <= max_hamming))
+        advance(len(chunk))
+    return np.concatenate(parts)
 
 
 def score_pairs(ids: np.ndarray, vectors: np.ndarray, codes: np.ndarray | None, has_code: np.ndarray | None,

@@ -164,15 +164,16 @@ def _in_scope(path: str, folders: Sequence[str]) -> bool:
 
 
 def _candidates(ids: np.ndarray, matrix: np.ndarray, code_matrix: np.ndarray, has_code: np.ndarray,
-                rows_to_scan: np.ndarray, k: int, floor: dict) -> list[Pair]:
+                rows_to_scan: np.ndarray, k: int, floor: dict, progress: Progress) -> list[Pair]:
     """Pairs of `rows_to_scan` with their k nearest by vector and by hash, scored exactly, kept per the floor."""
-    candidate_rows = vector_neighbours(matrix, rows_to_scan, k)
     coded = np.flatnonzero(has_code)
+    queries = rows_to_scan[has_code[rows_to_scan]] if len(rows_to_scan) else rows_to_scan
+    progress.stage("finding candidates", len(rows_to_scan) + len(queries), unit="photo")
+    candidate_rows = vector_neighbours(matrix, rows_to_scan, k, progress.advance)
     if len(coded):
         local = np.full(len(ids), -1, dtype=np.int64)
         local[coded] = np.arange(len(coded))
-        queries = local[rows_to_scan[has_code[rows_to_scan]]] if len(rows_to_scan) else rows_to_scan
-        hits = hash_neighbours(code_matrix[coded], queries, k, floor["hamming"])
+        hits = hash_neighbours(code_matrix[coded], local[queries], k, floor["hamming"], progress.advance)
         candidate_rows = np.concatenate([candidate_rows, coded[hits]])
     return score_pairs(ids, matrix, code_matrix, has_code, candidate_rows, floor["cosine"], floor["hamming"],
                        floor["hashed_cosine"])
@@ -215,8 +216,7 @@ def gather(sessions: sessionmaker[Session], model: Model, options: DupOptions,
     blank = bytes(ROWS * CODE_BYTES)
     code_matrix = hash_array([codes_by_id.get(int(i), blank) for i in ids.tolist()])
 
-    progress.stage("finding candidates", None)
-    new_pairs = _candidates(ids, matrix, code_matrix, has_code, rows_to_scan, options.k, floor)
+    new_pairs = _candidates(ids, matrix, code_matrix, has_code, rows_to_scan, options.k, floor, progress)
     with sessions.begin() as session:
         store.replace_pairs(session, model.id, None if full_scan else rescan_ids.tolist(),
                             [{"a": p.a, "b": p.b, "cosine": p.cosine, "hamming": p.hamming, "transform": p.transform,

@@ -11,8 +11,9 @@ from sqlalchemy.exc import OperationalError as SAOperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from imgsearch import store
-from imgsearch.config import SearchOptions
+from imgsearch.config import Filters, SearchOptions
 from imgsearch.errors import ImageError, UsageError
+from imgsearch.fs import is_inside
 from imgsearch.images.decode import decode_data, default_pixel_limit, read_file
 from imgsearch.models.encoder import Encoder
 from imgsearch.search.fetch import fetch_url
@@ -34,6 +35,7 @@ def search(sessions: sessionmaker[Session], row: Model, encoder: Callable[[], En
     options = check_options(options)
     query = combine(query_vectors(sessions, row, encoder, terms), [t.weight for t in terms])
     with sessions() as session:
+        _check_filters(session, options.filters)
         exclude = {i for t in terms if t.kind == "image"
                    for i in [store.image_id_for_path(session, os.path.abspath(Path(t.value).expanduser()))]
                    if i is not None}
@@ -47,6 +49,22 @@ def search(sessions: sessionmaker[Session], row: Model, encoder: Callable[[], En
         hits = order(hits, paths, "score")[options.offset:]
         hits = order(hits, paths, options.sort, lambda ids: store.dates_for(session, ids))
     return [SearchResult(rank=n, score=s, path=paths[i], id=i) for n, (i, s) in enumerate(hits, 1)]
+
+
+def _check_filters(session: Session, filters: Filters) -> None:
+    """A filter that can match nothing in this library is a mistake worth naming, not an empty result."""
+    if filters.folder:
+        roots = store.list_roots(session)
+        if not any(is_inside(filters.folder, r) or is_inside(r, filters.folder) for r in roots):
+            raise UsageError(f"{filters.folder} is not inside any indexed folder, so nothing can match "
+                             f"{{param}} (indexed: {', '.join(roots) or 'none yet'})", "folder")
+    if filters.tags:
+        known = {label.lower(): label for label in store.tag_counts(session)}
+        unknown = [t for t in filters.tags if t.lower() not in known]
+        if unknown:
+            hint = (f"the tags in this library are {', '.join(sorted(known.values()))}" if known
+                    else "no image is tagged yet: label them with `imgsearch tag --labels LABEL,LABEL`")
+            raise UsageError(f"no image is tagged {', '.join(map(repr, unknown))} ({{param}}): {hint}", "tags")
 
 
 def query_vectors(sessions: sessionmaker[Session], row: Model, encoder: Callable[[], Encoder],
