@@ -159,7 +159,8 @@ def _hub_file(src: Source, repo: str, names: list[str]) -> Path:
         except LocalEntryNotFoundError:
             continue
     if not hub_reachable():
-        raise ModelLoadError(offline_message(src, f"https://huggingface.co/{repo}", names[0]))
+        weights = names[0] if names != [CONFIG_FILE] else _weight_names(None)[0]
+        raise ModelLoadError(offline_message(src, f"https://huggingface.co/{repo}", weights))
     last: Exception | None = None
     for name in names:
         try:
