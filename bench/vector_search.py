@@ -100,14 +100,27 @@ def bench_size(n: int, dim: int, queries_n: int, intrinsic: int) -> None:
         print(f"  p50 latency exact / chosen: {rows[0][4] / rows[1][4]:.1f}x", flush=True)
 
 
+def add_synthetic_images(lib, model_info, vectors: np.ndarray, prefix: str = "/photos") -> None:  # noqa: ANN001
+    """Rows for len(vectors) made-up 12 MP photos (paths under `prefix`) with these vectors, as if indexed."""
+    from imgsearch import store
+    from imgsearch.images.decode import Decoded
+    from imgsearch.images.exif import ImageInfo
+
+    info = ImageInfo(4000, 3000, "JPEG")
+    with lib.sessions.begin() as session:
+        model_id = store.get_or_create_model(session, model_info).id
+        for start in range(0, len(vectors), 10_000):
+            chunk = range(start, min(len(vectors), start + 10_000))
+            ids, _ = store.save_decoded(session, [(Decoded(f"{prefix}/{i}.jpg", np.zeros(1), info, f"{i}", 1, 1), None)
+                                                  for i in chunk])
+            store.save_vectors(session, model_id, ids, vectors[start:start + len(ids)])
+
+
 def bench_e2e(n: int, dim: int, model: str, work: Path) -> None:
     """Library.search with new texts (encoder runs) and repeated texts (cache), warm, at n images."""
     from bench_models import save_random_model
 
-    from imgsearch import store
     from imgsearch.config import ModelSpec, SearchOptions
-    from imgsearch.images.decode import Decoded
-    from imgsearch.images.exif import ImageInfo
     from imgsearch.library import Library
     from imgsearch.search.query import Term
 
@@ -118,14 +131,7 @@ def bench_e2e(n: int, dim: int, model: str, work: Path) -> None:
         enc = lib.encoder(spec)
         vectors = clustered(n, enc.info.dim)
         t = time.perf_counter()
-        info = ImageInfo(4000, 3000, "JPEG")
-        with lib.sessions.begin() as session:
-            model_id = store.get_or_create_model(session, enc.info).id
-            for start in range(0, n, 10_000):
-                chunk = range(start, min(n, start + 10_000))
-                ids, _ = store.save_decoded(session, [(Decoded(f"/photos/{i}.jpg", np.zeros(1), info, f"{i}", 1, 1), None)
-                                                      for i in chunk])
-                store.save_vectors(session, model_id, ids, vectors[start:start + len(ids)])
+        add_synthetic_images(lib, enc.info, vectors)
         lib.search([Term(1.0, "text", "warm up")], SearchOptions(k=10))  # builds the index, loads the model
         print(f"e2e: library of {n:,} images ready in {time.perf_counter() - t:.0f} s; model {model} on "
               f"{enc.device}, {os.cpu_count()} cores", flush=True)

@@ -19,7 +19,7 @@ _LAZY = {
     "Library": "imgsearch.library", "upgrade": "imgsearch.library",
     "ModelSpec": "imgsearch.config", "IndexSettings": "imgsearch.config", "CrawlSettings": "imgsearch.config",
     "SearchOptions": "imgsearch.config", "Filters": "imgsearch.config", "DupOptions": "imgsearch.config",
-    "ImgSearchError": "imgsearch.errors", "UsageError": "imgsearch.errors",
+    "ImgSearchError": "imgsearch.errors", "UsageError": "imgsearch.errors", "NotFoundError": "imgsearch.errors",
     "Term": "imgsearch.search.query", "parse_query": "imgsearch.search.query",
     "parse_filters": "imgsearch.search.filters", "SearchResult": "imgsearch.search.ranking",
     "export_results": "imgsearch.search.export", "thumbnail_jpeg": "imgsearch.images.decode",
@@ -30,14 +30,14 @@ _LAZY = {
     "TrainSettings": "imgsearch.models.training", "train": "imgsearch.models.training",
 }
 __all__ = ["CrawlSettings", "DupOptions", "Filters", "ImgSearchError", "IndexSettings", "Library", "ModelSpec",
-           "SearchOptions", "SearchResult", "Term", "TrainSettings", "UsageError", "check_roots",
+           "NotFoundError", "SearchOptions", "SearchResult", "Term", "TrainSettings", "UsageError", "check_roots",
            "check_templates", "classify", "evaluate_folder", "export_results", "load_encoder", "parse_duration",
            "parse_filters", "parse_labels", "parse_query", "read_pairs", "thumbnail_jpeg", "train", "upgrade"]
 
 if TYPE_CHECKING:
     from imgsearch.config import CrawlSettings, DupOptions, Filters, IndexSettings, ModelSpec, SearchOptions
     from imgsearch.dups.options import parse_duration
-    from imgsearch.errors import ImgSearchError, UsageError
+    from imgsearch.errors import ImgSearchError, NotFoundError, UsageError
     from imgsearch.images.decode import thumbnail_jpeg
     from imgsearch.library import Library, upgrade
     from imgsearch.models.encoder import load_encoder

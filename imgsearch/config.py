@@ -28,6 +28,7 @@ DEFAULT_EXCLUDES = (
 DB_FILENAME = "library.db"
 MANIFEST_FILENAME = "manifest.json"
 INDEX_DIRNAME = "indexes"
+SERVER_FILENAME = "server.json"  # written by `imgsearch serve`: where CLI commands on this machine find it
 
 
 def default_library_dir() -> Path:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from imgsearch import folder, store
+from imgsearch import folder, photos, store
 from imgsearch.config import (DB_FILENAME, INDEX_DIRNAME, DupOptions, IndexSettings, ModelSpec, SearchOptions,
                               default_library_dir)
 from imgsearch.dups import actions as dup_actions
@@ -28,7 +28,8 @@ from imgsearch.errors import (LibraryNotFoundError, ModelMismatchError, NothingI
 from imgsearch.models.encoder import Encoder, EncoderCache, load_encoder
 from imgsearch.models.evaluation import EvalReport, evaluate_folder
 from imgsearch.models.zeroshot import DEFAULT_TEMPLATES, classify
-from imgsearch.progress import Progress
+from imgsearch.photos import THUMB_DIRNAME, PhotoInfo, Thumbnails
+from imgsearch.progress import Progress, SilentProgress
 from imgsearch.search import searcher, tagging
 from imgsearch.search.export import export_vectors
 from imgsearch.search.query import Term, check_text
@@ -40,6 +41,7 @@ from imgsearch.vectors.build import IndexCache
 from indexer.pipeline import RunReport, check_roots, run_index
 
 EncoderLoader = Callable[[ModelSpec], Encoder]
+UPLOAD_MAX_PIXELS = 50_000_000  # an image sent by a client is decoded within this, whatever the machine's RAM
 __all__ = ["Library", "UpgradeReport", "upgrade", "DupReport", "LibraryStatus", "RunReport", "ActionReport"]
 
 
@@ -55,6 +57,7 @@ class Library:
         self.sessions = db.session_factory(self.engine)
         self._encoders = EncoderCache(encoder_loader or load_encoder)
         self._indexes = IndexCache(self.sessions, self.index_dir)
+        self.thumbnails = Thumbnails(self.sessions, path / THUMB_DIRNAME, writable=not read_only)
 
     # --- opening ---------------------------------------------------------------------------------
 
@@ -178,11 +181,42 @@ class Library:
     # --- searching -------------------------------------------------------------------------------
 
     def search(self, terms: Sequence[Term], options: SearchOptions = SearchOptions(),
-               model: ModelSpec | None = None) -> list[SearchResult]:
-        """Rank the library for a combination of text and image terms, with filters and paging."""
+               model: ModelSpec | None = None, allow_urls: bool = True) -> list[SearchResult]:
+        """Rank the library for a combination of text and image terms, with filters and paging (image URLs are
+        fetched only when `allow_urls`)."""
         row = self._model_row(model)
         return searcher.search(self.sessions, row, lambda: self._checked_encoder(row, model),
-                               lambda: self._indexes.get(row.id), terms, options)
+                               lambda: self._indexes.get(row.id), terms, options, allow_urls)
+
+    def similar(self, image_id: int, options: SearchOptions = SearchOptions(),
+                model: ModelSpec | None = None) -> list[SearchResult]:
+        """The photos most like one of the library's (from its stored vector: nothing is decoded)."""
+        return self.search([Term(1.0, "photo", str(int(image_id)))], options, model)
+
+    def embed_image(self, data: bytes, model: ModelSpec | None = None, max_pixels: int = UPLOAD_MAX_PIXELS) -> Term:
+        """A query term for an image given as bytes (an upload), decoded as safely as indexing decodes."""
+        row = self._model_row(model)
+        vector = searcher.image_vector(data, self._checked_encoder(row, model), max_pixels)
+        return Term(1.0, "vector", "upload", vector)
+
+    def photo(self, image_id: int) -> PhotoInfo:
+        """One photo's record: path, size, dimensions, date taken, camera, GPS, tags."""
+        return photos.photo(self.sessions, image_id)
+
+    def original(self, image_id: int) -> Path:
+        """The photo's file, only if it really lies inside an indexed folder (else NotFoundError)."""
+        return photos.original(self.sessions, image_id)
+
+    def make_thumbnails(self, size: int = 320, progress: Progress | None = None,
+                        threads: int | None = None) -> tuple[int, int, int]:
+        """Make the thumbnails a viewer will ask for ahead of time: (made, already there, failed)."""
+        with self._writing():
+            return self.thumbnails.make_all(size, progress or SilentProgress(), threads or os.cpu_count() or 1)
+
+    def tags(self) -> dict[str, int]:
+        """Each tag and how many photos carry it."""
+        with self.session() as session:
+            return store.tag_counts(session)
 
     def search_text(self, query: str, k: int = 10, model: ModelSpec | None = None) -> list[SearchResult]:
         """The k images that best match a text."""

@@ -72,3 +72,16 @@ def test_name_and_tag_hint_names_the_file_and_the_command_works(tmp_path: Path, 
     args = file_hint.replace("/path/to/open_clip_model.safetensors", str(weights)).split()
     done = cli("index", pics, *args, "-L", tmp_path / "lib", "--workers", "0")
     assert done.exit_code == 0 and "2 new" in done.stderr, done.output
+
+
+def test_tag_hint_works(tmp_path: Path, pics: Path, tiny_model_dir: Path) -> None:
+    lib = tmp_path / "lib"
+    assert cli("index", pics, "-m", f"local-dir:{tiny_model_dir}", "-L", lib, "--workers", "0").exit_code == 0
+    failed = cli("search", "x", "--tag", "red", "-L", lib)
+    assert failed.exit_code == 2
+    [hint] = re.findall(r"`(imgsearch tag [^`]*)`", failed.stderr.replace("\n", " "))
+    assert hint == "imgsearch tag --labels LABEL,LABEL"
+    tagged = cli(*hint.replace("LABEL,LABEL", "red,blue").split()[1:], "-L", lib)
+    assert tagged.exit_code == 0, tagged.output
+    found = cli("search", "x", "--tag", "red", "-L", lib, "--paths")
+    assert found.exit_code == 0 and found.stdout.strip(), found.output

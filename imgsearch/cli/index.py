@@ -27,6 +27,8 @@ def index(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print a per-stage time breakdown.")] = False,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Rebuild (and retrain) the search index from the stored "
                                                              "vectors.")] = False,
+    thumbnails: Annotated[bool, typer.Option("--thumbnails", help="Also make the thumbnails `imgsearch serve` shows, "
+                                                                   "so its first scroll is fast.")] = False,
 ) -> None:
     """Crawl folders, encode new and changed images, and build the search index."""
     from imgsearch import CrawlSettings, IndexSettings, check_roots
@@ -38,6 +40,7 @@ def index(
                                  batch_size=batch_size, workers=workers, gpu_decode=gpu_decode, rebuild=rebuild)
         with open_library(library, create=True) as lib:
             report = lib.index(folders or (), model_spec(model, pretrained), settings, TqdmProgress())
+            made = lib.make_thumbnails(progress=TqdmProgress()) if thumbnails else None
         for warning in report.warnings:
             err(f"Warning: {warning}")
         for path, reason in report.skipped_now[:20]:
@@ -47,3 +50,5 @@ def index(
         if verbose:
             err(report.times.breakdown(report.seconds))
         err(f"Indexed: {report.summary()}")
+        if made is not None:
+            err(f"Thumbnails: {made[0]} made, {made[1]} already there" + (f", {made[2]} failed" if made[2] else ""))

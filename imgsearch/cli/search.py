@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -58,8 +60,17 @@ def search(
         terms = (parse_query(query) if query else []) + ([Term(1.0, "image", str(image))] if image else [])
         filters = parse_filters(in_folder, after, before, camera, ext or (), min_size, tag or ())
         options = SearchOptions(k=top, offset=offset, min_score=min_score, sort=sort, filters=filters)
-        with open_library(library) as lib:
-            results = lib.search(terms, options, model_spec(model, pretrained))
+        results = None
+        if all(t.kind == "text" for t in terms) and model is None and pretrained is None:
+            params = [("q", shlex.join(query or [])), ("k", str(top)), ("offset", str(offset)), ("sort", sort)]
+            params += [(name, str(value)) for name, value in (("folder", filters.folder), ("after", after),
+                       ("before", before), ("camera", camera), ("min_size", min_size), ("min_score", min_score))
+                       if value is not None]
+            params += [("ext", e) for e in ext or ()] + [("tag", t) for t in tag or ()]
+            results = _ask_server(library, params, query or [])
+        if results is None:
+            with open_library(library) as lib:
+                results = lib.search(terms, options, model_spec(model, pretrained))
         if html_file is not None:
             _write_html(html_file, results, " ".join(query or []) or str(image))
         for dest, mode in ((copy_to, "copy"), (link_to, "link")):
@@ -78,6 +89,19 @@ def search(
         sys.stdout.write(output.table(results))
     if not results:
         err("No results" + (" at or above --min-score" if min_score is not None else "") + ".")
+
+
+def _ask_server(library: Optional[Path], params: list[tuple[str, str]], words: list[str]) -> list | None:
+    """A running `imgsearch serve` of this library answers a text query without loading a model here."""
+    if any(re.match(r"^like:\d+$", w) for w in words):  # the server's own syntax: not what the words mean here
+        return None
+    from imgsearch import SearchResult
+    from imgsearch.cli.remote import running_server, search
+    from imgsearch.config import default_library_dir
+
+    server = running_server((library.expanduser() if library else default_library_dir()).absolute())
+    rows = search(server, params) if server else None
+    return None if rows is None else [SearchResult(r["rank"], r["score"], r["path"], r["id"]) for r in rows]
 
 
 def _write_html(path: Path, results: list, title: str) -> None:

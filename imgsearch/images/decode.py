@@ -265,13 +265,20 @@ def decode_file(path: str, geo: Geometry, max_pixels: int) -> Decoded:
     return decode_data(read_file(path, file_limit(max_pixels)), geo, max_pixels)
 
 
+def thumbnail(path: str, size: int, fmt: str = "WEBP", max_pixels: int = 200_000_000) -> bytes:
+    """A small EXIF-oriented copy of an image, its longer side `size` at most, encoded as `fmt` (WEBP, JPEG).
+    JPEGs are DCT-downscaled while decoding (draft mode): a 12 MP photo costs a fraction of a full decode.
+    Raises ImageError for a file that cannot be read."""
+    img, _ = open_rgb(path, max_pixels, draft_to=(size, size))
+    img.thumbnail((size, size), Image.Resampling.BICUBIC)
+    out = io.BytesIO()
+    img.save(out, format=fmt, quality=80, **({"method": 4} if fmt == "WEBP" else {}))
+    return out.getvalue()
+
+
 def thumbnail_jpeg(path: str, size: int = 256, max_pixels: int = 200_000_000) -> bytes | None:
     """A small oriented JPEG of an image for contact sheets; None if the file cannot be read."""
     try:
-        img, _ = open_rgb(path, max_pixels, draft_to=(size, size))
+        return thumbnail(path, size, "JPEG", max_pixels)
     except ImageError:
         return None
-    img.thumbnail((size, size), Image.Resampling.BICUBIC)
-    out = io.BytesIO()
-    img.save(out, format="JPEG", quality=80)
-    return out.getvalue()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -22,11 +22,16 @@ _WEIGHT = re.compile(r"^([+-]?\d+(?:\.\d+)?):(.*)$", re.DOTALL)
 
 @dataclass(frozen=True)
 class Term:
-    """One part of a query: weight * embedding(value)."""
+    """One part of a query: weight * embedding(value).
+
+    kind: "text" (words), "image" (a file path), "url" (an http(s) image), "photo" (the id of a photo in the
+    library: its stored vector, no decoding) or "vector" (an embedding computed already, e.g. of an upload).
+    """
 
     weight: float
-    kind: str  # "text" | "image" | "url"
+    kind: str
     value: str
+    vector: np.ndarray | None = field(default=None, compare=False, repr=False)  # kind "vector"
 
 
 def check_text(query: str) -> str:

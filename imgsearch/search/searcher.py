@@ -12,9 +12,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from imgsearch import store
 from imgsearch.config import Filters, SearchOptions
-from imgsearch.errors import ImageError, UsageError
+from imgsearch.errors import ImageError, NotFoundError, UsageError
 from imgsearch.fs import is_inside
-from imgsearch.images.decode import decode_data, default_pixel_limit, read_file
+from imgsearch.images.decode import FileData, decode_data, default_pixel_limit, file_limit, read_file
 from imgsearch.models.encoder import Encoder
 from imgsearch.search.fetch import fetch_url
 from imgsearch.search.query import Term, combine
@@ -27,18 +27,23 @@ CACHE_WRITE_WAIT_MS = 200  # a search waits this long for an indexer's write loc
 
 
 def search(sessions: sessionmaker[Session], row: Model, encoder: Callable[[], Encoder],
-           index: Callable[[], VectorIndex], terms: Sequence[Term], options: SearchOptions) -> list[SearchResult]:
+           index: Callable[[], VectorIndex], terms: Sequence[Term], options: SearchOptions,
+           allow_urls: bool = True) -> list[SearchResult]:
     """Rank the library for a combination of text and image terms, with filters and paging.
 
-    `encoder` and `index` are called only when needed: a cached text query loads no model.
+    `encoder` and `index` are called only when needed: a cached text query loads no model. Query images
+    given by file or id are left out of their own results. `allow_urls` False refuses URL terms (a server
+    does not fetch addresses for its remote clients).
     """
     options = check_options(options)
+    if not allow_urls and any(t.kind == "url" for t in terms):
+        raise UsageError("image URLs are not fetched here: download the image and give it as a file", "query")
     query = combine(query_vectors(sessions, row, encoder, terms), [t.weight for t in terms])
     with sessions() as session:
         _check_filters(session, options.filters)
         exclude = {i for t in terms if t.kind == "image"
                    for i in [store.image_id_for_path(session, os.path.abspath(Path(t.value).expanduser()))]
-                   if i is not None}
+                   if i is not None} | {int(t.value) for t in terms if t.kind == "photo"}
         allowed = store.filter_ids(session, options.filters) if options.filters.active() else None
     ann = index()
     if options.offset >= len(ann):
@@ -63,7 +68,7 @@ def _check_filters(session: Session, filters: Filters) -> None:
         unknown = [t for t in filters.tags if t.lower() not in known]
         if unknown:
             hint = (f"the tags in this library are {', '.join(sorted(known.values()))}" if known
-                    else "no image is tagged yet: label them with `imgsearch tag --labels LABEL,LABEL`")
+                    else "no image is tagged yet: label them with `imgsearch tag {param:labels} LABEL,LABEL`")
             raise UsageError(f"no image is tagged {', '.join(map(repr, unknown))} ({{param}}): {hint}", "tags")
 
 
@@ -71,19 +76,33 @@ def query_vectors(sessions: sessionmaker[Session], row: Model, encoder: Callable
                   terms: Sequence[Term]) -> np.ndarray:
     """One vector per term; cached texts need no model, so a repeated query starts instantly."""
     texts = [t.value for t in terms if t.kind == "text"]
+    photos = [int(t.value) for t in terms if t.kind == "photo"]
     with sessions() as session:
         known = store.cached_text_vectors(session, row.id, texts, row.dim) if texts else {}
+        stored = store.vectors_for(session, row.id, photos, row.dim) if photos else {}
+    missing = sorted(set(photos) - set(stored))
+    if missing:
+        raise NotFoundError(f"no photo {missing[0]} with a vector of this model in the library", "query")
     remember: dict[str, np.ndarray | None] = {text: None for text in known}
     new_texts = sorted(set(texts) - set(known))
-    model = encoder() if new_texts or len(texts) < len(terms) else None
+    model = encoder() if new_texts or any(t.kind in ("image", "url") for t in terms) else None
     if new_texts:
         assert model is not None
         for text, vector in zip(new_texts, model.encode_texts(new_texts)):
             known[text] = remember[text] = vector
     if remember:
         remember_texts(sessions, row.id, remember)
-    return np.stack([known[t.value] if t.kind == "text" else model.encode_pixels(query_pixels(t, model)[None])[0]
-                     for t in terms])
+
+    def vector(t: Term) -> np.ndarray:
+        if t.kind == "text":
+            return known[t.value]
+        if t.kind == "photo":
+            return stored[int(t.value)]
+        if t.kind == "vector":
+            return np.asarray(t.vector, dtype=np.float32)
+        return model.encode_pixels(query_pixels(t, model)[None])[0]
+
+    return np.stack([vector(t) for t in terms])
 
 
 def remember_texts(sessions: sessionmaker[Session], model_id: int, vectors: dict[str, np.ndarray | None]) -> None:
@@ -98,6 +117,18 @@ def remember_texts(sessions: sessionmaker[Session], model_id: int, vectors: dict
             session.commit()
         except SAOperationalError:
             session.rollback()
+
+
+def image_vector(data: bytes, encoder: Encoder, max_pixels: int) -> np.ndarray:
+    """The embedding of an image given as bytes (an upload); a usage error naming why it cannot be used."""
+    if len(data) > file_limit(max_pixels):
+        raise UsageError(f"the image is {len(data):,} bytes, over the {file_limit(max_pixels):,} allowed", "image")
+    try:
+        pixels = decode_data(FileData("upload", bytearray(data), len(data), 0), encoder.info.geometry,
+                             max_pixels).pixels
+    except ImageError as exc:
+        raise UsageError(f"the image cannot be used: {exc.message}", "image") from exc
+    return encoder.encode_pixels(pixels[None])[0]
 
 
 def query_pixels(term: Term, encoder: Encoder) -> np.ndarray:

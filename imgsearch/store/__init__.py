@@ -18,6 +18,7 @@ from imgsearch.store.images import (  # noqa: F401
     dates_for,
     delete_images,
     filter_ids,
+    get_image,
     image_id_for_path,
     indexed_photos,
     known_files,
@@ -30,7 +31,7 @@ from imgsearch.store.images import (  # noqa: F401
     skipped_images,
 )
 from imgsearch.store.runs import RUN_COUNTS, finish_run, last_run, start_run  # noqa: F401
-from imgsearch.store.tags import replace_tags, tag_counts  # noqa: F401
+from imgsearch.store.tags import replace_tags, tag_counts, tags_of  # noqa: F401
 from imgsearch.store.vectors import (  # noqa: F401
     TEXT_CACHE_SIZE,
     bump_generation,

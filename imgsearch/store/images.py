@@ -158,6 +158,10 @@ def dates_for(session: Session, ids: Sequence[int]) -> dict[int, datetime]:
     return out
 
 
+def get_image(session: Session, image_id: int) -> Image | None:
+    return session.get(Image, image_id)
+
+
 def image_id_for_path(session: Session, path: str) -> int | None:
     return session.scalar(select(Image.id).where(Image.path == path))
 

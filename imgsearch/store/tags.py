@@ -20,6 +20,12 @@ def replace_tags(session: Session, model_id: int, labels: Sequence[str], rows: S
                                       for i, label, p in rows])
 
 
+def tags_of(session: Session, image_id: int) -> list[tuple[str, float]]:
+    """(label, probability) of one image, most likely first."""
+    return [(label, p) for label, p in session.execute(
+        select(Tag.label, Tag.probability).where(Tag.image_id == image_id).order_by(Tag.probability.desc()))]
+
+
 def tag_counts(session: Session) -> dict[str, int]:
     """How many images carry each tag."""
     return dict(session.execute(select(Tag.label, func.count(func.distinct(Tag.image_id))).group_by(Tag.label)).all())

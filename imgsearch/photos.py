@@ -1,0 +1,140 @@
+"""One photo of the library, as a viewer needs it: its record, its original file (only ever from inside an
+indexed folder), and small WebP thumbnails cached in the library by content and size."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from imgsearch import store
+from imgsearch.errors import ImageError, NotFoundError
+from imgsearch.fs import atomic_write
+from imgsearch.images.decode import thumbnail
+from imgsearch.progress import Progress
+from imgsearch.store.orm import STATUS_INDEXED
+
+THUMB_SIZES = (160, 320, 640, 1280)  # the sizes a viewer may ask for (any other is rounded up to one)
+THUMB_DIRNAME = "thumbs"
+
+
+@dataclass(frozen=True)
+class PhotoInfo:
+    id: int
+    path: str
+    name: str
+    size: int
+    width: int | None
+    height: int | None
+    format: str | None
+    taken_at: datetime | None
+    camera: str | None
+    gps: tuple[float, float] | None
+    modified_at: datetime
+    tags: list[tuple[str, float]] = field(default_factory=list)
+
+
+def photo(sessions: sessionmaker[Session], image_id: int) -> PhotoInfo:
+    """An indexed photo's record; NotFoundError for an id the library does not have (or not as a photo)."""
+    with sessions() as session:
+        image = store.get_image(session, image_id)
+        if image is None or image.status != STATUS_INDEXED:
+            raise NotFoundError(f"no photo {image_id} in this library", "image_id")
+        camera = " ".join(p for p in (image.camera_make, image.camera_model) if p) or None
+        gps = (image.gps_lat, image.gps_lon) if image.gps_lat is not None and image.gps_lon is not None else None
+        return PhotoInfo(image.id, image.path, Path(image.path).name, image.size, image.width, image.height,
+                         image.format, image.taken_at, camera, gps,
+                         datetime.fromtimestamp(image.mtime_ns / 1e9), store.tags_of(session, image_id))
+
+
+def original(sessions: sessionmaker[Session], image_id: int) -> Path:
+    """The photo's file, resolved; only if it really lies inside an indexed folder now (a symbolic link swapped in
+    after indexing, or a path leading out of the roots, is refused as not found)."""
+    info = photo(sessions, image_id)
+    with sessions() as session:
+        roots = [os.path.realpath(r) for r in store.list_roots(session)]
+    real = os.path.realpath(info.path)
+    inside = any(os.path.commonpath([real, root]) == root for root in roots)
+    if not inside or not os.path.isfile(real):
+        raise NotFoundError(f"photo {image_id} is not inside an indexed folder any more", "image_id")
+    return Path(real)
+
+
+class Thumbnails:
+    """Thumbnails made on demand, at most `parallel` at a time (a scroll through 10,000 photos cannot starve
+    searches), cached under the library folder by content fingerprint and size (a changed file gets new ones)."""
+
+    def __init__(self, sessions: sessionmaker[Session], folder: Path, writable: bool, parallel: int = 2) -> None:
+        self.sessions, self.folder, self.writable = sessions, folder, writable
+        self._slots = threading.BoundedSemaphore(parallel)
+
+    @staticmethod
+    def size_for(asked: int) -> int:
+        return next((s for s in THUMB_SIZES if s >= asked), THUMB_SIZES[-1])
+
+    def get(self, image_id: int, size: int) -> tuple[bytes, str]:
+        """(WebP bytes, cache key) of the photo at `size` (rounded up to a THUMB_SIZES entry)."""
+        size = self.size_for(size)
+        path = original(self.sessions, image_id)
+        with self.sessions() as session:
+            key = self._key(store.get_image(session, image_id), size)
+        cached = self._file(key)
+        if cached.is_file():
+            return cached.read_bytes(), key
+        with self._slots:
+            try:
+                data = thumbnail(str(path), size)
+            except ImageError as exc:
+                raise NotFoundError(f"photo {image_id} cannot be shown: {exc.message}", "image_id") from exc
+        self._keep(cached, data)
+        return data, key
+
+    def make_all(self, size: int, progress: Progress, threads: int) -> tuple[int, int, int]:
+        """Make every indexed photo's thumbnail at `size` that is not cached yet: (made, already there, failed).
+        Pillow decodes and resizes outside the GIL, so threads use every core."""
+        size = self.size_for(size)
+        with self.sessions() as session:
+            rows = [(r.path, self._file(self._key(r, size))) for r in store.indexed_photos(session)]
+        todo = [(path, cached) for path, cached in rows if not cached.is_file()]
+
+        def make(item: tuple[str, Path]) -> bool:
+            try:
+                self._keep(item[1], thumbnail(item[0], size))
+                return True
+            except ImageError:
+                return False
+
+        progress.stage("thumbnails", len(todo), "photo")
+        made = 0
+        with ThreadPoolExecutor(max(1, threads), thread_name_prefix="thumbs") as pool:
+            for ok in pool.map(make, todo):
+                made += ok
+                progress.advance()
+        progress.close()
+        return made, len(rows) - len(todo), len(todo) - made
+
+    @staticmethod
+    def _key(row, size: int) -> str:  # noqa: ANN001 (an image row)
+        """The file's content hash when dups has computed it (copies share thumbnails), else a fingerprint of its
+        path, size and modification time: either way, a changed file gets new thumbnails."""
+        content = row.content_hash or hashlib.sha1(f"{row.path}\0{row.size}\0{row.mtime_ns}".encode()).hexdigest()
+        return f"{content}-{size}"
+
+    def _file(self, key: str) -> Path:
+        return self.folder / key[:2] / f"{key}.webp"
+
+    def _keep(self, cached: Path, data: bytes) -> None:
+        if not self.writable:
+            return
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_write(cached) as f:
+                f.write(data)
+        except OSError:
+            pass  # a full disk costs the cache, not the picture

@@ -1,0 +1,175 @@
+"""The JSON API, /api/v1: search (text, upload, similar photos), photos and their files, duplicates and their
+actions, status, tags, background re-scans. Everything goes through the same public API the CLI uses."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi.responses import FileResponse, Response, StreamingResponse
+from pydantic import BaseModel
+
+from imgsearch import DupOptions, Library, NotFoundError, SearchOptions, Term, UsageError, parse_filters, parse_query
+from imgsearch.web.jobs import Jobs
+
+PHOTO_TERM = re.compile(r"^like:(\d+)$")  # in the query box: the photo with this id (the "similar" button)
+MAX_UPLOAD_BYTES = 30 * 1024 * 1024
+PAGE = 60
+
+
+class DupAction(BaseModel):
+    """The body of POST /dups/actions."""
+    action: str  # "move" | "link"
+    groups: list[int]  # keeper ids of the groups to act on (as /dups listed them)
+    keep: list[int] = []  # keepers chosen instead of the suggested ones
+    tier: list[str] = []
+    yes: bool = False
+
+
+def build_router(lib: Library, jobs: Jobs, set_aside: Path) -> APIRouter:
+    api = APIRouter(prefix="/api/v1")
+
+    def options(k: int, offset: int, min_score: float | None, sort: str, folder: str | None, after: str | None,
+                before: str | None, camera: str | None, ext: list[str], tag: list[str],
+                min_size: int | None) -> SearchOptions:
+        return SearchOptions(k=k, offset=offset, min_score=min_score, sort=sort,
+                             filters=parse_filters(folder, after, before, camera, ext, min_size, tag))
+
+    def results(hits: list, opts: SearchOptions) -> dict:
+        return {"results": [_hit(h) for h in hits], "offset": opts.offset,
+                "next_offset": opts.offset + len(hits) if len(hits) == opts.k else None}
+
+    @api.get("/search", summary="Search by text, `like:ID` terms, + and - arithmetic, with filters")
+    def search(q: str, k: Annotated[int, Query(ge=1, le=1000)] = PAGE, offset: Annotated[int, Query(ge=0)] = 0,
+               min_score: float | None = None, sort: str = "score", folder: str | None = None,
+               after: str | None = None, before: str | None = None, camera: str | None = None,
+               ext: Annotated[list[str], Query()] = [], tag: Annotated[list[str], Query()] = [],  # noqa: B006
+               min_size: int | None = None) -> dict:
+        opts = options(k, offset, min_score, sort, folder, after, before, camera, ext, tag, min_size)
+        return results(lib.search(query_terms(q), opts, allow_urls=False), opts)
+
+    @api.post("/search/image", summary="Search by an uploaded image (optionally combined with a text query)")
+    async def search_image(image: Annotated[UploadFile, File()], q: Annotated[str, Form()] = "",
+                           k: Annotated[int, Form(ge=1, le=1000)] = PAGE,
+                           offset: Annotated[int, Form(ge=0)] = 0) -> dict:
+        data = await image.read(MAX_UPLOAD_BYTES + 1)
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise UsageError(f"the image is over {MAX_UPLOAD_BYTES:,} bytes", "image")
+        terms = [lib.embed_image(data)] + (query_terms(q) if q.strip() else [])
+        opts = SearchOptions(k=k, offset=offset)
+        return results(lib.search(terms, opts, allow_urls=False), opts)
+
+    @api.get("/images/{image_id}", summary="A photo's record: path, size, date taken, camera, GPS, tags")
+    def image(image_id: int) -> dict:
+        return _jsonable(asdict(lib.photo(image_id)))
+
+    @api.get("/images/{image_id}/similar", summary="The photos most like this one")
+    def similar(image_id: int, k: Annotated[int, Query(ge=1, le=1000)] = PAGE,
+                offset: Annotated[int, Query(ge=0)] = 0) -> dict:
+        opts = SearchOptions(k=k, offset=offset)
+        return results(lib.similar(image_id, opts), opts)
+
+    @api.get("/images/{image_id}/thumb", summary="A WebP thumbnail (sizes 160, 320, 640, 1280)")
+    def thumb(image_id: int, request: Request, size: Annotated[int, Query(ge=16, le=4096)] = 320) -> Response:
+        data, key = lib.thumbnails.get(image_id, size)
+        etag = f'"{key}"'
+        headers = {"Cache-Control": "public, max-age=31536000, immutable", "ETag": etag}
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers=headers)
+        return Response(data, media_type="image/webp", headers=headers)
+
+    @api.get("/images/{image_id}/file", summary="The original file (byte ranges supported)")
+    def file(image_id: int) -> FileResponse:
+        path = lib.original(image_id)
+        return FileResponse(path, filename=path.name, content_disposition_type="inline")
+
+    @api.get("/tags", summary="Each tag and how many photos carry it")
+    def tags() -> dict:
+        return lib.tags()
+
+    @api.get("/status", summary="Roots, counts, models and their indexes, the last run, duplicates actions")
+    def status() -> dict:
+        return _jsonable(asdict(lib.status()))
+
+    @api.get("/dups", summary="Groups of copies with a keeper each (exact and near; similar when asked)")
+    def dups(tier: Annotated[list[str], Query()] = [], keep: Annotated[list[int], Query()] = []) -> dict:  # noqa: B006
+        report = lib.duplicates(_dup_options(lib, tier, keep))
+        return {"groups": [_group(g) for g in report.groups], "share": round(report.grouped_share, 4),
+                "warnings": report.warnings, "thresholds": asdict(report.thresholds)}
+
+    @api.post("/dups/actions", summary="Move the copies of some groups aside (or link exact ones), journaled")
+    def dup_action(body: DupAction) -> dict:
+        if body.action not in ("move", "link"):
+            raise UsageError("action must be move or link", "action")
+        report = lib.duplicates(_dup_options(lib, body.tier, body.keep))
+        chosen = [g for g in report.groups if g.keeper.id in set(body.groups)]
+        if len(chosen) != len(set(body.groups)):
+            raise UsageError("some groups are not duplicates any more: reload the page", "groups")
+        done = lib.act_on_duplicates(chosen, move_to=set_aside if body.action == "move" else None,
+                                     link="hard" if body.action == "link" else None, apply=True, yes=body.yes)
+        return _jsonable(asdict(done))
+
+    @api.post("/dups/undo", summary="Put the last applied duplicates action back exactly")
+    def dup_undo() -> dict:
+        return _jsonable(asdict(lib.undo_duplicates()))
+
+    @api.post("/jobs/rescan", summary="Re-scan the library's folders in the background", status_code=202)
+    def rescan() -> dict:
+        job = jobs.start("re-scan", lambda progress: lib.index((), progress=progress).summary())
+        return {"job": job.id, "events": f"/api/v1/jobs/{job.id}/events"}
+
+    @api.get("/jobs/{job_id}/events", summary="A job's progress as server-sent events")
+    def events(job_id: int) -> StreamingResponse:
+        job = jobs.get(job_id)
+        if job is None:
+            raise NotFoundError(f"no job {job_id} (only the latest one is kept)", "job_id")
+        stream = (f"data: {json.dumps(event)}\n\n" if event else ": keep-alive\n\n" for event in job.follow())
+        return StreamingResponse(stream, media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+
+    return api
+
+
+def query_terms(q: str) -> list[Term]:
+    """The CLI's query syntax; `like:ID` is a photo of the library. Paths and URLs are not taken from clients."""
+    try:
+        words = shlex.split(q)
+    except ValueError as exc:
+        raise UsageError(f"the query has an unclosed quote ({exc})", "q") from exc
+    terms = [Term(t.weight, "photo", m.group(1)) if t.kind == "text" and (m := PHOTO_TERM.match(t.value)) else t
+             for t in parse_query(words)]
+    if any(t.kind in ("image", "url") for t in terms):
+        raise UsageError("images are given by upload or as like:ID here, not as paths or URLs", "q")
+    return terms
+
+
+def _dup_options(lib: Library, tiers: list[str], keep: list[int]) -> DupOptions:
+    kept = tuple(lib.photo(i).path for i in keep)
+    return DupOptions(tiers=tuple(tiers), keep=kept) if tiers else DupOptions(keep=kept)
+
+
+def _hit(h) -> dict:  # noqa: ANN001 (SearchResult)
+    return {"id": h.id, "rank": h.rank, "score": round(h.score, 6), "path": h.path, "name": Path(h.path).name}
+
+
+def _group(g) -> dict:  # noqa: ANN001 (a duplicates Group)
+    return {"tier": g.tier, "keeper": g.keeper.id, "keeper_reason": g.keeper_reason,
+            "members": [{"id": m.photo.id, "path": m.photo.path, "name": Path(m.photo.path).name,
+                         "relation": m.relation, "width": m.photo.width, "height": m.photo.height,
+                         "bytes": m.photo.size, "cosine": None if m.cosine is None else round(m.cosine, 4),
+                         "hamming": m.hamming, "fine": m.fine, "transform": m.transform} for m in g.members]}
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value

@@ -1,0 +1,81 @@
+"""The application: routes, error answers, security, static files; and `serve`, which runs it with uvicorn and
+tells CLI commands on this machine where it is (server.json in the library folder)."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.staticfiles import StaticFiles
+
+from imgsearch import ImgSearchError, Library, __version__
+from imgsearch.config import SERVER_FILENAME
+from imgsearch.fs import atomic_write
+from imgsearch.web import api, errors, views
+from imgsearch.web.jobs import Jobs
+from imgsearch.web.security import Guard, GuardMiddleware
+
+SET_ASIDE_DIRNAME = "set-aside"
+
+
+def create_app(lib: Library, guard: Guard, set_aside: Path | None = None) -> FastAPI:
+    """The web app over one open library (shared by every request thread)."""
+    app = FastAPI(title="imgsearch", version=__version__, docs_url="/docs", redoc_url=None,
+                  description="Semantic search of a photo library: the same operations as the `imgsearch` command.")
+    app.state.library, app.state.jobs = lib, Jobs()
+    app.add_exception_handler(ImgSearchError, errors.handle)
+    app.add_exception_handler(RequestValidationError, errors.handle_invalid)
+    app.add_middleware(GuardMiddleware, guard=guard)
+    app.include_router(api.build_router(lib, app.state.jobs, set_aside or lib.path / SET_ASIDE_DIRNAME))
+    app.include_router(views.build_router(lib))
+    app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
+    return app
+
+
+def serve(lib: Library, host: str, port: int, token: str | None, preload: Callable[[], object] | None = None,
+          ready: Callable[[str], None] = lambda url: None) -> None:
+    """Run until interrupted. `ready(url)` is called once the socket listens; server.json is written for local CLI
+    commands (removed again at the end)."""
+    import uvicorn
+
+    guard = Guard(port=port, bind=host, token=token)
+    app = create_app(lib, guard)
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    url = f"http://{'[' + shown_host + ']' if ':' in shown_host else shown_host}:{port}/"
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    marker = lib.path / SERVER_FILENAME
+
+    def announce() -> None:
+        while not server.started and not server.should_exit:
+            threading.Event().wait(0.05)
+        if server.started:
+            if not lib.read_only:
+                try:
+                    with atomic_write(marker, "w") as f:
+                        f.write(json.dumps({"url": url, "pid": os.getpid(), "token": token}))
+                    os.chmod(marker, 0o600)
+                except OSError:
+                    pass  # CLI commands then simply do the work themselves
+            if preload is not None:
+                preload()
+            ready(url + (f"?token={token}" if token else ""))
+
+    threading.Thread(target=announce, name="announce", daemon=True).start()
+    try:
+        server.run()
+    finally:
+        if marker.is_file() and _owner(marker) == os.getpid():
+            marker.unlink(missing_ok=True)
+
+
+def _owner(marker: Path) -> int | None:
+    try:
+        return json.loads(marker.read_text()).get("pid")
+    except (OSError, ValueError):
+        return None

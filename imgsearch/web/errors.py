@@ -1,0 +1,35 @@
+"""Library errors as HTTP answers: the error's stable code picks the status, the body is JSON."""
+
+from __future__ import annotations
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from imgsearch.errors import ImgSearchError
+
+# the HTTP status for each ImgSearchError.code (anything else: 500)
+STATUS = {"usage": 400, "bad_image": 400, "not_found": 404, "not_a_library": 404, "busy": 409, "not_indexed": 409,
+          "schema": 409, "model_mismatch": 409, "read_only": 403, "disk_full": 507, "network": 502,
+          "model_unavailable": 503, "corrupt": 500, "error": 500}
+
+
+def status_of(exc: ImgSearchError) -> int:
+    return STATUS.get(exc.code, 500)
+
+
+def body(exc: ImgSearchError) -> dict:
+    """{"error": {"code", "message", "param"}}: parameters are named as the API's fields."""
+    return {"error": {"code": exc.code, "message": exc.render(lambda name: name), "param": exc.param}}
+
+
+async def handle(_request: Request, exc: ImgSearchError) -> JSONResponse:
+    return JSONResponse(body(exc), status_code=status_of(exc))
+
+
+async def handle_invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    """A parameter of the wrong type or out of range is a usage error like any other (400, code usage)."""
+    first = exc.errors()[0] if exc.errors() else {}
+    field = str(first.get("loc", ["", "?"])[-1])
+    message = f"{field}: {first.get('msg', 'invalid value')}"
+    return JSONResponse({"error": {"code": "usage", "message": message, "param": field}}, status_code=400)

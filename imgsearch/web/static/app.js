@@ -1,0 +1,243 @@
+// imgsearch's pages: infinite scroll, search by a dropped or pasted image, the keyboard, the duplicates review
+// and live progress of a re-scan. No inline scripts (the Content-Security-Policy forbids them), no CDN.
+"use strict";
+
+const $ = (sel, root = document) => root.querySelector(sel);
+const page = document.body.dataset.page;
+
+function tile(r, query, index) {  // the same markup as the tile macro in templates/macros.html
+  const box = document.createElement("div");
+  box.className = "tile";
+  box.dataset.id = r.id;
+  const open = document.createElement("a");
+  open.className = "open";
+  open.href = `/photo/${r.id}` + (query ? `?${query}&i=${index}` : "");
+  open.title = `${r.path} (${r.score.toFixed(3)})`;
+  const img = document.createElement("img");
+  img.src = `/api/v1/images/${r.id}/thumb?size=320`;
+  img.alt = r.name;
+  img.loading = "lazy";
+  img.width = img.height = 320;
+  const score = document.createElement("span");
+  score.className = "score";
+  score.textContent = r.score.toFixed(3);
+  open.append(img, score);
+  const like = document.createElement("a");
+  like.className = "like";
+  like.href = `/?q=like:${r.id}`;
+  like.title = "Photos like this one";
+  like.textContent = "Similar";
+  box.append(open, like);
+  return box;
+}
+
+async function api(url, options = {}) {
+  const response = await fetch(url, { credentials: "same-origin", ...options });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error((body.error && body.error.message) || response.statusText);
+  return body;
+}
+
+function message(text, bad = false) {
+  let p = $("#dup-message") || $(".error") || $(".empty");
+  if (!p) { p = document.createElement("p"); $("main").prepend(p); }
+  p.className = bad ? "error" : "message";
+  p.textContent = text;
+}
+
+// --- search: more results as the page scrolls ------------------------------------------------------------
+function infiniteScroll() {
+  const grid = $("#grid");
+  if (!grid || !grid.dataset.api) return;
+  let next = grid.dataset.next, loading = false;
+  const observer = new IntersectionObserver(async (entries) => {
+    if (!entries[0].isIntersecting || !next || loading) return;
+    loading = true;
+    try {
+      const body = await api(`${grid.dataset.api}&offset=${next}`);
+      body.results.forEach((r) => grid.append(tile(r, grid.dataset.query, body.offset + r.rank - 1)));
+      next = body.next_offset;
+    } catch (e) { message(e.message, true); next = null; }
+    loading = false;
+  }, { rootMargin: "800px" });
+  observer.observe($("#more"));
+}
+
+// --- search by an image: drop it, or paste it ------------------------------------------------------------
+async function searchByImage(file) {
+  const form = new FormData();
+  form.append("image", file);
+  form.append("q", $("#q").value);
+  const grid = $("#grid");
+  grid.dataset.api = "";  // the results of an upload have no address to scroll further
+  try {
+    const body = await api("/api/v1/search/image", { method: "POST", body: form });
+    grid.replaceChildren(...body.results.map((r) => tile(r, "", 0)));
+    $("#drop").textContent = `${body.results.length} photos like ${file.name || "the pasted image"}.`;
+  } catch (e) { message(e.message, true); }
+}
+
+function dropZone() {
+  const zone = $("#drop");
+  if (!zone) return;
+  const image = (items) => [...items].find((f) => f.type && f.type.startsWith("image/"));
+  document.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
+  document.addEventListener("dragleave", () => zone.classList.remove("over"));
+  document.addEventListener("drop", (e) => {
+    e.preventDefault();
+    zone.classList.remove("over");
+    const file = image(e.dataTransfer.files);
+    if (file) searchByImage(file);
+  });
+  document.addEventListener("paste", (e) => {
+    const item = [...e.clipboardData.items].find((i) => i.type.startsWith("image/"));
+    if (item) searchByImage(item.getAsFile());
+  });
+}
+
+// --- the keyboard: / search, arrows move, Enter opens, s similar, Esc back ----------------------------------
+function keyboard() {
+  document.addEventListener("keydown", (e) => {
+    const typing = ["INPUT", "SELECT", "TEXTAREA"].includes(document.activeElement.tagName);
+    if (e.key === "/" && !typing) { e.preventDefault(); $("#q").focus(); $("#q").select(); return; }
+    if (e.key === "Escape") {
+      if (typing) { document.activeElement.blur(); return; }
+      const back = $("#back");
+      if (back) window.location = back.href; else history.back();
+      return;
+    }
+    if (typing || e.ctrlKey || e.metaKey || e.altKey) return;
+    if (page === "photo") {
+      if (e.key === "ArrowLeft" && $("#prev")) window.location = $("#prev").href;
+      if (e.key === "ArrowRight" && $("#next")) window.location = $("#next").href;
+      if (e.key === "s") window.location = $("#similar").href;
+      return;
+    }
+    const tiles = [...document.querySelectorAll(".tile .open")];
+    if (!tiles.length) return;
+    const at = tiles.indexOf(document.activeElement);
+    const columns = Math.max(1, Math.round($("#grid").clientWidth / tiles[0].parentElement.getBoundingClientRect().width));
+    const moves = { ArrowRight: 1, ArrowLeft: -1, ArrowDown: columns, ArrowUp: -columns };
+    if (e.key in moves) {
+      e.preventDefault();
+      const to = tiles[Math.min(tiles.length - 1, Math.max(0, at < 0 ? 0 : at + moves[e.key]))];
+      tiles.forEach((t) => t.parentElement.classList.toggle("selected", t === to));
+      to.focus();
+    } else if (e.key === "s" && at >= 0) {
+      window.location = `/?q=like:${tiles[at].parentElement.dataset.id}`;
+    }
+  });
+}
+
+// --- the duplicates review --------------------------------------------------------------------------------
+async function duplicates() {
+  const groups = $("#groups");
+  const keep = new Map();  // group (by its suggested keeper) -> the keeper chosen instead
+  let warnings = [];  // e.g. "the groups hold 30% of the library": acting then needs a second yes
+  const tiers = () => $("#tier").value.split(",").filter(Boolean);
+  async function load() {
+    groups.setAttribute("aria-busy", "true");
+    const params = new URLSearchParams();
+    tiers().forEach((t) => params.append("tier", t));
+    keep.forEach((chosen) => params.append("keep", chosen));
+    try {
+      const body = await api(`/api/v1/dups?${params}`);
+      groups.replaceChildren(...body.groups.map(group));
+      if (!body.groups.length) groups.textContent = "No copies found.";
+      warnings = body.warnings || [];
+      const summary = $("#dup-summary");
+      summary.textContent = warnings.join(" ") || `${body.groups.length} group(s).`;
+      summary.className = warnings.length ? "error" : "message";
+    } catch (e) { message(e.message, true); }
+    groups.removeAttribute("aria-busy");
+  }
+  function group(g) {
+    const box = document.createElement("article");
+    box.className = "group";
+    box.dataset.keeper = g.keeper;
+    const head = document.createElement("h3");
+    const pick = document.createElement("input");
+    pick.type = "checkbox";
+    pick.className = "pick";
+    pick.value = g.keeper;
+    pick.setAttribute("aria-label", "select this group");
+    head.append(pick, ` ${g.tier}, ${g.members.length} photos; keeper: ${g.keeper_reason}`);
+    const members = document.createElement("div");
+    members.className = "members";
+    for (const m of g.members) {
+      const card = document.createElement("div");
+      card.className = "member" + (m.id === g.keeper ? " keeper" : "");
+      const img = document.createElement("img");
+      img.src = `/api/v1/images/${m.id}/thumb?size=320`;
+      img.alt = m.name;
+      const text = document.createElement("div");
+      const evidence = m.relation === "keeper" ? "keep" : `${m.relation}${m.cosine !== null ? `, cos ${m.cosine}` : ""}`;
+      text.textContent = `${evidence}, ${m.width}x${m.height}, ${m.bytes.toLocaleString()} bytes, ${m.path}`;
+      card.append(img, text);
+      if (m.id !== g.keeper) {
+        const button = document.createElement("button");
+        button.type = "button";
+        button.textContent = "Keep this one";
+        button.addEventListener("click", () => { keep.set(g.keeper, m.id); load(); });
+        card.append(button);
+      }
+      members.append(card);
+    }
+    box.append(head, members);
+    return box;
+  }
+  async function act(action) {
+    const chosen = [...document.querySelectorAll(".pick:checked")].map((p) => Number(p.value));
+    if (!chosen.length) { message("Select the groups to act on first.", true); return; }
+    if (warnings.length && !window.confirm(`${warnings.join(" ")}\n\nAct on ${chosen.length} group(s) anyway?`)) return;
+    const body = { action, groups: chosen, keep: [...keep.values()], tier: tiers(), yes: warnings.length > 0 };
+    try {
+      const done = await api("/api/v1/dups/actions", { method: "POST", headers: { "Content-Type": "application/json" },
+                                                         body: JSON.stringify(body) });
+      message(`Done: ${done.done.length} file(s) ${action === "move" ? "moved aside" : "linked"}` +
+              (done.problems.length ? `, ${done.problems.length} failed` : "") + ". Undo puts them back.");
+      keep.clear();
+      await load();
+    } catch (e) { message(e.message, true); }
+  }
+  $("#select-all").addEventListener("click", () => document.querySelectorAll(".pick").forEach((p) => { p.checked = true; }));
+  $("#move").addEventListener("click", () => act("move"));
+  $("#link").addEventListener("click", () => act("link"));
+  $("#tier").addEventListener("change", () => { keep.clear(); load(); });
+  $("#undo").addEventListener("click", async () => {
+    try {
+      const done = await api("/api/v1/dups/undo", { method: "POST" });
+      message(`Undone: ${done.done.length} file(s) restored.`);
+      await load();
+    } catch (e) { message(e.message, true); }
+  });
+  await load();
+}
+
+// --- status: a re-scan with live progress ---------------------------------------------------------------------
+function rescan() {
+  const button = $("#rescan"), line = $("#job"), bar = $("#job-progress");
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      const job = await api("/api/v1/jobs/rescan", { method: "POST" });
+      const events = new EventSource(job.events);
+      events.onmessage = (m) => {
+        const e = JSON.parse(m.data);
+        if (e.type === "stage") { line.textContent = `${e.stage}...`; bar.hidden = !e.total; bar.max = e.total || 1; bar.value = 0; }
+        if (e.type === "progress") { bar.value = e.done; line.textContent = `${e.stage}: ${e.done}${e.total ? "/" + e.total : ""}`; }
+        if (e.type === "done") {
+          line.textContent = (e.ok ? "Indexed: " : "Failed: ") + e.summary;
+          bar.hidden = true;
+          button.disabled = false;
+          events.close();
+        }
+      };
+    } catch (e) { line.textContent = e.message; button.disabled = false; }
+  });
+}
+
+if (page === "search") { infiniteScroll(); dropZone(); }
+if (page === "dups") duplicates();
+if (page === "status") rescan();
+keyboard();

@@ -1,0 +1,101 @@
+"""The pages: search (a grid, infinite scroll, drop an image), a photo, the duplicates review, the status. Server
+rendered (Jinja2, autoescaped), so every state is a URL; app.js adds scrolling, dropping and the keyboard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from imgsearch import ImgSearchError, Library, SearchOptions, parse_filters
+from imgsearch.web.api import PAGE, query_terms
+from imgsearch.web.errors import status_of
+
+TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+FILTERS = ("folder", "after", "before", "camera", "ext", "tag", "min_size", "min_score", "sort")
+
+
+def build_router(lib: Library) -> APIRouter:
+    pages = APIRouter(include_in_schema=False)
+
+    def render(request: Request, name: str, code: int = 200, **context: object) -> HTMLResponse:
+        return TEMPLATES.TemplateResponse(request, name, {"library": str(lib.path), **context}, status_code=code)
+
+    def failed(request: Request, exc: ImgSearchError, **context: object) -> HTMLResponse:
+        return render(request, "search.html", status_of(exc), error=exc.render(lambda name: name), **context)
+
+    @pages.get("/", response_class=HTMLResponse)
+    def search_page(request: Request) -> HTMLResponse:
+        params = request.query_params
+        q = params.get("q", "").strip()
+        state = _state(params)
+        context = {"q": q, "state": state, "tags": sorted(lib.tags()), "results": [], "api": "", "page": PAGE}
+        if not q:
+            return render(request, "search.html", **context)
+        try:
+            hits = lib.search(query_terms(q), _options(state, PAGE, 0), allow_urls=False)
+        except ImgSearchError as exc:
+            return failed(request, exc, **context)
+        except ValueError:
+            return render(request, "search.html", 400, error="minimum size and score must be numbers", **context)
+        query = urlencode([(k, v) for k, v in params.multi_items() if k != "offset"])
+        return render(request, "search.html", **{**context, "results": hits, "query": query,
+                                                 "api": f"/api/v1/search?{query}"})
+
+    @pages.get("/photo/{image_id}", response_class=HTMLResponse)
+    def photo_page(request: Request, image_id: int) -> HTMLResponse:
+        params = request.query_params
+        try:
+            info = lib.photo(image_id)
+            similar = lib.similar(image_id, SearchOptions(k=12))
+        except ImgSearchError as exc:
+            return render(request, "message.html", status_of(exc), message=exc.render(lambda name: name))
+        around = _neighbours(lib, params)
+        back = "/?" + urlencode([(k, v) for k, v in params.multi_items() if k != "i"]) if params.get("q") else "/"
+        return render(request, "photo.html", info=info, similar=similar, back=back, q=params.get("q", ""), **around)
+
+    @pages.get("/dups", response_class=HTMLResponse)
+    def dups_page(request: Request) -> HTMLResponse:
+        return render(request, "dups.html")
+
+    @pages.get("/status", response_class=HTMLResponse)
+    def status_page(request: Request) -> HTMLResponse:
+        return render(request, "status.html", status=lib.status(), skipped=lib.skipped()[:200])
+
+    return pages
+
+
+def _neighbours(lib: Library, params) -> dict:  # noqa: ANN001 (query parameters)
+    """Links to the previous and next result of the search this photo was opened from (`q` and its rank `i`)."""
+    if not params.get("q") or not params.get("i", "").isdigit():
+        return {"prev": None, "next": None}
+    i = int(params["i"])
+    start = max(0, i - 1)
+    try:
+        hits = lib.search(query_terms(params["q"]), _options(_state(params), 3, start), allow_urls=False)
+    except (ImgSearchError, ValueError):
+        return {"prev": None, "next": None}
+    at = {start + h.rank - 1: h for h in hits}  # ranks count from 1 within the page asked for
+    rest = [(k, v) for k, v in params.multi_items() if k != "i"]
+
+    def link(position: int) -> str | None:
+        hit = at.get(position)
+        return f"/photo/{hit.id}?" + urlencode(rest + [("i", str(position))]) if hit and position >= 0 else None
+
+    return {"prev": link(i - 1), "next": link(i + 1)}
+
+
+def _state(params) -> dict:  # noqa: ANN001 (query parameters)
+    """The search form's fields as the URL gives them."""
+    return {k: params.getlist(k) if k in ("ext", "tag") else params.get(k, "") for k in FILTERS}
+
+
+def _options(state: dict, k: int, offset: int) -> SearchOptions:
+    """Search options from the form's fields; ValueError when a number is not one."""
+    filters = parse_filters(state["folder"] or None, state["after"] or None, state["before"] or None,
+                            state["camera"] or None, state["ext"], int(state["min_size"] or 0) or None, state["tag"])
+    return SearchOptions(k=k, offset=offset, sort=state["sort"] or "score", filters=filters,
+                         min_score=float(state["min_score"]) if state["min_score"] else None)

@@ -1,0 +1,323 @@
+"""A real browser (Debian's chromium, driven by playwright) against a real `imgsearch serve` on 127.0.0.1, over a
+library indexed with a tiny CLIP trained on coloured shapes. Screenshots of every page land in the test's temp dir
+(and in $IMGSEARCH_SCREENSHOTS when set: that is how docs/serve.png is made).
+
+Without chromium these tests fail, they are never skipped: `.ci/run` installs it (apt-get install chromium)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.tinyclip import COLOURS, shape_image
+
+CHROMIUM = os.environ.get("IMGSEARCH_CHROMIUM", "/usr/bin/chromium")
+PER_COLOUR = 6  # i even: circles, i odd: squares
+
+
+@dataclass
+class Served:
+    url: str
+    root: Path
+    library: Path
+    model: Path
+    shots: Path
+    log: Path
+    process: subprocess.Popen
+
+    def shot(self, page, name: str) -> None:  # noqa: ANN001
+        page.wait_for_function("""() => [...document.images].filter(i => i.getBoundingClientRect().top < innerHeight)
+                                                           .every(i => i.complete && i.naturalWidth > 0)""")
+        page.screenshot(path=str(self.shots / f"{name}.png"))
+        extra = os.environ.get("IMGSEARCH_SCREENSHOTS")
+        if extra:
+            Path(extra).mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(Path(extra) / f"{name}.png"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cli(*args: object, **kwargs: object) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "imgsearch", *map(str, args)], capture_output=True, text=True,
+                          timeout=300, **kwargs)
+
+
+def start_server(library: Path, log: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+    """`imgsearch serve` as a user starts it; returns once it prints its URL."""
+    port = _free_port()
+    out = log.open("w")
+    process = subprocess.Popen([sys.executable, "-m", "imgsearch", "serve", "-L", str(library), "--port", str(port),
+                                *extra], stdout=out, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        text = log.read_text()
+        if "Serving " in text:
+            return process, text.split(" at ", 1)[1].split()[0]
+        if process.poll() is not None:
+            raise AssertionError(f"imgsearch serve exited {process.returncode}: {text}")
+        time.sleep(0.1)
+    process.kill()
+    raise AssertionError(f"imgsearch serve did not start in 120 s: {log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, trained_model_dir: Path) -> Iterator[Served]:
+    base = tmp_path_factory.mktemp("served")
+    root = base / "photos"
+    root.mkdir()
+    for c, colour in enumerate(COLOURS):
+        for i in range(PER_COLOUR):
+            shape = "square" if i % 2 else "circle"  # each its own geometry: no two are near-copies
+            shape_image(colour, shape, size=160, seed=100 + 10 * c + i).save(root / f"{colour}-{i}.{'png' if i % 2 else 'jpg'}")
+    shutil.copy(root / "blue-0.jpg", root / "blue-0 copy.jpg")  # one exact copy for the duplicates review
+    model = shutil.copytree(trained_model_dir, base / "model")
+    library = base / "lib"
+    indexed = _cli("index", root, "-m", f"local-dir:{model}", "-L", library, "--workers", "0")
+    assert indexed.returncode == 0, indexed.stderr
+    shots = base / "screenshots"
+    shots.mkdir()
+    log = base / "serve.log"
+    process, url = start_server(library, log, "--preload")
+    yield Served(url, root, library, model, shots, log, process)
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install it with `apt-get install chromium` (the browser tests need a real "
+                    "browser and are never skipped)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, served: Served) -> Iterator[object]:  # noqa: ANN001
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=served.url)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    yield page
+    context.close()
+    assert not errors, f"the page reported errors: {errors}"
+
+
+def names(page) -> list[str]:  # noqa: ANN001
+    return page.eval_on_selector_all(".tile .open img", "imgs => imgs.map(i => i.alt)")
+
+
+def search(page, query: str) -> None:  # noqa: ANN001
+    page.goto("/")
+    page.keyboard.press("/")  # focuses the search box
+    page.keyboard.type(query)
+    page.keyboard.press("Enter")
+    page.wait_for_selector(".tile")
+
+
+def test_a_typed_query_shows_the_expected_photos_first(page, served: Served) -> None:  # noqa: ANN001
+    search(page, "a photo of a red circle")
+    assert "q=a+photo+of+a+red+circle" in page.url  # the state is in the URL
+    expected = {f"red-{i}.jpg" for i in range(0, PER_COLOUR, 2)}
+    assert set(names(page)[:len(expected)]) == expected
+    assert page.title().startswith("a photo of a red circle")
+    served.shot(page, "search")
+    page.go_back()
+    assert page.input_value("#q") == ""  # the back button works: the empty search page again
+
+
+def test_similar_on_a_tile(page, served: Served) -> None:  # noqa: ANN001
+    search(page, "a photo of a yellow square")
+    first = page.locator(".tile").first
+    clicked = first.locator(".open img").get_attribute("alt")
+    first.hover()
+    first.locator(".like").click()
+    page.wait_for_url("**/?q=like*")
+    page.wait_for_selector(".tile")
+    found = names(page)
+    assert clicked not in found  # the photo itself is left out
+    assert all(n.startswith("yellow-") for n in found[:PER_COLOUR - 1]), found
+
+
+def test_drop_an_image_and_combine_it_with_words(page, served: Served) -> None:  # noqa: ANN001
+    data = io.BytesIO()
+    shape_image("green", "circle", size=160, seed=999).save(data, format="PNG")
+    page.goto("/")
+
+    def drop() -> list[str]:
+        dropped = page.evaluate_handle("""(b64) => {
+            const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], "mine.png", { type: "image/png" }));
+            return transfer;
+        }""", base64.b64encode(data.getvalue()).decode())
+        page.evaluate("document.querySelector('#grid').replaceChildren()")
+        page.dispatch_event("#drop", "drop", {"dataTransfer": dropped})
+        page.wait_for_selector(".tile")
+        assert page.inner_text("#drop").endswith("photos like mine.png.")
+        return names(page)
+
+    alone = drop()
+    assert all(n.startswith("green-") for n in alone[:PER_COLOUR]), alone
+    page.fill("#q", "a photo of a red circle")  # the dropped image + these words
+    combined = drop()
+    colours = [n.split("-")[0] for n in combined]
+    assert colours[0] == "red", combined  # the words count...
+    assert colours.index("green") < min(colours.index("blue"), colours.index("yellow")), combined  # ...and the image
+    served.shot(page, "dropped")
+
+
+def test_page_through_results_with_the_keyboard(page, served: Served) -> None:  # noqa: ANN001
+    search(page, "a photo of a blue square")
+    order = names(page)
+    page.keyboard.press("ArrowRight")  # the first tile
+    page.keyboard.press("ArrowRight")  # the second
+    assert page.eval_on_selector(".tile.selected .open img", "i => i.alt") == order[1]
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/photo/**")
+    assert page.inner_text("figcaption").count(order[1]) >= 1 and "i=1" in page.url
+    served.shot(page, "photo")
+    page.keyboard.press("ArrowRight")  # next result
+    page.wait_for_url("**i=2")
+    assert order[2] in page.inner_text("figcaption")
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_url("**i=1")
+    page.keyboard.press("Escape")  # back to the results
+    page.wait_for_selector(".tile")
+    assert names(page) == order
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("s")  # photos like the selected one
+    page.wait_for_url("**/?q=like*")
+    assert order[0] not in names(page)
+
+
+def test_review_duplicates_apply_and_undo(page, served: Served) -> None:  # noqa: ANN001
+    original, copy = served.root / "blue-0.jpg", served.root / "blue-0 copy.jpg"
+    before = sorted(p.name for p in served.root.iterdir())
+    page.goto("/dups")
+    page.wait_for_selector(".group")
+    # plain shapes look alike to a perceptual hash: the near tier groups many, and the page says so...
+    assert "threshold may be too loose" in page.inner_text("#dup-summary")
+    page.click("#select-all")
+    dialogs: list[str] = []
+    page.once("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.click("#move")  # ...and acting on such groups asks first: declined, nothing moves
+    assert dialogs and "too loose" in dialogs[0]
+    assert sorted(p.name for p in served.root.iterdir()) == before
+    page.select_option("#tier", "exact")
+    page.wait_for_function("() => document.querySelectorAll('.group').length === 1")
+    assert page.locator(".group .member").count() == 2 and "exact" in page.inner_text(".group h3")
+    served.shot(page, "dups")
+    keeper = page.locator(".member.keeper").inner_text()
+    page.locator(".member:not(.keeper) button").click()  # keep the other one instead
+    page.wait_for_function(f"() => !document.querySelector('.member.keeper').innerText.includes({json.dumps(keeper)})")
+    page.check(".group .pick")
+    page.click("#move")
+    page.wait_for_selector("#dup-message:has-text('Done: 1 file(s) moved aside')")
+    gone = copy if "blue-0 copy.jpg" in keeper else original  # the suggested keeper is the one moved aside
+    assert not gone.exists() and sorted(p.name for p in served.root.iterdir()) == sorted(set(before) - {gone.name})
+    assert [p.name for p in (served.library / "set-aside").rglob("*.jpg")] == [gone.name]
+    page.wait_for_selector("#groups:has-text('No copies found.')")
+    page.click("#undo")
+    page.wait_for_selector("#dup-message:has-text('Undone: 1 file(s) restored')")
+    assert sorted(p.name for p in served.root.iterdir()) == before and original.read_bytes() == copy.read_bytes()
+    page.wait_for_selector(".group")
+
+
+def test_status_and_a_live_rescan(page, served: Served) -> None:  # noqa: ANN001
+    new = served.root / "red-new.png"
+    shape_image("red", "square", size=160, seed=4242).save(new)
+    try:
+        page.goto("/status")
+        assert f"{PER_COLOUR * len(COLOURS) + 1} indexed" in page.inner_text("main")
+        page.click("#rescan")
+        page.wait_for_selector("#job:has-text('Indexed:')", timeout=120_000)
+        assert "1 new" in page.inner_text("#job")
+        served.shot(page, "status")
+        page.reload()
+        assert f"{PER_COLOUR * len(COLOURS) + 2} indexed" in page.inner_text("main")
+    finally:
+        new.unlink()
+        assert _cli("index", "-L", served.library, "--workers", "0").returncode == 0
+
+
+def test_a_phone_in_dark_mode(browser, served: Served) -> None:  # noqa: ANN001
+    context = browser.new_context(viewport={"width": 360, "height": 740}, color_scheme="dark", base_url=served.url,
+                                  has_touch=True, is_mobile=True)
+    page = context.new_page()
+    search(page, "a photo of a green square")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360  # nothing wider than the phone
+    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert sum(int(v) for v in background[4:-1].split(",")) < 3 * 64, background  # the dark palette
+    assert page.locator(".tile .like").first.evaluate("e => getComputedStyle(e).opacity") == "1"  # no hover on touch
+    served.shot(page, "phone-dark")
+    context.close()
+
+
+def test_the_first_page_is_small_and_makes_no_outside_request(page, served: Served) -> None:  # noqa: ANN001
+    sizes: dict[str, int] = {}
+    page.on("requestfinished", lambda r: sizes.__setitem__(r.url, r.sizes()["responseBodySize"]))
+    page.goto("/?q=" + "a photo of a red square".replace(" ", "+"))
+    page.wait_for_load_state("networkidle")
+    assert sizes and all(url.startswith(served.url) for url in sizes), list(sizes)
+    assert sum(sizes.values()) <= 300_000, sizes
+
+
+def test_the_cli_asks_the_running_server(served: Served) -> None:
+    query = "a photo of a yellow circle"
+    hidden = served.model.with_name("model-away")
+    served.model.rename(hidden)  # a command that loads the model itself would fail now: only the server can answer
+    try:
+        asked = _cli("search", query, "-L", served.library, "--json", "-k", "3")
+        offline = _cli("search", query, "-L", served.library, "--json", "-k", "3", "--model", f"local-dir:{served.model}")
+    finally:
+        hidden.rename(served.model)
+    assert asked.returncode == 0, asked.stderr
+    top = [Path(json.loads(line)["path"]).name for line in asked.stdout.splitlines()]
+    assert sorted(top) == [f"yellow-{i}.jpg" for i in range(0, PER_COLOUR, 2)]
+    assert offline.returncode != 0  # the same search done here, without the model
+    local = _cli("search", query, "-L", served.library, "--json", "-k", "3", "--model", f"local-dir:{served.model}")
+    assert [json.loads(line)["path"] for line in local.stdout.splitlines()] == \
+        [json.loads(line)["path"] for line in asked.stdout.splitlines()]
+
+
+def test_serving_beyond_loopback_needs_the_token(browser, served: Served, tmp_path: Path) -> None:  # noqa: ANN001
+    log = tmp_path / "open.log"
+    process, url = start_server(served.library, log, "--host", "0.0.0.0")
+    try:
+        assert "?token=" in url
+        bare = url.split("?")[0]
+        context = browser.new_context()
+        page = context.new_page()
+        assert page.goto(bare).status == 401
+        page.goto(url)  # the printed link: the token becomes a cookie and leaves the address bar
+        assert "token" not in page.url and page.locator("#q").count() == 1
+        assert page.goto(bare + "status").status == 200
+        context.close()
+        assert json.loads((served.library / "server.json").read_text())["url"].startswith("http://127.0.0.1:")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert "Serving" in log.read_text()

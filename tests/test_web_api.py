@@ -1,0 +1,282 @@
+"""The JSON API in process (FastAPI's TestClient): every endpoint, its error codes, and the guards."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from imgsearch.config import IndexSettings, ModelSpec
+from imgsearch.web.app import create_app
+from imgsearch.web.security import COOKIE, Guard
+from tests.factories import write_photo
+
+FAKE = ModelSpec("fake", None)
+BASE = "http://127.0.0.1:8765"
+COLOURS = ("red", "green", "blue", "yellow", "magenta", "cyan")
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    root = tmp_path / "photos"
+    for n, colour in enumerate(COLOURS):
+        write_photo(root / f"{colour}.jpg", colour, size=(120, 90), fmt="JPEG", seed=n)
+    shutil.copy(root / "red.jpg", root / "red copy.jpg")
+    return root
+
+
+@pytest.fixture
+def client(library, photos: Path) -> TestClient:  # noqa: ANN001
+    library.index([photos], FAKE, IndexSettings(workers=0))
+    return TestClient(create_app(library, Guard(port=8765)), base_url=BASE)
+
+
+def ids_of(client: TestClient) -> dict[str, int]:
+    body = client.get("/api/v1/search", params={"q": "anything", "k": 100}).json()
+    return {r["name"]: r["id"] for r in body["results"]}
+
+
+def test_search_ranks_filters_and_pages(client: TestClient, photos: Path) -> None:
+    body = client.get("/api/v1/search", params={"q": "a red thing", "k": 2}).json()
+    assert [r["name"] for r in body["results"]] == ["red copy.jpg", "red.jpg"] or \
+        [r["name"] for r in body["results"]] == ["red.jpg", "red copy.jpg"]
+    assert body["next_offset"] == 2 and body["results"][0]["score"] >= body["results"][1]["score"]
+    page2 = client.get("/api/v1/search", params={"q": "a red thing", "k": 2, "offset": 2}).json()
+    assert page2["offset"] == 2 and {r["name"] for r in page2["results"]}.isdisjoint({"red.jpg", "red copy.jpg"})
+    assert client.get("/api/v1/search", params={"q": "red", "ext": "png"}).json()["results"] == []
+    combined = client.get("/api/v1/search", params={"q": "red + blue", "k": 1}).json()["results"]
+    assert combined[0]["name"] == "magenta.jpg"
+
+
+def test_like_terms_and_similar_use_stored_vectors(client: TestClient) -> None:
+    ids = ids_of(client)
+    similar = client.get(f"/api/v1/images/{ids['red.jpg']}/similar", params={"k": 1}).json()["results"]
+    assert similar[0]["name"] == "red copy.jpg"
+    like = client.get("/api/v1/search", params={"q": f"like:{ids['red.jpg']} + blue", "k": 1}).json()["results"]
+    assert like[0]["name"] == "magenta.jpg"
+    assert client.get("/api/v1/search", params={"q": "like:999999"}).status_code == 404
+
+
+def test_upload_search_and_its_limits(client: TestClient) -> None:
+    data = io.BytesIO()
+    Image.new("RGB", (50, 40), (30, 60, 220)).save(data, format="PNG")
+    found = client.post("/api/v1/search/image", files={"image": ("q.png", data.getvalue(), "image/png")},
+                        data={"k": "1"})
+    assert found.status_code == 200 and found.json()["results"][0]["name"] == "blue.jpg"
+    bad = client.post("/api/v1/search/image", files={"image": ("x.png", b"not an image", "image/png")})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "usage"
+
+
+@pytest.mark.parametrize("query,code", [("", "usage"), ("@/etc/passwd", "usage"), ("@http://example.com/a.jpg", "usage"),
+                                       ("red +", "usage"), ('"unclosed', "usage")])
+def test_bad_queries_are_400_with_the_code(client: TestClient, query: str, code: str) -> None:
+    got = client.get("/api/v1/search", params={"q": query})
+    assert got.status_code == 400 and got.json()["error"]["code"] == code, got.text
+
+
+def test_out_of_range_parameters_are_usage_errors(client: TestClient) -> None:
+    for params in ({"q": "red", "k": 0}, {"q": "red", "offset": -1}, {"q": "red", "after": "soon"},
+                   {"q": "red", "min_score": 2}):
+        got = client.get("/api/v1/search", params=params)
+        assert got.status_code == 400 and got.json()["error"]["code"] == "usage", (params, got.text)
+
+
+def test_photo_record_thumbnail_and_original(client: TestClient, photos: Path) -> None:
+    ids = ids_of(client)
+    info = client.get(f"/api/v1/images/{ids['red.jpg']}").json()
+    assert info["path"] == str(photos / "red.jpg") and (info["width"], info["height"]) == (120, 90)
+    thumb = client.get(f"/api/v1/images/{ids['red.jpg']}/thumb", params={"size": 160})
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/webp"
+    assert "immutable" in thumb.headers["cache-control"] and Image.open(io.BytesIO(thumb.content)).size == (120, 90)
+    again = client.get(f"/api/v1/images/{ids['red.jpg']}/thumb", params={"size": 160},
+                       headers={"If-None-Match": thumb.headers["etag"]})
+    assert again.status_code == 304
+    whole = client.get(f"/api/v1/images/{ids['red.jpg']}/file")
+    assert whole.content == (photos / "red.jpg").read_bytes()
+    part = client.get(f"/api/v1/images/{ids['red.jpg']}/file", headers={"Range": "bytes=0-9"})
+    assert part.status_code == 206 and part.content == (photos / "red.jpg").read_bytes()[:10]
+    assert client.get("/api/v1/images/424242").json()["error"]["code"] == "not_found"
+    assert client.get("/api/v1/images/424242/file").status_code == 404
+
+
+def test_files_outside_the_roots_are_never_served(client: TestClient, library, photos: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    ids = ids_of(client)
+    secret = tmp_path / "photos-private" / "secret.jpg"  # a folder whose name starts like the root's
+    write_photo(secret, "black", fmt="JPEG")
+    (photos / "green.jpg").unlink()
+    (photos / "green.jpg").symlink_to(secret)  # swapped in after indexing
+    assert client.get(f"/api/v1/images/{ids['green.jpg']}/file").status_code == 404
+    assert client.get(f"/api/v1/images/{ids['green.jpg']}/thumb").status_code == 404
+    from sqlalchemy import update
+
+    from imgsearch.store.orm import Image as Row
+
+    with library.sessions.begin() as session:  # a row pointing at the neighbour folder
+        session.execute(update(Row).where(Row.id == ids["blue.jpg"]).values(path=str(secret)))
+    assert client.get(f"/api/v1/images/{ids['blue.jpg']}/file").status_code == 404
+    for path in ("/api/v1/images/..%2F..%2Fetc%2Fpasswd/file", "/api/v1/images/%2e%2e/file",
+                 "/api/v1/images//etc/passwd/file", "/static/../../../../etc/passwd", "/static/%2e%2e/%2e%2e/app.py"):
+        got = client.get(path)
+        assert got.status_code in (400, 404) and b"root:" not in got.content, path
+
+
+def test_dups_review_move_aside_and_undo(client: TestClient, photos: Path, library) -> None:  # noqa: ANN001
+    before = sorted(p.name for p in photos.iterdir())
+    groups = client.get("/api/v1/dups").json()["groups"]
+    assert [g["tier"] for g in groups] == ["exact"] and len(groups[0]["members"]) == 2
+    keeper = groups[0]["keeper"]
+    other = next(m["id"] for m in groups[0]["members"] if m["id"] != keeper)
+    stale = client.post("/api/v1/dups/actions", json={"action": "move", "groups": [keeper + 1000]})
+    assert stale.status_code == 400 and "reload the page" in stale.json()["error"]["message"]
+    wrong = client.post("/api/v1/dups/actions", json={"action": "delete", "groups": [keeper]})
+    assert wrong.status_code == 400 and "move or link" in wrong.json()["error"]["message"]
+    assert len(list(photos.iterdir())) == 7
+    done = client.post("/api/v1/dups/actions", json={"action": "move", "groups": [other], "keep": [other]})
+    assert done.status_code == 200, done.text
+    assert len(done.json()["done"]) == 1 and Path(done.json()["done"][0]["src"]).name != Path(
+        library.photo(other).path).name
+    assert len(list(photos.iterdir())) == 6
+    assert client.post("/api/v1/dups/undo").status_code == 200
+    assert sorted(p.name for p in photos.iterdir()) == before
+
+
+def test_status_tags_and_a_background_rescan(client: TestClient, photos: Path) -> None:
+    status = client.get("/api/v1/status").json()
+    assert status["indexed"] == 7 and status["roots"][0][0] == str(photos)
+    assert client.get("/api/v1/tags").json() == {}
+    write_photo(photos / "new.png", "white", seed=9)
+    job = client.post("/api/v1/jobs/rescan")
+    assert job.status_code == 202
+    with client.stream("GET", job.json()["events"]) as stream:
+        events = [json.loads(line[6:]) for line in stream.iter_lines() if line.startswith("data: ")]
+    assert events[0]["type"] == "start" and events[-1]["type"] == "done" and events[-1]["ok"]
+    assert "1 new" in events[-1]["summary"] and any(e["type"] == "stage" for e in events)
+    assert client.get("/api/v1/status").json()["indexed"] == 8
+
+
+def test_pages_render(client: TestClient) -> None:
+    ids = ids_of(client)
+    home = client.get("/")
+    assert home.status_code == 200 and "<form" in home.text
+    found = client.get("/", params={"q": "red"})
+    assert found.text.count('class="tile"') == 7 and f'/photo/{ids["red.jpg"]}?' in found.text
+    bad = client.get("/", params={"q": "red +"})
+    assert bad.status_code == 400 and "ends with an operator" in bad.text
+    photo = client.get(f"/photo/{ids['red.jpg']}", params={"q": "red", "i": "0"})
+    assert photo.status_code == 200 and "red.jpg" in photo.text and 'id="next"' in photo.text
+    assert client.get("/dups").status_code == 200 and client.get("/status").status_code == 200
+    assert client.get("/docs").status_code == 200 and client.get("/openapi.json").json()["info"]["title"] == "imgsearch"
+
+
+def test_names_are_escaped_in_pages(library, tmp_path: Path) -> None:  # noqa: ANN001
+    root = tmp_path / "x"
+    write_photo(root / "<script>alert(1)</script>.png", "red")
+    library.index([root], FAKE, IndexSettings(workers=0))
+    page = TestClient(create_app(library, Guard(port=8765)), base_url=BASE).get("/", params={"q": "red"}).text
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+# --- the guards --------------------------------------------------------------------------------------
+
+def test_security_headers_and_no_cors(client: TestClient) -> None:
+    got = client.get("/", headers={"Origin": "http://evil.example"})
+    csp = got.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp
+    assert "access-control-allow-origin" not in got.headers and got.headers["x-content-type-options"] == "nosniff"
+
+
+def test_host_header_must_be_this_server(client: TestClient) -> None:
+    assert client.get("/api/v1/status", headers={"Host": "evil.example"}).status_code == 400
+    assert client.get("/api/v1/status", headers={"Host": "localhost:8765"}).status_code == 200
+
+
+def test_state_changes_must_come_from_this_origin(client: TestClient) -> None:
+    evil = client.post("/api/v1/dups/undo", headers={"Origin": "http://evil.example"})
+    assert evil.status_code == 403 and evil.json()["error"]["code"] == "bad_origin"
+    cross = client.post("/api/v1/jobs/rescan", headers={"Sec-Fetch-Site": "cross-site"})
+    assert cross.status_code == 403
+    same = client.post("/api/v1/dups/undo", headers={"Origin": BASE})
+    assert same.status_code == 404  # allowed through: there is simply nothing to undo
+
+
+def test_a_token_is_asked_for_and_kept_in_a_strict_cookie(library, photos: Path) -> None:  # noqa: ANN001
+    library.index([photos], FAKE, IndexSettings(workers=0))
+    app = create_app(library, Guard(port=8765, bind="0.0.0.0", token="s3cret-token-for-tests"))
+    client = TestClient(app, base_url=BASE, follow_redirects=False)
+    assert client.get("/api/v1/status").status_code == 401
+    assert client.get("/api/v1/status", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.get("/api/v1/status", headers={"Authorization": "Bearer s3cret-token-for-tests"}).status_code == 200
+    link = client.get("/", params={"token": "s3cret-token-for-tests", "q": "red"})
+    assert link.status_code == 303 and link.headers["location"] == "/?q=red"
+    cookie = link.headers["set-cookie"]
+    assert f"{COOKIE}=s3cret-token-for-tests" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+    client.cookies.set(COOKIE, "s3cret-token-for-tests")
+    assert client.get("/", params={"q": "red"}).status_code == 200
+
+
+def test_uploads_are_capped(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from imgsearch.web import api
+
+    monkeypatch.setattr(api, "MAX_UPLOAD_BYTES", 100)
+    data = io.BytesIO()
+    Image.new("RGB", (200, 200), (1, 2, 3)).save(data, format="PNG")
+    got = client.post("/api/v1/search/image", files={"image": ("big.png", data.getvalue() + os.urandom(200), "image/png")})
+    assert got.status_code == 400 and "over 100 bytes" in got.json()["error"]["message"]
+
+
+def test_a_running_server_sees_what_another_indexer_added(client: TestClient, library, photos: Path,  # noqa: ANN001
+                                                           fake_loader) -> None:  # noqa: ANN001
+    from imgsearch.library import Library
+
+    assert len(client.get("/api/v1/search", params={"q": "red", "k": 100}).json()["results"]) == 7
+    write_photo(photos / "later.png", "white", seed=11)
+    other = Library.open(library.path, encoder_loader=fake_loader)  # as `imgsearch index` in another process
+    try:
+        other.index([photos], FAKE, IndexSettings(workers=0))
+    finally:
+        other.close()
+    names = [r["name"] for r in client.get("/api/v1/search", params={"q": "red", "k": 100}).json()["results"]]
+    assert len(names) == 8 and "later.png" in names
+
+
+def test_thumbnails_made_ahead_are_the_ones_served(client: TestClient, library, photos: Path) -> None:  # noqa: ANN001
+    (photos / "cyan.jpg").write_bytes(b"not a jpeg any more")  # breaks after indexing
+    assert library.make_thumbnails(threads=2) == (6, 0, 1)
+    assert library.make_thumbnails(threads=2) == (0, 6, 1)
+    files = list((library.path / "thumbs").rglob("*.webp"))
+    assert len(files) == 5  # "red.jpg" and "red copy.jpg" hold the same bytes: one thumbnail
+    cached = {p.read_bytes() for p in files}
+    red = ids_of(client)["red.jpg"]
+    served = client.get(f"/api/v1/images/{red}/thumb", params={"size": 300})
+    assert served.status_code == 200 and served.content in cached
+    assert Image.open(io.BytesIO(served.content)).size == (120, 90)  # never enlarged
+
+
+def test_every_error_code_has_its_http_status() -> None:
+    from imgsearch import errors
+    from imgsearch.web.errors import STATUS
+
+    def subclasses(cls: type) -> list[type]:
+        return [cls] + [s for c in cls.__subclasses__() for s in subclasses(c)]
+
+    codes = {c.code for c in subclasses(errors.ImgSearchError)}
+    assert codes <= set(STATUS), codes - set(STATUS)
+    assert (STATUS["usage"], STATUS["not_found"], STATUS["busy"], STATUS["disk_full"], STATUS["network"]) == \
+        (400, 404, 409, 507, 502)
+
+
+def test_busy_while_an_indexer_holds_the_library(client: TestClient, library, photos: Path) -> None:  # noqa: ANN001
+    from imgsearch import folder
+
+    keeper = client.get("/api/v1/dups").json()["groups"][0]["keeper"]
+    with folder.writer_lock(library.path):  # as a running `imgsearch index` holds it
+        got = client.post("/api/v1/dups/actions", json={"action": "move", "groups": [keeper]})
+        assert got.status_code == 409 and got.json()["error"]["code"] == "busy"
+        assert client.get("/api/v1/search", params={"q": "red"}).status_code == 200  # searches go on
+    assert len(list(photos.iterdir())) == 7  # nothing moved
