@@ -21,7 +21,7 @@ _LAZY = {
     "SearchOptions": "imgsearch.config", "Filters": "imgsearch.config", "DupOptions": "imgsearch.config",
     "ImgSearchError": "imgsearch.errors", "UsageError": "imgsearch.errors", "NotFoundError": "imgsearch.errors",
     "Term": "imgsearch.search.query", "parse_query": "imgsearch.search.query",
-    "parse_filters": "imgsearch.search.filters", "SearchResult": "imgsearch.search.ranking",
+    "parse_filters": "imgsearch.search.filters", "SearchResult": "imgsearch.search.result",
     "export_results": "imgsearch.search.export", "thumbnail_jpeg": "imgsearch.images.decode",
     "check_roots": "indexer.pipeline", "parse_duration": "imgsearch.dups.options",
     "load_encoder": "imgsearch.models.encoder", "classify": "imgsearch.models.zeroshot",
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from imgsearch.search.export import export_results
     from imgsearch.search.filters import parse_filters
     from imgsearch.search.query import Term, parse_query
-    from imgsearch.search.ranking import SearchResult
+    from imgsearch.search.result import SearchResult
     from indexer.pipeline import check_roots
 
 

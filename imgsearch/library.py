@@ -33,7 +33,7 @@ from imgsearch.progress import Progress, SilentProgress
 from imgsearch.search import searcher, tagging
 from imgsearch.search.export import export_vectors
 from imgsearch.search.query import Term, check_text
-from imgsearch.search.ranking import SearchResult
+from imgsearch.search.result import SearchResult
 from imgsearch.status import LibraryStatus, library_status
 from imgsearch.store import engine as db
 from imgsearch.store.orm import Model

@@ -20,7 +20,8 @@ from imgsearch.errors import ImgSearchError, UsageError
 from imgsearch.search.export import export_results
 from imgsearch.search.fetch import fetch_url
 from imgsearch.search.filters import check_ext, parse_date
-from imgsearch.search.query import combine, parse_query
+from imgsearch.search.query import parse_query
+from imgsearch.search.ranking import combine
 from tests.factories import write_photo
 
 FAKE = ModelSpec("fake", None)

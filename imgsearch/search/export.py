@@ -14,7 +14,7 @@ import numpy as np
 
 from imgsearch.errors import DiskFullError, ImgSearchError, ReadOnlyError, UsageError
 from imgsearch.fs import free_path
-from imgsearch.search.ranking import SearchResult
+from imgsearch.search.result import SearchResult
 
 
 def export_results(results: Sequence[SearchResult], dest: Path, mode: str = "copy") -> list[Path]:

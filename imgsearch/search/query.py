@@ -12,9 +12,12 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
+from typing import TYPE_CHECKING
 
 from imgsearch.errors import UsageError
+
+if TYPE_CHECKING:  # numpy is not imported at run time: the CLI asking a server never loads it
+    import numpy as np
 
 MAX_WEIGHT = 100.0
 _WEIGHT = re.compile(r"^([+-]?\d+(?:\.\d+)?):(.*)$", re.DOTALL)
@@ -82,12 +85,3 @@ def parse_query(words: Sequence[str]) -> list[Term]:
     if not terms:
         raise UsageError("empty query: give some words to search for, e.g. imgsearch search \"a dog on the beach\"", "query")
     return terms
-
-
-def combine(vectors: np.ndarray, weights: Sequence[float]) -> np.ndarray:
-    """Weighted sum of unit vectors, normalised; terms that cancel out are a usage error."""
-    total = (np.asarray(weights, dtype=np.float32)[:, None] * vectors).sum(axis=0)
-    norm = float(np.linalg.norm(total))
-    if norm < 1e-6:
-        raise UsageError("the query terms cancel each other out: change their weights", "query")
-    return (total / norm).astype(np.float32)[None, :]

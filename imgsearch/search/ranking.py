@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import asdict, dataclass
 from datetime import datetime
 
 import numpy as np
@@ -13,25 +12,8 @@ from imgsearch.errors import UsageError
 from imgsearch.vectors.index import VectorIndex
 
 MAX_K = 10_000
-
-
 EXACT_FILTER_MAX = 50_000  # a filter leaving at most this many images is scored exactly, all of them
-
-
 SORTS = ("score", "date", "path")
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    """One hit: 1-based rank, cosine similarity, path, and the image id in the library."""
-
-    rank: int
-    score: float
-    path: str
-    id: int
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def check_options(opts: SearchOptions) -> SearchOptions:
@@ -98,3 +80,12 @@ def order(hits: list[tuple[int, float]], paths: dict[int, str], sort: str,
         when = dates([i for i, _ in hits])
         return sorted(hits, key=lambda h: when.get(h[0]) or datetime.min, reverse=True)
     return hits
+
+
+def combine(vectors: np.ndarray, weights: Sequence[float]) -> np.ndarray:
+    """Weighted sum of unit vectors, normalised; terms that cancel out are a usage error."""
+    total = (np.asarray(weights, dtype=np.float32)[:, None] * vectors).sum(axis=0)
+    norm = float(np.linalg.norm(total))
+    if norm < 1e-6:
+        raise UsageError("the query terms cancel each other out: change their weights", "query")
+    return (total / norm).astype(np.float32)[None, :]

@@ -17,8 +17,9 @@ from imgsearch.fs import is_inside
 from imgsearch.images.decode import FileData, decode_data, default_pixel_limit, file_limit, read_file
 from imgsearch.models.encoder import Encoder
 from imgsearch.search.fetch import fetch_url
-from imgsearch.search.query import Term, combine
-from imgsearch.search.ranking import SearchResult, check_options, order, rank_ids
+from imgsearch.search.query import Term
+from imgsearch.search.ranking import check_options, combine, order, rank_ids
+from imgsearch.search.result import SearchResult
 from imgsearch.store import dialect
 from imgsearch.store.orm import Model
 from imgsearch.vectors.index import VectorIndex
