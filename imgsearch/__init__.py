@@ -22,6 +22,7 @@ _LAZY = {
     "ImgSearchError": "imgsearch.errors", "UsageError": "imgsearch.errors", "NotFoundError": "imgsearch.errors",
     "Term": "imgsearch.search.query", "parse_query": "imgsearch.search.query",
     "parse_filters": "imgsearch.search.filters", "SearchResult": "imgsearch.search.result",
+    "timestamp": "imgsearch.search.result", "VideoSampling": "imgsearch.config",
     "export_results": "imgsearch.search.export", "thumbnail_jpeg": "imgsearch.images.decode",
     "check_roots": "indexer.pipeline", "parse_duration": "imgsearch.dups.options",
     "load_encoder": "imgsearch.models.encoder", "classify": "imgsearch.models.zeroshot",
@@ -30,12 +31,14 @@ _LAZY = {
     "TrainSettings": "imgsearch.models.training", "train": "imgsearch.models.training",
 }
 __all__ = ["CrawlSettings", "DupOptions", "Filters", "ImgSearchError", "IndexSettings", "Library", "ModelSpec",
-           "NotFoundError", "SearchOptions", "SearchResult", "Term", "TrainSettings", "UsageError", "check_roots",
-           "check_templates", "classify", "evaluate_folder", "export_results", "load_encoder", "parse_duration",
-           "parse_filters", "parse_labels", "parse_query", "read_pairs", "thumbnail_jpeg", "train", "upgrade"]
+           "NotFoundError", "SearchOptions", "SearchResult", "Term", "TrainSettings", "UsageError", "VideoSampling",
+           "check_roots", "check_templates", "classify", "evaluate_folder", "export_results", "load_encoder", "parse_duration",
+           "parse_filters", "parse_labels", "parse_query", "read_pairs", "thumbnail_jpeg", "timestamp", "train",
+           "upgrade"]
 
 if TYPE_CHECKING:
-    from imgsearch.config import CrawlSettings, DupOptions, Filters, IndexSettings, ModelSpec, SearchOptions
+    from imgsearch.config import (CrawlSettings, DupOptions, Filters, IndexSettings, ModelSpec, SearchOptions,
+                                  VideoSampling)
     from imgsearch.dups.options import parse_duration
     from imgsearch.errors import ImgSearchError, NotFoundError, UsageError
     from imgsearch.images.decode import thumbnail_jpeg
@@ -48,7 +51,7 @@ if TYPE_CHECKING:
     from imgsearch.search.export import export_results
     from imgsearch.search.filters import parse_filters
     from imgsearch.search.query import Term, parse_query
-    from imgsearch.search.result import SearchResult
+    from imgsearch.search.result import SearchResult, timestamp
     from indexer.pipeline import check_roots
 
 

@@ -13,7 +13,6 @@ DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 
 LIBRARY_ENV = "IMGSEARCH_LIBRARY"
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 
 # Folders that hold no user photos or hold copies managed by other software.
 DEFAULT_EXCLUDES = (
@@ -55,7 +54,16 @@ class CrawlSettings:
 
     include_hidden: bool = False
     excludes: tuple[str, ...] = ()
-    extensions: frozenset[str] = IMAGE_EXTENSIONS
+    extensions: frozenset[str] | None = None  # None: every format imgsearch reads (images.formats)
+
+
+@dataclass(frozen=True)
+class VideoSampling:
+    """Which frames of a video are embedded: key frames, at most one per `every_s` seconds (spread further apart
+    for long videos) and `max_frames` per video."""
+
+    every_s: float = 2.0
+    max_frames: int = 300
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,7 @@ class IndexSettings:
     max_image_pixels: int = 0  # 0: chosen from RAM and workers (see images.default_pixel_limit)
     gpu_decode: bool | None = None  # JPEGs decoded on the GPU too (nvJPEG); None: when the encoder is on CUDA
     rebuild: bool = False  # rebuild (and retrain) the FAISS index instead of updating it
+    video: VideoSampling = field(default_factory=VideoSampling)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ class PhotoInfo:
     gps: tuple[float, float] | None
     modified_at: datetime
     tags: list[tuple[str, float]] = field(default_factory=list)
+    duration_ms: int | None = None  # a video's length
 
 
 def photo(sessions: sessionmaker[Session], image_id: int) -> PhotoInfo:
@@ -50,7 +51,8 @@ def photo(sessions: sessionmaker[Session], image_id: int) -> PhotoInfo:
         gps = (image.gps_lat, image.gps_lon) if image.gps_lat is not None and image.gps_lon is not None else None
         return PhotoInfo(image.id, image.path, Path(image.path).name, image.size, image.width, image.height,
                          image.format, image.taken_at, camera, gps,
-                         datetime.fromtimestamp(image.mtime_ns / 1e9), store.tags_of(session, image_id))
+                         datetime.fromtimestamp(image.mtime_ns / 1e9), store.tags_of(session, image_id),
+                         image.duration_ms)
 
 
 def original(sessions: sessionmaker[Session], image_id: int) -> Path:
@@ -78,18 +80,21 @@ class Thumbnails:
     def size_for(asked: int) -> int:
         return next((s for s in THUMB_SIZES if s >= asked), THUMB_SIZES[-1])
 
-    def get(self, image_id: int, size: int) -> tuple[bytes, str]:
-        """(WebP bytes, cache key) of the photo at `size` (rounded up to a THUMB_SIZES entry)."""
+    def get(self, image_id: int, size: int, at_ms: int = 0) -> tuple[bytes, str]:
+        """(WebP bytes, cache key) of the photo at `size` (rounded up to a THUMB_SIZES entry); of a video, its frame
+        at `at_ms`."""
         size = self.size_for(size)
         path = original(self.sessions, image_id)
         with self.sessions() as session:
-            key = self._key(store.get_image(session, image_id), size)
+            image = store.get_image(session, image_id)
+            at_ms = at_ms if image.duration_ms is not None else 0
+            key = self._key(image, size) + (f"-t{at_ms}" if at_ms else "")
         cached = self._file(key)
         if cached.is_file():
             return cached.read_bytes(), key
         with self._slots:
             try:
-                data = thumbnail(str(path), size)
+                data = thumbnail(str(path), size, at_ms=at_ms)
             except ImageError as exc:
                 raise NotFoundError(f"photo {image_id} cannot be shown: {exc.message}", "image_id") from exc
         self._keep(cached, data)

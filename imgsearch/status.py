@@ -66,7 +66,7 @@ def library_status(sessions: sessionmaker[Session], path: Path, index_dir: Path)
 
 def _model_status(session: Session, m, index_dir: Path) -> ModelStatus:  # noqa: ANN001 (orm.Model)
     build = store.latest_build(session, m.id)
-    return ModelStatus(m.name, m.pretrained, m.dim, store.count_vectors(session, m.id),
+    return ModelStatus(m.name, m.pretrained, m.dim, store.count_vectors(session, m.id, frames=True),
                        build.spec if build else None, build.count if build else None,
                        is_fresh(session, m, index_dir), build_params(build) if build else {},
                        build.recall_at_10 if build else None, m.last_used_at, m.checkpoint_sha256)

@@ -10,15 +10,18 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 from imgsearch import store
 from imgsearch.config import IndexSettings
+from imgsearch.models.embed import Batch
 from imgsearch.models.encoder import Encoder
 from imgsearch.errors import UsageError
 from imgsearch.images.decode import partial_hash
 from imgsearch.vectors import build as index_build
 from imgsearch.images.crawl import FileEntry, Skipped, crawl
+from imgsearch.images.formats import missing_decoder
 from imgsearch.progress import Progress, SilentProgress
 from imgsearch.images.loader import StageTimes
 from indexer.executors import Executor
 from indexer.executors.local import LocalExecutor
+from imgsearch.store import KnownFile
 from indexer.plan import Plan, make_plan
 
 
@@ -111,7 +114,13 @@ def _plan(sessions: sessionmaker[Session], roots: Sequence[str], settings: Index
             progress.advance()
     with sessions() as session:
         known = store.known_files(session, roots)
-    return make_plan(crawled, known, _safe_hash)
+    return make_plan(crawled, known, _safe_hash, _decoder_installed_since)
+
+
+def _decoder_installed_since(known: KnownFile) -> bool:
+    """A file skipped for want of a decoder is worth another try once that decoder is installed."""
+    fmt = missing_decoder(known.skip_reason)
+    return fmt is not None and fmt.installed
 
 
 def _apply_plan(sessions: sessionmaker[Session], plan: Plan, report: RunReport) -> None:
@@ -137,7 +146,7 @@ def _apply_plan(sessions: sessionmaker[Session], plan: Plan, report: RunReport) 
 def _encode(sessions: sessionmaker[Session], executor: Executor, model_id: int, plan: Plan,
             progress: Progress, report: RunReport) -> None:
     with sessions() as session:
-        have = set(store.vector_ids(session, model_id).tolist())
+        have = store.encoded_image_ids(session, model_id)
     # path -> (existing row id or None, kind for the report)
     todo: dict[str, tuple[int | None, str]] = {e.path: (None, "new") for e in plan.new}
     todo.update((e.path, (old.id, "changed")) for e, old in plan.changed)
@@ -146,7 +155,7 @@ def _encode(sessions: sessionmaker[Session], executor: Executor, model_id: int, 
     todo.update((e.path, (old.id, "moved")) for e, old in plan.moved if old.id not in have)
     if not todo:
         return
-    progress.stage("encoding", len(todo), unit="img")
+    progress.stage("encoding", len(todo), unit="file")
     for batch in executor.embed(list(todo), report.times):
         write_start = time.perf_counter()
         with sessions.begin() as session:
@@ -155,8 +164,7 @@ def _encode(sessions: sessionmaker[Session], executor: Executor, model_id: int, 
                 kind = todo[decoded.path][1]
                 if kind in ("new", "changed"):
                     setattr(report, kind, getattr(report, kind) + 1)
-            if ids:
-                store.save_vectors(session, model_id, ids, batch.vectors)
+            _save_vectors(session, model_id, ids, batch)
             for skip in batch.skipped:
                 existing, kind = todo[skip.path]
                 store.save_skipped(session, skip.path, skip.size, skip.mtime_ns, skip.reason, existing)
@@ -164,13 +172,28 @@ def _encode(sessions: sessionmaker[Session], executor: Executor, model_id: int, 
                 others_stale |= existing is not None
                 if kind in ("unchanged", "moved"):
                     setattr(report, kind, getattr(report, kind) - 1)
-            if others_stale:  # save_vectors advanced this model's generation; others lost vectors
+            if others_stale:  # saving advanced this model's generation; others lost vectors
                 store.bump_generation(session)
         report.times.add(write_s=time.perf_counter() - write_start)
         report.encoded += len(ids)
         report.skipped += len(batch.skipped)
         progress.advance(len(batch.decoded) + len(batch.skipped))
     report.warnings.extend(report.times.notes)
+
+
+def _save_vectors(session: Session, model_id: int, ids: list[int], batch: Batch) -> None:
+    """A batch's vectors: one per still image, one per sampled frame of a video (rows in the batch's order)."""
+    start, stills, rows = 0, [], []
+    for image_id, decoded in zip(ids, batch.decoded):
+        end = start + decoded.rows
+        if decoded.times_ms is None:
+            stills.append(image_id)
+            rows.append(start)
+        else:
+            store.save_frames(session, model_id, image_id, decoded.times_ms, batch.vectors[start:end])
+        start = end
+    if stills:
+        store.save_vectors(session, model_id, stills, batch.vectors[rows])
 
 
 def _finish_run(sessions: sessionmaker[Session], run_id: int, report: RunReport, status: str) -> None:

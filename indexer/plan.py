@@ -30,8 +30,9 @@ def _same_stat(entry: FileEntry | Skipped, known: KnownFile) -> bool:
 
 
 def make_plan(crawled: Iterable[FileEntry | Skipped], known: dict[str, KnownFile],
-              hash_file: Callable[[str], str | None]) -> Plan:
-    """Classify every crawled file; `hash_file` is called only for new files that may be moved ones."""
+              hash_file: Callable[[str], str | None], retry: Callable[[KnownFile], bool] = lambda k: False) -> Plan:
+    """Classify every crawled file; `hash_file` is called only for new files that may be moved ones. A file skipped
+    before and unchanged since is tried again only when `retry` says so (its decoder has been installed since)."""
     plan = Plan()
     seen: set[str] = set()
     for entry in crawled:
@@ -48,7 +49,7 @@ def make_plan(crawled: Iterable[FileEntry | Skipped], known: dict[str, KnownFile
                 plan.unreadable.append((entry, old))
         elif old is None:
             plan.new.append(entry)
-        elif not _same_stat(entry, old):
+        elif not _same_stat(entry, old) or (old.status == STATUS_SKIPPED and retry(old)):
             plan.changed.append((entry, old))
         elif old.status == STATUS_SKIPPED:
             plan.still_skipped.append(old)

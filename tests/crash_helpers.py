@@ -7,16 +7,16 @@ import os
 from imgsearch.images.loader import _decode_chunk
 
 
-def crashing_decode_chunk(paths, geo, max_pixels):  # noqa: ANN001, ANN201
+def crashing_decode_chunk(paths, geo, max_pixels, sampling):  # noqa: ANN001, ANN201
     if any("crash" in os.path.basename(p) for p in paths):
         os._exit(139)  # what a segfault looks like to the pool: the process is gone
-    return _decode_chunk(paths, geo, max_pixels)
+    return _decode_chunk(paths, geo, max_pixels, sampling)
 
 
-def unstartable_decode_chunk(paths, geo, max_pixels):  # noqa: ANN001, ANN201
+def unstartable_decode_chunk(paths, geo, max_pixels, sampling):  # noqa: ANN001, ANN201
     """Dies whenever it runs in a worker process (the pool's health check included)."""
     import multiprocessing
 
     if multiprocessing.parent_process() is not None:
         os._exit(1)
-    return _decode_chunk(paths, geo, max_pixels)
+    return _decode_chunk(paths, geo, max_pixels, sampling)

@@ -27,9 +27,11 @@ def names(root: Path, settings: CrawlSettings = CrawlSettings()) -> dict[str, st
 
 
 def test_extensions_are_case_insensitive_and_other_files_ignored(tmp_path: Path) -> None:
-    for n in ("a.JPG", "b.jpeg", "c.Png", "d.webp", "e.gif", "f.bmp", "g.TIFF", "h.tif", "notes.txt", "raw.cr2"):
+    wanted = ["a.JPG", "b.jpeg", "c.Png", "d.webp", "e.gif", "f.bmp", "g.TIFF", "h.tif", "i.HEIC", "j.avif", "k.jxl",
+              "l.cr2", "m.NEF", "n.dng", "o.MOV", "p.mp4", "q.mkv"]
+    for n in wanted + ["notes.txt", "song.mp3", "doc.pdf", "x.xmp"]:
         touch(tmp_path / n)
-    assert sorted(names(tmp_path)) == ["a.JPG", "b.jpeg", "c.Png", "d.webp", "e.gif", "f.bmp", "g.TIFF", "h.tif"]
+    assert sorted(names(tmp_path)) == sorted(wanted)
 
 
 def test_default_excludes_hidden_and_user_globs(tmp_path: Path) -> None:

@@ -280,3 +280,25 @@ def test_busy_while_an_indexer_holds_the_library(client: TestClient, library, ph
         assert got.status_code == 409 and got.json()["error"]["code"] == "busy"
         assert client.get("/api/v1/search", params={"q": "red"}).status_code == 200  # searches go on
     assert len(list(photos.iterdir())) == 7  # nothing moved
+
+
+def test_a_video_is_one_result_shown_at_its_best_moment(client: TestClient, library, photos: Path) -> None:  # noqa: ANN001
+    from tests.factories import write_video
+
+    write_video(photos / "clip.mp4", [(4, Image.new("RGB", (64, 48), (220, 30, 30))),
+                                      (4, Image.new("RGB", (64, 48), (20, 200, 30)))])
+    library.index([photos], FAKE, IndexSettings(workers=0))
+    hits = client.get("/api/v1/search", params={"q": "green", "k": 100}).json()["results"]
+    clip = [h for h in hits if h["name"] == "clip.mp4"]
+    assert len(clip) == 1 and clip[0]["time_ms"] in (4000, 6000) and clip[0]["at"] in ("0:04", "0:06")
+    assert all(h["time_ms"] is None for h in hits if h["name"] != "clip.mp4")
+    red_moment = client.get(f"/api/v1/images/{clip[0]['id']}/thumb", params={"size": 160, "t": 0})
+    green_moment = client.get(f"/api/v1/images/{clip[0]['id']}/thumb", params={"size": 160, "t": clip[0]["time_ms"]})
+    colours = [Image.open(io.BytesIO(r.content)).convert("RGB").getpixel((20, 20)) for r in (red_moment, green_moment)]
+    assert colours[0][0] > 150 > colours[0][1] and colours[1][1] > 150 > colours[1][0]  # the frame asked for
+    page = client.get("/", params={"q": "green"}).text
+    assert f"/photo/{clip[0]['id']}?" in page and f"t={clip[0]['time_ms']}" in page and "&#9654;" in page
+    photo = client.get(f"/photo/{clip[0]['id']}", params={"t": clip[0]["time_ms"]}).text
+    assert "<video" in photo and f"/file#t={clip[0]['time_ms'] // 1000}" in photo and "0:08" in photo  # its length
+    ranged = client.get(f"/api/v1/images/{clip[0]['id']}/file", headers={"Range": "bytes=0-99"})
+    assert ranged.status_code == 206 and len(ranged.content) == 100  # players seek with byte ranges

@@ -24,6 +24,10 @@ def index(
     gpu_decode: Annotated[Optional[bool], typer.Option(
         "--gpu-decode/--no-gpu-decode", help="Decode JPEGs on the GPU too [default: when CUDA is used].",
         show_default=False)] = None,
+    frame_every: Annotated[float, typer.Option(help="Videos: embed at most one key frame per this many seconds.",
+                                               min=0.1)] = 2.0,
+    max_frames: Annotated[int, typer.Option(help="Videos: at most this many frames each (long ones are spread out).",
+                                            min=1)] = 300,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print a per-stage time breakdown.")] = False,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Rebuild (and retrain) the search index from the stored "
                                                              "vectors.")] = False,
@@ -31,13 +35,14 @@ def index(
                                                                    "so its first scroll is fast.")] = False,
 ) -> None:
     """Crawl folders, encode new and changed images, and build the search index."""
-    from imgsearch import CrawlSettings, IndexSettings, check_roots
+    from imgsearch import CrawlSettings, IndexSettings, VideoSampling, check_roots
     from imgsearch.cli.render import shown
 
     with handled():
         check_roots(folders or [])  # before the library is created: a typo must not leave one behind
         settings = IndexSettings(crawl=CrawlSettings(include_hidden=include_hidden, excludes=tuple(exclude or ())),
-                                 batch_size=batch_size, workers=workers, gpu_decode=gpu_decode, rebuild=rebuild)
+                                 batch_size=batch_size, workers=workers, gpu_decode=gpu_decode, rebuild=rebuild,
+                                 video=VideoSampling(frame_every, max_frames))
         with open_library(library, create=True) as lib:
             report = lib.index(folders or (), model_spec(model, pretrained), settings, TqdmProgress())
             made = lib.make_thumbnails(progress=TqdmProgress()) if thumbnails else None

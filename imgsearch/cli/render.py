@@ -29,13 +29,14 @@ def table(results: Sequence[SearchResult]) -> str:
         return ""
     width = len(str(results[-1].rank))
     lines = [f"{'#':>{width}}  score   path"]
-    lines += [f"{r.rank:>{width}}  {r.score:.4f}  {shown(r.path)}" for r in results]
+    lines += [f"{r.rank:>{width}}  {r.score:.4f}  {shown(r.path)}" + (f"  {r.at}" if r.at else "") for r in results]
     return "\n".join(lines) + "\n"
 
 
 def json_lines(results: Sequence[SearchResult]) -> str:
-    """One JSON object per result: path, score, rank, id."""
-    return "".join(json.dumps({"path": r.path, "score": round(r.score, 6), "rank": r.rank, "id": r.id},
+    """One JSON object per result: path, score, rank, id; for a video, the best frame's time in seconds."""
+    return "".join(json.dumps({"path": r.path, "score": round(r.score, 6), "rank": r.rank, "id": r.id}
+                              | ({"time": r.time_ms / 1000} if r.time_ms is not None else {}),
                               ensure_ascii=False) + "\n" for r in results)
 
 
@@ -52,8 +53,9 @@ def html(results: Sequence[SearchResult], thumbnails: Mapping[int, bytes | None]
         thumb = thumbnails.get(r.id)
         img = (f'<img src="data:image/jpeg;base64,{base64.b64encode(thumb).decode()}" alt="">' if thumb
                else '<div class="missing">unreadable</div>')
-        name = html_escape.escape(r.path)
-        cells.append(f'<figure><a href="{html_escape.escape(Path(r.path).absolute().as_uri())}">{img}</a>'
+        name = html_escape.escape(r.path) + (f" &middot; {r.at}" if r.at else "")
+        link = Path(r.path).absolute().as_uri() + (f"#t={r.time_ms / 1000:g}" if r.time_ms is not None else "")
+        cells.append(f'<figure><a href="{html_escape.escape(link)}">{img}</a>'
                      f'<figcaption>#{r.rank} &middot; {r.score:.4f}<br><span>{name}</span></figcaption></figure>')
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html_escape.escape(title)}</title>

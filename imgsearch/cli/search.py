@@ -101,14 +101,15 @@ def _ask_server(library: Optional[Path], params: list[tuple[str, str]], words: l
 
     server = running_server((library.expanduser() if library else default_library_dir()).absolute())
     rows = search(server, params) if server else None
-    return None if rows is None else [SearchResult(r["rank"], r["score"], r["path"], r["id"]) for r in rows]
+    return None if rows is None else [SearchResult(r["rank"], r["score"], r["path"], r["id"], r.get("time_ms"))
+                                      for r in rows]
 
 
 def _write_html(path: Path, results: list, title: str) -> None:
     from imgsearch.cli import render as output
     from imgsearch import thumbnail_jpeg
 
-    thumbs = {r.id: thumbnail_jpeg(r.path) for r in results}
+    thumbs = {r.id: thumbnail_jpeg(r.path, at_ms=r.time_ms or 0) for r in results}
     try:
         path.expanduser().write_text(output.html(results, thumbs, f"imgsearch: {title}"), encoding="utf-8")
     except OSError as exc:

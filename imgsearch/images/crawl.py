@@ -1,4 +1,5 @@
-"""Walk roots and list candidate image files. No DB, no Pillow."""
+"""Walk roots and list candidate files: every extension of a format imgsearch reads (images.formats), images and
+videos alike. No DB, no Pillow."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imgsearch.config import DEFAULT_EXCLUDES, CrawlSettings
+from imgsearch.images.formats import EXTENSIONS, PICTURE_EXTENSIONS
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,7 @@ def crawl(root: str, settings: CrawlSettings,
 
 def _visit(entry: os.DirEntry, settings: CrawlSettings, seen_dirs: set[tuple[int, int]],
            subdirs: list[str]) -> Iterator[FileEntry | Skipped]:
-    is_image_name = os.path.splitext(entry.name)[1].lower() in settings.extensions
+    is_image_name = os.path.splitext(entry.name)[1].lower() in (settings.extensions or EXTENSIONS)
     try:
         st = entry.stat(follow_symlinks=True)
     except OSError as exc:
@@ -119,6 +121,7 @@ def _visit(entry: os.DirEntry, settings: CrawlSettings, seen_dirs: set[tuple[int
         yield FileEntry(path, st.st_size, st.st_mtime_ns)
 
 
-def image_files(folder: Path, settings: CrawlSettings = CrawlSettings()) -> list[Path]:
-    """Every readable image file under a folder, sorted, by the crawler's rules (for training and eval sets)."""
+def image_files(folder: Path, settings: CrawlSettings = CrawlSettings(extensions=PICTURE_EXTENSIONS)) -> list[Path]:
+    """Every readable image file (no videos) under a folder, sorted, by the crawler's rules (for training and eval
+    sets)."""
     return sorted(Path(e.path) for e in crawl(str(folder), settings) if isinstance(e, FileEntry))

@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from imgsearch.config import VideoSampling
 from imgsearch.errors import ImageError
+from imgsearch.images import formats, raw, video
 from imgsearch.images.exif import DECODE_ERRORS, ORIENTATION, ImageInfo, read_metadata
 
 PARTIAL_HASH_CHUNK = 64 * 1024
@@ -42,7 +44,8 @@ class Geometry:
 
 @dataclass(frozen=True)
 class Decoded:
-    """One file ready for the encoder: model-sized uint8 pixels (H, W, 3) and what the DB stores."""
+    """One file ready for the encoder: model-sized uint8 pixels (H, W, 3) and what the DB stores. A video has
+    pixels (frames, H, W, 3) and the frames' times."""
 
     path: str
     pixels: np.ndarray
@@ -50,6 +53,13 @@ class Decoded:
     content_hash: str
     size: int
     mtime_ns: int
+    times_ms: tuple[int, ...] | None = None  # a video's sampled frames
+    duration_ms: int | None = None
+
+    @property
+    def rows(self) -> int:
+        """How many vectors this file needs (its frames, for a video)."""
+        return len(self.times_ms) if self.times_ms is not None else 1
 
 
 def default_pixel_limit(workers: int) -> int:
@@ -91,10 +101,25 @@ def data_hash(data: bytes | bytearray) -> str:
     return hash_bytes(data[:PARTIAL_HASH_CHUNK], data[_tail_offset(len(data)):], len(data))
 
 
-def open_rgb(source: str | Path | io.BytesIO, max_pixels: int,
-             draft_to: tuple[int, int] | None = None) -> tuple[Image.Image, ImageInfo]:
-    """Open an image as oriented RGB (alpha over white); JPEGs DCT-downscaled to at least `draft_to` (w, h)."""
-    with _as_image_errors():
+def open_rgb(source: str | Path | io.BytesIO, max_pixels: int, draft_to: tuple[int, int] | None = None,
+             name: str = "") -> tuple[Image.Image, ImageInfo]:
+    """Open any supported file as oriented RGB (alpha over white): stills through Pillow (JPEGs DCT-downscaled to
+    at least `draft_to` (w, h)), RAWs through their preview or LibRaw, videos as their first key frame. `name`:
+    the file name of in-memory bytes (it settles what content alone cannot: a TIFF or a TIFF-based RAW)."""
+    name = name or ("" if isinstance(source, io.BytesIO) else str(source))
+    head = _head(source)
+    sniffed = formats.sniff(head, name)  # by content: what a decoder failing on the file cannot blame on its name
+    fmt = sniffed or formats.by_extension(name)
+    if fmt is not None and not fmt.installed:
+        raise ImageError(fmt.missing())
+    if fmt is not None and fmt.kind == formats.RAW:
+        data = source.getvalue() if isinstance(source, io.BytesIO) else _read_all(source)
+        return raw.open_raw(data, max_pixels, max(draft_to) if draft_to else 0)
+    if fmt is not None and fmt.kind == formats.VIDEO:
+        img = video.still(source if isinstance(source, io.BytesIO) else str(source))
+        return img, ImageInfo(*img.size, "VIDEO")
+    formats.register_pillow_plugins()
+    with _as_image_errors(sniffed):
         img = _open_checked(source, max_pixels)
         info = read_metadata(img, *img.size)
         if draft_to is not None and img.format == "JPEG":
@@ -109,17 +134,41 @@ def open_rgb(source: str | Path | io.BytesIO, max_pixels: int,
     return img, info
 
 
+def _head(source: str | Path | io.BytesIO) -> bytes:
+    """The first bytes of a file, enough to tell its format."""
+    if isinstance(source, io.BytesIO):
+        return source.getbuffer()[:formats.HEAD_BYTES].tobytes()
+    try:
+        with open(source, "rb") as f:
+            return f.read(formats.HEAD_BYTES)
+    except OSError as exc:
+        raise ImageError(f"cannot read: {exc.strerror or exc}") from exc
+
+
+def format_of_file(path: str) -> formats.Format | None:
+    """A file's format by its first bytes (and its name where content cannot tell)."""
+    return formats.format_of(_head(path), path)
+
+
+def _read_all(path: str | Path) -> bytearray:
+    return read_file(str(path)).data
+
+
 @contextlib.contextmanager
-def _as_image_errors() -> Iterator[None]:
+def _as_image_errors(sniffed: formats.Format | None = None) -> Iterator[None]:
     """Whatever a broken file makes Pillow raise becomes an ImageError with a reason a user can read."""
     try:
         yield
     except ImageError:
         raise
     except UnidentifiedImageError as exc:
+        if sniffed is not None:  # its content says what it is, yet its decoder cannot read it
+            raise ImageError(f"cannot decode {sniffed.name}: the file is damaged or truncated") from exc
         raise ImageError("not an image Pillow can read (wrong extension or unsupported format)") from exc
     except DECODE_ERRORS as exc:
         raise ImageError(f"cannot decode: {type(exc).__name__}: {exc}") from exc
+    except RuntimeError as exc:  # how the HEIF and JPEG XL plugins report a damaged or hostile file
+        raise ImageError(f"cannot decode: {exc}") from exc
 
 
 def _open_checked(source: str | Path | io.BytesIO, max_pixels: int) -> Image.Image:
@@ -252,33 +301,66 @@ def read_header(data: bytes | bytearray, max_pixels: int) -> tuple[ImageInfo, in
 
 def decode_data(file: FileData, geo: Geometry, max_pixels: int) -> Decoded:
     """Decode bytes already read (draft mode) and fit them to the model's geometry."""
-    img, info = open_rgb(io.BytesIO(file.data), max_pixels, draft_to=(geo.width, geo.height))
+    img, info = open_rgb(io.BytesIO(file.data), max_pixels, draft_to=(geo.width, geo.height), name=file.path)
+    return Decoded(file.path, _fit(img, geo), info, data_hash(file.data), file.size, file.mtime_ns)
+
+
+def _fit(img: Image.Image, geo: Geometry) -> np.ndarray:
     try:
-        pixels = fit_to_geometry(img, geo)
+        return fit_to_geometry(img, geo)
     except DECODE_ERRORS as exc:
         raise ImageError(f"cannot resize: {type(exc).__name__}: {exc}") from exc
-    return Decoded(file.path, pixels, info, data_hash(file.data), file.size, file.mtime_ns)
 
 
-def decode_file(path: str, geo: Geometry, max_pixels: int) -> Decoded:
-    """Read a file once, fingerprint it, decode it (draft mode) and fit it to the model's geometry."""
+def decode_video(path: str, geo: Geometry, max_pixels: int, sampling: VideoSampling) -> Decoded:
+    """Sample a video's key frames (FFmpeg reads the file itself: it is never read whole) and fit each."""
+    if not formats.VIDEO_FORMAT.installed:
+        raise ImageError(formats.VIDEO_FORMAT.missing())
+    try:
+        before = os.stat(path)
+        fingerprint = partial_hash(path)
+    except OSError as exc:
+        raise ImageError(f"cannot read: {exc.strerror or exc}") from exc
+    if before.st_size == 0:
+        raise ImageError("empty file (0 bytes)")
+    frames = video.read_frames(path, sampling, max_pixels)
+    try:
+        after = os.stat(path)
+    except OSError as exc:
+        raise ImageError(f"cannot read: {exc.strerror or exc}") from exc
+    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
+        raise ImageError("file changed while being read (it will be retried on the next run)")
+    pixels = np.stack([_fit(img, geo) for _, img in frames.frames])
+    return Decoded(path, pixels, frames.info, fingerprint, after.st_size, after.st_mtime_ns,
+                   tuple(t for t, _ in frames.frames), frames.duration_ms)
+
+
+def decode_file(path: str, geo: Geometry, max_pixels: int, sampling: VideoSampling | None = None) -> Decoded:
+    """Decode any supported file for the encoder: a still read once and fingerprinted, or a video's frames."""
+    if format_of_file(path) is formats.VIDEO_FORMAT:
+        return decode_video(path, geo, max_pixels, sampling or VideoSampling())
     return decode_data(read_file(path, file_limit(max_pixels)), geo, max_pixels)
 
 
-def thumbnail(path: str, size: int, fmt: str = "WEBP", max_pixels: int = 200_000_000) -> bytes:
-    """A small EXIF-oriented copy of an image, its longer side `size` at most, encoded as `fmt` (WEBP, JPEG).
-    JPEGs are DCT-downscaled while decoding (draft mode): a 12 MP photo costs a fraction of a full decode.
-    Raises ImageError for a file that cannot be read."""
-    img, _ = open_rgb(path, max_pixels, draft_to=(size, size))
+def thumbnail(path: str, size: int, fmt: str = "WEBP", max_pixels: int = 200_000_000, at_ms: int = 0) -> bytes:
+    """A small EXIF-oriented copy of an image, its longer side `size` at most, encoded as `fmt` (WEBP, JPEG); for
+    a video, of its key frame at `at_ms`. JPEGs are DCT-downscaled while decoding (draft mode): a 12 MP photo costs
+    a fraction of a full decode. Raises ImageError for a file that cannot be read."""
+    if format_of_file(path) is formats.VIDEO_FORMAT:
+        if not formats.VIDEO_FORMAT.installed:
+            raise ImageError(formats.VIDEO_FORMAT.missing())
+        img = video.still(path, at_ms)
+    else:
+        img, _ = open_rgb(path, max_pixels, draft_to=(size, size))
     img.thumbnail((size, size), Image.Resampling.BICUBIC)
     out = io.BytesIO()
     img.save(out, format=fmt, quality=80, **({"method": 4} if fmt == "WEBP" else {}))
     return out.getvalue()
 
 
-def thumbnail_jpeg(path: str, size: int = 256, max_pixels: int = 200_000_000) -> bytes | None:
-    """A small oriented JPEG of an image for contact sheets; None if the file cannot be read."""
+def thumbnail_jpeg(path: str, size: int = 256, max_pixels: int = 200_000_000, at_ms: int = 0) -> bytes | None:
+    """A small oriented JPEG of an image (a video: its frame at `at_ms`) for contact sheets; None if unreadable."""
     try:
-        return thumbnail(path, size, "JPEG", max_pixels)
+        return thumbnail(path, size, "JPEG", max_pixels, at_ms)
     except ImageError:
         return None

@@ -38,8 +38,13 @@ def read_metadata(img: Image.Image, w: int, h: int) -> ImageInfo:
         exif = img.getexif()
     except DECODE_ERRORS:
         exif = {}
+    return exif_metadata(exif, w, h, img.format)
+
+
+def exif_metadata(exif: Image.Exif | dict, w: int, h: int, fmt: str | None) -> ImageInfo:
+    """ImageInfo from EXIF tags (size swapped when the orientation turns the picture a quarter)."""
     if not exif:
-        return ImageInfo(w, h, img.format)
+        return ImageInfo(w, h, fmt)
     try:
         sub = exif.get_ifd(_EXIF_IFD)
     except DECODE_ERRORS:
@@ -48,7 +53,7 @@ def read_metadata(img: Image.Image, w: int, h: int) -> ImageInfo:
         w, h = h, w
     taken = sub.get(_DATETIME_ORIGINAL) or sub.get(_DATETIME_DIGITIZED) or exif.get(_DATETIME)
     lat, lon = _gps(exif)
-    return ImageInfo(w, h, img.format, _exif_datetime(taken), _exif_text(exif.get(_MAKE)),
+    return ImageInfo(w, h, fmt, _exif_datetime(taken), _exif_text(exif.get(_MAKE)),
                      _exif_text(exif.get(_MODEL)), lat, lon)
 
 

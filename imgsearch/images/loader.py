@@ -20,14 +20,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 from imgsearch.errors import ImageError
 from imgsearch.workers import importable_main, process_pool
-from imgsearch.images.decode import Decoded, FileData, Geometry, decode_data, file_limit, read_file
+from imgsearch.images.decode import (Decoded, FileData, Geometry, decode_data, decode_video, file_limit, format_of_file,
+                                     read_file)
 from imgsearch.images.crawl import Skipped
+from imgsearch.images.formats import VIDEO_FORMAT
+from imgsearch.config import VideoSampling
 
 if TYPE_CHECKING:
     from imgsearch.images.gpu import TensorDecoder
 
 
-ChunkDecoder = Optional[Callable[[Sequence[str], Geometry, int], tuple[list, float, float]]]
+ChunkDecoder = Optional[Callable[[Sequence[str], Geometry, int, VideoSampling], tuple[list, float, float]]]
 
 
 CHUNK = 8  # files per CPU task: amortises IPC without making the look-ahead coarse
@@ -94,10 +97,12 @@ def _skip(path: str, exc: ImageError) -> Skipped:
     return Skipped(path, exc.message, size, mtime_ns)
 
 
-def _decode_timed(path: str, geo: Geometry, max_pixels: int) -> tuple[Decoded | Skipped, float, float]:
+def _decode_timed(path: str, geo: Geometry, max_pixels: int, sampling: VideoSampling) -> tuple[Decoded | Skipped, float, float]:
     """Decode one file, timing read and decode; any failure becomes a Skipped with its reason."""
     t0 = time.perf_counter()
     try:
+        if format_of_file(path) is VIDEO_FORMAT:  # FFmpeg reads it as it decodes
+            return decode_video(path, geo, max_pixels, sampling), 0.0, time.perf_counter() - t0
         data = read_file(path, file_limit(max_pixels))
         t1 = time.perf_counter()
         return decode_data(data, geo, max_pixels), t1 - t0, time.perf_counter() - t1
@@ -105,10 +110,11 @@ def _decode_timed(path: str, geo: Geometry, max_pixels: int) -> tuple[Decoded | 
         return _skip(path, exc), 0.0, time.perf_counter() - t0
 
 
-def _decode_chunk(paths: Sequence[str], geo: Geometry, max_pixels: int) -> tuple[list[Decoded | Skipped], float, float]:
+def _decode_chunk(paths: Sequence[str], geo: Geometry, max_pixels: int,
+                  sampling: VideoSampling) -> tuple[list[Decoded | Skipped], float, float]:
     out, read_s, decode_s = [], 0.0, 0.0
     for p in paths:
-        item, r, d = _decode_timed(p, geo, max_pixels)
+        item, r, d = _decode_timed(p, geo, max_pixels, sampling)
         out.append(item)
         read_s += r
         decode_s += d
@@ -121,8 +127,10 @@ def _crashed(path: str) -> Skipped:
 
 def load(paths: Sequence[str], geo: Geometry, max_pixels: int, workers: int,
          tensor_decoder: "TensorDecoder | None" = None, times: StageTimes | None = None,
-         share_jpegs: bool = True, decode_chunk: ChunkDecoder = None) -> Iterator[Decoded | Skipped]:
-    """Every path comes back once, decoded or skipped; memory stays flat (bounded look-ahead).
+         share_jpegs: bool = True, decode_chunk: ChunkDecoder = None,
+         sampling: VideoSampling = VideoSampling()) -> Iterator[Decoded | Skipped]:
+    """Every path comes back once, decoded or skipped; memory stays flat (bounded look-ahead). Videos come back
+    as their sampled frames (`sampling`).
 
     With a tensor decoder, `share_jpegs=False` keeps the CPU workers off JPEGs (the GPU takes them all).
     """
@@ -130,12 +138,12 @@ def load(paths: Sequence[str], geo: Geometry, max_pixels: int, workers: int,
     times.cpu_workers = max(0, workers)
     if workers <= 0 and tensor_decoder is None:
         for path in paths:
-            item, r, d = _decode_timed(path, geo, max_pixels)
+            item, r, d = _decode_timed(path, geo, max_pixels, sampling)
             times.add(read_s=r, decode_cpu_s=d, cpu_images=1)
             yield item
         return
     yield from _Pipeline(paths, geo, max_pixels, workers, tensor_decoder, times, share_jpegs,
-                         decode_chunk or _decode_chunk).run()
+                         decode_chunk or _decode_chunk, sampling).run()
 
 
 class _Pipeline:
@@ -143,8 +151,9 @@ class _Pipeline:
 
     def __init__(self, paths: Sequence[str], geo: Geometry, max_pixels: int, workers: int,
                  tensor_decoder: "TensorDecoder | None", times: StageTimes, share_jpegs: bool,
-                 decode_chunk: Callable) -> None:
+                 decode_chunk: Callable, sampling: VideoSampling) -> None:
         self.decode_chunk = decode_chunk  # module-level, so worker processes can import it
+        self.sampling = sampling
         jpegs = [p for p in paths if p.lower().endswith(JPEG_SUFFIXES)]
         others = [p for p in paths if not p.lower().endswith(JPEG_SUFFIXES)]
         # GPU pops JPEGs from the left; CPU workers pop from the right (other formats first).
@@ -244,7 +253,7 @@ class _Pipeline:
                     if not chunk:
                         break
                     try:
-                        pending[pool.submit(self.decode_chunk, chunk, self.geo, self.max_pixels)] = chunk
+                        pending[pool.submit(self.decode_chunk, chunk, self.geo, self.max_pixels, self.sampling)] = chunk
                     except BrokenProcessPool:
                         suspects.extend(chunk)
                         broken = True
@@ -288,7 +297,7 @@ class _Pipeline:
         """A fresh pool that has run a no-op task: a pool whose workers cannot even start is no pool."""
         pool = process_pool(self.workers)
         try:
-            pool.submit(self.decode_chunk, [], self.geo, self.max_pixels).result(timeout=120)
+            pool.submit(self.decode_chunk, [], self.geo, self.max_pixels, self.sampling).result(timeout=120)
             return pool
         except (BrokenProcessPool, TimeoutError, OSError):
             pool.shutdown(wait=False, cancel_futures=True)
@@ -302,7 +311,7 @@ class _Pipeline:
                     return
                 time.sleep(0.01)
                 continue
-            items, read_s, decode_s = self.decode_chunk(chunk, self.geo, self.max_pixels)
+            items, read_s, decode_s = self.decode_chunk(chunk, self.geo, self.max_pixels, self.sampling)
             self.times.add(read_s=read_s, decode_cpu_s=decode_s, cpu_images=len(items))
             self._put(items)
 

@@ -28,19 +28,25 @@ def check_options(opts: SearchOptions) -> SearchOptions:
     return opts
 
 
+Owners = Callable[[Sequence[int]], dict[int, int]]  # index ids -> the image each stands for (a video's frames)
+
+
 def rank_ids(index: VectorIndex, query: np.ndarray, need: int, allowed: np.ndarray | None,
-             exclude: Collection[int], min_score: float | None) -> list[tuple[int, float]]:
-    """The best `need` (id, exact score) pairs among allowed ids, best first, none below min_score.
+             exclude: Collection[int], min_score: float | None, owners: Owners | None = None) -> list[tuple[int, float]]:
+    """The best `need` (index id, exact score) pairs among allowed ids, best first, none below min_score, and at most
+    one per image: `owners` maps index ids that stand for another image (a video's frames) to it, and only the best
+    of them counts.
 
     A selective filter scores every allowed image exactly. Otherwise the index is asked for more
     and more candidates until enough pass the filter: never fewer results than exist.
     """
     floor = -np.inf if min_score is None else min_score
+    owner_of = _Owners(owners)
     excluded = np.fromiter(exclude, dtype=np.int64) if exclude else np.zeros(0, dtype=np.int64)
     if allowed is not None:
         allowed = np.setdiff1d(np.intersect1d(allowed, index.ids()), excluded)
         if len(allowed) <= EXACT_FILTER_MAX:
-            return _exact(index, query, allowed, need, floor)
+            return _exact(index, query, allowed, need, floor, owner_of)
     depth = need + len(excluded)
     while True:
         scores, ids = index.search(query, depth)
@@ -49,25 +55,58 @@ def rank_ids(index: VectorIndex, query: np.ndarray, need: int, allowed: np.ndarr
         keep = ~np.isin(got_ids, excluded)
         if allowed is not None:
             keep &= np.isin(got_ids, allowed)
-        hits = [(int(i), float(s)) for i, s in zip(got_ids[keep], got_scores[keep]) if s >= floor]
+        hits = owner_of.best([(int(i), float(s)) for i, s in zip(got_ids[keep], got_scores[keep]) if s >= floor], need)
         exhausted = len(got_ids) < min(depth, len(index))  # IVF lists probed hold no more
         if len(hits) >= need or depth >= len(index) or (len(got_scores) and got_scores[-1] < floor):
-            return hits[:need]
+            return hits
         if exhausted:
             pool = allowed if allowed is not None else np.setdiff1d(index.ids(), excluded)
-            return _exact(index, query, pool, need, floor)
+            return _exact(index, query, pool, need, floor, owner_of)
         depth = min(len(index), depth * 4)
 
 
-def _exact(index: VectorIndex, query: np.ndarray, ids: np.ndarray, need: int, floor: float) -> list[tuple[int, float]]:
+class _Owners:
+    """Keeps the first (best) hit of each image; remembers the owners it has looked up."""
+
+    def __init__(self, owners: Owners | None) -> None:
+        self.lookup, self.known = owners, {}
+
+    def best(self, hits: list[tuple[int, float]], need: int) -> list[tuple[int, float]]:
+        """`hits` best first -> at most `need` of them, one per image."""
+        if self.lookup is None:
+            return hits[:need]
+        unknown = [i for i, _ in hits if i not in self.known]
+        if unknown:
+            found = self.lookup(unknown)
+            self.known.update((i, found.get(i, i)) for i in unknown)
+        seen: set[int] = set()
+        out = []
+        for i, s in hits:
+            if self.known[i] not in seen:
+                seen.add(self.known[i])
+                out.append((i, s))
+                if len(out) == need:
+                    break
+        return out
+
+
+def _exact(index: VectorIndex, query: np.ndarray, ids: np.ndarray, need: int, floor: float,
+           owner_of: _Owners) -> list[tuple[int, float]]:
     best: list[tuple[int, float]] = []
     for start in range(0, len(ids), 100_000):  # bounded memory on huge libraries
         chunk = ids[start:start + 100_000]
         scores = index.score(query, chunk)
-        top = np.argsort(-scores, kind="stable")[:need]
-        best += [(int(chunk[i]), float(scores[i])) for i in top if scores[i] >= floor]
+        ranked_rows = np.argsort(-scores, kind="stable")
+        take = need
+        while True:  # frames of one video may fill the top: look further until `need` images are found
+            top = [(int(chunk[i]), float(scores[i])) for i in ranked_rows[:take] if scores[i] >= floor]
+            found = owner_of.best(top, need)
+            if len(found) >= need or take >= len(ranked_rows) or len(top) < take:
+                break
+            take *= 4
+        best += found
     best.sort(key=lambda h: -h[1])
-    return best[:need]
+    return owner_of.best(best, need)
 
 
 def order(hits: list[tuple[int, float]], paths: dict[int, str], sort: str,

@@ -45,16 +45,27 @@ def search(sessions: sessionmaker[Session], row: Model, encoder: Callable[[], En
         exclude = {i for t in terms if t.kind == "image"
                    for i in [store.image_id_for_path(session, os.path.abspath(Path(t.value).expanduser()))]
                    if i is not None} | {int(t.value) for t in terms if t.kind == "photo"}
-        allowed = store.filter_ids(session, options.filters) if options.filters.active() else None
+        exclude |= set(store.frame_index_ids(session, row.id, sorted(exclude)).tolist())  # a video's own frames
+        allowed = store.filter_index_ids(session, row.id, options.filters) if options.filters.active() else None
     ann = index()
     if options.offset >= len(ann):
         return []  # past the last image: nothing to rank (and no depth of 10**11 asked of FAISS)
-    hits = rank_ids(ann, query, min(options.offset + options.k, len(ann)), allowed, exclude, options.min_score)
+    frames: dict[int, tuple[int, int]] = {}
+
+    def owners(ids: Sequence[int]) -> dict[int, int]:
+        with sessions() as session:
+            found = store.frame_owners(session, ids)
+        frames.update(found)
+        return {i: image_id for i, (image_id, _) in found.items()}
+
+    hits = rank_ids(ann, query, min(options.offset + options.k, len(ann)), allowed, exclude, options.min_score, owners)
+    times = {frames[i][0]: frames[i][1] for i, _ in hits if i in frames}
+    hits = [(frames[i][0] if i in frames else i, score) for i, score in hits]
     with sessions() as session:
         paths = store.paths_for(session, [i for i, _ in hits])
         hits = order(hits, paths, "score")[options.offset:]
         hits = order(hits, paths, options.sort, lambda ids: store.dates_for(session, ids))
-    return [SearchResult(rank=n, score=s, path=paths[i], id=i) for n, (i, s) in enumerate(hits, 1)]
+    return [SearchResult(rank=n, score=s, path=paths[i], id=i, time_ms=times.get(i)) for n, (i, s) in enumerate(hits, 1)]
 
 
 def _check_filters(session: Session, filters: Filters) -> None:
@@ -80,7 +91,7 @@ def query_vectors(sessions: sessionmaker[Session], row: Model, encoder: Callable
     photos = [int(t.value) for t in terms if t.kind == "photo"]
     with sessions() as session:
         known = store.cached_text_vectors(session, row.id, texts, row.dim) if texts else {}
-        stored = store.vectors_for(session, row.id, photos, row.dim) if photos else {}
+        stored = store.photo_vectors(session, row.id, photos, row.dim) if photos else {}
     missing = sorted(set(photos) - set(stored))
     if missing:
         raise NotFoundError(f"no photo {missing[0]} with a vector of this model in the library", "query")

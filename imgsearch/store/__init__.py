@@ -11,6 +11,7 @@ from imgsearch.store.dups import (  # noqa: F401
     replace_pairs,
     save_image_hashes,
 )
+from imgsearch.store.frames import encoded_image_ids, frame_index_ids, frame_owners, save_frames  # noqa: F401
 from imgsearch.store.images import (  # noqa: F401
     KnownFile,
     add_roots,
@@ -18,6 +19,7 @@ from imgsearch.store.images import (  # noqa: F401
     dates_for,
     delete_images,
     filter_ids,
+    filter_index_ids,
     get_image,
     image_id_for_path,
     indexed_photos,
@@ -44,6 +46,7 @@ from imgsearch.store.vectors import (  # noqa: F401
     latest_build,
     list_models,
     load_vectors,
+    photo_vectors,
     prune_builds,
     record_build,
     remember_text_vectors,

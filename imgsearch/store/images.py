@@ -14,7 +14,8 @@ from imgsearch.config import Filters
 from imgsearch.images.decode import Decoded
 from imgsearch.store import dialect
 from imgsearch.store.dialect import chunks
-from imgsearch.store.orm import STATUS_INDEXED, STATUS_SKIPPED, Embedding, Image, Root, Tag, utc_now
+from imgsearch.store.orm import (FRAME_ID_BASE, STATUS_INDEXED, STATUS_SKIPPED, Embedding, Frame, Image, Root, Tag,
+                                 utc_now)
 
 
 def under(column, folder: str):  # noqa: ANN001, ANN201 (SQLAlchemy column expression)
@@ -38,6 +39,7 @@ class KnownFile:
     mtime_ns: int
     content_hash: str | None
     status: str
+    skip_reason: str | None = None
 
 
 def add_roots(session: Session, paths: Iterable[str]) -> None:
@@ -54,8 +56,8 @@ def known_files(session: Session, roots: Sequence[str]) -> dict[str, KnownFile]:
     out: dict[str, KnownFile] = {}
     for root in roots:
         rows = session.execute(
-            select(Image.id, Image.path, Image.size, Image.mtime_ns, Image.content_hash, Image.status)
-            .where(under(Image.path, root))
+            select(Image.id, Image.path, Image.size, Image.mtime_ns, Image.content_hash, Image.status,
+                   Image.skip_reason).where(under(Image.path, root))
         ).all()
         out.update((r.path, KnownFile(*r)) for r in rows)
     return out
@@ -66,7 +68,8 @@ def _image_values(d: Decoded) -> dict:
     return {"path": d.path, "size": d.size, "mtime_ns": d.mtime_ns, "content_hash": d.content_hash,
             "width": info.width, "height": info.height, "format": info.format, "taken_at": info.taken_at,
             "camera_make": info.camera_make, "camera_model": info.camera_model, "gps_lat": info.gps_lat,
-            "gps_lon": info.gps_lon, "status": STATUS_INDEXED, "skip_reason": None, "updated_at": utc_now()}
+            "gps_lon": info.gps_lon, "duration_ms": d.duration_ms, "status": STATUS_INDEXED, "skip_reason": None,
+            "updated_at": utc_now()}
 
 
 def save_decoded(session: Session, items: Sequence[tuple[Decoded, int | None]]) -> tuple[list[int], bool]:
@@ -84,6 +87,7 @@ def save_decoded(session: Session, items: Sequence[tuple[Decoded, int | None]]) 
     replaced = [i for d, i in items if i is not None and before.get(i) != (d.content_hash, d.size, d.mtime_ns)]
     for chunk in chunks(replaced):
         session.execute(delete(Embedding).where(Embedding.image_id.in_(chunk)))
+        session.execute(delete(Frame).where(Frame.image_id.in_(chunk)))
         session.execute(delete(Tag).where(Tag.image_id.in_(chunk)))  # they described the old pixels too
     updates = [{"id": i, **_image_values(d)} for d, i in items if i is not None]
     if updates:
@@ -102,6 +106,7 @@ def save_skipped(session: Session, path: str, size: int, mtime_ns: int, reason: 
         session.add(image)
     else:
         session.execute(delete(Embedding).where(Embedding.image_id == image.id))
+        session.execute(delete(Frame).where(Frame.image_id == image.id))
     image.size, image.mtime_ns, image.content_hash = size, mtime_ns, None
     image.status, image.skip_reason, image.updated_at = STATUS_SKIPPED, reason, utc_now()
 
@@ -125,8 +130,8 @@ def paths_for(session: Session, ids: Sequence[int]) -> dict[int, str]:
     return out
 
 
-def filter_ids(session: Session, filters: Filters) -> np.ndarray:
-    """Sorted ids of indexed images that pass every filter (all values bound as parameters)."""
+def _filtered(filters: Filters, session: Session):  # noqa: ANN202 (a SELECT of image ids)
+    """The ids of indexed images that pass every filter, as a statement (all values bound as parameters)."""
     stmt = select(Image.id).where(Image.status == STATUS_INDEXED)
     if filters.folder:
         stmt = stmt.where(under(Image.path, filters.folder))
@@ -145,7 +150,19 @@ def filter_ids(session: Session, filters: Filters) -> np.ndarray:
         stmt = stmt.where(Image.width >= filters.min_size, Image.height >= filters.min_size)
     for tag in filters.tags:
         stmt = stmt.where(Image.id.in_(select(Tag.image_id).where(func.lower(Tag.label) == tag.lower())))
-    return np.sort(np.fromiter(session.scalars(stmt), dtype=np.int64))
+    return stmt
+
+
+def filter_ids(session: Session, filters: Filters) -> np.ndarray:
+    """Sorted ids of indexed images that pass every filter."""
+    return np.sort(np.fromiter(session.scalars(_filtered(filters, session)), dtype=np.int64))
+
+
+def filter_index_ids(session: Session, model_id: int, filters: Filters) -> np.ndarray:
+    """Sorted index ids that pass every filter: the images' ids and, for videos, their frames' (one model's)."""
+    frames = select(Frame.id).where(Frame.model_id == model_id, Frame.image_id.in_(_filtered(filters, session)))
+    frame_ids = np.fromiter(session.scalars(frames), dtype=np.int64) + FRAME_ID_BASE
+    return np.union1d(filter_ids(session, filters), frame_ids)
 
 
 def dates_for(session: Session, ids: Sequence[int]) -> dict[int, datetime]:

@@ -55,6 +55,7 @@ class Image(Base):
     camera_model: Mapped[str | None] = mapped_column(Text)
     gps_lat: Mapped[float | None]
     gps_lon: Mapped[float | None]
+    duration_ms: Mapped[int | None]  # a video's length (its vectors are its frames'); None for a still image
     status: Mapped[str] = mapped_column(String(16), default=STATUS_INDEXED, index=True)
     skip_reason: Mapped[str | None] = mapped_column(Text)
     first_seen_at: Mapped[datetime] = mapped_column(default=utc_now)
@@ -89,6 +90,25 @@ class Embedding(Base):
     generation: Mapped[int] = mapped_column(default=0, server_default="0")
 
     __table_args__ = (Index("ix_embeddings_model_id", "model_id"),)
+
+
+# A frame's id in a model's FAISS index: frames share the index with images, in an id range of their own.
+FRAME_ID_BASE = 1 << 40
+
+
+class Frame(Base):
+    """A video's key frame, embedded by one model: a video is found through its frames."""
+
+    __tablename__ = "frames"
+    id: Mapped[int] = mapped_column(primary_key=True)  # its FAISS id is FRAME_ID_BASE + id
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    t_ms: Mapped[int]  # the frame's time in the video
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    generation: Mapped[int] = mapped_column(default=0, server_default="0")  # as Embedding.generation
+
+    __table_args__ = (Index("ix_frames_image_id_model_id_t_ms", "image_id", "model_id", "t_ms", unique=True),
+                      Index("ix_frames_model_id", "model_id"))
 
 
 class IndexBuild(Base):

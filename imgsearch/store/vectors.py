@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from imgsearch.models.encoder import ModelInfo
 from imgsearch.store import dialect
 from imgsearch.store.dialect import chunks
-from imgsearch.store.orm import Embedding, IndexBuild, Model, TextVector, utc_now
+from imgsearch.store.orm import FRAME_ID_BASE, Embedding, Frame, IndexBuild, Model, TextVector, utc_now
 
 
 def to_blob(vector: np.ndarray) -> bytes:
@@ -29,35 +29,64 @@ def from_blobs(blobs: Sequence[bytes], dim: int) -> np.ndarray:
     return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
-def load_vectors(session: Session, model_id: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """All (ids, vectors) of one model, ordered by id."""
+def load_vectors(session: Session, model_id: int, dim: int, frames: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """All (ids, vectors) of one model's stills, ordered by id; with `frames`, videos' frames too (under their
+    index ids, FRAME_ID_BASE + frame id, after the stills)."""
     rows = session.execute(
         select(Embedding.image_id, Embedding.vector).where(Embedding.model_id == model_id).order_by(Embedding.image_id)
     ).all()
+    if frames:
+        rows += [(FRAME_ID_BASE + i, v) for i, v in session.execute(
+            select(Frame.id, Frame.vector).where(Frame.model_id == model_id).order_by(Frame.id))]
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
     return ids, from_blobs([r[1] for r in rows], dim)
 
 
 def vectors_for(session: Session, model_id: int, ids: Sequence[int], dim: int) -> dict[int, np.ndarray]:
-    """Vectors of some images for one model."""
+    """Vectors of some index ids (stills by image id, frames by FRAME_ID_BASE + frame id) for one model."""
     out: dict[int, np.ndarray] = {}
-    for chunk in chunks(list(ids)):
+    stills = [int(i) for i in ids if i < FRAME_ID_BASE]
+    frame_ids = [int(i) - FRAME_ID_BASE for i in ids if i >= FRAME_ID_BASE]
+    for chunk in chunks(stills):
         rows = session.execute(
             select(Embedding.image_id, Embedding.vector)
             .where(Embedding.model_id == model_id, Embedding.image_id.in_(chunk))
         ).all()
+        out.update(zip((r[0] for r in rows), from_blobs([r[1] for r in rows], dim)))
+    for chunk in chunks(frame_ids):
+        rows = session.execute(select(Frame.id, Frame.vector).where(Frame.model_id == model_id, Frame.id.in_(chunk))).all()
+        out.update(zip((FRAME_ID_BASE + r[0] for r in rows), from_blobs([r[1] for r in rows], dim)))
+    return out
+
+
+def photo_vectors(session: Session, model_id: int, image_ids: Sequence[int], dim: int) -> dict[int, np.ndarray]:
+    """One vector per image: a still's own, a video's mean frame (normalised): what 'photos like this one' asks."""
+    out = vectors_for(session, model_id, image_ids, dim)
+    videos = [int(i) for i in image_ids if int(i) not in out]
+    for chunk in chunks(videos):
+        rows = session.execute(select(Frame.image_id, Frame.vector)
+                               .where(Frame.model_id == model_id, Frame.image_id.in_(chunk))).all()
+        by_video: dict[int, list[np.ndarray]] = {}
         for (image_id, _), vec in zip(rows, from_blobs([r[1] for r in rows], dim)):
-            out[image_id] = vec
+            by_video.setdefault(image_id, []).append(vec)
+        for image_id, vecs in by_video.items():
+            mean = np.mean(vecs, axis=0)
+            out[image_id] = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
     return out
 
 
 def has_vectors(session: Session, model_id: int) -> bool:
     """Whether the model has any vector (cheaper than counting them)."""
-    return session.scalar(select(Embedding.image_id).where(Embedding.model_id == model_id).limit(1)) is not None
+    return (session.scalar(select(Embedding.image_id).where(Embedding.model_id == model_id).limit(1)) is not None
+            or session.scalar(select(Frame.id).where(Frame.model_id == model_id).limit(1)) is not None)
 
 
-def count_vectors(session: Session, model_id: int) -> int:
-    return session.scalar(select(func.count()).select_from(Embedding).where(Embedding.model_id == model_id)) or 0
+def count_vectors(session: Session, model_id: int, frames: bool = False) -> int:
+    """Vectors of the model's stills (with `frames`: and of videos' frames)."""
+    n = session.scalar(select(func.count()).select_from(Embedding).where(Embedding.model_id == model_id)) or 0
+    if frames:
+        n += session.scalar(select(func.count()).select_from(Frame).where(Frame.model_id == model_id)) or 0
+    return n
 
 
 def get_or_create_model(session: Session, info: ModelInfo) -> Model:
@@ -106,12 +135,19 @@ def save_vectors(session: Session, model_id: int, image_ids: Sequence[int], vect
     session.execute(update(Model).where(Model.id == model_id).values(generation=generation))
 
 
-def vector_ids(session: Session, model_id: int, since_generation: int | None = None) -> np.ndarray:
-    """Sorted ids of images with a vector from this model (only those written after a generation)."""
+def vector_ids(session: Session, model_id: int, since_generation: int | None = None, frames: bool = False) -> np.ndarray:
+    """Sorted ids of images with a vector from this model (only those written after a generation); with `frames`,
+    the index ids of videos' frames too."""
     stmt = select(Embedding.image_id).where(Embedding.model_id == model_id)
     if since_generation is not None:
         stmt = stmt.where(Embedding.generation > since_generation)
-    return np.sort(np.fromiter(session.scalars(stmt), dtype=np.int64))
+    ids = list(session.scalars(stmt))
+    if frames:
+        stmt = select(Frame.id).where(Frame.model_id == model_id)
+        if since_generation is not None:
+            stmt = stmt.where(Frame.generation > since_generation)
+        ids += [FRAME_ID_BASE + i for i in session.scalars(stmt)]
+    return np.sort(np.asarray(ids, dtype=np.int64))
 
 
 TEXT_CACHE_SIZE = 10_000

@@ -57,8 +57,8 @@ def is_fresh(session: Session, model: Model, index_dir: Path) -> bool:
 
 def _update(session: Session, model: Model, build: IndexBuild, index: VectorIndex) -> Built:
     start = time.perf_counter()
-    in_db = store.vector_ids(session, model.id)
-    changed = store.vector_ids(session, model.id, since_generation=build.generation)
+    in_db = store.vector_ids(session, model.id, frames=True)
+    changed = store.vector_ids(session, model.id, since_generation=build.generation, frames=True)
     have = index.ids()
     index.remove(np.union1d(np.setdiff1d(have, in_db), np.intersect1d(changed, have)))
     add = np.union1d(np.setdiff1d(in_db, have), changed)
@@ -69,7 +69,7 @@ def _update(session: Session, model: Model, build: IndexBuild, index: VectorInde
 
 def _build(session: Session, model: Model) -> Built:
     start = time.perf_counter()
-    ids, vectors = store.load_vectors(session, model.id, model.dim)
+    ids, vectors = store.load_vectors(session, model.id, model.dim, frames=True)
     spec = choose_index_spec(len(ids), model.dim)
     train = None
     if spec.kind != "exact":
@@ -86,7 +86,7 @@ def refresh(session: Session, model: Model, index_dir: Path, rebuild: bool = Fal
     previous = _load(build, model, index_dir) if build is not None and not rebuild else None
     if previous is not None and build.generation == model.generation:
         return previous, None
-    n = store.count_vectors(session, model.id)
+    n = store.count_vectors(session, model.id, frames=True)
     if previous is not None and not needs_retrain(previous.kind, build.trained_count, n, model.dim):
         built = _update(session, model, build, previous)
     else:

@@ -75,9 +75,11 @@ def build_router(lib: Library, jobs: Jobs, set_aside: Path) -> APIRouter:
         opts = SearchOptions(k=k, offset=offset)
         return results(lib.similar(image_id, opts), opts)
 
-    @api.get("/images/{image_id}/thumb", summary="A WebP thumbnail (sizes 160, 320, 640, 1280)")
-    def thumb(image_id: int, request: Request, size: Annotated[int, Query(ge=16, le=4096)] = 320) -> Response:
-        data, key = lib.thumbnails.get(image_id, size)
+    @api.get("/images/{image_id}/thumb", summary="A WebP thumbnail (sizes 160, 320, 640, 1280); of a video, its "
+                                                  "key frame at t (milliseconds)")
+    def thumb(image_id: int, request: Request, size: Annotated[int, Query(ge=16, le=4096)] = 320,
+              t: Annotated[int, Query(ge=0)] = 0) -> Response:
+        data, key = lib.thumbnails.get(image_id, size, t)
         etag = f'"{key}"'
         headers = {"Cache-Control": "public, max-age=31536000, immutable", "ETag": etag}
         if request.headers.get("if-none-match") == etag:
@@ -154,7 +156,8 @@ def _dup_options(lib: Library, tiers: list[str], keep: list[int]) -> DupOptions:
 
 
 def _hit(h) -> dict:  # noqa: ANN001 (SearchResult)
-    return {"id": h.id, "rank": h.rank, "score": round(h.score, 6), "path": h.path, "name": Path(h.path).name}
+    return {"id": h.id, "rank": h.rank, "score": round(h.score, 6), "path": h.path, "name": Path(h.path).name,
+            "time_ms": h.time_ms, "at": h.at}
 
 
 def _group(g) -> dict:  # noqa: ANN001 (a duplicates Group)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from imgsearch import ImgSearchError, Library, SearchOptions, parse_filters
+from imgsearch import ImgSearchError, Library, SearchOptions, parse_filters, timestamp
 from imgsearch.web.api import PAGE, query_terms
 from imgsearch.web.errors import status_of
 
@@ -55,7 +55,10 @@ def build_router(lib: Library) -> APIRouter:
             return render(request, "message.html", status_of(exc), message=exc.render(lambda name: name))
         around = _neighbours(lib, params)
         back = "/?" + urlencode([(k, v) for k, v in params.multi_items() if k != "i"]) if params.get("q") else "/"
-        return render(request, "photo.html", info=info, similar=similar, back=back, q=params.get("q", ""), **around)
+        t = int(params["t"]) if params.get("t", "").isdigit() else 0
+        duration = timestamp(info.duration_ms) if info.duration_ms is not None else None
+        return render(request, "photo.html", info=info, similar=similar, back=back, q=params.get("q", ""), t=t,
+                      at=timestamp(t), duration=duration, **around)
 
     @pages.get("/dups", response_class=HTMLResponse)
     def dups_page(request: Request) -> HTMLResponse:

@@ -27,7 +27,7 @@ class LocalExecutor:
             workers = min(workers, GPU_SIDE_WORKERS)
         # an explicit workers count with GPU decoding lets the CPU workers decode JPEGs too
         items = load(list(paths), encoder.info.geometry, max_pixels, workers, decoder, times,
-                     share_jpegs=not auto_workers)
+                     share_jpegs=not auto_workers, sampling=settings.video)
         transfer0, encode0 = getattr(encoder, "transfer_s", 0.0), getattr(encoder, "encode_s", 0.0)
         try:
             yield from embed_stream(items, encoder, settings.batch_size or encoder.batch_size)

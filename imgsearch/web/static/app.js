@@ -11,10 +11,11 @@ function tile(r, query, index) {  // the same markup as the tile macro in templa
   box.dataset.id = r.id;
   const open = document.createElement("a");
   open.className = "open";
-  open.href = `/photo/${r.id}` + (query ? `?${query}&i=${index}` : "");
+  const at = r.time_ms !== null && r.time_ms !== undefined ? `t=${r.time_ms}` : "";
+  open.href = `/photo/${r.id}` + (query ? `?${query}&i=${index}` + (at ? `&${at}` : "") : (at ? `?${at}` : ""));
   open.title = `${r.path} (${r.score.toFixed(3)})`;
   const img = document.createElement("img");
-  img.src = `/api/v1/images/${r.id}/thumb?size=320`;
+  img.src = `/api/v1/images/${r.id}/thumb?size=320` + (at ? `&${at}` : "");
   img.alt = r.name;
   img.loading = "lazy";
   img.width = img.height = 320;
@@ -22,6 +23,13 @@ function tile(r, query, index) {  // the same markup as the tile macro in templa
   score.className = "score";
   score.textContent = r.score.toFixed(3);
   open.append(img, score);
+  if (r.at) {
+    const badge = document.createElement("span");
+    badge.className = "at";
+    badge.title = "the best-matching moment of this video";
+    badge.textContent = `\u25b6 ${r.at}`;
+    open.append(badge);
+  }
   const like = document.createElement("a");
   like.className = "like";
   like.href = `/?q=like:${r.id}`;

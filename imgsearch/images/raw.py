@@ -1,0 +1,80 @@
+"""Camera RAW files through LibRaw (rawpy): the embedded preview when it is large enough, else a full
+demosaic at half size. Most cameras embed a full-size JPEG, which decodes many times faster than
+demosaicing the sensor data (BENCHMARKS.md).
+
+LibRaw is not fork-safe: decode RAWs only in this process or in forkserver/spawn workers (the
+loader's pool), never in a process forked after rawpy ran.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from imgsearch.errors import ImageError
+from imgsearch.images.exif import DECODE_ERRORS, ImageInfo, exif_metadata
+
+# LibRaw's `flip` (how to turn the stored pixels upright) as Pillow transpositions. postprocess() applies
+# it itself; embedded previews are stored as the sensor saw them, so they need it applied here.
+_FLIP = {3: Image.Transpose.ROTATE_180, 5: Image.Transpose.ROTATE_90, 6: Image.Transpose.ROTATE_270}
+MAX_HEADER = 512 << 10  # IFD0 and the EXIF and GPS directories sit near the start; no need to copy all of it
+
+
+def open_raw(data: bytes | bytearray, max_pixels: int, min_side: int) -> tuple[Image.Image, ImageInfo]:
+    """An upright RGB image of a RAW file with its shorter side at least `min_side` when the file allows,
+    and its metadata (full-resolution size, date, camera, GPS where the RAW's TIFF header has them)."""
+    import rawpy
+
+    try:
+        with rawpy.imread(io.BytesIO(data)) as raw:
+            sizes = raw.sizes
+            if sizes.width * sizes.height > max_pixels:
+                raise ImageError(f"image too large: {sizes.width}x{sizes.height} pixels exceeds the limit of "
+                                 f"{max_pixels:,}")
+            upright = (sizes.height, sizes.width) if sizes.flip in (5, 6) else (sizes.width, sizes.height)
+            img = _preview(raw, min_side, max_pixels)
+            if img is not None:
+                img = img.transpose(_FLIP[sizes.flip]) if sizes.flip in _FLIP else img
+            else:
+                img = Image.fromarray(raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8))
+    except ImageError:
+        raise
+    except (rawpy.LibRawError, *DECODE_ERRORS) as exc:
+        raise ImageError(f"cannot decode RAW: {type(exc).__name__}: {exc}") from exc
+    return img, _metadata(data, *upright)
+
+
+def _preview(raw, min_side: int, max_pixels: int) -> Image.Image | None:  # noqa: ANN001 (rawpy.RawPy)
+    """The embedded thumbnail (JPEG or bitmap), if its shorter side reaches min_side."""
+    import rawpy
+
+    try:
+        thumb = raw.extract_thumb()
+    except (rawpy.LibRawNoThumbnailError, rawpy.LibRawUnsupportedThumbnailError, rawpy.LibRawError):
+        return None
+    try:
+        if thumb.format == rawpy.ThumbFormat.JPEG:
+            img = Image.open(io.BytesIO(thumb.data))
+            if img.width * img.height > max_pixels:
+                return None
+            img.draft("RGB", (min_side, min_side))
+            img = img.convert("RGB")
+        else:
+            img = Image.fromarray(np.ascontiguousarray(thumb.data[..., :3]).astype(np.uint8), "RGB")
+    except DECODE_ERRORS:
+        return None  # a broken preview: demosaic instead
+    return img if min(img.size) >= min_side else None
+
+
+def _metadata(data: bytes | bytearray, width: int, height: int) -> ImageInfo:
+    """Date, camera and GPS from the TIFF header most RAW formats are built on (DNG, NEF, CR2, ARW...)."""
+    exif = Image.Exif()
+    try:
+        exif.load(bytes(data[:MAX_HEADER]))  # IFD0 (make, model, date) and its EXIF and GPS sub-IFDs
+    except (*DECODE_ERRORS, Image.UnidentifiedImageError):
+        return ImageInfo(width, height, "RAW")
+    info = exif_metadata(exif, width, height, "RAW")
+    return ImageInfo(width, height, "RAW", info.taken_at, info.camera_make, info.camera_model, info.gps_lat,
+                     info.gps_lon)

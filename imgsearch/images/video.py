@@ -1,0 +1,152 @@
+"""Videos through FFmpeg (PyAV): a few key frames per video, each an image for the encoder.
+
+Only key frames are decoded, at most one per `every_s` seconds (spread further apart for long videos) and
+`max_frames` in all, so the cost of a video is bounded whatever its length. The file is read by FFmpeg
+itself, never whole into memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import BinaryIO
+
+from PIL import Image
+
+from imgsearch.config import VideoSampling
+from imgsearch.errors import ImageError
+from imgsearch.images.exif import ImageInfo
+from imgsearch.images.formats import VIDEO_FORMAT
+
+
+@dataclass(frozen=True)
+class Frames:
+    """The frames kept of one video: (time in ms, upright RGB image), in time order, and its metadata."""
+
+    frames: list[tuple[int, Image.Image]]
+    info: ImageInfo
+    duration_ms: int | None
+
+
+def read_frames(path: str, sampling: VideoSampling, max_pixels: int) -> Frames:
+    """Sample a video's key frames; ImageError with a readable reason when it has none or cannot be read."""
+    import av
+
+    try:
+        # a file object, not a name: FFmpeg then goes by the content, whatever the extension says
+        with open(path, "rb") as file, av.open(file, metadata_errors="ignore") as container:
+            if not container.streams.video:
+                raise ImageError("no video stream in this file")
+            stream = container.streams.video[0]
+            codec = stream.codec_context
+            if (codec.width or 0) * (codec.height or 0) > max_pixels:
+                raise ImageError(f"video frames too large: {codec.width}x{codec.height} pixels exceeds the limit of "
+                                 f"{max_pixels:,}")
+            codec.skip_frame = "NONKEY"
+            duration = container.duration / 1e6 if container.duration else None  # AV_TIME_BASE
+            step = max(sampling.every_s, (duration or 0.0) / sampling.max_frames)
+            frames = _sample(container, stream, step, sampling.max_frames)
+            info = _info(path, container, stream, frames)
+    except ImageError:
+        raise
+    except (av.FFmpegError, OSError, ValueError, IndexError, MemoryError) as exc:
+        raise ImageError(f"cannot decode video: {type(exc).__name__}: {exc}") from exc
+    if not frames:
+        raise ImageError("no video frame could be decoded (an empty or damaged video)")
+    return Frames(frames, info, int(duration * 1000) if duration else None)
+
+
+def _sample(container, stream, step: float, max_frames: int) -> list[tuple[int, Image.Image]]:  # noqa: ANN001
+    """Key frames at least `step` seconds apart: only key-frame packets at or past the next wanted time are
+    handed to the decoder, so a frame costs one decode however long the video is."""
+    kept: list[tuple[int, Image.Image]] = []
+    next_t = 0.0
+
+    def take(frames) -> None:  # noqa: ANN001
+        nonlocal next_t
+        for frame in frames:
+            # the stream's time base: frames flushed at the end carry none of their own (their .time is NaN)
+            t = float(frame.pts * stream.time_base) if frame.pts is not None and stream.time_base else None
+            if t is None or t < next_t - 1e-3 or len(kept) >= max_frames:
+                continue
+            kept.append((int(round(t * 1000)), _upright(frame)))
+            next_t = t + step
+
+    for packet in container.demux(stream):
+        if len(kept) >= max_frames:
+            break
+        if packet.size == 0:
+            continue  # the demuxer's end-of-stream marker: flushed below
+        t = float(packet.pts * packet.time_base) if packet.pts is not None and packet.time_base else None
+        if not packet.is_keyframe or (t is not None and t < next_t - 1e-3):
+            continue
+        take(stream.codec_context.decode(packet))
+    if len(kept) < max_frames:
+        take(stream.codec_context.decode(None))  # frames the decoder still holds
+    kept.sort(key=lambda item: item[0])
+    return kept
+
+
+def _upright(frame) -> Image.Image:  # noqa: ANN001 (av.VideoFrame)
+    """The frame as RGB, turned as the video's display matrix says (phones store portrait videos sideways)."""
+    img = frame.to_image()
+    rotation = int(getattr(frame, "rotation", 0) or 0) % 360
+    return img.rotate(rotation, expand=True) if rotation else img  # counter-clockwise degrees, as FFmpeg gives them
+
+
+def _info(path: str, container, stream, frames: list) -> ImageInfo:  # noqa: ANN001
+    """Size (upright), the container's creation time (UTC), camera and GPS from the metadata phones write."""
+    meta = {k.lower(): v for k, v in {**container.metadata, **stream.metadata}.items()}
+    w, h = frames[0][1].size if frames else (stream.codec_context.width, stream.codec_context.height)
+    lat, lon = _iso6709(meta.get("com.apple.quicktime.location.iso6709") or meta.get("location") or "")
+    ext = os.path.splitext(path)[1].lower()
+    name = ext[1:].upper() if ext in VIDEO_FORMAT.extensions else VIDEO_FORMAT.name
+    return ImageInfo(w, h, name, _created(meta.get("creation_time")),
+                     meta.get("com.apple.quicktime.make") or meta.get("make"),
+                     meta.get("com.apple.quicktime.model") or meta.get("model"), lat, lon)
+
+
+def _created(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is not None:
+        when = when.astimezone(timezone.utc).replace(tzinfo=None)
+    return when if when.year > 1970 else None  # cameras without a clock write 1970 or 1904
+
+
+def _iso6709(text: str) -> tuple[float | None, float | None]:
+    match = re.match(r"^([+-]\d+(?:\.\d+)?)([+-]\d+(?:\.\d+)?)", text)
+    if not match:
+        return None, None
+    lat, lon = float(match.group(1)), float(match.group(2))
+    return (lat, lon) if -90 <= lat <= 90 and -180 <= lon <= 180 else (None, None)
+
+
+def still(source: str | BinaryIO, at_ms: int = 0) -> Image.Image:
+    """The key frame at or just before `at_ms` (a poster, or the frame a search matched), upright."""
+    import av
+
+    try:
+        with contextlib.ExitStack() as stack:
+            file = stack.enter_context(open(source, "rb")) if isinstance(source, str) else source
+            container = stack.enter_context(av.open(file, metadata_errors="ignore"))
+            if not container.streams.video:
+                raise ImageError("no video stream in this file")
+            stream = container.streams.video[0]
+            stream.codec_context.skip_frame = "NONKEY"
+            if at_ms > 0 and stream.time_base:
+                container.seek(int(at_ms / 1000 / stream.time_base), stream=stream, backward=True, any_frame=False)
+            for frame in container.decode(stream):
+                return _upright(frame)
+    except ImageError:
+        raise
+    except (av.FFmpegError, OSError, ValueError, IndexError, MemoryError) as exc:
+        raise ImageError(f"cannot decode video: {type(exc).__name__}: {exc}") from exc
+    raise ImageError("no video frame could be decoded (an empty or damaged video)")
