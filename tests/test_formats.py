@@ -234,3 +234,24 @@ def test_a_heic_and_its_jpeg_export_a_raw_and_its_camera_jpeg_are_near_copies(tm
     assert all(g.tier == "near" for g in groups)
     raw_group = next(g for g in groups if "DSC" in g.keeper.path)
     assert raw_group.keeper.path.endswith(".DNG")  # the RAW is the original
+
+
+def test_a_folder_of_every_format_is_indexed_whole(tmp_path: Path, library) -> None:  # noqa: ANN001
+    root = tmp_path / "everything"
+    root.mkdir()
+    picture = split()
+    for ext, options in (("jpg", {}), ("png", {}), ("webp", {}), ("gif", {}), ("bmp", {}), ("tif", {}),
+                         ("heic", {"quality": 90}), ("avif", {"quality": 90}), ("jxl", {"quality": 90})):
+        picture.save(root / f"photo.{ext}", **options)
+    write_dng(root / "raw.dng", np.asarray(split(96, 64)), preview=split(96, 64))
+    for name, codec, fmt in (("clip.mp4", "mpeg4", None), ("clip.mov", "mpeg4", "mov"), ("clip.mkv", "libx264", None),
+                             ("clip.webm", "libvpx", None), ("clip.avi", "mpeg4", None)):
+        write_video(root / name, [(2, picture)], codec=codec, fmt=fmt)
+    report = library.index([root], FAKE, IndexSettings(workers=0))
+    assert (report.new, report.skipped, report.skipped_now) == (15, 0, [])
+    with library.session() as session:
+        from imgsearch.store.orm import Image as Row
+
+        formats = sorted(r.format for r in session.query(Row))
+    assert formats == sorted(["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "AVIF", "JXL", "RAW", "MP4", "MOV",
+                              "MKV", "WEBM", "AVI"])
