@@ -12,6 +12,7 @@ DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 
 LIBRARY_ENV = "IMGSEARCH_LIBRARY"
+DB_URL_ENV = "IMGSEARCH_DB_URL"  # the library's database server (PostgreSQL), when not its own SQLite file
 
 
 # Folders that hold no user photos or hold copies managed by other software.

@@ -16,7 +16,7 @@ from sqlalchemy import inspect
 from sqlalchemy.exc import OperationalError as SAOperationalError
 
 from imgsearch.config import DB_FILENAME, MANIFEST_FILENAME
-from imgsearch.errors import BusyError, DiskFullError, ImgSearchError, NotALibraryError, ReadOnlyError
+from imgsearch.errors import BusyError, DiskFullError, ImgSearchError, NotALibraryError, ReadOnlyError, UsageError
 from imgsearch.fs import atomic_write
 from imgsearch.store import engine as db
 
@@ -30,9 +30,31 @@ def is_library(path: Path) -> bool:
 
 
 def writable(path: Path) -> bool:
-    """Whether the library folder and its database can be written (a read-only disk or permissions say no)."""
+    """Whether the library folder and its database file can be written (a read-only disk or permissions say no)."""
     db_path = path / DB_FILENAME
     return os.access(path, os.W_OK) and (not db_path.exists() or os.access(db_path, os.W_OK))
+
+
+def read_manifest(path: Path) -> dict:
+    try:
+        return json.loads((path / MANIFEST_FILENAME).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def database(path: Path, given: str | None = None) -> str | None:
+    """The database URL a library uses (None: its own SQLite file). `given` (a --db option or IMGSEARCH_DB_URL) may
+    add a password to the URL the folder remembers, not point it elsewhere."""
+    remembered = read_manifest(path).get("database")
+    if given is None or given == remembered:
+        return remembered
+    if remembered is None or db.public_url(given) != remembered:
+        uses = remembered or f"its own SQLite file ({path / DB_FILENAME})"
+        raise UsageError(f"the library at {path} uses {uses}, not {db.public_url(given)}: to move it there, run "
+                         f"`imgsearch db copy {{param:to}} {db.public_url(given)} {{param:library}} {path}`; to use that "
+                         "database instead, give another library folder ({param}) or unset IMGSEARCH_DB_URL.",
+                         "library")
+    return given
 
 
 def recover(path: Path) -> bool:
@@ -57,8 +79,10 @@ def recover(path: Path) -> bool:
     return True
 
 
-def create(path: Path) -> None:
-    """Make a new library folder; refuses a non-empty folder that is not a library."""
+def create(path: Path, url: str | None = None) -> None:
+    """Make a new library folder, its database its own SQLite file or the server database at `url` (created there
+    when empty, joined when it holds an imgsearch library already); refuses a non-empty folder that is not a
+    library."""
     if path.exists() and not path.is_dir():
         raise NotALibraryError(f"{path} is a file, not a library folder: give a folder path for {{param}}.",
                                param="library")
@@ -66,18 +90,35 @@ def create(path: Path) -> None:
         raise NotALibraryError(
             f"{path} is not empty and holds no imgsearch library ({MANIFEST_FILENAME} missing): "
             "give an empty or new folder for {param}.", param="library")
-    path.mkdir(parents=True, exist_ok=True)
-    engine = db.make_engine(path / DB_FILENAME)
+    engine = db.make_engine(url or path / DB_FILENAME)
     try:
-        db.upgrade_to_head(engine)
+        if url is None or db.current_revision(engine) is None:
+            if url is not None:
+                db.check_empty(engine)
+            path.mkdir(parents=True, exist_ok=True)
+            db.upgrade_to_head(engine)
+        else:
+            db.check_schema(engine)  # a library another folder (another machine) uses already: join it
+            path.mkdir(parents=True, exist_ok=True)
     finally:
         engine.dispose()
-    write_manifest(path)  # written last: a half-created library is never taken for one
+    write_manifest(path, url)  # written last: a half-created library is never taken for one
 
 
-def write_manifest(path: Path) -> None:
+def write_manifest(path: Path, url: str | None = None) -> None:
+    """The manifest; a server database's URL is kept without its password (that comes from the environment)."""
     manifest = {"format": MANIFEST_FORMAT, "created_at": datetime.now().astimezone().isoformat(),
-                "created_by": "imgsearch"}
+                "created_by": "imgsearch"} | ({"database": db.public_url(url)} if url else {})
+    with atomic_write(path / MANIFEST_FILENAME, "w") as f:
+        f.write(json.dumps(manifest, indent=2) + "\n")
+
+
+def use_database(path: Path, url: str | None) -> None:
+    """Point the library folder at another database (after `db copy`); None: its own SQLite file."""
+    manifest = read_manifest(path) or {"format": MANIFEST_FORMAT, "created_by": "imgsearch"}
+    manifest.pop("database", None)
+    if url is not None and not db.is_default_sqlite(url, path / DB_FILENAME):
+        manifest["database"] = db.public_url(url)
     with atomic_write(path / MANIFEST_FILENAME, "w") as f:
         f.write(json.dumps(manifest, indent=2) + "\n")
 

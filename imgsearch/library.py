@@ -16,8 +16,8 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from imgsearch import folder, photos, store
-from imgsearch.config import (DB_FILENAME, INDEX_DIRNAME, DupOptions, IndexSettings, ModelSpec, SearchOptions,
-                              default_library_dir)
+from imgsearch.config import (DB_FILENAME, DB_URL_ENV, INDEX_DIRNAME, DupOptions, IndexSettings, ModelSpec,
+                              SearchOptions, default_library_dir)
 from imgsearch.dups import actions as dup_actions
 from imgsearch.dups import scan as dup_scan
 from imgsearch.dups.actions import ActionReport
@@ -35,6 +35,8 @@ from imgsearch.search.export import export_vectors
 from imgsearch.search.query import Term, check_text
 from imgsearch.search.result import SearchResult
 from imgsearch.status import LibraryStatus, library_status
+from imgsearch.store import dialect
+from imgsearch.store.copy import CopyReport, copy_database
 from imgsearch.store import engine as db
 from imgsearch.store.orm import Model
 from imgsearch.vectors.build import IndexCache
@@ -42,18 +44,21 @@ from indexer.pipeline import RunReport, check_roots, run_index
 
 EncoderLoader = Callable[[ModelSpec], Encoder]
 UPLOAD_MAX_PIXELS = 50_000_000  # an image sent by a client is decoded within this, whatever the machine's RAM
-__all__ = ["Library", "UpgradeReport", "upgrade", "DupReport", "LibraryStatus", "RunReport", "ActionReport"]
+__all__ = ["Library", "UpgradeReport", "upgrade", "DupReport", "LibraryStatus", "RunReport", "ActionReport",
+           "CopyReport"]
 
 
 class Library:
     """An imgsearch library. `Library.open(dir)` then `search_text`, `search_image`, `index`, `status`."""
 
-    def __init__(self, path: Path, encoder_loader: EncoderLoader | None = None, read_only: bool = False) -> None:
+    def __init__(self, path: Path, encoder_loader: EncoderLoader | None = None, read_only: bool = False,
+                 database: str | None = None) -> None:
         self.path = path
         self.db_path = path / DB_FILENAME
+        self.database = database  # a server's URL; None: the library's own SQLite file (db_path)
         self.index_dir = path / INDEX_DIRNAME
         self.read_only = read_only  # on a read-only disk, or without write permission: search works, writes refused
-        self.engine = db.make_engine(self.db_path, read_only)
+        self.engine = db.make_engine(database or self.db_path, read_only and database is None)
         self.sessions = db.session_factory(self.engine)
         self._encoders = EncoderCache(encoder_loader or load_encoder)
         self._indexes = IndexCache(self.sessions, self.index_dir)
@@ -63,10 +68,13 @@ class Library:
 
     @classmethod
     def open(cls, path: str | Path | None = None, create: bool = False,
-             encoder_loader: EncoderLoader | None = None) -> "Library":
-        """Open the library at `path` (default: IMGSEARCH_LIBRARY or the user data dir)."""
+             encoder_loader: EncoderLoader | None = None, db_url: str | None = None) -> "Library":
+        """Open the library at `path` (default: IMGSEARCH_LIBRARY or the user data dir). Its database is the one the
+        folder remembers: its own SQLite file, or a server's; `db_url` (default: IMGSEARCH_DB_URL) names the server
+        for a new library, or adds the password to the remembered URL."""
         path = Path(path).expanduser() if path is not None else default_library_dir()
         path = path.absolute()
+        db_url = db_url or os.environ.get(DB_URL_ENV) or None
         read_only = path.is_dir() and not folder.writable(path)
         if not folder.is_library(path) and not (not read_only and folder.recover(path)):
             if not create:
@@ -74,9 +82,9 @@ class Library:
                     f"no imgsearch library at {path}: run `imgsearch index FOLDER` to create one "
                     "(or pass {param} DIR / set IMGSEARCH_LIBRARY to use another).", "library")
             with folder.writing(path):
-                folder.create(path)
-        lib = cls(path, encoder_loader, read_only)
-        if not lib.db_path.exists():
+                folder.create(path, db_url)
+        lib = cls(path, encoder_loader, read_only, folder.database(path, db_url))
+        if lib.database is None and not lib.db_path.exists():
             raise LibraryNotFoundError(f"{lib.db_path} is missing: the library at {path} is incomplete. "
                                        "Move the folder away and run `imgsearch index FOLDER` again.")
         db.check_schema(lib.engine)
@@ -174,8 +182,9 @@ class Library:
 
     @contextmanager
     def _index_lock(self) -> Iterator[None]:
-        """The one-writer lock, with write failures turned into errors that name the fix."""
-        with self._writing(), folder.writer_lock(self.path):
+        """The one-writer lock (the folder's, and the database server's), with write failures turned into errors
+        that name the fix."""
+        with self._writing(), folder.writer_lock(self.path), dialect.writer_lock(self.engine):
             yield
 
     # --- searching -------------------------------------------------------------------------------
@@ -283,8 +292,21 @@ class Library:
     # --- status ----------------------------------------------------------------------------------
 
     def status(self) -> LibraryStatus:
-        """Roots, counts, models and their indexes, last run."""
-        return library_status(self.sessions, self.path, self.index_dir)
+        """Roots, counts, models and their indexes, last run, and where the database is (a server URL without its
+        password)."""
+        return library_status(self.sessions, self.path, self.index_dir, dialect.describe(self.engine))
+
+    def copy_database(self, url: str, progress: Progress | None = None) -> CopyReport:
+        """Copy the library's database into the empty one at `url` (PostgreSQL, or a SQLite file), verify it, and
+        use it from now on; the current database is only read. No writer may run meanwhile."""
+        with self._index_lock():
+            target = db.make_engine(url)
+            try:
+                report = copy_database(self.engine, target, progress or SilentProgress())
+            finally:
+                target.dispose()
+            folder.use_database(self.path, url)
+        return report
 
     def skipped(self) -> list[tuple[str, str]]:
         """(path, reason) of every file that could not be indexed."""
@@ -297,15 +319,19 @@ class UpgradeReport:
     database: str
     before: str | None  # schema revision before
     after: str
-    backup: Path | None  # None: nothing to do
+    backup: Path | None  # None: nothing to do, no backup asked for, or no tool to make one (see backed_up)
+    backed_up: bool = True  # False: a backup was due but no tool was at hand (PostgreSQL without pg_dump)
 
 
-def upgrade(path: str | Path | None = None) -> UpgradeReport:
-    """Back up a library's database, then migrate it to this version's schema (a library too old to open)."""
+def upgrade(path: str | Path | None = None, make_backup: bool = True) -> UpgradeReport:
+    """Back up a library's database (unless told not to), then migrate it to this version's schema (a library too
+    old to open)."""
     library = (Path(path).expanduser() if path is not None else default_library_dir()).absolute()
+    url = folder.database(library, os.environ.get(DB_URL_ENV) or None) if folder.is_library(library) else None
     db_path = library / DB_FILENAME
-    if not db_path.is_file():
+    if url is None and not db_path.is_file():
         raise LibraryNotFoundError(f"no library database at {db_path}: nothing to upgrade.")
     with folder.writing(library):
-        before, after, copy = db.upgrade(db_path)
-    return UpgradeReport(os.fspath(db_path), before, after, copy)
+        before, after, copy = db.upgrade(url or db_path, library, make_backup)
+    return UpgradeReport(db.public_url(url) if url else os.fspath(db_path), before, after, copy,
+                         backed_up=copy is not None or not make_backup or before == after)

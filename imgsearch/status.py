@@ -47,9 +47,10 @@ class LibraryStatus:
     set_aside: int = 0  # moved out by a duplicates action
     pending_undo: dict | None = None  # the action `dups undo` would reverse
     tags: dict[str, int] = field(default_factory=dict)  # label -> images carrying it
+    database: str = ""  # the SQLite file, or the server's URL without its password
 
 
-def library_status(sessions: sessionmaker[Session], path: Path, index_dir: Path) -> LibraryStatus:
+def library_status(sessions: sessionmaker[Session], path: Path, index_dir: Path, database: str = "") -> LibraryStatus:
     """Roots, counts, models and their indexes, last run."""
     with sessions() as session:
         roots = [(r, store.count_images(session, r).get("indexed", 0), Path(r).is_dir())
@@ -61,7 +62,7 @@ def library_status(sessions: sessionmaker[Session], path: Path, index_dir: Path)
         tags = store.tag_counts(session)
         pending = journal.pending_action(session)
     return LibraryStatus(str(path), roots, counts.get("indexed", 0), counts.get("skipped", 0), models, last,
-                         counts.get(STATUS_SET_ASIDE, 0), pending, tags)
+                         counts.get(STATUS_SET_ASIDE, 0), pending, tags, database)
 
 
 def _model_status(session: Session, m, index_dir: Path) -> ModelStatus:  # noqa: ANN001 (orm.Model)

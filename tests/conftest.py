@@ -50,10 +50,45 @@ def fake_loader(fake_encoders: dict[str, FakeEncoder]):  # noqa: ANN201
     return load
 
 
+@pytest.fixture(scope="session")
+def postgres():  # noqa: ANN201
+    """A real PostgreSQL server for the session (tests/postgres.py). Missing binaries fail the tests that need it:
+    the PostgreSQL half of the suite is never skipped."""
+    from tests.postgres import PostgresServer
+
+    try:
+        server = PostgresServer().start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def library(tmp_path: Path, fake_loader):  # noqa: ANN001, ANN201
+def db_url(request: pytest.FixtureRequest) -> str | None:
+    """None (a library's own SQLite file) or a fresh database on the test PostgreSQL server, by the test's
+    `backend` parameter (see pytest_generate_tests)."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        yield None
+        return
+    server = request.getfixturevalue("postgres")
+    url = server.create_database()
+    yield url
+    from sqlalchemy import make_url
+
+    server.drop_database(make_url(url).database)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test of a library runs on both backends: its own SQLite file, and a PostgreSQL server."""
+    if "db_url" in metafunc.fixturenames:
+        metafunc.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
+
+
+@pytest.fixture
+def library(tmp_path: Path, fake_loader, db_url):  # noqa: ANN001, ANN201
     from imgsearch.library import Library
 
-    lib = Library.open(tmp_path / "lib", create=True, encoder_loader=fake_loader)
+    lib = Library.open(tmp_path / "lib", create=True, encoder_loader=fake_loader, db_url=db_url)
     yield lib
     lib.close()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -202,17 +204,30 @@ with Library.open({str(tmp_path / 'lib')!r}, create=True, encoder_loader=lambda 
     assert "RESULT 12 12 []" in out.stdout, out.stderr[-2000:]
 
 
-def test_searches_answer_while_another_process_holds_the_write_lock(library, tmp_path: Path, fake_encoders) -> None:  # noqa: ANN001
-    library.index([tree(tmp_path / "pics")], FAKE, INLINE)
-    assert len(library.search_text("red", k=10)) == 6  # "red" is now in the text cache
-    blocker = sqlite3.connect(library.db_path, timeout=0)
-    blocker.execute("BEGIN IMMEDIATE")  # an indexer mid-batch, or any writer
+@contextmanager
+def holding_writes(library) -> Iterator[None]:  # noqa: ANN001
+    """Another connection holding the database's write lock (SQLite), or the text cache's table (PostgreSQL)."""
+    if library.engine.dialect.name == "sqlite":
+        blocker = sqlite3.connect(library.db_path, timeout=0)
+        blocker.execute("BEGIN IMMEDIATE")
+    else:
+        import psycopg
+
+        blocker = psycopg.connect(library.engine.url.set(drivername="postgresql").render_as_string(hide_password=False))
+        blocker.execute("LOCK TABLE text_vectors IN EXCLUSIVE MODE")
     try:
-        assert len(library.search_text("red", k=10)) == 6  # cached text: its cache touch is skipped
-        assert len(library.search_text("blue", k=10)) == 6  # new text: encoded, not cached, still answered
+        yield
     finally:
         blocker.rollback()
         blocker.close()
+
+
+def test_searches_answer_while_another_process_holds_the_write_lock(library, tmp_path: Path, fake_encoders) -> None:  # noqa: ANN001
+    library.index([tree(tmp_path / "pics")], FAKE, INLINE)
+    assert len(library.search_text("red", k=10)) == 6  # "red" is now in the text cache
+    with holding_writes(library):  # an indexer mid-batch, or any writer
+        assert len(library.search_text("red", k=10)) == 6  # cached text: its cache touch is skipped
+        assert len(library.search_text("blue", k=10)) == 6  # new text: encoded, not cached, still answered
     before = fake_encoders["fake"].texts_encoded
     library.search_text("blue", k=1)
     assert fake_encoders["fake"].texts_encoded == before + 1  # it was not cached while the lock was held

@@ -96,10 +96,10 @@ def handled(flags: Mapping[str, str] = {}) -> Iterator[None]:  # noqa: B006 (rea
         raise typer.Exit(130) from None
 
 
-def open_library(path: Optional[Path], create: bool = False) -> "Library":
+def open_library(path: Optional[Path], create: bool = False, db_url: Optional[str] = None) -> "Library":
     from imgsearch import Library
 
-    return Library.open(path, create=create)
+    return Library.open(path, create=create, db_url=db_url)
 
 
 def model_spec(model: Optional[str], pretrained: Optional[str]):  # -> ModelSpec | None

@@ -14,6 +14,10 @@ def index(
     folders: Annotated[Optional[list[Path]], typer.Argument(
         help="Folders to index (default: every folder the library already has).", show_default=False)] = None,
     library: LibraryOpt = None,
+    db_url: Annotated[Optional[str], typer.Option(
+        "--db", help="Where a new library keeps its data: postgresql+psycopg://USER@HOST/NAME (an empty database, "
+                     "or one another library folder uses already). The folder remembers it. Default: a SQLite file "
+                     "in the library folder; also IMGSEARCH_DB_URL.", show_default=False)] = None,
     model: ModelOpt = None,
     pretrained: PretrainedOpt = None,
     exclude: Annotated[Optional[list[str]], typer.Option(
@@ -43,7 +47,7 @@ def index(
         settings = IndexSettings(crawl=CrawlSettings(include_hidden=include_hidden, excludes=tuple(exclude or ())),
                                  batch_size=batch_size, workers=workers, gpu_decode=gpu_decode, rebuild=rebuild,
                                  video=VideoSampling(frame_every, max_frames))
-        with open_library(library, create=True) as lib:
+        with open_library(library, create=True, db_url=db_url) as lib:
             report = lib.index(folders or (), model_spec(model, pretrained), settings, TqdmProgress())
             made = lib.make_thumbnails(progress=TqdmProgress()) if thumbnails else None
         for warning in report.warnings:

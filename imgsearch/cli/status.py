@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Annotated
 import typer
-from imgsearch.cli.app import LibraryOpt, app, db_app, err, handled, open_library
+from imgsearch.cli.app import LibraryOpt, TqdmProgress, app, db_app, err, handled, open_library
 from imgsearch.cli.render import shown
 
 
@@ -34,7 +34,7 @@ def status(
 
         sys.stdout.write(json.dumps(asdict(st), default=str, indent=2) + "\n")
         return
-    lines = [f"Library:  {st.path}", f"Images:   {st.indexed} indexed, {st.skipped} skipped"
+    lines = [f"Library:  {st.path}", f"Database: {st.database}", f"Images:   {st.indexed} indexed, {st.skipped} skipped"
              + (" (imgsearch status --skipped)" if st.skipped else ""), "Roots:"]
     lines += [f"  {shown(path)}  ({n} images){'' if ok else '  [not reachable]'}"
               for path, n, ok in st.roots] or ["  (none)"]
@@ -66,14 +66,36 @@ def status(
 
 
 @db_app.command("upgrade")
-def db_upgrade(library: LibraryOpt = None) -> None:
+def db_upgrade(
+    library: LibraryOpt = None,
+    no_backup: Annotated[bool, typer.Option("--no-backup", help="Do not back the database up first (you did).")]
+    = False,
+) -> None:
     """Back up the library database, then migrate it to this version's schema."""
     from imgsearch import upgrade
 
     with handled():
-        done = upgrade(library)
-    if done.backup is None:
+        done = upgrade(library, make_backup=not no_backup)
+    if done.before == done.after:
         err(f"{done.database} is already at schema {done.after}.")
         return
-    err(f"Backed up to {done.backup}")
+    if done.backup is not None:
+        err(f"Backed up to {done.backup}")
+    elif not done.backed_up:
+        err("Warning: no backup was made: pg_dump is not installed here (apt-get install postgresql-client).")
     err(f"Upgraded {done.database}: schema {done.before or 'none'} -> {done.after}")
+
+
+@db_app.command("copy")
+def db_copy(
+    to: Annotated[str, typer.Option("--to", help="The database to copy the library into: postgresql+psycopg://USER@HOST"
+                                                 "/NAME, or sqlite:///PATH. It must be empty.", show_default=False)],
+    library: LibraryOpt = None,
+) -> None:
+    """Copy the library's database to another one (SQLite to PostgreSQL, or back), check it, and use the copy. The
+    source is left as it was."""
+    with handled():
+        with open_library(library) as lib:
+            done = lib.copy_database(to, TqdmProgress())
+    err(f"Copied {done.rows:,} rows of {done.tables} tables in {done.seconds:.1f} s; counts and the checksum of "
+        f"{done.vectors:,} vectors match. The library now uses {done.target}; {done.source} is unchanged.")

@@ -90,12 +90,12 @@ def query_vectors(sessions: sessionmaker[Session], row: Model, encoder: Callable
     texts = [t.value for t in terms if t.kind == "text"]
     photos = [int(t.value) for t in terms if t.kind == "photo"]
     with sessions() as session:
-        known = store.cached_text_vectors(session, row.id, texts, row.dim) if texts else {}
+        known, stale = store.cached_text_vectors(session, row.id, texts, row.dim) if texts else ({}, set())
         stored = store.photo_vectors(session, row.id, photos, row.dim) if photos else {}
     missing = sorted(set(photos) - set(stored))
     if missing:
         raise NotFoundError(f"no photo {missing[0]} with a vector of this model in the library", "query")
-    remember: dict[str, np.ndarray | None] = {text: None for text in known}
+    remember: dict[str, np.ndarray | None] = {text: None for text in stale}
     new_texts = sorted(set(texts) - set(known))
     model = encoder() if new_texts or any(t.kind in ("image", "url") for t in terms) else None
     if new_texts:

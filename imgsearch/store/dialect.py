@@ -1,21 +1,28 @@
-"""Everything that differs between the databases a library can live in (SQLite; PostgreSQL next).
+"""Everything that differs between the databases a library can live in: its own SQLite file, or a PostgreSQL
+server that several machines share.
 
-The query modules speak portable SQLAlchemy; what cannot be portable is asked of this module:
-connection setup, upserts, dates computed in SQL, the bound-parameter limit, lock waits, backups.
+The query modules speak portable SQLAlchemy; what cannot be portable is asked of this module: connection setup,
+what a failure means for the user, upserts, dates computed in SQL, the bound-parameter limit, lock waits, the
+one-writer lock, backups.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
 import sqlite3
+import subprocess
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import Engine, event, func, text
+from sqlalchemy import Engine, event, func, insert, text
 from sqlalchemy.orm import Session
 
-from imgsearch.errors import DatabaseError
+from imgsearch.errors import BusyError, DatabaseError, DiskFullError, ImgSearchError
 
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
@@ -37,9 +44,29 @@ def chunks(items: Sequence, n: int = BATCH_PARAMS) -> Iterable[Sequence]:
         yield items[i:i + n]
 
 
+def engine_options(url: str) -> dict:
+    """create_engine() arguments: SQLite waits for a writer's lock; PostgreSQL connections name their host and
+    process (so a refused second indexer can say who holds the library), give up connecting after 10 s, and are
+    checked before use (a server restarted between two searches is reconnected, not reported)."""
+    if url.startswith(SQLITE):
+        return {"connect_args": {"timeout": BUSY_TIMEOUT_MS / 1000}}
+    return {"connect_args": {"connect_timeout": 10, "application_name": f"imgsearch {socket.gethostname()} pid "
+                                                                        f"{os.getpid()}"},
+            "pool_pre_ping": True}
+
+
 def configure(engine: Engine, read_only: bool = False) -> None:
-    """Per-connection settings: SQLite gets WAL (readers never wait for a writer), foreign keys, a busy wait;
-    a damaged database file becomes a DatabaseError that says so, wherever a statement meets it."""
+    """Per-connection settings: SQLite gets WAL (readers never wait for a writer), foreign keys, a busy wait.
+    Failures become errors that say what happened and the fix, wherever a statement meets them: a damaged
+    SQLite file; a PostgreSQL server that is down, refuses the password, lacks the database, dropped the
+    connection, ran out of disk or cancelled a statement."""
+    if engine.dialect.name == POSTGRESQL:
+        @event.listens_for(engine, "handle_error")
+        def _server_failure(context) -> None:  # noqa: ANN001 (sqlalchemy ExceptionContext)
+            failure = _postgres_failure(engine, context.original_exception, context.is_disconnect)
+            if failure is not None:
+                raise failure from context.original_exception
+        return
     if engine.dialect.name != SQLITE:
         return
 
@@ -62,13 +89,14 @@ def configure(engine: Engine, read_only: bool = False) -> None:
 
 
 DAMAGED = ("malformed", "file is not a database", "disk I/O error")
+_KEPT = "Everything committed before is kept (each batch is one transaction): run the command again once fixed."
 
 
 def describe(engine: Engine) -> str:
     """The database as a user knows it: a file path, or the server URL without its password."""
     if engine.dialect.name == SQLITE:
         return (engine.url.database or "").removeprefix("file:")
-    return engine.url.render_as_string(hide_password=True)
+    return engine.url._replace(password=None).render_as_string(hide_password=False)
 
 
 def damaged_message(engine: Engine, reason: object) -> str:
@@ -77,8 +105,55 @@ def damaged_message(engine: Engine, reason: object) -> str:
             "your photos are not touched.")
 
 
-def connect_args(url: str) -> dict:
-    return {"timeout": BUSY_TIMEOUT_MS / 1000} if url.startswith(SQLITE) else {}
+def database_error(engine: Engine, reason: BaseException | None) -> ImgSearchError:
+    """What a failure to open or read the database means, with the fix."""
+    if engine.dialect.name == POSTGRESQL:
+        return _postgres_failure(engine, reason, True) or DatabaseError(f"{describe(engine)}: {reason}")
+    return DatabaseError(damaged_message(engine, reason))
+
+
+def _server(engine: Engine) -> tuple[str, str, str]:
+    """(host or socket folder, user, database name) of a PostgreSQL URL."""
+    url = engine.url
+    host = url.host or str(url.query.get("host") or os.environ.get("PGHOST") or "localhost")
+    return host, url.username or os.environ.get("PGUSER") or "postgres", url.database or ""
+
+
+def _postgres_failure(engine: Engine, exc: BaseException | None, disconnect: bool) -> ImgSearchError | None:
+    """A PostgreSQL failure a user can act on, as an error naming the fix; None for anything else (a bug)."""
+    message = str(exc or "")
+    lower = message.lower()
+    state = getattr(exc, "sqlstate", None)
+    where = describe(engine)
+    host, user, name = _server(engine)
+    if f'database "{name}" does not exist' in message:
+        return DatabaseError(f"the database {name!r} does not exist on {host}: create it (`createdb -h {host} -U {user} "
+                             f"{name}`) or fix the URL ({where}).")
+    if "role" in lower and "does not exist" in lower:
+        return DatabaseError(f"the PostgreSQL user {user!r} does not exist on {host}: create it (`createuser -h {host} "
+                             f"{user}`, as a superuser) or fix the URL ({where}).")
+    if "password authentication failed" in lower or "no password supplied" in lower:
+        return DatabaseError(f"PostgreSQL at {host} refused the password of {user!r}: put the right one in "
+                             "~/.pgpass (or the file PGPASSFILE names), in PGPASSWORD, or in the URL of "
+                             f"IMGSEARCH_DB_URL ({where}).")
+    if state == "57014" or "statement timeout" in lower:
+        return DatabaseError(f"a statement on {where} ran past the server's statement_timeout and was cancelled: "
+                             f"raise it for this database (ALTER DATABASE {name} SET statement_timeout = '10min'). "
+                             + _KEPT)
+    if state in ("53100",) or "no space left on device" in lower or "could not extend file" in lower:
+        return DiskFullError(f"the PostgreSQL server of {where} is out of disk space: free some there. " + _KEPT)
+    if state in ("53300",) or "too many clients" in lower or "remaining connection slots" in lower:
+        return BusyError(f"PostgreSQL at {host} has no free connection slot: close other clients or raise "
+                         "max_connections, then try again.")
+    if disconnect or any(m in lower for m in ("connection refused", "could not connect", "connection is lost",
+                                              "server closed the connection", "terminating connection",
+                                              "the connection is closed", "connection timeout", "timeout expired",
+                                              "could not translate host name", "no such file or directory")):
+        if not message:
+            return None
+        return DatabaseError(f"cannot reach PostgreSQL at {host} ({message.strip().splitlines()[0]}): start the "
+                             f"server or fix the URL ({where}), then run the command again. " + _KEPT)
+    return None
 
 
 def _insert(session: Session, table):  # noqa: ANN001, ANN202 (a dialect's INSERT with ON CONFLICT)
@@ -96,6 +171,35 @@ def upsert(session: Session, table, rows: Sequence[dict], keys: Sequence, update
         stmt = _insert(session, table).values(list(part))
         session.execute(stmt.on_conflict_do_update(index_elements=list(keys),
                                                    set_={c: stmt.excluded[c] for c in update}))
+
+
+def bulk_insert(session: Session, table, rows: Sequence[dict]) -> None:  # noqa: ANN001 (a mapped class)
+    """Insert many rows at once: PostgreSQL's COPY (several times faster than INSERT for vectors), else an
+    executemany INSERT."""
+    if not rows:
+        return
+    if name_of(session) != POSTGRESQL:
+        session.execute(insert(table), list(rows))
+        return
+    columns = list(rows[0])
+    raw = session.connection().connection.dbapi_connection  # the transaction's own connection: COPY joins it
+    with raw.cursor() as cur, cur.copy(f"COPY {table.__tablename__} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row([row[c] for c in columns])
+
+
+def insert_with_ids(session: Session, table, rows: Sequence[dict]) -> list[int]:  # noqa: ANN001 (a mapped class)
+    """Insert rows of a table with an integer id; their new ids, in order. PostgreSQL takes the ids from the id
+    sequence first and COPYs the rows with them (a multi-row INSERT ... RETURNING costs psycopg more time to
+    prepare than the server takes to run)."""
+    if not rows:
+        return []
+    if name_of(session) != POSTGRESQL:
+        return list(session.scalars(insert(table).returning(table.id, sort_by_parameter_order=True), list(rows)))
+    ids = list(session.scalars(text("SELECT nextval(pg_get_serial_sequence(:t, 'id')) FROM generate_series(1, :n)"),
+                               {"t": table.__tablename__, "n": len(rows)}))
+    bulk_insert(session, table, [{"id": i, **row} for i, row in zip(ids, rows)])
+    return ids
 
 
 def insert_missing(session: Session, table, rows: Sequence[dict], batch: int = 150) -> None:  # noqa: ANN001
@@ -138,12 +242,55 @@ def lock_wait(session: Session, ms: int) -> Iterator[None]:
         raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
 
-def backup(engine: Engine) -> Path:
-    """A consistent copy of the database beside it (SQLite's online backup API: safe in WAL mode)."""
+@contextmanager
+def writer_lock(engine: Engine) -> Iterator[None]:
+    """One writer per database, across machines: on PostgreSQL an advisory lock held by a connection of this
+    process (the server releases it when the process or its connection dies, so it cannot go stale); a second
+    writer anywhere is refused with the holder's host and process. SQLite libraries rely on the folder's flock."""
+    if engine.dialect.name != POSTGRESQL:
+        yield
+        return
+    with engine.connect() as conn:
+        if not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": WRITER_LOCK_KEY}).scalar():
+            holder = conn.execute(text(
+                "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.locktype = 'advisory' AND l.granted AND l.objid = :objid AND l.database = "
+                "(SELECT oid FROM pg_database WHERE datname = current_database()) LIMIT 1"),
+                {"objid": WRITER_LOCK_KEY & 0xFFFFFFFF}).scalar()
+            conn.rollback()
+            who = (holder or "another client").removeprefix("imgsearch ")
+            raise BusyError(f"another indexer is already writing to {describe(engine)} ({who}): wait for it to "
+                            "finish, or stop it.")
+        conn.commit()  # the lock is the session's, not the transaction's: it stays until released
+        try:
+            yield
+        finally:
+            try:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": WRITER_LOCK_KEY})
+                conn.commit()
+            except Exception:  # noqa: BLE001 (a lost connection has released it already)
+                conn.invalidate()
+
+
+WRITER_LOCK_KEY = zlib.crc32(b"imgsearch writer")  # one advisory lock key per database
+
+
+def one_at_a_time(session: Session, name: str) -> None:
+    """Until this transaction ends, other transactions asking for `name` wait: read-then-write steps of two
+    clients take turns. SQLite needs nothing: its writers take turns already (one write lock per file)."""
+    if name_of(session) == POSTGRESQL:
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": zlib.crc32(f"imgsearch {name}".encode())})
+
+
+def backup(engine: Engine, folder: Path | None = None) -> Path | None:
+    """A consistent copy of the database: SQLite's online backup API beside the file (safe in WAL mode); for
+    PostgreSQL, pg_dump's custom format into `folder` (the library folder), or None when pg_dump is missing."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    if engine.dialect.name == POSTGRESQL:
+        return _pg_dump(engine, (folder or Path.cwd()) / f"{engine.url.database}-{stamp}.pgdump")
     if engine.dialect.name != SQLITE:
         raise NotImplementedError(f"backups of {engine.dialect.name} databases")
     source = Path(engine.url.database or "")
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     copy = source.with_name(f"{source.name}.bak-{stamp}")
     src, dst = sqlite3.connect(source), sqlite3.connect(copy)
     try:
@@ -152,3 +299,17 @@ def backup(engine: Engine) -> Path:
         dst.close()
         src.close()
     return copy
+
+
+def _pg_dump(engine: Engine, dest: Path) -> Path | None:
+    tool = shutil.which("pg_dump")
+    if tool is None:
+        return None
+    libpq_url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    done = subprocess.run([tool, "-F", "c", "-f", str(dest), "-d", libpq_url], capture_output=True, text=True,
+                          timeout=24 * 3600)
+    if done.returncode != 0:
+        dest.unlink(missing_ok=True)
+        raise DatabaseError(f"pg_dump could not back up {describe(engine)}: {done.stderr.strip()[:300]}. Back it up "
+                            "another way, then run `imgsearch db upgrade {param:no_backup}`.")
+    return dest

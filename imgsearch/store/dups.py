@@ -37,10 +37,11 @@ def exact_candidates(session: Session) -> list[list[int]]:
 
 
 def dup_scan(session: Session, model_id: int) -> DupScan:
+    """The model's scan record, made on first use (two scans starting at once make it once)."""
     scan = session.get(DupScan, model_id)
     if scan is None:
-        scan = DupScan(model_id=model_id, thresholds="{}", pair_floor="{}")
-        session.add(scan)
+        dialect.insert_missing(session, DupScan, [{"model_id": model_id, "thresholds": "{}", "pair_floor": "{}"}])
+        scan = session.get(DupScan, model_id)
     return scan
 
 

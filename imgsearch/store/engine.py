@@ -8,7 +8,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, inspect
+from sqlalchemy import Engine, create_engine, inspect, make_url
 from sqlalchemy.exc import DatabaseError as SADatabaseError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -31,9 +31,31 @@ def database_url(target: str | Path, read_only: bool = False) -> str:
 def make_engine(target: str | Path, read_only: bool = False) -> Engine:
     """An engine for a database URL or a SQLite file, with the dialect's per-connection settings."""
     url = database_url(target, read_only)
-    engine = create_engine(url, connect_args=dialect.connect_args(url))
+    engine = create_engine(url, **dialect.engine_options(url))
     dialect.configure(engine, read_only)
     return engine
+
+
+def public_url(url: str) -> str:
+    """A database URL without its password: what may be shown, logged or written to the manifest."""
+    return make_url(url)._replace(password=None).render_as_string(hide_password=False)  # set(password=None) keeps it
+
+
+def is_default_sqlite(url: str, db_file: Path) -> bool:
+    """Whether a URL names this SQLite file (a library's own database)."""
+    parsed = make_url(url)
+    return parsed.get_backend_name() == dialect.SQLITE and Path(parsed.database or "").absolute() == db_file.absolute()
+
+
+def check_empty(engine: Engine) -> None:
+    """Refuse a database that holds tables but no imgsearch library: never write into somebody else's data."""
+    try:
+        tables = set(inspect(engine).get_table_names()) - {"alembic_version"}
+    except SADatabaseError as exc:
+        raise dialect.database_error(engine, exc.orig) from exc
+    if tables:
+        raise DatabaseError(f"{dialect.describe(engine)} holds other tables ({', '.join(sorted(tables)[:5])}) and no "
+                            "imgsearch library: give an empty database (createdb NAME) for a new library.")
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -60,7 +82,7 @@ def current_revision(engine: Engine) -> str | None:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
     except SADatabaseError as exc:
-        raise DatabaseError(dialect.damaged_message(engine, exc.orig)) from exc
+        raise dialect.database_error(engine, exc.orig) from exc
 
 
 def upgrade_to_head(engine: Engine, revision: str = "head") -> None:
@@ -101,24 +123,27 @@ def check_schema(engine: Engine) -> None:
     )
 
 
-def backup(target: str | Path | Engine) -> Path:
-    """A consistent copy of the database beside it; returns the copy's path."""
+def backup(target: str | Path | Engine, folder: Path | None = None) -> Path | None:
+    """A consistent copy of the database (beside a SQLite file; a pg_dump file in `folder` for a server);
+    None when no backup tool is at hand (PostgreSQL without pg_dump)."""
     engine = target if isinstance(target, Engine) else make_engine(target)
     try:
-        return dialect.backup(engine)
+        return dialect.backup(engine, folder)
     finally:
         if engine is not target:
             engine.dispose()
 
 
-def upgrade(target: str | Path) -> tuple[str | None, str, Path | None]:
-    """Back the database up, then migrate it to head: (revision before, revision after, backup or None)."""
+def upgrade(target: str | Path, folder: Path | None = None,
+            make_backup: bool = True) -> tuple[str | None, str, Path | None]:
+    """Back the database up (unless told not to), then migrate it to head: (revision before, revision after,
+    backup or None)."""
     engine = make_engine(target)
     try:
         before = current_revision(engine)
         if before == head_revision():
             return before, before, None
-        copy = dialect.backup(engine)
+        copy = dialect.backup(engine, folder) if make_backup else None
         upgrade_to_head(engine)
         return before, head_revision(), copy
     finally:

@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from imgsearch.store import dialect
 from imgsearch.store.dialect import chunks
 from imgsearch.store.orm import FRAME_ID_BASE, Embedding, Frame, Model
 
@@ -20,8 +21,9 @@ def save_frames(session: Session, model_id: int, image_id: int, times_ms: Sequen
     session.execute(delete(Frame).where(Frame.model_id == model_id, Frame.image_id == image_id))
     session.execute(delete(Embedding).where(Embedding.model_id == model_id, Embedding.image_id == image_id))
     blobs = np.asarray(vectors, dtype=np.float16)
-    session.execute(insert(Frame), [{"image_id": image_id, "model_id": model_id, "t_ms": int(t), "generation": generation,
-                                     "vector": blobs[n].tobytes()} for n, t in enumerate(times_ms)])
+    dialect.bulk_insert(session, Frame, [{"image_id": image_id, "model_id": model_id, "t_ms": int(t),
+                                          "generation": generation, "vector": blobs[n].tobytes()}
+                                         for n, t in enumerate(times_ms)])
     session.execute(update(Model).where(Model.id == model_id).values(generation=generation))
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import numpy as np
-from sqlalchemy import case, delete, func, insert, or_, select, update
+from sqlalchemy import case, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from imgsearch.config import Filters
@@ -93,8 +93,7 @@ def save_decoded(session: Session, items: Sequence[tuple[Decoded, int | None]]) 
     if updates:
         session.execute(update(Image), updates)  # bulk UPDATE by primary key
     new_rows = [_image_values(d) | {"first_seen_at": utc_now()} for d, i in items if i is None]
-    new_ids = iter(session.scalars(insert(Image).returning(Image.id, sort_by_parameter_order=True), new_rows)
-                   .all() if new_rows else [])
+    new_ids = iter(dialect.insert_with_ids(session, Image, new_rows))
     return [i if i is not None else next(new_ids) for _, i in items], bool(replaced)
 
 

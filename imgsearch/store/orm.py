@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import Float, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Text
+from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Stable constraint names so Alembic migrations can refer to them on SQLite (batch mode).
@@ -14,6 +14,9 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+# Byte counts and nanosecond times need 64 bits: PostgreSQL's INTEGER has 32 (SQLite's INTEGER has 64 already).
+BigInt = BigInteger().with_variant(Integer(), "sqlite")
 
 STATUS_INDEXED = "indexed"
 STATUS_SKIPPED = "skipped"
@@ -44,8 +47,8 @@ class Image(Base):
     __tablename__ = "images"
     id: Mapped[int] = mapped_column(primary_key=True)
     path: Mapped[str] = mapped_column(Text, unique=True)
-    size: Mapped[int] = mapped_column(Integer)
-    mtime_ns: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(BigInt)
+    mtime_ns: Mapped[int] = mapped_column(BigInt)
     content_hash: Mapped[str | None] = mapped_column(String(64), index=True)
     width: Mapped[int | None]
     height: Mapped[int | None]
@@ -220,8 +223,8 @@ class DupActionItem(Base):
     image_id: Mapped[int | None] = mapped_column(Integer)
     src: Mapped[str] = mapped_column(Text)  # where the file was
     dest: Mapped[str] = mapped_column(Text)  # move: where it went; link: the keeper it now points to
-    size: Mapped[int]
-    mtime_ns: Mapped[int]
+    size: Mapped[int] = mapped_column(BigInt)
+    mtime_ns: Mapped[int] = mapped_column(BigInt)
     mode: Mapped[int]
     full_hash: Mapped[str] = mapped_column(String(64))
     vectors: Mapped[str | None] = mapped_column(Text)  # move: JSON {model_id: hex fp16 vector} taken out of the index

@@ -7,12 +7,15 @@ from collections.abc import Sequence
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
+from imgsearch.store import dialect
 from imgsearch.store.dialect import chunks
 from imgsearch.store.orm import Tag
 
 
 def replace_tags(session: Session, model_id: int, labels: Sequence[str], rows: Sequence[tuple[int, str, float]]) -> None:
-    """Drop the model's tags with these labels, then store (image_id, label, probability) rows."""
+    """Drop the model's tags with these labels, then store (image_id, label, probability) rows; two taggings at once
+    take turns (the last one's tags stay)."""
+    dialect.one_at_a_time(session, "tags")
     for chunk in chunks(list(labels)):
         session.execute(delete(Tag).where(Tag.model_id == model_id, Tag.label.in_(chunk)))
     if rows:

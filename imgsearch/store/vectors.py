@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from imgsearch.models.encoder import ModelInfo
@@ -130,8 +131,8 @@ def save_vectors(session: Session, model_id: int, image_ids: Sequence[int], vect
     for chunk in chunks(list(image_ids)):
         session.execute(delete(Embedding).where(Embedding.model_id == model_id, Embedding.image_id.in_(chunk)))
     blobs = np.asarray(vectors, dtype=np.float16)
-    session.execute(insert(Embedding), [{"image_id": i, "model_id": model_id, "vector": blobs[n].tobytes(),
-                                         "generation": generation} for n, i in enumerate(image_ids)])
+    dialect.bulk_insert(session, Embedding, [{"image_id": i, "model_id": model_id, "vector": blobs[n].tobytes(),
+                                              "generation": generation} for n, i in enumerate(image_ids)])
     session.execute(update(Model).where(Model.id == model_id).values(generation=generation))
 
 
@@ -151,13 +152,18 @@ def vector_ids(session: Session, model_id: int, since_generation: int | None = N
 
 
 TEXT_CACHE_SIZE = 10_000
+TOUCH_AFTER = timedelta(hours=1)  # a cached text's use is recorded at most this often: most searches write nothing
 
 
-def cached_text_vectors(session: Session, model_id: int, texts: Sequence[str], dim: int) -> dict[str, np.ndarray]:
-    """The cached embeddings among these texts (reads only: a search must work on a read-only library)."""
-    rows = session.execute(select(TextVector.text, TextVector.vector)
+def cached_text_vectors(session: Session, model_id: int, texts: Sequence[str],
+                        dim: int) -> tuple[dict[str, np.ndarray], set[str]]:
+    """The cached embeddings among these texts, and those whose last recorded use is older than TOUCH_AFTER (reads
+    only: a search must work on a read-only library)."""
+    rows = session.execute(select(TextVector.text, TextVector.vector, TextVector.used_at)
                            .where(TextVector.model_id == model_id, TextVector.text.in_(list(set(texts))))).all()
-    return {text: vec for (text, _), vec in zip(rows, from_blobs([r[1] for r in rows], dim))}
+    old = utc_now() - TOUCH_AFTER
+    return ({text: vec for (text, _, _), vec in zip(rows, from_blobs([r[1] for r in rows], dim))},
+            {text for text, _, used in rows if used is None or used < old})
 
 
 def remember_text_vectors(session: Session, model_id: int, vectors: dict[str, np.ndarray | None]) -> None:

@@ -1,0 +1,104 @@
+"""The same library on SQLite and on PostgreSQL, in one run: indexing 2,000 photos, bulk vector writes, search
+latency at 100,000 images, and `db copy` both ways.
+
+PostgreSQL is a throwaway local server (tests/postgres.py: Debian's binaries, a unix socket, fsync off as in
+the tests; a production server with fsync on commits slower). The encoder is a tiny CLIP (tests/tinyclip.py) so
+that the database, not the model, is what is measured.
+
+    python bench/db_backends.py [--photos 2000] [--vectors 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from vector_search import add_synthetic_images, clustered  # noqa: E402
+
+from imgsearch.config import IndexSettings, ModelSpec, SearchOptions  # noqa: E402
+from imgsearch.library import Library  # noqa: E402
+from imgsearch.search.query import Term  # noqa: E402
+from tests.postgres import PostgresServer  # noqa: E402
+from tests.tinyclip import write_model  # noqa: E402
+
+
+def photos(folder: Path, n: int) -> Path:
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        path = folder / f"{i:05d}.jpg"
+        if not path.exists():
+            small = rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)
+            Image.fromarray(small).resize((320, 240), Image.Resampling.BICUBIC).save(path, quality=85)
+    return folder
+
+
+def bench_backend(name: str, lib_dir: Path, url: str | None, pics: Path, spec: ModelSpec, n_vectors: int) -> dict:
+    out: dict = {}
+    with Library.open(lib_dir, create=True, db_url=url) as lib:
+        encoder = lib.encoder(spec)
+        start = time.perf_counter()
+        report = lib.index([pics], spec, IndexSettings(workers=2))
+        out["index_s"] = time.perf_counter() - start
+        assert report.new == len(list(pics.iterdir())), report.summary()
+        vectors = clustered(n_vectors, encoder.info.dim)
+        start = time.perf_counter()
+        add_synthetic_images(lib, encoder.info, vectors)
+        out["write_rows_s"] = n_vectors / (time.perf_counter() - start)
+        lib.search([Term(1.0, "text", "warm up")], SearchOptions(k=10))  # builds the index, caches the text
+        times = []
+        for _ in range(50):
+            t = time.perf_counter()
+            lib.search([Term(1.0, "text", "warm up")], SearchOptions(k=10))
+            times.append((time.perf_counter() - t) * 1e3)
+        out["search_p50_ms"] = statistics.median(times)
+        out["search_p99_ms"] = float(np.percentile(times, 99))
+    print(f"  {name:<10} index {len(list(pics.iterdir())):,} photos {out['index_s']:6.1f} s   "
+          f"bulk vector writes {out['write_rows_s']:9,.0f} rows/s   cached text search at "
+          f"{n_vectors + len(list(pics.iterdir())):,}: p50 {out['search_p50_ms']:.2f} ms, p99 {out['search_p99_ms']:.2f} ms",
+          flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--photos", type=int, default=2000)
+    ap.add_argument("--vectors", type=int, default=100_000)
+    ap.add_argument("--work", type=Path, default=Path("data/generated/db"))
+    a = ap.parse_args()
+    pics = photos(a.work / f"photos-{a.photos}", a.photos)
+    base = Path(tempfile.mkdtemp(prefix="bench-db-"))
+    server = PostgresServer().start()
+    try:
+        spec = ModelSpec(f"local-dir:{write_model(base / 'tiny')}", None)
+        print(f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}, PostgreSQL on a local unix socket (fsync off)")
+        sqlite = bench_backend("SQLite", base / "sqlite", None, pics, spec, a.vectors)
+        postgres = bench_backend("PostgreSQL", base / "pg", server.create_database("bench"), pics, spec, a.vectors)
+        print(f"  PostgreSQL / SQLite: bulk writes {postgres['write_rows_s'] / sqlite['write_rows_s']:.2f}x, "
+              f"indexing time {postgres['index_s'] / sqlite['index_s']:.2f}x, "
+              f"search p50 {postgres['search_p50_ms'] / sqlite['search_p50_ms']:.2f}x")
+        for label, lib_dir, target in (("SQLite -> PostgreSQL", base / "sqlite", server.create_database("copy")),
+                                       ("PostgreSQL -> SQLite", base / "pg", f"sqlite:///{base / 'copy.db'}")):
+            with Library.open(lib_dir) as lib:
+                done = lib.copy_database(target)
+            print(f"  db copy {label}: {done.rows:,} rows in {done.seconds:.1f} s ({done.rows / done.seconds:,.0f} rows/s, "
+                  f"counts and {done.vectors:,} vectors verified)", flush=True)
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
