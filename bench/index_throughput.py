@@ -10,6 +10,7 @@ format so (a) loads them through its production path. Model loading is excluded 
 figure; each path is warmed up with one batch first.
 
     python bench/index_throughput.py --megapixels 12 --count 60 --count-b 32 --count-c 24
+    python bench/index_throughput.py --megapixels 2 --count 300 --runtimes torch,openvino,openvino-int8,onnx,onnx-int8
 """
 
 from __future__ import annotations
@@ -48,6 +49,34 @@ def run_ours(folder: Path, model_dir: Path, workers: int, gpu_decode: bool | Non
         report = lib.index([folder], spec, IndexSettings(workers=workers, gpu_decode=gpu_decode))
     shutil.rmtree(lib_dir)
     return {"images": report.encoded, "seconds": report.seconds, "img_s": report.encoded / report.seconds,
+            "breakdown": report.times.breakdown(report.seconds)}
+
+
+def run_runtime(folder: Path, model_dir: Path, workers: int, runtime: str, precision: str) -> dict:
+    """(a) with an encoder runtime: a first library makes the export (timed on its own), a second one, given that
+    export, indexes the same photos (timed, as every later run of a user would be)."""
+    from imgsearch.config import IndexSettings, ModelSpec
+    from imgsearch.library import Library
+
+    spec = ModelSpec(f"local-dir:{model_dir}", None)
+    first, second = (Path(tempfile.mkdtemp(prefix="bench-lib-")) for _ in range(2))
+    shutil.rmtree(first)
+    shutil.rmtree(second)
+    settings = IndexSettings(workers=workers, runtime=runtime, precision=precision)
+    export_s = 0.0
+    if runtime != "torch":
+        with Library.open(first, create=True) as lib:
+            t = time.perf_counter()
+            lib._indexing_encoder(spec, settings, [folder], None)
+            export_s = time.perf_counter() - t
+        second.mkdir()
+        shutil.copytree(first / "models", second / "models")
+    with Library.open(second, create=True) as lib:
+        report = lib.index([folder], spec, settings)
+    for d in (first, second):
+        shutil.rmtree(d, ignore_errors=True)
+    return {"images": report.encoded, "seconds": report.seconds, "img_s": report.encoded / report.seconds,
+            "export_s": export_s, "encoder": report.executor, "warnings": report.warnings,
             "breakdown": report.times.breakdown(report.seconds)}
 
 
@@ -122,6 +151,8 @@ def main() -> None:
     ap.add_argument("--gpu-decode", choices=("auto", "on", "off"), default="auto")
     ap.add_argument("--work", type=Path, default=Path("data/generated"), help="where photos and models go")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--runtimes", default="", help="instead of (a)/(b)/(c): (a) once per encoder runtime, e.g. "
+                    "torch,openvino,openvino-int8,onnx,onnx-int8 (the first is the baseline)")
     a = ap.parse_args()
 
     import torch
@@ -147,6 +178,18 @@ def main() -> None:
 
     results: dict[str, dict] = {}
     folder = subset(a.count)
+    if a.runtimes:
+        for name in a.runtimes.split(","):
+            runtime, _, precision = name.partition("-")
+            results[name] = r = run_runtime(folder, model_dir, a.workers, runtime, precision or "fp32")
+            base = results[a.runtimes.split(",")[0]]["img_s"]
+            print(f"{name:14s} {r['img_s']:7.1f} img/s  {r['img_s'] / base:5.2f}x  ({r['images']} images, "
+                  f"{r['seconds']:.1f} s; export {r['export_s']:.0f} s; on {r['encoder']}) {r['warnings'] or ''}",
+                  flush=True)
+        if a.json:
+            a.json.write_text(json.dumps({"machine": machine, "model": a.model, "megapixels": a.megapixels,
+                                          "date": time.strftime("%Y-%m-%d"), **results}, indent=2))
+        return
     results["a"] = run_ours(folder, model_dir, a.workers, gpu)
     print(f"(a) imgsearch     {results['a']['img_s']:9.1f} img/s  ({results['a']['images']} images, "
           f"{results['a']['seconds']:.1f} s)\n{results['a']['breakdown']}", flush=True)

@@ -78,6 +78,11 @@ class IndexSettings:
     gpu_decode: bool | None = None  # JPEGs decoded on the GPU too (nvJPEG); None: when the encoder is on CUDA
     rebuild: bool = False  # rebuild (and retrain) the FAISS index instead of updating it
     video: VideoSampling = field(default_factory=VideoSampling)
+    ray: str | None = None  # decode and encode on a Ray cluster: "local", "auto" or "ray://HOST:PORT"; None: here
+    gpus_per_worker: float = 0.0  # with ray: GPUs per encoder actor (0: encode on the cluster's CPUs)
+    index_memory: int | None = None  # bytes of RAM the search index may take (None: as the last build was told)
+    runtime: str | None = None  # torch, openvino or onnx; None: IMGSEARCH_RUNTIME, else the fastest here
+    precision: str = "fp32"  # int8: quantized image tower, kept only when it passes the fidelity gate
 
 
 @dataclass(frozen=True)

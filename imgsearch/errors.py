@@ -128,6 +128,13 @@ class ModelLoadError(ImgSearchError):
     code = "model_unavailable"
 
 
+class ExportError(ImgSearchError):
+    """A model could not be exported to OpenVINO or ONNX Runtime, or the export does not reproduce it (indexing
+    then falls back to PyTorch with a warning)."""
+
+    code = "export_failed"
+
+
 class ModelMismatchError(ImgSearchError):
     """The model named for a search is not the one the library's vectors were made with."""
 

@@ -25,6 +25,7 @@ from imgsearch.dups.grouping import Group
 from imgsearch.dups.scan import DupReport
 from imgsearch.errors import (LibraryNotFoundError, ModelMismatchError, NothingIndexedError, ReadOnlyError,
                               UsageError)
+from imgsearch.models import runtimes
 from imgsearch.models.encoder import Encoder, EncoderCache, load_encoder
 from imgsearch.models.evaluation import EvalReport, evaluate_folder
 from imgsearch.models.zeroshot import DEFAULT_TEMPLATES, classify
@@ -61,6 +62,9 @@ class Library:
         self.engine = db.make_engine(database or self.db_path, read_only and database is None)
         self.sessions = db.session_factory(self.engine)
         self._encoders = EncoderCache(encoder_loader or load_encoder)
+        self._own_encoders = encoder_loader is None  # open_clip's: exports of them can stand in for them
+        self.exports_dir = path / runtimes.EXPORT_DIRNAME
+        self._exported = EncoderCache(self._open_export)
         self._indexes = IndexCache(self.sessions, self.index_dir)
         self.thumbnails = Thumbnails(self.sessions, path / THUMB_DIRNAME, writable=not read_only)
 
@@ -132,8 +136,20 @@ class Library:
             f"no images are indexed with model {spec.name}" + (f" ({spec.pretrained})" if spec.pretrained else "")
             + ": index with it first, or leave out {param} to use the library's.", "model")
 
+    def _open_export(self, key: str) -> Encoder | None:
+        return runtimes.open_export(self.exports_dir, key)
+
     def _checked_encoder(self, row: Model, spec: ModelSpec | None) -> Encoder:
-        encoder = self.encoder(spec or ModelSpec(row.name, row.pretrained))
+        """The encoder of the library's model `row`: an export of its weights made by indexing when there is one
+        (OpenVINO or ONNX Runtime, without importing PyTorch), else the open_clip model, checked to be the one its
+        vectors were made with."""
+        own = ModelSpec(row.name, row.pretrained)
+        if self._own_encoders and spec in (None, own):
+            exported = self._exported.get(row.key)
+            if exported is not None:
+                return exported
+            self._exported.forget(row.key)  # none yet: look again next time (an index run may make one)
+        encoder = self.encoder(spec or own)
         if encoder.info.key != row.key:
             raise ModelMismatchError(
                 f"the weights of {row.name} changed since this library was indexed with them: "
@@ -163,12 +179,35 @@ class Library:
         offline = [r for r in known_roots if not roots and r not in folders]
         with self._index_lock():
             settled = dup_actions.reconcile(self.sessions)  # set-aside photos are not "removed"
-            encoder = self.encoder(spec)
+            encoder, notes = self._indexing_encoder(spec, settings, folders, progress)
             report = run_index(self.sessions, encoder, folders, self.index_dir, settings, progress)
+        report.warnings[:0] = notes
         report.warnings.extend(f"settled a duplicates step an earlier run left half-way: {n}" for n in settled)
         report.warnings.extend(f"{r} is not reachable (unmounted?): its images were kept as they are"
                                for r in offline)
         return report
+
+    def _indexing_encoder(self, spec: ModelSpec, settings: IndexSettings, folders: list[Path],
+                          progress: Progress | None) -> tuple[Encoder, list[str]]:
+        """The open_clip encoder, or its export to the runtime asked for (else the fastest here), made now if
+        needed; with warnings for the run's report."""
+        encoder = self.encoder(spec)
+        if not self._own_encoders or settings.ray:
+            runtimes.check(settings.runtime, settings.precision)
+            asked = settings.runtime not in (None, "torch") or settings.precision != "fp32"
+            return encoder, ["a Ray cluster's workers encode with PyTorch: the runtime and precision asked for "
+                             "apply to runs on this machine only"] if settings.ray and asked else []
+        from imgsearch.models.encoder import OpenClipEncoder
+        from imgsearch.models.export import encoder_for_indexing
+
+        def cpu_encoder() -> OpenClipEncoder:
+            on_cpu = encoder.device.type == "cpu"
+            return encoder if on_cpu else OpenClipEncoder.load(spec, device="cpu", precision="fp32")
+
+        chosen, notes = encoder_for_indexing(encoder, self.exports_dir, settings.runtime, settings.precision,
+                                             folders, progress or SilentProgress(), cpu_encoder)
+        self._exported.forget(encoder.info.key)
+        return chosen, notes
 
     @contextmanager
     def _writing(self) -> Iterator[None]:

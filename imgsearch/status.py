@@ -13,10 +13,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from imgsearch import store
 from imgsearch.store import journal
 from imgsearch.store.orm import STATUS_SET_ASIDE
-from imgsearch.vectors.build import build_params, is_fresh
+from imgsearch.vectors.build import build_params, index_bytes, is_fresh
 
 RUN_FIELDS = ("status", "new", "changed", "moved", "unchanged", "removed", "skipped", "encoded", "started_at",
-              "finished_at")
+              "finished_at", "executor")
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,8 @@ class ModelStatus:
     index_recall_at_10: float | None
     last_used_at: datetime
     checkpoint_sha256: str | None = None  # local weights: which checkpoint made the vectors
+    index_ram_bytes: int = 0
+    index_disk_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,8 @@ def library_status(sessions: sessionmaker[Session], path: Path, index_dir: Path,
 
 def _model_status(session: Session, m, index_dir: Path) -> ModelStatus:  # noqa: ANN001 (orm.Model)
     build = store.latest_build(session, m.id)
+    ram, disk = index_bytes(build, m.dim, index_dir) if build else (0, 0)
     return ModelStatus(m.name, m.pretrained, m.dim, store.count_vectors(session, m.id, frames=True),
                        build.spec if build else None, build.count if build else None,
                        is_fresh(session, m, index_dir), build_params(build) if build else {},
-                       build.recall_at_10 if build else None, m.last_used_at, m.checkpoint_sha256)
+                       build.recall_at_10 if build else None, m.last_used_at, m.checkpoint_sha256, ram, disk)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 from imgsearch import store
-from imgsearch.config import IndexSettings
+from imgsearch.config import IndexSettings, ModelSpec
 from imgsearch.models.embed import Batch
 from imgsearch.models.encoder import Encoder
 from imgsearch.errors import UsageError
@@ -39,6 +39,7 @@ class RunReport:
     seconds: float = 0.0
     indexed_total: int = 0
     skipped_now: list[tuple[str, str]] = field(default_factory=list)  # newly skipped: (path, reason)
+    executor: str = "this machine"  # where decoding and encoding ran (or "a Ray cluster of N nodes")
     warnings: list[str] = field(default_factory=list)
     times: StageTimes = field(default_factory=StageTimes)
 
@@ -46,7 +47,7 @@ class RunReport:
         rate = f" ({self.encoded / self.seconds:.1f} img/s)" if self.encoded and self.seconds > 0 else ""
         return (f"{self.new} new, {self.changed} changed, {self.moved} moved, {self.unchanged} unchanged, "
                 f"{self.removed} removed, {self.skipped} skipped; encoded {self.encoded} in "
-                f"{self.seconds:.1f} s{rate}; {self.indexed_total} images searchable")
+                f"{self.seconds:.1f} s{rate} on {self.executor}; {self.indexed_total} images searchable")
 
 
 def _safe_hash(path: str) -> str | None:
@@ -86,12 +87,15 @@ def run_index(sessions: sessionmaker[Session], encoder: Encoder, roots: Sequence
         model_id = store.get_or_create_model(session, encoder.info).id
         store.add_roots(session, roots)
         run_id = store.start_run(session, roots, model_id).id
+    executor = executor or executor_for(encoder, settings)
     try:
         plan = _plan(sessions, roots, settings, progress)
         _apply_plan(sessions, plan, report)
-        _encode(sessions, executor or LocalExecutor(encoder, settings), model_id, plan, progress, report)
+        _encode(sessions, executor, model_id, plan, progress, report)
+        report.executor = getattr(executor, "describe", lambda: "this machine")()
         progress.stage("building index", None)
-        _, index = index_build.ensure_index(sessions, model_id, index_dir, strict=True, rebuild=settings.rebuild)
+        _, index = index_build.ensure_index(sessions, model_id, index_dir, strict=True, rebuild=settings.rebuild,
+                                            memory_budget=settings.index_memory)
         report.indexed_total = len(index)
     except BaseException:
         _finish_run(sessions, run_id, report, "interrupted")
@@ -101,6 +105,17 @@ def run_index(sessions: sessionmaker[Session], encoder: Encoder, roots: Sequence
     report.seconds = time.perf_counter() - started
     _finish_run(sessions, run_id, report, "done")
     return report
+
+
+def executor_for(encoder: Encoder, settings: IndexSettings) -> Executor:
+    """Where decoding and encoding run: this machine, or a Ray cluster (settings.ray)."""
+    if settings.ray is None:
+        return LocalExecutor(encoder, settings)
+    from indexer.executors.ray import RayExecutor, RaySettings
+
+    info = encoder.info
+    return RayExecutor(ModelSpec(info.name, info.pretrained), info.key, info.dim, info.geometry, settings,
+                       RaySettings(settings.ray, settings.gpus_per_worker))
 
 
 def _plan(sessions: sessionmaker[Session], roots: Sequence[str], settings: IndexSettings,
@@ -198,4 +213,5 @@ def _save_vectors(session: Session, model_id: int, ids: list[int], batch: Batch)
 
 def _finish_run(sessions: sessionmaker[Session], run_id: int, report: RunReport, status: str) -> None:
     with sessions.begin() as session:
-        store.finish_run(session, run_id, status, {name: getattr(report, name) for name in store.RUN_COUNTS})
+        store.finish_run(session, run_id, status, {name: getattr(report, name) for name in store.RUN_COUNTS},
+                         report.executor)

@@ -6,6 +6,9 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.pop("IMGSEARCH_LIBRARY", None)
+# Models run in PyTorch unless a test asks for an exported runtime (tests/test_runtimes.py): an export per
+# test would add seconds to every indexing test and prove nothing more.
+os.environ["IMGSEARCH_RUNTIME"] = "torch"
 
 from pathlib import Path  # noqa: E402
 

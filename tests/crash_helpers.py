@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 
-from imgsearch.images.loader import _decode_chunk
+from imgsearch.images.loader import decode_files
 
 
 def crashing_decode_chunk(paths, geo, max_pixels, sampling):  # noqa: ANN001, ANN201
     if any("crash" in os.path.basename(p) for p in paths):
         os._exit(139)  # what a segfault looks like to the pool: the process is gone
-    return _decode_chunk(paths, geo, max_pixels, sampling)
+    return decode_files(paths, geo, max_pixels, sampling)
 
 
 def unstartable_decode_chunk(paths, geo, max_pixels, sampling):  # noqa: ANN001, ANN201
@@ -19,4 +19,4 @@ def unstartable_decode_chunk(paths, geo, max_pixels, sampling):  # noqa: ANN001,
 
     if multiprocessing.parent_process() is not None:
         os._exit(1)
-    return _decode_chunk(paths, geo, max_pixels, sampling)
+    return decode_files(paths, geo, max_pixels, sampling)

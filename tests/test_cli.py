@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 from pathlib import Path
@@ -97,7 +98,9 @@ def test_status_text_json_and_skipped(indexed: Path, pics: Path) -> None:
     text = cli("status", "-L", indexed)
     assert text.exit_code == 0, text.output
     assert f"{pics}  (8 images)" in text.stdout and "8 indexed, 1 skipped" in text.stdout
-    assert "index IDMap2,Flat, recall@10 1.000, 8 vectors, fresh" in text.stdout and "dim 32" in text.stdout
+    assert re.search(r"index IDMap2,Flat, recall@10 1.000, 8 vectors, [\d.]+ kB in RAM, [\d.]+ kB on disk, fresh",
+                     text.stdout) and "dim 32" in text.stdout
+    assert re.search(r"1 skipped; on this machine \(PyTorch [\d.]+ cpu fp32\)$", text.stdout.rstrip())
     data = json.loads(cli("status", "-L", indexed, "--json").stdout)
     assert (data["indexed"], data["skipped"], data["models"][0]["vectors"]) == (8, 1, 8)
     assert data["last_run"]["skipped"] == 1 and data["last_run"]["status"] == "done"

@@ -28,7 +28,8 @@ def clustered(n: int, dim: int, clusters: int = 50, seed: int = 0) -> np.ndarray
 
 # --- choose_index_spec: pure, grid-tested -------------------------------------------------------------
 
-SIZES = [0, 1, 100, 623, 624, 10_000, 50_000, 50_001, 100_000, 1_000_000, 10_000_000, 100_000_000]
+SIZES = [0, 1, 100, 623, 624, 10_000, 50_000, 50_001, 100_000, 1_000_000, 9_999_999, 10_000_000, 100_000_000,
+         1_000_000_000]
 
 
 @pytest.mark.parametrize("dim", [32, 512, 768, 1024])
@@ -39,14 +40,30 @@ def test_spec_grid(dim: int) -> None:
         if n <= params.EXACT_MAX:
             assert spec.kind == "exact" and spec.factory == "IDMap2,Flat", n
             continue
-        assert spec.kind == "ivfpq" and spec.factory == f"IVF{spec.nlist},PQ{spec.m}x4fs"
-        assert spec.nlist & (spec.nlist - 1) == 0 and params.MIN_NLIST <= spec.nlist <= params.MAX_NLIST
-        assert n >= params.MIN_POINTS_PER_LIST * spec.nlist  # never train below ~39 points per list
-        floor = params.MIN_POINTS_PER_LIST * spec.nlist  # the floor outranks the cap
-        assert floor <= spec.train_size <= min(n, max(params.MAX_TRAIN, floor))
-        assert dim % spec.m == 0 and spec.m % 2 == 0
+        floor = params.MIN_POINTS_PER_LIST * spec.nlist  # never train below ~39 points per list
+        assert spec.nlist & (spec.nlist - 1) == 0 and n >= floor
         assert spec.nlist >= previous_nlist  # grows with the library
         previous_nlist = spec.nlist
+        if n < params.ONDISK_MIN:
+            assert spec.kind == "ivfpq" and spec.factory == f"IVF{spec.nlist},PQ{spec.m}x4fs"
+            assert params.MIN_NLIST <= spec.nlist <= params.MAX_NLIST
+            assert floor <= spec.train_size <= min(n, max(params.MAX_TRAIN, floor))
+            assert dim % spec.m == 0 and spec.m % 2 == 0
+        else:  # 10M-1B: lists on disk, 8-bit PQ (mergeable), 2^16-2^18 lists
+            assert spec.kind == "ondisk" and spec.factory == f"IVF{spec.nlist},PQ{spec.m}" and spec.rerank == "ram"
+            assert params.ONDISK_NLIST[0] <= spec.nlist <= params.ONDISK_NLIST[1] and spec.m == dim // 8
+            assert floor <= spec.train_size <= max(params.ONDISK_TRAIN, floor)
+    assert choose_index_spec(1_000_000_000, 512).nlist == 1 << 18
+
+
+def test_ondisk_bytes_and_a_memory_budget_that_moves_the_rerank_copy_to_disk() -> None:
+    spec = choose_index_spec(100_000_000, 512)
+    assert (spec.bytes_per_vector(512), spec.disk_bytes_per_vector(512)) == (8 + 1024, 64 + 8 + 1024 + 8)
+    tight = choose_index_spec(100_000_000, 512, memory_budget_bytes=50 * 10**9)  # 500 B/vector: the copy cannot stay
+    assert tight.kind == "ondisk" and tight.rerank == "mmap" and tight.bytes_per_vector(512) == 8
+    early = choose_index_spec(2_000_000, 512, memory_budget_bytes=500 * 10**6)  # in-RAM IVF-PQ would need ~2.2 GB
+    assert early.kind == "ondisk" and early.nlist < params.ONDISK_NLIST[0]  # few vectors: fewer lists
+    assert 2_000_000 >= params.MIN_POINTS_PER_LIST * early.nlist
 
 
 def test_ivfpq_memory_per_vector_fits_the_budget_at_512d() -> None:
@@ -57,7 +74,7 @@ def test_ivfpq_memory_per_vector_fits_the_budget_at_512d() -> None:
 
 def test_memory_budget_switches_to_ivf_early_but_never_untrainably() -> None:
     exact_bytes = IndexSpec("exact", "IDMap2,Flat").bytes_per_vector(512)
-    assert choose_index_spec(20_000, 512, memory_budget_bytes=20_000 * exact_bytes // 2).kind == "ivfpq"
+    assert choose_index_spec(20_000, 512, memory_budget_bytes=20_000 * exact_bytes * 6 // 10).kind == "ivfpq"
     assert choose_index_spec(20_000, 512, memory_budget_bytes=20_000 * exact_bytes * 2).kind == "exact"
     assert choose_index_spec(500, 512, memory_budget_bytes=1).kind == "exact"  # too few to train
 

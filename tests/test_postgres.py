@@ -215,8 +215,7 @@ def test_db_upgrade_backs_up_with_pg_dump(tmp_path: Path, postgres: PostgresServ
     lib_dir = tmp_path / "lib"
     with Library.open(lib_dir, create=True, encoder_loader=fake_loader, db_url=url) as lib:
         lib.index([pics], FAKE, IndexSettings(workers=0))
-        with lib.engine.begin() as conn:  # as a library written by the previous release
-            conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0006'")
+        db.downgrade(lib.engine, "-1")  # as a library written by the previous release
     old = run("status", "-L", lib_dir)
     assert old.returncode == 1 and "imgsearch db upgrade" in old.stderr
     done = run("db", "upgrade", "-L", lib_dir)

@@ -8,6 +8,7 @@ Scores and timings are masked (they move with the torch build); ranks, paths and
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import sys
@@ -95,4 +96,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    os.environ["IMGSEARCH_RUNTIME"] = "torch"  # as under pytest (tests/conftest.py): the session is PyTorch's
     main()

@@ -32,6 +32,22 @@ def index(
                                                min=0.1)] = 2.0,
     max_frames: Annotated[int, typer.Option(help="Videos: at most this many frames each (long ones are spread out).",
                                             min=1)] = 300,
+    ray: Annotated[Optional[str], typer.Option(
+        "--ray", help="Decode and encode on a Ray cluster: auto (the cluster this machine is part of), "
+                      "ray://HOST:10001, or local (start one here). Photos and model must be at the same paths "
+                      "on every node.", show_default=False)] = None,
+    gpus_per_worker: Annotated[float, typer.Option(help="With --ray: GPUs per encoder (0: encode on CPUs).",
+                                                   min=0)] = 0.0,
+    index_memory_gb: Annotated[Optional[float], typer.Option(
+        help="RAM the search index may take, in GB: a library whose index would not fit gets one with its lists "
+             "on disk (remembered for later runs).", min=0.001, show_default=False)] = None,
+    runtime: Annotated[Optional[str], typer.Option(
+        help="Encode with torch, openvino or onnx (exported once from the model's weights, kept in the library) "
+             "[default: IMGSEARCH_RUNTIME, else torch on a GPU, OpenVINO or ONNX Runtime on a CPU when installed].",
+        show_default=False)] = None,
+    precision: Annotated[str, typer.Option(
+        help="fp32, or int8 (OpenVINO/ONNX Runtime: a quantized image tower, calibrated on your photos and kept "
+             "only when it matches fp32).")] = "fp32",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print a per-stage time breakdown.")] = False,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Rebuild (and retrain) the search index from the stored "
                                                              "vectors.")] = False,
@@ -46,7 +62,9 @@ def index(
         check_roots(folders or [])  # before the library is created: a typo must not leave one behind
         settings = IndexSettings(crawl=CrawlSettings(include_hidden=include_hidden, excludes=tuple(exclude or ())),
                                  batch_size=batch_size, workers=workers, gpu_decode=gpu_decode, rebuild=rebuild,
-                                 video=VideoSampling(frame_every, max_frames))
+                                 video=VideoSampling(frame_every, max_frames), ray=ray, gpus_per_worker=gpus_per_worker,
+                                 index_memory=int(index_memory_gb * 1e9) if index_memory_gb else None,
+                                 runtime=runtime, precision=precision)
         with open_library(library, create=True, db_url=db_url) as lib:
             report = lib.index(folders or (), model_spec(model, pretrained), settings, TqdmProgress())
             made = lib.make_thumbnails(progress=TqdmProgress()) if thumbnails else None

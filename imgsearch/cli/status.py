@@ -7,7 +7,7 @@ import sys
 from typing import Annotated
 import typer
 from imgsearch.cli.app import LibraryOpt, TqdmProgress, app, db_app, err, handled, open_library
-from imgsearch.cli.render import shown
+from imgsearch.cli.render import human_bytes, shown
 
 
 @app.command()
@@ -42,10 +42,13 @@ def status(
     for m in st.models:
         name = m.name + (f" ({m.pretrained})" if m.pretrained else "") + (
             f" [weights sha256 {m.checkpoint_sha256[:12]}]" if m.checkpoint_sha256 else "")
-        tuned = "".join(f", {k} {v}" for k, v in sorted(m.index_params.items()) if m.index_spec != "IDMap2,Flat")
+        tuned = "".join(f", {k} {v}" for k, v in sorted(m.index_params.items())
+                        if m.index_spec != "IDMap2,Flat" and k in ("nprobe", "k_factor"))
         recall = f", recall@10 {m.index_recall_at_10:.3f}" if m.index_recall_at_10 is not None else ""
         state = "fresh" if m.index_fresh else "stale: updated on next search"
-        idx = f"index {m.index_spec}{tuned}{recall}, {m.index_count} vectors, {state}" if m.index_spec else "no index yet"
+        size = f", {human_bytes(m.index_ram_bytes)} in RAM, {human_bytes(m.index_disk_bytes)} on disk"
+        idx = (f"index {m.index_spec}{tuned}{recall}, {m.index_count} vectors{size}, {state}" if m.index_spec
+               else "no index yet")
         lines.append(f"  {name}  dim {m.dim}, {m.vectors} vectors; {idx}")
     if not st.models:
         lines.append("  (none)")
@@ -61,7 +64,7 @@ def status(
         when = (r["finished_at"] or r["started_at"]).strftime("%Y-%m-%d %H:%M:%S")
         lines.append(f"Last run: {r['status']} at {when} UTC: {r['new']} new, "
                      f"{r['changed']} changed, {r['moved']} moved, {r['unchanged']} unchanged, {r['removed']} removed, "
-                     f"{r['skipped']} skipped")
+                     f"{r['skipped']} skipped" + (f"; on {r['executor']}" if r.get("executor") else ""))
     sys.stdout.write("\n".join(lines) + "\n")
 
 

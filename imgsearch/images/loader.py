@@ -110,8 +110,8 @@ def _decode_timed(path: str, geo: Geometry, max_pixels: int, sampling: VideoSamp
         return _skip(path, exc), 0.0, time.perf_counter() - t0
 
 
-def _decode_chunk(paths: Sequence[str], geo: Geometry, max_pixels: int,
-                  sampling: VideoSampling) -> tuple[list[Decoded | Skipped], float, float]:
+def decode_files(paths: Sequence[str], geo: Geometry, max_pixels: int,
+                 sampling: VideoSampling) -> tuple[list[Decoded | Skipped], float, float]:
     out, read_s, decode_s = [], 0.0, 0.0
     for p in paths:
         item, r, d = _decode_timed(p, geo, max_pixels, sampling)
@@ -143,7 +143,7 @@ def load(paths: Sequence[str], geo: Geometry, max_pixels: int, workers: int,
             yield item
         return
     yield from _Pipeline(paths, geo, max_pixels, workers, tensor_decoder, times, share_jpegs,
-                         decode_chunk or _decode_chunk, sampling).run()
+                         decode_chunk or decode_files, sampling).run()
 
 
 class _Pipeline:

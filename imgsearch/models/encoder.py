@@ -15,7 +15,7 @@ from imgsearch.config import ModelSpec
 from imgsearch.errors import ModelLoadError
 from imgsearch.images.decode import Geometry
 from imgsearch.workers import KeyedLocks
-from imgsearch.models.sources import CONFIG_FILE, LOCAL_DIR, Located, Source, locate, resolve_source
+from imgsearch.models.sources import CONFIG_FILE, LOCAL_DIR, WEIGHT_SUFFIXES, Located, Source, locate, resolve_source
 
 if TYPE_CHECKING:
     import torch
@@ -52,10 +52,13 @@ class Encoder(Protocol):
 
 
 def default_device() -> str:
-    """CUDA when present, else CPU."""
+    """CUDA when present, then Apple's GPU (mps: untested, no Mac here), else CPU."""
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    return "mps" if mps is not None and mps.is_available() else "cpu"
 
 
 class OpenClipEncoder:
@@ -71,7 +74,7 @@ class OpenClipEncoder:
         # open_clip's rule (get_input_dtype): images go in as fp16 under precision "fp16", whatever
         # dtype individual parameters kept.
         self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
-        self.batch_size = 256 if self.device.type == "cuda" else 32
+        self.batch_size = {"cuda": 256, "mps": 64}.get(self.device.type, 32)
         self.transfer_s = 0.0  # busy seconds, for the --verbose stage breakdown
         self.encode_s = 0.0
         shape = (1, 3, 1, 1)
@@ -81,6 +84,14 @@ class OpenClipEncoder:
         scale = getattr(model, "logit_scale", None)  # the temperature zero-shot probabilities use
         self.logit_scale = float(scale.detach().exp()) if scale is not None else 100.0
         self.open_clip_config: dict | None = None  # set by load(): the config that rebuilds the model
+        self.weight_files: list[Path] = []  # set by load(): the files the weights came from
+
+    def describe(self) -> str:
+        """The runtime, for run reports: "PyTorch 2.14.1 cpu fp32"."""
+        import torch
+
+        precision = "fp16" if self.dtype == torch.float16 else "fp32"
+        return f"PyTorch {torch.__version__.split('+')[0]} {self.device.type} {precision}"
 
     @classmethod
     def load(cls, spec: ModelSpec, device: str | None = None, precision: str | None = None) -> "OpenClipEncoder":
@@ -105,6 +116,7 @@ class OpenClipEncoder:
         model.eval()
         encoder = cls(model, tokenizer, _model_info(model, src), device)
         encoder.open_clip_config = open_clip_config(found, model)
+        encoder.weight_files = weight_files(found)
         return encoder
 
     def encode_pixels(self, pixels: "np.ndarray | torch.Tensor") -> np.ndarray:
@@ -147,11 +159,14 @@ class OpenClipEncoder:
         The text tower's attention is causal and pools at the end-of-text token (the highest id),
         so the padding after it cannot change the result: a 5-word query runs ~10 of 77 positions.
         """
+        return self.trimmed_text_features(tokens[:, : int(tokens.argmax(dim=-1).max()) + 1])
+
+    def trimmed_text_features(self, tokens: "torch.Tensor") -> "torch.Tensor":
+        """The short path on tokens already cut after their last end-of-text token (any length: exportable)."""
         import torch
 
         m = self.model
-        length = int(tokens.argmax(dim=-1).max()) + 1
-        tokens = tokens[:, :length]
+        length = tokens.shape[1]
         cast = m.transformer.get_cast_dtype()
         x = m.token_embedding(tokens).to(cast) + m.positional_embedding[:length].to(cast)
         x = m.ln_final(m.transformer(x, attn_mask=m.attn_mask[:length, :length]))
@@ -200,6 +215,14 @@ def open_clip_config(found: Located, model: "torch.nn.Module") -> dict:
     return {"model_cfg": model_cfg, "preprocess_cfg": {k: (list(v) if isinstance(v, tuple) else v) for k, v in pp.items()}}
 
 
+def weight_files(found: Located) -> list[Path]:
+    """The files a located model is built from (config and weights of a folder, or a checkpoint)."""
+    if found.model_name.startswith(LOCAL_DIR):
+        folder = Path(found.model_name.removeprefix(LOCAL_DIR))
+        return [folder / CONFIG_FILE, *sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES)]
+    return [Path(found.checkpoint)] if found.checkpoint else []
+
+
 def describe_model(model: "torch.nn.Module", name: str = "in-memory") -> ModelInfo:
     """Geometry, normalisation and dimension of a model that is not (yet) a loadable source (training)."""
     return _model_info(model, Source(name, None, name, None, from_hub=False))
@@ -232,6 +255,11 @@ class EncoderCache:
             if spec not in self._encoders:
                 self._encoders[spec] = self._load(spec)
             return self._encoders[spec]
+
+    def forget(self, spec: ModelSpec) -> None:
+        """Load `spec` again on the next get (what it loads from changed)."""
+        with self._lock_for(spec):
+            self._encoders.pop(spec, None)
 
 
 def load_encoder(spec: ModelSpec) -> Encoder:

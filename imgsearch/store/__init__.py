@@ -43,6 +43,7 @@ from imgsearch.store.vectors import (  # noqa: F401
     get_model,
     get_or_create_model,
     has_vectors,
+    iter_vectors,
     latest_build,
     list_models,
     load_vectors,

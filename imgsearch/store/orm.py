@@ -156,6 +156,7 @@ class Run(Base):
     removed: Mapped[int] = mapped_column(default=0)
     skipped: Mapped[int] = mapped_column(default=0)
     encoded: Mapped[int] = mapped_column(default=0)
+    executor: Mapped[str | None] = mapped_column(Text)  # "this machine", or "a Ray cluster of N nodes"
     started_at: Mapped[datetime] = mapped_column(default=utc_now)
     finished_at: Mapped[datetime | None]
 

@@ -25,7 +25,8 @@ def last_run(session: Session) -> Run | None:
 RUN_COUNTS = ("new", "changed", "moved", "unchanged", "removed", "skipped", "encoded")
 
 
-def finish_run(session: Session, run_id: int, status: str, counts: dict[str, int]) -> None:
-    """Record how a run ended (done, interrupted) and what it counted."""
+def finish_run(session: Session, run_id: int, status: str, counts: dict[str, int], executor: str | None = None) -> None:
+    """Record how a run ended (done, interrupted), what it counted, and where it decoded and encoded."""
     session.execute(update(Run).where(Run.id == run_id)
-                    .values(status=status, finished_at=utc_now(), **{k: counts[k] for k in RUN_COUNTS}))
+                    .values(status=status, finished_at=utc_now(), executor=executor,
+                            **{k: counts[k] for k in RUN_COUNTS}))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 from sqlalchemy import delete, func, select, update
@@ -41,6 +41,20 @@ def load_vectors(session: Session, model_id: int, dim: int, frames: bool = False
             select(Frame.id, Frame.vector).where(Frame.model_id == model_id).order_by(Frame.id))]
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
     return ids, from_blobs([r[1] for r in rows], dim)
+
+
+def iter_vectors(session: Session, model_id: int, dim: int, chunk: int = 500_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """All of a model's (index ids, vectors), stills then videos' frames, in ascending id order, `chunk` at a time
+    (a library larger than RAM streams through)."""
+    for table, key, base in ((Embedding, Embedding.image_id, 0), (Frame, Frame.id, FRAME_ID_BASE)):
+        last = -1
+        while True:
+            rows = session.execute(select(key, table.vector).where(table.model_id == model_id, key > last)
+                                   .order_by(key).limit(chunk)).all()
+            if not rows:
+                break
+            last = rows[-1][0]
+            yield np.fromiter((r[0] + base for r in rows), np.int64, len(rows)), from_blobs([r[1] for r in rows], dim)
 
 
 def vectors_for(session: Session, model_id: int, ids: Sequence[int], dim: int) -> dict[int, np.ndarray]:

@@ -9,6 +9,7 @@ size, or outgrown (see params.needs_retrain).
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,17 +20,21 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from imgsearch import store
 from imgsearch.store.orm import IndexBuild, Model
+from imgsearch.vectors import ondisk
 from imgsearch.vectors.index import VectorIndex
-from imgsearch.workers import KeyedLocks
+from imgsearch.vectors.ondisk import OnDiskIndex
+from imgsearch.vectors.params import IndexSpec, choose_index_spec, needs_retrain
 from imgsearch.vectors.tuning import tune
-from imgsearch.vectors.params import choose_index_spec, needs_retrain
+from imgsearch.workers import KeyedLocks
+
+AnyIndex = VectorIndex | OnDiskIndex  # in RAM (exact, IVF-PQ), or inverted lists on disk
 
 RECALL_TARGET = 0.97  # on the tuning sample: a margin so unseen queries still get >= 0.95
 
 
 @dataclass
 class Built:
-    index: VectorIndex
+    index: AnyIndex
     generation: int
     build_s: float
     recall_at_10: float | None
@@ -41,21 +46,22 @@ def index_filename(model_id: int, generation: int) -> str:
     return f"model-{model_id}-gen-{generation}.faiss"
 
 
-def _load(build: IndexBuild, model: Model, index_dir: Path) -> VectorIndex | None:
+def _load(build: IndexBuild, model: Model, index_dir: Path) -> AnyIndex | None:
+    path = index_dir / build.filename
     try:
-        index = VectorIndex.load(index_dir / build.filename)
+        index = OnDiskIndex.open(path) if path.is_dir() else VectorIndex.load(path)
     except (ValueError, OSError):  # missing, torn or foreign file: rebuild, never trust
         return None
     return index if len(index) == build.count and index.dim == model.dim else None
 
 
 def is_fresh(session: Session, model: Model, index_dir: Path) -> bool:
-    """Cheap check (no load): the latest build matches the model's vectors and its file exists."""
+    """Cheap check (no load): the latest build matches the model's vectors and its file (or folder) exists."""
     build = store.latest_build(session, model.id)
-    return build is not None and build.generation == model.generation and (index_dir / build.filename).is_file()
+    return build is not None and build.generation == model.generation and (index_dir / build.filename).exists()
 
 
-def _update(session: Session, model: Model, build: IndexBuild, index: VectorIndex) -> Built:
+def _update(session: Session, model: Model, build: IndexBuild, index: AnyIndex) -> Built:
     start = time.perf_counter()
     in_db = store.vector_ids(session, model.id, frames=True)
     changed = store.vector_ids(session, model.id, since_generation=build.generation, frames=True)
@@ -67,30 +73,52 @@ def _update(session: Session, model: Model, build: IndexBuild, index: VectorInde
     return Built(index, model.generation, time.perf_counter() - start, build.recall_at_10, build.trained_count)
 
 
-def _build(session: Session, model: Model) -> Built:
+def _build(session: Session, model: Model, index_dir: Path, memory_budget: int | None) -> Built:
     start = time.perf_counter()
+    n = store.count_vectors(session, model.id, frames=True)
+    spec = choose_index_spec(n, model.dim, memory_budget)
+    if spec.kind == "ondisk":
+        return _build_ondisk(session, model, index_dir, spec, n, memory_budget, start)
     ids, vectors = store.load_vectors(session, model.id, model.dim, frames=True)
-    spec = choose_index_spec(len(ids), model.dim)
     train = None
     if spec.kind != "exact":
         rows = np.random.default_rng(0).choice(len(ids), size=spec.train_size, replace=False)
         train = vectors[np.sort(rows)]
     index = VectorIndex.build(model.dim, ids, vectors, spec.factory, train)
     recall = tune(index, ids, vectors, RECALL_TARGET) if spec.kind != "exact" else 1.0
+    index.params["memory_budget"] = memory_budget
     return Built(index, model.generation, time.perf_counter() - start, recall, len(ids))
 
 
-def refresh(session: Session, model: Model, index_dir: Path, rebuild: bool = False) -> tuple[VectorIndex, Built | None]:
-    """The model's index, and what was done to it (None: loaded as saved, nothing to write)."""
+def _build_ondisk(session: Session, model: Model, index_dir: Path, spec: IndexSpec, n: int,
+                  memory_budget: int | None, start: float) -> Built:
+    """Stream the vectors from the database twice: a training sample, then the shards (never all in RAM)."""
+    share = spec.train_size / max(1, n)
+    rng = np.random.default_rng(0)
+    train = np.concatenate([v[rng.random(len(v)) < share] for _, v in store.iter_vectors(session, model.id, model.dim)])
+    folder = index_dir / index_filename(model.id, model.generation)
+    index = ondisk.build(folder, model.dim, spec.factory, train, store.iter_vectors(session, model.id, model.dim), n,
+                         rerank_in_ram=spec.rerank == "ram", params={"memory_budget": memory_budget})
+    recall = tune(index, index.rerank_ids, index.rerank, RECALL_TARGET)
+    return Built(index, model.generation, time.perf_counter() - start, recall, n)
+
+
+def refresh(session: Session, model: Model, index_dir: Path, rebuild: bool = False,
+            memory_budget: int | None = None) -> tuple[AnyIndex, Built | None]:
+    """The model's index, and what was done to it (None: loaded as saved, nothing to write). `memory_budget`
+    (bytes): the RAM the index may take; None keeps the one the last build was given."""
     build = store.latest_build(session, model.id)
+    if memory_budget is None and build is not None:
+        memory_budget = build_params(build).get("memory_budget")
     previous = _load(build, model, index_dir) if build is not None and not rebuild else None
     if previous is not None and build.generation == model.generation:
         return previous, None
     n = store.count_vectors(session, model.id, frames=True)
-    if previous is not None and not needs_retrain(previous.kind, build.trained_count, n, model.dim):
+    if (previous is not None and not needs_retrain(previous.kind, build.trained_count, n, model.dim, memory_budget)
+            and not (isinstance(previous, OnDiskIndex) and previous.needs_rebuild())):
         built = _update(session, model, build, previous)
     else:
-        built = _build(session, model)
+        built = _build(session, model, index_dir, memory_budget)
     return built.index, built
 
 
@@ -108,11 +136,13 @@ def save(sessions: sessionmaker[Session], model_id: int, built: Built, index_dir
         stale = store.prune_builds(session, model_id, kept.id)
     for old in stale:
         if old != name:
-            (index_dir / old).unlink(missing_ok=True)
+            path = index_dir / old
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def ensure_index(sessions: sessionmaker[Session], model_id: int, index_dir: Path, strict: bool = True,
-                 rebuild: bool = False, cached: tuple[int, VectorIndex] | None = None) -> tuple[int, VectorIndex]:
+                 rebuild: bool = False, cached: tuple[int, AnyIndex] | None = None,
+                 memory_budget: int | None = None) -> tuple[int, AnyIndex]:
     """(generation, index) of the model: `cached` when still current, else the saved index when fresh,
     else updated or rebuilt from the DB and saved.
 
@@ -124,7 +154,7 @@ def ensure_index(sessions: sessionmaker[Session], model_id: int, index_dir: Path
         assert model is not None
         if cached is not None and cached[0] == model.generation and not rebuild:
             return cached
-        index, built = refresh(session, model, index_dir, rebuild)
+        index, built = refresh(session, model, index_dir, rebuild, memory_budget)
         if built is None:
             return model.generation, index
     try:
@@ -133,6 +163,21 @@ def ensure_index(sessions: sessionmaker[Session], model_id: int, index_dir: Path
         if strict:
             raise
     return built.generation, built.index
+
+
+def index_bytes(build: IndexBuild, dim: int, index_dir: Path) -> tuple[int, int]:
+    """(RAM, disk) bytes of a saved index, without loading it: an index in RAM takes about what its file holds; an
+    on-disk one keeps its ids (and its re-rank copy, unless memory-mapped) in RAM."""
+    path = index_dir / build.filename
+    try:
+        if not path.is_dir():
+            size = path.stat().st_size
+            return size, size
+        disk = sum(p.stat().st_size for p in path.iterdir() if p.is_file() and p.name != ondisk.TRAINED)
+        in_ram = json.loads((path / ondisk.META).read_text()).get("rerank_in_ram", True)
+    except (OSError, ValueError):
+        return 0, 0
+    return build.count * (8 + (2 * dim if in_ram else 0)), disk
 
 
 def build_params(build: IndexBuild) -> dict:
@@ -145,10 +190,10 @@ class IndexCache:
 
     def __init__(self, sessions: sessionmaker[Session], index_dir: Path) -> None:
         self._sessions, self._index_dir = sessions, index_dir
-        self._indexes: dict[int, tuple[int, VectorIndex]] = {}
+        self._indexes: dict[int, tuple[int, AnyIndex]] = {}
         self._lock_for = KeyedLocks()
 
-    def get(self, model_id: int) -> VectorIndex:
+    def get(self, model_id: int) -> AnyIndex:
         """The model's current index (updated from the database first when its vectors changed)."""
         with self._lock_for(model_id):
             current = ensure_index(self._sessions, model_id, self._index_dir, strict=False,

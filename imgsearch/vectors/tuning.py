@@ -19,15 +19,22 @@ def sample_queries(vectors: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     return as_float32(q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12))
 
 
-def exact_top_k(ids: np.ndarray, vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    """The true top-k ids by inner product (blocked, so memory stays bounded)."""
-    out = np.empty((len(queries), k), dtype=np.int64)
-    for start in range(0, len(queries), 64):
-        scores = queries[start:start + 64] @ vectors.T
-        top = np.argpartition(-scores, min(k, scores.shape[1] - 1), axis=1)[:, :k]
-        order = np.take_along_axis(scores, top, axis=1).argsort(axis=1)[:, ::-1]
-        out[start:start + 64] = ids[np.take_along_axis(top, order, axis=1)]
-    return out
+def exact_top_k(ids: np.ndarray, vectors: np.ndarray, queries: np.ndarray, k: int, block: int = 200_000) -> np.ndarray:
+    """The true top-k ids by inner product, blocked over queries and vectors (memory stays bounded, and `vectors`
+    may be a memory map of fp16 rows larger than RAM)."""
+    best_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    best_i = np.full((len(queries), k), -1, dtype=np.int64)
+    for start in range(0, len(vectors), block):
+        chunk = np.asarray(vectors[start:start + block], dtype=np.float32)
+        for q0 in range(0, len(queries), 64):
+            scores = queries[q0:q0 + 64] @ chunk.T
+            all_s = np.concatenate([best_s[q0:q0 + 64], scores], axis=1)
+            all_i = np.concatenate([best_i[q0:q0 + 64], np.broadcast_to(ids[start:start + block], scores.shape)], axis=1)
+            top = np.argpartition(-all_s, min(k, all_s.shape[1] - 1) - 1, axis=1)[:, :k]
+            best_s[q0:q0 + 64] = np.take_along_axis(all_s, top, axis=1)
+            best_i[q0:q0 + 64] = np.take_along_axis(all_i, top, axis=1)
+    order = np.argsort(-best_s, axis=1, kind="stable")
+    return np.take_along_axis(best_i, order, axis=1)
 
 
 def recall_at_k(index: VectorIndex, truth: np.ndarray, queries: np.ndarray, k: int = 10) -> float:

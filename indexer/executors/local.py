@@ -17,6 +17,11 @@ class LocalExecutor:
     def __init__(self, encoder: Encoder, settings: IndexSettings = IndexSettings()) -> None:
         self.encoder, self.settings = encoder, settings
 
+    def describe(self) -> str:
+        """Where and with what the run encodes: "this machine (OpenVINO 2026.4.1 int8)"."""
+        runtime = getattr(self.encoder, "describe", None)
+        return f"this machine ({runtime()})" if runtime else "this machine"
+
     def embed(self, paths: Sequence[str], times: StageTimes) -> Iterator[Batch]:
         settings, encoder = self.settings, self.encoder
         auto_workers = settings.workers < 0

@@ -1,0 +1,390 @@
+"""Export an open_clip model to OpenVINO or ONNX Runtime, once per weights and runtime version, kept only when
+it passes the fidelity gate against the PyTorch model it came from.
+
+The towers go through `torch.onnx.export` (the dynamo exporter: dynamic batch, and for causal text
+towers a dynamic length, so a short query runs only up to its end-of-text token as the torch path
+does). OpenVINO reads the ONNX file and saves its own IR. int8: OpenVINO quantizes the image tower
+with NNCF, calibrated on the user's photos; ONNX Runtime quantizes its weights dynamically. The text
+tower stays fp32 (a query is one short sentence; its time is in loading, not in arithmetic).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stdout
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from imgsearch.errors import ExportError, ImgSearchError
+from imgsearch.models import runtimes
+from imgsearch.models.runtimes import FORMAT, META_FILE, TOKENIZER_FILE, ExportedEncoder, Tokens
+
+if TYPE_CHECKING:
+    import torch
+
+    from collections.abc import Callable
+
+    from imgsearch.images.decode import Geometry
+    from imgsearch.models.encoder import Encoder, OpenClipEncoder
+    from imgsearch.progress import Progress
+
+# Texts whose open_clip ids the exported tokenizer must reproduce: cases, punctuation, digits, contractions,
+# accents, other scripts, emoji, HTML entities, broken Unicode (ftfy), runs of spaces, and one past the context.
+TOKEN_PROBES = (
+    "a photo of a dog", "A Photo Of A DOG!", "it's the cat's toy, isn't it?", "sunset over lake geneva, 2019",
+    "café crème brûlée", "東京の夜景", "Ελληνικά γράμματα", "🐶🏖️ beach day", "R&amp;B concert &lt;live&gt;",
+    "schÃ¶n", "  lots   of\tspace\n", "x", "", "1234567890 3.14 $100 #tag @user e-mail@example.com",
+    "hello" * 40, " ".join(["word"] * 100),
+)
+TEXT_PROBES = ("a photo of a dog on the beach", "red dress", "a city at night", "two people smiling",
+               "a bowl of fruit on a wooden table", "snow", "a black and white photo of an old car",
+               "blue jeans", "a cat sleeping on a sofa", "mountains under a cloudy sky")
+
+
+@dataclass(frozen=True)
+class FidelityGate:
+    """What an export must reproduce of the torch fp32 model on the same inputs."""
+
+    min_cosine: float = 0.995  # mean cosine between the two embeddings of each photo (and of each probe text)
+    min_overlap: float = 0.95  # mean share of each photo's top-k neighbours among the photos that both agree on
+    k: int = 10
+
+
+@dataclass
+class Fidelity:
+    images: int
+    image_cosine: float
+    overlap: float | None  # None: too few photos for neighbours
+    text_cosine: float
+
+    def passes(self, gate: FidelityGate) -> bool:
+        return (self.image_cosine >= gate.min_cosine and self.text_cosine >= gate.min_cosine
+                and (self.overlap is None or self.overlap >= gate.min_overlap))
+
+    def describe(self) -> str:
+        overlap = f", top-10 overlap {self.overlap:.3f}" if self.overlap is not None else ""
+        return f"mean cosine {self.image_cosine:.4f} on {self.images} photos{overlap}, text {self.text_cosine:.4f}"
+
+
+@dataclass
+class Exported:
+    encoder: ExportedEncoder
+    warnings: list[str] = field(default_factory=list)
+
+
+def measure(reference: np.ndarray, candidate: np.ndarray, k: int = 10) -> tuple[float, float | None]:
+    """Mean cosine of matching rows, and mean top-k neighbour overlap within the set (None under k+1 rows)."""
+    cosine = float(np.mean(np.sum(reference * candidate, axis=1)))
+    n = len(reference)
+    if n <= k:
+        return cosine, None
+    def neighbours(v: np.ndarray) -> np.ndarray:
+        sims = v @ v.T
+        np.fill_diagonal(sims, -np.inf)
+        return np.argsort(-sims, axis=1)[:, :k]
+    a, b = neighbours(reference), neighbours(candidate)
+    overlap = float(np.mean([len(set(x) & set(y)) / k for x, y in zip(a, b)]))
+    return cosine, overlap
+
+
+# --- the tokenizer ---------------------------------------------------------------------------------
+
+
+def tokenizer_json(tokenizer: object) -> str:
+    """open_clip's SimpleTokenizer as a `tokenizers` BPE (its vocabulary and merges; the pre-tokenizer is its
+    word pattern then byte-to-unicode), checked on TOKEN_PROBES to give the same ids."""
+    from open_clip.tokenizer import SimpleTokenizer
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+
+    if not isinstance(tokenizer, SimpleTokenizer) or tokenizer.reduction_fn is not None:
+        raise ExportError(f"its tokenizer ({type(tokenizer).__name__}) is not open_clip's CLIP BPE")
+    merges = sorted(tokenizer.bpe_ranks, key=tokenizer.bpe_ranks.get)
+    bpe = models.BPE(vocab=dict(tokenizer.encoder), merges=merges, end_of_word_suffix="</w>", fuse_unk=False)
+    tok = Tokenizer(bpe)
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""),
+                             behavior="removed", invert=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    text = tok.to_str()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / TOKENIZER_FILE
+        path.write_text(text)
+        ours = Tokens(path, tokenizer.context_length, tokenizer.sot_token_id, tokenizer.eot_token_id)
+        theirs = tokenizer(list(TOKEN_PROBES)).numpy()
+        if not np.array_equal(ours(list(TOKEN_PROBES), trim=False), theirs):
+            raise ExportError("its tokenizer could not be reproduced without PyTorch")
+    return text
+
+
+# --- the towers ------------------------------------------------------------------------------------
+
+
+def _image_module(encoder: "OpenClipEncoder") -> "torch.nn.Module":
+    import torch
+
+    class Image(torch.nn.Module):
+        """uint8 (n, H, W, 3) -> normalised vectors: the whole of OpenClipEncoder.encode_pixels in one graph."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = encoder.model
+            self.register_buffer("mean", encoder._mean.float().cpu())
+            self.register_buffer("std", encoder._std.float().cpu())
+
+        def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+            x = (pixels.permute(0, 3, 1, 2).float() - self.mean) / self.std
+            return torch.nn.functional.normalize(self.model.encode_image(x), dim=-1)
+
+    return Image().eval()
+
+
+def _text_module(encoder: "OpenClipEncoder") -> "torch.nn.Module":
+    import torch
+
+    class Text(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = encoder.model
+
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            f = encoder.trimmed_text_features(tokens) if encoder._short_text else self.model.encode_text(tokens)
+            return torch.nn.functional.normalize(f, dim=-1)
+
+    return Text().eval()
+
+
+def _to_onnx(module: "torch.nn.Module", example: "torch.Tensor", dims: dict, path: Path) -> None:
+    import torch
+
+    shapes = {"pixels" if example.dtype == torch.uint8 else "tokens": dims}
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(module, (example,), None, dynamo=True, dynamic_shapes=tuple(shapes.values()),
+                                    input_names=list(shapes), output_names=["vectors"], verbose=False)
+        program.save(str(path), external_data=True)
+
+
+def torch_float32() -> "torch.dtype":
+    import torch
+
+    return torch.float32
+
+
+def _export_towers(encoder: "OpenClipEncoder", folder: Path) -> dict:
+    import torch
+
+    geo = encoder.info.geometry
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    pixels = torch.zeros(2, geo.height, geo.width, 3, dtype=torch.uint8)
+    _to_onnx(_image_module(encoder), pixels, {0: batch}, folder / "image.onnx")
+    ctx = encoder.tokenizer.context_length
+    tokens = encoder.tokenizer(["a photo of a dog", "x"])
+    dims: dict = {0: batch}
+    if encoder._short_text:
+        tokens = tokens[:, : int(tokens.argmax(-1).max()) + 1]
+        dims[1] = torch.export.Dim("length", min=2, max=ctx)
+    _to_onnx(_text_module(encoder), tokens, dims, folder / "text.onnx")
+    return {"context_length": ctx, "sot": encoder.tokenizer.sot_token_id, "eot": encoder.tokenizer.eot_token_id,
+            "trim": bool(encoder._short_text)}
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Quantizers log advice through the root logger and torch's (a missing CUDA runtime, pre-processing hints) and
+    draw progress bars on stdout (where results go): none of it is the user's to act on. While they run, records
+    below ERROR are dropped and stdout is set aside."""
+    def drop(record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+    loggers = [logging.getLogger(), logging.getLogger("torch.utils.cpp_extension")]
+    for logger in loggers:
+        logger.addFilter(drop)
+    try:
+        with warnings.catch_warnings(), redirect_stdout(io.StringIO()):  # NNCF draws progress bars on stdout
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(drop)
+
+
+def _to_openvino(folder: Path, name: str, calibration: np.ndarray | None) -> str:
+    """ONNX -> OpenVINO IR (fp32 weights); with calibration photos, the image tower quantized to int8 by NNCF."""
+    import openvino as ov
+
+    model = ov.convert_model(str(folder / f"{name}.onnx"))
+    if calibration is not None:
+        with _quiet():
+            import nncf
+
+            nncf.set_log_level(logging.ERROR)
+            batches = [calibration[i: i + 8] for i in range(0, len(calibration), 8)]
+            model = nncf.quantize(model, nncf.Dataset(batches), model_type=nncf.ModelType.TRANSFORMER,
+                                  subset_size=len(batches))
+    ov.save_model(model, str(folder / f"{name}.xml"), compress_to_fp16=False)
+    for f in folder.glob(f"{name}.onnx*"):
+        f.unlink()
+    return f"{name}.xml"
+
+
+def _onnx_int8(folder: Path, name: str) -> str:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with _quiet():
+        quantize_dynamic(folder / f"{name}.onnx", folder / f"{name}.int8.onnx", weight_type=QuantType.QInt8,
+                         use_external_data_format=True)
+    for f in folder.glob(f"{name}.onnx*"):
+        f.unlink()
+    return f"{name}.int8.onnx"
+
+
+def _build(encoder: "OpenClipEncoder", runtime: str, precision: str, folder: Path,
+           calibration: np.ndarray | None) -> dict:
+    """Write the towers and tokenizer of one export into `folder`; its meta (without fidelity) is returned."""
+    folder.mkdir(parents=True)
+    (folder / TOKENIZER_FILE).write_text(tokenizer_json(encoder.tokenizer))
+    text = _export_towers(encoder, folder)
+    if runtime == "openvino":
+        image_file = _to_openvino(folder, "image", calibration if precision == "int8" else None)
+        text_file = _to_openvino(folder, "text", None)
+    else:
+        image_file = _onnx_int8(folder, "image") if precision == "int8" else "image.onnx"
+        text_file = "text.onnx"
+    info = asdict(encoder.info)
+    return {"format": FORMAT, "runtime": runtime, "runtime_version": runtimes.version(runtime),
+            "precision": precision, "info": info, "weights": runtimes.weights_stat(encoder.weight_files),
+            "logit_scale": encoder.logit_scale, "image": {"file": image_file}, "text": {"file": text_file, **text}}
+
+
+def _fidelity(encoder: "OpenClipEncoder", exported: ExportedEncoder, photos: np.ndarray, gate: FidelityGate) -> Fidelity:
+    reference = np.concatenate([encoder.encode_pixels(photos[i: i + 32]) for i in range(0, len(photos), 32)])
+    candidate = np.concatenate([exported.encode_pixels(photos[i: i + 32]) for i in range(0, len(photos), 32)])
+    cosine, overlap = measure(reference, candidate, gate.k)
+    texts = list(TEXT_PROBES)
+    text_cosine, _ = measure(encoder.encode_texts(texts), exported.encode_texts(texts), gate.k)
+    return Fidelity(len(photos), cosine, overlap, text_cosine)
+
+
+def export(encoder: "OpenClipEncoder", root: Path, runtime: str, precision: str, photos: np.ndarray,
+           gate: FidelityGate = FidelityGate()) -> Exported:
+    """Export `encoder` under `root` for `runtime` at `precision` (int8 calibrated on `photos`: uint8 pixels at the
+    model's geometry, also what the gate is measured on), replacing stale exports of the same weights.
+
+    Raises ExportError when the export fails or fp32 misses the gate. int8 missing the gate is recorded (so it is
+    not retried at every run) and the fp32 export is returned with a warning.
+    """
+    if encoder.device.type != "cpu" or encoder.dtype != torch_float32():
+        raise ExportError("exports are made from the model in fp32 on the CPU")
+    if not len(photos):  # nothing to index yet: the fp32 export is still checked, on noise
+        geo = encoder.info.geometry
+        photos = np.random.default_rng(0).integers(0, 256, (16, geo.height, geo.width, 3), dtype=np.uint8)
+    key = encoder.info.key
+    final = runtimes.export_dir(root, key, runtime, precision)
+    work: Path | None = None
+    try:
+        for old in runtimes.stale(root, key):
+            shutil.rmtree(old, ignore_errors=True)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=".export-", dir=final.parent))
+        meta = _build(encoder, runtime, precision, work / "out", photos if precision == "int8" else None)
+        (work / "out" / META_FILE).write_text(json.dumps(meta))  # complete, so ExportedEncoder can read it
+        candidate = ExportedEncoder(work / "out", meta)
+        fidelity = _fidelity(encoder, candidate, photos, gate)
+        meta["fidelity"] = asdict(fidelity)
+        notes = []
+        if not fidelity.passes(gate):
+            if precision == "fp32":
+                raise ExportError(f"the {runtimes.display_name(runtime)} export does not reproduce the model "
+                                  f"({fidelity.describe()}; the gate is {gate.min_cosine} and {gate.min_overlap})")
+            # keep the verdict, not the model: the next run uses fp32 without quantizing again
+            meta["rejected"] = fidelity.describe()
+            for f in (work / "out").iterdir():
+                if f.name != META_FILE:
+                    shutil.rmtree(f) if f.is_dir() else f.unlink()
+            notes.append(f"int8 was not kept for this model ({fidelity.describe()}; it must reach a mean cosine of "
+                         f"{gate.min_cosine} and a top-{gate.k} overlap of {gate.min_overlap}): encoding in fp32")
+        (work / "out" / META_FILE).write_text(json.dumps(meta))
+        if final.exists():
+            shutil.rmtree(final)
+        (work / "out").rename(final)
+    except ImgSearchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 (an exporter, a converter or a quantizer failing: all end in fallback)
+        raise ExportError(f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
+    if meta.get("rejected"):
+        fp32 = export(encoder, root, runtime, "fp32", photos, gate)
+        return Exported(fp32.encoder, notes + fp32.warnings)
+    return Exported(ExportedEncoder(final, meta), notes)
+
+
+def sample_photos(folders: list[Path], geometry: "Geometry", count: int, seed: int = 0) -> np.ndarray:
+    """Up to `count` stills spread over the folders, decoded at the model's geometry (unreadable ones passed over):
+    what int8 calibrates on and the fidelity gate measures."""
+    from imgsearch.images.crawl import image_files
+    from imgsearch.images.decode import decode_data, default_pixel_limit, read_file
+
+    paths = [p for folder in folders for p in image_files(folder)]
+    order = np.random.default_rng(seed).permutation(len(paths))
+    out: list[np.ndarray] = []
+    for i in order:
+        if len(out) == count:
+            break
+        try:
+            out.append(decode_data(read_file(str(paths[i])), geometry, default_pixel_limit(1)).pixels)
+        except (ImgSearchError, OSError):
+            continue
+    return np.stack(out) if out else np.zeros((0, geometry.height, geometry.width, 3), np.uint8)
+
+
+CALIBRATION_PHOTOS = 300  # int8: what NNCF calibrates on, and the gate measures
+GATE_PHOTOS = 64  # fp32: what the gate measures
+MIN_CALIBRATION = 10
+
+
+def encoder_for_indexing(encoder: "OpenClipEncoder", root: Path, runtime: str | None, precision: str,
+                         folders: list[Path], progress: "Progress", cpu_encoder: "Callable[[], OpenClipEncoder]",
+                         ) -> tuple["Encoder", list[str]]:
+    """The encoder an indexing run uses, and warnings for its report: `encoder` (PyTorch) or an export of it, made
+    now when none fits (the runtime asked for, else the fastest here). Export failure falls back to PyTorch."""
+    runtimes.check(runtime, precision)
+    chosen = runtimes.choose(runtime, "cpu" if precision == "int8" else encoder.device.type)
+    if chosen == "torch":
+        if precision == "int8":
+            raise runtimes.missing_exported("precision")
+        return encoder, []
+    name, key = runtimes.display_name(chosen), encoder.info.key
+    notes = []
+    if precision == "int8" and (why := runtimes.rejected(root, key, chosen, "int8")):
+        notes.append(f"int8 was not kept for this model ({why}): encoding in fp32")
+        precision = "fp32"
+    found = runtimes.open_export(root, key, chosen, precision)
+    if found is not None:
+        return found, notes
+    count = CALIBRATION_PHOTOS if precision == "int8" else GATE_PHOTOS
+    photos = sample_photos(folders, encoder.info.geometry, count)
+    if precision == "int8" and len(photos) < MIN_CALIBRATION:
+        notes.append(f"int8 needs at least {MIN_CALIBRATION} photos to calibrate on and check against; "
+                     f"{len(photos)} could be read: encoding in fp32")
+        precision = "fp32"
+        found = runtimes.open_export(root, key, chosen, precision)
+        if found is not None:
+            return found, notes
+    progress.note(f"exporting the model to {name} {precision} (once per weights and {name} version)...")
+    try:
+        made = export(cpu_encoder(), root, chosen, precision, photos)
+    except ExportError as exc:
+        return encoder, [*notes, f"could not export the model to {name} ({exc}): encoding with PyTorch instead"]
+    progress.note(f"exported to {made.encoder.export.describe()}: {Fidelity(**made.encoder.export.fidelity).describe()}")
+    return made.encoder, notes + made.warnings

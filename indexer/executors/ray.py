@@ -1,0 +1,184 @@
+"""The Ray executor: decoding and encoding run on a Ray cluster through Ray Data, the driver (this process)
+crawls, plans and writes exactly as with the local executor.
+
+    paths -> from_items -> map_batches(decode: imgsearch's own decoders, CPU tasks)
+          -> map_batches(Encoder actors, one per GPU or a few on CPUs) -> iter_batches -> Batch
+
+Rows travel as pickled Decoded / Skipped objects (pixels only between the two stages; vectors after), so every
+format, skip reason and video frame list comes back as the local pipeline makes them. Ray retries the tasks of a
+node that dies; the driver writes each file once (a repeat of a retried block is dropped).
+
+Every node must see the photos and the model at the same paths (a shared mount), and have imgsearch installed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from imgsearch.config import IndexSettings, ModelSpec
+from imgsearch.errors import ImgSearchError
+from imgsearch.images.decode import Decoded, default_pixel_limit
+from imgsearch.images.loader import StageTimes, decode_files
+from imgsearch.models.embed import Batch
+
+LOCAL_OBJECT_STORE_BYTES = 1_500_000_000  # a local Ray's shared memory: enough for a few batches of pixels
+DECODE_CHUNK = 16  # files per decode task batch
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    address: str  # "local" (start one here), "auto" (the cluster this machine belongs to), "ray://HOST:PORT"
+    gpus_per_worker: float = 0.0  # GPUs per encoder actor; 0: encode on CPUs
+    encoders: int = 0  # encoder actors; 0: one per GPU share, or one per 4 CPUs
+
+
+def connect(address: str) -> bool:
+    """Join (or start) the Ray cluster; True when this process started it (and must stop it)."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise ImgSearchError("Ray is not installed here: pip install 'ray[data]' (the \"ray\" extra of imgsearch), "
+                             "or leave out {param} to index on this machine.", "ray") from exc
+
+    if ray.is_initialized():
+        return False
+    quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
+    try:
+        if address == "local":
+            ray.init(address="local", num_cpus=os.cpu_count(), object_store_memory=LOCAL_OBJECT_STORE_BYTES, **quiet)
+            return True
+        ray.init(address=address, **{k: v for k, v in quiet.items() if k != "include_dashboard"})
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise ImgSearchError(f"cannot join the Ray cluster at {address!r} ({exc}): start it (`ray start --head`), "
+                             "or give {param} local to start one on this machine.", "ray") from exc
+    return False
+
+
+def cluster_nodes() -> int:
+    import ray
+
+    return sum(1 for node in ray.nodes() if node.get("Alive"))
+
+
+def _decode(batch: dict, geometry, max_pixels: int, sampling) -> dict:  # noqa: ANN001
+    """Ray Data stage 1 (tasks): paths -> pickled Decoded or Skipped, exactly as the local loader makes them."""
+    items, _, _ = decode_files([str(p) for p in batch["path"]], geometry, max_pixels, sampling)
+    return {"path": batch["path"], "item": np.array([pickle.dumps(i) for i in items], dtype=object)}
+
+
+class _Encode:
+    """Ray Data stage 2 (an actor: the model loads once): decoded pixels -> vectors; pixels are dropped. The model
+    comes as class attributes of a subclass made per run (RayExecutor.embed): constructor arguments would sit in the
+    object store."""
+
+    spec: ModelSpec
+    key: str
+
+    def __init__(self) -> None:
+        from imgsearch.models.encoder import load_encoder
+
+        spec, key = self.spec, self.key
+        self.encoder = load_encoder(spec)
+        if getattr(getattr(self.encoder, "device", None), "type", "cpu") == "cpu":
+            import torch
+
+            torch.set_num_threads(os.cpu_count() or 1)  # Ray gives a 1-CPU actor one thread: encode with the node's
+        if self.encoder.info.key != key:  # the weights on this node differ from the driver's
+            raise ImgSearchError(f"the model {spec.name} on {os.uname().nodename} is not the driver's (another "
+                                 "checkpoint at the same path?): every node must see the same weights.")
+
+    def __call__(self, batch: dict) -> dict:
+        items = [pickle.loads(b) for b in batch["item"]]
+        decoded = [i for i in items if isinstance(i, Decoded)]
+        vectors: list[bytes] = [b""] * len(items)
+        if decoded:
+            frames = [f for d in decoded for f in (d.pixels if d.times_ms is not None else [d.pixels])]
+            out = self.encoder.encode_pixels(np.stack(frames)).astype(np.float32)
+            start = 0
+            for n, item in enumerate(items):
+                if isinstance(item, Decoded):
+                    vectors[n] = out[start:start + item.rows].tobytes()
+                    start += item.rows
+        light = [pickle.dumps(replace(i, pixels=np.zeros(0, np.uint8)) if isinstance(i, Decoded) else i)
+                 for i in items]
+        return {"path": batch["path"], "item": np.array(light, dtype=object),
+                "vectors": np.array(vectors, dtype=object)}
+
+
+class RayExecutor:
+    """Decode and encode on a Ray cluster; `embed` yields the same Batches the local executor does."""
+
+    def __init__(self, spec: ModelSpec, key: str, dim: int, geometry, settings: IndexSettings,  # noqa: ANN001
+                 ray_settings: RaySettings) -> None:
+        self.spec, self.key, self.dim, self.geometry = spec, key, dim, geometry
+        self.settings, self.ray_settings = settings, ray_settings
+        self.nodes = 0
+
+    def describe(self) -> str:
+        return f"a Ray cluster of {self.nodes} node{'s' if self.nodes != 1 else ''}"
+
+    def embed(self, paths: Sequence[str], times: StageTimes) -> Iterator[Batch]:
+        started = connect(self.ray_settings.address)
+        import ray
+        import ray.data
+
+        for name in ("ray", "ray.data"):  # Ray Data's INFO lines would drown imgsearch's own progress and summary
+            logging.getLogger(name).setLevel(logging.ERROR)
+        try:
+            self.nodes = cluster_nodes()
+            context = ray.data.DataContext.get_current()
+            context.enable_progress_bars = False  # the driver shows imgsearch's own progress
+            context.verbose_stats_logs = False
+            resources = ray.cluster_resources()
+            gpus = self.ray_settings.gpus_per_worker
+            actors = self.ray_settings.encoders or (
+                max(1, int(resources.get("GPU", 0) // gpus)) if gpus else max(1, int(resources.get("CPU", 1)) // 4))
+            max_pixels = self.settings.max_image_pixels or default_pixel_limit(max(1, int(resources.get("CPU", 1))))
+            batch_size = self.settings.batch_size or (256 if gpus else 32)
+            ds = ray.data.from_items([{"path": p} for p in paths],
+                                     override_num_blocks=max(1, min(len(paths) // DECODE_CHUNK, 10_000)))
+            ds = ds.map_batches(_decode, fn_kwargs={"geometry": self.geometry, "max_pixels": max_pixels,
+                                                    "sampling": self.settings.video},
+                                batch_size=DECODE_CHUNK, batch_format="numpy", num_cpus=1)
+            encode = type("Encode", (_Encode,), {"spec": self.spec, "key": self.key})
+            ds = ds.map_batches(encode, batch_size=batch_size,
+                                batch_format="numpy", num_gpus=gpus or None, num_cpus=0 if gpus else 1,
+                                compute=ray.data.ActorPoolStrategy(size=actors))
+            seen: set[str] = set()
+            start = time.perf_counter()
+            for out in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
+                batch = self._batch(out, seen)
+                if batch.decoded or batch.skipped:
+                    yield batch
+            times.add(encode_s=time.perf_counter() - start)
+        except ImgSearchError:
+            raise
+        except ray.exceptions.RayError as exc:
+            raise ImgSearchError(f"the Ray cluster failed the run ({type(exc).__name__}: {str(exc)[:300]}). What "
+                                 "was written before is kept: run the command again.") from exc
+        finally:
+            if started:
+                ray.shutdown()
+
+    def _batch(self, out: dict, seen: set[str]) -> Batch:
+        batch, rows = Batch(), []
+        for raw, vec in zip(out["item"], out["vectors"]):
+            item = pickle.loads(raw)
+            if item.path in seen:
+                continue  # a block produced twice (a task retried after its node died): written once
+            seen.add(item.path)
+            if isinstance(item, Decoded):
+                batch.decoded.append(item)
+                rows.append(np.frombuffer(vec, dtype=np.float32).reshape(item.rows, self.dim))
+            else:
+                batch.skipped.append(item)
+        batch.vectors = np.concatenate(rows) if rows else None
+        return batch
+

@@ -1,0 +1,142 @@
+"""The on-disk index for libraries past RAM: built in shards (threads, or Ray tasks) and merged with
+faiss.contrib.ondisk, as good as one index built in one go, movable, and kept current by an in-RAM delta."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+
+from imgsearch.vectors import ondisk
+from imgsearch.vectors.index import as_float32
+from imgsearch.vectors.tuning import exact_top_k, sample_queries
+
+DIM, N, FACTORY = 64, 30_000, "IVF256,PQ8"
+
+
+def clustered(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(300, DIM)).astype(np.float32)
+    x = centres[rng.integers(0, 300, n)] + rng.normal(scale=0.5, size=(n, DIM)).astype(np.float32)
+    return as_float32(x / np.linalg.norm(x, axis=1, keepdims=True))
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    vectors = clustered(N)
+    ids = np.arange(10, 10 + N, dtype=np.int64) * 3  # ids are not row numbers
+    queries = sample_queries(vectors, 200, seed=7)
+    return ids, vectors, queries, exact_top_k(ids, vectors, queries, 10)
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return sum(len(set(t) & set(f)) for t, f in zip(truth, found)) / truth.size
+
+
+def single_index_recall(ids: np.ndarray, vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray) -> float:
+    """The same factory, trained on the same sample, filled in one go, in RAM; candidates re-scored exactly."""
+    index = faiss.index_factory(DIM, FACTORY, faiss.METRIC_INNER_PRODUCT)
+    index.train(vectors[:8000])
+    index.add_with_ids(vectors, ids)
+    faiss.extract_index_ivf(index).nprobe = 16
+    _, cand = index.search(queries, 100)
+    by_id = dict(zip(ids.tolist(), range(len(ids))))
+    found = []
+    for q, c in zip(queries, cand):
+        c = c[c >= 0]
+        scores = vectors[[by_id[i] for i in c]].astype(np.float16).astype(np.float32) @ q
+        found.append(c[np.argsort(-scores)[:10]])
+    return recall(np.array(found), truth)
+
+
+def test_sharded_build_merged_on_disk_matches_one_index_and_survives_a_move(tmp_path: Path, data) -> None:  # noqa: ANN001
+    ids, vectors, queries, truth = data
+    built = ondisk.build(tmp_path / "a" / "index", DIM, FACTORY, vectors[:8000], ondisk.shards_of(ids, vectors, 5),
+                         N, params={"nprobe": 16, "k_factor": 10})
+    assert len(built) == N and np.array_equal(built.ids(), np.sort(ids))
+    assert not list((tmp_path / "a" / "index").glob("shard-*"))  # merged, then removed
+    merged = recall(built.search(queries, 10)[1], truth)
+    assert abs(merged - single_index_recall(ids, vectors, queries, truth)) <= 0.01
+    assert merged >= 0.9
+    before = built.search(queries[:20], 10)
+    shutil.move(str(tmp_path / "a"), str(tmp_path / "elsewhere"))  # the folder moves (a new disk, a new host path)
+    moved = ondisk.OnDiskIndex.open(tmp_path / "elsewhere" / "index")
+    after = moved.search(queries[:20], 10)
+    assert np.array_equal(before[1], after[1]) and np.allclose(before[0], after[0])
+    assert moved.score(queries[0], ids[:5]) == pytest.approx(vectors[:5] @ queries[0], abs=2e-3)  # exact (fp16)
+
+
+def test_shards_can_be_built_by_ray_tasks(tmp_path: Path, data) -> None:  # noqa: ANN001
+    import logging
+
+    import ray
+
+    ids, vectors, queries, truth = data
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=300_000_000,
+             log_to_driver=False, logging_level=logging.ERROR)
+    try:
+        remote = ray.remote(ondisk._add_shard)
+
+        def on_ray(fn, *columns):  # noqa: ANN001, ANN202
+            return ray.get([remote.remote(*args) for args in zip(*columns)])
+
+        built = ondisk.build(tmp_path / "index", DIM, FACTORY, vectors[:8000], ondisk.shards_of(ids, vectors, 4),
+                             N, map_shards=on_ray, params={"nprobe": 16, "k_factor": 10})
+    finally:
+        ray.shutdown()
+    assert len(built) == N and recall(built.search(queries, 10)[1], truth) >= 0.9
+
+
+def test_additions_and_removals_after_the_build_are_searched_and_kept(tmp_path: Path, data) -> None:  # noqa: ANN001
+    ids, vectors, queries, _ = data
+    index = ondisk.build(tmp_path / "gen-1", DIM, FACTORY, vectors[:8000], ondisk.shards_of(ids, vectors, 2), N,
+                         rerank_in_ram=False)
+    q = queries[0]
+    best = index.search(q, 1)[1][0][0]
+    index.remove(np.array([best]))  # a photo deleted since the build
+    assert best not in index.search(q, 10)[1][0] and len(index) == N - 1
+    twin = np.array([999_999], dtype=np.int64)
+    index.add(twin, q[None])  # a new photo, exactly the query
+    scores, found = index.search(q, 3)
+    assert found[0][0] == 999_999 and scores[0][0] == pytest.approx(1.0, abs=1e-5)
+    changed = ids[100:101]
+    index.add(changed, -vectors[100:101])  # a changed photo: its new vector replaces the old one
+    assert index.score(q, changed)[0] == pytest.approx(float(-vectors[100] @ q), abs=1e-5)
+    index.save(tmp_path / "gen-2")  # the next generation: built files linked, the delta written
+    again = ondisk.OnDiskIndex.open(tmp_path / "gen-2")
+    assert again.search(q, 1)[1][0][0] == 999_999 and best not in again.ids() and len(again) == N
+    assert (tmp_path / "gen-2" / ondisk.LISTS).stat().st_ino == (tmp_path / "gen-1" / ondisk.LISTS).stat().st_ino
+    assert not again.needs_rebuild() and again.ram_bytes() < N * DIM  # re-rank copy memory-mapped
+
+
+def test_a_library_past_its_memory_budget_gets_the_on_disk_index(library, tmp_path: Path) -> None:  # noqa: ANN001
+    from imgsearch import store
+    from imgsearch.config import IndexSettings, ModelSpec
+    from tests.factories import FakeEncoder, write_photo
+
+    rng = np.random.default_rng(1)
+    root = tmp_path / "many"
+    for i in range(1000):
+        write_photo(root / f"{i:04d}.png", tuple(int(c) for c in rng.integers(0, 256, 3)), size=(8, 6), seed=i)
+    fake = ModelSpec("fake", None)
+    library.index([root], fake, IndexSettings(workers=0, index_memory=1000))  # 1 kB: nothing fits in RAM
+    model = library.status().models[0]
+    assert model.index_spec == "IVF16,PQ1" and model.index_count == 1000
+    assert model.index_ram_bytes == 1000 * 8 and model.index_disk_bytes > 1000 * (8 + 2 * 8)  # ids only; the rest on disk
+    assert [p for p in (library.path / "indexes").iterdir() if p.is_dir()]
+    query = FakeEncoder("fake").encode_texts(["red"])[0]
+    with library.session() as session:
+        ids, vectors = store.load_vectors(session, store.list_models(session)[0].id, 8)
+    truth = ids[np.argsort(-(vectors @ query))[:10]]
+    hits = library.search_text("red", k=10)
+    assert len(set(truth) & {h.id for h in hits}) >= 9  # recall tuned to 0.97 on a sample
+    assert all(h.score == pytest.approx(float(vectors[list(ids).index(h.id)] @ query), abs=2e-3) for h in hits)
+    for i in range(5):
+        write_photo(root / f"new-{i}.png", "red", size=(8, 6), seed=5000 + i)  # the very colour the text names
+    report = library.index([root], fake, IndexSettings(workers=0))  # the budget is remembered
+    assert report.new == 5 and library.status().models[0].index_spec == "IVF16,PQ1"
+    top = library.search_text("red", k=5)
+    assert {Path(h.path).name for h in top} == {f"new-{i}.png" for i in range(5)}  # found in the in-RAM delta
