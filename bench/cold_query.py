@@ -52,6 +52,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=7, help="cold queries per path (the median is reported)")
     ap.add_argument("--model", default="ViT-B-32")
     ap.add_argument("--work", type=Path, default=Path("data/generated"))
+    ap.add_argument("--keep", action="store_true", help="keep the library (its path is printed) for profiling")
     a = ap.parse_args()
 
     from imgsearch.config import IndexSettings, ModelSpec
@@ -96,7 +97,10 @@ def main() -> None:
     for name, (median, times) in rows.items():
         print(f"{name:9s} cold new-text query: median {median:.2f} s ({base / median:.1f}x faster than PyTorch); "
               f"all: {', '.join(f'{t:.2f}' for t in times)}", flush=True)
-    shutil.rmtree(work, ignore_errors=True)
+    if a.keep:
+        print(f"library kept: {lib_dir}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,8 @@ from imgsearch.store import dialect
 from imgsearch.store.copy import CopyReport, copy_database
 from imgsearch.store import engine as db
 from imgsearch.store.orm import Model
-from imgsearch.vectors.build import IndexCache
+from imgsearch.vectors.build import AnyIndex, IndexCache
+from imgsearch.workers import in_background
 from indexer.pipeline import RunReport, check_roots, run_index
 
 EncoderLoader = Callable[[ModelSpec], Encoder]
@@ -233,8 +234,11 @@ class Library:
         """Rank the library for a combination of text and image terms, with filters and paging (image URLs are
         fetched only when `allow_urls`)."""
         row = self._model_row(model)
-        return searcher.search(self.sessions, row, lambda: self._checked_encoder(row, model),
-                               lambda: self._indexes.get(row.id), terms, options, allow_urls)
+        index: Callable[[], AnyIndex] = lambda: self._indexes.get(row.id)  # noqa: E731
+        if not self._indexes.loaded(row.id):  # a cold process: read the index while the query is embedded
+            index = in_background(index)
+        return searcher.search(self.sessions, row, lambda: self._checked_encoder(row, model), index, terms, options,
+                               allow_urls)
 
     def similar(self, image_id: int, options: SearchOptions = SearchOptions(),
                 model: ModelSpec | None = None) -> list[SearchResult]:

@@ -11,7 +11,10 @@ import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def default_workers() -> int:
@@ -97,3 +100,26 @@ class KeyedLocks:
     def __call__(self, key: object) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(key, threading.Lock())
+
+
+def in_background(work: Callable[[], T]) -> Callable[[], T]:
+    """Start `work` in a thread now; the returned function waits for its result (or raises its error). For C++ work
+    that releases the GIL (reading a FAISS index) next to other such work (compiling a model)."""
+    done: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            done["value"] = work()
+        except BaseException as exc:  # noqa: BLE001 (handed to the caller, whatever it is)
+            done["error"] = exc
+
+    thread = threading.Thread(target=run, name="imgsearch-prefetch", daemon=True)
+    thread.start()
+
+    def result() -> T:
+        thread.join()
+        if "error" in done:
+            raise done["error"]  # type: ignore[misc]
+        return done["value"]  # type: ignore[return-value]
+
+    return result

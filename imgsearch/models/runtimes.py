@@ -190,10 +190,13 @@ def stale(root: Path, key: str) -> Iterator[Path]:
 
 
 def _clean(text: str) -> str:
-    """open_clip's SimpleTokenizer cleaning ('lower'): ftfy, HTML entities, whitespace, lower case."""
-    import ftfy
+    """open_clip's SimpleTokenizer cleaning ('lower'): ftfy, HTML entities, whitespace, lower case. Printable ASCII
+    without '&' passes ftfy and HTML unescaping unchanged, so most queries skip importing ftfy (~25 ms)."""
+    if not (text.isascii() and text.isprintable() and "&" not in text):
+        import ftfy
 
-    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+        text = html.unescape(html.unescape(ftfy.fix_text(text)))
+    text = text.strip()
     return " ".join(text.split()).lower()
 
 

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, inspect, make_url
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Engine, create_engine, inspect, make_url, text
 from sqlalchemy.exc import DatabaseError as SADatabaseError
 from sqlalchemy.orm import Session, sessionmaker
 
 import migrations
 from imgsearch.errors import DatabaseError, SchemaOutdatedError, SchemaTooNewError
 from imgsearch.store import dialect
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# The newest revision under migrations/versions (a test checks it against Alembic's head): an up-to-date library is
+# recognised with one SELECT, without importing Alembic (~90 ms of every cold command).
+HEAD_REVISION = "0008"
 
 
 def database_url(target: str | Path, read_only: bool = False) -> str:
@@ -63,7 +68,9 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def _alembic_config() -> Config:
+def _alembic_config() -> "Config":
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
     return cfg
@@ -71,6 +78,8 @@ def _alembic_config() -> Config:
 
 def head_revision() -> str:
     """The newest schema revision this code knows."""
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
     assert head is not None
     return head
@@ -78,6 +87,8 @@ def head_revision() -> str:
 
 def current_revision(engine: Engine) -> str | None:
     """The revision stamped in the DB, or None for a DB without imgsearch tables."""
+    from alembic.runtime.migration import MigrationContext
+
     try:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
@@ -87,6 +98,8 @@ def current_revision(engine: Engine) -> str | None:
 
 def upgrade_to_head(engine: Engine, revision: str = "head") -> None:
     """Apply migrations in-process on this engine."""
+    from alembic import command
+
     cfg = _alembic_config()
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
@@ -95,14 +108,30 @@ def upgrade_to_head(engine: Engine, revision: str = "head") -> None:
 
 def downgrade(engine: Engine, revision: str) -> None:
     """Apply down-migrations in-process (used by tests and by developers)."""
+    from alembic import command
+
     cfg = _alembic_config()
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, revision)
 
 
+def _stamped(engine: Engine) -> str | None:
+    """The revision in alembic_version by one SELECT; None when it cannot be read that way (Alembic then looks)."""
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    except SADatabaseError:
+        return None
+    return rows[0] if len(rows) == 1 else None
+
+
 def check_schema(engine: Engine) -> None:
     """Raise if the DB's schema is not the one this code writes; fixes are named in the message."""
+    if _stamped(engine) == HEAD_REVISION:
+        return
+    from alembic.script import ScriptDirectory
+
     current = current_revision(engine)
     head = head_revision()
     if current == head:

@@ -193,6 +193,10 @@ class IndexCache:
         self._indexes: dict[int, tuple[int, AnyIndex]] = {}
         self._lock_for = KeyedLocks()
 
+    def loaded(self, model_id: int) -> bool:
+        """Whether the model's index is in memory already (a `get` then costs a freshness check only)."""
+        return model_id in self._indexes
+
     def get(self, model_id: int) -> AnyIndex:
         """The model's current index (updated from the database first when its vectors changed)."""
         with self._lock_for(model_id):
