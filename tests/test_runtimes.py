@@ -20,7 +20,7 @@ from imgsearch.library import Library
 from imgsearch.models import runtimes
 from imgsearch.models.encoder import OpenClipEncoder
 from imgsearch.models.export import (TOKEN_PROBES, FidelityGate, encoder_for_indexing, export, measure,
-                                     sample_photos, tokenizer_json)
+                                     sample_photos, save_tokenizer)
 from imgsearch.models.runtimes import ExportedEncoder, Tokens
 from imgsearch.progress import SilentProgress
 
@@ -80,10 +80,9 @@ def test_export_reproduces_the_trained_model_on_real_photos(runtime: str, precis
 
 
 def test_tokenizer_gives_open_clip_ids_without_torch(tmp_path: Path, torch_encoder: OpenClipEncoder) -> None:
-    path = tmp_path / "tokenizer.json"
-    path.write_text(tokenizer_json(torch_encoder.tokenizer))
+    save_tokenizer(torch_encoder.tokenizer, tmp_path)
     tok = torch_encoder.tokenizer
-    ours = Tokens(path, tok.context_length, tok.sot_token_id, tok.eot_token_id)
+    ours = Tokens(tmp_path, tok.context_length, tok.sot_token_id, tok.eot_token_id)
     labels = sorted(p.name for p in CLOTHING.iterdir())
     texts = [*TOKEN_PROBES, *labels, *(f"a photo of a {label}, taken outdoors" for label in labels),
              "naïve coöperation", "Zürich 2024 – “quotes” and 'single'", "ﬁne ligatures", "日本語とEnglish混在"]

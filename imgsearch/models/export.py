@@ -26,7 +26,7 @@ import numpy as np
 
 from imgsearch.errors import ExportError, ImgSearchError
 from imgsearch.models import runtimes
-from imgsearch.models.runtimes import FORMAT, META_FILE, TOKENIZER_FILE, ExportedEncoder, Tokens
+from imgsearch.models.runtimes import FORMAT, META_FILE, ExportedEncoder, Tokens
 
 if TYPE_CHECKING:
     import torch
@@ -99,30 +99,21 @@ def measure(reference: np.ndarray, candidate: np.ndarray, k: int = 10) -> tuple[
 # --- the tokenizer ---------------------------------------------------------------------------------
 
 
-def tokenizer_json(tokenizer: object) -> str:
-    """open_clip's SimpleTokenizer as a `tokenizers` BPE (its vocabulary and merges; the pre-tokenizer is its
-    word pattern then byte-to-unicode), checked on TOKEN_PROBES to give the same ids."""
+def save_tokenizer(tokenizer: object, folder: Path) -> None:
+    """open_clip's SimpleTokenizer as `tokenizers` BPE files in `folder` (its vocabulary and merges), checked on
+    TOKEN_PROBES to give the same ids."""
     from open_clip.tokenizer import SimpleTokenizer
-    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from tokenizers import models
 
     if not isinstance(tokenizer, SimpleTokenizer) or tokenizer.reduction_fn is not None:
         raise ExportError(f"its tokenizer ({type(tokenizer).__name__}) is not open_clip's CLIP BPE")
     merges = sorted(tokenizer.bpe_ranks, key=tokenizer.bpe_ranks.get)
     bpe = models.BPE(vocab=dict(tokenizer.encoder), merges=merges, end_of_word_suffix="</w>", fuse_unk=False)
-    tok = Tokenizer(bpe)
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""),
-                             behavior="removed", invert=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-    text = tok.to_str()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / TOKENIZER_FILE
-        path.write_text(text)
-        ours = Tokens(path, tokenizer.context_length, tokenizer.sot_token_id, tokenizer.eot_token_id)
-        theirs = tokenizer(list(TOKEN_PROBES)).numpy()
-        if not np.array_equal(ours(list(TOKEN_PROBES), trim=False), theirs):
-            raise ExportError("its tokenizer could not be reproduced without PyTorch")
-    return text
+    bpe.save(str(folder))
+    ours = Tokens(folder, tokenizer.context_length, tokenizer.sot_token_id, tokenizer.eot_token_id)
+    theirs = tokenizer(list(TOKEN_PROBES)).numpy()
+    if not np.array_equal(ours(list(TOKEN_PROBES), trim=False), theirs):
+        raise ExportError("its tokenizer could not be reproduced without PyTorch")
 
 
 # --- the towers ------------------------------------------------------------------------------------
@@ -251,7 +242,7 @@ def _build(encoder: "OpenClipEncoder", runtime: str, precision: str, folder: Pat
            calibration: np.ndarray | None) -> dict:
     """Write the towers and tokenizer of one export into `folder`; its meta (without fidelity) is returned."""
     folder.mkdir(parents=True)
-    (folder / TOKENIZER_FILE).write_text(tokenizer_json(encoder.tokenizer))
+    save_tokenizer(encoder.tokenizer, folder)
     text = _export_towers(encoder, folder)
     if runtime == "openvino":
         image_file = _to_openvino(folder, "image", calibration if precision == "int8" else None)

@@ -9,7 +9,7 @@ An export lives in the library, one folder per weights, runtime version and prec
         meta.json       what it was made from (model info, the weights files' size and mtime, fidelity)
         image.*         uint8 pixels (n, H, W, 3) -> L2-normalised vectors (n, dim); normalisation inside
         text.*          token ids (n, length) -> L2-normalised vectors (n, dim)
-        tokenizer.json  open_clip's BPE as a `tokenizers` file, checked to give open_clip's ids
+        vocab.json, merges.txt  open_clip's BPE as `tokenizers` files, checked to give open_clip's ids
 
 meta.json is written last, so a half-made export is never used. A folder whose runtime version is
 not the one installed, or whose weights files changed size or mtime, is not used (the next `index`
@@ -40,8 +40,8 @@ EXPORTED = ("openvino", "onnx")  # fastest first: the order the default choice a
 RUNTIME_ENV = "IMGSEARCH_RUNTIME"  # the default runtime when none is given
 EXPORT_DIRNAME = "models"
 META_FILE = "meta.json"
-TOKENIZER_FILE = "tokenizer.json"
-FORMAT = 1  # of meta.json and the files beside it
+VOCAB_FILE, MERGES_FILE = "vocab.json", "merges.txt"  # open_clip's BPE, as `tokenizers` saves it
+FORMAT = 2  # of meta.json and the files beside it
 _NAMES = {"torch": "PyTorch", "openvino": "OpenVINO", "onnx": "ONNX Runtime"}
 # what running an export needs (a query), and what making one needs besides torch (pip names = module names)
 _RUN = {"openvino": ("openvino", "tokenizers"), "onnx": ("onnxruntime", "tokenizers")}
@@ -200,13 +200,28 @@ def _clean(text: str) -> str:
     return " ".join(text.split()).lower()
 
 
+def clip_bpe(bpe: object) -> object:
+    """A `tokenizers.Tokenizer` doing what open_clip's SimpleTokenizer does after cleaning: its word pattern, bytes
+    to unicode (GPT-2's table, as CLIP's), then this BPE model (vocabulary and merges, "</w>" ending words)."""
+    from tokenizers import Regex, Tokenizer, pre_tokenizers
+
+    tok = Tokenizer(bpe)
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""),
+                             behavior="removed", invert=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    return tok
+
+
 class Tokens:
-    """open_clip's SimpleTokenizer from a `tokenizers` file: the same ids, without torch."""
+    """open_clip's SimpleTokenizer from the BPE files of an export (VOCAB_FILE, MERGES_FILE): the same ids, without
+    torch. (Loading BPE files takes half the time of a full tokenizer.json: ~35 ms of a cold query.)"""
 
-    def __init__(self, path: Path, context_length: int, sot: int, eot: int) -> None:
-        from tokenizers import Tokenizer
+    def __init__(self, folder: Path, context_length: int, sot: int, eot: int) -> None:
+        from tokenizers import models
 
-        self._tok = Tokenizer.from_file(str(path))
+        bpe = models.BPE.from_file(str(folder / VOCAB_FILE), str(folder / MERGES_FILE), end_of_word_suffix="</w>")
+        self._tok = clip_bpe(bpe)
         self.context_length, self.sot, self.eot = context_length, sot, eot
 
     def __call__(self, texts: list[str], trim: bool) -> np.ndarray:
@@ -326,7 +341,7 @@ class ExportedEncoder:
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         text = self.meta["text"]
         if self._tokens is None:
-            self._tokens = Tokens(self.folder / TOKENIZER_FILE, text["context_length"], text["sot"], text["eot"])
+            self._tokens = Tokens(self.folder, text["context_length"], text["sot"], text["eot"])
         tower = self._tower("text")
         return tower(self._tokens(texts, trim=text["trim"]))
 
