@@ -58,7 +58,7 @@ def main() -> None:
 
             spec = ModelSpec(f"local-dir:{save_random_model(a.model, a.work / f'model-{a.model}')}", None)
         print(f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}, {a.photos} photos 640x480, model {a.model}")
-        local = run(base / "local", pics, spec, IndexSettings())
+        local = run(base / "local", pics, spec, IndexSettings(runtime="torch"))  # as Ray's actors encode
         start = time.perf_counter()
         ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, object_store_memory=1_500_000_000,
                  log_to_driver=False, logging_level=logging.ERROR)

@@ -32,6 +32,8 @@ from bench_models import save_random_model  # noqa: E402
 from photos import make_photos  # noqa: E402
 from vector_search import add_synthetic_images, clustered  # noqa: E402
 
+from tests.test_browser import start_server  # noqa: E402  (`imgsearch serve` as a user starts it)
+
 CLOTHING = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "clothing" / "train"
 QUERY = "red shoes"
 
@@ -72,19 +74,6 @@ def cli_seconds(lib_dir: Path, queries: list[str]) -> tuple[float, list[list[str
         times.append(time.perf_counter() - t)
         out.append(done.stdout.splitlines())
     return statistics.median(times), out
-
-
-def start_server(lib_dir: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    process = subprocess.Popen([sys.executable, "-m", "imgsearch", "serve", "-L", str(lib_dir), "--port", "8799",
-                                "--preload"], stdout=log.open("w"), stderr=subprocess.STDOUT)
-    for _ in range(1200):
-        text = log.read_text()
-        if "Serving " in text:
-            return process, text.split(" at ", 1)[1].split()[0]
-        if process.poll() is not None:
-            raise SystemExit(f"imgsearch serve failed: {text}")
-        time.sleep(0.1)
-    raise SystemExit("imgsearch serve did not start")
 
 
 async def load(url: str, clients: int, paths: list[str]) -> tuple[list[float], float]:
@@ -139,7 +128,7 @@ def main() -> None:
         # text the library has cached (no model, but the index is read from disk)
         cold_new_s, cold_out = cli_seconds(lib_dir, [f"{QUERY} {i}" for i in range(3)])
         cold_cached_s, _ = cli_seconds(lib_dir, [QUERY] * 3)
-        process, url = start_server(lib_dir, base / "serve.log")
+        process, url = start_server(lib_dir, base / "serve.log", "--preload")
         try:
             cli_seconds(lib_dir, ["warm up the server's model"])
             warm_s, warm_out = cli_seconds(lib_dir, [f"{QUERY} {i}" for i in range(3)] + [f"another {i}" for i in range(4)])

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import tempfile
+import threading
 from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import IO
@@ -75,3 +77,39 @@ def missing_dirs(folder: Path) -> list[Path]:
         out.append(folder)
         folder = folder.parent
     return out[::-1]
+
+
+_c_stdout = threading.Lock()
+
+
+@contextlib.contextmanager
+def c_stdout_silenced() -> Iterator[None]:
+    """Drop what C code prints on the process's stdout (fd 1) meanwhile: FAISS's on-disk inverted lists print notes
+    with printf ("resizing ...", "IO_FLAG_ONDISK_SAME_DIR: updating ondisk filename ..."), and stdout carries
+    results. Process-wide while it lasts (Python's own prints are flushed first and kept)."""
+    with _c_stdout:
+        sys.stdout.flush()
+        try:
+            saved = os.dup(1)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+        except OSError:  # no fd 1 (a service without stdout): nothing to protect
+            yield
+            return
+        try:
+            os.dup2(devnull, 1)
+            yield
+        finally:
+            _flush_c_streams()
+            os.dup2(saved, 1)
+            os.close(saved)
+            os.close(devnull)
+
+
+def _flush_c_streams() -> None:
+    """fflush(NULL): what C buffered for fd 1 goes where fd 1 points now."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError, TypeError):  # no C library to call (Windows): its buffer stays
+        pass

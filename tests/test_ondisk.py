@@ -4,6 +4,8 @@ faiss.contrib.ondisk, as good as one index built in one go, movable, and kept cu
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import faiss
@@ -67,6 +69,11 @@ def test_sharded_build_merged_on_disk_matches_one_index_and_survives_a_move(tmp_
     after = moved.search(queries[:20], 10)
     assert np.array_equal(before[1], after[1]) and np.allclose(before[0], after[0])
     assert moved.score(queries[0], ids[:5]) == pytest.approx(vectors[:5] @ queries[0], abs=2e-3)  # exact (fp16)
+    # FAISS prints notes with printf when it opens on-disk lists; stdout carries results, so they must not appear
+    probe = ("from pathlib import Path; from imgsearch.vectors import ondisk; "
+             f"index = ondisk.OnDiskIndex.open(Path({str(tmp_path / 'elsewhere' / 'index')!r})); print(len(index))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout == f"{N}\n", out.stdout + out.stderr
 
 
 def test_shards_can_be_built_by_ray_tasks(tmp_path: Path, data) -> None:  # noqa: ANN001

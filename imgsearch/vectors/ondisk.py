@@ -23,7 +23,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from imgsearch.fs import atomic_write
+from imgsearch.fs import atomic_write, c_stdout_silenced
 from imgsearch.vectors.index import as_float32, as_ids
 
 FORMAT = 1
@@ -81,7 +81,8 @@ def build(folder: Path, dim: int, factory: str, train_vectors: np.ndarray, shard
     index = faiss.read_index(str(folder / TRAINED))
     from faiss.contrib.ondisk import merge_ondisk
 
-    merge_ondisk(index, paths, str(folder / LISTS))
+    with c_stdout_silenced():
+        merge_ondisk(index, paths, str(folder / LISTS))
     faiss.write_index(index, str(folder / POPULATED))
     for path in paths:
         os.unlink(path)
@@ -109,7 +110,8 @@ class OnDiskIndex:
         """Open a built folder (wherever it has moved to); ValueError when it is not one."""
         try:
             meta = json.loads((folder / META).read_text())
-            ann = faiss.read_index(str(folder / POPULATED), faiss.IO_FLAG_ONDISK_SAME_DIR)
+            with c_stdout_silenced():
+                ann = faiss.read_index(str(folder / POPULATED), faiss.IO_FLAG_ONDISK_SAME_DIR)
             rerank = np.load(folder / RERANK, mmap_mode=None if meta["rerank_in_ram"] else "r")
             rerank_ids = np.load(folder / RERANK_IDS)
             delta, removed, params = _load_delta(folder / DELTA, ann.d)
