@@ -246,10 +246,9 @@ def _build(encoder: "OpenClipEncoder", runtime: str, precision: str, folder: Pat
     text = _export_towers(encoder, folder)
     if runtime == "openvino":
         image_file = _to_openvino(folder, "image", calibration if precision == "int8" else None)
-        text_file = _to_openvino(folder, "text", None)
     else:
         image_file = _onnx_int8(folder, "image") if precision == "int8" else "image.onnx"
-        text_file = "text.onnx"
+    text_file = "text.onnx"  # both runtimes read ONNX; see runtimes.ExportedEncoder for who runs it
     info = asdict(encoder.info)
     return {"format": FORMAT, "runtime": runtime, "runtime_version": runtimes.version(runtime),
             "precision": precision, "info": info, "weights": runtimes.weights_stat(encoder.weight_files),
@@ -304,6 +303,7 @@ def export(encoder: "OpenClipEncoder", root: Path, runtime: str, precision: str,
             notes.append(f"int8 was not kept for this model ({fidelity.describe()}; it must reach a mean cosine of "
                          f"{gate.min_cosine} and a top-{gate.k} overlap of {gate.min_overlap}): encoding in fp32")
         (work / "out" / META_FILE).write_text(json.dumps(meta))
+        shutil.rmtree(work / "out" / runtimes.OV_CACHE, ignore_errors=True)  # compiled for the temporary path
         if final.exists():
             shutil.rmtree(final)
         (work / "out").rename(final)
