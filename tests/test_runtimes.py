@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from imgsearch.config import IndexSettings, ModelSpec
+from imgsearch.errors import ModelLoadError
 from imgsearch.library import Library
 from imgsearch.models import runtimes
 from imgsearch.models.encoder import OpenClipEncoder
@@ -225,6 +226,9 @@ def test_default_runtime_on_a_cpu_is_the_fastest_installed(monkeypatch: pytest.M
     assert runtimes.choose("onnx", "cuda") == "onnx"
     monkeypatch.setenv("IMGSEARCH_RUNTIME", "onnx")
     assert runtimes.choose(None, "cpu") == "onnx"
+    monkeypatch.setenv("IMGSEARCH_RUNTIME", "openvin")
+    with pytest.raises(ModelLoadError, match="IMGSEARCH_RUNTIME=openvin is not a runtime: set it to one of torch"):
+        runtimes.choose(None, "cpu")
 
 
 def test_missing_runtime_names_the_install_command(tmp_path: Path, photos_dir: Path, trained_model_dir: Path) -> None:

@@ -353,7 +353,9 @@ def encoder_for_indexing(encoder: "OpenClipEncoder", root: Path, runtime: str | 
     chosen = runtimes.choose(runtime, "cpu" if precision == "int8" else encoder.device.type)
     if chosen == "torch":
         if precision == "int8":
-            raise runtimes.missing_exported("precision")
+            if runtime is None and all(runtimes.missing_for_export(r, "int8") for r in runtimes.EXPORTED):
+                raise runtimes.missing_exported("precision")
+            runtimes.check("torch", "int8")  # asked for torch (flag or IMGSEARCH_RUNTIME): name the runtimes to give
         return encoder, []
     name, key = runtimes.display_name(chosen), encoder.info.key
     notes = []

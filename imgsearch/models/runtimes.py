@@ -106,7 +106,11 @@ def missing_exported(param: str) -> ModelLoadError:
 def choose(runtime: str | None, device: str) -> str:
     """The runtime to encode with: the one asked for (else IMGSEARCH_RUNTIME), else torch on a GPU and the
     fastest installed exported runtime on a CPU (torch when none is)."""
-    runtime = runtime or os.environ.get(RUNTIME_ENV) or None
+    if runtime is None and os.environ.get(RUNTIME_ENV):
+        runtime = os.environ[RUNTIME_ENV]
+        if runtime not in RUNTIMES:
+            raise ModelLoadError(f"{RUNTIME_ENV}={runtime} is not a runtime: set it to one of {', '.join(RUNTIMES)}, "
+                                 "or unset it to pick the fastest here.", "runtime")
     if runtime is not None:
         check(runtime, "fp32")
         return runtime
