@@ -337,7 +337,8 @@ class Library:
     def status(self) -> LibraryStatus:
         """Roots, counts, models and their indexes, last run, and where the database is (a server URL without its
         password)."""
-        return library_status(self.sessions, self.path, self.index_dir, dialect.describe(self.engine))
+        return library_status(self.sessions, self.path, self.index_dir, dialect.describe(self.engine),
+                              self.exports_dir)
 
     def copy_database(self, url: str, progress: Progress | None = None) -> CopyReport:
         """Copy the library's database into the empty one at `url` (PostgreSQL, or a SQLite file), verify it, and

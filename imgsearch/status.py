@@ -11,6 +11,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from imgsearch import store
+from imgsearch.models import runtimes
 from imgsearch.store import journal
 from imgsearch.store.orm import STATUS_SET_ASIDE
 from imgsearch.vectors.build import build_params, index_bytes, is_fresh
@@ -34,6 +35,7 @@ class ModelStatus:
     checkpoint_sha256: str | None = None  # local weights: which checkpoint made the vectors
     index_ram_bytes: int = 0
     index_disk_bytes: int = 0
+    exports: list[dict] = field(default_factory=list)  # {"runtime": "OpenVINO 2026.4.1 fp32", "bytes": n}: models/
 
 
 @dataclass(frozen=True)
@@ -52,13 +54,14 @@ class LibraryStatus:
     database: str = ""  # the SQLite file, or the server's URL without its password
 
 
-def library_status(sessions: sessionmaker[Session], path: Path, index_dir: Path, database: str = "") -> LibraryStatus:
-    """Roots, counts, models and their indexes, last run."""
+def library_status(sessions: sessionmaker[Session], path: Path, index_dir: Path, database: str = "",
+                   exports_dir: Path | None = None) -> LibraryStatus:
+    """Roots, counts, models with their indexes and exports, last run."""
     with sessions() as session:
         roots = [(r, store.count_images(session, r).get("indexed", 0), Path(r).is_dir())
                  for r in store.list_roots(session)]
         counts = store.count_images(session)
-        models = [_model_status(session, m, index_dir) for m in store.list_models(session)]
+        models = [_model_status(session, m, index_dir, exports_dir) for m in store.list_models(session)]
         run = store.last_run(session)
         last = None if run is None else {k: getattr(run, k) for k in RUN_FIELDS} | {"roots": json.loads(run.roots)}
         tags = store.tag_counts(session)
@@ -67,10 +70,12 @@ def library_status(sessions: sessionmaker[Session], path: Path, index_dir: Path,
                          counts.get(STATUS_SET_ASIDE, 0), pending, tags, database)
 
 
-def _model_status(session: Session, m, index_dir: Path) -> ModelStatus:  # noqa: ANN001 (orm.Model)
+def _model_status(session: Session, m, index_dir: Path, exports_dir: Path | None) -> ModelStatus:  # noqa: ANN001
     build = store.latest_build(session, m.id)
     ram, disk = index_bytes(build, m.dim, index_dir) if build else (0, 0)
+    exports = [{"runtime": what, "bytes": size}
+               for what, size in (runtimes.exports_of(exports_dir, m.key) if exports_dir is not None else [])]
     return ModelStatus(m.name, m.pretrained, m.dim, store.count_vectors(session, m.id, frames=True),
                        build.spec if build else None, build.count if build else None,
                        is_fresh(session, m, index_dir), build_params(build) if build else {},
-                       build.recall_at_10 if build else None, m.last_used_at, m.checkpoint_sha256, ram, disk)
+                       build.recall_at_10 if build else None, m.last_used_at, m.checkpoint_sha256, ram, disk, exports)

@@ -107,6 +107,11 @@ def test_index_exports_once_and_a_cold_query_runs_without_torch(runtime: str, tm
     shutil.copy(photos_dir / "hat-2.jpg", pics / "hat-again.jpg")
     second = run_cli("index", "-L", lib, "--runtime", runtime, "--workers", "0")
     assert second.returncode == 0 and "exporting" not in second.stderr and "1 new" in second.stderr, second.stderr
+    status = run_cli("status", "-L", lib)
+    assert f"    exported: {name} {runtimes.version(runtime)} fp32 (" in status.stdout, status.stdout
+    exported = json.loads(run_cli("status", "-L", lib, "--json").stdout)["models"][0]["exports"]
+    assert [e["runtime"] for e in exported] == [f"{name} {runtimes.version(runtime)} fp32"]
+    assert exported[0]["bytes"] > 1000  # the towers' weights are on disk
 
     # a cold CLI query of a new text: the exported text tower, no torch, no open_clip
     probe = textwrap.dedent(f"""

@@ -50,6 +50,8 @@ def status(
         idx = (f"index {m.index_spec}{tuned}{recall}, {m.index_count} vectors{size}, {state}" if m.index_spec
                else "no index yet")
         lines.append(f"  {name}  dim {m.dim}, {m.vectors} vectors; {idx}")
+        if m.exports:
+            lines.append("    exported: " + ", ".join(f"{e['runtime']} ({human_bytes(e['bytes'])})" for e in m.exports))
     if not st.models:
         lines.append("  (none)")
     if st.set_aside or st.pending_undo:

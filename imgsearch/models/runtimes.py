@@ -176,6 +176,18 @@ def find(root: Path, key: str, runtime: str | None = None, precision: str | None
     return None
 
 
+def exports_of(root: Path, key: str) -> list[tuple[str, int]]:
+    """Each usable export of `key`: its description ("OpenVINO 2026.4.1 int8") and its bytes on disk."""
+    home = model_dir(root, key)
+    out = []
+    for folder in sorted(home.iterdir()) if home.is_dir() else []:
+        meta = valid(folder, key) if folder.is_dir() else None
+        if meta is not None and not meta.get("rejected"):
+            size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+            out.append((f"{display_name(meta['runtime'])} {meta['runtime_version']} {meta['precision']}", size))
+    return out
+
+
 def rejected(root: Path, key: str, runtime: str, precision: str) -> str | None:
     """Why an earlier run did not keep this export (int8 missing the fidelity gate), if it did not."""
     meta = valid(export_dir(root, key, runtime, precision), key)
