@@ -198,8 +198,11 @@ class Recorder(SilentProgress):
 def test_int8_missing_the_gate_is_recorded_and_fp32_used(tmp_path: Path, torch_encoder: OpenClipEncoder,
                                                          real_photos: np.ndarray) -> None:
     strict = FidelityGate(min_cosine=0.9999999, min_overlap=1.0)
+    before = export(torch_encoder, tmp_path, "onnx", "fp32", real_photos[:60]).encoder.folder / "meta.json"
+    stamp = before.stat().st_mtime_ns
     made = export(torch_encoder, tmp_path, "onnx", "int8", real_photos[:60], strict)
     assert made.encoder.export.precision == "fp32"
+    assert made.encoder.folder / "meta.json" == before and before.stat().st_mtime_ns == stamp  # reused, not redone
     assert len(made.warnings) == 1 and made.warnings[0].startswith("int8 was not kept for this model (mean cosine")
     key = torch_encoder.info.key
     assert runtimes.rejected(tmp_path, key, "onnx", "int8") is not None

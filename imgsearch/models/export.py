@@ -315,7 +315,8 @@ def export(encoder: "OpenClipEncoder", root: Path, runtime: str, precision: str,
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
     if meta.get("rejected"):
-        fp32 = export(encoder, root, runtime, "fp32", photos, gate)
+        kept = runtimes.open_export(root, key, runtime, "fp32")  # made by an earlier run: as good as a new one
+        fp32 = Exported(kept) if kept is not None else export(encoder, root, runtime, "fp32", photos, gate)
         return Exported(fp32.encoder, notes + fp32.warnings)
     return Exported(ExportedEncoder(final, meta), notes)
 
