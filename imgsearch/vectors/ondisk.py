@@ -136,7 +136,8 @@ class OnDiskIndex:
         return faiss.extract_index_ivf(self.ann).nlist
 
     def __len__(self) -> int:
-        return int(self.ann.ntotal) - len(self.removed & set(self.rerank_ids.tolist())) + int(self.delta.ntotal)
+        # tombstones are only ever ids of the built part (add and remove check _in_base), so they count as they are
+        return int(self.ann.ntotal) - len(self.removed) + int(self.delta.ntotal)
 
     def ids(self) -> np.ndarray:
         base = self.rerank_ids[~np.isin(self.rerank_ids, np.fromiter(self.removed, np.int64))]
@@ -170,8 +171,9 @@ class OnDiskIndex:
         _, candidates = self.ann.search(queries, min(depth, max(1, int(self.ann.ntotal))))
         out_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
         out_i = np.full((len(queries), k), -1, dtype=np.int64)
+        removed = np.fromiter(self.removed, np.int64)
         for row, (q, cand) in enumerate(zip(queries, candidates)):
-            cand = cand[(cand >= 0) & ~np.isin(cand, np.fromiter(self.removed, np.int64))]
+            cand = cand[(cand >= 0) & ~np.isin(cand, removed)]
             scores = self._base_scores(q, cand)
             if self.delta.ntotal:
                 d_scores, d_ids = self.delta.search(q[None], min(k, int(self.delta.ntotal)))
