@@ -173,11 +173,11 @@ def index_bytes(build: IndexBuild, dim: int, index_dir: Path) -> tuple[int, int]
         if not path.is_dir():
             size = path.stat().st_size
             return size, size
-        disk = sum(p.stat().st_size for p in path.iterdir() if p.is_file() and p.name != ondisk.TRAINED)
+        disk = ondisk.folder_bytes(path)
         in_ram = json.loads((path / ondisk.META).read_text()).get("rerank_in_ram", True)
     except (OSError, ValueError):
         return 0, 0
-    return build.count * (8 + (2 * dim if in_ram else 0)), disk
+    return build.count * IndexSpec("ondisk", build.spec, rerank="ram" if in_ram else "mmap").bytes_per_vector(dim), disk
 
 
 def build_params(build: IndexBuild) -> dict:

@@ -230,7 +230,12 @@ class OnDiskIndex:
         return self.rerank_ids.nbytes + copy + int(self.delta.ntotal) * (4 * self.dim + 16)
 
     def disk_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())
+        return folder_bytes(self.folder)
+
+
+def folder_bytes(folder: Path) -> int:
+    """Disk taken by a built folder (its files: lists, re-rank copy, trained index, delta)."""
+    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
 
 
 def _load_delta(path: Path, dim: int) -> tuple[faiss.Index, set[int], dict | None]:
