@@ -41,9 +41,9 @@ def copy_database(source: Engine, target: Engine, progress: Progress) -> CopyRep
                             "database (createdb NAME, or a new sqlite:///PATH).")
     db.check_empty(target)
     db.upgrade_to_head(target)
-    tables = [t for t in Base.metadata.sorted_tables]  # parents before children
+    tables = list(Base.metadata.sorted_tables)  # parents before children
     with source.connect() as src:
-        counts = {t.name: src.execute(select(func.count()).select_from(t)).scalar() or 0 for t in tables}
+        counts = _row_counts(src, tables)
         progress.stage("copying", sum(counts.values()), unit="row")
         with target.begin() as dst:
             for table in tables:
@@ -52,7 +52,7 @@ def copy_database(source: Engine, target: Engine, progress: Progress) -> CopyRep
                 _advance_sequences(dst, tables)
     progress.close()
     with target.connect() as check:
-        copied = {t.name: check.execute(select(func.count()).select_from(t)).scalar() or 0 for t in tables}
+        copied = _row_counts(check, tables)
     if copied != counts:
         wrong = {name: (counts[name], copied[name]) for name in counts if counts[name] != copied[name]}
         raise DatabaseError(f"the copy in {dialect.describe(target)} does not match (rows source/copy: {wrong}); "
@@ -63,6 +63,10 @@ def copy_database(source: Engine, target: Engine, progress: Progress) -> CopyRep
                             "still uses its old database.")
     return CopyReport(dialect.describe(source), dialect.describe(target), len(tables), sum(counts.values()), n,
                       time.perf_counter() - start)
+
+
+def _row_counts(conn, tables: list[Table]) -> dict[str, int]:  # noqa: ANN001 (a connection)
+    return {t.name: conn.execute(select(func.count()).select_from(t)).scalar() or 0 for t in tables}
 
 
 def _copy_table(src, dst, table: Table, progress: Progress) -> None:  # noqa: ANN001 (connections)
@@ -88,9 +92,8 @@ def _vector_checksum(engine: Engine) -> tuple[str, int]:
     digest, n = hashlib.sha256(), 0
     with engine.connect() as conn:
         for table, order in VECTOR_TABLES:
-            keys = [c for c in order]
             for row in conn.execution_options(stream_results=True, yield_per=BATCH).execute(
-                    select(*keys, table.vector).order_by(*keys)):
+                    select(*order, table.vector).order_by(*order)):
                 digest.update(repr(tuple(row[:-1])).encode())
                 digest.update(bytes(row[-1]))
                 n += 1
