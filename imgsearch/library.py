@@ -146,10 +146,9 @@ class Library:
         vectors were made with."""
         own = ModelSpec(row.name, row.pretrained)
         if self._own_encoders and spec in (None, own):
-            exported = self._exported.get(row.key)
+            exported = self._exported.get(row.key)  # None (not kept): no export yet, an index run may make one
             if exported is not None:
                 return exported
-            self._exported.forget(row.key)  # none yet: look again next time (an index run may make one)
         encoder = self.encoder(spec or own)
         if encoder.info.key != row.key:
             raise ModelMismatchError(

@@ -251,9 +251,13 @@ class EncoderCache:
         self._lock_for = KeyedLocks()
 
     def get(self, spec: ModelSpec) -> Encoder:
+        """The loaded encoder (a loader's None, "none there yet", is returned but not kept: asked again next time)."""
         with self._lock_for(spec):
             if spec not in self._encoders:
-                self._encoders[spec] = self._load(spec)
+                loaded = self._load(spec)
+                if loaded is None:
+                    return loaded
+                self._encoders[spec] = loaded
             return self._encoders[spec]
 
     def forget(self, spec: ModelSpec) -> None:
