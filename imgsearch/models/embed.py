@@ -33,13 +33,13 @@ def embed_stream(items: Iterable[Decoded | Skipped], encoder: Encoder, batch_siz
         batch.decoded.append(item)
         rows += item.rows
         if rows >= batch_size:
-            yield _encode(batch, encoder, batch_size)
+            yield encode_batch(batch, encoder, batch_size)
             batch, rows = Batch(), 0
     if batch.decoded or batch.skipped:
-        yield _encode(batch, encoder, batch_size)
+        yield encode_batch(batch, encoder, batch_size)
 
 
-def _encode(batch: Batch, encoder: Encoder, batch_size: int) -> Batch:
+def encode_batch(batch: Batch, encoder: Encoder, batch_size: int) -> Batch:
     """Vectors for every row of the batch, in order, the encoder taking at most `batch_size` images at a time."""
     if not batch.decoded:
         return batch

@@ -26,7 +26,7 @@ from imgsearch.config import IndexSettings, ModelSpec
 from imgsearch.errors import ImgSearchError
 from imgsearch.images.decode import Decoded, default_pixel_limit
 from imgsearch.images.loader import StageTimes, decode_files
-from imgsearch.models.embed import Batch
+from imgsearch.models.embed import Batch, encode_batch
 
 LOCAL_OBJECT_STORE_BYTES = 1_500_000_000  # a local Ray's shared memory: enough for a few batches of pixels
 DECODE_CHUNK = 16  # files per decode task batch
@@ -99,8 +99,8 @@ class _Encode:
         decoded = [i for i in items if isinstance(i, Decoded)]
         vectors: list[bytes] = [b""] * len(items)
         if decoded:
-            frames = [f for d in decoded for f in (d.pixels if d.times_ms is not None else [d.pixels])]
-            out = self.encoder.encode_pixels(np.stack(frames)).astype(np.float32)
+            rows = sum(d.rows for d in decoded)
+            out = encode_batch(Batch(decoded=decoded), self.encoder, rows).vectors.astype(np.float32)
             start = 0
             for n, item in enumerate(items):
                 if isinstance(item, Decoded):
