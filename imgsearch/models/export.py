@@ -164,12 +164,6 @@ def _to_onnx(module: "torch.nn.Module", example: "torch.Tensor", dims: dict, pat
         program.save(str(path), external_data=True)
 
 
-def torch_float32() -> "torch.dtype":
-    import torch
-
-    return torch.float32
-
-
 def _export_towers(encoder: "OpenClipEncoder", folder: Path) -> dict:
     import torch
 
@@ -256,9 +250,10 @@ def _build(encoder: "OpenClipEncoder", runtime: str, precision: str, folder: Pat
 
 
 def _fidelity(encoder: "OpenClipEncoder", exported: ExportedEncoder, photos: np.ndarray, gate: FidelityGate) -> Fidelity:
-    reference = np.concatenate([encoder.encode_pixels(photos[i: i + 32]) for i in range(0, len(photos), 32)])
-    candidate = np.concatenate([exported.encode_pixels(photos[i: i + 32]) for i in range(0, len(photos), 32)])
-    cosine, overlap = measure(reference, candidate, gate.k)
+    def embed(encode) -> np.ndarray:  # noqa: ANN001
+        return np.concatenate([encode(photos[i: i + 32]) for i in range(0, len(photos), 32)])
+
+    cosine, overlap = measure(embed(encoder.encode_pixels), embed(exported.encode_pixels), gate.k)
     texts = list(TEXT_PROBES)
     text_cosine, _ = measure(encoder.encode_texts(texts), exported.encode_texts(texts), gate.k)
     return Fidelity(len(photos), cosine, overlap, text_cosine)
@@ -272,7 +267,9 @@ def export(encoder: "OpenClipEncoder", root: Path, runtime: str, precision: str,
     Raises ExportError when the export fails or fp32 misses the gate. int8 missing the gate is recorded (so it is
     not retried at every run) and the fp32 export is returned with a warning.
     """
-    if encoder.device.type != "cpu" or encoder.dtype != torch_float32():
+    import torch
+
+    if encoder.device.type != "cpu" or encoder.dtype != torch.float32:
         raise ExportError("exports are made from the model in fp32 on the CPU")
     if not len(photos):  # nothing to index yet: the fp32 export is still checked, on noise
         geo = encoder.info.geometry
