@@ -110,8 +110,8 @@ def open_rgb(source: str | Path | io.BytesIO, max_pixels: int, draft_to: tuple[i
     head = _head(source)
     sniffed = formats.sniff(head, name)  # by content: what a decoder failing on the file cannot blame on its name
     fmt = sniffed or formats.by_extension(name)
-    if fmt is not None and not fmt.installed:
-        raise ImageError(fmt.missing())
+    if fmt is not None:
+        _require(fmt)
     if fmt is not None and fmt.kind == formats.RAW:
         data = source.getvalue() if isinstance(source, io.BytesIO) else _read_all(source)
         return raw.open_raw(data, max_pixels, max(draft_to) if draft_to else 0)
@@ -138,11 +138,8 @@ def _head(source: str | Path | io.BytesIO) -> bytes:
     """The first bytes of a file, enough to tell its format."""
     if isinstance(source, io.BytesIO):
         return source.getbuffer()[:formats.HEAD_BYTES].tobytes()
-    try:
-        with open(source, "rb") as f:
-            return f.read(formats.HEAD_BYTES)
-    except OSError as exc:
-        raise ImageError(f"cannot read: {exc.strerror or exc}") from exc
+    with _read_errors(), open(source, "rb") as f:
+        return f.read(formats.HEAD_BYTES)
 
 
 def format_of_file(path: str) -> formats.Format | None:
@@ -152,6 +149,27 @@ def format_of_file(path: str) -> formats.Format | None:
 
 def _read_all(path: str | Path) -> bytearray:
     return read_file(str(path)).data
+
+
+@contextlib.contextmanager
+def _read_errors() -> Iterator[None]:
+    """A file that cannot be read (gone, no permission, an I/O error) becomes an ImageError: a skip reason."""
+    try:
+        yield
+    except OSError as exc:
+        raise ImageError(f"cannot read: {exc.strerror or exc}") from exc
+
+
+def _check_unchanged(before: os.stat_result, after: os.stat_result, complete: bool = True) -> None:
+    """Refuse what changed between two stats of a file (or was not read whole: `complete` False)."""
+    if not complete or (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
+        raise ImageError("file changed while being read (it will be retried on the next run)")
+
+
+def _require(fmt: formats.Format) -> None:
+    """A format whose optional decoder is missing is a skip naming the package to install."""
+    if not fmt.installed:
+        raise ImageError(fmt.missing())
 
 
 @contextlib.contextmanager
@@ -258,26 +276,22 @@ def read_file(path: str, max_bytes: int | None = None) -> FileData:
     """Read a whole file once (at most `max_bytes`, default: what the pixel limit allows on one worker); refuses
     files that change while being read, and empty ones."""
     limit = max_bytes or file_limit(default_pixel_limit(1))
-    try:
-        with open(path, "rb", buffering=0) as f:
-            before = os.fstat(f.fileno())
-            if before.st_size > limit:
-                raise ImageError(f"file too large to read: {_size(before.st_size)}, over the {_size(limit)} this "
-                                 "machine's memory allows for one image")
-            # a bytearray filled in place: the GPU path wraps it as a tensor without a copy
-            data = bytearray(before.st_size)
-            view, got = memoryview(data), 0
-            while got < len(data):  # one read returns at most ~2 GiB
-                n = f.readinto(view[got:])
-                if not n:
-                    break
-                got += n
-            extra = f.read(1)
-            after = os.fstat(f.fileno())
-    except OSError as exc:
-        raise ImageError(f"cannot read: {exc.strerror or exc}") from exc
-    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns) or got != after.st_size or extra:
-        raise ImageError("file changed while being read (it will be retried on the next run)")
+    with _read_errors(), open(path, "rb", buffering=0) as f:
+        before = os.fstat(f.fileno())
+        if before.st_size > limit:
+            raise ImageError(f"file too large to read: {_size(before.st_size)}, over the {_size(limit)} this "
+                             "machine's memory allows for one image")
+        # a bytearray filled in place: the GPU path wraps it as a tensor without a copy
+        data = bytearray(before.st_size)
+        view, got = memoryview(data), 0
+        while got < len(data):  # one read returns at most ~2 GiB
+            n = f.readinto(view[got:])
+            if not n:
+                break
+            got += n
+        extra = f.read(1)
+        after = os.fstat(f.fileno())
+    _check_unchanged(before, after, complete=got == after.st_size and not extra)
     if not data:
         raise ImageError("empty file (0 bytes)")
     return FileData(path, data, after.st_size, after.st_mtime_ns)
@@ -314,22 +328,16 @@ def _fit(img: Image.Image, geo: Geometry) -> np.ndarray:
 
 def decode_video(path: str, geo: Geometry, max_pixels: int, sampling: VideoSampling) -> Decoded:
     """Sample a video's key frames (FFmpeg reads the file itself: it is never read whole) and fit each."""
-    if not formats.VIDEO_FORMAT.installed:
-        raise ImageError(formats.VIDEO_FORMAT.missing())
-    try:
+    _require(formats.VIDEO_FORMAT)
+    with _read_errors():
         before = os.stat(path)
         fingerprint = partial_hash(path)
-    except OSError as exc:
-        raise ImageError(f"cannot read: {exc.strerror or exc}") from exc
     if before.st_size == 0:
         raise ImageError("empty file (0 bytes)")
     frames = video.read_frames(path, sampling, max_pixels)
-    try:
+    with _read_errors():
         after = os.stat(path)
-    except OSError as exc:
-        raise ImageError(f"cannot read: {exc.strerror or exc}") from exc
-    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
-        raise ImageError("file changed while being read (it will be retried on the next run)")
+    _check_unchanged(before, after)
     pixels = np.stack([_fit(img, geo) for _, img in frames.frames])
     return Decoded(path, pixels, frames.info, fingerprint, after.st_size, after.st_mtime_ns,
                    tuple(t for t, _ in frames.frames), frames.duration_ms)
@@ -347,8 +355,7 @@ def thumbnail(path: str, size: int, fmt: str = "WEBP", max_pixels: int = 200_000
     a video, of its key frame at `at_ms`. JPEGs are DCT-downscaled while decoding (draft mode): a 12 MP photo costs
     a fraction of a full decode. Raises ImageError for a file that cannot be read."""
     if format_of_file(path) is formats.VIDEO_FORMAT:
-        if not formats.VIDEO_FORMAT.installed:
-            raise ImageError(formats.VIDEO_FORMAT.missing())
+        _require(formats.VIDEO_FORMAT)
         img = video.still(path, at_ms)
     else:
         img, _ = open_rgb(path, max_pixels, draft_to=(size, size))
