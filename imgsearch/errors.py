@@ -128,6 +128,12 @@ class ModelLoadError(ImgSearchError):
     code = "model_unavailable"
 
 
+class MissingExtraError(ModelLoadError):
+    """What was asked for needs packages this install leaves out (PyTorch and open_clip: the "torch" extra)."""
+
+    code = "missing_extra"
+
+
 class ExportError(ImgSearchError):
     """A model could not be exported to OpenVINO or ONNX Runtime, or the export does not reproduce it (indexing
     then falls back to PyTorch with a warning)."""

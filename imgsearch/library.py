@@ -8,6 +8,7 @@ Pillow code, and one `Library` may be shared by threads (a web server's requests
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ from indexer.pipeline import RunReport, check_roots, run_index
 
 EncoderLoader = Callable[[ModelSpec], Encoder]
 UPLOAD_MAX_PIXELS = 50_000_000  # an image sent by a client is decoded within this, whatever the machine's RAM
-__all__ = ["Library", "UpgradeReport", "upgrade", "DupReport", "LibraryStatus", "RunReport", "ActionReport",
+__all__ = ["Library", "ForgetReport", "UpgradeReport", "upgrade", "DupReport", "LibraryStatus", "RunReport", "ActionReport",
            "CopyReport"]
 
 
@@ -64,7 +65,7 @@ class Library:
         self.sessions = db.session_factory(self.engine)
         self._encoders = EncoderCache(encoder_loader or load_encoder)
         self._own_encoders = encoder_loader is None  # open_clip's: exports of them can stand in for them
-        self.exports_dir = path / runtimes.EXPORT_DIRNAME
+        self.exports_dir = runtimes.default_exports_dir()  # once per user, shared by every library
         self._exported = EncoderCache(self._open_export)
         self._indexes = IndexCache(self.sessions, self.index_dir)
         self.thumbnails = Thumbnails(self.sessions, path / THUMB_DIRNAME, writable=not read_only)
@@ -189,25 +190,77 @@ class Library:
 
     def _indexing_encoder(self, spec: ModelSpec, settings: IndexSettings, folders: list[Path],
                           progress: Progress | None) -> tuple[Encoder, list[str]]:
-        """The open_clip encoder, or its export to the runtime asked for (else the fastest here), made now if
-        needed; with warnings for the run's report."""
-        encoder = self.encoder(spec)
+        """The encoder of an index run, with warnings for its report: an export given as the model (or, without
+        PyTorch, Immich's export of the weights named); else the open_clip model or its export to the runtime asked
+        for (else the fastest here), made now if needed."""
         if not self._own_encoders or settings.ray:
+            encoder = self.encoder(spec)
             runtimes.check(settings.runtime, settings.precision)
             asked = settings.runtime not in (None, "torch") or settings.precision != "fp32"
             return encoder, ["a Ray cluster's workers encode with PyTorch: the runtime and precision asked for "
                              "apply to runs on this machine only"] if settings.ray and asked else []
-        from imgsearch.models.encoder import OpenClipEncoder
+        from imgsearch.models.sources import resolve_source
+
+        runtimes.check(settings.runtime, settings.precision)
+        src = resolve_source(spec)
+        notes = self._drop_library_exports()
+        if src.exported or not runtimes.torch_installed():
+            if src.exported and settings.runtime == "torch":
+                raise UsageError(f"model {src.name} is an export: it runs on ONNX Runtime or OpenVINO, not PyTorch. "
+                                 "Leave out {param:runtime}, or give an open_clip checkpoint as {param:model}.",
+                                 "runtime")
+            if settings.precision == "int8":
+                notes.append("int8 is made by quantizing the PyTorch model, and this one runs as exported: encoding "
+                             "in fp32")
+            return self.encoder(spec), notes
+        from imgsearch.models.encoder import OpenClipEncoder, default_device
         from imgsearch.models.export import encoder_for_indexing
+
+        chosen = runtimes.choose(settings.runtime, "cpu" if settings.precision == "int8" else default_device())
+        if chosen != "torch" and not runtimes.rejected(self.exports_dir, src.key, chosen, settings.precision):
+            found = runtimes.open_export(self.exports_dir, src.key, chosen, settings.precision)
+            if found is not None:  # made by an earlier run: PyTorch is not even loaded
+                return found, notes
+        encoder = self.encoder(spec)
 
         def cpu_encoder() -> OpenClipEncoder:
             on_cpu = encoder.device.type == "cpu"
             return encoder if on_cpu else OpenClipEncoder.load(spec, device="cpu", precision="fp32")
 
-        chosen, notes = encoder_for_indexing(encoder, self.exports_dir, settings.runtime, settings.precision,
-                                             folders, progress or SilentProgress(), cpu_encoder)
+        chosen_encoder, more = encoder_for_indexing(encoder, self.exports_dir, settings.runtime, settings.precision,
+                                                    folders, progress or SilentProgress(), cpu_encoder)
         self._exported.forget(encoder.info.key)
-        return chosen, notes
+        return chosen_encoder, notes + more
+
+    def _drop_library_exports(self) -> list[str]:
+        """Exports made by earlier versions inside the library (now kept once per user): removed, they are caches."""
+        old = self.path / "models"
+        if not old.is_dir():
+            return []
+        shutil.rmtree(old, ignore_errors=True)
+        return [f"removed the exported models kept inside the library ({old}): they are kept once per user now, "
+                f"in {self.exports_dir}"]
+
+    def forget(self, folder: str | Path) -> ForgetReport:
+        """Remove one of the library's folders and everything recorded under it: its photos' vectors, tags and
+        thumbnails. The files themselves are not touched; `index FOLDER` brings them back."""
+        path = os.path.realpath(Path(folder).expanduser())
+        with self._index_lock():
+            with self.sessions.begin() as session:
+                roots = store.list_roots(session)
+                chosen = [r for r in roots if r == path or r.startswith(path.rstrip(os.sep) + os.sep)]
+                if not chosen:
+                    inside = [r for r in roots if path.startswith(r.rstrip(os.sep) + os.sep)]
+                    where = (f"it is inside {inside[0]}, one of the library's folders: forget that one" if inside
+                             else "it is not one of the library's folders")
+                    raise UsageError(f"cannot forget {path}: {where}. The library's folders: {', '.join(roots) or 'none'} "
+                                     "(`imgsearch status` lists them).", "folder")
+                gone = [f for r in chosen for f in store.forget_root(session, r)]
+                keep = store.content_keys_in_use(session, [f.content_hash for f in gone if f.content_hash])
+                if gone:
+                    store.bump_generation(session)  # vectors were deleted: every model's index is stale
+            thumbnails = self.thumbnails.drop(gone, keep)
+        return ForgetReport(chosen, sum(f.status == "indexed" for f in gone), len(gone), thumbnails)
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
@@ -355,6 +408,14 @@ class Library:
         """(path, reason) of every file that could not be indexed."""
         with self.session() as session:
             return store.skipped_images(session)
+
+
+@dataclass(frozen=True)
+class ForgetReport:
+    folders: list[str]  # the library's folders removed
+    photos: int  # indexed files forgotten
+    files: int  # every file record removed (skipped ones too)
+    thumbnails: int  # cached thumbnail files deleted
 
 
 @dataclass(frozen=True)

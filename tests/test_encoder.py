@@ -68,7 +68,8 @@ def test_bad_model_specs_name_the_problem(spec: ModelSpec, match: str) -> None:
 
 def test_folder_without_weights_or_config(tmp_path: Path, tiny_model_dir: Path) -> None:
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelLoadError, match="open_clip_config.json is missing"):
+    with pytest.raises(ModelLoadError, match="holds neither open_clip_config.json .open_clip. nor config.json, visual/ "
+                                             "and textual/ .an export."):
         OpenClipEncoder.load(ModelSpec(f"local-dir:{tmp_path / 'empty'}", None), device="cpu")
     (tmp_path / "cfg").mkdir()
     shutil.copy(tiny_model_dir / "open_clip_config.json", tmp_path / "cfg")

@@ -26,7 +26,7 @@ from imgsearch.models.runtimes import ExportedEncoder, Tokens
 from imgsearch.progress import SilentProgress
 
 ROOT = Path(__file__).resolve().parent.parent
-CLOTHING = ROOT.parent / "shared" / "data" / "clothing" / "validation"
+CLOTHING = Path(__file__).resolve().parent / "data" / "clothing"  # 80 real CC0 photos, 8 per class, downscaled
 EXPORTED = ["openvino", "onnx"]
 
 
@@ -42,10 +42,9 @@ def torch_encoder(trained_model_dir: Path) -> OpenClipEncoder:
 
 @pytest.fixture(scope="module")
 def real_photos(torch_encoder: OpenClipEncoder) -> np.ndarray:
-    """240 real photos (../shared/data/clothing/validation) at the model's geometry."""
-    assert CLOTHING.is_dir(), f"{CLOTHING} is missing: these tests need ../shared beside the clone"
-    photos = sample_photos([CLOTHING], torch_encoder.info.geometry, 240)
-    assert len(photos) == 240
+    """80 real photos (tests/data/clothing) at the model's geometry."""
+    photos = sample_photos([CLOTHING], torch_encoder.info.geometry, 80)
+    assert len(photos) == 80
     return photos
 
 
@@ -58,8 +57,8 @@ def batched(fn, photos: np.ndarray) -> np.ndarray:  # noqa: ANN001
 def test_export_reproduces_the_trained_model_on_real_photos(runtime: str, precision: str, tmp_path: Path,
                                                              torch_encoder: OpenClipEncoder,
                                                              real_photos: np.ndarray) -> None:
-    calibration, held_out = real_photos[:160], real_photos[160:]
-    made = export(torch_encoder, tmp_path, runtime, precision, calibration)
+    calibration, held_out = real_photos[:56], real_photos[56:]
+    made = export(torch_encoder, runtimes.default_exports_dir(), runtime, precision, calibration)  # kept for later tests
     assert made.warnings == []
     enc = made.encoder
     assert (enc.export.runtime, enc.export.precision, enc.info) == (runtime, precision, torch_encoder.info)
@@ -74,17 +73,21 @@ def test_export_reproduces_the_trained_model_on_real_photos(runtime: str, precis
     assert float(np.min(np.sum(ref_text * got_text, axis=1))) >= 0.995
     for a, b in zip(ref_text @ ref_images.T, got_text @ got_images.T):
         assert len(set(np.argsort(-a)[:10]) & set(np.argsort(-b)[:10])) >= 9
+    # laid out as Immich's exports are: one loader reads both
+    assert {p.name for p in enc.folder.iterdir()} >= {"config.json", "visual", "textual", "meta.json"}
+    assert (enc.folder / "visual" / "preprocess_cfg.json").is_file() and (enc.folder / "textual" / "model.onnx").is_file()
+    assert (enc.folder / "visual" / ("model.xml" if runtime == "openvino" else "model.onnx")).is_file()
     if precision == "int8":  # really quantized: not the fp32 numbers
         assert cosine < 0.999999
-        files = {p.suffix for p in enc.folder.iterdir()}
-        assert (".xml" in files) if runtime == "openvino" else any("int8" in p.name for p in enc.folder.iterdir())
+        if runtime == "onnx":
+            assert any("int8" in p.name for p in (enc.folder / "visual").iterdir())
 
 
 def test_tokenizer_gives_open_clip_ids_without_torch(tmp_path: Path, torch_encoder: OpenClipEncoder) -> None:
     save_tokenizer(torch_encoder.tokenizer, tmp_path)
     tok = torch_encoder.tokenizer
     ours = Tokens(tmp_path, tok.context_length, tok.sot_token_id, tok.eot_token_id)
-    labels = sorted(p.name for p in CLOTHING.iterdir())
+    labels = sorted(p.name for p in CLOTHING.iterdir() if p.is_dir())
     texts = [*TOKEN_PROBES, *labels, *(f"a photo of a {label}, taken outdoors" for label in labels),
              "naïve coöperation", "Zürich 2024 – “quotes” and 'single'", "ﬁne ligatures", "日本語とEnglish混在"]
     assert np.array_equal(ours(texts, trim=False), tok(texts).numpy())
@@ -94,7 +97,9 @@ def test_tokenizer_gives_open_clip_ids_without_torch(tmp_path: Path, torch_encod
 
 @pytest.mark.parametrize("runtime", EXPORTED)
 def test_index_exports_once_and_a_cold_query_runs_without_torch(runtime: str, tmp_path: Path, photos_dir: Path,
-                                                                trained_model_dir: Path) -> None:
+                                                                trained_model_dir: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMGSEARCH_CACHE", str(tmp_path / "cache"))  # an empty cache: this run must export
     pics, lib = tmp_path / "pics", tmp_path / "lib"
     shutil.copytree(photos_dir, pics)
     model = f"local-dir:{trained_model_dir}"
@@ -112,6 +117,7 @@ def test_index_exports_once_and_a_cold_query_runs_without_torch(runtime: str, tm
     exported = json.loads(run_cli("status", "-L", lib, "--json").stdout)["models"][0]["exports"]
     assert [e["runtime"] for e in exported] == [f"{name} {runtimes.version(runtime)} fp32"]
     assert exported[0]["bytes"] > 1000  # the towers' weights are on disk
+    assert list((tmp_path / "cache" / "exports").iterdir()) and not (lib / "models").exists()  # once per user
 
     # a cold CLI query of a new text: the exported text tower, no torch, no open_clip
     probe = textwrap.dedent(f"""
@@ -157,8 +163,9 @@ def test_vectors_from_runtimes_are_interchangeable(tmp_path: Path, photos_dir: P
         assert min(float(np.dot(ref[p], got[p])) for p in ref) >= 0.995
 
 
-def test_new_runtime_version_or_changed_weights_export_again(tmp_path: Path, photos_dir: Path,
-                                                             trained_model_dir: Path) -> None:
+def test_new_runtime_version_or_changed_weights_export_again(tmp_path: Path, photos_dir: Path, trained_model_dir: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMGSEARCH_CACHE", str(tmp_path / "cache"))
     weights = tmp_path / "model"
     shutil.copytree(trained_model_dir, weights)
     spec = ModelSpec(f"local-dir:{weights}", None)
@@ -181,7 +188,7 @@ def test_new_runtime_version_or_changed_weights_export_again(tmp_path: Path, pho
     # weights touched (same bytes, new mtime): the export is not trusted until re-made; queries use PyTorch meanwhile
     st = (weights / "open_clip_model.safetensors").stat()
     os.utime(weights / "open_clip_model.safetensors", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    assert runtimes.find(tmp_path / "lib" / "models", key) is None
+    assert runtimes.find(runtimes.default_exports_dir(), key) is None
     with Library.open(tmp_path / "lib") as lib:
         assert isinstance(lib.encoder_for(None), OpenClipEncoder)
         assert lib.search_text("red", k=3)
@@ -218,8 +225,9 @@ def test_export_failure_falls_back_to_pytorch(tmp_path: Path, photos_dir: Path, 
     lib = tmp_path / "lib"
     model = f"local-dir:{trained_model_dir}"
     assert run_cli("index", photos_dir, "-L", lib, "-m", model, "--workers", "0").returncode == 0
-    (lib / "models").write_text("not a folder")  # the export cannot be written
-    got = run_cli("index", "-L", lib, "--runtime", "openvino", "--rebuild", "--workers", "0")
+    (tmp_path / "cache").write_text("not a folder")  # the export cannot be written
+    got = run_cli("index", "-L", lib, "--runtime", "openvino", "--rebuild", "--workers", "0",
+                  env={"IMGSEARCH_CACHE": str(tmp_path / "cache")})
     assert got.returncode == 0, got.stderr
     assert "Warning: could not export the model to OpenVINO (" in got.stderr
     assert ": encoding with PyTorch instead" in got.stderr and "(PyTorch " in got.stderr

@@ -86,3 +86,78 @@ def train_colours(steps: int = 150, seed: int = 0):  # noqa: ANN201 (an open_cli
         opt.step()
     model.eval()
     return model
+
+
+def write_immich(folder: Path, model_dir: Path) -> Path:
+    """The model saved in `model_dir` exported as Immich's machine-learning service publishes its models (its export
+    script's choices): config.json; visual/model.onnx taking normalised float pixels (1, 3, H, W) and
+    visual/preprocess_cfg.json; textual/model.onnx taking int32 ids (1, context length), and Hugging Face's
+    tokenizer.json (CLIP's BPE, with Hugging Face's names for the start and end tokens)."""
+    import warnings
+
+    import open_clip
+    import torch
+    from tokenizers import models
+    from open_clip.tokenizer import SimpleTokenizer
+
+    from imgsearch.models.runtimes import clip_bpe
+
+    config = json.loads((model_dir / "open_clip_config.json").read_text())
+    model = open_clip.create_model(f"local-dir:{model_dir}", pretrained=None)
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(model_dir / "open_clip_model.safetensors")))
+    model.eval()
+    for param in model.parameters():
+        param.requires_grad_(False)
+    (folder / "visual").mkdir(parents=True)
+    (folder / "textual").mkdir()
+    (folder / "config.json").write_text(json.dumps(config["model_cfg"]))
+    size = config["model_cfg"]["vision_cfg"]["image_size"]
+    (folder / "visual" / "preprocess_cfg.json").write_text(json.dumps(
+        {"size": [size, size], "mode": "RGB", "mean": list(MEAN), "std": list(STD), "interpolation": "bicubic",
+         "resize_mode": "shortest", "fill_color": 0}))
+
+    class Image(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, image: torch.Tensor) -> torch.Tensor:
+            return self.model.encode_image(image, normalize=True)
+
+    class Text(Image):
+        def forward(self, text: torch.Tensor) -> torch.Tensor:
+            return self.model.encode_text(text, normalize=True)
+
+    ctx = config["model_cfg"]["text_cfg"]["context_length"]
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # as Immich's exporter: the fused attention has no ONNX form
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Image(), (torch.randn(1, 3, size, size),), str(folder / "visual" / "model.onnx"),
+                          input_names=["image"], output_names=["embedding"], dynamo=False)
+        torch.onnx.export(Text(), (torch.ones(1, ctx, dtype=torch.int32),), str(folder / "textual" / "model.onnx"),
+                          input_names=["text"], output_names=["embedding"], dynamo=False)
+    torch.backends.mha.set_fastpath_enabled(fastpath)
+    tok = SimpleTokenizer()
+    vocab = dict(tok.encoder)
+    vocab["<|startoftext|>"] = vocab.pop("<start_of_text>")
+    vocab["<|endoftext|>"] = vocab.pop("<end_of_text>")
+    merges = sorted(tok.bpe_ranks, key=tok.bpe_ranks.get)
+    clip_bpe(models.BPE(vocab=vocab, merges=merges, end_of_word_suffix="</w>")).save(
+        str(folder / "textual" / "tokenizer.json"))
+    (folder / "textual" / "tokenizer_config.json").write_text(json.dumps({"pad_token": "!"}))
+    return folder
+
+
+def hub_cache_repo(cache: Path, repo: str, files_from: Path) -> Path:
+    """`files_from` laid into a Hugging Face hub cache as the snapshot of `repo` (what a download leaves there)."""
+    import shutil
+
+    base = cache / f"models--{repo.replace('/', '--')}"
+    revision = "0" * 40
+    shutil.copytree(files_from, base / "snapshots" / revision)
+    (base / "refs").mkdir(parents=True)
+    (base / "refs" / "main").write_text(revision)
+    return base / "snapshots" / revision

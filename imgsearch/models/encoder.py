@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from imgsearch.config import ModelSpec
-from imgsearch.errors import ModelLoadError
+from imgsearch.errors import MissingExtraError, ModelLoadError
 from imgsearch.images.decode import Geometry
 from imgsearch.workers import KeyedLocks
 from imgsearch.models.sources import CONFIG_FILE, LOCAL_DIR, WEIGHT_SUFFIXES, Located, Source, locate, resolve_source
@@ -94,14 +94,24 @@ class OpenClipEncoder:
         return f"PyTorch {torch.__version__.split('+')[0]} {self.device.type} {precision}"
 
     @classmethod
-    def load(cls, spec: ModelSpec, device: str | None = None, precision: str | None = None) -> "OpenClipEncoder":
+    def load(cls, spec: ModelSpec, device: str | None = None, precision: str | None = None,
+             src: Source | None = None) -> "OpenClipEncoder":
         """Load through open_clip's own path from local files; hub weights come from the cache, else the network.
 
         precision: open_clip's (default fp16 on CUDA, fp32 elsewhere; training asks for fp32).
         """
+        from imgsearch.models.runtimes import extra_install, torch_installed
+
+        src = src or resolve_source(spec)
+        if src.exported:
+            raise ModelLoadError(f"model {src.name} is an export (ONNX or OpenVINO): it cannot be loaded into PyTorch; "
+                                 "leave out {param:runtime}, or give an open_clip checkpoint.", "model")
+        if not torch_installed():
+            raise MissingExtraError(f"model {src.name} is an open_clip checkpoint: loading it needs PyTorch and "
+                                    f"open_clip ({extra_install()}), or give {{param:model}} an exported model "
+                                    "(immich:NAME, or local-dir:FOLDER of an export).", "model")
         import open_clip
 
-        src = resolve_source(spec)
         found = locate(src)
         device = device or default_device()
         precision = precision or ("fp16" if device.startswith("cuda") else "fp32")
@@ -267,5 +277,15 @@ class EncoderCache:
 
 
 def load_encoder(spec: ModelSpec) -> Encoder:
-    """The open_clip encoder for a spec, on the best device (CUDA in fp16, else CPU in fp32)."""
-    return OpenClipEncoder.load(spec)
+    """The encoder for a spec: an export (a folder, or immich:NAME) runs on ONNX Runtime / OpenVINO; an open_clip
+    checkpoint loads into PyTorch on the best device (CUDA in fp16, else CPU in fp32), or, without PyTorch, a name
+    and tag is served by Immich's export of the same weights."""
+    from imgsearch.models import runtimes
+    from imgsearch.models.sources import HF_HUB, export_folder, immich_equivalent
+
+    src = resolve_source(spec)
+    if src.exported:
+        return runtimes.ExportedEncoder.from_folder(export_folder(src), src.key, src.name, src.pretrained)
+    if not runtimes.torch_installed() and src.from_hub and not src.name.startswith(HF_HUB):
+        return runtimes.ExportedEncoder.from_folder(immich_equivalent(src), src.key, src.name, src.pretrained)
+    return OpenClipEncoder.load(spec, src=src)

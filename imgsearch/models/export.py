@@ -24,15 +24,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from imgsearch.errors import ExportError, ImgSearchError
+from imgsearch.errors import ExportError, ImgSearchError, UsageError
 from imgsearch.models import runtimes
-from imgsearch.models.runtimes import FORMAT, META_FILE, ExportedEncoder, Tokens
+from imgsearch.models.runtimes import (CONFIG_FILE, FORMAT, IR_FILE, META_FILE, ONNX_FILE, PREPROCESS_FILE, TEXTUAL,
+                                       VISUAL, ExportedEncoder, Tokens)
 
 if TYPE_CHECKING:
     import torch
 
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
+    from imgsearch.config import ModelSpec
     from imgsearch.images.decode import Geometry
     from imgsearch.models.encoder import Encoder, OpenClipEncoder
     from imgsearch.progress import Progress
@@ -170,16 +172,27 @@ def _export_towers(encoder: "OpenClipEncoder", folder: Path) -> dict:
     geo = encoder.info.geometry
     batch = torch.export.Dim("batch", min=1, max=4096)
     pixels = torch.zeros(2, geo.height, geo.width, 3, dtype=torch.uint8)
-    _to_onnx(_image_module(encoder), pixels, {0: batch}, folder / "image.onnx")
+    _to_onnx(_image_module(encoder), pixels, {0: batch}, folder / VISUAL / ONNX_FILE)
     ctx = encoder.tokenizer.context_length
     tokens = encoder.tokenizer(["a photo of a dog", "x"])
     dims: dict = {0: batch}
     if encoder._short_text:
         tokens = tokens[:, : int(tokens.argmax(-1).max()) + 1]
         dims[1] = torch.export.Dim("length", min=2, max=ctx)
-    _to_onnx(_text_module(encoder), tokens, dims, folder / "text.onnx")
+    _to_onnx(_text_module(encoder), tokens, dims, folder / TEXTUAL / ONNX_FILE)
     return {"context_length": ctx, "sot": encoder.tokenizer.sot_token_id, "eot": encoder.tokenizer.eot_token_id,
             "trim": bool(encoder._short_text)}
+
+
+def _write_configs(encoder: "OpenClipEncoder", folder: Path) -> None:
+    """config.json (open_clip's model config) and visual/preprocess_cfg.json, as Immich's exports have them."""
+    model_cfg = (encoder.open_clip_config or {}).get("model_cfg") or {"embed_dim": encoder.info.dim}
+    info = encoder.info
+    geo = info.geometry
+    (folder / CONFIG_FILE).write_text(json.dumps(model_cfg, indent=2))
+    (folder / VISUAL / PREPROCESS_FILE).write_text(json.dumps({
+        "size": [geo.height, geo.width], "mode": "RGB", "mean": list(info.mean), "std": list(info.std),
+        "interpolation": geo.interpolation, "resize_mode": geo.resize_mode, "fill_color": geo.fill}, indent=2))
 
 
 @contextmanager
@@ -202,11 +215,12 @@ def _quiet() -> Iterator[None]:
             logger.removeFilter(drop)
 
 
-def _to_openvino(folder: Path, name: str, calibration: np.ndarray | None) -> str:
-    """ONNX -> OpenVINO IR (fp32 weights); with calibration photos, the image tower quantized to int8 by NNCF."""
+def _to_openvino(folder: Path, calibration: np.ndarray | None) -> None:
+    """The image tower's ONNX -> OpenVINO IR (fp32 weights), in `folder`; with calibration photos, quantized to int8
+    by NNCF."""
     import openvino as ov
 
-    model = ov.convert_model(str(folder / f"{name}.onnx"))
+    model = ov.convert_model(str(folder / ONNX_FILE))
     if calibration is not None:
         with _quiet():
             import nncf
@@ -215,38 +229,43 @@ def _to_openvino(folder: Path, name: str, calibration: np.ndarray | None) -> str
             batches = [calibration[i: i + 8] for i in range(0, len(calibration), 8)]
             model = nncf.quantize(model, nncf.Dataset(batches), model_type=nncf.ModelType.TRANSFORMER,
                                   subset_size=len(batches))
-    ov.save_model(model, str(folder / f"{name}.xml"), compress_to_fp16=False)
-    for f in folder.glob(f"{name}.onnx*"):
+    ov.save_model(model, str(folder / IR_FILE), compress_to_fp16=False)
+    for f in folder.glob(f"{ONNX_FILE}*"):
         f.unlink()
-    return f"{name}.xml"
 
 
-def _onnx_int8(folder: Path, name: str) -> str:
+def _onnx_int8(folder: Path) -> None:
+    """The image tower's ONNX in `folder` with its weights quantized to int8 (dynamic), under the same name."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    quantized = folder / "model.int8.onnx"
     with _quiet():
-        quantize_dynamic(folder / f"{name}.onnx", folder / f"{name}.int8.onnx", weight_type=QuantType.QInt8,
-                         use_external_data_format=True)
-    for f in folder.glob(f"{name}.onnx*"):
+        quantize_dynamic(folder / ONNX_FILE, quantized, weight_type=QuantType.QInt8, use_external_data_format=True)
+    for f in folder.glob(f"{ONNX_FILE}*"):
         f.unlink()
-    return f"{name}.int8.onnx"
+    quantized.rename(folder / ONNX_FILE)  # its weights file keeps the name the graph refers to it by
 
 
 def _build(encoder: "OpenClipEncoder", runtime: str, precision: str, folder: Path,
            calibration: np.ndarray | None) -> dict:
-    """Write the towers and tokenizer of one export into `folder`; its meta (without fidelity) is returned."""
-    folder.mkdir(parents=True)
-    save_tokenizer(encoder.tokenizer, folder)
+    """Write the towers, configs and tokenizer of one export into `folder`; its meta (without fidelity) is
+    returned."""
+    missing = runtimes.missing_for_export(runtime, precision)
+    if missing:
+        raise ExportError(f"making it needs {', '.join(missing)}: {runtimes.extra_install()}")
+    for part in (VISUAL, TEXTUAL):
+        (folder / part).mkdir(parents=True)
+    save_tokenizer(encoder.tokenizer, folder / TEXTUAL)
     text = _export_towers(encoder, folder)
+    _write_configs(encoder, folder)
     if runtime == "openvino":
-        image_file = _to_openvino(folder, "image", calibration if precision == "int8" else None)
-    else:
-        image_file = _onnx_int8(folder, "image") if precision == "int8" else "image.onnx"
-    text_file = "text.onnx"  # both runtimes read ONNX; see runtimes.ExportedEncoder for who runs it
+        _to_openvino(folder / VISUAL, calibration if precision == "int8" else None)
+    elif precision == "int8":
+        _onnx_int8(folder / VISUAL)
     info = asdict(encoder.info)
     return {"format": FORMAT, "runtime": runtime, "runtime_version": runtimes.version(runtime),
             "precision": precision, "info": info, "weights": runtimes.weights_stat(encoder.weight_files),
-            "logit_scale": encoder.logit_scale, "image": {"file": image_file}, "text": {"file": text_file, **text}}
+            "logit_scale": encoder.logit_scale, "text": text}
 
 
 def _fidelity(encoder: "OpenClipEncoder", exported: ExportedEncoder, photos: np.ndarray, gate: FidelityGate) -> Fidelity:
@@ -267,6 +286,22 @@ def export(encoder: "OpenClipEncoder", root: Path, runtime: str, precision: str,
     Raises ExportError when the export fails or fp32 misses the gate. int8 missing the gate is recorded (so it is
     not retried at every run) and the fp32 export is returned with a warning.
     """
+    key = encoder.info.key
+    for old in runtimes.stale(root, key):
+        shutil.rmtree(old, ignore_errors=True)
+    final = runtimes.export_dir(root, key, runtime, precision)
+    meta, notes = _make(encoder, final, runtime, precision, photos, gate)
+    if meta.get("rejected"):
+        kept = runtimes.open_export(root, key, runtime, "fp32")  # made by an earlier run: as good as a new one
+        fp32 = Exported(kept) if kept is not None else export(encoder, root, runtime, "fp32", photos, gate)
+        return Exported(fp32.encoder, notes + fp32.warnings)
+    return Exported(ExportedEncoder(final, meta), notes)
+
+
+def _make(encoder: "OpenClipEncoder", final: Path, runtime: str, precision: str, photos: np.ndarray,
+          gate: FidelityGate) -> tuple[dict, list[str]]:
+    """Build an export in a temporary folder beside `final`, measure it against the model, and move it to `final`
+    (replacing what was there); an int8 export missing the gate leaves only its verdict (meta.json)."""
     import torch
 
     if encoder.device.type != "cpu" or encoder.dtype != torch.float32:
@@ -274,12 +309,8 @@ def export(encoder: "OpenClipEncoder", root: Path, runtime: str, precision: str,
     if not len(photos):  # nothing to index yet: the fp32 export is still checked, on noise
         geo = encoder.info.geometry
         photos = np.random.default_rng(0).integers(0, 256, (16, geo.height, geo.width, 3), dtype=np.uint8)
-    key = encoder.info.key
-    final = runtimes.export_dir(root, key, runtime, precision)
     work: Path | None = None
     try:
-        for old in runtimes.stale(root, key):
-            shutil.rmtree(old, ignore_errors=True)
         final.parent.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=".export-", dir=final.parent))
         meta = _build(encoder, runtime, precision, work / "out", photos if precision == "int8" else None)
@@ -300,7 +331,8 @@ def export(encoder: "OpenClipEncoder", root: Path, runtime: str, precision: str,
             notes.append(f"int8 was not kept for this model ({fidelity.describe()}; it must reach a mean cosine of "
                          f"{gate.min_cosine} and a top-{gate.k} overlap of {gate.min_overlap}): encoding in fp32")
         (work / "out" / META_FILE).write_text(json.dumps(meta))
-        shutil.rmtree(work / "out" / runtimes.OV_CACHE, ignore_errors=True)  # compiled for the temporary path
+        for part in (VISUAL, TEXTUAL):  # compiled for the temporary path
+            shutil.rmtree(work / "out" / part / runtimes.OV_CACHE, ignore_errors=True)
         if final.exists():
             shutil.rmtree(final)
         (work / "out").rename(final)
@@ -311,11 +343,22 @@ def export(encoder: "OpenClipEncoder", root: Path, runtime: str, precision: str,
     finally:
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
+    return meta, notes
+
+
+def export_to(encoder: "OpenClipEncoder", out: Path, runtime: str, precision: str, photos: np.ndarray,
+              gate: FidelityGate = FidelityGate()) -> ExportedEncoder:
+    """A self-contained export in the folder `out` (Immich's layout, with our meta.json): give it as a model on a
+    machine without PyTorch. Refuses a folder that holds anything; int8 missing the gate is an error here."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"{out} exists and is not an empty folder: give a new folder as {{param}}.", "out")
+    if out.is_dir():
+        out.rmdir()
+    meta, notes = _make(encoder, out, runtime, precision, photos, gate)
     if meta.get("rejected"):
-        kept = runtimes.open_export(root, key, runtime, "fp32")  # made by an earlier run: as good as a new one
-        fp32 = Exported(kept) if kept is not None else export(encoder, root, runtime, "fp32", photos, gate)
-        return Exported(fp32.encoder, notes + fp32.warnings)
-    return Exported(ExportedEncoder(final, meta), notes)
+        shutil.rmtree(out, ignore_errors=True)
+        raise ExportError(notes[0].removesuffix(": encoding in fp32") + ": export in fp32 instead.")
+    return ExportedEncoder(out, meta)
 
 
 def sample_photos(folders: list[Path], geometry: "Geometry", count: int, seed: int = 0) -> np.ndarray:
@@ -379,3 +422,22 @@ def encoder_for_indexing(encoder: "OpenClipEncoder", root: Path, runtime: str | 
         return encoder, [*notes, f"could not export the model to {name} ({exc}): encoding with PyTorch instead"]
     progress.note(f"exported to {made.encoder.export.describe()}: {Fidelity(**made.encoder.export.fidelity).describe()}")
     return made.encoder, notes + made.warnings
+
+
+def export_model(spec: "ModelSpec", out: Path, runtime: str = "onnx", precision: str = "fp32",
+                 photos: "Sequence[Path]" = ()) -> ExportedEncoder:
+    """Export an open_clip model into the folder `out`, checked on photos from `photos` (folders; noise when none):
+    what `--model local-dir:OUT` then runs anywhere, PyTorch or not."""
+    from imgsearch.models.encoder import OpenClipEncoder
+
+    if runtime not in runtimes.EXPORTED:
+        raise UsageError(f"unknown export runtime '{runtime}': give {{param}} {' or '.join(runtimes.EXPORTED)}.",
+                         "runtime")
+    runtimes.check(runtime, precision)
+    encoder = OpenClipEncoder.load(spec, device="cpu", precision="fp32")
+    pictures = sample_photos(list(photos), encoder.info.geometry,
+                             CALIBRATION_PHOTOS if precision == "int8" else GATE_PHOTOS)
+    if precision == "int8" and len(pictures) < MIN_CALIBRATION:
+        raise UsageError(f"int8 needs at least {MIN_CALIBRATION} photos to calibrate on and check against; "
+                         f"{len(pictures)} could be read: give a folder of your photos as {{param}}.", "photos")
+    return export_to(encoder, out, runtime, precision, pictures)

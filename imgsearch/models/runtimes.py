@@ -1,19 +1,29 @@
 """Encoders that run an exported copy of a CLIP model on OpenVINO or ONNX Runtime, without PyTorch.
 
 `imgsearch.models.export` makes the copy (that part needs torch and open_clip); this module only
-reads it, so a text query answered by an exported text tower never imports torch.
+reads it, so indexing and search through an export never import torch.
 
-An export lives in the library, one folder per weights, runtime version and precision:
+Every export is laid out as Immich's machine-learning service lays out its published models (the
+Hugging Face repos `immich-app/ARCH__TAG`), so one loader reads both:
 
-    LIBRARY/models/<sha256(model key)[:16]>/<runtime>-<version>-<precision>/
-        meta.json       what it was made from (model info, the weights files' size and mtime, fidelity)
-        image.*         uint8 pixels (n, H, W, 3) -> L2-normalised vectors (n, dim); normalisation inside
-        text.onnx       token ids (n, length) -> L2-normalised vectors (n, dim), on ONNX Runtime when installed
-        vocab.json, merges.txt  open_clip's BPE as `tokenizers` files, checked to give open_clip's ids
+    config.json                 open_clip's model config (embed_dim, vision_cfg, text_cfg)
+    visual/model.onnx           the image tower (OpenVINO exports: visual/model.xml + model.bin)
+    visual/preprocess_cfg.json  size, mean, std, interpolation, resize_mode, fill_color
+    textual/model.onnx          the text tower, run on ONNX Runtime when installed
+    textual/vocab.json, merges.txt (ours) or textual/tokenizer.json (Immich's): open_clip's BPE
+    meta.json                   ours only: what it was made from, its runtime version, fidelity; written last
 
-meta.json is written last, so a half-made export is never used. A folder whose runtime version is
-not the one installed, or whose weights files changed size or mtime, is not used (the next `index`
-exports again).
+A tower's input tells how to feed it: ours take uint8 pixels (n, H, W, 3) and token ids cut after the
+end-of-text token, with a dynamic batch; Immich's take normalised float pixels (1, 3, H, W) and int32
+ids padded to the context length, one at a time.
+
+The exports this project makes live once per user, not once per library (`default_exports_dir`):
+
+    CACHE/exports/<sha256(model key)[:16]>/<runtime>-<version>-<precision>/
+
+A folder whose runtime version is not the one installed, or whose weights files changed size or
+mtime, is not used there (the next `index` exports again). A folder given as a model
+(`--model local-dir:DIR`, or an `immich:NAME` download) is used as it is.
 """
 
 from __future__ import annotations
@@ -31,24 +41,29 @@ from pathlib import Path
 
 import numpy as np
 
-from imgsearch.errors import ModelLoadError
+from imgsearch.errors import MissingExtraError, ModelLoadError
 from imgsearch.images.decode import Geometry
 
 RUNTIMES = ("torch", "openvino", "onnx")
 PRECISIONS = ("fp32", "int8")
 EXPORTED = ("openvino", "onnx")  # fastest first: the order the default choice and queries try them in
 RUNTIME_ENV = "IMGSEARCH_RUNTIME"  # the default runtime when none is given
-EXPORT_DIRNAME = "models"
+CACHE_ENV = "IMGSEARCH_CACHE"  # where exports are kept (default: the user cache folder)
 OV_CACHE = ".ov_cache"  # OpenVINO's compiled models, beside the export
 META_FILE = "meta.json"
+CONFIG_FILE = "config.json"  # open_clip's model config, as Immich's exports have it
+VISUAL, TEXTUAL = "visual", "textual"
+PREPROCESS_FILE = "preprocess_cfg.json"
+ONNX_FILE, IR_FILE = "model.onnx", "model.xml"
 VOCAB_FILE, MERGES_FILE = "vocab.json", "merges.txt"  # open_clip's BPE, as `tokenizers` saves it
-FORMAT = 3  # of meta.json and the files beside it
+HF_TOKENIZER_FILE = "tokenizer.json"  # the same BPE as Hugging Face's CLIPTokenizerFast saves it (Immich's)
+FORMAT = 4  # of meta.json and the files beside it
 _NAMES = {"torch": "PyTorch", "openvino": "OpenVINO", "onnx": "ONNX Runtime"}
 # what running an export needs (a query), and what making one needs besides torch (pip names = module names)
 _RUN = {"openvino": ("openvino", "tokenizers"), "onnx": ("onnxruntime", "tokenizers")}
 _MAKE = ("onnx", "onnxscript")
 _INT8 = {"openvino": ("nncf",), "onnx": ()}
-EXTRA = 'the "cpu-fast" extra of imgsearch'
+EXTRA = "imgsearch's default install"
 
 
 def _missing(modules: tuple[str, ...]) -> list[str]:
@@ -87,13 +102,47 @@ def check(runtime: str | None, precision: str) -> None:
     if precision not in PRECISIONS:
         raise ModelLoadError(f"unknown precision '{precision}': give {{param}} one of {', '.join(PRECISIONS)}.",
                              "precision")
-    missing = missing_for_export(runtime, precision) if runtime is not None else []
+    if runtime == "torch" and not torch_installed():
+        raise MissingExtraError(f"PyTorch is not installed here: {extra_install()} (the torch extra), or give "
+                                f"{{param}} {next((r for r in EXPORTED if installed(r)), 'onnx')}.", "runtime")
+    missing = _missing(_RUN[runtime]) if runtime in EXPORTED else []
     if missing:
+        other = "torch" if torch_installed() else next((r for r in EXPORTED if installed(r)), "torch")
         raise ModelLoadError(f"{display_name(runtime)} is not installed here: pip install {' '.join(missing)} "
-                             f"({EXTRA}), or give {{param}} torch.", "runtime")
+                             f"({EXTRA}), or give {{param}} {other}.", "runtime")
     if precision == "int8" and runtime == "torch":
         raise ModelLoadError("int8 needs an exported runtime: give {param:runtime} openvino or onnx "
                              "(or leave out {param:runtime} to pick one).", "precision")
+
+
+def extra_install(extra: str = "torch") -> str:
+    """The pip command that adds an extra's packages to this install, as written in imgsearch's own metadata (the
+    packages by name: `pip install 'imgsearch[torch]'` would fetch an unrelated project of that name from PyPI)."""
+    import shlex
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        reqs = requires("imgsearch") or []
+    except PackageNotFoundError:
+        reqs = []
+
+    def packages(name: str) -> list[str]:
+        out = []
+        for r in reqs:
+            spec, _, marker = r.partition(";")
+            if f'extra == "{name}"' in marker.replace("'", '"'):
+                spec = spec.strip()
+                out += ([p for e in spec.split("[", 1)[1].rstrip("]").split(",") for p in packages(e.strip())]
+                        if spec.startswith("imgsearch[") else [spec])
+        return out
+
+    wanted = list(dict.fromkeys(packages(extra))) or ["torch", "torchvision", "open_clip_torch"]
+    return "pip install " + " ".join(shlex.quote(r) for r in wanted)
+
+
+def torch_installed() -> bool:
+    """Whether PyTorch and open_clip are here (the "torch" extra): what exporting, training and CUDA need."""
+    return not _missing(("torch", "open_clip"))
 
 
 def missing_exported(param: str) -> ModelLoadError:
@@ -116,10 +165,21 @@ def choose(runtime: str | None, device: str) -> str:
         return runtime
     if device != "cpu":
         return "torch"
-    return next((r for r in EXPORTED if not missing_for_export(r)), "torch")
+    return next((r for r in EXPORTED if installed(r)), "torch")
 
 
 # --- where exports live ----------------------------------------------------------------------------
+
+
+def default_exports_dir() -> Path:
+    """Where this user's exports are kept: IMGSEARCH_CACHE, else the user cache folder (one copy per model and
+    runtime version, shared by every library)."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser() / "exports"
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("imgsearch", appauthor=False)) / "exports"
 
 
 def model_dir(root: Path, key: str) -> Path:
@@ -131,6 +191,11 @@ def export_dir(root: Path, key: str, runtime: str, precision: str) -> Path:
     return model_dir(root, key) / f"{runtime}-{version(runtime)}-{precision}"
 
 
+def is_export_folder(path: Path) -> bool:
+    """A folder laid out as an export (ours or Immich's): config.json, visual/ and textual/."""
+    return (path / CONFIG_FILE).is_file() and (path / VISUAL).is_dir() and (path / TEXTUAL).is_dir()
+
+
 def weights_stat(paths: list[Path]) -> list[list]:
     """What tells that weights files are unchanged without reading them: path, size and mtime (ns)."""
     out = []
@@ -140,13 +205,18 @@ def weights_stat(paths: list[Path]) -> list[list]:
     return out
 
 
-def valid(folder: Path, key: str) -> dict | None:
-    """The meta of a complete export of `key` for the installed runtime version whose weights are unchanged."""
+def read_meta(folder: Path) -> dict | None:
     try:
         meta = json.loads((folder / META_FILE).read_text())
     except (OSError, ValueError):
         return None
-    if meta.get("format") != FORMAT or meta.get("info", {}).get("key") != key:
+    return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else None
+
+
+def valid(folder: Path, key: str) -> dict | None:
+    """The meta of a complete export of `key` for the installed runtime version whose weights are unchanged."""
+    meta = read_meta(folder)
+    if meta is None or meta.get("info", {}).get("key") != key:
         return None
     runtime = meta.get("runtime")
     if runtime not in EXPORTED or not installed(runtime) or meta.get("runtime_version") != version(runtime):
@@ -176,6 +246,10 @@ def find(root: Path, key: str, runtime: str | None = None, precision: str | None
     return None
 
 
+def folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
 def exports_of(root: Path, key: str) -> list[tuple[str, int]]:
     """Each usable export of `key`: its description ("OpenVINO 2026.4.1 int8") and its bytes on disk."""
     home = model_dir(root, key)
@@ -183,8 +257,8 @@ def exports_of(root: Path, key: str) -> list[tuple[str, int]]:
     for folder in sorted(home.iterdir()) if home.is_dir() else []:
         meta = valid(folder, key) if folder.is_dir() else None
         if meta is not None and not meta.get("rejected"):
-            size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-            out.append((f"{display_name(meta['runtime'])} {meta['runtime_version']} {meta['precision']}", size))
+            out.append((f"{display_name(meta['runtime'])} {meta['runtime_version']} {meta['precision']}",
+                        folder_bytes(folder)))
     return out
 
 
@@ -230,15 +304,37 @@ def clip_bpe(bpe: object) -> object:
     return tok
 
 
+def _bpe(folder: Path) -> tuple[object, dict[str, int] | None]:
+    """open_clip's BPE model from a tokenizer folder: our BPE files (VOCAB_FILE, MERGES_FILE), else the vocabulary
+    and merges inside a Hugging Face tokenizer.json (Immich's exports); with that vocabulary when it was read."""
+    from tokenizers import models
+
+    if (folder / VOCAB_FILE).is_file() and (folder / MERGES_FILE).is_file():
+        return models.BPE.from_file(str(folder / VOCAB_FILE), str(folder / MERGES_FILE), end_of_word_suffix="</w>"), None
+    try:
+        model = json.loads((folder / HF_TOKENIZER_FILE).read_text(encoding="utf-8"))["model"]
+        vocab = dict(model["vocab"])
+        merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelLoadError(f"{folder} holds no tokenizer ({VOCAB_FILE} and {MERGES_FILE}, or {HF_TOKENIZER_FILE}): "
+                             f"{type(exc).__name__}: {exc}. Download the model again.") from exc
+    return models.BPE(vocab=vocab, merges=merges, end_of_word_suffix="</w>", fuse_unk=False), vocab
+
+
 class Tokens:
-    """open_clip's SimpleTokenizer from the BPE files of an export (VOCAB_FILE, MERGES_FILE): the same ids, without
-    torch. (Loading BPE files takes half the time of a full tokenizer.json: ~35 ms of a cold query.)"""
+    """open_clip's SimpleTokenizer from the BPE files of an export (VOCAB_FILE, MERGES_FILE, or a tokenizer.json): the
+    same ids, without torch. (Loading BPE files takes half the time of a full tokenizer.json: ~35 ms of a cold
+    query.)"""
 
-    def __init__(self, folder: Path, context_length: int, sot: int, eot: int) -> None:
-        from tokenizers import models
-
-        bpe = models.BPE.from_file(str(folder / VOCAB_FILE), str(folder / MERGES_FILE), end_of_word_suffix="</w>")
+    def __init__(self, folder: Path, context_length: int, sot: int | None = None, eot: int | None = None) -> None:
+        bpe, vocab = _bpe(folder)
         self._tok = clip_bpe(bpe)
+        if sot is None or eot is None:  # open_clip's names, then Hugging Face's: the same ids in CLIP's vocabulary
+            ids = [self._tok.token_to_id(n) for n in ("<start_of_text>", "<|startoftext|>", "<end_of_text>",
+                                                       "<|endoftext|>")]
+            size = len(vocab) if vocab else self._tok.get_vocab_size()
+            sot = ids[0] if ids[0] is not None else ids[1] if ids[1] is not None else size - 2
+            eot = ids[2] if ids[2] is not None else ids[3] if ids[3] is not None else size - 1
         self.context_length, self.sot, self.eot = context_length, sot, eot
 
     def __call__(self, texts: list[str], trim: bool) -> np.ndarray:
@@ -251,6 +347,10 @@ class Tokens:
             out[row, : len(ids)] = ids
             longest = max(longest, len(ids))
         return out[:, :longest] if trim else out
+
+
+_DTYPES = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32, "tensor(int32)": np.int32,
+           "tensor(int64)": np.int64}
 
 
 class _OpenVino:
@@ -266,6 +366,9 @@ class _OpenVino:
             config["CACHE_DIR"] = str(cache)  # compiled once: later loads take ~a tenth of the time
         self._model = core.compile_model(str(path), "CPU", config)
         self._lock = threading.Lock()  # a compiled model's __call__ reuses one infer request
+        port = self._model.inputs[0]
+        self.dtype = np.dtype(port.get_element_type().to_dtype())
+        self.shape = [d.get_length() if d.is_static else None for d in port.get_partial_shape()]
 
     def __call__(self, array: np.ndarray) -> np.ndarray:
         with self._lock:
@@ -286,13 +389,27 @@ class _Onnx:
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         options.log_severity_level = 3
         self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self._input = self._session.get_inputs()[0].name
+        port = self._session.get_inputs()[0]
+        self._input = port.name
+        self.dtype = np.dtype(_DTYPES.get(port.type, np.float32))
+        self.shape = [d if isinstance(d, int) else None for d in port.shape]
 
     def __call__(self, array: np.ndarray) -> np.ndarray:
         return np.asarray(self._session.run(None, {self._input: array})[0], np.float32)
 
 
 _BACKENDS = {"openvino": _OpenVino, "onnx": _Onnx}
+
+
+def _rows(tower: "_Onnx | _OpenVino", array: np.ndarray) -> np.ndarray:
+    """Run a tower on a batch; one row at a time where its batch size is fixed (Immich's exports take 1)."""
+    fixed = tower.shape[0] if tower.shape else None
+    if fixed is None or fixed == len(array):
+        out = tower(array)
+    else:
+        out = np.concatenate([tower(array[i: i + fixed]) for i in range(0, len(array), fixed)])
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    return (out / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
 
 
 @dataclass(frozen=True)
@@ -309,15 +426,34 @@ class ExportInfo:
         return f"{display_name(self.runtime)} {self.version} {self.precision}"
 
 
+def _info_from_config(folder: Path, key: str, name: str, pretrained: str | None) -> dict:
+    """ModelInfo fields of an export without our meta.json (Immich's): its config.json and preprocess_cfg.json."""
+    try:
+        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+        pp = json.loads((folder / VISUAL / PREPROCESS_FILE).read_text(encoding="utf-8"))
+        size = pp["size"]
+        height, width = (size, size) if isinstance(size, int) else (size[0], size[-1])
+        return {"key": key, "name": name, "pretrained": pretrained, "checkpoint_sha256": None,
+                "dim": int(config["embed_dim"]),
+                "geometry": {"height": int(height), "width": int(width), "resize_mode": pp.get("resize_mode", "shortest"),
+                             "interpolation": pp.get("interpolation", "bicubic"), "fill": int(pp.get("fill_color", 0))},
+                "mean": [float(x) for x in pp["mean"]], "std": [float(x) for x in pp["std"]],
+                "context_length": int(config.get("text_cfg", {}).get("context_length", 77))}
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise ModelLoadError(f"{folder} is not a usable exported model ({CONFIG_FILE} and {VISUAL}/{PREPROCESS_FILE} "
+                             f"are needed): {type(exc).__name__}: {exc}. Download or export it again.") from exc
+
+
 class ExportedEncoder:
-    """The Encoder protocol over an export: towers load on first use (a text query never loads the image one)."""
+    """The Encoder protocol over an export (ours or Immich's): towers load on first use (a text query never loads the
+    image one)."""
 
     def __init__(self, folder: Path, meta: dict, threads: int | None = None) -> None:
         from imgsearch.models.encoder import ModelInfo
 
         self.folder = folder
         self.meta = meta
-        raw = dict(meta["info"])
+        raw = {k: v for k, v in meta["info"].items() if k != "context_length"}
         raw["geometry"] = Geometry(**raw["geometry"])
         raw["mean"], raw["std"] = tuple(raw["mean"]), tuple(raw["std"])
         self.info = ModelInfo(**raw)
@@ -325,55 +461,106 @@ class ExportedEncoder:
         self.export = ExportInfo(self.runtime, meta["runtime_version"], meta["precision"], folder,
                                  meta.get("fidelity", {}))
         self.batch_size = 32
-        self.logit_scale = float(meta["logit_scale"])
+        self.logit_scale = float(meta.get("logit_scale", 100.0))
         self.transfer_s = 0.0
         self.encode_s = 0.0
         self._threads = threads
         self._towers: dict[str, object] = {}
         self._tokens: Tokens | None = None
         self._lock = threading.Lock()
+        self._mean = np.asarray(self.info.mean, np.float32) * 255
+        self._std = np.asarray(self.info.std, np.float32) * 255
 
     def describe(self) -> str:
         return self.export.describe()
 
     @classmethod
     def open(cls, folder: Path, key: str, threads: int | None = None) -> "ExportedEncoder":
+        """An export in the exports cache, checked to be complete, current and of `key`."""
         meta = valid(folder, key)
         if meta is None or meta.get("rejected"):
             raise ModelLoadError(f"the exported model in {folder} is incomplete or out of date: run `imgsearch "
                                  "index` to export it again.")
         return cls(folder, meta, threads)
 
+    @classmethod
+    def from_folder(cls, folder: Path, key: str, name: str, pretrained: str | None = None,
+                    threads: int | None = None) -> "ExportedEncoder":
+        """A folder given as a model: an export this project made (its meta.json says what it came from), or one of
+        Immich's (described by its config files; runs on ONNX Runtime, its image tower on OpenVINO when installed)."""
+        meta = read_meta(folder)
+        if meta is not None and not meta.get("rejected"):
+            meta = {**meta, "info": {**meta["info"], "name": name, "pretrained": pretrained}}
+            return cls(folder, meta, threads)
+        runtime = "openvino" if installed("openvino") else "onnx"
+        if not installed(runtime):
+            raise ModelLoadError(f"{folder} is an exported model, and neither ONNX Runtime nor OpenVINO is installed "
+                                 f"here: pip install onnxruntime tokenizers ({EXTRA}).")
+        info = _info_from_config(folder, key, name, pretrained)
+        meta = {"format": FORMAT, "runtime": runtime, "runtime_version": version(runtime), "precision": "fp32",
+                "info": info, "logit_scale": 100.0,
+                "text": {"context_length": info["context_length"], "sot": None, "eot": None, "trim": False}}
+        return cls(folder, meta, threads)
+
     def _tower(self, name: str):  # noqa: ANN202
         with self._lock:
             if name not in self._towers:
-                path = self.folder / self.meta[name]["file"]
+                path = self._tower_file(VISUAL if name == "image" else TEXTUAL)
                 self._towers[name] = _BACKENDS[self._runs(path)](path, self._threads, quick_start=name == "text")
             return self._towers[name]
 
+    def _tower_file(self, part: str) -> Path:
+        """An OpenVINO IR where the export has one and OpenVINO is installed, else the ONNX file."""
+        ir, onnx = self.folder / part / IR_FILE, self.folder / part / ONNX_FILE
+        path = ir if ir.is_file() and (installed("openvino") or not onnx.is_file()) else onnx
+        if not path.is_file():
+            raise ModelLoadError(f"{self.folder} is incomplete: {part}/{ONNX_FILE} is missing. Export or download "
+                                 "the model again.")
+        return path
+
     def _runs(self, path: Path) -> str:
-        """Who runs a tower: ONNX files on ONNX Runtime when it is installed, whatever the export's runtime. The
-        text tower is kept as ONNX in every export, since a cold query spends its time loading it: ONNX Runtime
-        imports and loads it in ~0.1 s (quick_start), OpenVINO in ~0.4 s (its import alone ~0.2 s); one short
-        query runs in milliseconds on either."""
-        return "onnx" if path.suffix == ".onnx" and installed("onnx") else self.runtime
+        """Who runs a tower: an IR on OpenVINO; an ONNX file on the export's runtime, except the text tower, which
+        runs on ONNX Runtime when installed, whatever the export's runtime, since a cold query spends its time loading
+        it: ONNX Runtime imports and loads it in ~0.1 s (quick_start), OpenVINO in ~0.4 s (its import alone ~0.2 s);
+        one short query runs in milliseconds on either."""
+        if path.suffix == ".xml":
+            return "openvino"
+        if path.parent.name == TEXTUAL and installed("onnx"):
+            return "onnx"
+        return self.runtime if installed(self.runtime) else "onnx"
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        """(n, H, W, 3) uint8 -> (n, dim) float32, L2-normalised (normalisation runs inside the graph)."""
+        """(n, H, W, 3) uint8 -> (n, dim) float32, L2-normalised (normalised inside our graphs; here for Immich's,
+        whose towers take normalised float pixels, channels first)."""
         if not isinstance(pixels, np.ndarray):  # decoded on a GPU: exported runtimes run on the CPU
             pixels = pixels.cpu().numpy()
         start = time.perf_counter()
         tower = self._tower("image")
-        out = tower(np.ascontiguousarray(pixels, np.uint8))
+        x = np.ascontiguousarray(pixels, np.uint8)
+        if tower.dtype != np.uint8:
+            x = np.ascontiguousarray(((x.astype(np.float32) - self._mean) / self._std).transpose(0, 3, 1, 2),
+                                     tower.dtype)
+        elif len(tower.shape) == 4 and tower.shape[1] == 3:  # uint8, channels first
+            x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        out = _rows(tower, x)
         self.encode_s += time.perf_counter() - start
         return out
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         text = self.meta["text"]
         if self._tokens is None:
-            self._tokens = Tokens(self.folder, text["context_length"], text["sot"], text["eot"])
+            self._tokens = Tokens(self.folder / TEXTUAL, text["context_length"], text["sot"], text["eot"])
         tower = self._tower("text")
-        return tower(self._tokens(texts, trim=text["trim"]))
+        length = tower.shape[1] if len(tower.shape) > 1 else None
+        ids = self._tokens(texts, trim=text["trim"] and length is None)
+        if length is not None and ids.shape[1] != length:  # a tower of a fixed length: pad, or cut as open_clip does
+            fitted = np.zeros((len(ids), length), np.int64)
+            kept = min(length, ids.shape[1])
+            fitted[:, :kept] = ids[:, :kept]
+            if ids.shape[1] > length:
+                fitted[:, -1] = np.where(fitted[:, -1] != 0, self._tokens.eot, 0)
+            ids = fitted
+        return _rows(tower, ids.astype(tower.dtype, copy=False))
 
 
 def open_export(root: Path, key: str, runtime: str | None = None, precision: str | None = None,

@@ -1,6 +1,11 @@
 """Where a model's weights come from: a ModelSpec checked and fingerprinted, and hub weights found in
 the Hugging Face cache (downloaded first only when the hub can be reached).
 
+A model is either an open_clip checkpoint (a name and pretrained tag, hf-hub:ORG/REPO, a local-dir: with
+open_clip_config.json), which needs PyTorch, or an export (a folder laid out as Immich's, or
+immich:NAME, Immich's published export of open_clip weights), which does not. Without PyTorch, an
+open_clip name and tag is served by Immich's export of the same weights: same key, same vectors.
+
 Nothing here changes process-wide state: the cache is read with `local_files_only`, and whether
 the hub is reachable is probed once per process and remembered, so an offline machine fails at
 once with the fix instead of retrying for ~45 s.
@@ -22,6 +27,13 @@ from imgsearch.errors import ModelLoadError
 
 LOCAL_DIR = "local-dir:"
 HF_HUB = "hf-hub:"
+IMMICH = "immich:"
+IMMICH_ORG = "immich-app"  # Immich's exports of open_clip weights: immich-app/ARCH__TAG on the Hugging Face hub
+# What an Immich export's repo holds that we read (it also has models for other accelerators: not downloaded).
+IMMICH_FILES = ["config.json", "visual/model.onnx", "visual/model.onnx_data", "visual/preprocess_cfg.json",
+                "textual/model.onnx", "textual/model.onnx_data", "textual/tokenizer.json", "textual/vocab.json",
+                "textual/merges.txt", "textual/tokenizer_config.json", "textual/special_tokens_map.json"]
+FINGERPRINT_BYTES = 1 << 20  # an export folder's identity: its configs, and each tower's size, head and tail
 CONFIG_FILE = "open_clip_config.json"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 HUB_PROBE_TIMEOUT_S = 3.0
@@ -39,6 +51,7 @@ class Source:
     key: str  # equal keys give comparable vectors
     sha256: str | None  # local weights: their fingerprint
     from_hub: bool
+    exported: bool = False  # an export (a folder, or immich:NAME): runs without PyTorch
 
 
 @dataclass(frozen=True)
@@ -62,28 +75,45 @@ def file_sha256(paths: list[Path]) -> str:
 
 
 def resolve_source(spec: ModelSpec) -> Source:
-    """Validate a ModelSpec without loading weights; local files are fingerprinted."""
-    import open_clip  # heavy: only when a model is really needed
-
+    """Validate a ModelSpec without loading weights; local files are fingerprinted. Without open_clip installed,
+    open_clip names and tags are taken as given (nothing here to check them against)."""
     name = spec.name.strip()
     if not name:
         raise ModelLoadError("empty model name: give {param} NAME (see `python -m open_clip list` for names)", "model")
+    if name.startswith(IMMICH):
+        repo = immich_repo(name)
+        return Source(name, None, immich_key(repo.split("/")[-1]), None, from_hub=True, exported=True)
     if name.startswith(LOCAL_DIR) or (not name.startswith(HF_HUB) and Path(name).expanduser().is_dir()):
-        return _local_dir_source(Path(name.removeprefix(LOCAL_DIR)).expanduser())
+        path = Path(name.removeprefix(LOCAL_DIR)).expanduser().resolve()
+        from imgsearch.models.runtimes import is_export_folder
+
+        return _export_source(path) if is_export_folder(path) else _local_dir_source(path)
     if name.startswith(HF_HUB):
         return Source(name, None, name, None, from_hub=True)
     arch = name.replace("/", "-")
+    pretrained = (spec.pretrained or "").strip()
+    as_path = Path(pretrained).expanduser()
+    from imgsearch.models.runtimes import torch_installed
+
+    if not torch_installed():
+        if not pretrained:
+            raise ModelLoadError(f"no weights given for {arch}: give {{param}} TAG or {{param}} FILE.", "pretrained")
+        if as_path.is_file():
+            path = as_path.resolve()
+            sha = file_sha256([path])
+            return Source(arch, str(path), f"{arch}|sha256:{sha}", sha, from_hub=False)
+        return Source(arch, pretrained, f"{arch}|{pretrained}", None, from_hub=True)
+    import open_clip  # heavy: only when a model is really needed
+
     if arch not in open_clip.list_models():
         close = difflib.get_close_matches(arch, open_clip.list_models(), n=5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise ModelLoadError(f"unknown open_clip model '{name}'.{hint} Or give local-dir:DIR or hf-hub:ORG/REPO.",
-                             "model")
-    pretrained = (spec.pretrained or "").strip()
+        raise ModelLoadError(f"unknown open_clip model '{name}'.{hint} Or give local-dir:DIR, hf-hub:ORG/REPO or "
+                             "immich:NAME.", "model")
     if not pretrained:
         raise ModelLoadError(
             f"no weights given for {arch}: give {{param}} TAG "
             f"(one of {', '.join(open_clip.list_pretrained_tags_by_model(arch))}) or {{param}} FILE.", "pretrained")
-    as_path = Path(pretrained).expanduser()
     if as_path.is_file():
         path = as_path.resolve()
         sha = file_sha256([path])
@@ -97,13 +127,130 @@ def resolve_source(spec: ModelSpec) -> Source:
                          "pretrained")
 
 
+def immich_repo(name: str) -> str:
+    """immich:NAME (or immich:ORG/NAME) -> the Hugging Face repo of that export."""
+    repo = name.removeprefix(IMMICH).strip().strip("/")
+    if not repo:
+        raise ModelLoadError("empty Immich model name: give {param} immich:NAME, e.g. immich:ViT-B-32__openai", "model")
+    return repo if "/" in repo else f"{IMMICH_ORG}/{repo}"
+
+
+def immich_key(model_name: str) -> str:
+    """The key of Immich's export ARCH__TAG: the key of open_clip's ARCH with weights TAG (Immich writes a tag's
+    underscores as dashes), so its vectors and PyTorch's are one model's."""
+    arch, sep, tag = model_name.partition("__")
+    return f"{arch}|{tag.replace('-', '_')}" if sep else f"immich|{model_name}"
+
+
+def immich_names(arch: str, tag: str) -> list[str]:
+    """The names Immich may publish open_clip's ARCH with weights TAG under (dashes first, as its newer exports)."""
+    return list(dict.fromkeys([f"{IMMICH_ORG}/{arch}__{tag.replace('_', '-')}", f"{IMMICH_ORG}/{arch}__{tag}"]))
+
+
+def _export_source(path: Path) -> Source:
+    """A folder holding an export: our meta.json names the weights it came from (their key); an export without one
+    (Immich's, downloaded by hand) is known by a fingerprint of its configs and towers."""
+    from imgsearch.models.runtimes import read_meta
+
+    meta = read_meta(path)
+    if meta is not None and meta.get("info", {}).get("key"):
+        return Source(f"{LOCAL_DIR}{path}", None, meta["info"]["key"], meta["info"].get("checkpoint_sha256"),
+                      from_hub=False, exported=True)
+    h = hashlib.sha256()
+    for part in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in (".json", ".onnx", ".txt", ".xml",
+                                                                                       ".bin", ".onnx_data")):
+        h.update(str(part.relative_to(path)).encode())
+        size = part.stat().st_size
+        h.update(str(size).encode())
+        with open(part, "rb") as f:
+            h.update(f.read(FINGERPRINT_BYTES))
+            if size > 2 * FINGERPRINT_BYTES:
+                f.seek(-FINGERPRINT_BYTES, os.SEEK_END)
+                h.update(f.read())
+    sha = h.hexdigest()
+    return Source(f"{LOCAL_DIR}{path}", None, f"export|sha256:{sha}", sha, from_hub=False, exported=True)
+
+
+def export_folder(src: Source) -> Path:
+    """The folder of an exported source: the local folder, or Immich's export from the cache (else downloaded)."""
+    if src.name.startswith(IMMICH):
+        return _immich_download(src, [immich_repo(src.name)])
+    return Path(src.name.removeprefix(LOCAL_DIR))
+
+
+def immich_equivalent(src: Source) -> Path:
+    """Immich's export of an open_clip name and tag (what a torch-free install encodes with)."""
+    return _immich_download(src, immich_names(src.name, src.pretrained or ""))
+
+
+def _immich_download(src: Source, repos: list[str]) -> Path:
+    """The first of `repos` in the Hugging Face cache; else downloaded, when the hub can be reached."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    for repo in repos:
+        try:
+            return Path(snapshot_download(repo, allow_patterns=IMMICH_FILES, cache_dir=constants.HF_HUB_CACHE,
+                                          local_files_only=True))
+        except LocalEntryNotFoundError:
+            continue
+    if not hub_reachable():
+        raise ModelLoadError(immich_offline_message(src, repos[0]))
+    last: Exception | None = None
+    for repo in repos:
+        try:
+            return Path(snapshot_download(repo, allow_patterns=IMMICH_FILES, cache_dir=constants.HF_HUB_CACHE))
+        except Exception as exc:  # noqa: BLE001 (not found, network, auth, disk: the next name, else the message)
+            last = exc
+    raise ModelLoadError(f"cannot download {' or '.join(repos)} from the Hugging Face hub: {type(last).__name__}: "
+                         f"{last}")
+
+
+def cached_default() -> Path | None:
+    """Where the default model's weights are in the Hugging Face cache (open_clip's with PyTorch, else Immich's
+    export), or None: nothing is downloaded here."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    from imgsearch.config import DEFAULT_MODEL, DEFAULT_PRETRAINED
+    from imgsearch.models.runtimes import torch_installed
+
+    if torch_installed():
+        import open_clip
+
+        repo, filename = os.path.split(open_clip.get_pretrained_cfg(DEFAULT_MODEL, DEFAULT_PRETRAINED).get("hf_hub", ""))
+        wanted = [(repo, name) for name in _weight_names(filename or None)] if repo else []
+    else:
+        wanted = [(repo, "visual/model.onnx") for repo in immich_names(DEFAULT_MODEL, DEFAULT_PRETRAINED)]
+    for repo, name in wanted:
+        found = try_to_load_from_cache(repo, name, cache_dir=constants.HF_HUB_CACHE)
+        if isinstance(found, str):
+            return Path(found).parent.parent if name.startswith("visual/") else Path(found).parent
+    return None
+
+
+def immich_offline_message(src: Source, repo: str) -> str:
+    """Why an export is unavailable offline, and every way to a working model."""
+    from huggingface_hub import constants
+
+    from imgsearch.models.runtimes import extra_install
+
+    what = src.name + (f" (pretrained '{src.pretrained}')" if src.pretrained else "")
+    why = ("" if src.name.startswith(IMMICH) else
+           f"without PyTorch it is encoded by Immich's ONNX export of those weights ({repo}), which ")
+    return (f"cannot load model {what}: {why or 'it '}is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) "
+            "and the hub cannot be reached. Fix: run once with internet access to download it; or download "
+            f"config.json, visual/ and textual/ from https://huggingface.co/{repo} into one folder and give "
+            "{param:model} local-dir:FOLDER; or install PyTorch and open_clip (" + extra_install() + ") to load "
+            "open_clip checkpoints.")
+
+
 def _local_dir_source(path: Path) -> Source:
-    path = path.resolve()
     config = path / CONFIG_FILE
     if not path.is_dir():
         raise ModelLoadError(f"model folder not found: {path}", "model")
     if not config.is_file():
-        raise ModelLoadError(f"{path} is not an open_clip model folder: {CONFIG_FILE} is missing.", "model")
+        raise ModelLoadError(f"{path} is not a model folder: it holds neither {CONFIG_FILE} (open_clip) nor "
+                             "config.json, visual/ and textual/ (an export).", "model")
     weights = sorted(p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file())
     if not weights:
         raise ModelLoadError(f"{path} has {CONFIG_FILE} but no weights (*.safetensors, *.bin, *.pth).", "model")

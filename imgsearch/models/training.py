@@ -176,6 +176,11 @@ def train(pairs: Sequence[Pair], out: Path, settings: TrainSettings = TrainSetti
           arch: str | None = None, resume: bool = False, device: str | None = None,
           progress: Progress | None = None) -> list[EpochReport]:
     """Train, validating and checkpointing every epoch; the model in `out` is usable after each epoch."""
+    from imgsearch.errors import MissingExtraError
+    from imgsearch.models.runtimes import extra_install, torch_installed
+
+    if not torch_installed():
+        raise MissingExtraError(f"training needs PyTorch and open_clip: {extra_install('train')} (the train extra).")
     import torch
 
     from imgsearch.models.encoder import default_device, describe_model
