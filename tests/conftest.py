@@ -1,11 +1,19 @@
-"""Shared fixtures. Tests never touch the network: the hub is forced offline before anything imports it."""
+"""Shared fixtures, and the kinds of test as markers (applied here, in one place: see `pytest_collection_modifyitems`).
+Tests never touch the network: the hub is forced offline before anything imports it. Exported models go to a cache
+folder of this test session (never the user's), shared by its tests as a user's libraries share theirs."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.pop("IMGSEARCH_LIBRARY", None)
+if "IMGSEARCH_CACHE" not in os.environ:
+    os.environ["IMGSEARCH_CACHE"] = tempfile.mkdtemp(prefix="imgsearch-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["IMGSEARCH_CACHE"], ignore_errors=True)
 # Models run in PyTorch unless a test asks for an exported runtime (tests/test_runtimes.py): an export per
 # test would add seconds to every indexing test and prove nothing more.
 os.environ["IMGSEARCH_RUNTIME"] = "torch"
@@ -15,6 +23,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 from tests.factories import FakeEncoder  # noqa: E402
+from tests.programs import missing_program  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 
@@ -53,16 +62,36 @@ def fake_loader(fake_encoders: dict[str, FakeEncoder]):  # noqa: ANN201
     return load
 
 
+# The kinds of test, by module; PostgreSQL tests are found by their backend (see pytest_generate_tests). The heavy
+# kinds are also `slow`: `pytest -m "not slow"` is the quick slice a contributor runs while working.
+KINDS = {"test_browser.py": {"browser", "e2e"}, "test_ray.py": {"ray"}, "test_runtimes.py": {"export"},
+         "test_torch_free.py": {"export", "e2e"}, "test_transcript.py": {"e2e"}, "test_dead_ends.py": {"e2e"}}
+SLOW_KINDS = {"browser", "pgserver", "ray", "export", "gpu"}
+SLOW_TESTS = set()  # single tests of the other kinds that take longer than the quick slice affords
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        kinds = set(KINDS.get(item.path.name, ())) | ({"gpu"} if item.get_closest_marker("gpu") else set())
+        callspec = getattr(item, "callspec", None)
+        if "postgres" in item.fixturenames or (callspec is not None and callspec.params.get("db_url") == "postgresql"):
+            kinds.add("pgserver")
+        if kinds & SLOW_KINDS or item.originalname in SLOW_TESTS:
+            kinds.add("slow")
+        for kind in sorted(kinds):
+            item.add_marker(kind)
+
+
 @pytest.fixture(scope="session")
 def postgres():  # noqa: ANN201
-    """A real PostgreSQL server for the session (tests/postgres.py). Missing binaries fail the tests that need it:
-    the PostgreSQL half of the suite is never skipped."""
+    """A real PostgreSQL server for the session (tests/postgres.py). Missing binaries fail the tests that need it in
+    CI, and skip them elsewhere."""
     from tests.postgres import PostgresServer
 
     try:
         server = PostgresServer().start()
     except RuntimeError as exc:
-        pytest.fail(str(exc))
+        missing_program(str(exc))
     yield server
     server.stop()
 

@@ -2,7 +2,8 @@
 library indexed with a tiny CLIP trained on coloured shapes. Screenshots of every page land in the test's temp dir
 (and in $IMGSEARCH_SCREENSHOTS when set: that is how docs/serve.png is made).
 
-Without chromium these tests fail, they are never skipped: `.ci/run` installs it (apt-get install chromium)."""
+Without chromium these tests fail in CI (`.ci/run` installs it: apt-get install chromium) and are skipped, with the
+reason, elsewhere."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.programs import missing_program
 from tests.tinyclip import COLOURS, shape_image
 
 CHROMIUM = os.environ.get("IMGSEARCH_CHROMIUM", "/usr/bin/chromium")
@@ -102,8 +104,8 @@ def served(tmp_path_factory: pytest.TempPathFactory, trained_model_dir: Path) ->
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: install it with `apt-get install chromium` (the browser tests need a real "
-                    "browser and are never skipped)")
+        missing_program(f"{CHROMIUM} is missing: install it with `apt-get install chromium` (.ci/run does; in CI these "
+                        "tests fail without it, they are never skipped there)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

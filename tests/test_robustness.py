@@ -91,9 +91,16 @@ def test_sigkill_at_random_moments_loses_at_most_a_batch_and_never_corrupts(tmp_
     for attempt in range(8):
         proc = subprocess.Popen([sys.executable, "-m", "tests.crash_worker", str(lib_dir), str(root)],
                                 stdout=subprocess.PIPE, text=True, env=env)
-        time.sleep(rng.uniform(0.8, 1.6))
+        # killed once it says it has encoded a random number of images (the library exists by then, whatever the
+        # machine's speed), a moment later or sooner: between encoding, writing and committing a batch
+        target, out = rng.randint(1, 40), []
+        for line in proc.stdout:
+            out.append(line.strip())
+            if line.strip() == "done" or int(line) >= target:
+                break
+        time.sleep(rng.uniform(0, 0.05))
         proc.send_signal(signal.SIGKILL)
-        out = proc.communicate()[0].split()
+        out += proc.communicate()[0].split()
         if "done" in out:
             break
         kills += 1
