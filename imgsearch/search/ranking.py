@@ -109,16 +109,28 @@ def _exact(index: VectorIndex, query: np.ndarray, ids: np.ndarray, need: int, fl
     return owner_of.best(best, need)
 
 
+TIE = 1e-5  # scores closer than this are equal (float rounding), far below what the 4 printed decimals show
+
+
 def order(hits: list[tuple[int, float]], paths: dict[int, str], sort: str,
           dates: Callable[[Sequence[int]], dict[int, datetime]] | None = None) -> list[tuple[int, float]]:
-    """Results in the order asked for (ties keep the score order); ids the DB no longer has are dropped."""
+    """Results in the order asked for (ties keep the score order); ids the DB no longer has are dropped. Scores within
+    TIE of each other (exact copies: BLAS rounds the same vector's product differently by its row) go by path, so the
+    same search always lists them alike."""
     hits = [h for h in hits if h[0] in paths]
     if sort == "path":
         return sorted(hits, key=lambda h: paths[h[0]])
     if sort == "date" and dates is not None:  # newest first, like a photo timeline; undated last
         when = dates([i for i, _ in hits])
         return sorted(hits, key=lambda h: when.get(h[0]) or datetime.min, reverse=True)
-    return hits
+    out: list[tuple[int, float]] = []
+    run: list[tuple[int, float]] = []  # hits within TIE of the run's best
+    for hit in sorted(hits, key=lambda h: -h[1]):
+        if run and run[0][1] - hit[1] >= TIE:
+            out += sorted(run, key=lambda h: paths[h[0]])
+            run = []
+        run.append(hit)
+    return out + sorted(run, key=lambda h: paths[h[0]])
 
 
 def combine(vectors: np.ndarray, weights: Sequence[float]) -> np.ndarray:
