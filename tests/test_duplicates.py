@@ -47,6 +47,24 @@ def variants(tmp_path: Path, photos_dir: Path) -> Path:
 
 # --- evidence ----------------------------------------------------------------------------------
 
+def test_phash_gives_imagehash_bits(photos_dir: Path) -> None:
+    """imagehash (with SciPy's DCT) is the yardstick: the same bits on real photos, flipped, cropped, at both sizes."""
+    import imagehash
+
+    from imgsearch.dups.hashing import HASH_SIDE, phash as ours
+
+    photos = [*sorted(photos_dir.glob("*.jpg")), *sorted((photos_dir.parent / "clothing").glob("*/*.jpg"))]
+    compared = 0
+    for path in photos:
+        grey = Image.open(path).convert("L")
+        for variant in (grey, grey.transpose(Image.Transpose.ROTATE_90), grey.crop((5, 5, grey.width - 9, grey.height))):
+            for size, bits in ((HASH_SIDE, 8), (2 * HASH_SIDE, 16)):
+                small = variant.resize((size, size), Image.Resampling.LANCZOS)
+                assert np.array_equal(ours(small, bits), imagehash.phash(small, hash_size=bits).hash), (path, size)
+                compared += 1
+    assert compared == 6 * len(photos) and len(photos) == 86
+
+
 def test_phash_sees_flips_rotations_and_exif_orientation(tmp_path: Path, photos_dir: Path) -> None:
     src = photos_dir / "dress-0.jpg"
     img = Image.open(src)
