@@ -29,22 +29,27 @@ _LAZY = {
     "parse_labels": "imgsearch.models.zeroshot", "check_templates": "imgsearch.models.zeroshot",
     "evaluate_folder": "imgsearch.models.evaluation", "read_pairs": "imgsearch.models.train_data",
     "TrainSettings": "imgsearch.models.training", "train": "imgsearch.models.training",
+    "export_model": "imgsearch.models.export", "diagnose": "imgsearch.doctor", "ForgetReport": "imgsearch.library",
 }
-__all__ = ["CrawlSettings", "DupOptions", "Filters", "ImgSearchError", "IndexSettings", "Library", "ModelSpec",
+__all__ = ["CrawlSettings", "DupOptions", "Filters", "ForgetReport", "diagnose", "ImgSearchError", "IndexSettings",
+           "Library", "ModelSpec",
            "NotFoundError", "SearchOptions", "SearchResult", "Term", "TrainSettings", "UsageError", "VideoSampling",
-           "check_roots", "check_templates", "classify", "evaluate_folder", "export_results", "load_encoder", "parse_duration",
+           "check_roots", "check_templates", "classify", "evaluate_folder", "export_model", "export_results", "load_encoder",
+           "parse_duration",
            "parse_filters", "parse_labels", "parse_query", "read_pairs", "thumbnail_jpeg", "timestamp", "train",
            "upgrade"]
 
 if TYPE_CHECKING:
     from imgsearch.config import (CrawlSettings, DupOptions, Filters, IndexSettings, ModelSpec, SearchOptions,
                                   VideoSampling)
+    from imgsearch.doctor import diagnose
     from imgsearch.dups.options import parse_duration
     from imgsearch.errors import ImgSearchError, NotFoundError, UsageError
     from imgsearch.images.decode import thumbnail_jpeg
-    from imgsearch.library import Library, upgrade
+    from imgsearch.library import ForgetReport, Library, upgrade
     from imgsearch.models.encoder import load_encoder
     from imgsearch.models.evaluation import evaluate_folder
+    from imgsearch.models.export import export_model
     from imgsearch.models.train_data import read_pairs
     from imgsearch.models.training import TrainSettings, train
     from imgsearch.models.zeroshot import check_templates, classify, parse_labels

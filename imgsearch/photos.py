@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -133,6 +134,18 @@ class Thumbnails:
 
     def _file(self, key: str) -> Path:
         return self.folder / key[:2] / f"{key}.webp"
+
+    def drop(self, rows: Sequence, keep: set[str]) -> int:  # noqa: ANN001 (image rows)
+        """Delete the cached thumbnails (every size) of these images, except content others still have: how many."""
+        removed = 0
+        for row in rows:
+            content = self._key(row, 0).rsplit("-", 1)[0]
+            if content in keep:
+                continue
+            for cached in (self.folder / content[:2]).glob(f"{content}-*.webp"):
+                cached.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
     def _keep(self, cached: Path, data: bytes) -> None:
         if not self.writable:

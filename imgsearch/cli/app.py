@@ -23,6 +23,30 @@ if TYPE_CHECKING:
 # Plain help (no rich markup: help texts keep their [brackets]), -h as well as --help, on every command.
 HELP = {"rich_markup_mode": None, "context_settings": {"help_option_names": ["-h", "--help"]}}
 
+# A word for each option's value in --help (`--library DIR`, `--workers N`), instead of typer's Python types
+# (`<list[Path]>`, `<int range>`); arguments are named by their own metavar (FOLDER, QUERY). Typer has no setting for
+# it, so its one method that renders the type is replaced here, for this program's commands only.
+METAVARS = {"library": "DIR", "db_url": "URL", "model": "MODEL", "pretrained": "TAG|FILE", "exclude": "GLOB",
+            "ray": "ADDRESS", "runtime": "RUNTIME", "precision": "PRECISION", "template": "TEMPLATE",
+            "labels_file": "FILE", "move_to": "DIR", "copy_to": "DIR", "out": "DIR", "image": "IMAGE",
+            "ext": "EXT", "tag": "TAG", "tags": "TAG", "sort": "ORDER", "fmt": "FORMAT", "host": "HOST",
+            "after": "DATE", "before": "DATE", "folder": "FOLDER", "camera": "TEXT"}
+
+
+def _value_word(param: object, ctx: object) -> str:
+    if isinstance(param, typer.core.TyperArgument):
+        return ""
+    name = getattr(param, "name", None) or "value"
+    if name in METAVARS:
+        return METAVARS[name]
+    bare = param.bare_type().removeprefix("list[").removesuffix("]")  # type: ignore[attr-defined]
+    if bare in ("int", "float"):
+        return "N"
+    return "PATH" if bare == "Path" else name.upper().replace("_", "-")
+
+
+typer.core._TyperParameter.display_type = _value_word  # type: ignore[method-assign]
+
 app = typer.Typer(
     help="Semantic image search for photo libraries: index folders, then search them by text or by image.",
     no_args_is_help=True,

@@ -52,7 +52,7 @@ app.add_typer(dups_app, name="dups")
 @dups_app.callback()
 def dups(
     ctx: typer.Context,
-    paths: Annotated[Optional[list[Path]], typer.Argument(
+    paths: Annotated[Optional[list[Path]], typer.Argument(metavar="PATH",
         help="Only photos inside these folders (default: the whole library).", show_default=False)] = None,
     tier: Annotated[Optional[list[str]], typer.Option(
         help="Groups of this tier: exact, near or similar (repeatable; default: exact and near). Similar "

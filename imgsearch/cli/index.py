@@ -11,7 +11,7 @@ from imgsearch.cli.app import (LibraryOpt, ModelOpt, PretrainedOpt, TqdmProgress
 
 @app.command()
 def index(
-    folders: Annotated[Optional[list[Path]], typer.Argument(
+    folders: Annotated[Optional[list[Path]], typer.Argument(metavar="FOLDER",
         help="Folders to index (default: every folder the library already has).", show_default=False)] = None,
     library: LibraryOpt = None,
     db_url: Annotated[Optional[str], typer.Option(
@@ -79,3 +79,22 @@ def index(
         err(f"Indexed: {report.summary()}")
         if made is not None:
             err(f"Thumbnails: {made[0]} made, {made[1]} already there" + (f", {made[2]} failed" if made[2] else ""))
+
+
+@app.command()
+def forget(
+    folder: Annotated[Path, typer.Argument(metavar="FOLDER", show_default=False,
+                                           help="One of the library's folders (as `imgsearch status` lists them).")],
+    library: LibraryOpt = None,
+) -> None:
+    """Remove a folder and its photos from the library: their vectors, tags and thumbnails. The files are not
+    touched.
+
+    Example: imgsearch forget /mnt/old-drive/photos
+    """
+    with handled({"folder": "FOLDER"}):
+        with open_library(library) as lib:
+            report = lib.forget(folder)
+    err(f"Forgot {', '.join(report.folders)}: {report.photos} photo(s) and their vectors, tags and thumbnails "
+        f"({report.thumbnails} file(s)) are out of the library; the files themselves are untouched. "
+        f"Bring them back with: imgsearch index {report.folders[0]}")

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 
-from imgsearch.cli.app import (LibraryOpt, ModelOpt, PretrainedOpt, TqdmProgress, app, err, handled, model_spec,
+from imgsearch.cli.app import (HELP, LibraryOpt, ModelOpt, PretrainedOpt, TqdmProgress, app, err, handled, model_spec,
                            open_library)
 from imgsearch.errors import UsageError
 
@@ -19,7 +19,7 @@ T = TypeVar("T")
 
 @app.command()
 def train(
-    data: Annotated[Path, typer.Argument(help="A CSV (path,caption), a folder with NAME.txt captions beside the "
+    data: Annotated[Path, typer.Argument(metavar="DATA", help="A CSV (path,caption), a folder with NAME.txt captions beside the "
                                               "images, or a folder of class folders.", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the trained model (open_clip local-dir).")],
     model: ModelOpt = None,
@@ -93,7 +93,7 @@ TemplateOpt = Annotated[Optional[list[str]], typer.Option(
 
 @app.command()
 def classify(
-    images: Annotated[list[Path], typer.Argument(help="Image files.", show_default=False)],
+    images: Annotated[list[Path], typer.Argument(metavar="IMAGE", help="Image files.", show_default=False)],
     labels: LabelsOpt = None,
     labels_file: LabelsFileOpt = None,
     template: TemplateOpt = None,
@@ -150,7 +150,8 @@ def tag_images(
 
 @app.command(name="eval")
 def evaluate(
-    folder: Annotated[Path, typer.Argument(help="A folder with one sub-folder of images per label.", show_default=False)],
+    folder: Annotated[Path, typer.Argument(metavar="FOLDER", help="A folder with one sub-folder of images per label.",
+                                           show_default=False)],
     template: TemplateOpt = None,
     k: Annotated[int, typer.Option("--top", "-k", help="How many top results count, for precision@k and recall@k.",
                                    min=1)] = 10,
@@ -182,3 +183,36 @@ def evaluate(
             for label, row in report.per_label.items()))
     if report.skipped:
         err(f"{len(report.skipped)} image(s) could not be read, e.g. {report.skipped[0][0]}: {report.skipped[0][1]}")
+
+
+model_app = typer.Typer(help="Models: export one to run without PyTorch.", no_args_is_help=True, **HELP)
+app.add_typer(model_app, name="model")
+
+
+@model_app.command(name="export")
+def export_model(
+    model: Annotated[str, typer.Argument(help="An open_clip model: NAME (with --pretrained), hf-hub:ORG/REPO or "
+                                              "local-dir:DIR.", show_default=False, metavar="MODEL")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="A new folder for the export.", show_default=False,
+                                      metavar="DIR")],
+    pretrained: PretrainedOpt = None,
+    runtime: Annotated[str, typer.Option(help="onnx (runs on ONNX Runtime and OpenVINO) or openvino.",
+                                         metavar="RUNTIME")] = "onnx",
+    precision: Annotated[str, typer.Option(help="fp32, or int8 (calibrated on --photos).", metavar="PRECISION")] = "fp32",
+    photos: Annotated[Optional[list[Path]], typer.Option(
+        "--photos", help="A folder of your photos to check the export on (and calibrate int8) [repeatable].",
+        show_default=False, metavar="FOLDER")] = None,
+) -> None:
+    """Export a model to ONNX Runtime or OpenVINO (needs PyTorch): an install without PyTorch then indexes and
+    searches with it.
+
+    Example: imgsearch model export local-dir:~/models/mine --out ~/models/mine-onnx --photos ~/Pictures
+    """
+    from imgsearch import export_model as run_export
+
+    with handled():
+        made = run_export(model_spec(model, pretrained), out.expanduser().absolute(), runtime, precision,
+                          [p.expanduser() for p in photos or []])
+    fidelity = made.export.fidelity
+    err(f"Exported {model} to {made.folder} ({made.describe()}; mean cosine {fidelity['image_cosine']:.4f} against "
+        f"PyTorch on {fidelity['images']} photos). Use it: imgsearch index FOLDER --model local-dir:{made.folder}")

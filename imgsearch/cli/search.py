@@ -17,7 +17,7 @@ from imgsearch.cli.app import (LibraryOpt, ModelOpt, PretrainedOpt, app, err, ha
 
 @app.command()
 def search(
-    query: Annotated[Optional[list[str]], typer.Argument(
+    query: Annotated[Optional[list[str]], typer.Argument(metavar="QUERY",
         help="What to look for. Words form a phrase; + and - (separate words) combine terms; N:term weighs "
              "a term; @FILE or @URL is an image. E.g.: beach + sunset - people, 2:dog + @cat.jpg",
         show_default=False)] = None,
@@ -119,7 +119,7 @@ def _write_html(path: Path, results: list, title: str) -> None:
 
 @app.command()
 def export(
-    dest: Annotated[Path, typer.Argument(help="New folder to write into.", show_default=False)],
+    dest: Annotated[Path, typer.Argument(metavar="DEST", help="New folder to write into.", show_default=False)],
     fmt: Annotated[str, typer.Option("--format", help="npy (vectors.npy, ids.npy, paths.jsonl) or parquet.")] = "npy",
     library: LibraryOpt = None,
     model: ModelOpt = None,

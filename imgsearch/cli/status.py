@@ -104,3 +104,29 @@ def db_copy(
             done = lib.copy_database(to, TqdmProgress())
     err(f"Copied {done.rows:,} rows of {done.tables} tables in {done.seconds:.1f} s; counts and the checksum of "
         f"{done.vectors:,} vectors match. The library now uses {done.target}; {done.source} is unchanged.")
+
+
+@app.command()
+def doctor(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """What this install can read and run (decoders, runtimes, CUDA, models), and what to install for the rest.
+
+    Example: imgsearch doctor
+    """
+    from dataclasses import asdict
+
+    from imgsearch import diagnose
+
+    checks = diagnose()
+    if as_json:
+        sys.stdout.write("".join(json.dumps(asdict(c), ensure_ascii=False) + "\n" for c in checks))
+        return
+    area = ""
+    for c in checks:
+        if c.area != area:
+            area = c.area
+            sys.stdout.write(f"{area}\n")
+        sys.stdout.write(f"  {'ok' if c.ok else '--':<3} {c.name:<14} {c.detail}\n")
+        if c.fix:
+            sys.stdout.write(f"  {'':<3} {'':<14} fix: {c.fix}\n")
+    missing = sum(not c.ok for c in checks)
+    err(f"{len(checks) - missing} of {len(checks)} available" + (f"; {missing} with a fix above." if missing else "."))

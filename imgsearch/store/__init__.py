@@ -15,11 +15,13 @@ from imgsearch.store.frames import encoded_image_ids, frame_index_ids, frame_own
 from imgsearch.store.images import (  # noqa: F401
     KnownFile,
     add_roots,
+    content_keys_in_use,
     count_images,
     dates_for,
     delete_images,
     filter_ids,
     filter_index_ids,
+    forget_root,
     get_image,
     image_id_for_path,
     indexed_photos,

@@ -51,6 +51,22 @@ def list_roots(session: Session) -> list[str]:
     return list(session.scalars(select(Root.path).order_by(Root.path)))
 
 
+def forget_root(session: Session, root: str) -> list[KnownFile]:
+    """Remove a root and every file recorded under it (vectors, frames, tags and hashes go with them); what the
+    removed rows were."""
+    gone = list(known_files(session, [root]).values())
+    delete_images(session, [f.id for f in gone])
+    session.execute(delete(Root).where(Root.path == root))
+    return gone
+
+
+def content_keys_in_use(session: Session, keys: Iterable[str]) -> set[str]:
+    """Which of these content hashes some recorded file still has (copies share thumbnails)."""
+    wanted = list(dict.fromkeys(keys))
+    return {k for chunk in chunks(wanted) for k in session.scalars(select(Image.content_hash)
+                                                                   .where(Image.content_hash.in_(chunk)))}
+
+
 def known_files(session: Session, roots: Sequence[str]) -> dict[str, KnownFile]:
     """Every DB file inside any of the roots, by path."""
     out: dict[str, KnownFile] = {}
