@@ -31,13 +31,11 @@ _LAZY = {
     "TrainSettings": "imgsearch.models.training", "train": "imgsearch.models.training",
     "export_model": "imgsearch.models.export", "diagnose": "imgsearch.doctor", "ForgetReport": "imgsearch.library",
 }
-__all__ = ["CrawlSettings", "DupOptions", "Filters", "ForgetReport", "diagnose", "ImgSearchError", "IndexSettings",
-           "Library", "ModelSpec",
-           "NotFoundError", "SearchOptions", "SearchResult", "Term", "TrainSettings", "UsageError", "VideoSampling",
-           "check_roots", "check_templates", "classify", "evaluate_folder", "export_model", "export_results", "load_encoder",
-           "parse_duration",
-           "parse_filters", "parse_labels", "parse_query", "read_pairs", "thumbnail_jpeg", "timestamp", "train",
-           "upgrade"]
+__all__ = ["CrawlSettings", "DupOptions", "Filters", "ForgetReport", "ImgSearchError", "IndexSettings", "Library",
+           "ModelSpec", "NotFoundError", "SearchOptions", "SearchResult", "Term", "TrainSettings", "UsageError",
+           "VideoSampling", "check_roots", "check_templates", "classify", "diagnose", "evaluate_folder",
+           "export_model", "export_results", "load_encoder", "parse_duration", "parse_filters", "parse_labels",
+           "parse_query", "read_pairs", "thumbnail_jpeg", "timestamp", "train", "upgrade"]
 
 if TYPE_CHECKING:
     from imgsearch.config import (CrawlSettings, DupOptions, Filters, IndexSettings, ModelSpec, SearchOptions,

@@ -80,7 +80,7 @@ def _models() -> list[Check]:
     out.append(Check("models", "default model", cached is not None,
                      f"{name}: {how} in {cached}" if cached else
                      f"{name}: {how} not downloaded yet (~600 MB, once)",
-                     None if cached else "imgsearch index FOLDER (with network access: it downloads the model)"))
+                     None if cached else "network access, once: the first index downloads it"))
     return out
 
 

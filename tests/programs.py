@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
@@ -13,3 +16,18 @@ def missing_program(what: str) -> None:
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(what)
     pytest.skip(what)
+
+
+def wait_for_url(process: subprocess.Popen, log: Path, limit_s: float = 120) -> str:
+    """The address `imgsearch serve` prints once it listens (its output goes to `log`); the server's own line is
+    the signal, the limit only bounds a server that never says it."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        text = log.read_text()
+        if "Serving " in text:
+            return text.split("Serving ", 1)[1].split(" at ", 1)[1].split()[0]
+        if process.poll() is not None:
+            raise AssertionError(f"imgsearch serve exited {process.returncode}: {text}")
+        time.sleep(0.1)
+    process.kill()
+    raise AssertionError(f"imgsearch serve did not start in {limit_s:.0f} s: {log.read_text()}")

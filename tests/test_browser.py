@@ -15,14 +15,13 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.programs import missing_program
+from tests.programs import missing_program, wait_for_url
 from tests.tinyclip import COLOURS, shape_image
 
 CHROMIUM = os.environ.get("IMGSEARCH_CHROMIUM", "/usr/bin/chromium")
@@ -66,16 +65,7 @@ def start_server(library: Path, log: Path, *extra: str) -> tuple[subprocess.Pope
     out = log.open("w")
     process = subprocess.Popen([sys.executable, "-m", "imgsearch", "serve", "-L", str(library), "--port", str(port),
                                 *extra], stdout=out, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        text = log.read_text()
-        if "Serving " in text:
-            return process, text.split(" at ", 1)[1].split()[0]
-        if process.poll() is not None:
-            raise AssertionError(f"imgsearch serve exited {process.returncode}: {text}")
-        time.sleep(0.1)
-    process.kill()
-    raise AssertionError(f"imgsearch serve did not start in 120 s: {log.read_text()}")
+    return process, wait_for_url(process, log)
 
 
 @pytest.fixture(scope="module")

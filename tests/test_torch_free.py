@@ -20,6 +20,7 @@ from imgsearch.config import ModelSpec
 from imgsearch.library import Library
 from imgsearch.models.encoder import OpenClipEncoder, load_encoder
 from imgsearch.models.runtimes import ExportedEncoder
+from tests.programs import wait_for_url
 from tests.tinyclip import hub_cache_repo, write_immich
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -166,3 +167,72 @@ def test_what_needs_torch_says_how_to_install_it(args: list[str], needs: str, tm
     assert got.returncode == 1, got.stderr
     assert needs in got.stderr and "Traceback" not in got.stderr
     assert [line for line in got.stderr.splitlines() if needs in line][0].startswith("Error: ")  # one line says it all
+
+
+def readme_block(after: str, lang: str = "") -> str:
+    """The first code block after a heading of the README, as a user copies it."""
+    text = (ROOT / "README.md").read_text()
+    start = text.index(f"```{lang}\n", text.index(after)) + len(f"```{lang}\n")
+    return text[start:text.index("```", start)]
+
+
+@pytest.fixture
+def new_user(tmp_path: Path, photos_dir: Path, immich_dir: Path, no_torch: dict[str, str]) -> dict[str, str]:
+    """A user of the torch-free install: photos in ~/Pictures, `imgsearch` on PATH, the default model in the hub
+    cache (as the first index leaves it: here a tiny model under the default's repo name, the tests being offline)."""
+    home = tmp_path / "home"
+    shutil.copytree(photos_dir, home / "Pictures")
+    hub_cache_repo(tmp_path / "hub", DEFAULT_REPO, immich_dir)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "imgsearch").write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m imgsearch "$@"\n')
+    (bin_dir / "imgsearch").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_DATA_HOME", "XDG_CACHE_HOME", "IMGSEARCH_LIBRARY")}
+    return {**env, **no_torch, "HOME": str(home), "HF_HUB_CACHE": str(tmp_path / "hub"),
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+
+
+def test_the_readme_quick_start_works_as_written(tmp_path: Path, new_user: dict[str, str]) -> None:
+    install, index, search, serve = readme_block("## Quick start").strip().splitlines()
+    assert install == "pip install ."  # run for real in a fresh virtualenv by .ci/torch_free
+    pictures = Path(new_user["HOME"]) / "Pictures"
+
+    def run(line: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", "-c", line], capture_output=True, text=True, env=new_user, timeout=600,
+                              cwd=tmp_path)
+
+    indexed = run(index)
+    assert indexed.returncode == 0 and "6 new" in indexed.stderr and "Traceback" not in indexed.stderr, indexed.stderr
+    found = run(search)
+    assert found.returncode == 0, found.stderr
+    rows = found.stdout.splitlines()
+    assert rows[0].split() == ["#", "score", "path"] and len(rows) == 7
+    assert all(row.split()[2].startswith(str(pictures)) for row in rows[1:])
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(["bash", "-c", f"exec {serve}"], stdout=out, stderr=subprocess.STDOUT, text=True,
+                                  env=new_user, cwd=tmp_path)
+    try:
+        url = wait_for_url(server, log)
+        import httpx
+
+        page = httpx.get(url, timeout=60)
+        assert page.status_code == 200 and "<form" in page.text
+        api = httpx.get(url.rstrip("/") + "/api/v1/search", params={"q": "a red shape"}, timeout=60)
+        assert api.status_code == 200 and len(api.json()["results"]) == 6, api.text
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def test_the_readme_python_example_runs_as_a_script(tmp_path: Path, new_user: dict[str, str]) -> None:
+    script = tmp_path / "example.py"
+    script.write_text(readme_block("## Python API", "python"))
+    got = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=new_user, timeout=600,
+                         cwd=tmp_path)
+    assert got.returncode == 0 and "Traceback" not in got.stderr, got.stderr
+    lines = got.stdout.splitlines()
+    assert lines[0].startswith("6 new, 0 changed")
+    assert [line.split()[0] for line in lines[1:6]] == ["1", "2", "3", "4", "5"]
+    assert sum(line.startswith("like it: ") for line in lines) == 3
+    assert lines[-1] == "0 photos of a beach at sunset taken with a Pixel"

@@ -50,7 +50,7 @@ typer.core._TyperParameter.display_type = _value_word  # type: ignore[method-ass
 app = typer.Typer(
     help="Semantic image search for photo libraries: index folders, then search them by text or by image.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion, --show-completion
     pretty_exceptions_enable=False,
     **HELP,
 )

@@ -115,8 +115,8 @@ TIE = 1e-5  # scores closer than this are equal (float rounding), far below what
 def order(hits: list[tuple[int, float]], paths: dict[int, str], sort: str,
           dates: Callable[[Sequence[int]], dict[int, datetime]] | None = None) -> list[tuple[int, float]]:
     """Results in the order asked for (ties keep the score order); ids the DB no longer has are dropped. Scores within
-    TIE of each other (exact copies: BLAS rounds the same vector's product differently by its row) go by path, so the
-    same search always lists them alike."""
+    TIE of each other are one score, listed by path: exact copies, whose vectors differ in the last bits by their
+    places in the encoder's batches, always come in the same order with the same score."""
     hits = [h for h in hits if h[0] in paths]
     if sort == "path":
         return sorted(hits, key=lambda h: paths[h[0]])
@@ -124,13 +124,14 @@ def order(hits: list[tuple[int, float]], paths: dict[int, str], sort: str,
         when = dates([i for i, _ in hits])
         return sorted(hits, key=lambda h: when.get(h[0]) or datetime.min, reverse=True)
     out: list[tuple[int, float]] = []
-    run: list[tuple[int, float]] = []  # hits within TIE of the run's best
-    for hit in sorted(hits, key=lambda h: -h[1]):
-        if run and run[0][1] - hit[1] >= TIE:
-            out += sorted(run, key=lambda h: paths[h[0]])
+    run: list[tuple[int, float]] = []  # hits within TIE of the run's best: one score, listed by path
+    for hit in [*sorted(hits, key=lambda h: -h[1]), None]:
+        if run and (hit is None or run[0][1] - hit[1] >= TIE):
+            out += [(i, run[0][1]) for i, _ in sorted(run, key=lambda h: paths[h[0]])]
             run = []
-        run.append(hit)
-    return out + sorted(run, key=lambda h: paths[h[0]])
+        if hit is not None:
+            run.append(hit)
+    return out
 
 
 def combine(vectors: np.ndarray, weights: Sequence[float]) -> np.ndarray:

@@ -24,6 +24,7 @@ from imgsearch.store import dialect
 from imgsearch.store.orm import Model
 from imgsearch.vectors.index import VectorIndex
 
+TIE_LOOKAHEAD = 16  # results ranked past a page, so that equal scores across its end are listed alike on every page
 CACHE_WRITE_WAIT_MS = 200  # a search waits this long for an indexer's write lock, then skips caching
 
 
@@ -58,12 +59,14 @@ def search(sessions: sessionmaker[Session], row: Model, encoder: Callable[[], En
         frames.update(found)
         return {i: image_id for i, (image_id, _) in found.items()}
 
-    hits = rank_ids(ann, query, min(options.offset + options.k, len(ann)), allowed, exclude, options.min_score, owners)
+    # a few past the page: a run of equal scores (exact copies) that crosses the page's end is ordered whole
+    hits = rank_ids(ann, query, min(options.offset + options.k + TIE_LOOKAHEAD, len(ann)), allowed, exclude,
+                    options.min_score, owners)
     times = {frames[i][0]: frames[i][1] for i, _ in hits if i in frames}
     hits = [(frames[i][0] if i in frames else i, score) for i, score in hits]
     with sessions() as session:
         paths = store.paths_for(session, [i for i, _ in hits])
-        hits = order(hits, paths, "score")[options.offset:]
+        hits = order(hits, paths, "score")[options.offset: options.offset + options.k]
         hits = order(hits, paths, options.sort, lambda ids: store.dates_for(session, ids))
     return [SearchResult(rank=n, score=s, path=paths[i], id=i, time_ms=times.get(i)) for n, (i, s) in enumerate(hits, 1)]
 

@@ -1,0 +1,97 @@
+"""What a newcomer reaches for first: forgetting a folder, `doctor`, shell completion (the real CLI, in-process)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from imgsearch.cli import app
+from tests.factories import write_photo
+from tests.test_cli import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_forget_removes_a_folder_and_its_photos_but_not_the_files(tmp_path: Path, photos_dir: Path,
+                                                                   tiny_model_dir: Path) -> None:
+    keep, old = tmp_path / "keep", tmp_path / "old-drive"
+    for i, colour in enumerate(("red", "green", "blue")):
+        write_photo(keep / f"{colour}.png", colour, size=(48, 40 + i))
+        write_photo(old / f"{colour}.jpg", colour, size=(40 + i, 48), fmt="JPEG")
+    (old / "broken.jpg").write_bytes(b"not a picture")
+    lib = tmp_path / "lib"
+    assert cli("index", keep, old, "-L", lib, "-m", f"local-dir:{tiny_model_dir}", "--workers", "0",
+               "--thumbnails").exit_code == 0
+    assert cli("tag", "--labels", "red,green,blue", "-L", lib).exit_code == 0
+    thumbs = sorted((lib / "thumbs").rglob("*.webp"))
+    assert len(thumbs) == 6
+
+    # not a folder of the library: refused, naming them
+    inside = cli("forget", old / "sub", "-L", lib)
+    assert inside.exit_code == 2 and f"it is inside {old}, one of the library's folders: forget that one" in inside.stderr
+    elsewhere = cli("forget", tmp_path / "elsewhere", "-L", lib)
+    assert elsewhere.exit_code == 2 and "it is not one of the library's folders" in elsewhere.stderr
+    assert f"The library's folders: {keep}, {old}" in elsewhere.stderr
+
+    got = cli("forget", old, "-L", lib)
+    assert got.exit_code == 0, got.output
+    assert f"Forgot {old}: 3 photo(s)" in got.stderr and "the files themselves are untouched" in got.stderr
+    assert sorted(p.name for p in old.iterdir()) == ["blue.jpg", "broken.jpg", "green.jpg", "red.jpg"]
+    found = [json.loads(line)["path"] for line in cli("search", "red", "-L", lib, "--json", "-k", "10").stdout.splitlines()]
+    assert sorted(Path(p).name for p in found) == ["blue.png", "green.png", "red.png"]
+    status = json.loads(cli("status", "-L", lib, "--json").stdout)
+    assert [r[0] for r in status["roots"]] == [str(keep)] and status["indexed"] == 3 and status["skipped"] == 0
+    assert sum(status["tags"].values()) == 3  # the forgotten photos' tags went with them
+    assert len(sorted((lib / "thumbs").rglob("*.webp"))) == 3
+
+    # the command it suggests brings them back
+    back = got.stderr.split("Bring them back with: ")[1].split()
+    again = cli(*back[1:], "-L", lib, "--workers", "0")
+    assert again.exit_code == 0 and "3 new" in again.stderr and "1 skipped" in again.stderr, again.stderr
+
+
+def test_doctor_names_what_is_missing_and_the_fix_works(tmp_path: Path) -> None:
+    blocker = tmp_path / "block"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text("import sys\nsys.modules['pillow_jxl'] = None  # as if not installed\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocker), str(ROOT)]), "IMGSEARCH_CACHE": str(tmp_path)}
+    got = subprocess.run([sys.executable, "-m", "imgsearch", "doctor", "--json"], capture_output=True, text=True,
+                         env=env, timeout=300, cwd=ROOT)
+    assert got.returncode == 0, got.stderr
+    checks = {(c["area"], c["name"]): c for c in map(json.loads, got.stdout.splitlines())}
+    assert checks[("decoders", "HEIF")]["ok"] and checks[("runtimes", "ONNX Runtime")]["ok"]
+    jxl = checks[("decoders", "JXL")]
+    assert not jxl["ok"] and jxl["fix"] == 'pip install pillow-jxl-plugin (the "jxl" extra of imgsearch)'
+    assert checks[("runtimes", "PyTorch")]["ok"]  # the test environment has the torch extra
+    assert checks[("models", "exports")]["detail"].startswith(f"0 in {tmp_path / 'exports'}")
+    assert not checks[("models", "default model")]["ok"]  # offline, nothing cached
+    fix = shlex.split(jxl["fix"].split(" (")[0])
+    done = subprocess.run([sys.executable, "-m", *fix], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr  # installed here already: pip says so
+    text = subprocess.run([sys.executable, "-m", "imgsearch", "doctor"], capture_output=True, text=True, env=env,
+                          timeout=300, cwd=ROOT)
+    assert "  --  JXL" in text.stdout and 'fix: pip install pillow-jxl-plugin' in text.stdout
+    assert f"{sum(c['ok'] for c in checks.values())} of {len(checks)} available" in text.stderr
+
+
+def test_shell_completion_completes_commands_and_installs(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    env = {"_IMGSEARCH_COMPLETE": "complete_bash", "COMP_WORDS": "imgsearch ind", "COMP_CWORD": "1"}
+    got = CliRunner().invoke(app, [], env=env, prog_name="imgsearch")
+    assert got.stdout.split() == ["index"]
+    env = {"_IMGSEARCH_COMPLETE": "complete_bash", "COMP_WORDS": "imgsearch index --ru", "COMP_CWORD": "2"}
+    assert CliRunner().invoke(app, [], env=env, prog_name="imgsearch").stdout.split() == ["--runtime"]
+    # `imgsearch --install-completion` writes the script and sources it from the shell's startup file
+    home = tmp_path / "home"
+    home.mkdir()
+    done = subprocess.run([sys.executable, "-c", "from imgsearch.cli import app; app(prog_name='imgsearch')",
+                           "--install-completion"], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env={**os.environ, "HOME": str(home), "SHELL": "/bin/bash"})
+    assert done.returncode == 0, done.stderr
+    script = home / ".bash_completions" / "imgsearch.sh"
+    assert "_imgsearch_completion" in script.read_text() and str(script) in (home / ".bashrc").read_text()
