@@ -35,12 +35,13 @@ def new_texts(tag: str, n: int) -> list[str]:
     return [f"{WORDS[i % len(WORDS)]} {THINGS[(i * 7) % len(THINGS)]} {tag} {i}" for i in range(n)]
 
 
-def cold(lib: Path, texts: list[str], runtime_env: str) -> tuple[float, list[float]]:
+def cold(lib: Path, texts: list[str], runtime_env: str, env: dict | None = None) -> tuple[float, list[float]]:
     times = []
     for text in texts:
         t = time.perf_counter()
         subprocess.run([sys.executable, "-m", "imgsearch", "search", text, "-L", str(lib), "--paths"], check=True,
-                       capture_output=True, text=True, env={**os.environ, "IMGSEARCH_RUNTIME": runtime_env})
+                       capture_output=True, text=True,
+                       env={**os.environ, "IMGSEARCH_RUNTIME": runtime_env, **(env or {})})
         times.append(time.perf_counter() - t)
     return statistics.median(times), times
 
@@ -61,6 +62,11 @@ def main() -> None:
     model_dir = save_random_model(a.model, a.work / f"model-{a.model}")
     spec = ModelSpec(f"local-dir:{model_dir}", None)
     work = Path(tempfile.mkdtemp(prefix="bench-cold-"))
+    os.environ["IMGSEARCH_CACHE"] = str(work / "cache")  # this run's exports only (they are kept once per user)
+    blocker = work / "no-torch"  # the plain install's situation: torch and open_clip cannot be imported
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text("import sys\nfor m in ('torch', 'torchvision', 'open_clip'):\n"
+                                              "    sys.modules[m] = None\n")
     photos = work / "photos"
     photos.mkdir()
     files = sorted(CLOTHING.rglob("*.jpg"))
@@ -78,7 +84,7 @@ def main() -> None:
                                                                             lib.encoder(spec).info.dim))
             else:
                 lib.index([], spec, IndexSettings(runtime=runtime))
-    exports = lib_dir / "models"
+    exports = work / "cache" / "exports"
     # warm the page cache and the index file once, as any second query of a user's day would find it
     cold(lib_dir, new_texts("warm", 1), "")
     shutil.move(exports, work / "models-aside")  # no export: the PyTorch path
@@ -93,9 +99,10 @@ def main() -> None:
         for other in work.iterdir():
             if other.name.startswith(("onnx-", "openvino-")):
                 other.rename(home / other.name)
+    rows["onnx, torch blocked"] = cold(lib_dir, new_texts("blocked", a.queries), "", {"PYTHONPATH": str(blocker)})
     base = rows["torch"][0]
     for name, (median, times) in rows.items():
-        print(f"{name:9s} cold new-text query: median {median:.2f} s ({base / median:.1f}x faster than PyTorch); "
+        print(f"{name:20s} cold new-text query: median {median:.2f} s ({base / median:.1f}x faster than PyTorch); "
               f"all: {', '.join(f'{t:.2f}' for t in times)}", flush=True)
     if a.keep:
         print(f"library kept: {lib_dir}")

@@ -69,9 +69,7 @@ def run_runtime(folder: Path, model_dir: Path, workers: int, runtime: str, preci
             t = time.perf_counter()
             lib._indexing_encoder(spec, settings, [folder], None)
             export_s = time.perf_counter() - t
-    with Library.open(second, create=True) as lib:
-        if runtime != "torch":
-            shutil.copytree(first / "models", second / "models")
+    with Library.open(second, create=True) as lib:  # finds the export the first made (exports are per user)
         report = lib.index([folder], spec, settings)
     for d in (first, second):
         shutil.rmtree(d, ignore_errors=True)

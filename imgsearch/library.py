@@ -13,42 +13,41 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
 from imgsearch import folder, photos, store
 from imgsearch.config import (DB_FILENAME, DB_URL_ENV, INDEX_DIRNAME, DupOptions, IndexSettings, ModelSpec,
                               SearchOptions, default_library_dir)
-from imgsearch.dups import actions as dup_actions
-from imgsearch.dups import scan as dup_scan
-from imgsearch.dups.actions import ActionReport
-from imgsearch.dups.grouping import Group
-from imgsearch.dups.scan import DupReport
 from imgsearch.errors import (LibraryNotFoundError, ModelMismatchError, NothingIndexedError, ReadOnlyError,
                               UsageError)
 from imgsearch.models import runtimes
 from imgsearch.models.encoder import Encoder, EncoderCache, load_encoder
-from imgsearch.models.evaluation import EvalReport, evaluate_folder
-from imgsearch.models.zeroshot import DEFAULT_TEMPLATES, classify
 from imgsearch.photos import THUMB_DIRNAME, PhotoInfo, Thumbnails
 from imgsearch.progress import Progress, SilentProgress
 from imgsearch.search import searcher, tagging
 from imgsearch.search.export import export_vectors
 from imgsearch.search.query import Term, check_text
 from imgsearch.search.result import SearchResult
-from imgsearch.status import LibraryStatus, library_status
 from imgsearch.store import dialect
-from imgsearch.store.copy import CopyReport, copy_database
 from imgsearch.store import engine as db
 from imgsearch.store.orm import Model
 from imgsearch.vectors.build import AnyIndex, IndexCache
 from imgsearch.workers import in_background
-from indexer.pipeline import RunReport, check_roots, run_index
+
+if TYPE_CHECKING:  # what a search does not need is imported where it is used: a cold query imports less
+    from imgsearch.dups.actions import ActionReport
+    from imgsearch.dups.grouping import Group
+    from imgsearch.dups.scan import DupReport
+    from imgsearch.models.evaluation import EvalReport
+    from imgsearch.status import LibraryStatus
+    from imgsearch.store.copy import CopyReport
+    from indexer.pipeline import RunReport
 
 EncoderLoader = Callable[[ModelSpec], Encoder]
 UPLOAD_MAX_PIXELS = 50_000_000  # an image sent by a client is decoded within this, whatever the machine's RAM
-__all__ = ["Library", "ForgetReport", "UpgradeReport", "upgrade", "DupReport", "LibraryStatus", "RunReport", "ActionReport",
-           "CopyReport"]
+__all__ = ["Library", "ForgetReport", "UpgradeReport", "upgrade"]
 
 
 class Library:
@@ -165,6 +164,9 @@ class Library:
 
         Without a spec, the library's most recently used model is kept (else the default model).
         """
+        from imgsearch.dups import actions as dup_actions
+        from indexer.pipeline import check_roots, run_index
+
         with self.session() as session:
             known_roots = store.list_roots(session)
             if spec is None:
@@ -345,6 +347,8 @@ class Library:
     def duplicates(self, options: DupOptions = DupOptions(), model: ModelSpec | None = None,
                    progress: Progress | None = None) -> DupReport:
         """Groups of exact, near-exact and similar copies, each with a suggested keeper; touches no photo."""
+        from imgsearch.dups import scan as dup_scan
+
         row = self._model_row(model)
         with self._writing():  # hashes and candidate pairs are cached in the library
             return dup_scan.find(self.sessions, row, options, progress)
@@ -356,16 +360,20 @@ class Library:
         Without apply, only the plan is returned. Every applied step is journaled: see undo_duplicates.
         Groups holding an unusually large share of the library (a threshold too loose) need `yes`.
         """
+        from imgsearch.dups import actions as dup_actions
+
         return dup_actions.act(self.sessions, groups, move_to, link, apply, self._index_lock, yes)
 
     def undo_duplicates(self) -> ActionReport:
         """Reverse the latest applied duplicates action exactly (files back, index entries back)."""
         with self._index_lock():
+            from imgsearch.dups import actions as dup_actions
+
             return dup_actions.undo_last(self.sessions)
 
     # --- zero-shot labels and evaluation ---------------------------------------------------------
 
-    def tag(self, labels: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES, top: int = 3,
+    def tag(self, labels: Sequence[str], templates: Sequence[str] = (), top: int = 3,
             min_probability: float = 0.0, model: ModelSpec | None = None) -> tuple[int, int]:
         """Label every indexed image from its stored vector (no re-encoding); writes the top labels with
         their probabilities, replacing earlier tags with these labels. Returns (images, tags written)."""
@@ -377,11 +385,15 @@ class Library:
     def classify(self, paths: Sequence[str], labels: Sequence[str], templates: Sequence[str] = (),
                  model: ModelSpec | None = None) -> list[tuple[str, list[tuple[str, float]] | str]]:
         """Per image file: (label, probability) best first, or why it could not be read."""
+        from imgsearch.models.zeroshot import classify
+
         return classify(self.encoder_for(model), paths, labels, templates)
 
     def evaluate(self, folder_path: Path, templates: Sequence[str], k: int = 10, workers: int = -1,
                  model: ModelSpec | None = None) -> EvalReport:
         """How well the model finds a labelled folder's photos (one sub-folder per label)."""
+        from imgsearch.models.evaluation import evaluate_folder
+
         return evaluate_folder(self.encoder_for(model), folder_path, templates, k, workers)
 
     # --- status ----------------------------------------------------------------------------------
@@ -389,6 +401,8 @@ class Library:
     def status(self) -> LibraryStatus:
         """Roots, counts, models and their indexes, last run, and where the database is (a server URL without its
         password)."""
+        from imgsearch.status import library_status
+
         return library_status(self.sessions, self.path, self.index_dir, dialect.describe(self.engine),
                               self.exports_dir)
 
@@ -398,6 +412,8 @@ class Library:
         with self._index_lock():
             target = db.make_engine(url)
             try:
+                from imgsearch.store.copy import copy_database
+
                 report = copy_database(self.engine, target, progress or SilentProgress())
             finally:
                 target.dispose()

@@ -67,12 +67,21 @@ def fake_loader(fake_encoders: dict[str, FakeEncoder]):  # noqa: ANN201
 KINDS = {"test_browser.py": {"browser", "e2e"}, "test_ray.py": {"ray"}, "test_runtimes.py": {"export"},
          "test_torch_free.py": {"export", "e2e"}, "test_transcript.py": {"e2e"}, "test_dead_ends.py": {"e2e"}}
 SLOW_KINDS = {"browser", "pgserver", "ray", "export", "gpu"}
-SLOW_TESTS = set()  # single tests of the other kinds that take longer than the quick slice affords
+# single tests of the other kinds that take longer than the quick slice affords (10-25 s each on 2 cores)
+SLOW_TESTS = {"test_sharded_build_merged_on_disk_matches_one_index_and_survives_a_move",
+              "test_kill_during_apply_and_undo_through_the_cli_never_loses_a_photo",
+              "test_eight_threads_share_one_library_while_another_process_indexes",
+              "test_a_missing_decoder_is_listed_and_the_fix_it_names_works",
+              "test_read_only_library_can_be_searched_and_refuses_changes_without_advising_to_discard",
+              "test_stopping_an_indexer_leaves_no_process_behind"}
+RAY_TESTS = {"test_shards_can_be_built_by_ray_tasks"}  # Ray outside test_ray.py
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         kinds = set(KINDS.get(item.path.name, ())) | ({"gpu"} if item.get_closest_marker("gpu") else set())
+        if item.originalname in RAY_TESTS:
+            kinds.add("ray")
         callspec = getattr(item, "callspec", None)
         if "postgres" in item.fixturenames or (callspec is not None and callspec.params.get("db_url") == "postgresql"):
             kinds.add("pgserver")

@@ -214,5 +214,6 @@ def export_model(
         made = run_export(model_spec(model, pretrained), out.expanduser().absolute(), runtime, precision,
                           [p.expanduser() for p in photos or []])
     fidelity = made.export.fidelity
+    checked = f"{fidelity['images']} of your photos" if photos else f"{fidelity['images']} random images (--photos: yours)"
     err(f"Exported {model} to {made.folder} ({made.describe()}; mean cosine {fidelity['image_cosine']:.4f} against "
-        f"PyTorch on {fidelity['images']} photos). Use it: imgsearch index FOLDER --model local-dir:{made.folder}")
+        f"PyTorch on {checked}). Use it: imgsearch index FOLDER --model local-dir:{made.folder}")
