@@ -45,7 +45,15 @@ def _value_word(param: object, ctx: object) -> str:
     return "PATH" if bare == "Path" else name.upper().replace("_", "-")
 
 
+def _usage_name(param: object) -> str:
+    """An argument in the usage line as Unix tools write it: FOLDER when required, [FOLDER] when not (typer: {FOLDER})."""
+    name = param.display_name_raw  # type: ignore[attr-defined]
+    name = name if param.required else f"[{name}]"  # type: ignore[attr-defined]
+    return name + ("..." if param.nargs != 1 else "")  # type: ignore[attr-defined]
+
+
 typer.core._TyperParameter.display_type = _value_word  # type: ignore[method-assign]
+typer.core.TyperArgument._usage_display_name = _usage_name  # type: ignore[method-assign]
 
 app = typer.Typer(
     help="Semantic image search for photo libraries: index folders, then search them by text or by image.",

@@ -93,7 +93,13 @@ def dups(
     pretrained: PretrainedOpt = None,
 ) -> None:
     """Find exact and near-exact copies (similar ones when asked); move them aside or link them. Never deletes a
-    photo."""
+    photo.
+
+    \b
+    Examples:
+      imgsearch dups                             # list the groups
+      imgsearch dups --move-to ~/dups --apply    # move the copies aside (undo: imgsearch dups undo)
+    """
     if ctx.invoked_subcommand is not None:
         return
     from imgsearch import DupOptions, parse_duration

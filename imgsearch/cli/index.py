@@ -54,7 +54,14 @@ def index(
     thumbnails: Annotated[bool, typer.Option("--thumbnails", help="Also make the thumbnails `imgsearch serve` shows, "
                                                                    "so its first scroll is fast.")] = False,
 ) -> None:
-    """Crawl folders, encode new and changed images, and build the search index."""
+    """Crawl folders, encode new and changed images, and build the search index.
+
+    \b
+    Examples:
+      imgsearch index ~/Pictures
+      imgsearch index                # re-scan every folder the library has
+      imgsearch index ~/Pictures --exclude "*/export/*" --model immich:ViT-B-16-SigLIP2__webli
+    """
     from imgsearch import CrawlSettings, IndexSettings, VideoSampling, check_roots
     from imgsearch.cli.render import shown
 

@@ -137,7 +137,10 @@ def tag_images(
     model: ModelOpt = None,
     pretrained: PretrainedOpt = None,
 ) -> None:
-    """Zero-shot tag every indexed image (from its stored vector); then: imgsearch search ... --tag LABEL."""
+    """Zero-shot tag every indexed image (from its stored vector); then: imgsearch search ... --tag LABEL.
+
+    Example: imgsearch tag --labels beach,mountains,city,food,pets
+    """
     from imgsearch import parse_labels
 
     with handled():

@@ -48,7 +48,14 @@ def search(
     model: ModelOpt = None,
     pretrained: PretrainedOpt = None,
 ) -> None:
-    """Find the images that best match a text, an image, or a combination."""
+    """Find the images that best match a text, an image, or a combination.
+
+    \b
+    Examples:
+      imgsearch search "a dog on the beach"
+      imgsearch search beach + sunset - people --after 2019 -k 20
+      imgsearch search --image ~/Pictures/cat.jpg --json
+    """
     from imgsearch.cli import render as output
     from imgsearch import SearchOptions, Term, parse_filters, parse_query
 

@@ -24,7 +24,13 @@ def serve(
     = False,
 ) -> None:
     """Serve the library: search, photos, duplicates and status in a browser; a JSON API at /api/v1 (docs: /docs).
-    While it runs, `imgsearch search` on this machine asks it instead of loading a model."""
+    While it runs, `imgsearch search` on this machine asks it instead of loading a model.
+
+    \b
+    Examples:
+      imgsearch serve
+      imgsearch serve --host 0.0.0.0     # from other machines too, with the token it prints
+    """
     from imgsearch.web.app import serve as run
     from imgsearch.web.security import is_loopback, new_token
 

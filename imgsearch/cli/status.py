@@ -16,7 +16,13 @@ def status(
     skipped: Annotated[bool, typer.Option("--skipped", help="List files that could not be indexed, and why.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Show roots, counts, models, index state and the last run."""
+    """Show roots, counts, models, index state and the last run.
+
+    \b
+    Examples:
+      imgsearch status
+      imgsearch status --skipped     # files that could not be indexed, and why
+    """
     with handled():
         with open_library(library) as lib:
             if skipped:
