@@ -53,7 +53,7 @@ def search(
     \b
     Examples:
       imgsearch search "a dog on the beach"
-      imgsearch search beach + sunset - people --after 2019 -k 20
+      imgsearch search beach + sunset - people --after 2019 --top 20
       imgsearch search --image ~/Pictures/cat.jpg --json
     """
     from imgsearch.cli import render as output
