@@ -302,3 +302,19 @@ def test_a_video_is_one_result_shown_at_its_best_moment(client: TestClient, libr
     assert "<video" in photo and f"/file#t={clip[0]['time_ms'] // 1000}" in photo and "0:08" in photo  # its length
     ranged = client.get(f"/api/v1/images/{clip[0]['id']}/file", headers={"Range": "bytes=0-99"})
     assert ranged.status_code == 206 and len(ranged.content) == 100  # players seek with byte ranges
+
+
+@pytest.mark.parametrize("path", [
+    "/photo/{id}?q=x&i=\u00b2", "/photo/{id}?t=\u00b2", "/photo/{id}?q=x&i=" + "9" * 5000,
+    "/api/v1/images/99999999999999999999", "/api/v1/images/99999999999999999999/similar",
+    "/api/v1/images/99999999999999999999/thumb", "/api/v1/search?q=like:99999999999999999999",
+    "/api/v1/search?q=like:" + "9" * 5000,
+], ids=["superscript-rank", "superscript-time", "5000-digit-rank", "huge-id", "huge-id-similar", "huge-id-thumb",
+        "huge-like", "5000-digit-like"])
+def test_odd_numbers_in_a_url_are_a_400_with_a_code(client: TestClient, path: str) -> None:
+    got = client.get(path.format(id=ids_of(client)["red.jpg"]))
+    assert got.status_code in (400, 404), (got.status_code, got.text[:300])
+    if path.startswith("/api/"):
+        assert got.json()["error"]["code"] in ("usage", "not_found"), got.text[:300]
+    else:
+        assert "Traceback" not in got.text

@@ -12,13 +12,16 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi import Path as InPath
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from pydantic import BaseModel
 
 from imgsearch import DupOptions, Library, NotFoundError, SearchOptions, Term, UsageError, parse_filters, parse_query
 from imgsearch.web.jobs import Jobs
 
-PHOTO_TERM = re.compile(r"^like:(\d+)$")  # in the query box: the photo with this id (the "similar" button)
+PHOTO_TERM = re.compile(r"^like:([0-9]+)$")  # in the query box: the photo with this id (the "similar" button)
+MAX_ID = 2**63 - 1  # ids are SQL BIGINTs: a larger number names no photo, and must not reach the database
+ImageId = Annotated[int, InPath(ge=1, le=MAX_ID, description="A photo's id (as search results give it)")]
 MAX_UPLOAD_BYTES = 30 * 1024 * 1024
 PAGE = 60
 
@@ -66,18 +69,18 @@ def build_router(lib: Library, jobs: Jobs, set_aside: Path) -> APIRouter:
         return results(lib.search(terms, opts, allow_urls=False), opts)
 
     @api.get("/images/{image_id}", summary="A photo's record: path, size, date taken, camera, GPS, tags")
-    def image(image_id: int) -> dict:
+    def image(image_id: ImageId) -> dict:
         return _jsonable(asdict(lib.photo(image_id)))
 
     @api.get("/images/{image_id}/similar", summary="The photos most like this one")
-    def similar(image_id: int, k: Annotated[int, Query(ge=1, le=1000)] = PAGE,
+    def similar(image_id: ImageId, k: Annotated[int, Query(ge=1, le=1000)] = PAGE,
                 offset: Annotated[int, Query(ge=0)] = 0) -> dict:
         opts = SearchOptions(k=k, offset=offset)
         return results(lib.similar(image_id, opts), opts)
 
     @api.get("/images/{image_id}/thumb", summary="A WebP thumbnail (sizes 160, 320, 640, 1280); of a video, its "
                                                   "key frame at t (milliseconds)")
-    def thumb(image_id: int, request: Request, size: Annotated[int, Query(ge=16, le=4096)] = 320,
+    def thumb(image_id: ImageId, request: Request, size: Annotated[int, Query(ge=16, le=4096)] = 320,
               t: Annotated[int, Query(ge=0)] = 0) -> Response:
         data, key = lib.thumbnails.get(image_id, size, t)
         etag = f'"{key}"'
@@ -87,7 +90,7 @@ def build_router(lib: Library, jobs: Jobs, set_aside: Path) -> APIRouter:
         return Response(data, media_type="image/webp", headers=headers)
 
     @api.get("/images/{image_id}/file", summary="The original file (byte ranges supported)")
-    def file(image_id: int) -> FileResponse:
+    def file(image_id: ImageId) -> FileResponse:
         path = lib.original(image_id)
         return FileResponse(path, filename=path.name, content_disposition_type="inline")
 
@@ -143,11 +146,19 @@ def query_terms(q: str) -> list[Term]:
         words = shlex.split(q)
     except ValueError as exc:
         raise UsageError(f"the query has an unclosed quote ({exc})", "q") from exc
-    terms = [Term(t.weight, "photo", m.group(1)) if t.kind == "text" and (m := PHOTO_TERM.match(t.value)) else t
-             for t in parse_query(words)]
+    terms = [Term(t.weight, "photo", photo_id(m.group(1))) if t.kind == "text" and (m := PHOTO_TERM.match(t.value))
+             else t for t in parse_query(words)]
     if any(t.kind in ("image", "url") for t in terms):
         raise UsageError("images are given by upload or as like:ID here, not as paths or URLs", "q")
     return terms
+
+
+def photo_id(digits: str) -> str:
+    """A like:ID term's id, refused when no photo can have it (past a BIGINT, or thousands of digits)."""
+    if len(digits) > 19 or int(digits) > MAX_ID:
+        raise UsageError(f"like:{digits[:24]}{'...' if len(digits) > 24 else ''} names no photo: ids are at most "
+                         f"{MAX_ID}", "q")
+    return digits
 
 
 def _dup_options(lib: Library, tiers: list[str], keep: list[int]) -> DupOptions:

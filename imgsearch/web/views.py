@@ -10,8 +10,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from imgsearch import ImgSearchError, Library, SearchOptions, parse_filters, timestamp
-from imgsearch.web.api import PAGE, query_terms
+from imgsearch import ImgSearchError, Library, SearchOptions, UsageError, parse_filters, timestamp
+from imgsearch.web.api import PAGE, ImageId, query_terms
 from imgsearch.web.errors import status_of
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -46,16 +46,16 @@ def build_router(lib: Library) -> APIRouter:
                                                  "api": f"/api/v1/search?{query}"})
 
     @pages.get("/photo/{image_id}", response_class=HTMLResponse)
-    def photo_page(request: Request, image_id: int) -> HTMLResponse:
+    def photo_page(request: Request, image_id: ImageId) -> HTMLResponse:
         params = request.query_params
         try:
+            rank, t = _count(params, "i"), _count(params, "t") or 0
             info = lib.photo(image_id)
             similar = lib.similar(image_id, SearchOptions(k=12))
         except ImgSearchError as exc:
             return render(request, "message.html", status_of(exc), message=exc.render(lambda name: name))
-        around = _neighbours(lib, params)
+        around = _neighbours(lib, params, rank)
         back = "/?" + urlencode([(k, v) for k, v in params.multi_items() if k != "i"]) if params.get("q") else "/"
-        t = int(params["t"]) if params.get("t", "").isdigit() else 0
         duration = timestamp(info.duration_ms) if info.duration_ms is not None else None
         return render(request, "photo.html", info=info, similar=similar, back=back, q=params.get("q", ""), t=t,
                       at=timestamp(t), duration=duration, **around)
@@ -71,11 +71,25 @@ def build_router(lib: Library) -> APIRouter:
     return pages
 
 
-def _neighbours(lib: Library, params) -> dict:  # noqa: ANN001 (query parameters)
+MAX_COUNT = 10**12  # a rank or a time (ms) in a page's URL: past this, no library or video has it
+
+
+def _count(params, name: str) -> int | None:  # noqa: ANN001 (query parameters)
+    """A whole number from the URL (None when absent); UsageError for anything else: a superscript digit, a sign,
+    thousands of digits."""
+    text = params.get(name)
+    if text is None or text == "":
+        return None
+    if not (text.isascii() and text.isdigit() and len(text) <= 13 and int(text) <= MAX_COUNT):
+        raise UsageError(f"{name}={text[:20]}{'...' if len(text) > 20 else ''} is not a whole number up to "
+                         f"{MAX_COUNT:,}", name)
+    return int(text)
+
+
+def _neighbours(lib: Library, params, i: int | None) -> dict:  # noqa: ANN001 (query parameters)
     """Links to the previous and next result of the search this photo was opened from (`q` and its rank `i`)."""
-    if not params.get("q") or not params.get("i", "").isdigit():
+    if not params.get("q") or i is None:
         return {"prev": None, "next": None}
-    i = int(params["i"])
     start = max(0, i - 1)
     try:
         hits = lib.search(query_terms(params["q"]), _options(_state(params), 3, start), allow_urls=False)
