@@ -8,6 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -93,7 +94,7 @@ def test_photo_record_thumbnail_and_original(client: TestClient, photos: Path) -
     assert info["path"] == str(photos / "red.jpg") and (info["width"], info["height"]) == (120, 90)
     thumb = client.get(f"/api/v1/images/{ids['red.jpg']}/thumb", params={"size": 160})
     assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/webp"
-    assert "immutable" in thumb.headers["cache-control"] and Image.open(io.BytesIO(thumb.content)).size == (120, 90)
+    assert thumb.headers["cache-control"] == "public, no-cache" and Image.open(io.BytesIO(thumb.content)).size == (120, 90)
     again = client.get(f"/api/v1/images/{ids['red.jpg']}/thumb", params={"size": 160},
                        headers={"If-None-Match": thumb.headers["etag"]})
     assert again.status_code == 304
@@ -318,3 +319,17 @@ def test_odd_numbers_in_a_url_are_a_400_with_a_code(client: TestClient, path: st
         assert got.json()["error"]["code"] in ("usage", "not_found"), got.text[:300]
     else:
         assert "Traceback" not in got.text
+
+
+def test_a_changed_photo_gets_a_new_thumbnail_under_the_same_url(client: TestClient, library, photos: Path) -> None:  # noqa: ANN001
+    """Browsers revalidate thumbnails (no-cache + ETag): once the file changed and was indexed again, the URL a browser
+    cached answers with the new picture, not a 304 (a year-long `immutable` kept the old one)."""
+    url = f"/api/v1/images/{ids_of(client)['red.jpg']}/thumb"
+    before = client.get(url)
+    write_photo(photos / "red.jpg", "blue", size=(120, 90), fmt="JPEG", seed=9)
+    os.utime(photos / "red.jpg", ns=(10**18, 10**18))
+    library.index([photos], FAKE, IndexSettings(workers=0))
+    after = client.get(url, headers={"If-None-Match": before.headers["etag"]})
+    assert after.status_code == 200 and after.headers["etag"] != before.headers["etag"]
+    old, new = (np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"), float).mean(axis=(0, 1)) for r in (before, after))
+    assert old[0] > old[2] and new[2] > new[0]  # red then, blue now

@@ -84,7 +84,9 @@ def build_router(lib: Library, jobs: Jobs, set_aside: Path) -> APIRouter:
               t: Annotated[int, Query(ge=0)] = 0) -> Response:
         data, key = lib.thumbnails.get(image_id, size, t)
         etag = f'"{key}"'
-        headers = {"Cache-Control": "public, max-age=31536000, immutable", "ETag": etag}
+        # kept by browsers, but asked again each time (a 304 while unchanged): an id can come to name another photo,
+        # and a photo's file can change, under the same URL
+        headers = {"Cache-Control": "public, no-cache", "ETag": etag}
         if request.headers.get("if-none-match") == etag:
             return Response(status_code=304, headers=headers)
         return Response(data, media_type="image/webp", headers=headers)
