@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 from imgsearch import store
+from imgsearch.store.orm import FRAME_ID_BASE
 from imgsearch.config import IndexSettings, ModelSpec
 from imgsearch.models.embed import Batch
 from imgsearch.models.encoder import Encoder
@@ -37,7 +38,9 @@ class RunReport:
     skipped: int = 0
     encoded: int = 0
     seconds: float = 0.0
-    indexed_total: int = 0
+    indexed_total: int = 0  # vectors in the model's index: photos, and each video's sampled moments
+    photos: int = 0  # searchable stills
+    videos: int = 0  # searchable videos (their moments are in indexed_total)
     skipped_now: list[tuple[str, str]] = field(default_factory=list)  # newly skipped: (path, reason)
     executor: str = "this machine"  # where decoding and encoding ran (or "a Ray cluster of N nodes")
     warnings: list[str] = field(default_factory=list)
@@ -47,7 +50,13 @@ class RunReport:
         rate = f" ({self.encoded / self.seconds:.1f} img/s)" if self.encoded and self.seconds > 0 else ""
         return (f"{self.new} new, {self.changed} changed, {self.moved} moved, {self.unchanged} unchanged, "
                 f"{self.removed} removed, {self.skipped} skipped; encoded {self.encoded} in "
-                f"{self.seconds:.1f} s{rate} on {self.executor}; {self.indexed_total} images searchable")
+                f"{self.seconds:.1f} s{rate} on {self.executor}; {self.searchable()} searchable")
+
+    def searchable(self) -> str:
+        """What a search can find: photos, and videos with their moments apart (a video is one result)."""
+        moments = self.indexed_total - self.photos
+        videos = f" and {self.videos} video(s) ({moments} moments)" if self.videos else ""
+        return f"{self.photos} photo(s){videos}"
 
 
 def _safe_hash(path: str) -> str | None:
@@ -97,6 +106,9 @@ def run_index(sessions: sessionmaker[Session], encoder: Encoder, roots: Sequence
         _, index = index_build.ensure_index(sessions, model_id, index_dir, strict=True, rebuild=settings.rebuild,
                                             memory_budget=settings.index_memory)
         report.indexed_total = len(index)
+        report.photos = int((index.ids() < FRAME_ID_BASE).sum())
+        with sessions() as session:
+            report.videos = store.video_count(session, model_id)
     except BaseException:
         _finish_run(sessions, run_id, report, "interrupted")
         raise

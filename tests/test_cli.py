@@ -50,7 +50,7 @@ def test_first_index_summary(tmp_path: Path, pics: Path, tiny_model_dir: Path) -
     result = cli("index", pics, "-m", f"local-dir:{tiny_model_dir}", "-L", tmp_path / "lib", "--workers", "2")
     assert result.exit_code == 0, result.output
     assert "Indexed: 8 new, 0 changed, 0 moved, 0 unchanged, 0 removed, 0 skipped; encoded 8" in result.stderr
-    assert "8 images searchable" in result.stderr
+    assert "8 photo(s) searchable" in result.stderr
 
 
 def test_search_json_paths_and_table(indexed: Path, pics: Path) -> None:

@@ -236,9 +236,9 @@ def test_a_root_given_by_a_link_and_by_its_real_path_is_indexed_once(tmp_path: P
     pics, lib = _make_library(tmp_path, tiny_model_dir, n=3)
     (tmp_path / "alias").symlink_to(pics)
     out = cli("index", pics, tmp_path / "alias", "-L", lib, "--workers", "0")
-    assert out.exit_code == 0 and "3 images searchable" in out.stderr, out.output
+    assert out.exit_code == 0 and "3 photo(s) searchable" in out.stderr, out.output
     (pics / "inner").symlink_to(pics)  # a link inside a root back to it: walked once too
-    assert "3 images searchable" in cli("index", "-L", lib, "--workers", "0").stderr
+    assert "3 photo(s) searchable" in cli("index", "-L", lib, "--workers", "0").stderr
 
 
 def test_control_characters_in_names_never_reach_the_terminal_raw(tmp_path: Path, tiny_model_dir: Path) -> None:

@@ -118,6 +118,9 @@ def test_search_finds_the_moment_inside_a_video(tmp_path: Path, mixed: Path, tra
     lib = tmp_path / "lib"
     indexed = cli("index", mixed, "-m", f"local-dir:{trained_model_dir}", "-L", lib, "--workers", "0")
     assert indexed.exit_code == 0 and "8 new" in indexed.stderr and "0 skipped" in indexed.stderr, indexed.output
+    # photos and videos counted apart: a video is one result, its sampled moments are not photos
+    moments = sum(len(decode_file(str(mixed / v), Geometry(32, 32), 10**8).times_ms) for v in ("clip.mp4", "other.webm"))
+    assert f"6 photo(s) and 2 video(s) ({moments} moments) searchable" in indexed.stderr, indexed.stderr
     found = cli("search", "a photo of a blue square", "-L", lib, "--json", "-k", "8")
     rows = [json.loads(line) for line in found.stdout.splitlines()]
     assert Path(rows[0]["path"]).name == "clip.mp4" and rows[0]["time"] in (4.0, 6.0), rows[0]

@@ -11,7 +11,13 @@ from imgsearch.store.dups import (  # noqa: F401
     replace_pairs,
     save_image_hashes,
 )
-from imgsearch.store.frames import encoded_image_ids, frame_index_ids, frame_owners, save_frames  # noqa: F401
+from imgsearch.store.frames import (  # noqa: F401
+    encoded_image_ids,
+    frame_index_ids,
+    frame_owners,
+    save_frames,
+    video_count,
+)
 from imgsearch.store.images import (  # noqa: F401
     KnownFile,
     add_roots,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from imgsearch.store import dialect
@@ -49,3 +49,8 @@ def encoded_image_ids(session: Session, model_id: int) -> set[int]:
     """Images this model has encoded: stills with a vector, videos with frames."""
     stills = set(session.scalars(select(Embedding.image_id).where(Embedding.model_id == model_id)))
     return stills | set(session.scalars(select(Frame.image_id).where(Frame.model_id == model_id).distinct()))
+
+
+def video_count(session: Session, model_id: int) -> int:
+    """How many videos have frames searchable with this model."""
+    return session.scalar(select(func.count(func.distinct(Frame.image_id))).where(Frame.model_id == model_id)) or 0
