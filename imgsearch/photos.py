@@ -63,9 +63,13 @@ def original(sessions: sessionmaker[Session], image_id: int) -> Path:
     with sessions() as session:
         roots = [os.path.realpath(r) for r in store.list_roots(session)]
     real = os.path.realpath(info.path)
+    if not os.path.lexists(info.path):
+        raise NotFoundError(f"photo {image_id}'s file is gone from disk ({info.path}): the next `imgsearch index` "
+                            "takes it out of the library", "image_id")
     inside = any(os.path.commonpath([real, root]) == root for root in roots)
     if not inside or not os.path.isfile(real):
-        raise NotFoundError(f"photo {image_id} is not inside an indexed folder any more", "image_id")
+        raise NotFoundError(f"photo {image_id} ({info.path}) leads outside the library's folders now (a link or "
+                            "folder changed since it was indexed): it is not served", "image_id")
     return Path(real)
 
 

@@ -95,3 +95,18 @@ def test_shell_completion_completes_commands_and_installs(tmp_path: Path) -> Non
     assert done.returncode == 0, done.stderr
     script = home / ".bash_completions" / "imgsearch.sh"
     assert "_imgsearch_completion" in script.read_text() and str(script) in (home / ".bashrc").read_text()
+
+
+def test_a_tag_filter_on_an_untagged_library_names_the_flag_and_a_command_that_works(tmp_path: Path,
+                                                                                   tiny_model_dir: Path) -> None:
+    pics, lib = tmp_path / "pics", tmp_path / "lib"
+    for colour in ("red", "green"):
+        write_photo(pics / f"{colour}.png", colour)
+    assert cli("index", pics, "-L", lib, "-m", f"local-dir:{tiny_model_dir}", "--workers", "0").exit_code == 0
+    got = cli("search", "a photo", "--tag", "cat", "-L", lib)
+    assert got.exit_code == 2 and "no image is tagged 'cat' (--tag)" in got.stderr, got.stderr
+    suggested = got.stderr.split("label them with `")[1].split("`")[0]
+    assert suggested == "imgsearch tag --labels LABEL,LABEL"
+    tagged = cli(*suggested.replace("LABEL,LABEL", "cat,dog").split()[1:], "-L", lib)
+    assert tagged.exit_code == 0, tagged.output
+    assert cli("search", "a photo", "--tag", "cat", "-L", lib).exit_code == 0

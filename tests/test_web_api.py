@@ -333,3 +333,10 @@ def test_a_changed_photo_gets_a_new_thumbnail_under_the_same_url(client: TestCli
     assert after.status_code == 200 and after.headers["etag"] != before.headers["etag"]
     old, new = (np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"), float).mean(axis=(0, 1)) for r in (before, after))
     assert old[0] > old[2] and new[2] > new[0]  # red then, blue now
+
+
+def test_a_deleted_photo_is_said_to_be_gone_not_outside_the_folders(client: TestClient, photos: Path) -> None:
+    image_id = ids_of(client)["blue.jpg"]
+    (photos / "blue.jpg").unlink()
+    got = client.get(f"/api/v1/images/{image_id}/file")
+    assert got.status_code == 404 and "file is gone from disk" in got.json()["error"]["message"], got.text

@@ -106,7 +106,8 @@ def err(message: str) -> None:
 # How the library's parameter names appear on the command line, where they are not `--name-with-dashes`.
 FLAGS = {"k": "--top", "exts": "--ext", "folder": "--in", "within_s": "--within", "similar_cosine": "--similar",
          "min_probability": "--min-prob", "tiers": "--tier", "roots": "FOLDER", "fmt": "--format",
-         "templates": "--template", "query": "QUERY", "dest": "DEST", "mode": "--copy-to/--link-to"}
+         "templates": "--template", "query": "QUERY", "dest": "DEST", "mode": "--copy-to/--link-to",
+         "tags": "--tag"}
 
 
 def flag_for(param: str, flags: Mapping[str, str] = {}) -> str:  # noqa: B006 (read only)
