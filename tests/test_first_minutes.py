@@ -110,3 +110,15 @@ def test_a_tag_filter_on_an_untagged_library_names_the_flag_and_a_command_that_w
     tagged = cli(*suggested.replace("LABEL,LABEL", "cat,dog").split()[1:], "-L", lib)
     assert tagged.exit_code == 0, tagged.output
     assert cli("search", "a photo", "--tag", "cat", "-L", lib).exit_code == 0
+
+
+def test_an_action_that_moved_nothing_offers_no_undo(tmp_path: Path, tiny_model_dir: Path) -> None:
+    pics, lib = tmp_path / "pics", tmp_path / "lib"
+    write_photo(pics / "a" / "red.png", "red")
+    (pics / "b").mkdir()
+    (pics / "b" / "red-copy.png").write_bytes((pics / "a" / "red.png").read_bytes())
+    assert cli("index", pics, "-L", lib, "-m", f"local-dir:{tiny_model_dir}", "--workers", "0").exit_code == 0
+    (pics / "b" / "red-copy.png").unlink()  # gone between the scan and the move: the move fails
+    got = cli("dups", "--tier", "exact", "--move-to", tmp_path / "aside", "--apply", "--yes", "-L", lib)
+    assert "Done: move 0 file(s)" in got.stderr, got.stderr
+    assert "Undo with" not in got.stderr and "nothing was changed, nothing to undo" in got.stderr

@@ -184,6 +184,6 @@ def _report_action(report) -> None:  # noqa: ANN001 (ActionReport; imported lazi
         err(f"Done: {verb} {len(report.done)} file(s) ({human_bytes(report.bytes)})"
             + (f", {len(report.problems)} failed (left where they were)" if report.problems else "")
             + (f", {len(report.refused)} left alone" if report.refused else "")
-            + ". Undo with: imgsearch dups undo")
+            + (". Undo with: imgsearch dups undo" if report.done else ": nothing was changed, nothing to undo."))
     if report.applied and report.problems:
         raise typer.Exit(1)
