@@ -61,7 +61,7 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     con.execute("UPDATE alembic_version SET version_num = 'ffff_future'")
     con.commit()
     con.close()
-    with pytest.raises(SchemaTooNewError, match="newer imgsearch .*ffff_future"):
+    with pytest.raises(SchemaTooNewError, match="newer imgsearch .*ffff_future.*PyPI's 'imgsearch' is another project"):
         Library.open(tmp_path / "lib")
 
 

@@ -77,6 +77,8 @@ def test_garbage_inside_the_database_is_named_not_a_traceback(tmp_path: Path, ti
     assert out.exit_code == 1, out.output
     assert "library.db is not a readable SQLite database" in out.stderr and "library.db.bak-" in out.stderr
     assert "Traceback" not in out.output and isinstance(out.exception, SystemExit)
+    assert "index your photo folders again (`imgsearch index FOLDER...`)" in " ".join(out.stderr.split())  # not a bare
+    # `imgsearch index`, which a library moved away has no folders for
 
 
 def test_a_lost_manifest_is_recovered_from_the_database(tmp_path: Path, tiny_model_dir: Path) -> None:

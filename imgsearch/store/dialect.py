@@ -101,8 +101,8 @@ def describe(engine: Engine) -> str:
 
 def damaged_message(engine: Engine, reason: object) -> str:
     return (f"{describe(engine)} is not a readable SQLite database ({reason}). Restore it from a backup "
-            "(library.db.bak-* beside it), or move the library folder away and run `imgsearch index` again: "
-            "your photos are not touched.")
+            "(library.db.bak-* beside it), or move the library folder away and index your photo folders again "
+            "(`imgsearch index FOLDER...`): your photos are not touched.")
 
 
 def database_error(engine: Engine, reason: BaseException | None) -> ImgSearchError:

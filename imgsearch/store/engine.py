@@ -144,7 +144,8 @@ def check_schema(engine: Engine) -> None:
     if current is not None and current not in known:
         raise SchemaTooNewError(
             f"{db} was written by a newer imgsearch (schema {current}, this version knows up to {head}). "
-            "Upgrade imgsearch (pip install -U imgsearch) to use this library."
+            "Use this library with that newer imgsearch (in its clone: git pull, then pip install . again); PyPI's "
+            "'imgsearch' is another project."
         )
     raise SchemaOutdatedError(
         f"{db} uses an older schema ({current or 'none'}; this version needs {head}). "
