@@ -122,3 +122,32 @@ def test_an_action_that_moved_nothing_offers_no_undo(tmp_path: Path, tiny_model_
     got = cli("dups", "--tier", "exact", "--move-to", tmp_path / "aside", "--apply", "--yes", "-L", lib)
     assert "Done: move 0 file(s)" in got.stderr, got.stderr
     assert "Undo with" not in got.stderr and "nothing was changed, nothing to undo" in got.stderr
+
+
+def test_serve_stopped_by_sigterm_leaves_no_server_file_and_a_busy_port_is_named(tmp_path: Path,
+                                                                                 tiny_model_dir: Path) -> None:
+    import signal
+    import socket
+
+    from tests.programs import wait_for_url
+
+    pics, lib = tmp_path / "pics", tmp_path / "lib"
+    write_photo(pics / "red.png", "red")
+    assert cli("index", pics, "-L", lib, "-m", f"local-dir:{tiny_model_dir}", "--workers", "0").exit_code == 0
+    with socket.socket() as taken:  # another program holds a port
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = subprocess.run([sys.executable, "-m", "imgsearch", "serve", "-L", str(lib), "--port", str(port)],
+                              capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert busy.returncode == 1 and busy.stderr.startswith(f"Error: port {port} on 127.0.0.1 is in use"), busy.stderr
+    assert "give --port another one" in busy.stderr and "Traceback" not in busy.stderr
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        server = subprocess.Popen([sys.executable, "-m", "imgsearch", "serve", "-L", str(lib), "--port", str(port)],
+                                  stdout=out, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    wait_for_url(server, log)
+    assert (lib / "server.json").is_file()  # where the CLI on this machine finds it (with the token)
+    server.send_signal(signal.SIGTERM)
+    assert server.wait(timeout=60) == 128 + signal.SIGTERM
+    assert not (lib / "server.json").exists()

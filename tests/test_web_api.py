@@ -219,6 +219,9 @@ def test_a_token_is_asked_for_and_kept_in_a_strict_cookie(library, photos: Path)
     assert f"{COOKIE}=s3cret-token-for-tests" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
     client.cookies.set(COOKIE, "s3cret-token-for-tests")
     assert client.get("/", params={"q": "red"}).status_code == 200
+    # the printed link's redirect stays on this server, whatever the path looks like
+    evil = client.get(f"{BASE}//evil.example/x", params={"token": "s3cret-token-for-tests"})
+    assert evil.status_code == 303 and evil.headers["location"] == "/evil.example/x", evil.headers
 
 
 def test_uploads_are_capped(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,8 +3,11 @@ tells CLI commands on this machine where it is (server.json in the library folde
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import signal
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +16,8 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 
-from imgsearch import ImgSearchError, Library, __version__
+from imgsearch import ImgSearchError, Library, UsageError, __version__
+from imgsearch.errors import BusyError
 from imgsearch.config import SERVER_FILENAME
 from imgsearch.fs import atomic_write
 from imgsearch.web import api, errors, views
@@ -43,6 +47,7 @@ def serve(lib: Library, host: str, port: int, token: str | None, preload: Callab
     commands (removed again at the end)."""
     import uvicorn
 
+    _check_port(host, port)
     guard = Guard(port=port, bind=host, token=token)
     app = create_app(lib, guard)
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
@@ -67,11 +72,32 @@ def serve(lib: Library, host: str, port: int, token: str | None, preload: Callab
             ready(url + (f"?token={token}" if token else ""))
 
     threading.Thread(target=announce, name="announce", daemon=True).start()
+    # uvicorn stops on SIGTERM, then raises the signal again under the handler it found: by default that kills the
+    # process before the `finally` below, leaving server.json (with the token) behind. Ours exits as Python does.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         server.run()
     finally:
         if marker.is_file() and _owner(marker) == os.getpid():
             marker.unlink(missing_ok=True)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _check_port(host: str, port: int) -> None:
+    """Refuse a port another program listens on before uvicorn tries it (its own message ends in exit 3)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a port in TIME_WAIT is free
+        try:
+            probe.bind((host or "0.0.0.0", port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise BusyError(f"port {port} on {host} is in use (another `imgsearch serve`, or another program): "
+                                f"give {{param}} another one, e.g. {port + 1 if port < 65535 else 8765}", "port") from exc
+            raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", "host") from exc
 
 
 def _owner(marker: Path) -> int | None:

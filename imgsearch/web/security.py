@@ -75,7 +75,8 @@ class GuardMiddleware(BaseHTTPMiddleware):
             return self._secured(refused)
         if self.guard.token and request.query_params.get("token"):  # the link printed at start: set the cookie once
             rest = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "token"])
-            answer = RedirectResponse(request.url.path + (f"?{rest}" if rest else ""), status_code=303)
+            path = "/" + request.url.path.lstrip("/")  # //evil.example/x would send the browser to evil.example
+            answer = RedirectResponse(path + (f"?{rest}" if rest else ""), status_code=303)
             answer.set_cookie(COOKIE, self.guard.token, httponly=True, samesite="strict",
                               secure=request.url.scheme == "https")
             return self._secured(answer)
