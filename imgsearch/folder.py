@@ -142,6 +142,21 @@ def writer_lock(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def writer_running(path: Path) -> bool:
+    """Whether some process holds the library's writer lock now (a run that says "running" without it was killed)."""
+    try:
+        fd = os.open(path / LOCK_FILENAME, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # releases the probe's shared lock too
+
+
 _OS_FAILURES = {
     errno.ENOSPC: (DiskFullError, "the disk is full: free some space"),
     errno.EDQUOT: (DiskFullError, "the disk quota is exhausted: free some space"),

@@ -404,7 +404,7 @@ class Library:
         from imgsearch.status import library_status
 
         return library_status(self.sessions, self.path, self.index_dir, dialect.describe(self.engine),
-                              self.exports_dir)
+                              self.exports_dir, folder.writer_running(self.path))
 
     def copy_database(self, url: str, progress: Progress | None = None) -> CopyReport:
         """Copy the library's database into the empty one at `url` (PostgreSQL, or a SQLite file), verify it, and

@@ -55,8 +55,9 @@ class LibraryStatus:
 
 
 def library_status(sessions: sessionmaker[Session], path: Path, index_dir: Path, database: str = "",
-                   exports_dir: Path | None = None) -> LibraryStatus:
-    """Roots, counts, models with their indexes and exports, last run."""
+                   exports_dir: Path | None = None, writer_running: bool = True) -> LibraryStatus:
+    """Roots, counts, models with their indexes and exports, last run (`writer_running` False: a run the database
+    says is running is not, any more)."""
     with sessions() as session:
         roots = [(r, store.count_images(session, r).get("indexed", 0), Path(r).is_dir())
                  for r in store.list_roots(session)]
@@ -64,6 +65,8 @@ def library_status(sessions: sessionmaker[Session], path: Path, index_dir: Path,
         models = [_model_status(session, m, index_dir, exports_dir) for m in store.list_models(session)]
         run = store.last_run(session)
         last = None if run is None else {k: getattr(run, k) for k in RUN_FIELDS} | {"roots": json.loads(run.roots)}
+        if last and last["status"] == "running" and not writer_running:
+            last["status"] = "stopped"  # killed (power cut, kill -9): it finished nothing; the next index goes on
         tags = store.tag_counts(session)
         pending = journal.pending_action(session)
     return LibraryStatus(str(path), roots, counts.get("indexed", 0), counts.get("skipped", 0), models, last,

@@ -151,3 +151,20 @@ def test_serve_stopped_by_sigterm_leaves_no_server_file_and_a_busy_port_is_named
     server.send_signal(signal.SIGTERM)
     assert server.wait(timeout=60) == 128 + signal.SIGTERM
     assert not (lib / "server.json").exists()
+
+
+def test_status_after_a_killed_run_and_multi_line_skip_reasons(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from imgsearch import Library, store
+
+    pics, lib = tmp_path / "pics", tmp_path / "lib"
+    write_photo(pics / "red.png", "red")
+    assert cli("index", pics, "-L", lib, "-m", f"local-dir:{tiny_model_dir}", "--workers", "0").exit_code == 0
+    with Library.open(lib) as library, library.sessions.begin() as session:
+        model_id = store.list_models(session)[0].id
+        store.start_run(session, [str(pics)], model_id)  # what a run killed with -9 leaves: "running" for ever
+        store.save_skipped(session, str(pics / "odd.jpg"), 1, 1, "cannot decode:\nline two\tand a tab", None)
+    status = json.loads(cli("status", "-L", lib, "--json").stdout)
+    assert status["last_run"]["status"] == "stopped", status["last_run"]
+    assert cli("status", "-L", lib).stdout.count("Last run: stopped at ") == 1
+    rows = cli("status", "--skipped", "-L", lib).stdout.splitlines()
+    assert rows == [f"{pics / 'odd.jpg'}\tcannot decode: line two and a tab"]

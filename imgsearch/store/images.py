@@ -123,7 +123,8 @@ def save_skipped(session: Session, path: str, size: int, mtime_ns: int, reason: 
         session.execute(delete(Embedding).where(Embedding.image_id == image.id))
         session.execute(delete(Frame).where(Frame.image_id == image.id))
     image.size, image.mtime_ns, image.content_hash = size, mtime_ns, None
-    image.status, image.skip_reason, image.updated_at = STATUS_SKIPPED, reason, utc_now()
+    one_line = " ".join(reason.split())  # a decoder's multi-line message would break `status --skipped`'s TSV rows
+    image.status, image.skip_reason, image.updated_at = STATUS_SKIPPED, one_line, utc_now()
 
 
 def move_image(session: Session, image_id: int, path: str, size: int, mtime_ns: int) -> None:
