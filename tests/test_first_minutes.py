@@ -105,9 +105,11 @@ def test_a_tag_filter_on_an_untagged_library_names_the_flag_and_a_command_that_w
     assert cli("index", pics, "-L", lib, "-m", f"local-dir:{tiny_model_dir}", "--workers", "0").exit_code == 0
     got = cli("search", "a photo", "--tag", "cat", "-L", lib)
     assert got.exit_code == 2 and "no image is tagged 'cat' (--tag)" in got.stderr, got.stderr
-    suggested = got.stderr.split("label them with `")[1].split("`")[0]
-    assert suggested == "imgsearch tag --labels LABEL,LABEL"
-    tagged = cli(*suggested.replace("LABEL,LABEL", "cat,dog").split()[1:], "-L", lib)
+    how = got.stderr.split("(`")[1].split("`")[0]
+    assert how == "imgsearch tag -h"
+    shown = cli(*how.split()[1:])
+    assert shown.exit_code == 0 and "--labels" in shown.stdout and "Example: imgsearch tag --labels" in shown.stdout
+    tagged = cli("tag", "--labels", "cat,dog", "-L", lib)
     assert tagged.exit_code == 0, tagged.output
     assert cli("search", "a photo", "--tag", "cat", "-L", lib).exit_code == 0
 
@@ -168,3 +170,69 @@ def test_status_after_a_killed_run_and_multi_line_skip_reasons(tmp_path: Path, t
     assert cli("status", "-L", lib).stdout.count("Last run: stopped at ") == 1
     rows = cli("status", "--skipped", "-L", lib).stdout.splitlines()
     assert rows == [f"{pics / 'odd.jpg'}\tcannot decode: line two and a tab"]
+
+
+def test_an_upload_too_large_is_refused_before_it_is_read(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """A real server: a declared 1.5 GB upload is answered at once, without waiting for its body; one without a
+    Content-Length is cut off once it passes the limit (30 MB here), not read to its end."""
+    import select
+    import socket
+
+    from tests.programs import wait_for_url
+
+    pics, lib = tmp_path / "pics", tmp_path / "lib"
+    write_photo(pics / "red.png", "red")
+    assert cli("index", pics, "-L", lib, "-m", f"local-dir:{tiny_model_dir}", "--workers", "0").exit_code == 0
+    log = tmp_path / "serve.log"
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        free_port = free.getsockname()[1]
+    with log.open("w") as out:
+        server = subprocess.Popen([sys.executable, "-m", "imgsearch", "serve", "-L", str(lib), "--port", str(free_port)],
+                                  stdout=out, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    try:
+        url = wait_for_url(server, log)
+        host, port = url.split("//")[1].split("/")[0].rsplit(":", 1)
+        head = (f"POST /api/v1/search/image HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                "Content-Type: multipart/form-data; boundary=b\r\n")
+        with socket.create_connection((host, int(port)), timeout=60) as s:
+            s.sendall((head + "Content-Length: 1500000000\r\n\r\n--b\r\n").encode())
+            answer = http_answer(s)  # comes without the 1.5 GB being sent
+        assert answer.startswith("HTTP/1.1 413"), answer[:600]
+        with socket.create_connection((host, int(port)), timeout=60) as s:
+            part = b'--b\r\nContent-Disposition: form-data; name="image"; filename="big.png"\r\n\r\n'
+            s.sendall((head + "Transfer-Encoding: chunked\r\n\r\n").encode() + b"%x\r\n" % len(part) + part + b"\r\n")
+            chunk = b"x" * (1 << 20)
+            sent = 0
+            try:
+                for _ in range(200):  # 200 MB at most: the answer comes long before (it is the signal to stop)
+                    s.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+                    sent += len(chunk)
+                    if select.select([s], [], [], 0)[0]:
+                        break
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            answer = http_answer(s)
+        assert answer.startswith("HTTP/1.1 413"), answer[:600]
+        assert sent < 200 * (1 << 20)  # cut off, not read to the end
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def http_answer(sock) -> str:  # noqa: ANN001 (a connected socket)
+    """One HTTP response, read whole: its head, then the Content-Length bytes of its body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        more = sock.recv(65536)
+        if not more:
+            break
+        data += more
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length:
+        more = sock.recv(65536)
+        if not more:
+            break
+        body += more
+    return (head + b"\r\n\r\n" + body).decode("latin-1")

@@ -343,3 +343,11 @@ def test_a_deleted_photo_is_said_to_be_gone_not_outside_the_folders(client: Test
     (photos / "blue.jpg").unlink()
     got = client.get(f"/api/v1/images/{image_id}/file")
     assert got.status_code == 404 and "file is gone from disk" in got.json()["error"]["message"], got.text
+
+
+def test_framework_errors_use_the_same_envelope(client: TestClient) -> None:
+    missing = client.get("/api/v1/no-such-route")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found", missing.text
+    wrong = client.delete("/api/v1/search")
+    assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "method_not_allowed", wrong.text
+    assert "allow" in {k.lower() for k in wrong.headers}  # the methods that would do

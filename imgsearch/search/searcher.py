@@ -83,7 +83,8 @@ def _check_filters(session: Session, filters: Filters) -> None:
         unknown = [t for t in filters.tags if t.lower() not in known]
         if unknown:
             hint = (f"the tags in this library are {', '.join(sorted(known.values()))}" if known
-                    else "no image is tagged yet: label them with `imgsearch tag --labels LABEL,LABEL`")
+                    else "no image is tagged yet: label them first with `imgsearch tag` and the labels you want "
+                         "(`imgsearch tag -h` shows how)")
             raise UsageError(f"no image is tagged {', '.join(map(repr, unknown))} ({{param}}): {hint}", "tags")
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
 from fastapi.staticfiles import StaticFiles
 
 from imgsearch import ImgSearchError, Library, UsageError, __version__
@@ -25,15 +26,20 @@ from imgsearch.web.jobs import Jobs
 from imgsearch.web.security import Guard, GuardMiddleware
 
 SET_ASIDE_DIRNAME = "set-aside"
+MULTIPART_OVERHEAD = 64 * 1024  # an upload's form fields and boundaries, beside the image itself
 
 
 def create_app(lib: Library, guard: Guard, set_aside: Path | None = None) -> FastAPI:
     """The web app over one open library (shared by every request thread)."""
+    # max_body_size: an upload past it is refused on its Content-Length before a byte of it is read, or cut off once
+    # that many bytes came (Starlette would otherwise spool all of it to disk before the route saw its size)
     app = FastAPI(title="imgsearch", version=__version__, docs_url="/docs", redoc_url=None,
-                  description="Semantic search of a photo library: the same operations as the `imgsearch` command.")
+                  description="Semantic search of a photo library: the same operations as the `imgsearch` command.",
+                  max_body_size=api.MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD)
     app.state.library, app.state.jobs = lib, Jobs()
     app.add_exception_handler(ImgSearchError, errors.handle)
     app.add_exception_handler(RequestValidationError, errors.handle_invalid)
+    app.add_exception_handler(HTTPException, errors.handle_http)
     app.add_middleware(GuardMiddleware, guard=guard)
     app.include_router(api.build_router(lib, app.state.jobs, set_aside or lib.path / SET_ASIDE_DIRNAME))
     app.include_router(views.build_router(lib))

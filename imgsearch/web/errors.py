@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from imgsearch.errors import ImgSearchError
 
@@ -33,3 +34,15 @@ async def handle_invalid(_request: Request, exc: RequestValidationError) -> JSON
     field = str(first.get("loc", ["", "?"])[-1])
     message = f"{field}: {first.get('msg', 'invalid value')}"
     return JSONResponse({"error": {"code": "usage", "message": message, "param": field}}, status_code=400)
+
+
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+
+
+async def handle_http(_request: Request, exc: HTTPException) -> JSONResponse:
+    """Errors the framework raises itself (an unknown address, a wrong method, a body over the limit) in the same
+    envelope as the library's, with a code."""
+    code = HTTP_CODES.get(exc.status_code, "usage" if 400 <= exc.status_code < 500 else "error")
+    message = {413: "the request is too large: images are searched up to 30 MB"}.get(exc.status_code, str(exc.detail))
+    return JSONResponse({"error": {"code": code, "message": message, "param": None}}, status_code=exc.status_code,
+                        headers=getattr(exc, "headers", None))
