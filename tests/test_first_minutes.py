@@ -236,3 +236,40 @@ def http_answer(sock) -> str:  # noqa: ANN001 (a connected socket)
             break
         body += more
     return (head + b"\r\n\r\n" + body).decode("latin-1")
+
+
+def test_serving_on_the_network_answers_the_names_it_is_given(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """--host 0.0.0.0 with --allowed-host: a request naming that host (sent to 127.0.0.1: no other address is
+    touched) is served with the token; the printed link for other machines uses that name."""
+    import socket
+
+    import httpx
+
+    from tests.programs import wait_for_url
+
+    pics, lib = tmp_path / "pics", tmp_path / "lib"
+    write_photo(pics / "red.png", "red")
+    assert cli("index", pics, "-L", lib, "-m", f"local-dir:{tiny_model_dir}", "--workers", "0").exit_code == 0
+    token = "a-token-long-enough-for-the-tests"
+    (tmp_path / "token").write_text(token)
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        server = subprocess.Popen([sys.executable, "-m", "imgsearch", "serve", "-L", str(lib), "--port", str(port),
+                                   "--host", "0.0.0.0", "--allowed-host", "photos.lan", "--token-file",
+                                   str(tmp_path / "token")], stdout=out, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    try:
+        wait_for_url(server, log)
+        assert f"From other machines: http://photos.lan:{port}/?token={token}" in log.read_text()
+        auth = {"Authorization": f"Bearer {token}"}
+        named = httpx.get(f"http://127.0.0.1:{port}/api/v1/status", headers={**auth, "Host": f"photos.lan:{port}"})
+        assert named.status_code == 200, named.text
+        other = httpx.get(f"http://127.0.0.1:{port}/api/v1/status", headers={**auth, "Host": f"other.lan:{port}"})
+        assert other.status_code == 400 and other.json()["error"]["code"] == "bad_host"
+        no_token = httpx.get(f"http://127.0.0.1:{port}/api/v1/status", headers={"Host": f"photos.lan:{port}"})
+        assert no_token.status_code == 401
+    finally:
+        server.terminate()
+        server.wait(timeout=60)

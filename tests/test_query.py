@@ -237,3 +237,37 @@ def test_random_queries_and_filters_give_results_or_a_usage_error(library, colou
         assert len(results) <= 5 and all(Path(r.path).exists() for r in results)
         if min_score is not None:
             assert all(r.score >= min_score for r in results)
+
+
+def test_queries_are_capped_in_length_and_terms() -> None:
+    from imgsearch.search.query import MAX_QUERY_CHARS, MAX_TERMS, check_text
+
+    words = " + ".join(f"word{i}" for i in range(MAX_TERMS)).split()
+    assert len(parse_query(words)) == MAX_TERMS
+    with pytest.raises(UsageError, match=f"the query has {MAX_TERMS + 1} terms: at most {MAX_TERMS}"):
+        parse_query([*words, "+", "one more"])
+    assert check_text("x" * MAX_QUERY_CHARS)
+    with pytest.raises(UsageError, match="characters long: at most 1,000"):
+        check_text("x" * (MAX_QUERY_CHARS + 1))
+    with pytest.raises(UsageError, match="characters long"):
+        parse_query(["a", "+", "y" * 5000])
+
+
+def test_the_text_cache_forgets_texts_unused_for_half_a_year(library) -> None:  # noqa: ANN001
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from imgsearch import store
+    from imgsearch.store.orm import TextVector, utc_now
+    from imgsearch.store.vectors import TEXT_CACHE_AGE
+    from tests.factories import FakeEncoder
+
+    info = FakeEncoder().info
+    with library.session() as session, session.begin():
+        model_id = store.get_or_create_model(session, info).id
+        store.remember_text_vectors(session, model_id, {"old words": np.ones(info.dim, np.float32)})
+        session.execute(update(TextVector).values(used_at=utc_now() - TEXT_CACHE_AGE - timedelta(days=1)))
+        store.remember_text_vectors(session, model_id, {"new words": np.ones(info.dim, np.float32)})
+        cached, _ = store.cached_text_vectors(session, model_id, ["old words", "new words"], info.dim)
+    assert sorted(cached) == ["new words"]

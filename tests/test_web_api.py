@@ -351,3 +351,15 @@ def test_framework_errors_use_the_same_envelope(client: TestClient) -> None:
     wrong = client.delete("/api/v1/search")
     assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "method_not_allowed", wrong.text
     assert "allow" in {k.lower() for k in wrong.headers}  # the methods that would do
+
+
+def test_other_sites_pages_may_link_here_but_not_fetch_from_here(client: TestClient) -> None:
+    fetched = client.get("/api/v1/search", params={"q": "a new text to embed"},
+                         headers={"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "cors"})
+    assert fetched.status_code == 403 and fetched.json()["error"]["code"] == "bad_origin"
+    image = client.get("/api/v1/dups", headers={"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "no-cors"})
+    assert image.status_code == 403
+    linked = client.get("/", params={"q": "red"}, headers={"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"})
+    assert linked.status_code == 200
+    own = client.get("/api/v1/search", params={"q": "red"}, headers={"Sec-Fetch-Site": "same-origin"})
+    assert own.status_code == 200

@@ -17,6 +17,10 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on. Anything but loopback (127.0.0.1, ::1) needs a "
                                            "token: --token-file, or one is made and printed in the URL.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8765,
+    allowed_host: Annotated[Optional[list[str]], typer.Option(
+        "--allowed-host", metavar="NAME", show_default=False,
+        help="Another name or address clients reach this machine by, e.g. photos.lan or 192.168.1.10 (repeatable; "
+             "with --host 0.0.0.0 the machine's own name and addresses are allowed already).")] = None,
     token_file: Annotated[Optional[Path], typer.Option(help="A file holding the token clients must show (a "
                                                             "browser once, in the printed URL).", dir_okay=False)] = None,
     open_browser: Annotated[bool, typer.Option("--open", help="Open the page in a browser.")] = False,
@@ -47,11 +51,14 @@ def serve(
             token = new_token()  # never open to a network without one
         with open_library(library) as lib:
 
-            def ready(url: str) -> None:
+            def ready(url: str, elsewhere: str | None = None) -> None:
                 err(f"Serving {lib.path} at {url}  (Ctrl-C stops)")
+                if elsewhere:
+                    err(f"From other machines: {elsewhere}")
                 if open_browser:
                     import webbrowser
 
                     webbrowser.open(url)
 
-            run(lib, host, port, token, (lambda: lib.encoder_for(None)) if preload else None, ready)
+            run(lib, host, port, token, (lambda: lib.encoder_for(None)) if preload else None, ready,
+                tuple(allowed_host or ()))

@@ -20,6 +20,8 @@ if TYPE_CHECKING:  # numpy is not imported at run time: the CLI asking a server 
     import numpy as np
 
 MAX_WEIGHT = 100.0
+MAX_TERMS = 16  # each text term is embedded and cached: a query is a few of them, not a document
+MAX_QUERY_CHARS = 1_000  # CLIP reads 77 tokens of a text; past this a query is a mistake or an attack
 _WEIGHT = re.compile(r"^([+-]?\d+(?:\.\d+)?):(.*)$", re.DOTALL)
 
 
@@ -38,10 +40,13 @@ class Term:
 
 
 def check_text(query: str) -> str:
-    """The query stripped; an empty one is a usage error."""
+    """The query stripped; an empty or overlong one is a usage error."""
     text = (query or "").strip()
     if not text:
         raise UsageError("empty query: give some words to search for, e.g. imgsearch search \"a dog on the beach\"", "query")
+    if len(text) > MAX_QUERY_CHARS:
+        raise UsageError(f"the query is {len(text):,} characters long: at most {MAX_QUERY_CHARS:,} (the model reads "
+                         "the first 77 words or so)", "query")
     return text
 
 
@@ -84,4 +89,9 @@ def parse_query(words: Sequence[str]) -> list[Term]:
         raise UsageError("the query ends with an operator: put a term after the last + or -", "query")
     if not terms:
         raise UsageError("empty query: give some words to search for, e.g. imgsearch search \"a dog on the beach\"", "query")
+    if len(terms) > MAX_TERMS:
+        raise UsageError(f"the query has {len(terms)} terms: at most {MAX_TERMS}", "query")
+    for term in terms:
+        if term.kind == "text":
+            check_text(term.value)
     return terms

@@ -166,6 +166,7 @@ def vector_ids(session: Session, model_id: int, since_generation: int | None = N
 
 
 TEXT_CACHE_SIZE = 10_000
+TEXT_CACHE_AGE = timedelta(days=180)  # a text nobody searched for this long is embedded again if ever asked
 TOUCH_AFTER = timedelta(hours=1)  # a cached text's use is recorded at most this often: most searches write nothing
 
 
@@ -181,7 +182,8 @@ def cached_text_vectors(session: Session, model_id: int, texts: Sequence[str],
 
 
 def remember_text_vectors(session: Session, model_id: int, vectors: dict[str, np.ndarray | None]) -> None:
-    """Store new text embeddings and mark used ones (None: already stored); keeps the newest TEXT_CACHE_SIZE."""
+    """Store new text embeddings and mark used ones (None: already stored); keeps the newest TEXT_CACHE_SIZE, used
+    within TEXT_CACHE_AGE."""
     now = utc_now()
     for text, vector in vectors.items():
         if vector is None:
@@ -191,6 +193,7 @@ def remember_text_vectors(session: Session, model_id: int, vectors: dict[str, np
     dialect.upsert(session, TextVector, [{"model_id": model_id, "text": text, "vector": to_blob(vector), "used_at": now}
                                          for text, vector in vectors.items() if vector is not None],
                    [TextVector.model_id, TextVector.text], ("vector", "used_at"))
+    session.execute(delete(TextVector).where(TextVector.used_at < now - TEXT_CACHE_AGE))
     count = session.scalar(select(func.count()).select_from(TextVector)) or 0
     if count > TEXT_CACHE_SIZE:
         oldest = select(TextVector.used_at).order_by(TextVector.used_at.desc()).offset(TEXT_CACHE_SIZE).limit(1)

@@ -48,16 +48,20 @@ def create_app(lib: Library, guard: Guard, set_aside: Path | None = None) -> Fas
 
 
 def serve(lib: Library, host: str, port: int, token: str | None, preload: Callable[[], object] | None = None,
-          ready: Callable[[str], None] = lambda url: None) -> None:
+          ready: Callable[..., None] = lambda url, elsewhere=None: None, allowed_hosts: tuple[str, ...] = ()) -> None:
     """Run until interrupted. `ready(url)` is called once the socket listens; server.json is written for local CLI
     commands (removed again at the end)."""
     import uvicorn
 
     _check_port(host, port)
-    guard = Guard(port=port, bind=host, token=token)
+    everywhere = host in ("0.0.0.0", "::", "")
+    names = own_names() if everywhere else ()
+    guard = Guard(port=port, bind=host, token=token, extra_hosts=(*allowed_hosts, *names))
     app = create_app(lib, guard)
-    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    shown_host = "127.0.0.1" if everywhere else host
     url = f"http://{'[' + shown_host + ']' if ':' in shown_host else shown_host}:{port}/"
+    far = (allowed_hosts or names or (None,))[0]
+    elsewhere = f"http://{'[' + far + ']' if ':' in far else far}:{port}/" if everywhere and far else None
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     marker = lib.path / SERVER_FILENAME
@@ -75,7 +79,8 @@ def serve(lib: Library, host: str, port: int, token: str | None, preload: Callab
                     pass  # CLI commands then simply do the work themselves
             if preload is not None:
                 preload()
-            ready(url + (f"?token={token}" if token else ""))
+            query = f"?token={token}" if token else ""
+            ready(url + query, elsewhere + query if elsewhere else None)
 
     threading.Thread(target=announce, name="announce", daemon=True).start()
     # uvicorn stops on SIGTERM, then raises the signal again under the handler it found: by default that kills the
@@ -87,6 +92,18 @@ def serve(lib: Library, host: str, port: int, token: str | None, preload: Callab
     finally:
         if marker.is_file() and _owner(marker) == os.getpid():
             marker.unlink(missing_ok=True)
+
+
+def own_names() -> tuple[str, ...]:
+    """This machine's name (and name.local) and the addresses the system's own table gives for it (no network
+    lookups): what other machines on the network call it, allowed when binding every address."""
+    name = socket.gethostname()
+    out = [name, f"{name}.local"] if name and name != "localhost" else []
+    try:
+        out += [a for a in socket.gethostbyname_ex(name)[2] if not a.startswith("127.")]
+    except OSError:
+        pass
+    return tuple(dict.fromkeys(out))
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:

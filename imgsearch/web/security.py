@@ -86,11 +86,15 @@ class GuardMiddleware(BaseHTTPMiddleware):
         guard = self.guard
         if not guard.host_allowed(request.headers.get("host", "")):
             return _error(400, "bad_host", "this server does not answer to that host name")
+        site = request.headers.get("sec-fetch-site")
         if request.method not in SAFE_METHODS:
             origin = request.headers.get("origin")
-            site = request.headers.get("sec-fetch-site")
             if (origin is not None and not guard.origin_allowed(origin)) or site in ("cross-site", "same-site"):
                 return _error(403, "bad_origin", "requests that change something must come from this server's pages")
+        elif site in ("cross-site", "same-site") and request.headers.get("sec-fetch-mode") != "navigate":
+            # another site's page may link here, not fetch from here: searches embed new words and cache them,
+            # a duplicates scan costs seconds of CPU, thumbnails show private photos
+            return _error(403, "bad_origin", "this server answers other sites' pages only with a link to its own")
         auth = request.headers.get("authorization", "")
         given = auth[7:] if auth.lower().startswith("bearer ") else request.cookies.get(COOKIE) \
             or request.query_params.get("token")
