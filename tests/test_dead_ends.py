@@ -316,7 +316,7 @@ def test_copy_to_an_impossible_folder_is_an_error_not_a_traceback(tmp_path: Path
 # --- query images by URL ---------------------------------------------------------------------------
 
 class _Tricky:
-    """A local HTTP server: /slow sends one byte every 0.3 s, /ftp redirects to ftp://."""
+    """A local HTTP server: /slow sends one byte every 0.3 s, /drip-headers its headers so, /ftp redirects to ftp://."""
 
     def __enter__(self) -> str:
         import http.server
@@ -328,6 +328,15 @@ class _Tricky:
                 pass
 
             def do_GET(self) -> None:  # noqa: N802
+                if self.path == "/drip-headers":  # the status line itself, a byte at a time, for ever
+                    try:
+                        for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"y" * 10_000:
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                            time.sleep(0.3)
+                    except OSError:
+                        pass
+                    return
                 if self.path == "/ftp":
                     self.send_response(302)
                     self.send_header("Location", "ftp://127.0.0.1/secret.jpg")
@@ -364,6 +373,24 @@ def test_a_slow_server_cannot_hold_a_search_past_the_timeout() -> None:
         with pytest.raises(NetworkError, match="took over 2 s"):
             fetch_url(f"{base}/slow", timeout_s=2.0)  # each byte arrives well within any per-read timeout
         assert time.monotonic() - start < 3.0
+
+
+def test_a_server_dripping_its_headers_cannot_keep_the_process_alive() -> None:
+    """The deadline ends the search, and then the process too: the download left waiting for headers must not hold
+    the interpreter's exit (it did, for ever: a search printed its error and never returned to the shell)."""
+    probe = (
+        "import sys\n"
+        "from imgsearch.errors import NetworkError\n"
+        "from imgsearch.search.fetch import fetch_url\n"
+        "try:\n"
+        "    fetch_url(sys.argv[1], timeout_s=1.0)\n"
+        "except NetworkError as exc:\n"
+        "    print('error:', exc, flush=True)\n"
+    )
+    with _Tricky() as base:
+        done = subprocess.run([sys.executable, "-c", probe, f"{base}/drip-headers"], capture_output=True, text=True,
+                              timeout=120, cwd=ROOT)
+    assert done.returncode == 0 and "took over 1 s" in done.stdout, done.stdout + done.stderr
 
 
 def test_a_redirect_to_another_scheme_is_not_followed() -> None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import http.client
 import urllib.error
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+import threading
 import urllib.parse
 import urllib.request
 
@@ -50,16 +49,26 @@ def fetch_url(url: str, max_bytes: int = MAX_BYTES, timeout_s: float = TIMEOUT_S
     included) that take longer than `timeout_s` in all (a server sending one byte at a time included)."""
     check_url(url)
     opened: list = []  # the response, so that a download past its deadline can be cut off from here
-    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fetch")
-    job = worker.submit(_download, url, max_bytes, timeout_s, opened)
-    worker.shutdown(wait=False)
-    try:
-        data = job.result(timeout=timeout_s)
-    except FutureTimeout:
+    outcome: dict = {}
+
+    def download() -> None:
+        try:
+            outcome["data"] = _download(url, max_bytes, timeout_s, opened)
+        except BaseException as exc:  # noqa: BLE001 (handed to the caller)
+            outcome["error"] = exc
+
+    # a daemon thread: one still waiting for a server that drips its headers must not keep the process alive
+    worker = threading.Thread(target=download, name="fetch", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
         for response in opened:
             response.close()  # the download thread's next read fails and it ends
         raise NetworkError(f"cannot download {url}: it took over {timeout_s:g} s. Check the address, or save the "
-                           "image and give it as @FILE.") from None
+                           "image and give it as @FILE.")
+    if "error" in outcome:
+        raise outcome["error"]
+    data = outcome["data"]
     return FileData(url, data, len(data), 0)
 
 
