@@ -97,23 +97,6 @@ def test_shell_completion_completes_commands_and_installs(tmp_path: Path) -> Non
     assert "_imgsearch_completion" in script.read_text() and str(script) in (home / ".bashrc").read_text()
 
 
-def test_a_tag_filter_on_an_untagged_library_names_the_flag_and_a_command_that_works(tmp_path: Path,
-                                                                                   tiny_model_dir: Path) -> None:
-    pics, lib = tmp_path / "pics", tmp_path / "lib"
-    for colour in ("red", "green"):
-        write_photo(pics / f"{colour}.png", colour)
-    assert cli("index", pics, "-L", lib, "-m", f"local-dir:{tiny_model_dir}", "--workers", "0").exit_code == 0
-    got = cli("search", "a photo", "--tag", "cat", "-L", lib)
-    assert got.exit_code == 2 and "no image is tagged 'cat' (--tag)" in got.stderr, got.stderr
-    how = got.stderr.split("(`")[1].split("`")[0]
-    assert how == "imgsearch tag -h"
-    shown = cli(*how.split()[1:])
-    assert shown.exit_code == 0 and "--labels" in shown.stdout and "Example: imgsearch tag --labels" in shown.stdout
-    tagged = cli("tag", "--labels", "cat,dog", "-L", lib)
-    assert tagged.exit_code == 0, tagged.output
-    assert cli("search", "a photo", "--tag", "cat", "-L", lib).exit_code == 0
-
-
 def test_an_action_that_moved_nothing_offers_no_undo(tmp_path: Path, tiny_model_dir: Path) -> None:
     pics, lib = tmp_path / "pics", tmp_path / "lib"
     write_photo(pics / "a" / "red.png", "red")
