@@ -85,6 +85,23 @@ def test_raw_without_a_large_enough_preview_is_demosaiced(tmp_path: Path) -> Non
         assert img.size == (32, 48) and red_on_top(img), name  # LibRaw at half size, turned by LibRaw itself
 
 
+def test_a_broken_raw_is_skipped_with_its_reason_in_words(tmp_path: Path) -> None:
+    from imgsearch.errors import ImageError
+
+    whole = write_dng(tmp_path / "whole.dng", np.asarray(split(96, 64))).read_bytes()
+    (tmp_path / "cut.dng").write_bytes(whole[: len(whole) // 3])  # a copy that stopped a third of the way
+    (tmp_path / "fake.nef").write_bytes(b"II*\x00" + bytes(300))  # TIFF-like, but no camera's RAW
+    reasons = {}
+    for name in ("cut.dng", "fake.nef"):
+        with pytest.raises(ImageError) as caught:
+            open_rgb(str(tmp_path / name), 10**8, draft_to=(32, 32))
+        reasons[name] = str(caught.value)
+    assert reasons["cut.dng"] == ("cannot decode RAW: the file ends early or is damaged (it is shorter than its own "
+                                  "header says)")
+    assert reasons["fake.nef"].startswith("cannot decode RAW: not a RAW file LibRaw reads")
+    assert not any("Error" in r or "b'" in r for r in reasons.values())  # no exception class names, no C bytes
+
+
 def scenes() -> list[tuple[float, Image.Image]]:
     return [(4, shape_image("red", "circle", 96, seed=1)), (4, shape_image("blue", "square", 96, seed=2)),
             (4, shape_image("green", "circle", 96, seed=3))]

@@ -41,9 +41,28 @@ def open_raw(data: bytes | bytearray, max_pixels: int, min_side: int) -> tuple[I
                 img = Image.fromarray(raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8))
     except ImageError:
         raise
-    except (rawpy.LibRawError, *DECODE_ERRORS) as exc:
+    except rawpy.LibRawError as exc:
+        raise ImageError(f"cannot decode RAW: {_in_words(exc)}") from exc
+    except DECODE_ERRORS as exc:
         raise ImageError(f"cannot decode RAW: {type(exc).__name__}: {exc}") from exc
     return img, _metadata(data, *upright)
+
+
+# What LibRaw's errors mean for a photo, in words (its own text is a C message such as b'Input/output error').
+_LIBRAW_WORDS = {
+    "LibRawIOError": "the file ends early or is damaged (it is shorter than its own header says)",
+    "LibRawFileUnsupportedError": "not a RAW file LibRaw reads (an unsupported camera, or not a RAW at all)",
+    "LibRawDataError": "its image data is damaged",
+    "LibRawTooBigError": "its image is too large to decode",
+    "LibRawUnsufficientMemoryError": "not enough memory to decode it",
+    "LibRawRequestForNonexistentImageError": "it holds no image",
+}
+
+
+def _in_words(exc: Exception) -> str:
+    name = type(exc).__name__
+    detail = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+    return _LIBRAW_WORDS.get(name, f"LibRaw could not read it ({detail.rstrip('.').lower()})")
 
 
 def _preview(raw, min_side: int, max_pixels: int) -> Image.Image | None:  # noqa: ANN001 (rawpy.RawPy)
