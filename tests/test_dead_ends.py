@@ -64,6 +64,35 @@ def test_read_only_library_can_be_searched_and_refuses_changes_without_advising_
         _chmod_tree(lib, 0o755, 0o644)
 
 
+def test_a_read_only_library_reads_what_a_killed_writer_left_in_its_wal(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """kill -9 leaves committed work in library.db-wal; the library then made read-only must still show it (it
+    showed the database as it was before the run: 1 photo of ~900)."""
+    if shutil.which("setpriv") is None and os.geteuid() == 0:
+        pytest.fail("setpriv (util-linux) is needed to test permissions as root")
+    _, lib = _make_library(tmp_path, tiny_model_dir)
+    writer = ("import os, sqlite3, sys\n"
+              "db = sqlite3.connect(sys.argv[1])\n"
+              "db.execute('PRAGMA wal_autocheckpoint=0')\n"
+              "db.execute('DELETE FROM images WHERE id IN (SELECT id FROM images ORDER BY id LIMIT 2)')\n"
+              "db.commit()\n"
+              "os._exit(0)  # as if killed: no checkpoint, the commit is only in the WAL\n")
+    subprocess.run([sys.executable, "-c", writer, str(lib / "library.db")], check=True)
+    assert (lib / "library.db-wal").stat().st_size > 0
+    _chmod_tree(lib, 0o555, 0o444)
+    try:
+        status = _run("status", "-L", lib, "--json", unprivileged=True)
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["indexed"] == 4  # 6 indexed, 2 deleted by the committed, unmerged write
+        _chmod_tree(lib, 0o755, 0o644)
+        (lib / "library.db-shm").unlink()  # without it SQLite cannot read the WAL read-only: said, not ignored
+        _chmod_tree(lib, 0o555, 0o444)
+        refused = _run("status", "-L", lib, unprivileged=True)
+        assert refused.returncode == 1 and "can only read with write access" in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr
+    finally:
+        _chmod_tree(lib, 0o755, 0o644)
+
+
 @pytest.mark.parametrize("command", [("status",), ("search", "red"), ("index",), ("dups",)])
 def test_garbage_inside_the_database_is_named_not_a_traceback(tmp_path: Path, tiny_model_dir: Path,
                                                               command: tuple[str, ...]) -> None:

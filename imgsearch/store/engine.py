@@ -11,7 +11,7 @@ from sqlalchemy.exc import DatabaseError as SADatabaseError
 from sqlalchemy.orm import Session, sessionmaker
 
 import migrations
-from imgsearch.errors import DatabaseError, SchemaOutdatedError, SchemaTooNewError
+from imgsearch.errors import DatabaseError, ReadOnlyError, SchemaOutdatedError, SchemaTooNewError
 from imgsearch.store import dialect
 
 if TYPE_CHECKING:
@@ -29,7 +29,15 @@ def database_url(target: str | Path, read_only: bool = False) -> str:
     if "://" in text:
         return text
     if read_only:
-        return f"sqlite:///file:{Path(text).absolute()}?mode=ro&immutable=1&uri=true"
+        path = Path(text).absolute()
+        wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
+        if wal.is_file() and wal.stat().st_size > 0:  # committed work a killed writer left unmerged: read it too
+            if not shm.is_file():
+                raise ReadOnlyError(f"{path} has committed changes in {wal.name} that SQLite can only read with write "
+                                    "access to the folder: make it writable once (the next search merges them), or "
+                                    "copy the folder to a writable disk.", "library")
+            return f"sqlite:///file:{path}?mode=ro&uri=true"  # SQLite reads a WAL through a read-only -shm (>= 3.22)
+        return f"sqlite:///file:{path}?mode=ro&immutable=1&uri=true"
     return f"sqlite:///{Path(text)}"
 
 
