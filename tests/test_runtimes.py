@@ -265,3 +265,45 @@ def test_missing_runtime_names_the_install_command(tmp_path: Path, photos_dir: P
     assert ok.returncode == 0 and "(ONNX Runtime " in ok.stderr, ok.stderr
     bad = run_cli("index", "-L", tmp_path / "lib", "--runtime", "torch", "--precision", "int8")
     assert bad.returncode == 1 and "int8 needs an exported runtime: give --runtime openvino or onnx" in bad.stderr
+
+
+def test_a_damaged_export_is_said_to_be_damaged_and_never_cached(tmp_path: Path, photos_dir: Path,
+                                                                  trained_model_dir: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Garbled text-tower weights made NaN vectors: "No results.", rc 0, and the NaN cached, so the query stayed
+    broken after the export was mended. Now: an error naming the folder and the fix, nothing cached, and the fix
+    works."""
+    from imgsearch.errors import CorruptError
+    from imgsearch.store.orm import TextVector
+
+    monkeypatch.setenv("IMGSEARCH_CACHE", str(tmp_path / "cache"))
+    spec = ModelSpec(f"local-dir:{trained_model_dir}", None)
+    with Library.open(tmp_path / "lib", create=True) as lib:
+        lib.index([photos_dir], spec, IndexSettings(workers=0, runtime="onnx"))
+        folder = runtimes.find(lib.exports_dir, lib.encoder(spec).info.key, "onnx", "fp32")
+    weights = folder / "textual" / "model.onnx.data"  # the text tower's weights, beside its graph
+    weights.write_bytes(np.full(weights.stat().st_size // 4, np.nan, np.float32).tobytes())
+    with Library.open(tmp_path / "lib") as lib:
+        with pytest.raises(CorruptError, match=f"its export in {folder} is damaged: delete that folder, and "
+                                               "`imgsearch index` exports the model again"):
+            lib.search_text("a brand new query", k=3)
+        with lib.session() as session:
+            assert session.query(TextVector).filter_by(text="a brand new query").count() == 0
+    shutil.rmtree(folder)  # the fix, as the message says
+    assert run_cli("index", "-L", tmp_path / "lib", "--runtime", "onnx", "--workers", "0").returncode == 0
+    with Library.open(tmp_path / "lib") as lib:
+        assert len(lib.search_text("a brand new query", k=3)) == 3
+
+
+def test_exports_abandoned_by_a_killed_process_are_cleaned_up(tmp_path: Path, torch_encoder: OpenClipEncoder,
+                                                              real_photos: np.ndarray) -> None:
+    home = runtimes.model_dir(tmp_path, torch_encoder.info.key)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a process that has ended: its pid names nobody now
+    for name, owner in ((".export-killed", str(gone.pid)), (".export-running", str(os.getpid())), (".export-old", None)):
+        (home / name).mkdir(parents=True)
+        (home / name / "image.onnx.data").write_bytes(bytes(1000))
+        if owner:
+            (home / name / "pid").write_text(owner)
+    export(torch_encoder, tmp_path, "onnx", "fp32", real_photos[:16])
+    assert sorted(p.name for p in home.iterdir()) == [".export-running", f"onnx-{runtimes.version('onnx')}-fp32"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import logging
 import shutil
 import tempfile
@@ -312,7 +313,9 @@ def _make(encoder: "OpenClipEncoder", final: Path, runtime: str, precision: str,
     work: Path | None = None
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned(final.parent)
         work = Path(tempfile.mkdtemp(prefix=".export-", dir=final.parent))
+        (work / OWNER_FILE).write_text(str(os.getpid()))
         meta = _build(encoder, runtime, precision, work / "out", photos if precision == "int8" else None)
         (work / "out" / META_FILE).write_text(json.dumps(meta))  # complete, so ExportedEncoder can read it
         candidate = ExportedEncoder(work / "out", meta)
@@ -344,6 +347,20 @@ def _make(encoder: "OpenClipEncoder", final: Path, runtime: str, precision: str,
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
     return meta, notes
+
+
+OWNER_FILE = "pid"  # in an export's temporary folder: the process making it
+
+
+def _remove_abandoned(folder: Path) -> None:
+    """Temporary export folders whose process is gone (killed mid-export: ~600 MB each for ViT-B-32)."""
+    for work in folder.glob(".export-*"):
+        try:
+            os.kill(int((work / OWNER_FILE).read_text()), 0)  # ProcessLookupError: no such process
+        except PermissionError:
+            continue  # alive (another user's: not ours to touch)
+        except (OSError, ValueError):  # gone, or a folder from before owners were written
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def export_to(encoder: "OpenClipEncoder", out: Path, runtime: str, precision: str, photos: np.ndarray,

@@ -12,9 +12,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from imgsearch import store
 from imgsearch.config import Filters, SearchOptions
-from imgsearch.errors import ImageError, NotFoundError, UsageError
+from imgsearch.errors import CorruptError, ImageError, NotFoundError, UsageError
 from imgsearch.fs import is_inside
 from imgsearch.images.decode import FileData, decode_data, default_pixel_limit, file_limit, read_file
+from imgsearch.models import runtimes
 from imgsearch.models.encoder import Encoder
 from imgsearch.search.fetch import fetch_url
 from imgsearch.search.query import Term
@@ -105,6 +106,7 @@ def query_vectors(sessions: sessionmaker[Session], row: Model, encoder: Callable
     if new_texts:
         assert model is not None
         for text, vector in zip(new_texts, model.encode_texts(new_texts)):
+            check_finite(vector, model, f"the text {text!r}")  # before the cache: a NaN kept there stays wrong
             known[text] = remember[text] = vector
     if remember:
         remember_texts(sessions, row.id, remember)
@@ -116,9 +118,21 @@ def query_vectors(sessions: sessionmaker[Session], row: Model, encoder: Callable
             return stored[int(t.value)]
         if t.kind == "vector":
             return np.asarray(t.vector, dtype=np.float32)
-        return model.encode_pixels(query_pixels(t, model)[None])[0]
+        return check_finite(model.encode_pixels(query_pixels(t, model)[None])[0], model, "the query image")
 
     return np.stack([vector(t) for t in terms])
+
+
+def check_finite(vector: np.ndarray, model: Encoder, what: str) -> np.ndarray:
+    """A vector with NaN or infinity in it ranks nothing ("No results"): it means damaged weights, said as such."""
+    if np.isfinite(vector).all():
+        return vector
+    folder = getattr(getattr(model, "export", None), "folder", None)
+    cached = folder is not None and runtimes.default_exports_dir() in Path(folder).parents
+    fix = (f"its export in {folder} is damaged: delete that folder, and `imgsearch index` exports the model again"
+           if cached else f"the exported model in {folder} is damaged: export or download it again" if folder
+           else "its weights are damaged: restore or download them again")
+    raise CorruptError(f"the model gave a vector with NaN or infinity for {what}: {fix}.")
 
 
 def remember_texts(sessions: sessionmaker[Session], model_id: int, vectors: dict[str, np.ndarray | None]) -> None:
