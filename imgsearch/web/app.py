@@ -58,10 +58,9 @@ def serve(lib: Library, host: str, port: int, token: str | None, preload: Callab
     names = own_names() if everywhere else ()
     guard = Guard(port=port, bind=host, token=token, extra_hosts=(*allowed_hosts, *names))
     app = create_app(lib, guard)
-    shown_host = "127.0.0.1" if everywhere else host
-    url = f"http://{'[' + shown_host + ']' if ':' in shown_host else shown_host}:{port}/"
+    url = _address("127.0.0.1" if everywhere else host, port)
     far = (allowed_hosts or names or (None,))[0]
-    elsewhere = f"http://{'[' + far + ']' if ':' in far else far}:{port}/" if everywhere and far else None
+    elsewhere = _address(far, port) if everywhere and far else None
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     marker = lib.path / SERVER_FILENAME
@@ -94,9 +93,13 @@ def serve(lib: Library, host: str, port: int, token: str | None, preload: Callab
             marker.unlink(missing_ok=True)
 
 
+def _address(host: str, port: int) -> str:
+    return f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+
+
 def own_names() -> tuple[str, ...]:
-    """This machine's name (and name.local) and the addresses the system's own table gives for it (no network
-    lookups): what other machines on the network call it, allowed when binding every address."""
+    """This machine's name (and name.local) and the addresses the system's resolver gives for it (/etc/hosts
+    first): what other machines on the network call it, allowed when binding every address."""
     name = socket.gethostname()
     out = [name, f"{name}.local"] if name and name != "localhost" else []
     try:

@@ -43,6 +43,9 @@ async def handle_http(_request: Request, exc: HTTPException) -> JSONResponse:
     """Errors the framework raises itself (an unknown address, a wrong method, a body over the limit) in the same
     envelope as the library's, with a code."""
     code = HTTP_CODES.get(exc.status_code, "usage" if 400 <= exc.status_code < 500 else "error")
-    message = {413: "the request is too large: images are searched up to 30 MB"}.get(exc.status_code, str(exc.detail))
+    from imgsearch.web.api import MAX_UPLOAD_BYTES
+
+    message = ({413: f"the request is too large: images are searched up to {MAX_UPLOAD_BYTES:,} bytes"}
+               .get(exc.status_code, str(exc.detail)))
     return JSONResponse({"error": {"code": code, "message": message, "param": None}}, status_code=exc.status_code,
                         headers=getattr(exc, "headers", None))
