@@ -218,21 +218,15 @@ class Library:
         from imgsearch.models.encoder import OpenClipEncoder, default_device
         from imgsearch.models.export import encoder_for_indexing
 
-        chosen = runtimes.choose(settings.runtime, "cpu" if settings.precision == "int8" else default_device())
-        if chosen != "torch" and not runtimes.rejected(self.exports_dir, src.key, chosen, settings.precision):
-            found = runtimes.open_export(self.exports_dir, src.key, chosen, settings.precision)
-            if found is not None:  # made by an earlier run: PyTorch is not even loaded
-                return found, notes
-        encoder = self.encoder(spec)
-
         def cpu_encoder() -> OpenClipEncoder:
-            on_cpu = encoder.device.type == "cpu"
-            return encoder if on_cpu else OpenClipEncoder.load(spec, device="cpu", precision="fp32")
+            encoder = self.encoder(spec)
+            return encoder if encoder.device.type == "cpu" else OpenClipEncoder.load(spec, device="cpu", precision="fp32")
 
-        chosen_encoder, more = encoder_for_indexing(encoder, self.exports_dir, settings.runtime, settings.precision,
-                                                    folders, progress or SilentProgress(), cpu_encoder)
-        self._exported.forget(encoder.info.key)
-        return chosen_encoder, notes + more
+        chosen, more = encoder_for_indexing(src.key, default_device(), self.exports_dir, settings.runtime,
+                                            settings.precision, folders, progress or SilentProgress(),
+                                            lambda: self.encoder(spec), cpu_encoder)
+        self._exported.forget(src.key)
+        return chosen, notes + more
 
     def _drop_library_exports(self) -> list[str]:
         """Exports made by earlier versions inside the library (now kept once per user): removed, they are caches."""

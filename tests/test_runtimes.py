@@ -216,7 +216,8 @@ def test_int8_missing_the_gate_is_recorded_and_fp32_used(tmp_path: Path, torch_e
     assert runtimes.find(tmp_path, key, "onnx", "int8") is None
     # the next run goes straight to fp32: no new export, the reason in its warnings
     notes = Recorder()
-    enc, warnings = encoder_for_indexing(torch_encoder, tmp_path, "onnx", "int8", [], notes, lambda: torch_encoder)
+    enc, warnings = encoder_for_indexing(torch_encoder.info.key, "cpu", tmp_path, "onnx", "int8", [], notes,
+                                         lambda: torch_encoder, lambda: torch_encoder)
     assert isinstance(enc, ExportedEncoder) and enc.export.precision == "fp32" and notes.notes == []
     assert warnings[0].startswith("int8 was not kept for this model")
 

@@ -402,20 +402,27 @@ GATE_PHOTOS = 64  # fp32: what the gate measures
 MIN_CALIBRATION = 10
 
 
-def encoder_for_indexing(encoder: "OpenClipEncoder", root: Path, runtime: str | None, precision: str,
-                         folders: list[Path], progress: "Progress", cpu_encoder: "Callable[[], OpenClipEncoder]",
-                         ) -> tuple["Encoder", list[str]]:
-    """The encoder an indexing run uses, and warnings for its report: `encoder` (PyTorch) or an export of it, made
-    now when none fits (the runtime asked for, else the fastest here). Export failure falls back to PyTorch."""
+def gate_photos(folders: list[Path], geometry: "Geometry", precision: str) -> np.ndarray:
+    """The photos an export at `precision` is checked on (and int8 calibrated on)."""
+    return sample_photos(folders, geometry, CALIBRATION_PHOTOS if precision == "int8" else GATE_PHOTOS)
+
+
+def encoder_for_indexing(key: str, device: str, root: Path, runtime: str | None, precision: str,
+                         folders: list[Path], progress: "Progress", torch_encoder: "Callable[[], OpenClipEncoder]",
+                         cpu_encoder: "Callable[[], OpenClipEncoder]") -> tuple["Encoder", list[str]]:
+    """The encoder an indexing run uses for the weights with `key`, and warnings for its report: an export of them
+    (the runtime asked for, else the fastest here; made now when none fits), else the PyTorch model. PyTorch is loaded
+    only when it encodes or an export is made: a run that finds its export never loads it. Export failure falls back
+    to PyTorch."""
     runtimes.check(runtime, precision)
-    chosen = runtimes.choose(runtime, "cpu" if precision == "int8" else encoder.device.type)
+    chosen = runtimes.choose(runtime, "cpu" if precision == "int8" else device)
     if chosen == "torch":
         if precision == "int8":
             if runtime is None and all(runtimes.missing_for_export(r, "int8") for r in runtimes.EXPORTED):
                 raise runtimes.missing_exported("precision")
             runtimes.check("torch", "int8")  # asked for torch (flag or IMGSEARCH_RUNTIME): name the runtimes to give
-        return encoder, []
-    name, key = runtimes.display_name(chosen), encoder.info.key
+        return torch_encoder(), []
+    name = runtimes.display_name(chosen)
     notes = []
     if precision == "int8" and (why := runtimes.rejected(root, key, chosen, "int8")):
         notes.append(f"int8 was not kept for this model ({why}): encoding in fp32")
@@ -423,8 +430,8 @@ def encoder_for_indexing(encoder: "OpenClipEncoder", root: Path, runtime: str | 
     found = runtimes.open_export(root, key, chosen, precision)
     if found is not None:
         return found, notes
-    count = CALIBRATION_PHOTOS if precision == "int8" else GATE_PHOTOS
-    photos = sample_photos(folders, encoder.info.geometry, count)
+    model = cpu_encoder()  # loaded once, for the photos' geometry and the export
+    photos = gate_photos(folders, model.info.geometry, precision)
     if precision == "int8" and len(photos) < MIN_CALIBRATION:
         notes.append(f"int8 needs at least {MIN_CALIBRATION} photos to calibrate on and check against; "
                      f"{len(photos)} could be read: encoding in fp32")
@@ -434,9 +441,9 @@ def encoder_for_indexing(encoder: "OpenClipEncoder", root: Path, runtime: str | 
             return found, notes
     progress.note(f"exporting the model to {name} {precision} (once per weights and {name} version)...")
     try:
-        made = export(cpu_encoder(), root, chosen, precision, photos)
+        made = export(model, root, chosen, precision, photos)
     except ExportError as exc:
-        return encoder, [*notes, f"could not export the model to {name} ({exc}): encoding with PyTorch instead"]
+        return torch_encoder(), [*notes, f"could not export the model to {name} ({exc}): encoding with PyTorch instead"]
     progress.note(f"exported to {made.encoder.export.describe()}: {Fidelity(**made.encoder.export.fidelity).describe()}")
     return made.encoder, notes + made.warnings
 
@@ -452,8 +459,7 @@ def export_model(spec: "ModelSpec", out: Path, runtime: str = "onnx", precision:
                          "runtime")
     runtimes.check(runtime, precision)
     encoder = OpenClipEncoder.load(spec, device="cpu", precision="fp32")
-    pictures = sample_photos(list(photos), encoder.info.geometry,
-                             CALIBRATION_PHOTOS if precision == "int8" else GATE_PHOTOS)
+    pictures = gate_photos(list(photos), encoder.info.geometry, precision)
     if precision == "int8" and len(pictures) < MIN_CALIBRATION:
         raise UsageError(f"int8 needs at least {MIN_CALIBRATION} photos to calibrate on and check against; "
                          f"{len(pictures)} could be read: give a folder of your photos as {{param}}.", "photos")

@@ -104,10 +104,10 @@ def check(runtime: str | None, precision: str) -> None:
                              "precision")
     if runtime == "torch" and not torch_installed():
         raise MissingExtraError(f"PyTorch is not installed here: {extra_install()} (the torch extra), or give "
-                                f"{{param}} {next((r for r in EXPORTED if installed(r)), 'onnx')}.", "runtime")
+                                f"{{param}} {fastest_installed() or 'onnx'}.", "runtime")
     missing = _missing(_RUN[runtime]) if runtime in EXPORTED else []
     if missing:
-        other = "torch" if torch_installed() else next((r for r in EXPORTED if installed(r)), "torch")
+        other = "torch" if torch_installed() else fastest_installed() or "torch"
         raise ModelLoadError(f"{display_name(runtime)} is not installed here: pip install {' '.join(missing)} "
                              f"({EXTRA}), or give {{param}} {other}.", "runtime")
     if precision == "int8" and runtime == "torch":
@@ -140,6 +140,11 @@ def extra_install(extra: str = "torch") -> str:
     return "pip install " + " ".join(shlex.quote(r) for r in wanted)
 
 
+def fastest_installed() -> str | None:
+    """The fastest exported runtime installed here (EXPORTED's order), if any."""
+    return next((r for r in EXPORTED if installed(r)), None)
+
+
 def torch_installed() -> bool:
     """Whether PyTorch and open_clip are here (the "torch" extra): what exporting, training and CUDA need."""
     return not _missing(("torch", "open_clip"))
@@ -165,7 +170,7 @@ def choose(runtime: str | None, device: str) -> str:
         return runtime
     if device != "cpu":
         return "torch"
-    return next((r for r in EXPORTED if installed(r)), "torch")
+    return fastest_installed() or "torch"
 
 
 # --- where exports live ----------------------------------------------------------------------------
