@@ -133,8 +133,11 @@ class Thumbnails:
     def _key(row, size: int) -> str:  # noqa: ANN001 (an image row)
         """The file's content hash when dups has computed it (copies share thumbnails), else a fingerprint of its
         path, size and modification time: either way, a changed file gets new thumbnails."""
-        content = row.content_hash or hashlib.sha1(f"{row.path}\0{row.size}\0{row.mtime_ns}".encode()).hexdigest()
-        return f"{content}-{size}"
+        return f"{Thumbnails._content(row)}-{size}"
+
+    @staticmethod
+    def _content(row) -> str:  # noqa: ANN001 (an image row)
+        return row.content_hash or hashlib.sha1(f"{row.path}\0{row.size}\0{row.mtime_ns}".encode()).hexdigest()
 
     def _file(self, key: str) -> Path:
         return self.folder / key[:2] / f"{key}.webp"
@@ -143,7 +146,7 @@ class Thumbnails:
         """Delete the cached thumbnails (every size) of these images, except content others still have: how many."""
         removed = 0
         for row in rows:
-            content = self._key(row, 0).rsplit("-", 1)[0]
+            content = self._content(row)
             if content in keep:
                 continue
             for cached in (self.folder / content[:2]).glob(f"{content}-*.webp"):
