@@ -88,7 +88,8 @@ LibraryOpt = Annotated[Optional[Path], typer.Option(
 
 
 ModelOpt = Annotated[Optional[str], typer.Option(
-    "--model", "-m", help=f"open_clip model name, hf-hub:ORG/REPO, or local-dir:DIR [default: the library's "
+    "--model", "-m", help=f"immich:NAME, local-dir:DIR (an export, or an open_clip folder), an open_clip model "
+                          f"name, or hf-hub:ORG/REPO [default: the library's "
                           f"model, else {DEFAULT_MODEL}].")]
 
 

@@ -42,7 +42,7 @@ def index(
         help="RAM the search index may take, in GB: a library whose index would not fit gets one with its lists "
              "on disk (remembered for later runs).", min=0.001, show_default=False)] = None,
     runtime: Annotated[Optional[str], typer.Option(
-        help="Encode with torch, openvino or onnx (exported once from the model's weights, kept in the library) "
+        help="Encode with torch, openvino or onnx (exported once from the model's weights, kept once per user) "
              "[default: IMGSEARCH_RUNTIME, else torch on a GPU, OpenVINO or ONNX Runtime on a CPU when installed].",
         show_default=False)] = None,
     precision: Annotated[str, typer.Option(
