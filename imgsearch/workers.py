@@ -102,9 +102,15 @@ class KeyedLocks:
             return self._locks.setdefault(key, threading.Lock())
 
 
-def in_background(work: Callable[[], T]) -> Callable[[], T]:
-    """Start `work` in a thread now; the returned function waits for its result (or raises its error). For C++ work
-    that releases the GIL (reading a FAISS index) next to other such work (compiling a model)."""
+class StillRunning(Exception):
+    """Work started by in_background had not finished by the time its caller would wait."""
+
+
+def in_background(work: Callable[[], T]) -> Callable[..., T]:
+    """Start `work` in a thread now; the returned function waits for its result (or raises its error), at most
+    `timeout_s` seconds when given (then StillRunning). For C++ work that releases the GIL (reading a FAISS index)
+    next to other such work (compiling a model), and for network waits with a deadline. The thread is a daemon: work
+    still running never holds the process's exit."""
     done: dict[str, object] = {}
 
     def run() -> None:
@@ -116,8 +122,10 @@ def in_background(work: Callable[[], T]) -> Callable[[], T]:
     thread = threading.Thread(target=run, name="imgsearch-prefetch", daemon=True)
     thread.start()
 
-    def result() -> T:
-        thread.join()
+    def result(timeout_s: float | None = None) -> T:
+        thread.join(timeout_s)
+        if thread.is_alive():
+            raise StillRunning
         if "error" in done:
             raise done["error"]  # type: ignore[misc]
         return done["value"]  # type: ignore[return-value]

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import http.client
 import urllib.error
-import threading
 import urllib.parse
 import urllib.request
 
 from imgsearch.errors import NetworkError, UsageError
 from imgsearch.images.decode import FileData
+from imgsearch.workers import StillRunning, in_background
 
 MAX_BYTES = 50 * 1024 * 1024
 TIMEOUT_S = 15.0
@@ -49,26 +49,15 @@ def fetch_url(url: str, max_bytes: int = MAX_BYTES, timeout_s: float = TIMEOUT_S
     included) that take longer than `timeout_s` in all (a server sending one byte at a time included)."""
     check_url(url)
     opened: list = []  # the response, so that a download past its deadline can be cut off from here
-    outcome: dict = {}
-
-    def download() -> None:
-        try:
-            outcome["data"] = _download(url, max_bytes, timeout_s, opened)
-        except BaseException as exc:  # noqa: BLE001 (handed to the caller)
-            outcome["error"] = exc
-
-    # a daemon thread: one still waiting for a server that drips its headers must not keep the process alive
-    worker = threading.Thread(target=download, name="fetch", daemon=True)
-    worker.start()
-    worker.join(timeout_s)
-    if worker.is_alive():
+    # in a daemon thread: one still waiting for a server that drips its headers must not keep the process alive
+    pending = in_background(lambda: _download(url, max_bytes, timeout_s, opened))
+    try:
+        data = pending(timeout_s)
+    except StillRunning:
         for response in opened:
             response.close()  # the download thread's next read fails and it ends
         raise NetworkError(f"cannot download {url}: it took over {timeout_s:g} s. Check the address, or save the "
-                           "image and give it as @FILE.")
-    if "error" in outcome:
-        raise outcome["error"]
-    data = outcome["data"]
+                           "image and give it as @FILE.") from None
     return FileData(url, data, len(data), 0)
 
 
