@@ -18,10 +18,10 @@ __version__ = "0.1.0"
 _LAZY = {
     "Library": "imgsearch.library", "upgrade": "imgsearch.library",
     "ModelSpec": "imgsearch.config", "IndexSettings": "imgsearch.config", "CrawlSettings": "imgsearch.config",
-    "SearchOptions": "imgsearch.config", "Filters": "imgsearch.config", "DupOptions": "imgsearch.config",
+    "SearchOptions": "imgsearch.config", "Filters": "imgsearch.filters", "DupOptions": "imgsearch.config",
     "ImgSearchError": "imgsearch.errors", "UsageError": "imgsearch.errors", "NotFoundError": "imgsearch.errors",
     "Term": "imgsearch.search.query", "parse_query": "imgsearch.search.query",
-    "parse_filters": "imgsearch.search.filters", "SearchResult": "imgsearch.search.result",
+    "FILTERS": "imgsearch.filters", "split_filters": "imgsearch.filters", "SearchResult": "imgsearch.search.result",
     "timestamp": "imgsearch.search.result", "VideoSampling": "imgsearch.config",
     "export_results": "imgsearch.search.export", "thumbnail_jpeg": "imgsearch.images.decode",
     "check_roots": "indexer.pipeline", "parse_duration": "imgsearch.dups.options",
@@ -31,18 +31,18 @@ _LAZY = {
     "TrainSettings": "imgsearch.models.training", "train": "imgsearch.models.training",
     "export_model": "imgsearch.models.export", "diagnose": "imgsearch.doctor", "ForgetReport": "imgsearch.library",
 }
-__all__ = ["CrawlSettings", "DupOptions", "Filters", "ForgetReport", "ImgSearchError", "IndexSettings", "Library",
+__all__ = ["CrawlSettings", "DupOptions", "FILTERS", "Filters", "ForgetReport", "ImgSearchError", "IndexSettings", "Library",
            "ModelSpec", "NotFoundError", "SearchOptions", "SearchResult", "Term", "TrainSettings", "UsageError",
            "VideoSampling", "check_roots", "check_templates", "classify", "diagnose", "evaluate_folder",
-           "export_model", "export_results", "load_encoder", "parse_duration", "parse_filters", "parse_labels",
-           "parse_query", "read_pairs", "thumbnail_jpeg", "timestamp", "train", "upgrade"]
+           "export_model", "export_results", "load_encoder", "parse_duration", "parse_labels",
+           "parse_query", "read_pairs", "split_filters", "thumbnail_jpeg", "timestamp", "train", "upgrade"]
 
 if TYPE_CHECKING:
-    from imgsearch.config import (CrawlSettings, DupOptions, Filters, IndexSettings, ModelSpec, SearchOptions,
-                                  VideoSampling)
+    from imgsearch.config import CrawlSettings, DupOptions, IndexSettings, ModelSpec, SearchOptions, VideoSampling
     from imgsearch.doctor import diagnose
     from imgsearch.dups.options import parse_duration
     from imgsearch.errors import ImgSearchError, NotFoundError, UsageError
+    from imgsearch.filters import FILTERS, Filters, split_filters
     from imgsearch.images.decode import thumbnail_jpeg
     from imgsearch.library import ForgetReport, Library, upgrade
     from imgsearch.models.encoder import load_encoder
@@ -52,7 +52,6 @@ if TYPE_CHECKING:
     from imgsearch.models.training import TrainSettings, train
     from imgsearch.models.zeroshot import check_templates, classify, parse_labels
     from imgsearch.search.export import export_results
-    from imgsearch.search.filters import parse_filters
     from imgsearch.search.query import Term, parse_query
     from imgsearch.search.result import SearchResult, timestamp
     from indexer.pipeline import check_roots

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
+
+from imgsearch.filters import Filters
 
 DEFAULT_MODEL = "ViT-B-32"
 # LAION-2B ViT-B/32: the best-known open ViT-B/32 weights, the same tag clip-retrieval defaults to.
@@ -14,6 +15,9 @@ DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 LIBRARY_ENV = "IMGSEARCH_LIBRARY"
 DB_URL_ENV = "IMGSEARCH_DB_URL"  # the library's database server (PostgreSQL), when not its own SQLite file
 
+
+MAX_K = 10_000  # results per page, in every front end: past this a page is an export (imgsearch export)
+SORTS = ("score", "date", "path")
 
 # Folders that hold no user photos or hold copies managed by other software.
 DEFAULT_EXCLUDES = (
@@ -86,23 +90,9 @@ class IndexSettings:
 
 
 @dataclass(frozen=True)
-class Filters:
-    """Conditions on images that compose with the vector search."""
-
-    folder: str | None = None
-    after: datetime | None = None  # on or after (EXIF date taken, else file time)
-    before: datetime | None = None  # strictly before
-    camera: str | None = None  # substring of "make model", any case
-    exts: tuple[str, ...] = ()
-    min_size: int | None = None  # shorter side, pixels
-    tags: tuple[str, ...] = ()  # zero-shot tags (imgsearch tag) the image must carry, any case
-
-    def active(self) -> bool:
-        return any(v not in (None, ()) for v in asdict(self).values())
-
-
-@dataclass(frozen=True)
 class SearchOptions:
+    """One page of results: k of them after skipping offset, at least min_score similar, in this order."""
+
     k: int = 10
     offset: int = 0
     min_score: float | None = None

@@ -17,7 +17,8 @@ COLOURS = {"red": (220, 30, 30), "green": (30, 180, 40), "blue": (30, 60, 220), 
 
 def write_photo(path: Path, colour: str | tuple[int, int, int] = "red", size: tuple[int, int] = (64, 48),
                 fmt: str | None = None, taken: datetime | None = None, make: str | None = None,
-                model: str | None = None, orientation: int | None = None, seed: int = 0) -> Path:
+                model: str | None = None, orientation: int | None = None, seed: int = 0,
+                gps: tuple[float, float] | None = None) -> Path:
     """A solid-colour image with a little noise (so files differ), optional EXIF."""
     rgb = COLOURS[colour] if isinstance(colour, str) else colour
     rng = np.random.default_rng(seed)
@@ -32,8 +33,13 @@ def write_photo(path: Path, colour: str | tuple[int, int, int] = "red", size: tu
         exif[274] = orientation
     if taken:
         exif.get_ifd(0x8769)[36867] = taken.strftime("%Y:%m:%d %H:%M:%S")
+    if gps:
+        place = exif.get_ifd(0x8825)
+        for ref, at, value, signs in ((1, 2, gps[0], "NS"), (3, 4, gps[1], "EW")):
+            degrees, rest = divmod(abs(value) * 3600, 3600)
+            place[ref], place[at] = signs[value < 0], (degrees, rest // 60, round(rest % 60, 4))
     path.parent.mkdir(parents=True, exist_ok=True)
-    kwargs = {"exif": exif.tobytes()} if len(exif) or taken else {}
+    kwargs = {"exif": exif.tobytes()} if len(exif) or taken or gps else {}
     img.save(path, format=fmt, **kwargs)
     return path
 

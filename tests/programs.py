@@ -1,9 +1,12 @@
-"""Programs the tests start for real (chromium, PostgreSQL): what happens when one is missing."""
+"""Programs the tests start for real (chromium, PostgreSQL, `imgsearch serve`): starting them, and what happens when one
+is missing."""
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -31,3 +34,17 @@ def wait_for_url(process: subprocess.Popen, log: Path, limit_s: float = 120) -> 
         time.sleep(0.1)
     process.kill()
     raise AssertionError(f"imgsearch serve did not start in {limit_s:.0f} s: {log.read_text()}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(library: Path, log: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+    """`imgsearch serve` as a user starts it; returns once it prints its URL."""
+    out = log.open("w")
+    process = subprocess.Popen([sys.executable, "-m", "imgsearch", "serve", "-L", str(library), "--port",
+                                str(free_port()), *extra], stdout=out, stderr=subprocess.STDOUT, text=True)
+    return process, wait_for_url(process, log)

@@ -12,7 +12,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.programs import missing_program, wait_for_url
+from tests.programs import missing_program, start_server
 from tests.tinyclip import COLOURS, shape_image
 
 CHROMIUM = os.environ.get("IMGSEARCH_CHROMIUM", "/usr/bin/chromium")
@@ -48,24 +47,9 @@ class Served:
             page.screenshot(path=str(Path(extra) / f"{name}.png"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _cli(*args: object, **kwargs: object) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "imgsearch", *map(str, args)], capture_output=True, text=True,
                           timeout=300, **kwargs)
-
-
-def start_server(library: Path, log: Path, *extra: str) -> tuple[subprocess.Popen, str]:
-    """`imgsearch serve` as a user starts it; returns once it prints its URL."""
-    port = _free_port()
-    out = log.open("w")
-    process = subprocess.Popen([sys.executable, "-m", "imgsearch", "serve", "-L", str(library), "--port", str(port),
-                                *extra], stdout=out, stderr=subprocess.STDOUT, text=True)
-    return process, wait_for_url(process, log)
 
 
 @pytest.fixture(scope="module")

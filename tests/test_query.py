@@ -15,11 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from imgsearch.search import ranking as search_mod
-from imgsearch.config import Filters, IndexSettings, ModelSpec, SearchOptions
+from imgsearch.config import IndexSettings, ModelSpec, SearchOptions
 from imgsearch.errors import ImgSearchError, UsageError
 from imgsearch.search.export import export_results
 from imgsearch.search.fetch import fetch_url
-from imgsearch.search.filters import check_ext, parse_date
+from imgsearch.filters import Filters, check_ext, parse_date
 from imgsearch.search.query import parse_query
 from imgsearch.search.ranking import combine
 from tests.factories import write_photo
@@ -119,19 +119,19 @@ def test_filters_compose_and_are_exact(library, colours, tmp_path: Path) -> None
     assert sorted(run(library, ["red"], filters=Filters(camera="canon"), **every)) == ["red", "white"]
     assert run(library, ["red"], filters=Filters(camera="canon", before=datetime(2019, 1, 1)), **every) == ["white"]
     assert sorted(run(library, ["red"], filters=Filters(after=datetime(2021, 1, 1)), **every)) == ["green", "magenta"]
-    assert sorted(run(library, ["red"], filters=Filters(exts=("png", "webp")), **every)) == ["green", "magenta"]
-    assert sorted(run(library, ["red"], filters=Filters(exts=("jpg",)), **every)) == ["blue", "red", "white"]
+    assert sorted(run(library, ["red"], filters=Filters(ext=("png", "webp")), **every)) == ["green", "magenta"]
+    assert sorted(run(library, ["red"], filters=Filters(ext=("jpg",)), **every)) == ["blue", "red", "white"]
     assert run(library, ["red"], filters=Filters(min_size=100), **every) == ["magenta"]
     with pytest.raises(UsageError, match="/nowhere is not inside any indexed folder"):  # says why nothing matches
         run(library, ["red"], filters=Filters(folder="/nowhere"), **every)
     with pytest.raises(UsageError, match="no image is tagged 'cat'.*no image is tagged yet"):
-        run(library, ["red"], filters=Filters(tags=("cat",)), **every)
+        run(library, ["red"], filters=Filters(tag=("cat",)), **every)
 
 
 def test_broad_filters_widen_the_search_instead_of_losing_results(library, colours, monkeypatch) -> None:  # noqa: ANN001
     monkeypatch.setattr(search_mod, "EXACT_FILTER_MAX", 0)  # force the widening path
-    assert sorted(run(library, ["red"], filters=Filters(exts=("jpg",)), k=10)) == ["blue", "red", "white"]
-    assert run(library, ["red"], filters=Filters(exts=("jpg",)), k=1) == ["red"]
+    assert sorted(run(library, ["red"], filters=Filters(ext=("jpg",)), k=10)) == ["blue", "red", "white"]
+    assert run(library, ["red"], filters=Filters(ext=("jpg",)), k=1) == ["red"]
 
 
 def test_min_score_keeps_exactly_the_results_above_it(library, colours) -> None:  # noqa: ANN001
@@ -227,8 +227,7 @@ def test_export_vectors_npy_and_parquet(library, colours, tmp_path: Path) -> Non
 def test_random_queries_and_filters_give_results_or_a_usage_error(library, colours, words, folder, camera,  # noqa: ANN001
                                                                   ext, after, min_score, sort) -> None:
     try:
-        filters = Filters(folder=folder or None, camera=camera or None, exts=(check_ext(ext),) if ext else (),
-                          after=parse_date(after, "--after") if after else None)
+        filters = Filters(folder=folder, camera=camera, ext=ext, after=after)  # as typed: the table reads them
         results = library.search(parse_query(words), SearchOptions(k=5, min_score=min_score, sort=sort,
                                                                    filters=filters), FAKE)
     except UsageError as exc:

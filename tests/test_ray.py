@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from imgsearch import store
 from imgsearch.config import IndexSettings, ModelSpec
 from imgsearch.library import Library
 from tests.factories import write_video
+from tests.programs import free_port
 
 DATA = Path(__file__).parent / "data" / "photos"
 RAY_OBJECT_STORE = 300_000_000
@@ -88,12 +88,6 @@ def _vectors(lib: Library) -> dict[str, np.ndarray]:
             for i, v in zip(ids.tolist(), vectors)}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ray(*args: str) -> subprocess.Popen:
     """`ray start ... --block` in a session of its own: the node and every process it starts die together."""
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
@@ -131,7 +125,7 @@ def _cluster_cpus(port: int) -> float:
 
 def test_a_node_killed_mid_run_loses_no_photo(tmp_path: Path, tiny_model_dir: Path) -> None:
     pics = derived_photos(tmp_path / "pics", 400, size=(1200, 900))  # big enough that decoding takes a while
-    port = _free_port()
+    port = free_port()
     nodes = [_ray("--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false", "--disable-usage-stats")]
     try:
         deadline = time.monotonic() + 90

@@ -8,7 +8,8 @@ import threading
 import time
 from pathlib import Path
 
-from imgsearch.config import Filters, IndexSettings, ModelSpec, SearchOptions
+from imgsearch.config import IndexSettings, ModelSpec, SearchOptions
+from imgsearch.filters import Filters
 from imgsearch.search.query import parse_query
 from tests.factories import write_photo
 

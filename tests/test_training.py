@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imgsearch.config import Filters, IndexSettings, ModelSpec, SearchOptions
+from imgsearch.config import IndexSettings, ModelSpec, SearchOptions
+from imgsearch.filters import Filters
 from imgsearch.cli.app import flag_for
 from imgsearch.errors import UsageError
 from imgsearch.search.query import Term
@@ -169,11 +170,11 @@ def test_tag_then_search_by_tag(library, tmp_path: Path) -> None:  # noqa: ANN00
     library.index([tmp_path / "pics"], settings=IndexSettings(workers=0))
     images, written = library.tag(["red", "green", "blue"], ("a {label} photo",), top=1)
     assert (images, written) == (6, 6)
-    hits = library.search([Term(1.0, "text", "anything")], SearchOptions(k=10, filters=Filters(tags=("BLUE",))))
+    hits = library.search([Term(1.0, "text", "anything")], SearchOptions(k=10, filters=Filters(tag=("BLUE",))))
     assert sorted(Path(h.path).name for h in hits) == ["blue3.png", "blue4.png", "blue5.png"]
     _, strict = library.tag(["red", "green", "blue"], ("a {label} photo",), top=3, min_probability=0.2)
     assert strict == 6  # replaced, not added to: each image has one label this sure
-    reds = library.search([Term(1.0, "text", "x")], SearchOptions(k=10, filters=Filters(tags=("red",))))
+    reds = library.search([Term(1.0, "text", "x")], SearchOptions(k=10, filters=Filters(tag=("red",))))
     assert sorted(Path(h.path).name for h in reds) == ["red0.png", "red1.png"]
     assert library.status().tags == {"red": 2, "green": 1, "blue": 3}
     write_photo(tmp_path / "pics" / "red0.png", "green", seed=9)  # new pixels: the old tag no longer holds

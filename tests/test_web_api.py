@@ -68,7 +68,7 @@ def test_upload_search_and_its_limits(client: TestClient) -> None:
     data = io.BytesIO()
     Image.new("RGB", (50, 40), (30, 60, 220)).save(data, format="PNG")
     found = client.post("/api/v1/search/image", files={"image": ("q.png", data.getvalue(), "image/png")},
-                        data={"k": "1"})
+                        params={"k": "1"})
     assert found.status_code == 200 and found.json()["results"][0]["name"] == "blue.jpg"
     bad = client.post("/api/v1/search/image", files={"image": ("x.png", b"not an image", "image/png")})
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "usage"

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Annotated, Iterator, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from imgsearch.config import DEFAULT_MODEL, DEFAULT_PRETRAINED, LIBRARY_ENV
 from imgsearch.errors import ImgSearchError
+from imgsearch.filters import FILTERS
 
 if TYPE_CHECKING:
     from imgsearch import Library
@@ -29,8 +32,8 @@ HELP = {"rich_markup_mode": None, "context_settings": {"help_option_names": ["-h
 METAVARS = {"library": "DIR", "db_url": "URL", "model": "MODEL", "pretrained": "TAG|FILE", "exclude": "GLOB",
             "ray": "ADDRESS", "runtime": "RUNTIME", "precision": "PRECISION", "template": "TEMPLATE",
             "labels_file": "FILE", "move_to": "DIR", "copy_to": "DIR", "out": "DIR", "image": "IMAGE",
-            "ext": "EXT", "tag": "TAG", "tags": "TAG", "sort": "ORDER", "fmt": "FORMAT", "host": "HOST",
-            "after": "DATE", "before": "DATE", "folder": "FOLDER", "camera": "TEXT"}
+            "tags": "TAG", "sort": "ORDER", "fmt": "FORMAT", "host": "HOST",
+            **{f"filter_{f.name}": f.metavar for f in FILTERS}}
 
 
 def _value_word(param: object, ctx: object) -> str:
@@ -105,10 +108,34 @@ def err(message: str) -> None:
 
 
 # How the library's parameter names appear on the command line, where they are not `--name-with-dashes`.
-FLAGS = {"k": "--top", "exts": "--ext", "folder": "--in", "within_s": "--within", "similar_cosine": "--similar",
+FLAGS = {"k": "--top", "within_s": "--within", "similar_cosine": "--similar",
          "min_probability": "--min-prob", "tiers": "--tier", "roots": "FOLDER", "fmt": "--format",
          "templates": "--template", "query": "QUERY", "dest": "DEST", "mode": "--copy-to/--link-to",
-         "tags": "--tag"}
+         **{f.name: f.flag for f in FILTERS}}
+
+
+def with_filters(command: Callable[..., None]) -> Callable[..., None]:
+    """A command with one option per search filter (imgsearch.filters.FILTERS) where its `filters` parameter is;
+    it gets them there as {name: the text or texts given}."""
+    names = {f"filter_{f.name}": f for f in FILTERS}
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> None:
+        texts = {f.name: kwargs.pop(param) for param, f in names.items()}
+        return command(*args, filters=texts, **kwargs)
+
+    def option(f: Any) -> object:
+        kind = Optional[list[str]] if f.many else Optional[str]
+        return Annotated[kind, typer.Option(f.flag, help=f.help, show_default=False)]  # type: ignore[valid-type]
+
+    own = list(inspect.signature(command, eval_str=True).parameters.values())
+    at = [p.name for p in own].index("filters")
+    added = [inspect.Parameter(param, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=option(f))
+             for param, f in names.items()]
+    run.__signature__ = inspect.Signature(own[:at] + added + own[at + 1:])  # type: ignore[attr-defined]
+    run.__annotations__ = {**{k: v for k, v in command.__annotations__.items() if k != "filters"},
+                           **{p.name: p.annotation for p in added}}
+    return run
 
 
 def flag_for(param: str, flags: Mapping[str, str] = {}) -> str:  # noqa: B006 (read only)

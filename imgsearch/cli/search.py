@@ -12,10 +12,12 @@ import typer
 
 from imgsearch.errors import ImgSearchError, UsageError
 from imgsearch.cli.app import (LibraryOpt, ModelOpt, PretrainedOpt, app, err, handled, model_spec,
-                               open_library)
+                               open_library, with_filters)
+from imgsearch.config import MAX_K
 
 
 @app.command()
+@with_filters
 def search(
     query: Annotated[Optional[list[str]], typer.Argument(metavar="QUERY",
         help="What to look for. Words form a phrase; + and - (separate words) combine terms; N:term weighs "
@@ -23,20 +25,11 @@ def search(
         show_default=False)] = None,
     image: Annotated[Optional[Path], typer.Option(
         "--image", "-i", help="Search by an image file (same as the term @FILE).", dir_okay=False)] = None,
-    top: Annotated[int, typer.Option("--top", "-k", help="How many results.")] = 10,
+    top: Annotated[int, typer.Option("--top", "-k", help=f"How many results (at most {MAX_K:,}).")] = 10,
     offset: Annotated[int, typer.Option(help="Skip this many results first (paging).")] = 0,
     min_score: Annotated[Optional[float], typer.Option(help="Only results at least this similar (cosine).")] = None,
     sort: Annotated[str, typer.Option(help="Order of the results: score, date (newest first) or path.")] = "score",
-    in_folder: Annotated[Optional[Path], typer.Option("--in", help="Only images inside this folder.",
-                                                      file_okay=False)] = None,
-    after: Annotated[Optional[str], typer.Option(help="Only images taken on or after DATE (YYYY[-MM[-DD]]).")] = None,
-    before: Annotated[Optional[str], typer.Option(help="Only images taken before DATE (YYYY[-MM[-DD]]).")] = None,
-    camera: Annotated[Optional[str], typer.Option(help="Only images whose camera make/model contains this.")] = None,
-    ext: Annotated[Optional[list[str]], typer.Option(help="Only these file extensions (repeatable).")] = None,
-    min_size: Annotated[Optional[int], typer.Option(help="Only images whose shorter side has this many pixels.",
-                                                    min=1)] = None,
-    tag: Annotated[Optional[list[str]], typer.Option(
-        help="Only images tagged with this label by `imgsearch tag` (repeatable: all of them).")] = None,
+    filters: dict = {},  # noqa: B006 (one option per search filter: with_filters)
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
     as_paths: Annotated[bool, typer.Option("--paths", help="Bare paths, one per line.")] = False,
     nul: Annotated[bool, typer.Option("-0", help="With --paths: NUL-separated (for xargs -0).")] = False,
@@ -54,27 +47,28 @@ def search(
     Examples:
       imgsearch search "a dog on the beach"
       imgsearch search beach + sunset - people --after 2019 --top 20
+      imgsearch search dog camera:x100v after:2019-05 type:video
       imgsearch search --image ~/Pictures/cat.jpg --json
     """
     from imgsearch.cli import render as output
-    from imgsearch import SearchOptions, Term, parse_filters, parse_query
+    from imgsearch import Filters, SearchOptions, Term, parse_query, split_filters
 
     with handled():
         if as_json and as_paths:
             raise UsageError("--json and --paths cannot be combined.")
         if not query and image is None:
             raise UsageError("give a query (words, + and - between terms, @FILE for an image) or --image PATH.")
-        terms = (parse_query(query) if query else []) + ([Term(1.0, "image", str(image))] if image else [])
-        filters = parse_filters(in_folder, after, before, camera, ext or (), min_size, tag or ())
-        options = SearchOptions(k=top, offset=offset, min_score=min_score, sort=sort, filters=filters)
+        words, typed = split_filters(query or [])
+        if not words and image is None:
+            raise UsageError("give some words to search for as well as the filters, or --image PATH.")
+        terms = (parse_query(words) if words else []) + ([Term(1.0, "image", str(image))] if image else [])
+        options = SearchOptions(k=top, offset=offset, min_score=min_score, sort=sort,
+                                filters=Filters.parse(filters).merged(typed))
         results = None
         if all(t.kind == "text" for t in terms) and model is None and pretrained is None:
-            params = [("q", shlex.join(query or [])), ("k", str(top)), ("offset", str(offset)), ("sort", sort)]
-            params += [(name, str(value)) for name, value in (("folder", filters.folder), ("after", after),
-                       ("before", before), ("camera", camera), ("min_size", min_size), ("min_score", min_score))
-                       if value is not None]
-            params += [("ext", e) for e in ext or ()] + [("tag", t) for t in tag or ()]
-            results = _ask_server(library, params, query or [])
+            params = [("q", shlex.join(words)), ("k", str(top)), ("offset", str(offset)), ("sort", sort)]
+            params += [("min_score", str(min_score))] if min_score is not None else []
+            results = _ask_server(library, params + options.filters.texts(), words)
         if results is None:
             with open_library(library) as lib:
                 results = lib.search(terms, options, model_spec(model, pretrained))

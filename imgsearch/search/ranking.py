@@ -7,13 +7,11 @@ from datetime import datetime
 
 import numpy as np
 
-from imgsearch.config import SearchOptions
+from imgsearch.config import MAX_K, SORTS, SearchOptions
 from imgsearch.errors import UsageError
 from imgsearch.vectors.index import VectorIndex
 
-MAX_K = 10_000
 EXACT_FILTER_MAX = 50_000  # a filter leaving at most this many images is scored exactly, all of them
-SORTS = ("score", "date", "path")
 
 
 def check_options(opts: SearchOptions) -> SearchOptions:

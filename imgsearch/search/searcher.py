@@ -11,7 +11,8 @@ from sqlalchemy.exc import OperationalError as SAOperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from imgsearch import store
-from imgsearch.config import Filters, SearchOptions
+from imgsearch.config import SearchOptions
+from imgsearch.filters import Filters
 from imgsearch.errors import CorruptError, ImageError, NotFoundError, UsageError
 from imgsearch.fs import is_inside
 from imgsearch.images.decode import FileData, decode_data, default_pixel_limit, file_limit, read_file
@@ -74,19 +75,20 @@ def search(sessions: sessionmaker[Session], row: Model, encoder: Callable[[], En
 
 def _check_filters(session: Session, filters: Filters) -> None:
     """A filter that can match nothing in this library is a mistake worth naming, not an empty result."""
-    if filters.folder:
+    folder = filters.get("folder")
+    if folder:
         roots = store.list_roots(session)
-        if not any(is_inside(filters.folder, r) or is_inside(r, filters.folder) for r in roots):
-            raise UsageError(f"{filters.folder} is not inside any indexed folder, so nothing can match "
+        if not any(is_inside(folder, r) or is_inside(r, folder) for r in roots):
+            raise UsageError(f"{folder} is not inside any indexed folder, so nothing can match "
                              f"{{param}} (indexed: {', '.join(roots) or 'none yet'})", "folder")
-    if filters.tags:
+    if "tag" in filters:
         known = {label.lower(): label for label in store.tag_counts(session)}
-        unknown = [t for t in filters.tags if t.lower() not in known]
+        unknown = [t for t in filters["tag"] if t.lower() not in known]
         if unknown:
             hint = (f"the tags in this library are {', '.join(sorted(known.values()))}" if known
                     else "no image is tagged yet: label them first with `imgsearch tag` and the labels you want "
                          "(`imgsearch tag -h` shows how)")
-            raise UsageError(f"no image is tagged {', '.join(map(repr, unknown))} ({{param}}): {hint}", "tags")
+            raise UsageError(f"no image is tagged {', '.join(map(repr, unknown))} ({{param}}): {hint}", "tag")
 
 
 def query_vectors(sessions: sessionmaker[Session], row: Model, encoder: Callable[[], Encoder],

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 import numpy as np
-from sqlalchemy import case, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, case, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from imgsearch.config import Filters
+from imgsearch.filters import Filters, Near
 from imgsearch.images.decode import Decoded
 from imgsearch.store import dialect
 from imgsearch.store.dialect import chunks
@@ -146,27 +148,58 @@ def paths_for(session: Session, ids: Sequence[int]) -> dict[int, str]:
     return out
 
 
-def _filtered(filters: Filters, session: Session):  # noqa: ANN202 (a SELECT of image ids)
+KM_PER_DEGREE = 111.195  # of latitude (the Earth's mean radius, 6,371 km)
+
+
+def _near(session: Session, near: Near) -> ColumnElement[bool]:
+    """GPS within near.km of the point: a latitude band (an index range), then the equirectangular distance, exact
+    to a fraction of a percent over a city or a country and right across the 180th meridian."""
+    radius = near.km / KM_PER_DEGREE
+    scale = math.cos(math.radians(near.lat))
+    apart = func.abs(Image.gps_lon - near.lon)
+    east_west = case((apart > 180, 360 - apart), else_=apart) * scale
+    north_south = Image.gps_lat - near.lat
+    return and_(Image.gps_lat.between(near.lat - radius, near.lat + radius), Image.gps_lon.is_not(None),
+                north_south * north_south + east_west * east_west <= radius * radius)
+
+
+def _extensions(session: Session, exts: tuple[str, ...]) -> ColumnElement[bool]:
+    suffixes = {f".{e}" for e in exts} | ({".jpg", ".jpeg"} if {"jpg", "jpeg"} & set(exts) else set())
+    return or_(*(func.lower(Image.path).endswith(sfx, autoescape=True) for sfx in sorted(suffixes)))
+
+
+def _camera(session: Session, text: str) -> ColumnElement[bool]:
+    camera = func.lower(func.coalesce(Image.camera_make, "") + " " + func.coalesce(Image.camera_model, ""))
+    return camera.contains(text.lower(), autoescape=True)
+
+
+def _tags(session: Session, labels: tuple[str, ...]) -> ColumnElement[bool]:
+    return and_(*(Image.id.in_(select(Tag.image_id).where(func.lower(Tag.label) == label.lower()))
+                  for label in labels))
+
+
+def _when(session: Session) -> ColumnElement[datetime]:
+    return dialect.taken_or_file_time(session, Image.taken_at, Image.mtime_ns)
+
+
+# Each filter's SQL (imgsearch.filters declares them): (session, the filter's value) -> a condition on Image.
+CONDITIONS: dict[str, Callable[[Session, Any], ColumnElement[bool]]] = {
+    "folder": lambda session, folder: under(Image.path, folder),
+    "after": lambda session, day: _when(session) >= dialect.sql_datetime(session, day),
+    "before": lambda session, day: _when(session) < dialect.sql_datetime(session, day),
+    "camera": _camera,
+    "ext": _extensions,
+    "tag": _tags,
+    "type": lambda session, kind: Image.duration_ms.is_not(None) if kind == "video" else Image.duration_ms.is_(None),
+    "min_size": lambda session, side: and_(Image.width >= side, Image.height >= side),
+    "near": _near,
+}
+
+
+def _filtered(filters: Filters, session: Session) -> Select[tuple[int]]:
     """The ids of indexed images that pass every filter, as a statement (all values bound as parameters)."""
-    stmt = select(Image.id).where(Image.status == STATUS_INDEXED)
-    if filters.folder:
-        stmt = stmt.where(under(Image.path, filters.folder))
-    when = dialect.taken_or_file_time(session, Image.taken_at, Image.mtime_ns)
-    if filters.after:
-        stmt = stmt.where(when >= dialect.sql_datetime(session, filters.after))
-    if filters.before:
-        stmt = stmt.where(when < dialect.sql_datetime(session, filters.before))
-    if filters.camera:
-        camera = func.lower(func.coalesce(Image.camera_make, "") + " " + func.coalesce(Image.camera_model, ""))
-        stmt = stmt.where(camera.contains(filters.camera.lower(), autoescape=True))
-    if filters.exts:
-        suffixes = {f".{e}" for e in filters.exts} | ({".jpg", ".jpeg"} if {"jpg", "jpeg"} & set(filters.exts) else set())
-        stmt = stmt.where(or_(*(func.lower(Image.path).endswith(sfx, autoescape=True) for sfx in sorted(suffixes))))
-    if filters.min_size:
-        stmt = stmt.where(Image.width >= filters.min_size, Image.height >= filters.min_size)
-    for tag in filters.tags:
-        stmt = stmt.where(Image.id.in_(select(Tag.image_id).where(func.lower(Tag.label) == tag.lower())))
-    return stmt
+    return select(Image.id).where(Image.status == STATUS_INDEXED,
+                                  *(CONDITIONS[name](session, value) for name, value in filters.items()))
 
 
 def filter_ids(session: Session, filters: Filters) -> np.ndarray:

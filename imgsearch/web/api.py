@@ -14,9 +14,11 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi import Path as InPath
 from fastapi.responses import FileResponse, Response, StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from imgsearch import DupOptions, Library, NotFoundError, SearchOptions, Term, UsageError, parse_filters, parse_query
+from imgsearch import (FILTERS, DupOptions, Filters, Library, NotFoundError, SearchOptions, Term, UsageError,
+                       parse_query, split_filters)
+from imgsearch.config import MAX_K, SORTS
 from imgsearch.web.jobs import Jobs
 
 PHOTO_TERM = re.compile(r"^like:([0-9]+)$")  # in the query box: the photo with this id (the "similar" button)
@@ -24,6 +26,37 @@ MAX_ID = 2**63 - 1  # ids are SQL BIGINTs: a larger number names no photo, and m
 ImageId = Annotated[int, InPath(ge=1, le=MAX_ID, description="A photo's id (as search results give it)")]
 MAX_UPLOAD_BYTES = 30 * 1024 * 1024
 PAGE = 60
+
+
+def _search_params() -> type[BaseModel]:
+    """Every search route's query parameters: the query, the page, and one field per filter (imgsearch.filters);
+    an unknown parameter is an error, never silently a search without that condition."""
+    fields: dict = {
+        "q": (str, Field("", description="The query: words, + and -, N:term weights, like:ID, and filter words such "
+                                         "as camera:x100v after:2019-05 type:video tag:beach")),
+        "k": (int, Field(PAGE, ge=1, le=MAX_K, description="How many results")),
+        "offset": (int, Field(0, ge=0, description="Skip this many results first (paging)")),
+        "min_score": (float | None, Field(None, ge=-1, le=1, description="Only results at least this similar")),
+        "sort": (str, Field(SORTS[0], description=f"Order: {', '.join(SORTS)}")),
+    }
+    for f in FILTERS:
+        fields[f.name] = (list[str], Field([], description=f.help)) if f.many else \
+            (str | None, Field(None, description=f.help))
+    return create_model("SearchParams", __config__=ConfigDict(extra="forbid"), **fields)
+
+
+SearchParams = _search_params()
+Params = Annotated[SearchParams, Query()]  # type: ignore[valid-type]
+
+
+def search_request(params: BaseModel, *first: Term) -> tuple[list[Term], SearchOptions]:
+    """A search route's terms (`first`, then the query's) and options, filter words in the query included."""
+    values = params.model_dump()
+    words, typed = split_words(values["q"])
+    filters = Filters.parse({f.name: values[f.name] for f in FILTERS}).merged(typed)
+    terms = [*first, *query_terms(words)] if words or not first else list(first)
+    return terms, SearchOptions(k=values["k"], offset=values["offset"], min_score=values["min_score"],
+                                sort=values["sort"], filters=filters)
 
 
 class DupAction(BaseModel):
@@ -38,45 +71,36 @@ class DupAction(BaseModel):
 def build_router(lib: Library, jobs: Jobs, set_aside: Path) -> APIRouter:
     api = APIRouter(prefix="/api/v1")
 
-    def options(k: int, offset: int, min_score: float | None, sort: str, folder: str | None, after: str | None,
-                before: str | None, camera: str | None, ext: list[str], tag: list[str],
-                min_size: int | None) -> SearchOptions:
-        return SearchOptions(k=k, offset=offset, min_score=min_score, sort=sort,
-                             filters=parse_filters(folder, after, before, camera, ext, min_size, tag))
-
     def results(hits: list, opts: SearchOptions) -> dict:
         return {"results": [_hit(h) for h in hits], "offset": opts.offset,
                 "next_offset": opts.offset + len(hits) if len(hits) == opts.k else None}
 
     @api.get("/search", summary="Search by text, `like:ID` terms, + and - arithmetic, with filters")
-    def search(q: str, k: Annotated[int, Query(ge=1, le=1000)] = PAGE, offset: Annotated[int, Query(ge=0)] = 0,
-               min_score: float | None = None, sort: str = "score", folder: str | None = None,
-               after: str | None = None, before: str | None = None, camera: str | None = None,
-               ext: Annotated[list[str], Query()] = [], tag: Annotated[list[str], Query()] = [],  # noqa: B006
-               min_size: int | None = None) -> dict:
-        opts = options(k, offset, min_score, sort, folder, after, before, camera, ext, tag, min_size)
-        return results(lib.search(query_terms(q), opts, allow_urls=False), opts)
+    def search(params: Params) -> dict:
+        terms, opts = search_request(params)
+        return results(lib.search(terms, opts, allow_urls=False), opts)
 
-    @api.post("/search/image", summary="Search by an uploaded image (optionally combined with a text query)")
-    async def search_image(image: Annotated[UploadFile, File()], q: Annotated[str, Form()] = "",
-                           k: Annotated[int, Form(ge=1, le=1000)] = PAGE,
-                           offset: Annotated[int, Form(ge=0)] = 0) -> dict:
+    @api.post("/search/image", summary="Search by an uploaded image (optionally with a text query), with filters")
+    async def search_image(image: Annotated[UploadFile, File()], params: Params,
+                           q: Annotated[str, Form(description="Text added to the image (as the q parameter)")] = ""
+                           ) -> dict:
         data = await image.read(MAX_UPLOAD_BYTES + 1)
         if len(data) > MAX_UPLOAD_BYTES:
             raise UsageError(f"the image is over {MAX_UPLOAD_BYTES:,} bytes", "image")
-        terms = [lib.embed_image(data)] + (query_terms(q) if q.strip() else [])
-        opts = SearchOptions(k=k, offset=offset)
+        if q.strip():
+            params = params.model_copy(update={"q": f"{params.q} {q}".strip()})  # type: ignore[attr-defined]
+        terms, opts = search_request(params, lib.embed_image(data))
         return results(lib.search(terms, opts, allow_urls=False), opts)
 
     @api.get("/images/{image_id}", summary="A photo's record: path, size, date taken, camera, GPS, tags")
     def image(image_id: ImageId) -> dict:
         return _jsonable(asdict(lib.photo(image_id)))
 
-    @api.get("/images/{image_id}/similar", summary="The photos most like this one")
-    def similar(image_id: ImageId, k: Annotated[int, Query(ge=1, le=1000)] = PAGE,
-                offset: Annotated[int, Query(ge=0)] = 0) -> dict:
-        opts = SearchOptions(k=k, offset=offset)
-        return results(lib.similar(image_id, opts), opts)
+    @api.get("/images/{image_id}/similar", summary="The photos most like this one (with text added by q), with "
+                                                    "filters")
+    def similar(image_id: ImageId, params: Params) -> dict:
+        terms, opts = search_request(params, Term(1.0, "photo", str(image_id)))
+        return results(lib.search(terms, opts), opts)
 
     @api.get("/images/{image_id}/thumb", summary="A WebP thumbnail (sizes 160, 320, 640, 1280); of a video, its "
                                                   "key frame at t (milliseconds)")
@@ -142,12 +166,17 @@ def build_router(lib: Library, jobs: Jobs, set_aside: Path) -> APIRouter:
     return api
 
 
-def query_terms(q: str) -> list[Term]:
-    """The CLI's query syntax; `like:ID` is a photo of the library. Paths and URLs are not taken from clients."""
+def split_words(q: str) -> tuple[list[str], Filters]:
+    """The search box's words (as a shell splits them) and the filters among them (camera:x100v...)."""
     try:
         words = shlex.split(q)
     except ValueError as exc:
         raise UsageError(f"the query has an unclosed quote ({exc})", "q") from exc
+    return split_filters(words)
+
+
+def query_terms(words: list[str]) -> list[Term]:
+    """The CLI's query syntax; `like:ID` is a photo of the library. Paths and URLs are not taken from clients."""
     terms = [Term(t.weight, "photo", photo_id(m.group(1))) if t.kind == "text" and (m := PHOTO_TERM.match(t.value))
              else t for t in parse_query(words)]
     if any(t.kind in ("image", "url") for t in terms):

@@ -33,6 +33,11 @@ async def handle_invalid(_request: Request, exc: RequestValidationError) -> JSON
     first = exc.errors()[0] if exc.errors() else {}
     field = str(first.get("loc", ["", "?"])[-1])
     message = f"{field}: {first.get('msg', 'invalid value')}"
+    if first.get("type") == "extra_forbidden":
+        from imgsearch.web.api import SearchParams
+
+        message = (f"{field} is not a parameter here: a search takes {', '.join(SearchParams.model_fields)} "
+                   "(see /docs)")
     return JSONResponse({"error": {"code": "usage", "message": message, "param": field}}, status_code=400)
 
 

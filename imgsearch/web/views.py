@@ -10,12 +10,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from imgsearch import ImgSearchError, Library, SearchOptions, UsageError, parse_filters, timestamp
-from imgsearch.web.api import PAGE, ImageId, query_terms
+from imgsearch import FILTERS, ImgSearchError, Library, SearchOptions, Term, UsageError, timestamp
+from imgsearch.config import SORTS
+from imgsearch.web.api import PAGE, ImageId, SearchParams, search_request
 from imgsearch.web.errors import status_of
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
-FILTERS = ("folder", "after", "before", "camera", "ext", "tag", "min_size", "min_score", "sort")
+FIELDS = (*(f.name for f in FILTERS), "min_score", "sort")  # the form's fields besides q
 
 
 def build_router(lib: Library) -> APIRouter:
@@ -32,15 +33,17 @@ def build_router(lib: Library) -> APIRouter:
         params = request.query_params
         q = params.get("q", "").strip()
         state = _state(params)
-        context = {"q": q, "state": state, "tags": sorted(lib.tags()), "results": [], "api": "", "page": PAGE}
+        choices = {f.name: list(f.choices) for f in FILTERS if f.choices} | {"tag": sorted(lib.tags())}
+        context = {"q": q, "state": state, "filters": FILTERS, "choices": choices, "sorts": SORTS, "results": [],
+                   "api": "", "page": PAGE, "filters_given": any(state[name] for name in FIELDS if name != "sort")}
         if not q:
             return render(request, "search.html", **context)
         try:
-            hits = lib.search(query_terms(q), _options(state, PAGE, 0), allow_urls=False)
+            hits = lib.search(*_request(q, state, PAGE, 0), allow_urls=False)
         except ImgSearchError as exc:
             return failed(request, exc, **context)
-        except ValueError:
-            return render(request, "search.html", 400, error="minimum size and score must be numbers", **context)
+        except ValueError as exc:  # a field pydantic refused (a score that is not a number)
+            return render(request, "search.html", 400, error=_refused(exc), **context)
         query = urlencode([(k, v) for k, v in params.multi_items() if k != "offset"])
         return render(request, "search.html", **{**context, "results": hits, "query": query,
                                                  "api": f"/api/v1/search?{query}"})
@@ -92,7 +95,7 @@ def _neighbours(lib: Library, params, i: int | None) -> dict:  # noqa: ANN001 (q
         return {"prev": None, "next": None}
     start = max(0, i - 1)
     try:
-        hits = lib.search(query_terms(params["q"]), _options(_state(params), 3, start), allow_urls=False)
+        hits = lib.search(*_request(params["q"], _state(params), 3, start), allow_urls=False)
     except (ImgSearchError, ValueError):
         return {"prev": None, "next": None}
     at = {start + h.rank - 1: h for h in hits}  # ranks count from 1 within the page asked for
@@ -107,12 +110,17 @@ def _neighbours(lib: Library, params, i: int | None) -> dict:  # noqa: ANN001 (q
 
 def _state(params) -> dict:  # noqa: ANN001 (query parameters)
     """The search form's fields as the URL gives them."""
-    return {k: params.getlist(k) if k in ("ext", "tag") else params.get(k, "") for k in FILTERS}
+    many = {f.name for f in FILTERS if f.many}
+    return {k: params.getlist(k) if k in many else params.get(k, "") for k in FIELDS}
 
 
-def _options(state: dict, k: int, offset: int) -> SearchOptions:
-    """Search options from the form's fields; ValueError when a number is not one."""
-    filters = parse_filters(state["folder"] or None, state["after"] or None, state["before"] or None,
-                            state["camera"] or None, state["ext"], int(state["min_size"] or 0) or None, state["tag"])
-    return SearchOptions(k=k, offset=offset, sort=state["sort"] or "score", filters=filters,
-                         min_score=float(state["min_score"]) if state["min_score"] else None)
+def _request(q: str, state: dict, k: int, offset: int) -> tuple[list[Term], SearchOptions]:
+    """The terms and options of the form's search, read as the API reads its parameters; ValueError for a field
+    that is not what it should be."""
+    given = {name: value for name, value in state.items() if value not in ("", [])}
+    return search_request(SearchParams.model_validate({**given, "q": q, "k": k, "offset": offset}))
+
+
+def _refused(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", lambda: [])()
+    return "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in errors) or str(exc)

@@ -72,6 +72,12 @@ function infiniteScroll() {
 }
 
 // --- search by an image: drop it, or paste it ------------------------------------------------------------
+function filterParams() {  // the filters panel's fields that are set (an upload is searched with them too)
+  const form = $(".filter-form");
+  const given = form ? [...new FormData(form)].filter(([k, v]) => k !== "q" && v !== "") : [];
+  return new URLSearchParams(given).toString();
+}
+
 async function searchByImage(file) {
   const form = new FormData();
   form.append("image", file);
@@ -79,7 +85,7 @@ async function searchByImage(file) {
   const grid = $("#grid");
   grid.dataset.api = "";  // the results of an upload have no address to scroll further
   try {
-    const body = await api("/api/v1/search/image", { method: "POST", body: form });
+    const body = await api(`/api/v1/search/image?${filterParams()}`, { method: "POST", body: form });
     grid.replaceChildren(...body.results.map((r) => tile(r, "", 0)));
     $("#drop").textContent = `${body.results.length} photos like ${file.name || "the pasted image"}.`;
   } catch (e) { message(e.message, true); }
