@@ -167,13 +167,13 @@ def test_every_filter_gives_the_same_photos_through_every_front_end(served: Serv
     got: dict[str, dict[str, list[str]]] = {}
     lib = Library.open(served.library)
     try:
-        for case, (values, options, params, words) in cases.items():
+        for case, (values, _, _, _) in cases.items():
             hits = lib.search(parse_query([QUERY]), SearchOptions(k=50, filters=Filters(**values)))
             got[case] = {"library": [h.path for h in hits]}
     finally:
         lib.close()
     here = ["-L", served.library, "-m", f"local-dir:{served.model}"]
-    for case, (values, options, params, words) in cases.items():
+    for case, (_, options, params, words) in cases.items():
         got[case]["cli"] = cli_paths(QUERY, *options, *here)
         got[case]["cli words"] = cli_paths(QUERY, *words, *here)
         got[case]["api"] = api_paths(served, [("q", QUERY), *params])
@@ -181,7 +181,7 @@ def test_every_filter_gives_the_same_photos_through_every_front_end(served: Serv
     hidden = served.model.with_name("model-away")
     served.model.rename(hidden)  # a search done here would fail now: only the server can answer these
     try:
-        for case, (values, options, params, words) in cases.items():
+        for case, (_, options, _, words) in cases.items():
             got[case]["cli via server"] = cli_paths(QUERY, *options, "-L", served.library)
             got[case]["cli words via server"] = cli_paths(QUERY, *words, "-L", served.library)
     finally:
