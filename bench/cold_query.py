@@ -22,8 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_models import save_random_model  # noqa: E402
-from vector_search import add_synthetic_images, clustered  # noqa: E402
+from bench_models import save_random_model
+from vector_search import add_synthetic_images, clustered
 
 CLOTHING = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "clothing" / "train"
 WORDS = ["red", "blue", "old", "striped", "wool", "summer", "linen", "black", "green", "denim", "silk", "white"]

@@ -25,13 +25,13 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from vector_search import add_synthetic_images, clustered  # noqa: E402
+from vector_search import add_synthetic_images, clustered
 
-from imgsearch.config import IndexSettings, ModelSpec, SearchOptions  # noqa: E402
-from imgsearch.library import Library  # noqa: E402
-from imgsearch.search.query import Term  # noqa: E402
-from tests.postgres import PostgresServer  # noqa: E402
-from tests.tinyclip import write_model  # noqa: E402
+from imgsearch.config import IndexSettings, ModelSpec, SearchOptions
+from imgsearch.library import Library
+from imgsearch.search.query import Term
+from tests.postgres import PostgresServer
+from tests.tinyclip import write_model
 
 
 def photos(folder: Path, n: int) -> Path:

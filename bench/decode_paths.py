@@ -14,15 +14,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from photos import make_photos  # noqa: E402
+from photos import make_photos
 
-from imgsearch.images.decode import Geometry, read_file, read_header  # noqa: E402
+from imgsearch.images.decode import Geometry, read_file, read_header
 from imgsearch.images.loader import StageTimes, load
 
 GEO = Geometry(224, 224)
 
 
-def rate(paths: list[str], workers: int, decoder) -> tuple[float, StageTimes]:  # noqa: ANN001
+def rate(paths: list[str], workers: int, decoder) -> tuple[float, StageTimes]:
     times = StageTimes()
     start = time.perf_counter()
     n = sum(1 for _ in load(paths, GEO, 10**9, workers, decoder, times))

@@ -94,11 +94,11 @@ def make_set(dest: Path, originals: int, seed: int) -> tuple[dict[str, str], dic
     return origin, tag, label
 
 
-def predicted_pairs(groups) -> set[frozenset[str]]:  # noqa: ANN001
+def predicted_pairs(groups) -> set[frozenset[str]]:
     return {frozenset((a.photo.path, b.photo.path)) for g in groups for a, b in itertools.combinations(g.members, 2)}
 
 
-def quality(lib, origin: dict, tag: dict, label: dict, dump: bool = False, **thresholds: float) -> None:  # noqa: ANN001
+def quality(lib, origin: dict, tag: dict, label: dict, dump: bool = False, **thresholds: float) -> None:
     from imgsearch.config import DupOptions
 
     truth = {frozenset((p, o)) for p, o in origin.items() if p != o}
@@ -138,7 +138,7 @@ def quality(lib, origin: dict, tag: dict, label: dict, dump: bool = False, **thr
                 print(f"    {name:<18} recall {hit / len(keys):.3f} ({hit}/{len(keys)})")
 
 
-def hash_separation(lib, origin: dict, tag: dict) -> None:  # noqa: ANN001
+def hash_separation(lib, origin: dict, tag: dict) -> None:
     """pHash distances (coarse of 64 bits, fine of 256) of true copies per transform vs all negative pairs."""
     from imgsearch import store
     from imgsearch.dups.hashing import hash_array, hash_distances
@@ -162,7 +162,7 @@ def hash_separation(lib, origin: dict, tag: dict) -> None:  # noqa: ANN001
           f"{close.sum()} within 10 coarse bits, their fine distances >= {fine[close].min() if close.any() else '-'}")
 
 
-def scale(lib, sizes: list[int], k: int) -> None:  # noqa: ANN001
+def scale(lib, sizes: list[int], k: int) -> None:
     """Candidate search + scoring + grouping at n photos, from the real vectors and hashes resampled with noise."""
     from imgsearch import store
     from imgsearch.config import DupThresholds

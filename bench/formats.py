@@ -27,15 +27,15 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_models import save_random_model  # noqa: E402
-from photos import make_photos  # noqa: E402
+from bench_models import save_random_model
+from photos import make_photos
 
-from imgsearch.config import IndexSettings, ModelSpec, VideoSampling  # noqa: E402
-from imgsearch.images.decode import Geometry, open_rgb  # noqa: E402
-from imgsearch.images.formats import register_pillow_plugins  # noqa: E402
-from imgsearch.images.loader import load  # noqa: E402
-from imgsearch.workers import default_workers  # noqa: E402
-from tests.factories import write_dng, write_video  # noqa: E402
+from imgsearch.config import IndexSettings, ModelSpec, VideoSampling
+from imgsearch.images.decode import Geometry, open_rgb
+from imgsearch.images.formats import register_pillow_plugins
+from imgsearch.images.loader import load
+from imgsearch.workers import default_workers
+from tests.factories import write_dng, write_video
 
 GEO = Geometry(224, 224)
 KDC = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "raw" / "RAW_KODAK_DC50.KDC"
@@ -87,13 +87,13 @@ def raws(work: Path, count: int) -> None:
         paths.append(out)
     print(f"\n2. RAW: {count} 12 MP DNGs (uncompressed 16-bit) with a full-size JPEG preview, one process")
 
-    def timed(decode) -> float:  # noqa: ANN001
+    def timed(decode) -> float:
         start = time.perf_counter()
         for p in paths:
             decode(p)
         return (time.perf_counter() - start) / len(paths) * 1e3
 
-    def demosaic(half: bool):  # noqa: ANN202
+    def demosaic(half: bool):
         def run(p: Path) -> None:
             with rawpy.imread(str(p)) as raw:
                 raw.postprocess(half_size=half, use_camera_wb=True, output_bps=8)

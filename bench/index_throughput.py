@@ -30,8 +30,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_models import save_random_model  # noqa: E402
-from photos import make_photos  # noqa: E402
+from bench_models import save_random_model
+from photos import make_photos
 
 
 def run_ours(folder: Path, model_dir: Path, workers: int, gpu_decode: bool | None) -> dict:
@@ -78,7 +78,7 @@ def run_runtime(folder: Path, model_dir: Path, workers: int, runtime: str, preci
             "breakdown": report.times.breakdown(report.seconds)}
 
 
-def _model_and_preprocess(model_dir: Path, device: str, precision: str):  # noqa: ANN202
+def _model_and_preprocess(model_dir: Path, device: str, precision: str):
     import open_clip
 
     model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{model_dir}", device=device,
@@ -89,13 +89,13 @@ def _model_and_preprocess(model_dir: Path, device: str, precision: str):  # noqa
 class _Files:
     """A torch Dataset of full Pillow decodes + open_clip preprocess (clip-retrieval's reader)."""
 
-    def __init__(self, paths: list[Path], preprocess) -> None:  # noqa: ANN001
+    def __init__(self, paths: list[Path], preprocess) -> None:
         self.paths, self.preprocess = paths, preprocess
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int):  # noqa: ANN204
+    def __getitem__(self, i: int):
         from PIL import Image
 
         return self.preprocess(Image.open(self.paths[i]))

@@ -21,12 +21,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import faiss  # noqa: E402
+import faiss
 
-from vector_search import clustered  # noqa: E402
+from vector_search import clustered
 
-from imgsearch.vectors import ondisk  # noqa: E402
-from imgsearch.vectors.tuning import exact_top_k, sample_queries  # noqa: E402
+from imgsearch.vectors import ondisk
+from imgsearch.vectors.tuning import exact_top_k, sample_queries
 
 NPROBE, K_FACTOR = 32, 10
 
@@ -40,7 +40,7 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
     return sum(len(set(t) & set(f)) for t, f in zip(truth, found)) / truth.size
 
 
-def latency_ms(search, queries: np.ndarray) -> tuple[float, float]:  # noqa: ANN001
+def latency_ms(search, queries: np.ndarray) -> tuple[float, float]:
     times = []
     for q in queries:
         t = time.perf_counter()

@@ -22,10 +22,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from imgsearch.config import IndexSettings, ModelSpec  # noqa: E402
-from imgsearch.library import Library  # noqa: E402
-from tests.test_ray import derived_photos  # noqa: E402
-from tests.tinyclip import write_model  # noqa: E402
+from imgsearch.config import IndexSettings, ModelSpec
+from imgsearch.library import Library
+from tests.test_ray import derived_photos
+from tests.tinyclip import write_model
 
 
 def run(lib_dir: Path, pics: Path, spec: ModelSpec, settings: IndexSettings) -> float:

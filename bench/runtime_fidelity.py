@@ -48,7 +48,7 @@ def main() -> None:
     names = sorted(set(labels))
     prompts = [f"a photo of a {label}" for label in names]
 
-    def embed(e) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+    def embed(e) -> tuple[np.ndarray, np.ndarray]:
         images = np.concatenate([e.encode_pixels(pixels[i: i + 32]) for i in range(0, len(pixels), 32)])
         return images, e.encode_texts(prompts)
 

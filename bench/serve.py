@@ -26,19 +26,19 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import httpx  # noqa: E402
+import httpx
 
-from bench_models import save_random_model  # noqa: E402
-from photos import make_photos  # noqa: E402
-from vector_search import add_synthetic_images, clustered  # noqa: E402
+from bench_models import save_random_model
+from photos import make_photos
+from vector_search import add_synthetic_images, clustered
 
-from tests.test_browser import start_server  # noqa: E402  (`imgsearch serve` as a user starts it)
+from tests.test_browser import start_server  # `imgsearch serve` as a user starts it
 
 CLOTHING = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "clothing" / "train"
 QUERY = "red shoes"
 
 
-def build_library(lib_dir: Path, root: Path, spec, n: int, real: int) -> list[int]:  # noqa: ANN001
+def build_library(lib_dir: Path, root: Path, spec, n: int, real: int) -> list[int]:
     """Index the real photos for real, then add synthetic rows up to n; returns the ids of the real photos."""
     from imgsearch import store
     from imgsearch.config import IndexSettings, SearchOptions

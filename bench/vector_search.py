@@ -22,12 +22,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import faiss  # noqa: E402
+import faiss
 
-from imgsearch.vectors.index import VectorIndex  # noqa: E402
-from imgsearch.vectors.build import RECALL_TARGET  # noqa: E402
-from imgsearch.vectors.tuning import exact_top_k, recall_at_k, sample_queries, tune  # noqa: E402
-from imgsearch.vectors.params import choose_index_spec  # noqa: E402
+from imgsearch.vectors.index import VectorIndex
+from imgsearch.vectors.build import RECALL_TARGET
+from imgsearch.vectors.tuning import exact_top_k, recall_at_k, sample_queries, tune
+from imgsearch.vectors.params import choose_index_spec
 
 
 def clustered(n: int, dim: int, clusters: int = 1000, seed: int = 0, intrinsic: int = 0) -> np.ndarray:
@@ -100,7 +100,7 @@ def bench_size(n: int, dim: int, queries_n: int, intrinsic: int) -> None:
         print(f"  p50 latency exact / chosen: {rows[0][4] / rows[1][4]:.1f}x", flush=True)
 
 
-def add_synthetic_images(lib, model_info, vectors: np.ndarray, prefix: str = "/photos") -> None:  # noqa: ANN001
+def add_synthetic_images(lib, model_info, vectors: np.ndarray, prefix: str = "/photos") -> None:
     """Rows for len(vectors) made-up 12 MP photos (paths under `prefix`) with these vectors, as if indexed."""
     from imgsearch import store
     from imgsearch.images.decode import Decoded

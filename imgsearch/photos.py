@@ -130,19 +130,19 @@ class Thumbnails:
         return made, len(rows) - len(todo), len(todo) - made
 
     @staticmethod
-    def _key(row, size: int) -> str:  # noqa: ANN001 (an image row)
+    def _key(row, size: int) -> str:  # an image row
         """The file's content hash when dups has computed it (copies share thumbnails), else a fingerprint of its
         path, size and modification time: either way, a changed file gets new thumbnails."""
         return f"{Thumbnails._content(row)}-{size}"
 
     @staticmethod
-    def _content(row) -> str:  # noqa: ANN001 (an image row)
+    def _content(row) -> str:  # an image row
         return row.content_hash or hashlib.sha1(f"{row.path}\0{row.size}\0{row.mtime_ns}".encode()).hexdigest()
 
     def _file(self, key: str) -> Path:
         return self.folder / key[:2] / f"{key}.webp"
 
-    def drop(self, rows: Sequence, keep: set[str]) -> int:  # noqa: ANN001 (image rows)
+    def drop(self, rows: Sequence, keep: set[str]) -> int:  # image rows
         """Delete the cached thumbnails (every size) of these images, except content others still have: how many."""
         removed = 0
         for row in rows:

@@ -73,7 +73,7 @@ def library_status(sessions: sessionmaker[Session], path: Path, index_dir: Path,
                          counts.get(STATUS_SET_ASIDE, 0), pending, tags, database)
 
 
-def _model_status(session: Session, m, index_dir: Path, exports_dir: Path | None) -> ModelStatus:  # noqa: ANN001
+def _model_status(session: Session, m, index_dir: Path, exports_dir: Path | None) -> ModelStatus:
     build = store.latest_build(session, m.id)
     ram, disk = index_bytes(build, m.dim, index_dir) if build else (0, 0)
     exports = [{"runtime": what, "bytes": size}

@@ -116,7 +116,7 @@ def in_background(work: Callable[[], T]) -> Callable[..., T]:
     def run() -> None:
         try:
             done["value"] = work()
-        except BaseException as exc:  # noqa: BLE001 (handed to the caller, whatever it is)
+        except BaseException as exc:  # handed to the caller, whatever it is
             done["error"] = exc
 
     thread = threading.Thread(target=run, name="imgsearch-prefetch", daemon=True)

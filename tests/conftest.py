@@ -18,12 +18,12 @@ if "IMGSEARCH_CACHE" not in os.environ:
 # test would add seconds to every indexing test and prove nothing more.
 os.environ["IMGSEARCH_RUNTIME"] = "torch"
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import pytest  # noqa: E402
+import pytest
 
-from tests.factories import FakeEncoder  # noqa: E402
-from tests.programs import missing_program  # noqa: E402
+from tests.factories import FakeEncoder
+from tests.programs import missing_program
 
 DATA = Path(__file__).parent / "data"
 
@@ -56,8 +56,8 @@ def fake_encoders() -> dict[str, FakeEncoder]:
 
 
 @pytest.fixture
-def fake_loader(fake_encoders: dict[str, FakeEncoder]):  # noqa: ANN201
-    def load(spec):  # noqa: ANN001, ANN202
+def fake_loader(fake_encoders: dict[str, FakeEncoder]):
+    def load(spec):
         return fake_encoders.setdefault(spec.name, FakeEncoder(spec.name))
     return load
 
@@ -92,7 +92,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def postgres():  # noqa: ANN201
+def postgres():
     """A real PostgreSQL server for the session (tests/postgres.py). Missing binaries fail the tests that need it in
     CI, and skip them elsewhere."""
     from tests.postgres import PostgresServer
@@ -127,7 +127,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture
-def library(tmp_path: Path, fake_loader, db_url):  # noqa: ANN001, ANN201
+def library(tmp_path: Path, fake_loader, db_url):
     from imgsearch.library import Library
 
     lib = Library.open(tmp_path / "lib", create=True, encoder_loader=fake_loader, db_url=db_url)

@@ -13,7 +13,7 @@ from tests.factories import FakeEncoder
 class SlowFake(FakeEncoder):
     """Slow enough that a kill lands mid-run; reports progress on stdout."""
 
-    def encode_pixels(self, pixels):  # noqa: ANN001, ANN201
+    def encode_pixels(self, pixels):
         time.sleep(0.012 * len(pixels))
         out = super().encode_pixels(pixels)
         print(self.images_encoded, flush=True)

@@ -27,7 +27,7 @@ def rgb(w: int = 64, h: int = 48, seed: int = 0) -> Image.Image:
     return Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
 
 
-def encoded(img: Image.Image, fmt: str, **kw) -> bytes:  # noqa: ANN003
+def encoded(img: Image.Image, fmt: str, **kw) -> bytes:
     out = io.BytesIO()
     img.save(out, format=fmt, **kw)
     return out.getvalue()
@@ -43,7 +43,7 @@ def bomb_png() -> bytes:
     return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(b"\x00" * 100)) + png_chunk(b"IEND", b"")
 
 
-def with_exif(img: Image.Image, **tags) -> bytes:  # noqa: ANN003
+def with_exif(img: Image.Image, **tags) -> bytes:
     exif = Image.Exif()
     for tag, value in tags.items():
         exif[int(tag.lstrip("t"))] = value
@@ -131,7 +131,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Library, obj
     lib.close()
 
 
-def test_run_completes_and_counts_add_up(corpus) -> None:  # noqa: ANN001
+def test_run_completes_and_counts_add_up(corpus) -> None:
     root, lib, report = corpus
     bad = [n for n, (_, e) in CASES.items() if e not in (OK, "folder")]
     good = [n for n, (_, e) in CASES.items() if e == OK]
@@ -142,7 +142,7 @@ def test_run_completes_and_counts_add_up(corpus) -> None:  # noqa: ANN001
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_each_file(corpus, name: str) -> None:  # noqa: ANN001
+def test_each_file(corpus, name: str) -> None:
     root, lib, _ = corpus
     expected = CASES[name][1]
     skipped = dict(lib.skipped())
@@ -160,13 +160,13 @@ def test_each_file(corpus, name: str) -> None:  # noqa: ANN001
         assert re.search(expected, skipped[path]), (name, skipped[path])
 
 
-def test_non_utf8_name_is_listed_with_its_reason(corpus) -> None:  # noqa: ANN001
+def test_non_utf8_name_is_listed_with_its_reason(corpus) -> None:
     root, lib, _ = corpus
     skipped = dict(lib.skipped())
     assert skipped[str(root / "caf\\xe9.jpg")].startswith("file name is not valid UTF-8")
 
 
-def test_rerun_retries_bad_files_only_when_they_change(corpus) -> None:  # noqa: ANN001
+def test_rerun_retries_bad_files_only_when_they_change(corpus) -> None:
     root, lib, first = corpus
     again = lib.index([root], ModelSpec("fake", None), IndexSettings(workers=0))
     assert (again.encoded, again.skipped_now, again.skipped) == (0, [], first.skipped)
@@ -175,7 +175,7 @@ def test_rerun_retries_bad_files_only_when_they_change(corpus) -> None:  # noqa:
     assert fixed.encoded == 1 and fixed.skipped == first.skipped - 1 and str(root / "text.jpg") not in dict(lib.skipped())
 
 
-def test_file_vanishing_between_crawl_and_read(library, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_file_vanishing_between_crawl_and_read(library, tmp_path: Path, monkeypatch) -> None:
     from indexer import pipeline
 
     root = tmp_path / "pics"
@@ -184,7 +184,7 @@ def test_file_vanishing_between_crawl_and_read(library, tmp_path: Path, monkeypa
         (root / f"{i}.jpg").write_bytes(encoded(rgb(seed=i), "JPEG"))
     real_plan = pipeline._plan
 
-    def plan_then_delete(*args):  # noqa: ANN002, ANN202
+    def plan_then_delete(*args):
         result = real_plan(*args)
         (root / "1.jpg").unlink()  # gone after the crawl saw it
         return result
@@ -229,7 +229,7 @@ def test_unreadable_file_is_skipped_with_the_os_reason(tmp_path: Path, monkeypat
     path.write_bytes(JPEG)
     real_open = open
 
-    def guarded(file, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202 (root can read anything)
+    def guarded(file, *args, **kwargs):  # root can read anything
         if str(file) == str(path):
             raise PermissionError(13, "Permission denied", str(file))
         return real_open(file, *args, **kwargs)

@@ -37,7 +37,7 @@ class Served:
     log: Path
     process: subprocess.Popen
 
-    def shot(self, page, name: str) -> None:  # noqa: ANN001
+    def shot(self, page, name: str) -> None:
         page.wait_for_function("""() => [...document.images].filter(i => i.getBoundingClientRect().top < innerHeight)
                                                            .every(i => i.complete && i.naturalWidth > 0)""")
         page.screenshot(path=str(self.shots / f"{name}.png"))
@@ -89,7 +89,7 @@ def browser() -> Iterator[object]:
 
 
 @pytest.fixture
-def page(browser, served: Served) -> Iterator[object]:  # noqa: ANN001
+def page(browser, served: Served) -> Iterator[object]:
     context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=served.url)
     page = context.new_page()
     errors: list[str] = []
@@ -101,11 +101,11 @@ def page(browser, served: Served) -> Iterator[object]:  # noqa: ANN001
     assert not errors, f"the page reported errors: {errors}"
 
 
-def names(page) -> list[str]:  # noqa: ANN001
+def names(page) -> list[str]:
     return page.eval_on_selector_all(".tile .open img", "imgs => imgs.map(i => i.alt)")
 
 
-def search(page, query: str) -> None:  # noqa: ANN001
+def search(page, query: str) -> None:
     page.goto("/")
     page.keyboard.press("/")  # focuses the search box
     page.keyboard.type(query)
@@ -113,7 +113,7 @@ def search(page, query: str) -> None:  # noqa: ANN001
     page.wait_for_selector(".tile")
 
 
-def test_a_typed_query_shows_the_expected_photos_first(page, served: Served) -> None:  # noqa: ANN001
+def test_a_typed_query_shows_the_expected_photos_first(page, served: Served) -> None:
     search(page, "a photo of a red circle")
     assert "q=a+photo+of+a+red+circle" in page.url  # the state is in the URL
     expected = {f"red-{i}.jpg" for i in range(0, PER_COLOUR, 2)}
@@ -124,7 +124,7 @@ def test_a_typed_query_shows_the_expected_photos_first(page, served: Served) -> 
     assert page.input_value("#q") == ""  # the back button works: the empty search page again
 
 
-def test_similar_on_a_tile(page, served: Served) -> None:  # noqa: ANN001
+def test_similar_on_a_tile(page, served: Served) -> None:
     search(page, "a photo of a yellow square")
     first = page.locator(".tile").first
     clicked = first.locator(".open img").get_attribute("alt")
@@ -137,7 +137,7 @@ def test_similar_on_a_tile(page, served: Served) -> None:  # noqa: ANN001
     assert all(n.startswith("yellow-") for n in found[:PER_COLOUR - 1]), found
 
 
-def test_drop_an_image_and_combine_it_with_words(page, served: Served) -> None:  # noqa: ANN001
+def test_drop_an_image_and_combine_it_with_words(page, served: Served) -> None:
     data = io.BytesIO()
     shape_image("green", "circle", size=160, seed=999).save(data, format="PNG")
     page.goto("/")
@@ -165,7 +165,7 @@ def test_drop_an_image_and_combine_it_with_words(page, served: Served) -> None: 
     served.shot(page, "dropped")
 
 
-def test_page_through_results_with_the_keyboard(page, served: Served) -> None:  # noqa: ANN001
+def test_page_through_results_with_the_keyboard(page, served: Served) -> None:
     search(page, "a photo of a blue square")
     order = names(page)
     page.keyboard.press("ArrowRight")  # the first tile
@@ -189,7 +189,7 @@ def test_page_through_results_with_the_keyboard(page, served: Served) -> None:  
     assert order[0] not in names(page)
 
 
-def test_review_duplicates_apply_and_undo(page, served: Served) -> None:  # noqa: ANN001
+def test_review_duplicates_apply_and_undo(page, served: Served) -> None:
     original, copy = served.root / "blue-0.jpg", served.root / "blue-0 copy.jpg"
     before = sorted(p.name for p in served.root.iterdir())
     page.goto("/dups")
@@ -222,7 +222,7 @@ def test_review_duplicates_apply_and_undo(page, served: Served) -> None:  # noqa
     page.wait_for_selector(".group")
 
 
-def test_status_and_a_live_rescan(page, served: Served) -> None:  # noqa: ANN001
+def test_status_and_a_live_rescan(page, served: Served) -> None:
     new = served.root / "red-new.png"
     shape_image("red", "square", size=160, seed=4242).save(new)
     try:
@@ -239,7 +239,7 @@ def test_status_and_a_live_rescan(page, served: Served) -> None:  # noqa: ANN001
         assert _cli("index", "-L", served.library, "--workers", "0").returncode == 0
 
 
-def test_a_phone_in_dark_mode(browser, served: Served) -> None:  # noqa: ANN001
+def test_a_phone_in_dark_mode(browser, served: Served) -> None:
     context = browser.new_context(viewport={"width": 360, "height": 740}, color_scheme="dark", base_url=served.url,
                                   has_touch=True, is_mobile=True)
     page = context.new_page()
@@ -252,7 +252,7 @@ def test_a_phone_in_dark_mode(browser, served: Served) -> None:  # noqa: ANN001
     context.close()
 
 
-def test_the_first_page_is_small_and_makes_no_outside_request(page, served: Served) -> None:  # noqa: ANN001
+def test_the_first_page_is_small_and_makes_no_outside_request(page, served: Served) -> None:
     sizes: dict[str, int] = {}
     page.on("requestfinished", lambda r: sizes.__setitem__(r.url, r.sizes()["responseBodySize"]))
     page.goto("/?q=" + "a photo of a red square".replace(" ", "+"))
@@ -279,7 +279,7 @@ def test_the_cli_asks_the_running_server(served: Served) -> None:
         [json.loads(line)["path"] for line in asked.stdout.splitlines()]
 
 
-def test_serving_beyond_loopback_needs_the_token(browser, served: Served, tmp_path: Path) -> None:  # noqa: ANN001
+def test_serving_beyond_loopback_needs_the_token(browser, served: Served, tmp_path: Path) -> None:
     log = tmp_path / "open.log"
     process, url = start_server(served.library, log, "--host", "0.0.0.0")
     try:

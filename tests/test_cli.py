@@ -18,7 +18,7 @@ from tests.tinyclip import write_model
 runner = CliRunner()
 
 
-def cli(*args: str | Path, env: dict | None = None):  # noqa: ANN201
+def cli(*args: str | Path, env: dict | None = None):
     return runner.invoke(app, [str(a) for a in args], env=env)
 
 

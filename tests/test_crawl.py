@@ -73,7 +73,7 @@ def test_unreadable_folder_is_reported_and_the_rest_crawled(tmp_path: Path, monk
     touch(tmp_path / "open" / "b.jpg")
     real_scandir = os.scandir
 
-    def scandir(path):  # noqa: ANN001, ANN202 (root reads any folder, so deny it here)
+    def scandir(path):  # root reads any folder, so deny it here
         if os.fspath(path).endswith("locked"):
             raise PermissionError(13, "Permission denied", os.fspath(path))
         return real_scandir(path)

@@ -353,10 +353,10 @@ class _Tricky:
         import time
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:  # noqa: ANN002
+            def log_message(self, *args) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 if self.path == "/drip-headers":  # the status line itself, a byte at a time, for ever
                     try:
                         for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"y" * 10_000:

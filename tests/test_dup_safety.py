@@ -32,7 +32,7 @@ def _files(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def _library_of(tmp_path: Path, library, originals: int = 30, copies: int = 3):  # noqa: ANN001, ANN202
+def _library_of(tmp_path: Path, library, originals: int = 30, copies: int = 3):
     """`originals` distinct photos and exact copies of the first `copies` of them, indexed."""
     root = tmp_path / "pics"
     colours = ("red", "green", "blue", "yellow", "white", "black", "magenta", "cyan")
@@ -47,7 +47,7 @@ def _library_of(tmp_path: Path, library, originals: int = 30, copies: int = 3): 
 
 # --- safe defaults -------------------------------------------------------------------------------
 
-def test_default_tiers_leave_out_similar_photos(library, tmp_path: Path) -> None:  # noqa: ANN001
+def test_default_tiers_leave_out_similar_photos(library, tmp_path: Path) -> None:
     root = _library_of(tmp_path, library, originals=16, copies=1)
     # 16 photos of 8 colours: the fake model finds same-colour photos "similar" (cosine ~0.9999)
     assert [g.tier for g in library.duplicates().groups] == ["exact"]
@@ -110,7 +110,7 @@ def test_grouping_a_large_share_warns_and_apply_needs_yes(tmp_path: Path, tiny_m
     assert done.exit_code == 0 and "Done: move 12 file(s)" in done.stderr and len(_files(root)) == 12
 
 
-def test_keeper_is_the_camera_original_and_says_why(library, tmp_path: Path, photos_dir: Path) -> None:  # noqa: ANN001
+def test_keeper_is_the_camera_original_and_says_why(library, tmp_path: Path, photos_dir: Path) -> None:
     root = tmp_path / "pics"
     camera = root / "camera" / "IMG_0001.jpg"
     camera.parent.mkdir(parents=True)
@@ -132,7 +132,7 @@ def test_keeper_is_the_camera_original_and_says_why(library, tmp_path: Path, pho
     assert moved.keeper_reason == "in a preferred folder"
 
 
-def test_mirrored_copy_loses_to_the_two_that_agree(library, tmp_path: Path, photos_dir: Path) -> None:  # noqa: ANN001
+def test_mirrored_copy_loses_to_the_two_that_agree(library, tmp_path: Path, photos_dir: Path) -> None:
     root = tmp_path / "pics"
     root.mkdir()
     img = Image.open(photos_dir / "dress-1.jpg")
@@ -170,17 +170,17 @@ class Crash(BaseException):
     """Stands in for kill -9: nothing after it runs, no handler cleans up."""
 
 
-def _groups(library):  # noqa: ANN001, ANN202
+def _groups(library):
     return library.duplicates(DupOptions(tiers=("exact",))).groups
 
 
-def test_crash_after_a_move_before_its_journal_is_settled(library, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_crash_after_a_move_before_its_journal_is_settled(library, tmp_path: Path, monkeypatch) -> None:
     root = _library_of(tmp_path, library)
     before = _files(root)
     real = journal.set_aside
     calls = []
 
-    def crash_on_second(session, item):  # noqa: ANN001, ANN202
+    def crash_on_second(session, item):
         calls.append(item.src)
         if len(calls) == 2:
             raise Crash  # the second file has moved; its outcome is never committed
@@ -200,7 +200,7 @@ def test_crash_after_a_move_before_its_journal_is_settled(library, tmp_path: Pat
     assert len(library.search_text("red", k=100)) == 33
 
 
-def test_crash_before_a_move_leaves_nothing_to_undo(library, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_crash_before_a_move_leaves_nothing_to_undo(library, tmp_path: Path, monkeypatch) -> None:
     root = _library_of(tmp_path, library)
     before = _files(root)
     monkeypatch.setattr(actions, "_move", lambda src, dest: (_ for _ in ()).throw(Crash()))
@@ -215,7 +215,7 @@ def test_crash_before_a_move_leaves_nothing_to_undo(library, tmp_path: Path, mon
     assert _files(root) == before
 
 
-def test_crash_after_moving_back_before_its_journal_is_settled(library, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_crash_after_moving_back_before_its_journal_is_settled(library, tmp_path: Path, monkeypatch) -> None:
     root = _library_of(tmp_path, library)
     before = _files(root)
     library.act_on_duplicates(_groups(library), move_to=tmp_path / "aside", apply=True, yes=True)
@@ -273,14 +273,14 @@ def test_kill_during_apply_and_undo_through_the_cli_never_loses_a_photo(tmp_path
 
 # --- where copies may go ---------------------------------------------------------------------------
 
-def test_a_symlink_to_an_indexed_folder_is_no_way_around_the_check(library, tmp_path: Path) -> None:  # noqa: ANN001
+def test_a_symlink_to_an_indexed_folder_is_no_way_around_the_check(library, tmp_path: Path) -> None:
     root = _library_of(tmp_path, library)
     (tmp_path / "sneaky").symlink_to(root / "orig")
     with pytest.raises(UsageError, match="inside the indexed folder"):
         library.act_on_duplicates(_groups(library), move_to=tmp_path / "sneaky" / "dups")
 
 
-def test_a_symlinked_folder_inside_the_destination_cannot_redirect_moves(library, tmp_path: Path) -> None:  # noqa: ANN001
+def test_a_symlinked_folder_inside_the_destination_cannot_redirect_moves(library, tmp_path: Path) -> None:
     root = _library_of(tmp_path, library)
     before = _files(root)
     aside = tmp_path / "aside"
@@ -292,7 +292,7 @@ def test_a_symlinked_folder_inside_the_destination_cannot_redirect_moves(library
     assert _files(root) == before
 
 
-def test_undo_keeps_a_destination_folder_that_existed_before(library, tmp_path: Path) -> None:  # noqa: ANN001
+def test_undo_keeps_a_destination_folder_that_existed_before(library, tmp_path: Path) -> None:
     _library_of(tmp_path, library)
     aside = tmp_path / "aside"
     aside.mkdir()

@@ -184,11 +184,11 @@ def test_keeper_prefers_resolution_then_original_format_then_exif_then_oldest_th
 
 # --- the library ---------------------------------------------------------------------------------
 
-def _group_names(report) -> list[tuple[str, set[str]]]:  # noqa: ANN001
+def _group_names(report) -> list[tuple[str, set[str]]]:
     return sorted((g.tier, {Path(m.photo.path).name for m in g.members}) for g in report.groups)
 
 
-def test_library_finds_each_kind_of_copy(library, variants: Path) -> None:  # noqa: ANN001
+def test_library_finds_each_kind_of_copy(library, variants: Path) -> None:
     library.index([variants], settings=_settings())
     report = library.duplicates(DupOptions(tiers=NEAR))
     found = _group_names(report)
@@ -204,7 +204,7 @@ def test_library_finds_each_kind_of_copy(library, variants: Path) -> None:  # no
     assert small.keeper.path.endswith("orig/shoes-4.jpg")  # the larger one is kept
 
 
-def test_rerun_hashes_and_searches_only_new_photos(library, variants: Path) -> None:  # noqa: ANN001
+def test_rerun_hashes_and_searches_only_new_photos(library, variants: Path) -> None:
     library.index([variants], settings=_settings())
     first = library.duplicates(DupOptions(tiers=NEAR))
     assert first.full_scan and first.hashed == 12 and first.rescanned == 12
@@ -218,20 +218,20 @@ def test_rerun_hashes_and_searches_only_new_photos(library, variants: Path) -> N
     assert ("near", {"hat-3.jpg", "hat-3.png", "hat-3.webp"}) in _group_names(third)
 
 
-def test_thresholds_are_remembered_per_model(library, variants: Path) -> None:  # noqa: ANN001
+def test_thresholds_are_remembered_per_model(library, variants: Path) -> None:
     library.index([variants], settings=_settings())
     assert library.duplicates(DupOptions(near_hamming=4)).thresholds.near_hamming == 4
     assert library.duplicates(DupOptions()).thresholds.near_hamming == 4
     assert library.duplicates(DupOptions(near_hamming=12)).thresholds.near_hamming == 12
 
 
-def test_scoped_to_folders(library, variants: Path) -> None:  # noqa: ANN001
+def test_scoped_to_folders(library, variants: Path) -> None:
     library.index([variants], settings=_settings())
     assert library.duplicates(DupOptions(tiers=NEAR, folders=(str(variants / "copies"),))).groups == []
     assert len(library.duplicates(DupOptions(tiers=NEAR, folders=(str(variants),))).groups) == 6
 
 
-def _settings():  # noqa: ANN202
+def _settings():
     from imgsearch.config import IndexSettings
 
     return IndexSettings(workers=0)
@@ -241,7 +241,7 @@ def _tree(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): full_hash(str(p)) for p in root.rglob("*") if p.is_file()}
 
 
-def test_move_aside_then_undo_restores_everything(library, variants: Path, tmp_path: Path) -> None:  # noqa: ANN001
+def test_move_aside_then_undo_restores_everything(library, variants: Path, tmp_path: Path) -> None:
     library.index([variants], settings=_settings())
     before = _tree(variants)
     stats = {p: os.stat(variants / p).st_mtime_ns for p in before}
@@ -273,7 +273,7 @@ def test_move_aside_then_undo_restores_everything(library, variants: Path, tmp_p
         library.undo_duplicates()
 
 
-def test_link_only_exact_copies_and_undo(library, variants: Path) -> None:  # noqa: ANN001
+def test_link_only_exact_copies_and_undo(library, variants: Path) -> None:
     library.index([variants], settings=_settings())
     copy = variants / "copies" / "dress-0 copy.jpg"
     original_stat = os.stat(copy)
@@ -291,7 +291,7 @@ def test_link_only_exact_copies_and_undo(library, variants: Path) -> None:  # no
     assert os.stat(copy).st_mode == original_stat.st_mode
 
 
-def test_changed_file_is_left_alone(library, variants: Path, tmp_path: Path) -> None:  # noqa: ANN001
+def test_changed_file_is_left_alone(library, variants: Path, tmp_path: Path) -> None:
     library.index([variants], settings=_settings())
     groups = library.duplicates(DupOptions(tiers=("exact",))).groups
     victim = Path(groups[0].duplicates[0].photo.path)
@@ -301,14 +301,14 @@ def test_changed_file_is_left_alone(library, variants: Path, tmp_path: Path) -> 
     assert victim.exists()
 
 
-def test_move_to_inside_an_indexed_folder_is_refused(library, variants: Path) -> None:  # noqa: ANN001
+def test_move_to_inside_an_indexed_folder_is_refused(library, variants: Path) -> None:
     library.index([variants], settings=_settings())
     groups = library.duplicates(DupOptions(tiers=NEAR)).groups
     with pytest.raises(UsageError, match="inside the indexed folder"):
         library.act_on_duplicates(groups, move_to=variants / "dups")
 
 
-def test_bad_options_are_usage_errors(library, variants: Path) -> None:  # noqa: ANN001
+def test_bad_options_are_usage_errors(library, variants: Path) -> None:
     library.index([variants], settings=_settings())
     for bad in (DupOptions(tiers=("nearish",)), DupOptions(max_group=1), DupOptions(similar_cosine=1.5),
                 DupOptions(near_hamming=65)):
@@ -349,7 +349,7 @@ def test_cli_dups_outputs_dry_run_and_undo(tmp_path: Path, variants: Path, tiny_
     assert nothing.exit_code == 1 and "nothing to undo" in nothing.stderr
 
 
-def test_keep_overrides_the_suggested_keeper(library, variants: Path) -> None:  # noqa: ANN001
+def test_keep_overrides_the_suggested_keeper(library, variants: Path) -> None:
     library.index([variants], settings=_settings())
     small = str(variants / "copies" / "shoes-4-small.jpg")
     report = library.duplicates(DupOptions(tiers=NEAR, keep=(small,)))
@@ -366,7 +366,7 @@ def test_parse_duration() -> None:
         parse_duration("soon")
 
 
-def test_a_photo_gone_since_indexing_is_reported_not_fatal(library, variants: Path) -> None:  # noqa: ANN001
+def test_a_photo_gone_since_indexing_is_reported_not_fatal(library, variants: Path) -> None:
     library.index([variants], settings=_settings())
     gone = variants / "copies" / "hat-2-q50.jpg"
     gone.unlink()

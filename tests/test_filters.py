@@ -117,7 +117,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> It
     process.wait(timeout=30)
 
 
-def cli(*args: object):  # noqa: ANN201 (click's Result)
+def cli(*args: object):  # click's Result
     return runner.invoke(app, [str(a) for a in args])
 
 
@@ -207,7 +207,7 @@ def get_json(served: Served, path: str, data: bytes | None = None, content_type:
     request = urllib.request.Request(served.url + path, data=data,
                                      headers={**headers, **({"Content-Type": content_type} if content_type else {})})
     try:
-        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 (the test's own server)
+        with urllib.request.urlopen(request, timeout=60) as response:  # the test's own server
             return json.loads(response.read())
     except urllib.error.HTTPError as exc:
         raise AssertionError(f"{path}: {exc.code} {exc.read().decode()}") from None
@@ -254,7 +254,7 @@ def test_the_cli_names_filters_as_its_options(served: Served) -> None:
 def test_filters_in_the_table_are_all_on_the_cli_and_the_form(served: Served) -> None:
     help_text = cli("search", "-h").stdout
     assert all(f"{f.flag} {f.metavar}" in help_text for f in FILTERS)
-    with urllib.request.urlopen(f"{served.url}/?q=a+photo&type=video&ext=png", timeout=60) as response:  # noqa: S310
+    with urllib.request.urlopen(f"{served.url}/?q=a+photo&type=video&ext=png", timeout=60) as response:
         page = response.read().decode()
     assert all(f'name="{f.name}"' in page for f in FILTERS)
     assert "<details class=\"filters\" open>" in page and "<option selected>video</option>" in page

@@ -203,7 +203,7 @@ def test_an_upload_too_large_is_refused_before_it_is_read(tmp_path: Path, tiny_m
         server.wait(timeout=60)
 
 
-def http_answer(sock) -> str:  # noqa: ANN001 (a connected socket)
+def http_answer(sock) -> str:  # a connected socket
     """One HTTP response, read whole: its head, then the Content-Length bytes of its body."""
     data = b""
     while b"\r\n\r\n" not in data:

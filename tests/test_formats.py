@@ -157,7 +157,7 @@ def test_search_finds_the_moment_inside_a_video(tmp_path: Path, mixed: Path, tra
     assert [Path(r["path"]).name for r in only] == ["other.webm"]  # filters keep a video's frames with it
 
 
-def test_files_are_read_by_their_content_not_their_name(tmp_path: Path, library) -> None:  # noqa: ANN001
+def test_files_are_read_by_their_content_not_their_name(tmp_path: Path, library) -> None:
     root = tmp_path / "lying"
     root.mkdir()
     split().save(root / "really-heic.jpg", format="HEIF", quality=90)
@@ -205,7 +205,7 @@ def _patch_box(data: bytes, box: bytes, offset: int, value: bytes) -> bytes:
     return data[:at] + value + data[at + len(value):]
 
 
-def test_hostile_files_are_skipped_with_their_reason(tmp_path: Path, library) -> None:  # noqa: ANN001
+def test_hostile_files_are_skipped_with_their_reason(tmp_path: Path, library) -> None:
     root = tmp_path / "hostile"
     root.mkdir()
     write_photo(root / "fine.png", "green")
@@ -236,7 +236,7 @@ def test_hostile_files_are_skipped_with_their_reason(tmp_path: Path, library) ->
         assert session.query(Frame).count() == 2  # good.mp4 and ten-hours.mp4: one key frame each in 2 s
 
 
-def test_a_heic_and_its_jpeg_export_a_raw_and_its_camera_jpeg_are_near_copies(tmp_path: Path, library) -> None:  # noqa: ANN001
+def test_a_heic_and_its_jpeg_export_a_raw_and_its_camera_jpeg_are_near_copies(tmp_path: Path, library) -> None:
     root = tmp_path / "copies"
     root.mkdir()
     dress = Image.open(DATA / "photos" / "dress-0.jpg").convert("RGB")
@@ -256,7 +256,7 @@ def test_a_heic_and_its_jpeg_export_a_raw_and_its_camera_jpeg_are_near_copies(tm
     assert raw_group.keeper.path.endswith(".DNG")  # the RAW is the original
 
 
-def test_a_folder_of_every_format_is_indexed_whole(tmp_path: Path, library) -> None:  # noqa: ANN001
+def test_a_folder_of_every_format_is_indexed_whole(tmp_path: Path, library) -> None:
     root = tmp_path / "everything"
     root.mkdir()
     picture = split()

@@ -101,7 +101,7 @@ def ivf(data: tuple[np.ndarray, np.ndarray]) -> VectorIndex:
     return VectorIndex.build(64, ids, vectors, "IVF64,PQ16x4fs")
 
 
-def test_tuning_reaches_target_recall_and_recall_grows_with_nprobe(ivf: VectorIndex, data) -> None:  # noqa: ANN001
+def test_tuning_reaches_target_recall_and_recall_grows_with_nprobe(ivf: VectorIndex, data) -> None:
     ids, vectors = data
     queries = sample_queries(vectors, 100, seed=1)
     truth = exact_top_k(ids, vectors, queries, 10)
@@ -116,7 +116,7 @@ def test_tuning_reaches_target_recall_and_recall_grows_with_nprobe(ivf: VectorIn
     assert recall_at_k(ivf, truth, queries) >= 0.93  # holds on other queries than the tuning sample
 
 
-def test_scores_are_exact_cosines(ivf: VectorIndex, data) -> None:  # noqa: ANN001
+def test_scores_are_exact_cosines(ivf: VectorIndex, data) -> None:
     ids, vectors = data
     q = sample_queries(vectors, 1, seed=5)
     scores, found = ivf.search(q, 10)
@@ -126,7 +126,7 @@ def test_scores_are_exact_cosines(ivf: VectorIndex, data) -> None:  # noqa: ANN0
     assert list(scores[0]) == sorted(scores[0], reverse=True)
 
 
-def test_remove_add_save_load(tmp_path: Path, data) -> None:  # noqa: ANN001
+def test_remove_add_save_load(tmp_path: Path, data) -> None:
     ids, vectors = data
     index = VectorIndex.build(64, ids[:3000], vectors[:3000], "IVF32,PQ16x4fs")
     index.params.update(nprobe=32)
@@ -145,7 +145,7 @@ def test_remove_add_save_load(tmp_path: Path, data) -> None:  # noqa: ANN001
 
 # --- incremental index updates in a library -----------------------------------------------------------
 
-def populate(library, vectors: np.ndarray, start: int = 0) -> list[int]:  # noqa: ANN001
+def populate(library, vectors: np.ndarray, start: int = 0) -> list[int]:
     info = ImageInfo(64, 48, "JPEG")
     with library.sessions.begin() as session:
         model_id = store.get_or_create_model(session, FakeEncoder("fake", vectors.shape[1]).info).id
@@ -156,13 +156,13 @@ def populate(library, vectors: np.ndarray, start: int = 0) -> list[int]:  # noqa
     return ids
 
 
-def latest(library):  # noqa: ANN001, ANN201
+def latest(library):
     with library.session() as session:
         model = store.list_models(session)[0]
         return model.id, store.latest_build(session, model.id)
 
 
-def test_library_index_updates_incrementally_and_retrains_when_outgrown(library, monkeypatch) -> None:  # noqa: ANN001
+def test_library_index_updates_incrementally_and_retrains_when_outgrown(library, monkeypatch) -> None:
     monkeypatch.setattr(params, "EXACT_MAX", 500)
     vectors = clustered(1500, 32, seed=3)
     populate(library, vectors[:1000])

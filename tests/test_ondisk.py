@@ -54,7 +54,7 @@ def single_index_recall(ids: np.ndarray, vectors: np.ndarray, queries: np.ndarra
     return recall(np.array(found), truth)
 
 
-def test_sharded_build_merged_on_disk_matches_one_index_and_survives_a_move(tmp_path: Path, data) -> None:  # noqa: ANN001
+def test_sharded_build_merged_on_disk_matches_one_index_and_survives_a_move(tmp_path: Path, data) -> None:
     ids, vectors, queries, truth = data
     built = ondisk.build(tmp_path / "a" / "index", DIM, FACTORY, vectors[:8000], ondisk.shards_of(ids, vectors, 5),
                          N, params={"nprobe": 16, "k_factor": 10})
@@ -76,7 +76,7 @@ def test_sharded_build_merged_on_disk_matches_one_index_and_survives_a_move(tmp_
     assert out.returncode == 0 and out.stdout == f"{N}\n", out.stdout + out.stderr
 
 
-def test_shards_can_be_built_by_ray_tasks(tmp_path: Path, data) -> None:  # noqa: ANN001
+def test_shards_can_be_built_by_ray_tasks(tmp_path: Path, data) -> None:
     import logging
 
     import ray
@@ -87,7 +87,7 @@ def test_shards_can_be_built_by_ray_tasks(tmp_path: Path, data) -> None:  # noqa
     try:
         remote = ray.remote(ondisk._add_shard)
 
-        def on_ray(fn, *columns):  # noqa: ANN001, ANN202
+        def on_ray(fn, *columns):
             return ray.get([remote.remote(*args) for args in zip(*columns)])
 
         built = ondisk.build(tmp_path / "index", DIM, FACTORY, vectors[:8000], ondisk.shards_of(ids, vectors, 4),
@@ -97,7 +97,7 @@ def test_shards_can_be_built_by_ray_tasks(tmp_path: Path, data) -> None:  # noqa
     assert len(built) == N and recall(built.search(queries, 10)[1], truth) >= 0.9
 
 
-def test_additions_and_removals_after_the_build_are_searched_and_kept(tmp_path: Path, data) -> None:  # noqa: ANN001
+def test_additions_and_removals_after_the_build_are_searched_and_kept(tmp_path: Path, data) -> None:
     ids, vectors, queries, _ = data
     index = ondisk.build(tmp_path / "gen-1", DIM, FACTORY, vectors[:8000], ondisk.shards_of(ids, vectors, 2), N,
                          rerank_in_ram=False)
@@ -119,7 +119,7 @@ def test_additions_and_removals_after_the_build_are_searched_and_kept(tmp_path: 
     assert not again.needs_rebuild() and again.ram_bytes() < N * DIM  # re-rank copy memory-mapped
 
 
-def test_a_library_past_its_memory_budget_gets_the_on_disk_index(library, tmp_path: Path) -> None:  # noqa: ANN001
+def test_a_library_past_its_memory_budget_gets_the_on_disk_index(library, tmp_path: Path) -> None:
     from imgsearch import store
     from imgsearch.config import IndexSettings, ModelSpec
     from tests.factories import FakeEncoder, write_photo

@@ -25,7 +25,7 @@ def make_tree(root: Path) -> dict[str, Path]:
     }
 
 
-def index(library, root: Path, settings: IndexSettings = INLINE, spec: ModelSpec = FAKE):  # noqa: ANN001, ANN201
+def index(library, root: Path, settings: IndexSettings = INLINE, spec: ModelSpec = FAKE):
     return library.index([root], spec, settings)
 
 

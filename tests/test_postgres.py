@@ -76,7 +76,7 @@ def test_the_folder_remembers_its_database_and_shows_no_password(tmp_path: Path,
 
 
 def test_a_second_indexer_anywhere_is_refused_with_the_holder(tmp_path: Path, pics: Path,
-                                                              postgres: PostgresServer, fake_loader) -> None:  # noqa: ANN001
+                                                              postgres: PostgresServer, fake_loader) -> None:
     url = postgres.create_database()
     first = Library.open(tmp_path / "a", create=True, encoder_loader=fake_loader, db_url=url)
     second = Library.open(tmp_path / "b", create=True, encoder_loader=fake_loader, db_url=url)  # another machine's folder
@@ -92,7 +92,7 @@ def test_a_second_indexer_anywhere_is_refused_with_the_holder(tmp_path: Path, pi
 
 
 def test_db_copy_moves_a_library_to_postgresql_and_back(tmp_path: Path, pics: Path, postgres: PostgresServer,
-                                                        fake_loader) -> None:  # noqa: ANN001
+                                                        fake_loader) -> None:
     lib_dir = tmp_path / "lib"
     with Library.open(lib_dir, create=True, encoder_loader=fake_loader) as lib:
         lib.index([pics], FAKE, IndexSettings(workers=0))
@@ -131,7 +131,7 @@ def test_a_server_that_is_down_is_named_with_the_fix(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def locked_server():  # noqa: ANN201
+def locked_server():
     """A server that asks for passwords (scram-sha-256), with a role `photos` whose password is `right`."""
     server = PostgresServer()
     server.start()
@@ -165,7 +165,7 @@ def test_a_wrong_password_and_a_missing_database_say_how_to_fix_them(tmp_path: P
 
 
 def test_a_statement_past_the_timeout_is_named_with_the_fix(tmp_path: Path, postgres: PostgresServer,
-                                                            fake_loader) -> None:  # noqa: ANN001
+                                                            fake_loader) -> None:
     import psycopg
 
     url = postgres.create_database()
@@ -210,7 +210,7 @@ def test_the_server_lost_mid_index_loses_nothing(tmp_path: Path) -> None:
         server.stop()
 
 
-def test_db_upgrade_backs_up_with_pg_dump(tmp_path: Path, postgres: PostgresServer, fake_loader, pics: Path) -> None:  # noqa: ANN001
+def test_db_upgrade_backs_up_with_pg_dump(tmp_path: Path, postgres: PostgresServer, fake_loader, pics: Path) -> None:
     url = postgres.create_database()
     lib_dir = tmp_path / "lib"
     with Library.open(lib_dir, create=True, encoder_loader=fake_loader, db_url=url) as lib:

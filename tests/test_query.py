@@ -86,7 +86,7 @@ def test_combine_weights_and_cancellation() -> None:
 # --- searching a library --------------------------------------------------------------------------------
 
 @pytest.fixture
-def colours(library, tmp_path: Path):  # noqa: ANN001, ANN201
+def colours(library, tmp_path: Path):
     root = tmp_path / "pics"
     made = {
         "red": write_photo(root / "2019" / "red.jpg", "red", taken=datetime(2019, 5, 1), make="Canon", model="EOS R6", fmt="JPEG"),
@@ -101,19 +101,19 @@ def colours(library, tmp_path: Path):  # noqa: ANN001, ANN201
     return made
 
 
-def run(library, words: list[str], **options) -> list[str]:  # noqa: ANN001
+def run(library, words: list[str], **options) -> list[str]:
     filters = options.pop("filters", Filters())
     return [Path(r.path).stem for r in library.search(parse_query(words), SearchOptions(filters=filters, **options), FAKE)]
 
 
-def test_arithmetic_moves_the_query(library, colours) -> None:  # noqa: ANN001
+def test_arithmetic_moves_the_query(library, colours) -> None:
     assert run(library, ["red", "+", "blue"], k=1) == ["magenta"]
     assert run(library, ["3:red", "+", "blue"], k=1) == ["red"]
     assert run(library, ["magenta", "-", "0.5:red"], k=1) == ["blue"]
     assert run(library, ["@" + str(colours["red"]), "+", "blue"], k=1) == ["magenta"]
 
 
-def test_filters_compose_and_are_exact(library, colours, tmp_path: Path) -> None:  # noqa: ANN001
+def test_filters_compose_and_are_exact(library, colours, tmp_path: Path) -> None:
     every = dict(k=10)
     assert sorted(run(library, ["red"], filters=Filters(folder=str(tmp_path / "pics" / "2021")), **every)) == ["green", "magenta"]
     assert sorted(run(library, ["red"], filters=Filters(camera="canon"), **every)) == ["red", "white"]
@@ -128,13 +128,13 @@ def test_filters_compose_and_are_exact(library, colours, tmp_path: Path) -> None
         run(library, ["red"], filters=Filters(tag=("cat",)), **every)
 
 
-def test_broad_filters_widen_the_search_instead_of_losing_results(library, colours, monkeypatch) -> None:  # noqa: ANN001
+def test_broad_filters_widen_the_search_instead_of_losing_results(library, colours, monkeypatch) -> None:
     monkeypatch.setattr(search_mod, "EXACT_FILTER_MAX", 0)  # force the widening path
     assert sorted(run(library, ["red"], filters=Filters(ext=("jpg",)), k=10)) == ["blue", "red", "white"]
     assert run(library, ["red"], filters=Filters(ext=("jpg",)), k=1) == ["red"]
 
 
-def test_min_score_keeps_exactly_the_results_above_it(library, colours) -> None:  # noqa: ANN001
+def test_min_score_keeps_exactly_the_results_above_it(library, colours) -> None:
     scored = library.search(parse_query(["red"]), SearchOptions(k=10), FAKE)
     cutoff = (scored[1].score + scored[2].score) / 2
     kept = library.search(parse_query(["red"]), SearchOptions(k=10, min_score=cutoff), FAKE)
@@ -142,7 +142,7 @@ def test_min_score_keeps_exactly_the_results_above_it(library, colours) -> None:
     assert library.search(parse_query(["red"]), SearchOptions(k=10, min_score=0.9999), FAKE)[0].path == str(colours["red"])
 
 
-def test_sort_by_date_and_path_after_the_cutoff_and_paging(library, colours) -> None:  # noqa: ANN001
+def test_sort_by_date_and_path_after_the_cutoff_and_paging(library, colours) -> None:
     assert run(library, ["red"], k=5, sort="date") == ["green", "magenta", "blue", "red", "white"]
     assert run(library, ["red"], k=5, sort="path") == ["red", "blue", "green", "magenta", "white"]
     full = run(library, ["blue"], k=5)
@@ -151,7 +151,7 @@ def test_sort_by_date_and_path_after_the_cutoff_and_paging(library, colours) -> 
     assert ranks == [1, 2]
 
 
-def test_repeated_text_queries_come_from_the_cache(library, colours, fake_encoders) -> None:  # noqa: ANN001
+def test_repeated_text_queries_come_from_the_cache(library, colours, fake_encoders) -> None:
     before = fake_encoders["fake"].texts_encoded
     first = run(library, ["blue"], k=3)
     assert fake_encoders["fake"].texts_encoded == before + 1
@@ -160,12 +160,12 @@ def test_repeated_text_queries_come_from_the_cache(library, colours, fake_encode
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:  # noqa: ANN002
+    def log_message(self, *args) -> None:
         pass
 
 
 @pytest.fixture
-def served(tmp_path: Path):  # noqa: ANN201
+def served(tmp_path: Path):
     root = tmp_path / "www"
     root.mkdir()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: _Handler(*a, directory=str(root)))
@@ -175,7 +175,7 @@ def served(tmp_path: Path):  # noqa: ANN201
     server.shutdown()
 
 
-def test_url_image_terms(library, colours, served) -> None:  # noqa: ANN001
+def test_url_image_terms(library, colours, served) -> None:
     root, base = served
     write_photo(root / "q.jpg", "magenta", fmt="JPEG", seed=9)
     assert run(library, [f"@{base}/q.jpg"], k=1) == ["magenta"]
@@ -187,7 +187,7 @@ def test_url_image_terms(library, colours, served) -> None:  # noqa: ANN001
         fetch_url("file:///etc/passwd")
 
 
-def test_export_copies_and_links_in_rank_order_without_overwriting(library, colours, tmp_path: Path) -> None:  # noqa: ANN001
+def test_export_copies_and_links_in_rank_order_without_overwriting(library, colours, tmp_path: Path) -> None:
     results = library.search(parse_query(["red"]), SearchOptions(k=3), FAKE)
     copied = export_results(results, tmp_path / "out")
     assert [p.name for p in copied] == [f"{r.rank:03d}-{Path(r.path).name}" for r in results]
@@ -202,7 +202,7 @@ def test_export_copies_and_links_in_rank_order_without_overwriting(library, colo
     assert all(p.is_symlink() and p.resolve() == Path(r.path).resolve() for p, r in zip(linked, results))
 
 
-def test_export_vectors_npy_and_parquet(library, colours, tmp_path: Path) -> None:  # noqa: ANN001
+def test_export_vectors_npy_and_parquet(library, colours, tmp_path: Path) -> None:
     library.export_vectors(tmp_path / "npy", "npy", FAKE)
     vectors = np.load(tmp_path / "npy" / "vectors.npy")
     ids = np.load(tmp_path / "npy" / "ids.npy")
@@ -224,7 +224,7 @@ def test_export_vectors_npy_and_parquet(library, colours, tmp_path: Path) -> Non
 @given(words=st.lists(st.text(max_size=12), min_size=1, max_size=4), folder=st.text(max_size=15),
        camera=st.text(max_size=15), ext=st.text(max_size=6), after=st.text(max_size=12),
        min_score=st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)), sort=st.text(max_size=5))
-def test_random_queries_and_filters_give_results_or_a_usage_error(library, colours, words, folder, camera,  # noqa: ANN001
+def test_random_queries_and_filters_give_results_or_a_usage_error(library, colours, words, folder, camera,
                                                                   ext, after, min_score, sort) -> None:
     try:
         filters = Filters(folder=folder, camera=camera, ext=ext, after=after)  # as typed: the table reads them
@@ -252,7 +252,7 @@ def test_queries_are_capped_in_length_and_terms() -> None:
         parse_query(["a", "+", "y" * 5000])
 
 
-def test_the_text_cache_forgets_texts_unused_for_half_a_year(library) -> None:  # noqa: ANN001
+def test_the_text_cache_forgets_texts_unused_for_half_a_year(library) -> None:
     from datetime import timedelta
 
     from sqlalchemy import update

@@ -42,7 +42,7 @@ def derived_photos(folder: Path, n: int, size: tuple[int, int] = (160, 120)) -> 
 
 
 @pytest.fixture(scope="module")
-def local_ray():  # noqa: ANN201
+def local_ray():
     """A local Ray in this process, as a user's `ray.init()` would start it (2 CPUs, capped object store)."""
     import ray
 
@@ -52,7 +52,7 @@ def local_ray():  # noqa: ANN201
     ray.shutdown()
 
 
-def test_the_ray_executor_builds_the_same_library_as_the_local_one(tmp_path: Path, local_ray,  # noqa: ANN001
+def test_the_ray_executor_builds_the_same_library_as_the_local_one(tmp_path: Path, local_ray,
                                                                    tiny_model_dir: Path) -> None:
     pics = derived_photos(tmp_path / "pics", 240)
     (pics / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")

@@ -28,8 +28,8 @@ def tree(root: Path, n: int = 6) -> Path:
 
 
 def test_disk_full_while_saving_the_index_is_a_clear_error_and_nothing_is_lost(library, tmp_path: Path,
-                                                                                 monkeypatch) -> None:  # noqa: ANN001
-    def full(self, path):  # noqa: ANN001, ANN202
+                                                                                 monkeypatch) -> None:
+    def full(self, path):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(VectorIndex, "save", full)
@@ -45,8 +45,8 @@ def test_disk_full_while_saving_the_index_is_a_clear_error_and_nothing_is_lost(l
 
 @pytest.mark.parametrize("message,fix", [("database or disk is full", "the disk is full"),
                                          ("attempt to write a readonly database", "library.db is read-only")])
-def test_database_write_failures_name_the_fix(library, tmp_path: Path, monkeypatch, message: str, fix: str) -> None:  # noqa: ANN001
-    def fail(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+def test_database_write_failures_name_the_fix(library, tmp_path: Path, monkeypatch, message: str, fix: str) -> None:
+    def fail(*args, **kwargs):
         raise OperationalError("INSERT", {}, sqlite3.OperationalError(message))
 
     monkeypatch.setattr(store, "save_vectors", fail)
@@ -56,19 +56,19 @@ def test_database_write_failures_name_the_fix(library, tmp_path: Path, monkeypat
     assert library.index([tmp_path / "pics"], FAKE, INLINE).encoded == 6
 
 
-def test_read_only_index_folder_still_answers_searches(library, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_read_only_index_folder_still_answers_searches(library, tmp_path: Path, monkeypatch) -> None:
     library.index([tree(tmp_path / "pics")], FAKE, INLINE)
     for f in library.index_dir.iterdir():
         f.unlink()  # the cache is gone and cannot be written back
 
-    def read_only(self, path):  # noqa: ANN001, ANN202
+    def read_only(self, path):
         raise OSError(errno.EROFS, "Read-only file system")
 
     monkeypatch.setattr(VectorIndex, "save", read_only)
     assert len(library.search_text("blue", k=10)) == 6
 
 
-def test_sigkill_at_random_moments_loses_at_most_a_batch_and_never_corrupts(tmp_path: Path, fake_loader) -> None:  # noqa: ANN001
+def test_sigkill_at_random_moments_loses_at_most_a_batch_and_never_corrupts(tmp_path: Path, fake_loader) -> None:
     import os
     import random
     import signal
@@ -146,7 +146,7 @@ def test_a_decoder_that_kills_its_worker_skips_that_file_and_keeps_going(tmp_pat
     assert sum(isinstance(i, Decoded) for i in items) == 30
 
 
-def test_searches_answer_while_an_indexer_writes(tmp_path: Path, fake_loader) -> None:  # noqa: ANN001
+def test_searches_answer_while_an_indexer_writes(tmp_path: Path, fake_loader) -> None:
     import os
     import subprocess
     import sys
@@ -212,7 +212,7 @@ with Library.open({str(tmp_path / 'lib')!r}, create=True, encoder_loader=lambda 
 
 
 @contextmanager
-def holding_writes(library) -> Iterator[None]:  # noqa: ANN001
+def holding_writes(library) -> Iterator[None]:
     """Another connection holding the database's write lock (SQLite), or the text cache's table (PostgreSQL)."""
     if library.engine.dialect.name == "sqlite":
         blocker = sqlite3.connect(library.db_path, timeout=0)
@@ -229,7 +229,7 @@ def holding_writes(library) -> Iterator[None]:  # noqa: ANN001
         blocker.close()
 
 
-def test_searches_answer_while_another_process_holds_the_write_lock(library, tmp_path: Path, fake_encoders) -> None:  # noqa: ANN001
+def test_searches_answer_while_another_process_holds_the_write_lock(library, tmp_path: Path, fake_encoders) -> None:
     library.index([tree(tmp_path / "pics")], FAKE, INLINE)
     assert len(library.search_text("red", k=10)) == 6  # "red" is now in the text cache
     with holding_writes(library):  # an indexer mid-batch, or any writer

@@ -48,7 +48,7 @@ def real_photos(torch_encoder: OpenClipEncoder) -> np.ndarray:
     return photos
 
 
-def batched(fn, photos: np.ndarray) -> np.ndarray:  # noqa: ANN001
+def batched(fn, photos: np.ndarray) -> np.ndarray:
     return np.concatenate([fn(photos[i: i + 32]) for i in range(0, len(photos), 32)])
 
 

@@ -20,7 +20,7 @@ OTHER = 240  # magenta and cyan photos the other process indexes meanwhile
 THREADS = 8
 
 
-def test_eight_threads_share_one_library_while_another_process_indexes(library, tmp_path: Path) -> None:  # noqa: ANN001
+def test_eight_threads_share_one_library_while_another_process_indexes(library, tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     mine = {c: {str(write_photo(a / f"{c}-{i}.jpg", c, fmt="JPEG", seed=10 * n + i)) for i in range(PER_COLOUR)}
             for n, c in enumerate(COLOURS)}
@@ -70,7 +70,7 @@ def test_eight_threads_share_one_library_while_another_process_indexes(library, 
                     hits = library.search_image(query, k=PER_COLOUR - 1)
                     check({h.path for h in hits} == mine[colour] - {query}, f"image search for {colour}: {hits}")
                 step += 1
-        except Exception as exc:  # noqa: BLE001 (every failure is reported below)
+        except Exception as exc:  # every failure is reported below
             wrong.append(f"thread {n}: {type(exc).__name__}: {exc}")
         done[n] = step
 

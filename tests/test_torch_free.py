@@ -58,7 +58,7 @@ def model_keys(library: Path) -> list[str]:
         return [row[0] for row in db.execute("SELECT key FROM models")]
 
 
-def embed_photos(encoder, folder: Path) -> np.ndarray:  # noqa: ANN001
+def embed_photos(encoder, folder: Path) -> np.ndarray:
     from imgsearch.models.export import sample_photos
 
     return encoder.encode_pixels(sample_photos([folder], encoder.info.geometry, 40))

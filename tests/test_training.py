@@ -77,7 +77,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list, Path]
     return out, reports, data
 
 
-def test_training_lowers_loss_and_beats_chance(trained) -> None:  # noqa: ANN001
+def test_training_lowers_loss_and_beats_chance(trained) -> None:
     out, reports, _ = trained
     assert [r.epoch for r in reports] == list(range(1, 7))
     assert reports[-1].loss < reports[0].loss * 0.8
@@ -87,7 +87,7 @@ def test_training_lowers_loss_and_beats_chance(trained) -> None:  # noqa: ANN001
     assert {"open_clip_config.json", "open_clip_model.safetensors", "checkpoint.pt"} <= {p.name for p in out.iterdir()}
 
 
-def test_trained_model_indexes_and_searches_through_local_dir(trained, tmp_path: Path) -> None:  # noqa: ANN001
+def test_trained_model_indexes_and_searches_through_local_dir(trained, tmp_path: Path) -> None:
     from imgsearch.library import Library
 
     out, _, data = trained
@@ -101,7 +101,7 @@ def test_trained_model_indexes_and_searches_through_local_dir(trained, tmp_path:
         assert model.checkpoint_sha256 is not None and len(model.checkpoint_sha256) == 64  # which weights
 
 
-def test_resume_continues_where_it_stopped(tmp_path: Path, trained) -> None:  # noqa: ANN001
+def test_resume_continues_where_it_stopped(tmp_path: Path, trained) -> None:
     _, _, data = trained
     pairs = read_pairs(data)
     out = tmp_path / "run"
@@ -116,7 +116,7 @@ def test_resume_continues_where_it_stopped(tmp_path: Path, trained) -> None:  # 
         train(pairs, tmp_path / "new", settings, resume=True)
 
 
-def test_fine_tune_with_locked_image_tower_keeps_it(tmp_path: Path, tiny_model_dir: Path, trained) -> None:  # noqa: ANN001
+def test_fine_tune_with_locked_image_tower_keeps_it(tmp_path: Path, tiny_model_dir: Path, trained) -> None:
     from safetensors.numpy import load_file
 
     _, _, data = trained
@@ -164,7 +164,7 @@ def test_recall_at_k_is_the_share_of_a_labels_images_found_and_is_reported_per_l
     assert per["images"].tolist() == [20, 12] and per["t2i_r@10"].tolist() == pytest.approx([0.5, 10 / 12])
 
 
-def test_tag_then_search_by_tag(library, tmp_path: Path) -> None:  # noqa: ANN001
+def test_tag_then_search_by_tag(library, tmp_path: Path) -> None:
     for n, colour in enumerate(["red", "red", "green", "blue", "blue", "blue"]):
         write_photo(tmp_path / "pics" / f"{colour}{n}.png", colour, seed=n)
     library.index([tmp_path / "pics"], settings=IndexSettings(workers=0))
@@ -182,7 +182,7 @@ def test_tag_then_search_by_tag(library, tmp_path: Path) -> None:  # noqa: ANN00
     assert library.status().tags == {"red": 1, "green": 1, "blue": 3}
 
 
-def test_cli_train_classify_eval(tmp_path: Path, trained) -> None:  # noqa: ANN001
+def test_cli_train_classify_eval(tmp_path: Path, trained) -> None:
     from tests.test_cli import cli
 
     out, _, data = trained
@@ -212,7 +212,7 @@ def test_cli_train_classify_eval(tmp_path: Path, trained) -> None:  # noqa: ANN0
     assert cli("train", data, "--out", tmp_path / "m2").exit_code == 2  # neither --model nor --arch
 
 
-def test_long_work_reports_progress_lines_when_stderr_is_not_a_terminal(tmp_path: Path, trained) -> None:  # noqa: ANN001
+def test_long_work_reports_progress_lines_when_stderr_is_not_a_terminal(tmp_path: Path, trained) -> None:
     from tests.test_cli import cli
 
     _, _, data = trained
@@ -223,7 +223,7 @@ def test_long_work_reports_progress_lines_when_stderr_is_not_a_terminal(tmp_path
     assert lines and "/5 steps (" in lines[-1] and "loss" in lines[-1] and "file" not in lines[-1]
 
 
-def test_gradient_accumulation_sees_every_micro_batch(tmp_path: Path, trained) -> None:  # noqa: ANN001
+def test_gradient_accumulation_sees_every_micro_batch(tmp_path: Path, trained) -> None:
     _, _, data = trained
     pairs = read_pairs(data)  # 96 pairs; 10% held out -> 88 (stratified: 22 per caption) for training
     reports = train(pairs, tmp_path / "acc", TrainSettings(epochs=1, batch_size=16, accumulate=2, workers=0,

@@ -33,7 +33,7 @@ def photos(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def client(library, photos: Path) -> TestClient:  # noqa: ANN001
+def client(library, photos: Path) -> TestClient:
     library.index([photos], FAKE, IndexSettings(workers=0))
     return TestClient(create_app(library, Guard(port=8765)), base_url=BASE)
 
@@ -106,7 +106,7 @@ def test_photo_record_thumbnail_and_original(client: TestClient, photos: Path) -
     assert client.get("/api/v1/images/424242/file").status_code == 404
 
 
-def test_files_outside_the_roots_are_never_served(client: TestClient, library, photos: Path, tmp_path: Path) -> None:  # noqa: ANN001
+def test_files_outside_the_roots_are_never_served(client: TestClient, library, photos: Path, tmp_path: Path) -> None:
     ids = ids_of(client)
     secret = tmp_path / "photos-private" / "secret.jpg"  # a folder whose name starts like the root's
     write_photo(secret, "black", fmt="JPEG")
@@ -127,7 +127,7 @@ def test_files_outside_the_roots_are_never_served(client: TestClient, library, p
         assert got.status_code in (400, 404) and b"root:" not in got.content, path
 
 
-def test_dups_review_move_aside_and_undo(client: TestClient, photos: Path, library) -> None:  # noqa: ANN001
+def test_dups_review_move_aside_and_undo(client: TestClient, photos: Path, library) -> None:
     before = sorted(p.name for p in photos.iterdir())
     groups = client.get("/api/v1/dups").json()["groups"]
     assert [g["tier"] for g in groups] == ["exact"] and len(groups[0]["members"]) == 2
@@ -175,7 +175,7 @@ def test_pages_render(client: TestClient) -> None:
     assert client.get("/docs").status_code == 200 and client.get("/openapi.json").json()["info"]["title"] == "imgsearch"
 
 
-def test_names_are_escaped_in_pages(library, tmp_path: Path) -> None:  # noqa: ANN001
+def test_names_are_escaped_in_pages(library, tmp_path: Path) -> None:
     root = tmp_path / "x"
     write_photo(root / "<script>alert(1)</script>.png", "red")
     library.index([root], FAKE, IndexSettings(workers=0))
@@ -206,7 +206,7 @@ def test_state_changes_must_come_from_this_origin(client: TestClient) -> None:
     assert same.status_code == 404  # allowed through: there is simply nothing to undo
 
 
-def test_a_token_is_asked_for_and_kept_in_a_strict_cookie(library, photos: Path) -> None:  # noqa: ANN001
+def test_a_token_is_asked_for_and_kept_in_a_strict_cookie(library, photos: Path) -> None:
     library.index([photos], FAKE, IndexSettings(workers=0))
     app = create_app(library, Guard(port=8765, bind="0.0.0.0", token="s3cret-token-for-tests"))
     client = TestClient(app, base_url=BASE, follow_redirects=False)
@@ -234,8 +234,8 @@ def test_uploads_are_capped(client: TestClient, monkeypatch: pytest.MonkeyPatch)
     assert got.status_code == 400 and "over 100 bytes" in got.json()["error"]["message"]
 
 
-def test_a_running_server_sees_what_another_indexer_added(client: TestClient, library, photos: Path,  # noqa: ANN001
-                                                           fake_loader) -> None:  # noqa: ANN001
+def test_a_running_server_sees_what_another_indexer_added(client: TestClient, library, photos: Path,
+                                                           fake_loader) -> None:
     from imgsearch.library import Library
 
     assert len(client.get("/api/v1/search", params={"q": "red", "k": 100}).json()["results"]) == 7
@@ -249,7 +249,7 @@ def test_a_running_server_sees_what_another_indexer_added(client: TestClient, li
     assert len(names) == 8 and "later.png" in names
 
 
-def test_thumbnails_made_ahead_are_the_ones_served(client: TestClient, library, photos: Path) -> None:  # noqa: ANN001
+def test_thumbnails_made_ahead_are_the_ones_served(client: TestClient, library, photos: Path) -> None:
     (photos / "cyan.jpg").write_bytes(b"not a jpeg any more")  # breaks after indexing
     assert library.make_thumbnails(threads=2) == (6, 0, 1)
     assert library.make_thumbnails(threads=2) == (0, 6, 1)
@@ -275,7 +275,7 @@ def test_every_error_code_has_its_http_status() -> None:
         (400, 404, 409, 507, 502)
 
 
-def test_busy_while_an_indexer_holds_the_library(client: TestClient, library, photos: Path) -> None:  # noqa: ANN001
+def test_busy_while_an_indexer_holds_the_library(client: TestClient, library, photos: Path) -> None:
     from imgsearch import folder
 
     keeper = client.get("/api/v1/dups").json()["groups"][0]["keeper"]
@@ -286,7 +286,7 @@ def test_busy_while_an_indexer_holds_the_library(client: TestClient, library, ph
     assert len(list(photos.iterdir())) == 7  # nothing moved
 
 
-def test_a_video_is_one_result_shown_at_its_best_moment(client: TestClient, library, photos: Path) -> None:  # noqa: ANN001
+def test_a_video_is_one_result_shown_at_its_best_moment(client: TestClient, library, photos: Path) -> None:
     from tests.factories import write_video
 
     write_video(photos / "clip.mp4", [(4, Image.new("RGB", (64, 48), (220, 30, 30))),
@@ -324,7 +324,7 @@ def test_odd_numbers_in_a_url_are_a_400_with_a_code(client: TestClient, path: st
         assert "Traceback" not in got.text
 
 
-def test_a_changed_photo_gets_a_new_thumbnail_under_the_same_url(client: TestClient, library, photos: Path) -> None:  # noqa: ANN001
+def test_a_changed_photo_gets_a_new_thumbnail_under_the_same_url(client: TestClient, library, photos: Path) -> None:
     """Browsers revalidate thumbnails (no-cache + ETag): once the file changed and was indexed again, the URL a browser
     cached answers with the new picture, not a 304 (a year-long `immutable` kept the old one)."""
     url = f"/api/v1/images/{ids_of(client)['red.jpg']}/thumb"

@@ -27,7 +27,7 @@ def tiny_config(image_size: int = 32) -> dict:
     }
 
 
-def write_model(folder: Path, model=None, seed: int = 0, image_size: int = 32) -> Path:  # noqa: ANN001
+def write_model(folder: Path, model=None, seed: int = 0, image_size: int = 32) -> Path:
     """Save a model (random weights with `seed` when None) as open_clip_config.json + safetensors."""
     import open_clip
     import torch
@@ -57,7 +57,7 @@ def shape_image(colour: str, shape: str, size: int = 64, seed: int = 0) -> Image
     return img
 
 
-def train_colours(steps: int = 150, seed: int = 0):  # noqa: ANN201 (an open_clip CLIP)
+def train_colours(steps: int = 150, seed: int = 0):  # an open_clip CLIP
     """Contrastive training on 'a photo of a {colour} {shape}' pairs; returns the trained model."""
     import open_clip
     import torch

@@ -138,13 +138,13 @@ def with_filters(command: Callable[..., None]) -> Callable[..., None]:
     return run
 
 
-def flag_for(param: str, flags: Mapping[str, str] = {}) -> str:  # noqa: B006 (read only)
+def flag_for(param: str, flags: Mapping[str, str] = {}) -> str:  # read only
     """The command-line spelling of a library parameter (a command's own `flags` first)."""
     return flags.get(param) or FLAGS.get(param) or "--" + param.replace("_", "-")
 
 
 @contextmanager
-def handled(flags: Mapping[str, str] = {}) -> Iterator[None]:  # noqa: B006 (read only)
+def handled(flags: Mapping[str, str] = {}) -> Iterator[None]:  # read only
     """Library errors become 'Error: ...' (parameters named as flags) on stderr and their exit code;
     Ctrl-C exits 130."""
     try:

@@ -161,7 +161,7 @@ def undo(library: LibraryOpt = None) -> None:
     _report_action(report)
 
 
-def _report_action(report) -> None:  # noqa: ANN001 (ActionReport; imported lazily)
+def _report_action(report) -> None:  # ActionReport; imported lazily
     from imgsearch.cli.render import human_bytes
 
     for note in report.settled:

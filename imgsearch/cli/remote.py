@@ -32,7 +32,7 @@ def search(server: dict, params: list[tuple[str, str]]) -> list[dict] | None:
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {server['token']}"}
                                      if server.get("token") else {})
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:  # noqa: S310 (our own server's URL)
+        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:  # our own server's URL
             return json.loads(response.read())["results"]
     except (urllib.error.URLError, OSError, ValueError, KeyError):
         return None

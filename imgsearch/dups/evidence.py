@@ -154,7 +154,7 @@ def _exact_pairs(sessions: sessionmaker[Session], rows_by_id: dict,
     return pairs, full
 
 
-def _photo(row) -> Photo:  # noqa: ANN001 (SQLAlchemy row)
+def _photo(row) -> Photo:  # SQLAlchemy row
     return Photo(row.id, row.path, row.width or 0, row.height or 0, row.size, int(row.exif_fields),
                  store.photo_date(row.taken_at, row.mtime_ns), row.format, row.mtime_ns)
 

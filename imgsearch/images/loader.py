@@ -219,7 +219,7 @@ class _Pipeline:
             for t in threads:
                 t.join()
 
-    def _guard(self, target) -> None:  # noqa: ANN001
+    def _guard(self, target) -> None:
         try:
             target()
         except BaseException as exc:  # surfaced in the consumer's thread

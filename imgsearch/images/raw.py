@@ -65,7 +65,7 @@ def _in_words(exc: Exception) -> str:
     return _LIBRAW_WORDS.get(name, f"LibRaw could not read it ({detail.rstrip('.').lower()})")
 
 
-def _preview(raw, min_side: int, max_pixels: int) -> Image.Image | None:  # noqa: ANN001 (rawpy.RawPy)
+def _preview(raw, min_side: int, max_pixels: int) -> Image.Image | None:  # rawpy.RawPy
     """The embedded thumbnail (JPEG or bitmap), if its shorter side reaches min_side."""
     import rawpy
 

@@ -59,13 +59,13 @@ def read_frames(path: str, sampling: VideoSampling, max_pixels: int) -> Frames:
     return Frames(frames, info, int(duration * 1000) if duration else None)
 
 
-def _sample(container, stream, step: float, max_frames: int) -> list[tuple[int, Image.Image]]:  # noqa: ANN001
+def _sample(container, stream, step: float, max_frames: int) -> list[tuple[int, Image.Image]]:
     """Key frames at least `step` seconds apart: only key-frame packets at or past the next wanted time are
     handed to the decoder, so a frame costs one decode however long the video is."""
     kept: list[tuple[int, Image.Image]] = []
     next_t = 0.0
 
-    def take(frames) -> None:  # noqa: ANN001
+    def take(frames) -> None:
         nonlocal next_t
         for frame in frames:
             # the stream's time base: frames flushed at the end carry none of their own (their .time is NaN)
@@ -90,14 +90,14 @@ def _sample(container, stream, step: float, max_frames: int) -> list[tuple[int, 
     return kept
 
 
-def _upright(frame) -> Image.Image:  # noqa: ANN001 (av.VideoFrame)
+def _upright(frame) -> Image.Image:  # av.VideoFrame
     """The frame as RGB, turned as the video's display matrix says (phones store portrait videos sideways)."""
     img = frame.to_image()
     rotation = int(getattr(frame, "rotation", 0) or 0) % 360
     return img.rotate(rotation, expand=True) if rotation else img  # counter-clockwise degrees, as FFmpeg gives them
 
 
-def _info(path: str, container, stream, frames: list) -> ImageInfo:  # noqa: ANN001
+def _info(path: str, container, stream, frames: list) -> ImageInfo:
     """Size (upright), the container's creation time (UTC), camera and GPS from the metadata phones write."""
     meta = {k.lower(): v for k, v in {**container.metadata, **stream.metadata}.items()}
     w, h = frames[0][1].size if frames else (stream.codec_context.width, stream.codec_context.height)

@@ -270,7 +270,7 @@ def _build(encoder: "OpenClipEncoder", runtime: str, precision: str, folder: Pat
 
 
 def _fidelity(encoder: "OpenClipEncoder", exported: ExportedEncoder, photos: np.ndarray, gate: FidelityGate) -> Fidelity:
-    def embed(encode) -> np.ndarray:  # noqa: ANN001
+    def embed(encode) -> np.ndarray:
         return np.concatenate([encode(photos[i: i + 32]) for i in range(0, len(photos), 32)])
 
     cosine, overlap = measure(embed(encoder.encode_pixels), embed(exported.encode_pixels), gate.k)
@@ -341,7 +341,7 @@ def _make(encoder: "OpenClipEncoder", final: Path, runtime: str, precision: str,
         (work / "out").rename(final)
     except ImgSearchError:
         raise
-    except Exception as exc:  # noqa: BLE001 (an exporter, a converter or a quantizer failing: all end in fallback)
+    except Exception as exc:  # an exporter, a converter or a quantizer failing: all end in fallback
         raise ExportError(f"{type(exc).__name__}: {exc}") from exc
     finally:
         if work is not None:

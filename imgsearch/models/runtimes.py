@@ -507,7 +507,7 @@ class ExportedEncoder:
                 "text": {"context_length": info["context_length"], "sot": None, "eot": None, "trim": False}}
         return cls(folder, meta, threads)
 
-    def _tower(self, name: str):  # noqa: ANN202
+    def _tower(self, name: str):
         with self._lock:
             if name not in self._towers:
                 path = self._tower_file(VISUAL if name == "image" else TEXTUAL)

@@ -200,7 +200,7 @@ def _immich_download(src: Source, repos: list[str]) -> Path:
     for repo in repos:
         try:
             return Path(snapshot_download(repo, allow_patterns=IMMICH_FILES, cache_dir=constants.HF_HUB_CACHE))
-        except Exception as exc:  # noqa: BLE001 (not found, network, auth, disk: the next name, else the message)
+        except Exception as exc:  # not found, network, auth, disk: the next name, else the message
             last = exc
     raise ModelLoadError(f"cannot download {' or '.join(repos)} from the Hugging Face hub: {type(last).__name__}: "
                          f"{last}")
@@ -314,7 +314,7 @@ def _hub_file(src: Source, repo: str, names: list[str]) -> Path:
             return Path(hf_hub_download(repo, name, cache_dir=constants.HF_HUB_CACHE))
         except EntryNotFoundError as exc:  # this repo has the other variant
             last = exc
-        except Exception as exc:  # noqa: BLE001 (network, auth, disk: all end the same way)
+        except Exception as exc:  # network, auth, disk: all end the same way
             raise ModelLoadError(f"cannot download {name} of {src.name} from the Hugging Face hub: "
                                  f"{type(exc).__name__}: {exc}") from exc
     raise ModelLoadError(f"{repo} on the Hugging Face hub has none of {', '.join(names)}: {last}")
@@ -332,7 +332,7 @@ def _url_file(src: Source, url: str) -> Path:
         raise ModelLoadError(offline_message(src, url, cached.name, cache=cached.parent))
     try:
         return Path(download_pretrained_from_url(url))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ModelLoadError(f"cannot download {url}: {type(exc).__name__}: {exc}") from exc
 
 

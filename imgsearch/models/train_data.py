@@ -56,7 +56,7 @@ def _csv_pairs(path: Path) -> list[Pair]:
     return out
 
 
-def decode_all(pairs: Sequence[Pair], geometry, workers: int) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:  # noqa: ANN001
+def decode_all(pairs: Sequence[Pair], geometry, workers: int) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
     """Every image at the model's input size (uint8), decoded once in parallel; bad files are skipped."""
     from imgsearch.images.decode import Decoded, default_pixel_limit
     from imgsearch.images.loader import load

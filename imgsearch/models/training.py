@@ -86,7 +86,7 @@ class EpochReport:
                 + kept)
 
 
-def _start_model(model: ModelSpec | None, arch: str | None, device: str):  # noqa: ANN202 -> (model, cfg, tokenizer)
+def _start_model(model: ModelSpec | None, arch: str | None, device: str):  # -> (model, cfg, tokenizer)
     """A trainable open_clip model and the config to save it with."""
     import open_clip
 
@@ -121,7 +121,7 @@ def _arch_config(arch: str) -> dict:
     return {"model_cfg": model_cfg, "preprocess_cfg": preprocess}
 
 
-def save_model(net, cfg: dict, out: Path) -> None:  # noqa: ANN001
+def save_model(net, cfg: dict, out: Path) -> None:
     """open_clip's local-dir format: config + safetensors weights, written atomically."""
     from safetensors.torch import save
 
@@ -133,11 +133,11 @@ def save_model(net, cfg: dict, out: Path) -> None:  # noqa: ANN001
         f.write(json.dumps(cfg, indent=2))
 
 
-def _unwrapped(net):  # noqa: ANN001, ANN202
+def _unwrapped(net):
     return getattr(net, "_orig_mod", net)  # torch.compile wraps the module
 
 
-def contrastive_loss(image_f, text_f, logit_scale, caption_ids):  # noqa: ANN001, ANN201
+def contrastive_loss(image_f, text_f, logit_scale, caption_ids):
     """Symmetric InfoNCE; images sharing a caption (class folders) are all positives of it, not negatives."""
     import torch
     import torch.nn.functional as F
@@ -288,7 +288,7 @@ class _Batches:
     augment: Callable | None
     device: str
 
-    def get(self, rows: np.ndarray):  # noqa: ANN201 -> (images, tokens of each distinct caption, which one, ids)
+    def get(self, rows: np.ndarray):  # -> (images, tokens of each distinct caption, which one, ids)
         """A batch: images, the tokens of its distinct captions only (class folders repeat a few captions: the text
         tower runs once per caption, not once per image), each image's row among them, and the caption ids."""
         import torch
@@ -301,8 +301,8 @@ class _Batches:
         return (x.float() - self.mean) / self.std, self.tokens[distinct], row, ids
 
 
-def _run_epoch(runner, opt, batches: _Batches, order: np.ndarray, steps: int, step: int, total: int,  # noqa: ANN001
-               settings: TrainSettings, autocast, progress: Progress) -> tuple[list[float], int, int]:  # noqa: ANN001
+def _run_epoch(runner, opt, batches: _Batches, order: np.ndarray, steps: int, step: int, total: int,
+               settings: TrainSettings, autocast, progress: Progress) -> tuple[list[float], int, int]:
     """One pass over `order`; returns (losses, images seen, global step)."""
     import torch
 
@@ -329,29 +329,29 @@ def _run_epoch(runner, opt, batches: _Batches, order: np.ndarray, steps: int, st
     return losses, seen, step
 
 
-def _tokenize(net, cfg: dict, texts: Sequence[str]):  # noqa: ANN001, ANN202
+def _tokenize(net, cfg: dict, texts: Sequence[str]):
     import open_clip
 
     context = cfg["model_cfg"].get("text_cfg", {}).get("context_length", 77)
     return open_clip.tokenize(list(texts), context_length=context)
 
 
-def _augmenter(geometry) -> Callable:  # noqa: ANN001
+def _augmenter(geometry) -> Callable:
     """Per-image random resized crop (scale 0.6-1) and horizontal flip, on uint8 tensors."""
     from torchvision.transforms import v2
 
     t = v2.Compose([v2.RandomResizedCrop((geometry.height, geometry.width), scale=(0.6, 1.0), antialias=True),
                     v2.RandomHorizontalFlip()])
 
-    def run(x):  # noqa: ANN001, ANN202
+    def run(x):
         import torch
 
         return torch.stack([t(img) for img in x])
     return run
 
 
-def evaluate_rows(net, tokens, caption_id: dict[str, int], pixels: np.ndarray, captions: Sequence[str],  # noqa: ANN001
-                  mean, std, device: str) -> dict[str, float]:  # noqa: ANN001
+def evaluate_rows(net, tokens, caption_id: dict[str, int], pixels: np.ndarray, captions: Sequence[str],
+                  mean, std, device: str) -> dict[str, float]:
     """Validation metrics of the model as it is now."""
     import torch
     import torch.nn.functional as F
@@ -368,7 +368,7 @@ def evaluate_rows(net, tokens, caption_id: dict[str, int], pixels: np.ndarray, c
     return retrieval_metrics(np.concatenate(feats), captions, dict(zip(names, text.cpu().numpy())))
 
 
-def _save_checkpoint(path: Path, net, opt, epoch: int, step: int, model: ModelSpec | None, arch: str | None,  # noqa: ANN001
+def _save_checkpoint(path: Path, net, opt, epoch: int, step: int, model: ModelSpec | None, arch: str | None,
                      reports: list[EpochReport], settings: TrainSettings) -> None:
     import torch
 

@@ -35,7 +35,7 @@ def check_url(url: str) -> str:
 class _SameRules(urllib.request.HTTPRedirectHandler):
     """Follow a redirect only to another http(s) URL."""
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001, ANN201, PLR0913
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
         try:
             check_url(newurl)
         except UsageError:

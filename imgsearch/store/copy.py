@@ -65,11 +65,11 @@ def copy_database(source: Engine, target: Engine, progress: Progress) -> CopyRep
                       time.perf_counter() - start)
 
 
-def _row_counts(conn, tables: list[Table]) -> dict[str, int]:  # noqa: ANN001 (a connection)
+def _row_counts(conn, tables: list[Table]) -> dict[str, int]:  # a connection
     return {t.name: conn.execute(select(func.count()).select_from(t)).scalar() or 0 for t in tables}
 
 
-def _copy_table(src, dst, table: Table, progress: Progress) -> None:  # noqa: ANN001 (connections)
+def _copy_table(src, dst, table: Table, progress: Progress) -> None:  # connections
     rows = src.execution_options(stream_results=True, yield_per=BATCH).execute(
         select(table).order_by(*table.primary_key.columns))
     for part in rows.mappings().partitions(BATCH):
@@ -77,7 +77,7 @@ def _copy_table(src, dst, table: Table, progress: Progress) -> None:  # noqa: AN
         progress.advance(len(part))
 
 
-def _advance_sequences(dst, tables: list[Table]) -> None:  # noqa: ANN001
+def _advance_sequences(dst, tables: list[Table]) -> None:
     """Rows came with their ids: move each id sequence past them, so the next insert gets a new one."""
     for table in tables:
         pk = list(table.primary_key.columns)

@@ -62,7 +62,7 @@ def configure(engine: Engine, read_only: bool = False) -> None:
     connection, ran out of disk or cancelled a statement."""
     if engine.dialect.name == POSTGRESQL:
         @event.listens_for(engine, "handle_error")
-        def _server_failure(context) -> None:  # noqa: ANN001 (sqlalchemy ExceptionContext)
+        def _server_failure(context) -> None:  # sqlalchemy ExceptionContext
             failure = _postgres_failure(engine, context.original_exception, context.is_disconnect)
             if failure is not None:
                 raise failure from context.original_exception
@@ -82,7 +82,7 @@ def configure(engine: Engine, read_only: bool = False) -> None:
         cur.close()
 
     @event.listens_for(engine, "handle_error")
-    def _damaged(context) -> None:  # noqa: ANN001 (sqlalchemy ExceptionContext)
+    def _damaged(context) -> None:  # sqlalchemy ExceptionContext
         orig = context.original_exception
         if isinstance(orig, sqlite3.DatabaseError) and any(m in str(orig) for m in DAMAGED):
             raise DatabaseError(damaged_message(engine, orig)) from orig
@@ -156,7 +156,7 @@ def _postgres_failure(engine: Engine, exc: BaseException | None, disconnect: boo
     return None
 
 
-def _insert(session: Session, table):  # noqa: ANN001, ANN202 (a dialect's INSERT with ON CONFLICT)
+def _insert(session: Session, table):  # a dialect's INSERT with ON CONFLICT
     if name_of(session) == POSTGRESQL:
         from sqlalchemy.dialects.postgresql import insert
     else:
@@ -164,7 +164,7 @@ def _insert(session: Session, table):  # noqa: ANN001, ANN202 (a dialect's INSER
     return insert(table)
 
 
-def upsert(session: Session, table, rows: Sequence[dict], keys: Sequence, update: Sequence[str],  # noqa: ANN001
+def upsert(session: Session, table, rows: Sequence[dict], keys: Sequence, update: Sequence[str],
            batch: int = 150) -> None:
     """Insert rows; a row whose `keys` exist already replaces the `update` columns."""
     for part in chunks(list(rows), batch):
@@ -173,7 +173,7 @@ def upsert(session: Session, table, rows: Sequence[dict], keys: Sequence, update
                                                    set_={c: stmt.excluded[c] for c in update}))
 
 
-def bulk_insert(session: Session, table, rows: Sequence[dict]) -> None:  # noqa: ANN001 (a mapped class)
+def bulk_insert(session: Session, table, rows: Sequence[dict]) -> None:  # a mapped class
     """Insert many rows at once: PostgreSQL's COPY (several times faster than INSERT for vectors), else an
     executemany INSERT."""
     if not rows:
@@ -188,7 +188,7 @@ def bulk_insert(session: Session, table, rows: Sequence[dict]) -> None:  # noqa:
             copy.write_row([row[c] for c in columns])
 
 
-def insert_with_ids(session: Session, table, rows: Sequence[dict]) -> list[int]:  # noqa: ANN001 (a mapped class)
+def insert_with_ids(session: Session, table, rows: Sequence[dict]) -> list[int]:  # a mapped class
     """Insert rows of a table with an integer id; their new ids, in order. PostgreSQL takes the ids from the id
     sequence first and COPYs the rows with them (a multi-row INSERT ... RETURNING costs psycopg more time to
     prepare than the server takes to run)."""
@@ -202,13 +202,13 @@ def insert_with_ids(session: Session, table, rows: Sequence[dict]) -> list[int]:
     return ids
 
 
-def insert_missing(session: Session, table, rows: Sequence[dict], batch: int = 150) -> None:  # noqa: ANN001
+def insert_missing(session: Session, table, rows: Sequence[dict], batch: int = 150) -> None:
     """Insert rows, leaving alone any whose primary key exists already."""
     for part in chunks(list(rows), batch):
         session.execute(_insert(session, table).values(list(part)).on_conflict_do_nothing())
 
 
-def taken_or_file_time(session: Session, taken_at, mtime_ns):  # noqa: ANN001, ANN201 (SQL expressions)
+def taken_or_file_time(session: Session, taken_at, mtime_ns):  # SQL expressions
     """SQL: the date taken, else the file's modification time (UTC), comparable with `sql_datetime`."""
     if name_of(session) == POSTGRESQL:
         file_time = func.timezone("UTC", func.to_timestamp(mtime_ns / 1_000_000_000))
@@ -217,7 +217,7 @@ def taken_or_file_time(session: Session, taken_at, mtime_ns):  # noqa: ANN001, A
     return func.coalesce(func.substr(taken_at, 1, 19), func.datetime(mtime_ns / 1_000_000_000, "unixepoch"))
 
 
-def sql_datetime(session: Session, when: datetime):  # noqa: ANN201 (a bound value)
+def sql_datetime(session: Session, when: datetime):  # a bound value
     """A naive datetime in the form `taken_or_file_time` compares with."""
     if name_of(session) == POSTGRESQL:
         return when
@@ -268,7 +268,7 @@ def writer_lock(engine: Engine) -> Iterator[None]:
             try:
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": WRITER_LOCK_KEY})
                 conn.commit()
-            except Exception:  # noqa: BLE001 (a lost connection has released it already)
+            except Exception:  # a lost connection has released it already
                 conn.invalidate()
 
 

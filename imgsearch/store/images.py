@@ -20,7 +20,7 @@ from imgsearch.store.orm import (FRAME_ID_BASE, STATUS_INDEXED, STATUS_SKIPPED, 
                                  utc_now)
 
 
-def under(column, folder: str):  # noqa: ANN001, ANN201 (SQLAlchemy column expression)
+def under(column, folder: str):  # SQLAlchemy column expression
     """SQL condition: `column` is a path inside `folder` (an index range scan, no LIKE escaping)."""
     prefix = folder.rstrip("/") + "/"
     return (column >= prefix) & (column < prefix[:-1] + chr(ord("/") + 1))

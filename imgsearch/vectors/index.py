@@ -162,7 +162,7 @@ class VectorIndex:
                 meta = json.loads(npz["meta"].tobytes())
                 ann = faiss.deserialize_index(npz["ann"])
                 refine = faiss.deserialize_index(npz["refine"]) if "refine" in npz.files else None
-        except Exception as exc:  # noqa: BLE001 (a torn zip, a bad CRC, garbage FAISS: all mean "not an index")
+        except Exception as exc:  # a torn zip, a bad CRC, garbage FAISS: all mean "not an index"
             raise ValueError(f"{path} is not a readable imgsearch index: {exc}") from exc
         if meta.get("format") != FORMAT:
             raise ValueError(f"{path} has index format {meta.get('format')}, expected {FORMAT}")

@@ -115,7 +115,7 @@ class OnDiskIndex:
             rerank = np.load(folder / RERANK, mmap_mode=None if meta["rerank_in_ram"] else "r")
             rerank_ids = np.load(folder / RERANK_IDS)
             delta, removed, params = _load_delta(folder / DELTA, ann.d)
-        except Exception as exc:  # noqa: BLE001 (missing, torn or foreign: "not an index")
+        except Exception as exc:  # missing, torn or foreign: "not an index"
             raise ValueError(f"{folder} is not a readable on-disk imgsearch index: {exc}") from exc
         if meta.get("format") != FORMAT:
             raise ValueError(f"{folder} has on-disk index format {meta.get('format')}, expected {FORMAT}")

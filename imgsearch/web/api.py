@@ -197,12 +197,12 @@ def _dup_options(lib: Library, tiers: list[str], keep: list[int]) -> DupOptions:
     return DupOptions(tiers=tuple(tiers), keep=kept) if tiers else DupOptions(keep=kept)
 
 
-def _hit(h) -> dict:  # noqa: ANN001 (SearchResult)
+def _hit(h) -> dict:  # SearchResult
     return {"id": h.id, "rank": h.rank, "score": round(h.score, 6), "path": h.path, "name": Path(h.path).name,
             "time_ms": h.time_ms, "at": h.at}
 
 
-def _group(g) -> dict:  # noqa: ANN001 (a duplicates Group)
+def _group(g) -> dict:  # a duplicates Group
     return {"tier": g.tier, "keeper": g.keeper.id, "keeper_reason": g.keeper_reason,
             "members": [{"id": m.photo.id, "path": m.photo.path, "name": Path(m.photo.path).name,
                          "relation": m.relation, "width": m.photo.width, "height": m.photo.height,

@@ -85,7 +85,7 @@ class Jobs:
                 job.emit(type="done", ok=True, summary=work(JobProgress(job)))
             except ImgSearchError as exc:
                 job.emit(type="done", ok=False, code=exc.code, summary=exc.render(lambda name: name))
-            except Exception as exc:  # noqa: BLE001 (a job's failure is reported to its page, not lost in a thread)
+            except Exception as exc:  # a job's failure is reported to its page, not lost in a thread
                 job.emit(type="done", ok=False, code="error", summary=f"{type(exc).__name__}: {exc}")
             finally:
                 with job.changed:

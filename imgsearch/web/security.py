@@ -65,7 +65,7 @@ class Guard:
 
 
 class GuardMiddleware(BaseHTTPMiddleware):
-    def __init__(self, app, guard: Guard) -> None:  # noqa: ANN001 (an ASGI app)
+    def __init__(self, app, guard: Guard) -> None:  # an ASGI app
         super().__init__(app)
         self.guard = guard
 

@@ -77,7 +77,7 @@ def build_router(lib: Library) -> APIRouter:
 MAX_COUNT = 10**12  # a rank or a time (ms) in a page's URL: past this, no library or video has it
 
 
-def _count(params, name: str) -> int | None:  # noqa: ANN001 (query parameters)
+def _count(params, name: str) -> int | None:  # query parameters
     """A whole number from the URL (None when absent); UsageError for anything else: a superscript digit, a sign,
     thousands of digits."""
     text = params.get(name)
@@ -89,7 +89,7 @@ def _count(params, name: str) -> int | None:  # noqa: ANN001 (query parameters)
     return int(text)
 
 
-def _neighbours(lib: Library, params, i: int | None) -> dict:  # noqa: ANN001 (query parameters)
+def _neighbours(lib: Library, params, i: int | None) -> dict:  # query parameters
     """Links to the previous and next result of the search this photo was opened from (`q` and its rank `i`)."""
     if not params.get("q") or i is None:
         return {"prev": None, "next": None}
@@ -108,7 +108,7 @@ def _neighbours(lib: Library, params, i: int | None) -> dict:  # noqa: ANN001 (q
     return {"prev": link(i - 1), "next": link(i + 1)}
 
 
-def _state(params) -> dict:  # noqa: ANN001 (query parameters)
+def _state(params) -> dict:  # query parameters
     """The search form's fields as the URL gives them."""
     many = {f.name for f in FILTERS if f.many}
     return {k: params.getlist(k) if k in many else params.get(k, "") for k in FIELDS}

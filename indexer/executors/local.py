@@ -40,7 +40,7 @@ class LocalExecutor:
             times.add(transfer_s=getattr(encoder, "transfer_s", 0.0) - transfer0,
                       encode_s=getattr(encoder, "encode_s", 0.0) - encode0)
 
-    def _tensor_decoder(self, max_pixels: int):  # noqa: ANN202 (TensorDecoder | None; imports torch)
+    def _tensor_decoder(self, max_pixels: int):  # TensorDecoder | None; imports torch
         """A GPU JPEG decoder next to the CPU workers, when the encoder runs on CUDA (or when asked)."""
         device = getattr(self.encoder, "device", None)
         wanted = self.settings.gpu_decode

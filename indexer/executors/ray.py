@@ -67,7 +67,7 @@ def cluster_nodes() -> int:
     return sum(1 for node in ray.nodes() if node.get("Alive"))
 
 
-def _decode(batch: dict, geometry, max_pixels: int, sampling) -> dict:  # noqa: ANN001
+def _decode(batch: dict, geometry, max_pixels: int, sampling) -> dict:
     """Ray Data stage 1 (tasks): paths -> pickled Decoded or Skipped, exactly as the local loader makes them."""
     items, _, _ = decode_files([str(p) for p in batch["path"]], geometry, max_pixels, sampling)
     return {"path": batch["path"], "item": np.array([pickle.dumps(i) for i in items], dtype=object)}
@@ -115,7 +115,7 @@ class _Encode:
 class RayExecutor:
     """Decode and encode on a Ray cluster; `embed` yields the same Batches the local executor does."""
 
-    def __init__(self, spec: ModelSpec, key: str, dim: int, geometry, settings: IndexSettings,  # noqa: ANN001
+    def __init__(self, spec: ModelSpec, key: str, dim: int, geometry, settings: IndexSettings,
                  ray_settings: RaySettings) -> None:
         self.spec, self.key, self.dim, self.geometry = spec, key, dim, geometry
         self.settings, self.ray_settings = settings, ray_settings
