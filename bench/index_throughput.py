@@ -67,7 +67,7 @@ def run_runtime(folder: Path, model_dir: Path, workers: int, runtime: str, preci
     if runtime != "torch":
         with Library.open(first, create=True) as lib:
             t = time.perf_counter()
-            lib._indexing_encoder(spec, settings, [folder], None)
+            lib.encoders.for_indexing(spec, settings, [str(folder)], None)
             export_s = time.perf_counter() - t
     with Library.open(second, create=True) as lib:  # finds the export the first made (exports are per user)
         report = lib.index([folder], spec, settings)

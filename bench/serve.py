@@ -32,7 +32,7 @@ from bench_models import save_random_model
 from photos import make_photos
 from vector_search import add_synthetic_images, clustered
 
-from tests.test_browser import start_server  # `imgsearch serve` as a user starts it
+from tests.programs import start_server  # `imgsearch serve` as a user starts it
 
 CLOTHING = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "clothing" / "train"
 QUERY = "red shoes"

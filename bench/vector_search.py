@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import faiss
 
-from imgsearch.vectors.index import VectorIndex
+from imgsearch.vectors.index import MemoryIndex, VectorIndex
 from imgsearch.vectors.build import RECALL_TARGET
 from imgsearch.vectors.tuning import exact_top_k, recall_at_k, sample_queries, tune
 from imgsearch.vectors.params import choose_index_spec
@@ -80,14 +80,14 @@ def bench_size(n: int, dim: int, queries_n: int, intrinsic: int) -> None:
           flush=True)
     rows = []
     start = time.perf_counter()
-    exact = VectorIndex.build(dim, ids, vectors)
+    exact = MemoryIndex.build(dim, ids, vectors)
     rows.append(("exact IDMap2,Flat", time.perf_counter() - start, size_of(exact) / n, 1.0, *latency_ms(exact, queries[:200])))
     del exact
     spec = choose_index_spec(n, dim)
     if spec.kind == "ivfpq":
         start = time.perf_counter()
         train = vectors[np.sort(np.random.default_rng(0).choice(n, spec.train_size, replace=False))]
-        ivf = VectorIndex.build(dim, ids, vectors, spec.factory, train)
+        ivf = MemoryIndex.build(dim, ids, vectors, spec.factory, train)
         tuned = tune(ivf, ids, vectors, RECALL_TARGET)
         build_s = time.perf_counter() - start
         rows.append((f"chosen {spec.factory} (+fp16 re-rank; nprobe {ivf.params['nprobe']}, k_factor "
@@ -103,16 +103,14 @@ def bench_size(n: int, dim: int, queries_n: int, intrinsic: int) -> None:
 def add_synthetic_images(lib, model_info, vectors: np.ndarray, prefix: str = "/photos") -> None:
     """Rows for len(vectors) made-up 12 MP photos (paths under `prefix`) with these vectors, as if indexed."""
     from imgsearch import store
-    from imgsearch.images.decode import Decoded
-    from imgsearch.images.exif import ImageInfo
+    from indexer.pipeline import model_record
 
-    info = ImageInfo(4000, 3000, "JPEG")
     with lib.sessions.begin() as session:
-        model_id = store.get_or_create_model(session, model_info).id
+        model_id = store.get_or_create_model(session, model_record(model_info)).id
         for start in range(0, len(vectors), 10_000):
             chunk = range(start, min(len(vectors), start + 10_000))
-            ids, _ = store.save_decoded(session, [(Decoded(f"{prefix}/{i}.jpg", np.zeros(1), info, f"{i}", 1, 1), None)
-                                                  for i in chunk])
+            ids, _ = store.save_images(session, [(store.ImageRecord(f"{prefix}/{i}.jpg", 1, 1, f"{i}", 4000, 3000,
+                                                                    "JPEG"), None) for i in chunk])
             store.save_vectors(session, model_id, ids, vectors[start:start + len(ids)])
 
 

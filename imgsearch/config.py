@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from enum import StrEnum
+from typing import Any
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -71,6 +73,27 @@ class VideoSampling:
     max_frames: int = 300
 
 
+class Runtime(StrEnum):
+    """What encodes: PyTorch (open_clip), or an export on OpenVINO or ONNX Runtime (imgsearch.models.runtimes)."""
+
+    TORCH = "torch"
+    OPENVINO = "openvino"
+    ONNX = "onnx"
+
+
+class Precision(StrEnum):
+    FP32 = "fp32"
+    INT8 = "int8"  # a quantized image tower (exports only), kept only when it passes the fidelity gate
+
+
+class Tier(StrEnum):
+    """How alike the photos of a duplicates group are, most alike first."""
+
+    EXACT = "exact"  # the same bytes
+    NEAR = "near"  # the same pixels: re-encoded, resized, flipped, rotated, trimmed
+    SIMILAR = "similar"  # the same scene (burst shots): only as good as the model
+
+
 @dataclass(frozen=True)
 class IndexSettings:
     """Knobs of one indexing run."""
@@ -85,8 +108,8 @@ class IndexSettings:
     ray: str | None = None  # decode and encode on a Ray cluster: "local", "auto" or "ray://HOST:PORT"; None: here
     gpus_per_worker: float = 0.0  # with ray: GPUs per encoder actor (0: encode on the cluster's CPUs)
     index_memory: int | None = None  # bytes of RAM the search index may take (None: as the last build was told)
-    runtime: str | None = None  # torch, openvino or onnx; None: IMGSEARCH_RUNTIME, else the fastest here
-    precision: str = "fp32"  # int8: quantized image tower, kept only when it passes the fidelity gate
+    runtime: str | None = None  # a Runtime; None: IMGSEARCH_RUNTIME, else the fastest here
+    precision: str = Precision.FP32  # a Precision
 
 
 @dataclass(frozen=True)
@@ -100,11 +123,11 @@ class SearchOptions:
     filters: Filters = field(default_factory=Filters)
 
 
-DUP_TIERS = ("exact", "near", "similar")
-DEFAULT_DUP_TIERS = ("exact", "near")  # similar (burst shots, the same scene) only when asked: it is as good as the model
+DUP_TIERS = tuple(Tier)
+DEFAULT_DUP_TIERS = (Tier.EXACT, Tier.NEAR)  # similar only when asked: it is as good as the model
 
 
-def _threshold(default: float, low: float, high: float, unit: str | None = None) -> float:
+def _threshold(default: float, low: float, high: float, unit: str | None = None) -> Any:
     """A threshold field with its valid range and unit (None: a cosine); dups.options checks values against it."""
     return field(default=default, metadata={"range": (low, high), "unit": unit})
 
@@ -144,7 +167,7 @@ class DupOptions:
     similar_cosine: float | None = None
     within_s: float | None = None  # similar tier: only photos taken this close in time (both dates known)
     max_group: int = 50  # a group never grows past this: chains cannot merge a whole library
-    k: int = 32  # neighbours per photo in the candidate search
+    neighbours: int = 32  # per photo in the candidate search
     folders: tuple[str, ...] = ()  # only photos inside these (both sides of a pair)
     keep: tuple[str, ...] = ()  # preferred keepers, overriding the automatic choice
     prefer_dirs: tuple[str, ...] = ()  # keepers come from these folders first

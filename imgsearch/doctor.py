@@ -46,11 +46,11 @@ def _decoders() -> list[Check]:
 
 def _runtimes() -> list[Check]:
     out = []
-    for runtime, dist in (("onnx", "onnxruntime"), ("openvino", "openvino")):
+    for runtime in reversed(runtimes.EXPORTED):
+        info = runtimes.RUNTIME_TABLE[runtime]
         ok = runtimes.installed(runtime)
-        out.append(Check("runtimes", runtimes.display_name(runtime), ok,
-                         f"{dist} {_version(dist)}" if ok else "not installed",
-                         None if ok else f"pip install {dist} tokenizers"))
+        out.append(Check("runtimes", info.label, ok, f"{info.dist} {_version(info.dist)}" if ok else "not installed",
+                         None if ok else f"pip install {' '.join(info.runs)}"))
     torch_ok = runtimes.torch_installed()
     out.append(Check("runtimes", "PyTorch", torch_ok,
                      f"torch {_version('torch')}, open_clip {_version('open_clip_torch')}" if torch_ok else

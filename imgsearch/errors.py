@@ -9,6 +9,7 @@ so a web layer can map it to an HTTP status.
 
 from __future__ import annotations
 
+import errno
 import re
 from collections.abc import Callable
 
@@ -128,10 +129,17 @@ class ModelLoadError(ImgSearchError):
     code = "model_unavailable"
 
 
-class MissingExtraError(ModelLoadError):
-    """What was asked for needs packages this install leaves out (PyTorch and open_clip: the "torch" extra)."""
+class MissingExtraError(ImgSearchError):
+    """What was asked for needs packages this install leaves out (PyTorch and open_clip: the "torch" extra; Ray;
+    pyarrow); the message names the pip command."""
 
     code = "missing_extra"
+
+
+class ClusterError(ImgSearchError):
+    """A Ray cluster could not be joined, or failed a run (what was encoded before is kept)."""
+
+    code = "cluster"
 
 
 class ExportError(ImgSearchError):
@@ -145,6 +153,20 @@ class ModelMismatchError(ImgSearchError):
     """The model named for a search is not the one the library's vectors were made with."""
 
     code = "model_mismatch"
+
+
+def from_os_error(exc: OSError, what: str, after: str = "") -> ImgSearchError:
+    """A failed write as the error kind a caller can act on (the disk is full; the place is read-only, or not ours to
+    write; anything else), saying `what` failed, why, and `after` (what happens next)."""
+    kinds: dict[int, tuple[type[ImgSearchError], str]] = {
+        errno.ENOSPC: (DiskFullError, "the disk is full: free some space"),
+        errno.EDQUOT: (DiskFullError, "the disk quota is exhausted: free some space"),
+        errno.EROFS: (ReadOnlyError, "the file system is read-only: use a folder on a writable disk"),
+        errno.EACCES: (ReadOnlyError, "permission denied: make the folder writable or use another one"),
+        errno.EPERM: (ReadOnlyError, "permission denied: make the folder writable or use another one"),
+    }
+    kind, reason = kinds.get(exc.errno or 0, (ImgSearchError, exc.strerror or str(exc)))
+    return kind(f"{what}: {reason}" + (f". {after}" if after else ""))
 
 
 class ImageError(ImgSearchError):

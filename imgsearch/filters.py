@@ -60,7 +60,10 @@ def check_ext(value: str) -> str:
 
 
 def _folder(value: str | Path) -> str:
-    return os.path.abspath(Path(value).expanduser())
+    path = os.path.expanduser(value)
+    if path.startswith("~"):
+        raise UsageError(f"{{param}} {_short(str(value))}: there is no such user, so no such home folder", "folder")
+    return os.path.abspath(path)
 
 
 def _text(param: str) -> Callable[[str], str]:

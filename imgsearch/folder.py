@@ -3,7 +3,6 @@ turned into errors that name the folder and the fix."""
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import os
@@ -16,7 +15,8 @@ from sqlalchemy import inspect
 from sqlalchemy.exc import OperationalError as SAOperationalError
 
 from imgsearch.config import DB_FILENAME, MANIFEST_FILENAME
-from imgsearch.errors import BusyError, DiskFullError, ImgSearchError, NotALibraryError, ReadOnlyError, UsageError
+from imgsearch.errors import (BusyError, DiskFullError, ImgSearchError, NotALibraryError, ReadOnlyError, UsageError,
+                              from_os_error)
 from imgsearch.fs import atomic_write
 from imgsearch.store import engine as db
 
@@ -157,15 +157,6 @@ def writer_running(path: Path) -> bool:
         os.close(fd)  # releases the probe's shared lock too
 
 
-_OS_FAILURES = {
-    errno.ENOSPC: (DiskFullError, "the disk is full: free some space"),
-    errno.EDQUOT: (DiskFullError, "the disk quota is exhausted: free some space"),
-    errno.EROFS: (ReadOnlyError, "the file system is read-only: use a library folder on a writable disk"),
-    errno.EACCES: (ReadOnlyError, "permission denied: make the folder writable or use another library folder"),
-    errno.EPERM: (ReadOnlyError, "permission denied: make the folder writable or use another library folder"),
-}
-
-
 @contextmanager
 def writing(path: Path) -> Iterator[None]:
     """Disk-full, read-only and locked-database failures become errors naming the folder and the fix.
@@ -176,10 +167,10 @@ def writing(path: Path) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        kind, fix = _OS_FAILURES.get(exc.errno or 0, (ImgSearchError, exc.strerror or str(exc)))
-        raise kind(f"cannot write to the library at {path}: {fix}. {_AFTER}") from exc
+        raise from_os_error(exc, f"cannot write to the library at {path}", _AFTER) from exc
     except SAOperationalError as exc:
         text = str(exc.orig).lower()
+        kind: type[ImgSearchError]
         if "full" in text:
             kind, fix = DiskFullError, "the disk is full: free some space"
         elif "readonly" in text or "read-only" in text:

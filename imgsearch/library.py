@@ -20,10 +20,11 @@ from sqlalchemy.orm import Session
 from imgsearch import folder, photos, store
 from imgsearch.config import (DB_FILENAME, DB_URL_ENV, INDEX_DIRNAME, DupOptions, IndexSettings, ModelSpec,
                               SearchOptions, default_library_dir)
-from imgsearch.errors import (LibraryNotFoundError, ModelMismatchError, NothingIndexedError, ReadOnlyError,
+from imgsearch.errors import (LibraryNotFoundError, NothingIndexedError, ReadOnlyError,
                               UsageError)
 from imgsearch.models import runtimes
-from imgsearch.models.encoder import Encoder, EncoderCache, load_encoder
+from imgsearch.models.choice import EncoderLoader, Encoders
+from imgsearch.models.encoder import Encoder
 from imgsearch.photos import THUMB_DIRNAME, PhotoInfo, Thumbnails
 from imgsearch.progress import Progress, SilentProgress
 from imgsearch.search import searcher, tagging
@@ -33,7 +34,8 @@ from imgsearch.search.result import SearchResult
 from imgsearch.store import dialect
 from imgsearch.store import engine as db
 from imgsearch.store.orm import Model
-from imgsearch.vectors.build import AnyIndex, IndexCache
+from imgsearch.vectors.build import IndexCache
+from imgsearch.vectors.index import VectorIndex
 from imgsearch.workers import in_background
 
 if TYPE_CHECKING:  # what a search does not need is imported where it is used: a cold query imports less
@@ -45,7 +47,6 @@ if TYPE_CHECKING:  # what a search does not need is imported where it is used: a
     from imgsearch.store.copy import CopyReport
     from indexer.pipeline import RunReport
 
-EncoderLoader = Callable[[ModelSpec], Encoder]
 UPLOAD_MAX_PIXELS = 50_000_000  # an image sent by a client is decoded within this, whatever the machine's RAM
 __all__ = ["Library", "ForgetReport", "UpgradeReport", "upgrade"]
 
@@ -62,10 +63,7 @@ class Library:
         self.read_only = read_only  # on a read-only disk, or without write permission: search works, writes refused
         self.engine = db.make_engine(database or self.db_path, read_only and database is None)
         self.sessions = db.session_factory(self.engine)
-        self._encoders = EncoderCache(encoder_loader or load_encoder)
-        self._own_encoders = encoder_loader is None  # open_clip's: exports of them can stand in for them
-        self.exports_dir = runtimes.default_exports_dir()  # once per user, shared by every library
-        self._exported = EncoderCache(self._open_export)
+        self.encoders = Encoders(runtimes.default_exports_dir(), encoder_loader)
         self._indexes = IndexCache(self.sessions, self.index_dir)
         self.thumbnails = Thumbnails(self.sessions, path / THUMB_DIRNAME, writable=not read_only)
 
@@ -113,7 +111,7 @@ class Library:
 
     def encoder(self, spec: ModelSpec) -> Encoder:
         """The encoder for a spec, loaded once per Library."""
-        return self._encoders.get(spec)
+        return self.encoders.get(spec)
 
     def encoder_for(self, model: ModelSpec | None) -> Encoder:
         """The given model, else the library's own (checked against its vectors)."""
@@ -137,24 +135,9 @@ class Library:
             f"no images are indexed with model {spec.name}" + (f" ({spec.pretrained})" if spec.pretrained else "")
             + ": index with it first, or leave out {param} to use the library's.", "model")
 
-    def _open_export(self, key: str) -> Encoder | None:
-        return runtimes.open_export(self.exports_dir, key)
-
     def _checked_encoder(self, row: Model, spec: ModelSpec | None) -> Encoder:
-        """The encoder of the library's model `row`: an export of its weights made by indexing when there is one
-        (OpenVINO or ONNX Runtime, without importing PyTorch), else the open_clip model, checked to be the one its
-        vectors were made with."""
-        own = ModelSpec(row.name, row.pretrained)
-        if self._own_encoders and spec in (None, own):
-            exported = self._exported.get(row.key)  # None (not kept): no export yet, an index run may make one
-            if exported is not None:
-                return exported
-        encoder = self.encoder(spec or own)
-        if encoder.info.key != row.key:
-            raise ModelMismatchError(
-                f"the weights of {row.name} changed since this library was indexed with them: "
-                "run `imgsearch index` again to re-encode, or restore the original checkpoint.")
-        return encoder
+        """The encoder for the vectors of the library's model `row` (imgsearch.models.choice decides which)."""
+        return self.encoders.for_vectors(row.key, ModelSpec(row.name, row.pretrained), spec)
 
     # --- indexing --------------------------------------------------------------------------------
 
@@ -182,51 +165,15 @@ class Library:
         offline = [r for r in known_roots if not roots and r not in folders]
         with self._index_lock():
             settled = dup_actions.reconcile(self.sessions)  # set-aside photos are not "removed"
-            encoder, notes = self._indexing_encoder(spec, settings, folders, progress)
+            notes = self._drop_library_exports()
+            encoder, more = self.encoders.for_indexing(spec, settings, folders, progress)
+            notes += more
             report = run_index(self.sessions, encoder, folders, self.index_dir, settings, progress)
         report.warnings[:0] = notes
         report.warnings.extend(f"settled a duplicates step an earlier run left half-way: {n}" for n in settled)
         report.warnings.extend(f"{r} is not reachable (unmounted?): its images were kept as they are"
                                for r in offline)
         return report
-
-    def _indexing_encoder(self, spec: ModelSpec, settings: IndexSettings, folders: list[Path],
-                          progress: Progress | None) -> tuple[Encoder, list[str]]:
-        """The encoder of an index run, with warnings for its report: an export given as the model (or, without
-        PyTorch, Immich's export of the weights named); else the open_clip model or its export to the runtime asked
-        for (else the fastest here), made now if needed."""
-        if not self._own_encoders or settings.ray:
-            encoder = self.encoder(spec)
-            runtimes.check(settings.runtime, settings.precision)
-            asked = settings.runtime not in (None, "torch") or settings.precision != "fp32"
-            return encoder, ["a Ray cluster's workers encode with PyTorch: the runtime and precision asked for "
-                             "apply to runs on this machine only"] if settings.ray and asked else []
-        from imgsearch.models.sources import resolve_source
-
-        runtimes.check(settings.runtime, settings.precision)
-        src = resolve_source(spec)
-        notes = self._drop_library_exports()
-        if src.exported or not runtimes.torch_installed():
-            if src.exported and settings.runtime == "torch":
-                raise UsageError(f"model {src.name} is an export: it runs on ONNX Runtime or OpenVINO, not PyTorch. "
-                                 "Leave out {param:runtime}, or give an open_clip checkpoint as {param:model}.",
-                                 "runtime")
-            if settings.precision == "int8":
-                notes.append("int8 is made by quantizing the PyTorch model, and this one runs as exported: encoding "
-                             "in fp32")
-            return self.encoder(spec), notes
-        from imgsearch.models.encoder import OpenClipEncoder, default_device
-        from imgsearch.models.export import encoder_for_indexing
-
-        def cpu_encoder() -> OpenClipEncoder:
-            encoder = self.encoder(spec)
-            return encoder if encoder.device.type == "cpu" else OpenClipEncoder.load(spec, device="cpu", precision="fp32")
-
-        chosen, more = encoder_for_indexing(src.key, default_device(), self.exports_dir, settings.runtime,
-                                            settings.precision, folders, progress or SilentProgress(),
-                                            lambda: self.encoder(spec), cpu_encoder)
-        self._exported.forget(src.key)
-        return chosen, notes + more
 
     def _drop_library_exports(self) -> list[str]:
         """Exports made by earlier versions inside the library (now kept once per user): removed, they are caches."""
@@ -235,7 +182,7 @@ class Library:
             return []
         shutil.rmtree(old, ignore_errors=True)
         return [f"removed the exported models kept inside the library ({old}): they are kept once per user now, "
-                f"in {self.exports_dir}"]
+                f"in {self.encoders.exports_dir}"]
 
     def forget(self, folder: str | Path) -> ForgetReport:
         """Remove one of the library's folders and everything recorded under it: its photos' vectors, tags and
@@ -282,7 +229,7 @@ class Library:
         """Rank the library for a combination of text and image terms, with filters and paging (image URLs are
         fetched only when `allow_urls`)."""
         row = self._model_row(model)
-        index: Callable[[], AnyIndex] = lambda: self._indexes.get(row.id)  # noqa: E731
+        index: Callable[[], VectorIndex] = lambda: self._indexes.get(row.id)  # noqa: E731
         if not self._indexes.loaded(row.id):  # a cold process: read the index while the query is embedded
             index = in_background(index)
         return searcher.search(self.sessions, row, lambda: self._checked_encoder(row, model), index, terms, options,
@@ -398,7 +345,7 @@ class Library:
         from imgsearch.status import library_status
 
         return library_status(self.sessions, self.path, self.index_dir, dialect.describe(self.engine),
-                              self.exports_dir, folder.writer_running(self.path))
+                              self.encoders.exports_dir, folder.writer_running(self.path))
 
     def copy_database(self, url: str, progress: Progress | None = None) -> CopyReport:
         """Copy the library's database into the empty one at `url` (PostgreSQL, or a SQLite file), verify it, and

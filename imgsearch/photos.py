@@ -92,6 +92,8 @@ class Thumbnails:
         path = original(self.sessions, image_id)
         with self.sessions() as session:
             image = store.get_image(session, image_id)
+            if image is None:  # forgotten since original() found it
+                raise NotFoundError(f"no photo {image_id} in this library", "image_id")
             at_ms = at_ms if image.duration_ms is not None else 0
             key = self._key(image, size) + (f"-t{at_ms}" if at_ms else "")
         cached = self._file(key)

@@ -44,7 +44,7 @@ def importable_main() -> Iterator[None]:
     with _main_lock:
         path = getattr(main, "__file__", None)
         hide = main is not None and (_main_users > 0 or (path is not None and not os.path.isfile(path)))
-        if hide:
+        if hide and main is not None:
             if _main_users == 0:
                 _main_path = path
                 del main.__file__
@@ -52,7 +52,7 @@ def importable_main() -> Iterator[None]:
     try:
         yield
     finally:
-        if hide:
+        if hide and main is not None:
             with _main_lock:
                 _main_users -= 1
                 if _main_users == 0:

@@ -12,9 +12,9 @@ from imgsearch import store
 from imgsearch.store.orm import FRAME_ID_BASE
 from imgsearch.config import IndexSettings, ModelSpec
 from imgsearch.models.embed import Batch
-from imgsearch.models.encoder import Encoder
+from imgsearch.models.encoder import Encoder, ModelInfo
 from imgsearch.errors import UsageError
-from imgsearch.images.decode import partial_hash
+from imgsearch.images.decode import Decoded, partial_hash
 from imgsearch.vectors import build as index_build
 from imgsearch.images.crawl import FileEntry, Skipped, crawl
 from imgsearch.images.formats import missing_decoder
@@ -93,7 +93,7 @@ def run_index(sessions: sessionmaker[Session], encoder: Encoder, roots: Sequence
     started = time.perf_counter()
     report = RunReport()
     with sessions.begin() as session:
-        model_id = store.get_or_create_model(session, encoder.info).id
+        model_id = store.get_or_create_model(session, model_record(encoder.info)).id
         store.add_roots(session, roots)
         run_id = store.start_run(session, roots, model_id).id
     executor = executor or executor_for(encoder, settings)
@@ -156,9 +156,9 @@ def _apply_plan(sessions: sessionmaker[Session], plan: Plan, report: RunReport) 
         for entry, old in plan.moved:
             store.move_image(session, old.id, entry.path, entry.size, entry.mtime_ns)
         store.delete_images(session, [k.id for k in plan.missing])
-        for skip, old in plan.unreadable:
+        for skip, known in plan.unreadable:
             store.save_skipped(session, skip.path, skip.size, skip.mtime_ns, skip.reason,
-                               old.id if old else None)
+                               known.id if known else None)
             report.skipped_now.append((skip.path, skip.reason))
         if plan.missing or any(old for _, old in plan.unreadable):
             store.bump_generation(session)  # vectors were deleted: every model's index is stale
@@ -186,7 +186,7 @@ def _encode(sessions: sessionmaker[Session], executor: Executor, model_id: int, 
     for batch in executor.embed(list(todo), report.times):
         write_start = time.perf_counter()
         with sessions.begin() as session:
-            ids, others_stale = store.save_decoded(session, [(d, todo[d.path][0]) for d in batch.decoded])
+            ids, others_stale = store.save_images(session, [(image_record(d), todo[d.path][0]) for d in batch.decoded])
             for decoded in batch.decoded:
                 kind = todo[decoded.path][1]
                 if kind in ("new", "changed"):
@@ -208,8 +208,23 @@ def _encode(sessions: sessionmaker[Session], executor: Executor, model_id: int, 
     report.warnings.extend(report.times.notes)
 
 
+def model_record(info: ModelInfo) -> store.ModelRecord:
+    """What the store keeps of a model's identity."""
+    return store.ModelRecord(info.key, info.name, info.pretrained, info.checkpoint_sha256, info.dim,
+                             info.preprocess_signature())
+
+
+def image_record(d: Decoded) -> store.ImageRecord:
+    """What the store keeps of a decoded file."""
+    i = d.info
+    return store.ImageRecord(d.path, d.size, d.mtime_ns, d.content_hash, i.width, i.height, i.format, i.taken_at,
+                             i.camera_make, i.camera_model, i.gps_lat, i.gps_lon, d.duration_ms)
+
+
 def _save_vectors(session: Session, model_id: int, ids: list[int], batch: Batch) -> None:
     """A batch's vectors: one per still image, one per sampled frame of a video (rows in the batch's order)."""
+    if batch.vectors is None:  # nothing encoded in this batch (every file in it was skipped)
+        return
     start, stills, rows = 0, [], []
     for image_id, decoded in zip(ids, batch.decoded):
         end = start + decoded.rows

@@ -74,14 +74,11 @@ SLOW_TESTS = {"test_sharded_build_merged_on_disk_matches_one_index_and_survives_
               "test_a_missing_decoder_is_listed_and_the_fix_it_names_works",
               "test_read_only_library_can_be_searched_and_refuses_changes_without_advising_to_discard",
               "test_stopping_an_indexer_leaves_no_process_behind"}
-RAY_TESTS = {"test_shards_can_be_built_by_ray_tasks"}  # Ray outside test_ray.py
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         kinds = set(KINDS.get(item.path.name, ())) | ({"gpu"} if item.get_closest_marker("gpu") else set())
-        if item.originalname in RAY_TESTS:
-            kinds.add("ray")
         callspec = getattr(item, "callspec", None)
         if "postgres" in item.fixturenames or (callspec is not None and callspec.params.get("db_url") == "postgresql"):
             kinds.add("pgserver")

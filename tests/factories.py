@@ -51,8 +51,15 @@ class FakeEncoder:
         self.info = ModelInfo(key=f"fake|{name}", name=name, pretrained=None, checkpoint_sha256=None, dim=dim,
                               geometry=Geometry(16, 16), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
         self.batch_size = 4
+        self.logit_scale = 100.0
+        self.transfer_s = self.encode_s = 0.0
+        self.device = "cpu"
+        self.folder = None
         self.images_encoded = 0
         self.texts_encoded = 0
+
+    def describe(self) -> str:
+        return "colour means (a test encoder)"
 
     def _vectors(self, rgb: np.ndarray) -> np.ndarray:
         out = np.full((len(rgb), self.info.dim), 0.02, dtype=np.float32)

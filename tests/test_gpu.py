@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 def test_cuda_encoder_is_fp16_and_agrees_with_cpu(trained_model_dir: Path, photos_dir: Path) -> None:
     spec = ModelSpec(f"local-dir:{trained_model_dir}", None)
     gpu, cpu = OpenClipEncoder.load(spec), OpenClipEncoder.load(spec, device="cpu")
-    assert gpu.device.type == "cuda" and gpu.dtype == torch.float16 and gpu.batch_size == 256
+    assert gpu.torch_device.type == "cuda" and gpu.dtype == torch.float16 and gpu.batch_size == 256
     pixels = np.stack([decode_file(str(p), gpu.info.geometry, 10**9).pixels for p in sorted(photos_dir.glob("*.jpg"))])
     assert (gpu.encode_pixels(pixels) * cpu.encode_pixels(pixels)).sum(axis=1).min() > 0.99
     texts = ["a photo of a red square", "a blue circle"]

@@ -29,6 +29,25 @@ def test_core_never_imports_cli_search_or_indexer() -> None:
     assert not any(m.startswith("indexer") for m in loaded)
 
 
+def test_the_store_imports_no_image_or_model_code() -> None:
+    loaded = modules_after("import imgsearch.store, imgsearch.store.engine")
+    assert not {"PIL", "torch", "open_clip", "faiss"} & loaded
+    assert not any(m.startswith(("imgsearch.images", "imgsearch.models")) for m in loaded)
+
+
+def test_importing_imgsearch_leaves_pillows_bomb_check_alone() -> None:
+    """Only opening an image through imgsearch switches Pillow's own limit off (imgsearch checks its own first)."""
+    code = ("from PIL import Image\ndefault = Image.MAX_IMAGE_PIXELS\n"
+            "import imgsearch.library, imgsearch.images.decode, imgsearch.images.loader, indexer.pipeline\n"
+            "imported = Image.MAX_IMAGE_PIXELS\n"
+            "import io\nfrom imgsearch.images.decode import open_rgb\ndata = io.BytesIO()\n"
+            "Image.new('RGB', (8, 8)).save(data, 'PNG')\nopen_rgb(io.BytesIO(data.getvalue()), 10_000)\n"
+            "print(default, imported, Image.MAX_IMAGE_PIXELS)")
+    default, imported, opened = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                               check=True).stdout.split()
+    assert imported == default != "None" and opened == "None"
+
+
 def test_hash_workers_and_training_stay_light() -> None:
     assert "torch" not in modules_after("import imgsearch.dups.evidence")  # its pool's workers hash, never encode
     assert "imagehash" not in modules_after("import imgsearch.library")  # scipy only when hashing

@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 
 from imgsearch import store
-from imgsearch.images.decode import Decoded
-from imgsearch.images.exif import ImageInfo
-from imgsearch.vectors.index import VectorIndex
+from imgsearch.vectors.index import MemoryIndex
 from imgsearch.vectors import build as index_build
 from imgsearch.vectors import params
 from imgsearch.vectors.tuning import exact_top_k, recall_at_k, sample_queries, tune
 from imgsearch.vectors.params import IndexSpec, choose_index_spec, needs_retrain
+from indexer.pipeline import model_record
 from tests.factories import FakeEncoder
 
 
@@ -96,12 +95,12 @@ def data() -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def ivf(data: tuple[np.ndarray, np.ndarray]) -> VectorIndex:
+def ivf(data: tuple[np.ndarray, np.ndarray]) -> MemoryIndex:
     ids, vectors = data
-    return VectorIndex.build(64, ids, vectors, "IVF64,PQ16x4fs")
+    return MemoryIndex.build(64, ids, vectors, "IVF64,PQ16x4fs")
 
 
-def test_tuning_reaches_target_recall_and_recall_grows_with_nprobe(ivf: VectorIndex, data) -> None:
+def test_tuning_reaches_target_recall_and_recall_grows_with_nprobe(ivf: MemoryIndex, data) -> None:
     ids, vectors = data
     queries = sample_queries(vectors, 100, seed=1)
     truth = exact_top_k(ids, vectors, queries, 10)
@@ -116,7 +115,7 @@ def test_tuning_reaches_target_recall_and_recall_grows_with_nprobe(ivf: VectorIn
     assert recall_at_k(ivf, truth, queries) >= 0.93  # holds on other queries than the tuning sample
 
 
-def test_scores_are_exact_cosines(ivf: VectorIndex, data) -> None:
+def test_scores_are_exact_cosines(ivf: MemoryIndex, data) -> None:
     ids, vectors = data
     q = sample_queries(vectors, 1, seed=5)
     scores, found = ivf.search(q, 10)
@@ -128,30 +127,29 @@ def test_scores_are_exact_cosines(ivf: VectorIndex, data) -> None:
 
 def test_remove_add_save_load(tmp_path: Path, data) -> None:
     ids, vectors = data
-    index = VectorIndex.build(64, ids[:3000], vectors[:3000], "IVF32,PQ16x4fs")
+    index = MemoryIndex.build(64, ids[:3000], vectors[:3000], "IVF32,PQ16x4fs")
     index.params.update(nprobe=32)
     assert index.remove(ids[:10]) == 10 and len(index) == 2990
     index.add(ids[3000:3010], vectors[3000:3010])
     index.save(tmp_path / "x.faiss")
-    loaded = VectorIndex.load(tmp_path / "x.faiss")
+    loaded = MemoryIndex.load(tmp_path / "x.faiss")
     assert loaded.kind == "ivfpq" and loaded.params["nprobe"] == 32 and len(loaded) == 3000
     assert set(loaded.ids().tolist()) == set(ids[10:3010].tolist())
     _, found = loaded.search(vectors[3005], 1)
     assert found[0, 0] == ids[3005]
     (tmp_path / "bad.faiss").write_bytes(b"nope")
     with pytest.raises(ValueError, match="not a readable imgsearch index"):
-        VectorIndex.load(tmp_path / "bad.faiss")
+        MemoryIndex.load(tmp_path / "bad.faiss")
 
 
 # --- incremental index updates in a library -----------------------------------------------------------
 
 def populate(library, vectors: np.ndarray, start: int = 0) -> list[int]:
-    info = ImageInfo(64, 48, "JPEG")
     with library.sessions.begin() as session:
-        model_id = store.get_or_create_model(session, FakeEncoder("fake", vectors.shape[1]).info).id
-        items = [(Decoded(f"/lib/{start + n}.jpg", np.zeros(1), info, f"h{start + n}", 1, 1), None)
+        model_id = store.get_or_create_model(session, model_record(FakeEncoder("fake", vectors.shape[1]).info)).id
+        items = [(store.ImageRecord(f"/lib/{start + n}.jpg", 1, 1, f"h{start + n}", 64, 48, "JPEG"), None)
                  for n in range(len(vectors))]
-        ids, _ = store.save_decoded(session, items)
+        ids, _ = store.save_images(session, items)
         store.save_vectors(session, model_id, ids, vectors)
     return ids
 

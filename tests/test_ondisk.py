@@ -76,27 +76,6 @@ def test_sharded_build_merged_on_disk_matches_one_index_and_survives_a_move(tmp_
     assert out.returncode == 0 and out.stdout == f"{N}\n", out.stdout + out.stderr
 
 
-def test_shards_can_be_built_by_ray_tasks(tmp_path: Path, data) -> None:
-    import logging
-
-    import ray
-
-    ids, vectors, queries, truth = data
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=300_000_000,
-             log_to_driver=False, logging_level=logging.ERROR)
-    try:
-        remote = ray.remote(ondisk._add_shard)
-
-        def on_ray(fn, *columns):
-            return ray.get([remote.remote(*args) for args in zip(*columns)])
-
-        built = ondisk.build(tmp_path / "index", DIM, FACTORY, vectors[:8000], ondisk.shards_of(ids, vectors, 4),
-                             N, map_shards=on_ray, params={"nprobe": 16, "k_factor": 10})
-    finally:
-        ray.shutdown()
-    assert len(built) == N and recall(built.search(queries, 10)[1], truth) >= 0.9
-
-
 def test_additions_and_removals_after_the_build_are_searched_and_kept(tmp_path: Path, data) -> None:
     ids, vectors, queries, _ = data
     index = ondisk.build(tmp_path / "gen-1", DIM, FACTORY, vectors[:8000], ondisk.shards_of(ids, vectors, 2), N,

@@ -208,19 +208,19 @@ def test_second_indexer_is_refused_while_first_holds_the_lock(library, tmp_path:
 def test_vector_index_add_remove_save_load_round_trip(tmp_path: Path) -> None:
     import numpy as np
 
-    from imgsearch.vectors.index import VectorIndex
+    from imgsearch.vectors.index import MemoryIndex
 
     rng = np.random.default_rng(0)
     vecs = rng.normal(size=(50, 16)).astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     ids = np.arange(100, 150)
-    index = VectorIndex.build(16, ids, vecs)
+    index = MemoryIndex.build(16, ids, vecs)
     scores, found = index.search(vecs[7], 3)
     assert found[0, 0] == 107 and abs(scores[0, 0] - 1.0) < 1e-5
     assert index.remove(np.array([107, 999])) == 1 and len(index) == 49
     index.save(tmp_path / "i.faiss")
     assert [p.name for p in tmp_path.iterdir()] == ["i.faiss"]  # no temp file left behind
-    loaded = VectorIndex.load(tmp_path / "i.faiss")
+    loaded = MemoryIndex.load(tmp_path / "i.faiss")
     _, found = loaded.search(vecs[7], 49)
     assert 107 not in found[0] and len(loaded) == 49
     assert set(found[0]) == set(ids) - {107}

@@ -260,11 +260,12 @@ def test_the_text_cache_forgets_texts_unused_for_half_a_year(library) -> None:
     from imgsearch import store
     from imgsearch.store.orm import TextVector, utc_now
     from imgsearch.store.vectors import TEXT_CACHE_AGE
+    from indexer.pipeline import model_record
     from tests.factories import FakeEncoder
 
     info = FakeEncoder().info
     with library.session() as session, session.begin():
-        model_id = store.get_or_create_model(session, info).id
+        model_id = store.get_or_create_model(session, model_record(info)).id
         store.remember_text_vectors(session, model_id, {"old words": np.ones(info.dim, np.float32)})
         session.execute(update(TextVector).values(used_at=utc_now() - TEXT_CACHE_AGE - timedelta(days=1)))
         store.remember_text_vectors(session, model_id, {"new words": np.ones(info.dim, np.float32)})

@@ -14,7 +14,7 @@ from sqlalchemy.exc import OperationalError
 from imgsearch import store
 from imgsearch.config import IndexSettings, ModelSpec
 from imgsearch.errors import ImgSearchError
-from imgsearch.vectors.index import VectorIndex
+from imgsearch.vectors.index import MemoryIndex
 from tests.factories import write_photo
 
 FAKE = ModelSpec("fake", None)
@@ -32,7 +32,7 @@ def test_disk_full_while_saving_the_index_is_a_clear_error_and_nothing_is_lost(l
     def full(self, path):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(VectorIndex, "save", full)
+    monkeypatch.setattr(MemoryIndex, "save", full)
     with pytest.raises(ImgSearchError, match=r"cannot write to the library at .*the disk is full.*run the same command again"):
         library.index([tree(tmp_path / "pics")], FAKE, INLINE)
     monkeypatch.undo()
@@ -64,7 +64,7 @@ def test_read_only_index_folder_still_answers_searches(library, tmp_path: Path, 
     def read_only(self, path):
         raise OSError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr(VectorIndex, "save", read_only)
+    monkeypatch.setattr(MemoryIndex, "save", read_only)
     assert len(library.search_text("blue", k=10)) == 6
 
 

@@ -172,7 +172,7 @@ def test_new_runtime_version_or_changed_weights_export_again(tmp_path: Path, pho
     with Library.open(tmp_path / "lib", create=True) as lib:
         lib.index([photos_dir], spec, IndexSettings(workers=0, runtime="onnx"))
         key = lib.encoder(spec).info.key
-        folder = runtimes.find(lib.exports_dir, key, "onnx", "fp32")
+        folder = runtimes.find(lib.encoders.exports_dir, key, "onnx", "fp32")
         assert folder is not None and folder.name == f"onnx-{runtimes.version('onnx')}-fp32"
         assert isinstance(lib.encoder_for(None), ExportedEncoder)
         # as if written by another ONNX Runtime version: not used, replaced by the next run
@@ -180,7 +180,7 @@ def test_new_runtime_version_or_changed_weights_export_again(tmp_path: Path, pho
         folder.rename(old)
         meta = json.loads((old / "meta.json").read_text())
         (old / "meta.json").write_text(json.dumps({**meta, "runtime_version": "1.0.0"}))
-        assert runtimes.find(lib.exports_dir, key) is None
+        assert runtimes.find(lib.encoders.exports_dir, key) is None
         notes = Recorder()
         lib.index([], spec, IndexSettings(workers=0, runtime="onnx"), notes)
         assert any("exporting the model to ONNX Runtime fp32" in n for n in notes.notes)
@@ -281,7 +281,7 @@ def test_a_damaged_export_is_said_to_be_damaged_and_never_cached(tmp_path: Path,
     spec = ModelSpec(f"local-dir:{trained_model_dir}", None)
     with Library.open(tmp_path / "lib", create=True) as lib:
         lib.index([photos_dir], spec, IndexSettings(workers=0, runtime="onnx"))
-        folder = runtimes.find(lib.exports_dir, lib.encoder(spec).info.key, "onnx", "fp32")
+        folder = runtimes.find(lib.encoders.exports_dir, lib.encoder(spec).info.key, "onnx", "fp32")
     weights = folder / "textual" / "model.onnx.data"  # the text tower's weights, beside its graph
     weights.write_bytes(np.full(weights.stat().st_size // 4, np.nan, np.float32).tobytes())
     with Library.open(tmp_path / "lib") as lib:

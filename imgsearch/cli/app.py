@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 
 # Plain help (no rich markup: help texts keep their [brackets]), -h as well as --help, on every command.
-HELP = {"rich_markup_mode": None, "context_settings": {"help_option_names": ["-h", "--help"]}}
+HELP: dict[str, Any] = {"rich_markup_mode": None, "context_settings": {"help_option_names": ["-h", "--help"]}}
 
 # A word for each option's value in --help (`--library DIR`, `--workers N`), instead of typer's Python types
 # (`<list[Path]>`, `<int range>`); arguments are named by their own metavar (FOLDER, QUERY). Typer has no setting for
@@ -55,8 +55,8 @@ def _usage_name(param: object) -> str:
     return name + ("..." if param.nargs != 1 else "")  # type: ignore[attr-defined]
 
 
-typer.core._TyperParameter.display_type = _value_word  # type: ignore[method-assign]
-typer.core.TyperArgument._usage_display_name = _usage_name  # type: ignore[method-assign]
+typer.core._TyperParameter.display_type = _value_word  # type: ignore[method-assign,assignment]
+typer.core.TyperArgument._usage_display_name = _usage_name  # type: ignore[method-assign,assignment]
 
 app = typer.Typer(
     help="Semantic image search for photo libraries: index folders, then search them by text or by image.",
@@ -126,7 +126,7 @@ def with_filters(command: Callable[..., None]) -> Callable[..., None]:
 
     def option(f: Any) -> object:
         kind = Optional[list[str]] if f.many else Optional[str]
-        return Annotated[kind, typer.Option(f.flag, help=f.help, show_default=False)]  # type: ignore[valid-type]
+        return Annotated[kind, typer.Option(f.flag, help=f.help, show_default=False)]
 
     own = list(inspect.signature(command, eval_str=True).parameters.values())
     at = [p.name for p in own].index("filters")
@@ -187,7 +187,8 @@ class TqdmProgress:
         self.every_s = float(os.environ.get(PROGRESS_ENV, "30"))
         self.tty = sys.stderr.isatty()
         self._stage: tuple[str, int | None, str] = ("", None, "")
-        self._done, self._figures, self._started, self._said = 0, {}, 0.0, 0.0
+        self._done, self._started, self._said = 0, 0.0, 0.0
+        self._figures: dict[str, float] = {}
 
     def stage(self, name: str, total: int | None, unit: str = "file") -> None:
         from tqdm import tqdm

@@ -5,19 +5,22 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from typer.core import TyperGroup
 
+if TYPE_CHECKING:
+    from typer._click.core import Context  # the click typer runs on (its own copy)
+
 from imgsearch.cli.app import (HELP, LibraryOpt, ModelOpt, PretrainedOpt, TqdmProgress, app, err, flag_for, handled,
                                model_spec, open_library)
+from imgsearch.config import DupOptions, Tier
 from imgsearch.errors import UsageError
 from imgsearch.errors import render as render_params
 
 
 # dups' own spelling of library parameters that other commands spell differently
-DUP_FLAGS = {"k": "--neighbours"}
 
 
 class DupsGroup(TyperGroup):
@@ -26,7 +29,7 @@ class DupsGroup(TyperGroup):
 
     allow_interspersed_args = True  # options may follow the folders, as everywhere else
 
-    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
         takes_value = {name for p in self.params if p.param_type_name == "option"
                        and not getattr(p, "is_flag", False) and not getattr(p, "count", False)
                        for name in p.opts + p.secondary_opts}
@@ -72,8 +75,8 @@ def dups(
                           "Thresholds given are remembered for the model.")] = None,
     within: Annotated[Optional[str], typer.Option(
         help="Similar: only photos taken this close in time (30s, 10m, 2h).")] = None,
-    max_group: Annotated[int, typer.Option(help="Largest group: stops chains of look-alikes.")] = 50,
-    neighbours: Annotated[int, typer.Option(help="Candidates searched per photo.")] = 32,
+    max_group: Annotated[int, typer.Option(help="Largest group: stops chains of look-alikes.")] = DupOptions.max_group,
+    neighbours: Annotated[int, typer.Option(help="Candidates searched per photo.")] = DupOptions.neighbours,
     keep: Annotated[Optional[list[Path]], typer.Option(
         help="Keep this photo in its group, overriding the suggestion (repeatable).")] = None,
     prefer_dir: Annotated[Optional[list[Path]], typer.Option(
@@ -106,7 +109,7 @@ def dups(
     from imgsearch.cli import render as output
     from imgsearch.config import DEFAULT_DUP_TIERS, DUP_TIERS
 
-    with handled(DUP_FLAGS):
+    with handled():
         if as_json and as_csv:
             raise UsageError("--json and --csv cannot be combined.")
         for folder in paths or []:
@@ -116,7 +119,7 @@ def dups(
             tiers=tuple(tier) if tier else DEFAULT_DUP_TIERS, near_hamming=near_hamming, near_fine=near_fine, near_crop=near_crop,
             near_cosine=near_cosine, edited_cosine=edited_cosine, similar_cosine=similar,
             within_s=parse_duration(within) if within else None, max_group=max_group,
-            k=neighbours, folders=tuple(os.path.abspath(p.expanduser()) for p in paths or ()),
+            neighbours=neighbours, folders=tuple(os.path.abspath(p.expanduser()) for p in paths or ()),
             keep=tuple(os.path.abspath(p.expanduser()) for p in keep or ()), rescan=rescan,
             prefer_dirs=tuple(os.path.abspath(p.expanduser()) for p in prefer_dir or ()))
         with open_library(library) as lib:
@@ -136,12 +139,12 @@ def dups(
         f"the keepers. {found.hashed} photo(s) hashed, {found.rescanned} searched, {found.elapsed_s:.1f} s. "
         f"Thresholds: near pHash <= {t.near_hamming}/64 with {t.near_fine}/256 (or crop <= {t.near_crop}/256) "
         f"and cos >= {t.near_cosine} (else cos >= {t.edited_cosine})"
-        + (f", similar cos >= {t.similar_cosine}" if "similar" in options.tiers else "")
+        + (f", similar cos >= {t.similar_cosine}" if Tier.SIMILAR in options.tiers else "")
         + (f" (calibrated on this library: 99.9% of random pairs score below {c['random_pairs_p99_9']})"
-           if "similar" in options.tiers and (c := found.calibration) and c["similar_cosine"] == t.similar_cosine
+           if Tier.SIMILAR in options.tiers and (c := found.calibration) and c["similar_cosine"] == t.similar_cosine
            else "") + ".")
     for warning in found.warnings:
-        err("Warning: " + render_params(warning, lambda p: flag_for(p, DUP_FLAGS)))
+        err("Warning: " + render_params(warning, flag_for))
     if found.unreadable:
         err(f"{len(found.unreadable)} photo(s) could not be read now (gone or changed? run imgsearch index): "
             + "; ".join(f"{p}: {r}" for p, r in found.unreadable[:5]))

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 from imgsearch.cli.app import (LibraryOpt, ModelOpt, PretrainedOpt, TqdmProgress, app, err, handled, model_spec,
                                open_library)
+from imgsearch.config import IndexSettings, Precision, VideoSampling
 
 
 @app.command()
@@ -23,21 +24,22 @@ def index(
     exclude: Annotated[Optional[list[str]], typer.Option(
         "--exclude", "-x", help="Glob of names or relative paths to skip (repeatable).")] = None,
     include_hidden: Annotated[bool, typer.Option("--include-hidden", help="Also index hidden files and folders.")] = False,
-    workers: Annotated[int, typer.Option(help="Decode processes (-1: one per core, 0: none).")] = -1,
-    batch_size: Annotated[int, typer.Option(help="Images per encoder batch (0: automatic).", min=0)] = 0,
+    workers: Annotated[int, typer.Option(help="Decode processes (-1: one per core, 0: none).")] = IndexSettings.workers,
+    batch_size: Annotated[int, typer.Option(help="Images per encoder batch (0: automatic).",
+                                            min=0)] = IndexSettings.batch_size,
     gpu_decode: Annotated[Optional[bool], typer.Option(
         "--gpu-decode/--no-gpu-decode", help="Decode JPEGs on the GPU too [default: when CUDA is used].",
         show_default=False)] = None,
     frame_every: Annotated[float, typer.Option(help="Videos: embed at most one key frame per this many seconds.",
-                                               min=0.1)] = 2.0,
+                                               min=0.1)] = VideoSampling.every_s,
     max_frames: Annotated[int, typer.Option(help="Videos: at most this many frames each (long ones are spread out).",
-                                            min=1)] = 300,
+                                            min=1)] = VideoSampling.max_frames,
     ray: Annotated[Optional[str], typer.Option(
         "--ray", help="Decode and encode on a Ray cluster: auto (the cluster this machine is part of), "
                       "ray://HOST:10001, or local (start one here). Photos and model must be at the same paths "
                       "on every node.", show_default=False)] = None,
     gpus_per_worker: Annotated[float, typer.Option(help="With --ray: GPUs per encoder (0: encode on CPUs).",
-                                                   min=0)] = 0.0,
+                                                   min=0)] = IndexSettings.gpus_per_worker,
     index_memory_gb: Annotated[Optional[float], typer.Option(
         help="RAM the search index may take, in GB: a library whose index would not fit gets one with its lists "
              "on disk (remembered for later runs).", min=0.001, show_default=False)] = None,
@@ -47,7 +49,7 @@ def index(
         show_default=False)] = None,
     precision: Annotated[str, typer.Option(
         help="fp32, or int8 (OpenVINO/ONNX Runtime: a quantized image tower, calibrated on your photos and kept "
-             "only when it matches fp32).")] = "fp32",
+             "only when it matches fp32).")] = Precision.FP32.value,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print a per-stage time breakdown.")] = False,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Rebuild (and retrain) the search index from the stored "
                                                              "vectors.")] = False,

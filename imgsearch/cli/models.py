@@ -12,6 +12,7 @@ import typer
 
 from imgsearch.cli.app import (HELP, LibraryOpt, ModelOpt, PretrainedOpt, TqdmProgress, app, err, handled, model_spec,
                            open_library)
+from imgsearch.config import Precision, Runtime
 from imgsearch.errors import UsageError
 
 T = TypeVar("T")
@@ -200,8 +201,9 @@ def export_model(
                                       metavar="DIR")],
     pretrained: PretrainedOpt = None,
     runtime: Annotated[str, typer.Option(help="onnx (runs on ONNX Runtime and OpenVINO) or openvino.",
-                                         metavar="RUNTIME")] = "onnx",
-    precision: Annotated[str, typer.Option(help="fp32, or int8 (calibrated on --photos).", metavar="PRECISION")] = "fp32",
+                                         metavar="RUNTIME")] = Runtime.ONNX.value,
+    precision: Annotated[str, typer.Option(help="fp32, or int8 (calibrated on --photos).",
+                                           metavar="PRECISION")] = Precision.FP32.value,
     photos: Annotated[Optional[list[Path]], typer.Option(
         "--photos", help="A folder of your photos to check the export on (and calibrate int8) [repeatable].",
         show_default=False, metavar="FOLDER")] = None,

@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from imgsearch.config import Tier
+
 
 if TYPE_CHECKING:
     from imgsearch import SearchResult
@@ -89,7 +91,7 @@ def _evidence(m: "Member") -> str:
     parts = [m.relation]
     if m.cosine is not None:
         parts.append(f"cos {m.cosine:.3f}")
-    if m.hamming is not None and m.relation != "exact":
+    if m.hamming is not None and m.relation != Tier.EXACT:
         turned = f" {m.transform}" if m.transform and m.transform != "same orientation" else ""
         parts.append(f"phash {m.hamming}/64 {m.fine}/256{turned} crop {m.crop}/256")
     return ", ".join(parts)

@@ -10,10 +10,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from imgsearch.errors import ImgSearchError, UsageError
+from imgsearch.errors import UsageError, from_os_error
 from imgsearch.cli.app import (LibraryOpt, ModelOpt, PretrainedOpt, app, err, handled, model_spec,
                                open_library, with_filters)
-from imgsearch.config import MAX_K
+from imgsearch.config import MAX_K, SORTS, SearchOptions
 
 
 @app.command()
@@ -25,10 +25,10 @@ def search(
         show_default=False)] = None,
     image: Annotated[Optional[Path], typer.Option(
         "--image", "-i", help="Search by an image file (same as the term @FILE).", dir_okay=False)] = None,
-    top: Annotated[int, typer.Option("--top", "-k", help=f"How many results (at most {MAX_K:,}).")] = 10,
-    offset: Annotated[int, typer.Option(help="Skip this many results first (paging).")] = 0,
+    top: Annotated[int, typer.Option("--top", "-k", help=f"How many results (at most {MAX_K:,}).")] = SearchOptions.k,
+    offset: Annotated[int, typer.Option(help="Skip this many results first (paging).")] = SearchOptions.offset,
     min_score: Annotated[Optional[float], typer.Option(help="Only results at least this similar (cosine).")] = None,
-    sort: Annotated[str, typer.Option(help="Order of the results: score, date (newest first) or path.")] = "score",
+    sort: Annotated[str, typer.Option(help="Order of the results: score, date (newest first) or path.")] = SORTS[0],
     filters: dict = {},  # noqa: B006 (one option per search filter: with_filters)
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
     as_paths: Annotated[bool, typer.Option("--paths", help="Bare paths, one per line.")] = False,
@@ -51,7 +51,7 @@ def search(
       imgsearch search --image ~/Pictures/cat.jpg --json
     """
     from imgsearch.cli import render as output
-    from imgsearch import Filters, SearchOptions, Term, parse_query, split_filters
+    from imgsearch import Filters, Term, parse_query, split_filters
 
     with handled():
         if as_json and as_paths:
@@ -114,7 +114,7 @@ def _write_html(path: Path, results: list, title: str) -> None:
     try:
         path.expanduser().write_text(output.html(results, thumbs, f"imgsearch: {title}"), encoding="utf-8")
     except OSError as exc:
-        raise ImgSearchError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise from_os_error(exc, f"cannot write {path}") from exc
     err(f"Contact sheet: {path}")
 
 

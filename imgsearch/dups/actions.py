@@ -22,6 +22,7 @@ from sqlalchemy.exc import OperationalError as SAOperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from imgsearch import store
+from imgsearch.config import Tier
 from imgsearch.dups.grouping import Group
 from imgsearch.dups.hashing import full_hash
 from imgsearch.errors import NotFoundError, UsageError
@@ -123,7 +124,8 @@ def plan_moves(groups: Sequence[Group], target: Path, roots: Sequence[str]) -> l
                             else "")
                          + ": the copies would be indexed again. Pick a folder outside every indexed folder.",
                          "move_to")
-    steps, taken = [], set()
+    steps: list[Step] = []
+    taken: set[str] = set()
     for g in groups:
         for m in g.duplicates:
             root = innermost(m.photo.path, roots)
@@ -140,7 +142,7 @@ def plan_links(groups: Sequence[Group]) -> tuple[list[Step], list[tuple[str, str
     steps, refused = [], []
     for g in groups:
         for m in g.duplicates:
-            if m.relation == "exact":
+            if m.relation == Tier.EXACT:
                 steps.append(Step(m.photo.path, g.keeper.path, m.photo.id))
             else:
                 refused.append((m.photo.path, f"not byte-identical to {g.keeper.path} ({m.relation}): "
@@ -169,7 +171,7 @@ def apply(sessions: sessionmaker[Session], kind: str, steps: Sequence[Step], tar
             report.problems.append((step.src, _why(exc)))
             continue
         with sessions.begin() as session:
-            item = journal.get_item(session, item_id)
+            item = journal.item(session, item_id)
             journal.set_aside(session, item) if kind == "move" else journal.linked(session, item, mtime)
         report.done.append(Step(step.src, dest, step.image_id))
         report.bytes += size
@@ -349,7 +351,7 @@ def undo_last(sessions: sessionmaker[Session]) -> ActionReport:
             report.problems.append((item.src, f"{exc.strerror or exc}"))
             continue
         with sessions.begin() as session:
-            fresh = journal.get_item(session, item.id)
+            fresh = journal.item(session, item.id)
             journal.put_back(session, fresh) if kind == "move" else journal.unlinked(session, fresh)
         report.done.append(Step(item.src, item.dest, item.image_id or 0))
         report.bytes += item.size

@@ -127,7 +127,7 @@ def score_pairs(ids: np.ndarray, vectors: np.ndarray, codes: np.ndarray | None, 
             coarse, tr, fine, crop = coarse[keep], tr[keep], fine[keep], crop[keep]
         r, s, cos = r[keep], s[keep], cos[keep]
         for n in range(len(r)):
-            if coarse is None or coarse[n] < 0:
+            if coarse is None or tr is None or fine is None or crop is None or coarse[n] < 0:
                 out.append(Pair(int(ids[r[n]]), int(ids[s[n]]), float(cos[n])))
             else:
                 out.append(Pair(int(ids[r[n]]), int(ids[s[n]]), float(cos[n]), int(coarse[n]), int(tr[n]),

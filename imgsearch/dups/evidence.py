@@ -86,8 +86,12 @@ def _refresh_hashes(sessions: sessionmaker[Session], rows: list, workers: int,
     """Stored pHashes of every photo, computing the missing or outdated ones; (hashes, newly hashed ids, failures)."""
     with sessions() as session:
         known = store.image_hashes(session)
-    have = {r.id: known[r.id].phashes for r in rows
-            if r.id in known and known[r.id].content_hash == r.content_hash and valid_hashes(known[r.id].phashes)}
+    have: dict[int, bytes] = {}
+    for r in rows:
+        stored = known.get(r.id)
+        if stored is not None and stored.content_hash == r.content_hash and stored.phashes is not None \
+                and valid_hashes(stored.phashes):
+            have[r.id] = stored.phashes
     todo = [r for r in rows if r.id not in have]
     fresh: list[int] = []
     failed: list[tuple[str, str]] = []
@@ -103,8 +107,8 @@ def _refresh_hashes(sessions: sessionmaker[Session], rows: list, workers: int,
             old = known.get(r.id)
             keep_full = old is not None and old.content_hash == r.content_hash
             save.append({"image_id": r.id, "content_hash": r.content_hash, "phashes": codes,
-                         "full_hash": old.full_hash if keep_full else None,
-                         "full_hash_stat": old.full_hash_stat if keep_full else None})
+                         "full_hash": old.full_hash if old is not None and keep_full else None,
+                         "full_hash_stat": old.full_hash_stat if old is not None and keep_full else None})
         with sessions.begin() as session:
             store.save_image_hashes(session, save)
     return have, fresh, failed
@@ -188,7 +192,7 @@ def gather(sessions: sessionmaker[Session], model: Model, options: DupOptions,
         ids, matrix = store.load_vectors(session, model.id, model.dim)
         calibration = calibrate_similar(matrix)
         thresholds = thresholds_for(session, model.id, options, calibration)
-        generation = store.get_model(session, model.id).generation
+        generation = store.generation_of(session, model.id)
         scan = store.dup_scan(session, model.id)
         floor = json.loads(scan.pair_floor or "{}")
         scanned_generation = scan.generation
@@ -201,10 +205,10 @@ def gather(sessions: sessionmaker[Session], model: Model, options: DupOptions,
     need_cos = min(thresholds.edited_cosine, thresholds.similar_cosine)
     full_scan = (options.rescan or scanned_generation is None or floor.get("cosine", 2.0) > need_cos
                  or floor.get("hashed_cosine", 2.0) > thresholds.near_cosine
-                 or floor.get("hamming", -1) < thresholds.near_hamming or floor.get("k", 0) < options.k)
+                 or floor.get("hamming", -1) < thresholds.near_hamming or floor.get("k", 0) < options.neighbours)
     if full_scan:
         floor = {"cosine": round(need_cos - FLOOR_MARGIN, 4), "hamming": thresholds.near_hamming + 4,
-                 "hashed_cosine": round(thresholds.near_cosine - FLOOR_MARGIN, 4), "k": options.k}
+                 "hashed_cosine": round(thresholds.near_cosine - FLOOR_MARGIN, 4), "k": options.neighbours}
         rescan_ids = ids
     else:
         with sessions() as session:
@@ -216,7 +220,7 @@ def gather(sessions: sessionmaker[Session], model: Model, options: DupOptions,
     blank = bytes(ROWS * CODE_BYTES)
     code_matrix = hash_array([codes_by_id.get(int(i), blank) for i in ids.tolist()])
 
-    new_pairs = _candidates(ids, matrix, code_matrix, has_code, rows_to_scan, options.k, floor, progress)
+    new_pairs = _candidates(ids, matrix, code_matrix, has_code, rows_to_scan, options.neighbours, floor, progress)
     with sessions.begin() as session:
         store.replace_pairs(session, model.id, None if full_scan else rescan_ids.tolist(),
                             [{"a": p.a, "b": p.b, "cosine": p.cosine, "hamming": p.hamming, "transform": p.transform,

@@ -15,7 +15,7 @@ from datetime import datetime
 
 import numpy as np
 
-from imgsearch.config import DUP_TIERS, DupThresholds
+from imgsearch.config import DUP_TIERS, DupThresholds, Tier
 from imgsearch.dups.candidates import Pair
 from imgsearch.dups.hashing import TRANSFORMS, hamming
 from imgsearch.fs import is_inside
@@ -23,27 +23,27 @@ from imgsearch.fs import is_inside
 SIMILAR_LINK_SLACK = 0.05  # a merged similar group keeps every pair >= similar_cosine - this
 
 
-TIER_RANK = {tier: n for n, tier in enumerate(DUP_TIERS)}
+TIER_RANK: dict[str, int] = {tier: n for n, tier in enumerate(DUP_TIERS)}
 
 
 def pair_tier(pair: Pair, t: DupThresholds, dates: dict[int, datetime] | None = None,
-              within_s: float | None = None) -> str | None:
+              within_s: float | None = None) -> Tier | None:
     """The strongest tier a pair qualifies for, or None."""
     if pair.exact:
-        return "exact"
+        return Tier.EXACT
     if pair.hamming is not None:
         same_pixels = pair.hamming <= t.near_hamming and pair.fine is not None and pair.fine <= t.near_fine
         trimmed = pair.crop is not None and pair.crop <= t.near_crop
         if (same_pixels or trimmed) and pair.cosine >= t.near_cosine:
-            return "near"
+            return Tier.NEAR
         if pair.hamming <= t.near_hamming and pair.cosine >= t.edited_cosine:
-            return "near"
+            return Tier.NEAR
     if pair.cosine >= t.similar_cosine:
         if within_s is None:
-            return "similar"
+            return Tier.SIMILAR
         da, db = (dates or {}).get(pair.a), (dates or {}).get(pair.b)
         if da is not None and db is not None and abs((da - db).total_seconds()) <= within_s:
-            return "similar"
+            return Tier.SIMILAR
     return None
 
 
@@ -159,7 +159,7 @@ def group_pairs(pairs: Sequence[Pair], t: DupThresholds, wanted: Sequence[str], 
         if len(uf.items[ra]) + len(uf.items[rb]) > max_group:
             out.refused_by_cap += 1
             continue
-        if rank == TIER_RANK["similar"] and _min_cosine(uf.items[ra], uf.items[rb], vectors) < floor:
+        if rank == TIER_RANK[Tier.SIMILAR] and _min_cosine(uf.items[ra], uf.items[rb], vectors) < floor:
             out.refused_as_chain += 1
             continue
         uf.union(ra, rb, rank)

@@ -35,8 +35,8 @@ def check(options: DupOptions) -> DupOptions:
                              f"{{param}} is a cosine similarity: give a value between {low:g} and {high:g}.", f.name)
     if options.max_group < 2:
         raise UsageError("{param} must be at least 2.", "max_group")
-    if options.k < 1:
-        raise UsageError("{param} must be at least 1.", "k")
+    if options.neighbours < 1:
+        raise UsageError("{param} must be at least 1.", "neighbours")
     if options.within_s is not None and not options.within_s > 0:
         raise UsageError("{param} must be a positive duration, such as 30s, 10m or 2h.", "within_s")
     return options

@@ -79,7 +79,7 @@ def crawl(root: str, settings: CrawlSettings,
         except OSError as exc:
             yield Skipped(display_path(folder), f"cannot list folder: {exc.strerror}", is_dir=True)
             continue
-        subdirs = []
+        subdirs: list[str] = []
         for entry in entries:
             rel = os.path.relpath(entry.path, root)
             if _excluded(entry.name, rel, settings):

@@ -12,9 +12,13 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+if TYPE_CHECKING:  # types only: decode workers never import torch
+    import torch
 
 from imgsearch.config import VideoSampling
 from imgsearch.errors import ImageError
@@ -24,10 +28,6 @@ from imgsearch.images.exif import DECODE_ERRORS, ORIENTATION, ImageInfo, read_me
 PARTIAL_HASH_CHUNK = 64 * 1024
 BYTES_PER_PIXEL_MAX = 8  # no image file holds more per pixel (16-bit RGBA, uncompressed)
 MAX_ASPECT = 10  # beyond this, fit_to_geometry crops before resizing (same pixels, bounded memory)
-# Pillow's own decompression-bomb check reads one process-wide limit (89 MP); ours is per call and
-# RAM-aware (see default_pixel_limit) and runs on the header before any pixel is decoded, so Pillow's
-# is switched off once, here, instead of being rewritten on every open (which raced between threads).
-Image.MAX_IMAGE_PIXELS = None
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
 
@@ -48,7 +48,7 @@ class Decoded:
     pixels (frames, H, W, 3) and the frames' times."""
 
     path: str
-    pixels: np.ndarray
+    pixels: np.ndarray | torch.Tensor  # a tensor when decoded on a GPU (images.gpu)
     info: ImageInfo
     content_hash: str
     size: int
@@ -98,7 +98,7 @@ def partial_hash(path: str | Path) -> str:
 
 def data_hash(data: bytes | bytearray) -> str:
     """hash_bytes of a file already read into memory (equals partial_hash of the same file)."""
-    return hash_bytes(data[:PARTIAL_HASH_CHUNK], data[_tail_offset(len(data)):], len(data))
+    return hash_bytes(bytes(data[:PARTIAL_HASH_CHUNK]), bytes(data[_tail_offset(len(data)):]), len(data))
 
 
 def open_rgb(source: str | Path | io.BytesIO, max_pixels: int, draft_to: tuple[int, int] | None = None,
@@ -191,6 +191,7 @@ def _as_image_errors(sniffed: formats.Format | None = None) -> Iterator[None]:
 
 def _open_checked(source: str | Path | io.BytesIO, max_pixels: int) -> Image.Image:
     """Image.open (header only), then the caller's pixel limit, checked before any pixel is decoded."""
+    formats.own_pixel_limit()
     img = Image.open(source)
     w, h = img.size
     if w * h > max_pixels:

@@ -37,11 +37,11 @@ def read_metadata(img: Image.Image, w: int, h: int) -> ImageInfo:
     try:
         exif = img.getexif()
     except DECODE_ERRORS:
-        exif = {}
+        exif = Image.Exif()
     return exif_metadata(exif, w, h, img.format)
 
 
-def exif_metadata(exif: Image.Exif | dict, w: int, h: int, fmt: str | None) -> ImageInfo:
+def exif_metadata(exif: Image.Exif, w: int, h: int, fmt: str | None) -> ImageInfo:
     """ImageInfo from EXIF tags (size swapped when the orientation turns the picture a quarter)."""
     if not exif:
         return ImageInfo(w, h, fmt)

@@ -151,3 +151,13 @@ def missing_decoder(reason: str | None) -> Format | None:
     if not reason:
         return None
     return next((f for f in FORMATS if reason.startswith(f"{f.name} decoder not installed")), None)
+
+
+def own_pixel_limit() -> None:
+    """Pillow's decompression-bomb check reads one process-wide limit (89 MP); imgsearch's is per call and RAM-aware
+    (default_pixel_limit) and runs on the header before any pixel is decoded. So Pillow's is switched off where
+    imgsearch opens an image, once and for good (setting it on every open raced between threads), and never by an
+    import: a program that imports imgsearch and decodes only through Pillow keeps Pillow's own check."""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = None

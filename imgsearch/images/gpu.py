@@ -128,7 +128,7 @@ class TensorDecoder:
                 fallback.append(f.path)
             else:
                 t = orient(img, orientation)
-                groups[tuple(t.shape[-2:])].append((n, t))
+                groups[(int(t.shape[-2]), int(t.shape[-1]))].append((n, t))
         pixels: dict[int, torch.Tensor] = {}
         for members in groups.values():  # camera photos share a size: resize them together, 8 at a time
             for start in range(0, len(members), FIT_BATCH):

@@ -171,7 +171,7 @@ class _Pipeline:
 
     def _take_gpu(self, n: int) -> list[str]:
         with self.lock:
-            taken = []
+            taken: list[str] = []
             while self.work and len(taken) < n and self.work[0].lower().endswith(JPEG_SUFFIXES):
                 taken.append(self.work.popleft())
             return taken

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from imgsearch.errors import ImageError
+from imgsearch.images import formats
 from imgsearch.images.exif import DECODE_ERRORS, ImageInfo, exif_metadata
 
 # LibRaw's `flip` (how to turn the stored pixels upright) as Pillow transpositions. postprocess() applies
@@ -75,11 +76,12 @@ def _preview(raw, min_side: int, max_pixels: int) -> Image.Image | None:  # rawp
         return None
     try:
         if thumb.format == rawpy.ThumbFormat.JPEG:
-            img = Image.open(io.BytesIO(thumb.data))
-            if img.width * img.height > max_pixels:
+            formats.own_pixel_limit()
+            opened = Image.open(io.BytesIO(thumb.data))
+            if opened.width * opened.height > max_pixels:
                 return None
-            img.draft("RGB", (min_side, min_side))
-            img = img.convert("RGB")
+            opened.draft("RGB", (min_side, min_side))
+            img = opened.convert("RGB")
         else:
             img = Image.fromarray(np.ascontiguousarray(thumb.data[..., :3]).astype(np.uint8), "RGB")
     except DECODE_ERRORS:

@@ -37,7 +37,7 @@ def read_frames(path: str, sampling: VideoSampling, max_pixels: int) -> Frames:
 
     try:
         # a file object, not a name: FFmpeg then goes by the content, whatever the extension says
-        with open(path, "rb") as file, av.open(file, metadata_errors="ignore") as container:
+        with open(path, "rb") as file, av.open(file, "r", metadata_errors="ignore") as container:
             if not container.streams.video:
                 raise ImageError("no video stream in this file")
             stream = container.streams.video[0]
@@ -136,7 +136,7 @@ def still(source: str | BinaryIO, at_ms: int = 0) -> Image.Image:
     try:
         with contextlib.ExitStack() as stack:
             file = stack.enter_context(open(source, "rb")) if isinstance(source, str) else source
-            container = stack.enter_context(av.open(file, metadata_errors="ignore"))
+            container = stack.enter_context(av.open(file, "r", metadata_errors="ignore"))
             if not container.streams.video:
                 raise ImageError("no video stream in this file")
             stream = container.streams.video[0]

@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from imgsearch.config import ModelSpec
 from imgsearch.errors import MissingExtraError, ModelLoadError
 from imgsearch.images.decode import Geometry
-from imgsearch.workers import KeyedLocks
 from imgsearch.models.sources import CONFIG_FILE, LOCAL_DIR, WEIGHT_SUFFIXES, Located, Source, locate, resolve_source
 
 if TYPE_CHECKING:
     import torch
+
+# open_clip's CLIP model and tokenizer: open_clip has no type information, so their attributes are not checked
+ClipModel = Any
+Tokenizer = Any
 
 
 
@@ -41,10 +44,28 @@ class ModelInfo:
 
 
 class Encoder(Protocol):
-    """Turns images (model-sized uint8 pixels) and texts into L2-normalised float32 vectors."""
+    """Turns images (model-sized uint8 pixels) and texts into L2-normalised float32 vectors. Two kinds: open_clip on
+    PyTorch (OpenClipEncoder) and an export on ONNX Runtime / OpenVINO (runtimes.ExportedEncoder)."""
 
     info: ModelInfo
     batch_size: int
+    logit_scale: float  # the temperature zero-shot probabilities use
+    transfer_s: float  # busy seconds moving pixels to the device, and encoding: a run's stage breakdown
+    encode_s: float
+
+    @property
+    def device(self) -> str:
+        """Where it encodes: "cpu", "cuda:0", "mps"."""
+        ...
+
+    @property
+    def folder(self) -> Path | None:
+        """The export it runs; None for PyTorch weights."""
+        ...
+
+    def describe(self) -> str:
+        """The runtime, for run reports: "PyTorch 2.14.1 cpu fp32", "OpenVINO 2026.4.1 int8"."""
+        ...
 
     def encode_pixels(self, pixels: "np.ndarray | torch.Tensor") -> np.ndarray: ...
 
@@ -64,22 +85,24 @@ def default_device() -> str:
 class OpenClipEncoder:
     """An open_clip model in eval mode: fp16 on CUDA, fp32 on CPU."""
 
-    def __init__(self, model: "torch.nn.Module", tokenizer: object, info: ModelInfo, device: str) -> None:
+    def __init__(self, model: ClipModel, tokenizer: Tokenizer, info: ModelInfo, device: str) -> None:
         import torch
 
         self.model = model
         self.tokenizer = tokenizer
         self.info = info
-        self.device = torch.device(device)
+        self.torch_device = torch.device(device)
+        self.device = str(self.torch_device)
+        self.folder: Path | None = None
         # open_clip's rule (get_input_dtype): images go in as fp16 under precision "fp16", whatever
         # dtype individual parameters kept.
-        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
-        self.batch_size = {"cuda": 256, "mps": 64}.get(self.device.type, 32)
+        self.dtype = torch.float16 if self.torch_device.type == "cuda" else torch.float32
+        self.batch_size = {"cuda": 256, "mps": 64}.get(self.torch_device.type, 32)
         self.transfer_s = 0.0  # busy seconds, for the --verbose stage breakdown
         self.encode_s = 0.0
         shape = (1, 3, 1, 1)
-        self._mean = torch.tensor(info.mean, device=self.device, dtype=torch.float32).view(shape) * 255
-        self._std = torch.tensor(info.std, device=self.device, dtype=torch.float32).view(shape) * 255
+        self._mean = torch.tensor(info.mean, device=self.torch_device, dtype=torch.float32).view(shape) * 255
+        self._std = torch.tensor(info.std, device=self.torch_device, dtype=torch.float32).view(shape) * 255
         self._short_text = _short_text_supported(model) and self._short_text_agrees()
         scale = getattr(model, "logit_scale", None)  # the temperature zero-shot probabilities use
         self.logit_scale = float(scale.detach().exp()) if scale is not None else 100.0
@@ -91,7 +114,7 @@ class OpenClipEncoder:
         import torch
 
         precision = "fp16" if self.dtype == torch.float16 else "fp32"
-        return f"PyTorch {torch.__version__.split('+')[0]} {self.device.type} {precision}"
+        return f"PyTorch {torch.__version__.split('+')[0]} {self.torch_device.type} {precision}"
 
     @classmethod
     def load(cls, spec: ModelSpec, device: str | None = None, precision: str | None = None,
@@ -139,11 +162,11 @@ class OpenClipEncoder:
         start = time.perf_counter()
         if isinstance(pixels, np.ndarray):
             batch = torch.from_numpy(np.require(pixels, np.uint8, ["C", "W"]))  # PIL arrays are read-only
-            if self.device.type == "cuda":
-                batch = batch.pin_memory().to(self.device, non_blocking=True)
-                torch.cuda.current_stream(self.device).synchronize()
+            if self.torch_device.type == "cuda":
+                batch = batch.pin_memory().to(self.torch_device, non_blocking=True)
+                torch.cuda.current_stream(self.torch_device).synchronize()
         else:
-            batch = pixels.to(self.device)
+            batch = pixels.to(self.torch_device)
         moved = time.perf_counter()
         batch = batch.permute(0, 3, 1, 2).float()
         batch = ((batch - self._mean) / self._std).to(self.dtype)
@@ -158,7 +181,7 @@ class OpenClipEncoder:
         """Texts -> (n, dim) float32, L2-normalised."""
         import torch
 
-        tokens = self.tokenizer(texts).to(self.device)
+        tokens = self.tokenizer(texts).to(self.torch_device)
         with torch.inference_mode():
             features = self._short_text_features(tokens) if self._short_text else self.model.encode_text(tokens)
         return _normalised(features)
@@ -187,7 +210,7 @@ class OpenClipEncoder:
         """Use the short path only if it reproduces encode_text on this model (checked once, at load)."""
         import torch
 
-        tokens = self.tokenizer(["a photo of a dog on the beach", "x"]).to(self.device)
+        tokens = self.tokenizer(["a photo of a dog on the beach", "x"]).to(self.torch_device)
         with torch.inference_mode():
             try:
                 short = self._short_text_features(tokens).float()
@@ -198,7 +221,7 @@ class OpenClipEncoder:
         return bool(torch.allclose(short, full, atol=tolerance * float(full.abs().max()), rtol=0))
 
 
-def _short_text_supported(model: "torch.nn.Module") -> bool:
+def _short_text_supported(model: ClipModel) -> bool:
     """A plain open_clip CLIP text tower with causal attention and end-of-text (argmax) pooling."""
     from open_clip.model import CLIP
 
@@ -212,7 +235,7 @@ def _normalised(features: "torch.Tensor") -> np.ndarray:
     return torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy().astype(np.float32, copy=False)
 
 
-def open_clip_config(found: Located, model: "torch.nn.Module") -> dict:
+def open_clip_config(found: Located, model: ClipModel) -> dict:
     """The open_clip_config.json that rebuilds this model (what a fine-tuned copy is saved with)."""
     import open_clip
 
@@ -233,12 +256,12 @@ def weight_files(found: Located) -> list[Path]:
     return [Path(found.checkpoint)] if found.checkpoint else []
 
 
-def describe_model(model: "torch.nn.Module", name: str = "in-memory") -> ModelInfo:
+def describe_model(model: ClipModel, name: str = "in-memory") -> ModelInfo:
     """Geometry, normalisation and dimension of a model that is not (yet) a loadable source (training)."""
     return _model_info(model, Source(name, None, name, None, from_hub=False))
 
 
-def _model_info(model: "torch.nn.Module", src: Source) -> ModelInfo:
+def _model_info(model: ClipModel, src: Source) -> ModelInfo:
     import torch
 
     cfg = model.visual.preprocess_cfg
@@ -248,32 +271,12 @@ def _model_info(model: "torch.nn.Module", src: Source) -> ModelInfo:
                         interpolation=cfg.get("interpolation", "bicubic"), fill=int(cfg.get("fill_color", 0)))
     dim = getattr(model.visual, "output_dim", None) or int(model.encode_text(torch.zeros(1, 8, dtype=torch.long)).shape[-1])
     return ModelInfo(key=src.key, name=src.name, pretrained=src.pretrained, checkpoint_sha256=src.sha256, dim=dim,
-                     geometry=geometry, mean=tuple(float(x) for x in cfg["mean"]),
-                     std=tuple(float(x) for x in cfg["std"]))
+                     geometry=geometry, mean=_rgb(cfg["mean"]), std=_rgb(cfg["std"]))
 
 
-class EncoderCache:
-    """Encoders loaded once per spec and shared; safe between threads (one load per spec at a time)."""
-
-    def __init__(self, loader: "Callable[[ModelSpec], Encoder]") -> None:
-        self._load = loader
-        self._encoders: dict[ModelSpec, Encoder] = {}
-        self._lock_for = KeyedLocks()
-
-    def get(self, spec: ModelSpec) -> Encoder:
-        """The loaded encoder (a loader's None, "none there yet", is returned but not kept: asked again next time)."""
-        with self._lock_for(spec):
-            if spec not in self._encoders:
-                loaded = self._load(spec)
-                if loaded is None:
-                    return loaded
-                self._encoders[spec] = loaded
-            return self._encoders[spec]
-
-    def forget(self, spec: ModelSpec) -> None:
-        """Load `spec` again on the next get (what it loads from changed)."""
-        with self._lock_for(spec):
-            self._encoders.pop(spec, None)
+def _rgb(values: Sequence[float]) -> tuple[float, float, float]:
+    r, g, b = (float(x) for x in values)
+    return r, g, b
 
 
 def load_encoder(spec: ModelSpec) -> Encoder:

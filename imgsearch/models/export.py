@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from imgsearch.config import Precision, Runtime
 from imgsearch.errors import ExportError, ImgSearchError, UsageError
 from imgsearch.models import runtimes
 from imgsearch.models.runtimes import (CONFIG_FILE, FORMAT, IR_FILE, META_FILE, ONNX_FILE, PREPROCESS_FILE, TEXTUAL,
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 
     from imgsearch.config import ModelSpec
     from imgsearch.images.decode import Geometry
-    from imgsearch.models.encoder import Encoder, OpenClipEncoder
+    from imgsearch.models.encoder import ClipModel, Encoder, OpenClipEncoder, Tokenizer
     from imgsearch.progress import Progress
 
 # Texts whose open_clip ids the exported tokenizer must reproduce: cases, punctuation, digits, contractions,
@@ -102,7 +103,7 @@ def measure(reference: np.ndarray, candidate: np.ndarray, k: int = 10) -> tuple[
 # --- the tokenizer ---------------------------------------------------------------------------------
 
 
-def save_tokenizer(tokenizer: object, folder: Path) -> None:
+def save_tokenizer(tokenizer: Tokenizer, folder: Path) -> None:
     """open_clip's SimpleTokenizer as `tokenizers` BPE files in `folder` (its vocabulary and merges), checked on
     TOKEN_PROBES to give the same ids."""
     from open_clip.tokenizer import SimpleTokenizer
@@ -128,6 +129,10 @@ def _image_module(encoder: "OpenClipEncoder") -> "torch.nn.Module":
     class Image(torch.nn.Module):
         """uint8 (n, H, W, 3) -> normalised vectors: the whole of OpenClipEncoder.encode_pixels in one graph."""
 
+        mean: torch.Tensor
+        std: torch.Tensor
+        model: ClipModel
+
         def __init__(self) -> None:
             super().__init__()
             self.model = encoder.model
@@ -145,6 +150,8 @@ def _text_module(encoder: "OpenClipEncoder") -> "torch.nn.Module":
     import torch
 
     class Text(torch.nn.Module):
+        model: ClipModel
+
         def __init__(self) -> None:
             super().__init__()
             self.model = encoder.model
@@ -164,6 +171,8 @@ def _to_onnx(module: "torch.nn.Module", example: "torch.Tensor", dims: dict, pat
         warnings.simplefilter("ignore")
         program = torch.onnx.export(module, (example,), None, dynamo=True, dynamic_shapes=tuple(shapes.values()),
                                     input_names=list(shapes), output_names=["vectors"], verbose=False)
+        if program is None:  # only without dynamo=True
+            raise ExportError(f"PyTorch {torch.__version__} made no ONNX program for {path.parent.name}")
         program.save(str(path), external_data=True)
 
 
@@ -259,9 +268,9 @@ def _build(encoder: "OpenClipEncoder", runtime: str, precision: str, folder: Pat
     save_tokenizer(encoder.tokenizer, folder / TEXTUAL)
     text = _export_towers(encoder, folder)
     _write_configs(encoder, folder)
-    if runtime == "openvino":
-        _to_openvino(folder / VISUAL, calibration if precision == "int8" else None)
-    elif precision == "int8":
+    if runtime == Runtime.OPENVINO:
+        _to_openvino(folder / VISUAL, calibration if precision == Precision.INT8 else None)
+    elif precision == Precision.INT8:
         _onnx_int8(folder / VISUAL)
     info = asdict(encoder.info)
     return {"format": FORMAT, "runtime": runtime, "runtime_version": runtimes.version(runtime),
@@ -293,8 +302,8 @@ def export(encoder: "OpenClipEncoder", root: Path, runtime: str, precision: str,
     final = runtimes.export_dir(root, key, runtime, precision)
     meta, notes = _make(encoder, final, runtime, precision, photos, gate)
     if meta.get("rejected"):
-        kept = runtimes.open_export(root, key, runtime, "fp32")  # made by an earlier run: as good as a new one
-        fp32 = Exported(kept) if kept is not None else export(encoder, root, runtime, "fp32", photos, gate)
+        kept = runtimes.open_export(root, key, runtime, Precision.FP32)  # made by an earlier run: as good as a new one
+        fp32 = Exported(kept) if kept is not None else export(encoder, root, runtime, Precision.FP32, photos, gate)
         return Exported(fp32.encoder, notes + fp32.warnings)
     return Exported(ExportedEncoder(final, meta), notes)
 
@@ -305,7 +314,7 @@ def _make(encoder: "OpenClipEncoder", final: Path, runtime: str, precision: str,
     (replacing what was there); an int8 export missing the gate leaves only its verdict (meta.json)."""
     import torch
 
-    if encoder.device.type != "cpu" or encoder.dtype != torch.float32:
+    if encoder.torch_device.type != "cpu" or encoder.dtype != torch.float32:
         raise ExportError("exports are made from the model in fp32 on the CPU")
     if not len(photos):  # nothing to index yet: the fp32 export is still checked, on noise
         geo = encoder.info.geometry
@@ -316,14 +325,14 @@ def _make(encoder: "OpenClipEncoder", final: Path, runtime: str, precision: str,
         _remove_abandoned(final.parent)
         work = Path(tempfile.mkdtemp(prefix=".export-", dir=final.parent))
         (work / OWNER_FILE).write_text(str(os.getpid()))
-        meta = _build(encoder, runtime, precision, work / "out", photos if precision == "int8" else None)
+        meta = _build(encoder, runtime, precision, work / "out", photos if precision == Precision.INT8 else None)
         (work / "out" / META_FILE).write_text(json.dumps(meta))  # complete, so ExportedEncoder can read it
         candidate = ExportedEncoder(work / "out", meta)
         fidelity = _fidelity(encoder, candidate, photos, gate)
         meta["fidelity"] = asdict(fidelity)
         notes = []
         if not fidelity.passes(gate):
-            if precision == "fp32":
+            if precision == Precision.FP32:
                 raise ExportError(f"the {runtimes.display_name(runtime)} export does not reproduce the model "
                                   f"({fidelity.describe()}; the gate is {gate.min_cosine} and {gate.min_overlap})")
             # keep the verdict, not the model: the next run uses fp32 without quantizing again
@@ -391,7 +400,7 @@ def sample_photos(folders: list[Path], geometry: "Geometry", count: int, seed: i
         if len(out) == count:
             break
         try:
-            out.append(decode_data(read_file(str(paths[i])), geometry, default_pixel_limit(1)).pixels)
+            out.append(np.asarray(decode_data(read_file(str(paths[i])), geometry, default_pixel_limit(1)).pixels))
         except (ImgSearchError, OSError):
             continue
     return np.stack(out) if out else np.zeros((0, geometry.height, geometry.width, 3), np.uint8)
@@ -404,7 +413,7 @@ MIN_CALIBRATION = 10
 
 def gate_photos(folders: list[Path], geometry: "Geometry", precision: str) -> np.ndarray:
     """The photos an export at `precision` is checked on (and int8 calibrated on)."""
-    return sample_photos(folders, geometry, CALIBRATION_PHOTOS if precision == "int8" else GATE_PHOTOS)
+    return sample_photos(folders, geometry, CALIBRATION_PHOTOS if precision == Precision.INT8 else GATE_PHOTOS)
 
 
 def encoder_for_indexing(key: str, device: str, root: Path, runtime: str | None, precision: str,
@@ -415,27 +424,28 @@ def encoder_for_indexing(key: str, device: str, root: Path, runtime: str | None,
     only when it encodes or an export is made: a run that finds its export never loads it. Export failure falls back
     to PyTorch."""
     runtimes.check(runtime, precision)
-    chosen = runtimes.choose(runtime, "cpu" if precision == "int8" else device)
-    if chosen == "torch":
-        if precision == "int8":
-            if runtime is None and all(runtimes.missing_for_export(r, "int8") for r in runtimes.EXPORTED):
+    chosen = runtimes.choose(runtime, "cpu" if precision == Precision.INT8 else device)
+    if chosen == Runtime.TORCH:
+        if precision == Precision.INT8:
+            if runtime is None and all(runtimes.missing_for_export(r, Precision.INT8) for r in runtimes.EXPORTED):
                 raise runtimes.missing_exported("precision")
-            runtimes.check("torch", "int8")  # asked for torch (flag or IMGSEARCH_RUNTIME): name the runtimes to give
+            # asked for torch (a flag or IMGSEARCH_RUNTIME): name the runtimes to give instead
+            runtimes.check(Runtime.TORCH, Precision.INT8)
         return torch_encoder(), []
     name = runtimes.display_name(chosen)
     notes = []
-    if precision == "int8" and (why := runtimes.rejected(root, key, chosen, "int8")):
+    if precision == Precision.INT8 and (why := runtimes.rejected(root, key, chosen, Precision.INT8)):
         notes.append(f"int8 was not kept for this model ({why}): encoding in fp32")
-        precision = "fp32"
+        precision = Precision.FP32
     found = runtimes.open_export(root, key, chosen, precision)
     if found is not None:
         return found, notes
     model = cpu_encoder()  # loaded once, for the photos' geometry and the export
     photos = gate_photos(folders, model.info.geometry, precision)
-    if precision == "int8" and len(photos) < MIN_CALIBRATION:
+    if precision == Precision.INT8 and len(photos) < MIN_CALIBRATION:
         notes.append(f"int8 needs at least {MIN_CALIBRATION} photos to calibrate on and check against; "
                      f"{len(photos)} could be read: encoding in fp32")
-        precision = "fp32"
+        precision = Precision.FP32
         found = runtimes.open_export(root, key, chosen, precision)
         if found is not None:
             return found, notes
@@ -448,7 +458,7 @@ def encoder_for_indexing(key: str, device: str, root: Path, runtime: str | None,
     return made.encoder, notes + made.warnings
 
 
-def export_model(spec: "ModelSpec", out: Path, runtime: str = "onnx", precision: str = "fp32",
+def export_model(spec: "ModelSpec", out: Path, runtime: str = Runtime.ONNX, precision: str = Precision.FP32,
                  photos: "Sequence[Path]" = ()) -> ExportedEncoder:
     """Export an open_clip model into the folder `out`, checked on photos from `photos` (folders; noise when none):
     what `--model local-dir:OUT` then runs anywhere, PyTorch or not."""
@@ -458,9 +468,9 @@ def export_model(spec: "ModelSpec", out: Path, runtime: str = "onnx", precision:
         raise UsageError(f"unknown export runtime '{runtime}': give {{param}} {' or '.join(runtimes.EXPORTED)}.",
                          "runtime")
     runtimes.check(runtime, precision)
-    encoder = OpenClipEncoder.load(spec, device="cpu", precision="fp32")
+    encoder = OpenClipEncoder.load(spec, device="cpu", precision=Precision.FP32)
     pictures = gate_photos(list(photos), encoder.info.geometry, precision)
-    if precision == "int8" and len(pictures) < MIN_CALIBRATION:
+    if precision == Precision.INT8 and len(pictures) < MIN_CALIBRATION:
         raise UsageError(f"int8 needs at least {MIN_CALIBRATION} photos to calibrate on and check against; "
                          f"{len(pictures)} could be read: give a folder of your photos as {{param}}.", "photos")
     return export_to(encoder, out, runtime, precision, pictures)

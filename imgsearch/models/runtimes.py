@@ -38,15 +38,45 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from imgsearch.config import Precision, Runtime
 from imgsearch.errors import MissingExtraError, ModelLoadError
 from imgsearch.images.decode import Geometry
 
-RUNTIMES = ("torch", "openvino", "onnx")
-PRECISIONS = ("fp32", "int8")
-EXPORTED = ("openvino", "onnx")  # fastest first: the order the default choice and queries try them in
+if TYPE_CHECKING:
+    import tokenizers
+    import tokenizers.models
+    import torch
+
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    """One runtime: its name in messages, the distribution whose version an export records, the modules (pip names =
+    module names) a query with it needs, what making an int8 export adds, and where it encodes."""
+
+    runtime: Runtime
+    label: str
+    dist: str
+    runs: tuple[str, ...]
+    int8: tuple[str, ...]
+    devices: tuple[str, ...]
+
+
+RUNTIME_TABLE: dict[Runtime, RuntimeInfo] = {
+    Runtime.TORCH: RuntimeInfo(Runtime.TORCH, "PyTorch", "torch", ("torch", "open_clip"), (), ("cpu", "cuda", "mps")),
+    Runtime.OPENVINO: RuntimeInfo(Runtime.OPENVINO, "OpenVINO", "openvino", ("openvino", "tokenizers"), ("nncf",),
+                                  ("cpu",)),
+    Runtime.ONNX: RuntimeInfo(Runtime.ONNX, "ONNX Runtime", "onnxruntime", ("onnxruntime", "tokenizers"), (),
+                              ("cpu",)),
+}
+RUNTIMES = tuple(Runtime)
+PRECISIONS = tuple(Precision)
+EXPORTED = (Runtime.OPENVINO, Runtime.ONNX)  # fastest first: the order the default choice and queries try them in
+_MAKE = ("onnx", "onnxscript")  # what making an export needs besides torch
 RUNTIME_ENV = "IMGSEARCH_RUNTIME"  # the default runtime when none is given
 CACHE_ENV = "IMGSEARCH_CACHE"  # where exports are kept (default: the user cache folder)
 OV_CACHE = ".ov_cache"  # OpenVINO's compiled models, beside the export
@@ -58,11 +88,6 @@ ONNX_FILE, IR_FILE = "model.onnx", "model.xml"
 VOCAB_FILE, MERGES_FILE = "vocab.json", "merges.txt"  # open_clip's BPE, as `tokenizers` saves it
 HF_TOKENIZER_FILE = "tokenizer.json"  # the same BPE as Hugging Face's CLIPTokenizerFast saves it (Immich's)
 FORMAT = 4  # of meta.json and the files beside it
-_NAMES = {"torch": "PyTorch", "openvino": "OpenVINO", "onnx": "ONNX Runtime"}
-# what running an export needs (a query), and what making one needs besides torch (pip names = module names)
-_RUN = {"openvino": ("openvino", "tokenizers"), "onnx": ("onnxruntime", "tokenizers")}
-_MAKE = ("onnx", "onnxscript")
-_INT8 = {"openvino": ("nncf",), "onnx": ()}
 EXTRA = "imgsearch's default install"
 
 
@@ -71,28 +96,29 @@ def _missing(modules: tuple[str, ...]) -> list[str]:
 
 
 def installed(runtime: str) -> bool:
-    """Whether exports for `runtime` can run here (a query needs no more)."""
-    return runtime == "torch" or not _missing(_RUN[runtime])
+    """Whether `runtime` can encode here (for an exported one: whether its exports can run; a query needs no more)."""
+    return not _missing(RUNTIME_TABLE[Runtime(runtime)].runs)
 
 
-def missing_for_export(runtime: str, precision: str = "fp32") -> list[str]:
+def missing_for_export(runtime: str, precision: str = Precision.FP32) -> list[str]:
     """The packages (pip names) that making an export for `runtime` at `precision` still needs here."""
-    if runtime == "torch":
+    if runtime == Runtime.TORCH:
         return []
-    return _missing(_RUN[runtime] + _MAKE + (_INT8[runtime] if precision == "int8" else ()))
+    info = RUNTIME_TABLE[Runtime(runtime)]
+    return _missing(info.runs + _MAKE + (info.int8 if precision == Precision.INT8 else ()))
 
 
 def version(runtime: str) -> str:
     from importlib.metadata import PackageNotFoundError, version as dist_version
 
     try:
-        return dist_version({"torch": "torch", "openvino": "openvino", "onnx": "onnxruntime"}[runtime])
+        return dist_version(RUNTIME_TABLE[Runtime(runtime)].dist)
     except PackageNotFoundError:
         return "missing"
 
 
 def display_name(runtime: str) -> str:
-    return _NAMES.get(runtime, runtime)
+    return RUNTIME_TABLE[Runtime(runtime)].label if runtime in RUNTIMES else runtime
 
 
 def check(runtime: str | None, precision: str) -> None:
@@ -102,15 +128,15 @@ def check(runtime: str | None, precision: str) -> None:
     if precision not in PRECISIONS:
         raise ModelLoadError(f"unknown precision '{precision}': give {{param}} one of {', '.join(PRECISIONS)}.",
                              "precision")
-    if runtime == "torch" and not torch_installed():
+    if runtime == Runtime.TORCH and not torch_installed():
         raise MissingExtraError(f"PyTorch is not installed here: {extra_install()} (the torch extra), or give "
                                 f"{{param}} {fastest_installed() or 'onnx'}.", "runtime")
-    missing = _missing(_RUN[runtime]) if runtime in EXPORTED else []
-    if missing:
-        other = "torch" if torch_installed() else fastest_installed() or "torch"
+    missing = _missing(RUNTIME_TABLE[Runtime(runtime)].runs) if runtime is not None and runtime in EXPORTED else []
+    if runtime is not None and missing:
+        other = Runtime.TORCH if torch_installed() else fastest_installed() or Runtime.TORCH
         raise ModelLoadError(f"{display_name(runtime)} is not installed here: pip install {' '.join(missing)} "
                              f"({EXTRA}), or give {{param}} {other}.", "runtime")
-    if precision == "int8" and runtime == "torch":
+    if precision == Precision.INT8 and runtime == Runtime.TORCH:
         raise ModelLoadError("int8 needs an exported runtime: give {param:runtime} openvino or onnx "
                              "(or leave out {param:runtime} to pick one).", "precision")
 
@@ -140,19 +166,19 @@ def extra_install(extra: str = "torch") -> str:
     return "pip install " + " ".join(shlex.quote(r) for r in wanted)
 
 
-def fastest_installed() -> str | None:
+def fastest_installed() -> Runtime | None:
     """The fastest exported runtime installed here (EXPORTED's order), if any."""
     return next((r for r in EXPORTED if installed(r)), None)
 
 
 def torch_installed() -> bool:
     """Whether PyTorch and open_clip are here (the "torch" extra): what exporting, training and CUDA need."""
-    return not _missing(("torch", "open_clip"))
+    return installed(Runtime.TORCH)
 
 
 def missing_exported(param: str) -> ModelLoadError:
     """Asked for what only an exported runtime does, where none is installed."""
-    need = " ".join(missing_for_export("openvino", "int8"))
+    need = " ".join(missing_for_export(Runtime.OPENVINO, Precision.INT8))
     return ModelLoadError(f"int8 needs OpenVINO or ONNX Runtime, and neither is installed here: pip install {need} "
                           f"({EXTRA}).", param)
 
@@ -166,11 +192,12 @@ def choose(runtime: str | None, device: str) -> str:
             raise ModelLoadError(f"{RUNTIME_ENV}={runtime} is not a runtime: set it to one of {', '.join(RUNTIMES)}, "
                                  "or unset it to pick the fastest here.", "runtime")
     if runtime is not None:
-        check(runtime, "fp32")
+        check(runtime, Precision.FP32)
         return runtime
-    if device != "cpu":
-        return "torch"
-    return fastest_installed() or "torch"
+    fastest = fastest_installed()
+    if fastest is None or device.split(":")[0] not in RUNTIME_TABLE[fastest].devices:  # a GPU: PyTorch uses it
+        return Runtime.TORCH
+    return fastest
 
 
 # --- where exports live ----------------------------------------------------------------------------
@@ -241,7 +268,7 @@ def find(root: Path, key: str, runtime: str | None = None, precision: str | None
     fp32: the one indexing made last is as good as any, since every kept export passed the fidelity gate)."""
     home = model_dir(root, key)
     runtimes = [runtime] if runtime else list(EXPORTED)
-    precisions = [precision] if precision else ["int8", "fp32"]
+    precisions = [precision] if precision else [Precision.INT8, Precision.FP32]
     for r in runtimes:
         for p in precisions:
             folder = home / f"{r}-{version(r)}-{p}"
@@ -296,7 +323,7 @@ def _clean(text: str) -> str:
     return " ".join(text.split()).lower()
 
 
-def clip_bpe(bpe: object) -> object:
+def clip_bpe(bpe: "tokenizers.models.Model") -> "tokenizers.Tokenizer":
     """A `tokenizers.Tokenizer` doing what open_clip's SimpleTokenizer does after cleaning: its word pattern, bytes
     to unicode (GPT-2's table, as CLIP's), then this BPE model (vocabulary and merges, "</w>" ending words)."""
     from tokenizers import Regex, Tokenizer, pre_tokenizers
@@ -309,7 +336,7 @@ def clip_bpe(bpe: object) -> object:
     return tok
 
 
-def _bpe(folder: Path) -> tuple[object, dict[str, int] | None]:
+def _bpe(folder: Path) -> tuple["tokenizers.models.Model", dict[str, int] | None]:
     """open_clip's BPE model from a tokenizer folder: our BPE files (VOCAB_FILE, MERGES_FILE), else the vocabulary
     and merges inside a Hugging Face tokenizer.json (Immich's exports); with that vocabulary when it was read."""
     from tokenizers import models
@@ -319,11 +346,16 @@ def _bpe(folder: Path) -> tuple[object, dict[str, int] | None]:
     try:
         model = json.loads((folder / HF_TOKENIZER_FILE).read_text(encoding="utf-8"))["model"]
         vocab = dict(model["vocab"])
-        merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+        merges = [_pair(m.split(" ", 1) if isinstance(m, str) else m) for m in model["merges"]]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelLoadError(f"{folder} holds no tokenizer ({VOCAB_FILE} and {MERGES_FILE}, or {HF_TOKENIZER_FILE}): "
                              f"{type(exc).__name__}: {exc}. Download the model again.") from exc
     return models.BPE(vocab=vocab, merges=merges, end_of_word_suffix="</w>", fuse_unk=False), vocab
+
+
+def _pair(merge: list[str]) -> tuple[str, str]:
+    first, second = merge
+    return first, second
 
 
 class Tokens:
@@ -403,7 +435,7 @@ class _Onnx:
         return np.asarray(self._session.run(None, {self._input: array})[0], np.float32)
 
 
-_BACKENDS = {"openvino": _OpenVino, "onnx": _Onnx}
+_BACKENDS = {Runtime.OPENVINO: _OpenVino, Runtime.ONNX: _Onnx}
 
 
 def _rows(tower: "_Onnx | _OpenVino", array: np.ndarray) -> np.ndarray:
@@ -457,12 +489,16 @@ class ExportedEncoder:
         from imgsearch.models.encoder import ModelInfo
 
         self.folder = folder
+        self.device = "cpu"
         self.meta = meta
         raw = {k: v for k, v in meta["info"].items() if k != "context_length"}
         raw["geometry"] = Geometry(**raw["geometry"])
         raw["mean"], raw["std"] = tuple(raw["mean"]), tuple(raw["std"])
         self.info = ModelInfo(**raw)
-        self.runtime = meta["runtime"]
+        if meta["runtime"] not in EXPORTED:
+            raise ModelLoadError(f"{folder}/{META_FILE} names no runtime that runs exports ({meta['runtime']!r}): "
+                                 "export or download the model again.")
+        self.runtime = Runtime(meta["runtime"])
         self.export = ExportInfo(self.runtime, meta["runtime_version"], meta["precision"], folder,
                                  meta.get("fidelity", {}))
         self.batch_size = 32
@@ -497,12 +533,12 @@ class ExportedEncoder:
         if meta is not None and not meta.get("rejected"):
             meta = {**meta, "info": {**meta["info"], "name": name, "pretrained": pretrained}}
             return cls(folder, meta, threads)
-        runtime = "openvino" if installed("openvino") else "onnx"
+        runtime = Runtime.OPENVINO if installed(Runtime.OPENVINO) else Runtime.ONNX
         if not installed(runtime):
             raise ModelLoadError(f"{folder} is an exported model, and neither ONNX Runtime nor OpenVINO is installed "
                                  f"here: pip install onnxruntime tokenizers ({EXTRA}).")
         info = _info_from_config(folder, key, name, pretrained)
-        meta = {"format": FORMAT, "runtime": runtime, "runtime_version": version(runtime), "precision": "fp32",
+        meta = {"format": FORMAT, "runtime": runtime, "runtime_version": version(runtime), "precision": Precision.FP32,
                 "info": info, "logit_scale": 100.0,
                 "text": {"context_length": info["context_length"], "sot": None, "eot": None, "trim": False}}
         return cls(folder, meta, threads)
@@ -517,24 +553,24 @@ class ExportedEncoder:
     def _tower_file(self, part: str) -> Path:
         """An OpenVINO IR where the export has one and OpenVINO is installed, else the ONNX file."""
         ir, onnx = self.folder / part / IR_FILE, self.folder / part / ONNX_FILE
-        path = ir if ir.is_file() and (installed("openvino") or not onnx.is_file()) else onnx
+        path = ir if ir.is_file() and (installed(Runtime.OPENVINO) or not onnx.is_file()) else onnx
         if not path.is_file():
             raise ModelLoadError(f"{self.folder} is incomplete: {part}/{ONNX_FILE} is missing. Export or download "
                                  "the model again.")
         return path
 
-    def _runs(self, path: Path) -> str:
+    def _runs(self, path: Path) -> Runtime:
         """Who runs a tower: an IR on OpenVINO; an ONNX file on the export's runtime, except the text tower, which
         runs on ONNX Runtime when installed, whatever the export's runtime, since a cold query spends its time loading
         it: ONNX Runtime imports and loads it in ~0.1 s (quick_start), OpenVINO in ~0.4 s (its import alone ~0.2 s);
         one short query runs in milliseconds on either."""
         if path.suffix == ".xml":
-            return "openvino"
-        if path.parent.name == TEXTUAL and installed("onnx"):
-            return "onnx"
-        return self.runtime if installed(self.runtime) else "onnx"
+            return Runtime.OPENVINO
+        if path.parent.name == TEXTUAL and installed(Runtime.ONNX):
+            return Runtime.ONNX
+        return self.runtime if installed(self.runtime) else Runtime.ONNX
 
-    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+    def encode_pixels(self, pixels: "np.ndarray | torch.Tensor") -> np.ndarray:
         """(n, H, W, 3) uint8 -> (n, dim) float32, L2-normalised (normalised inside our graphs; here for Immich's,
         whose towers take normalised float pixels, channels first)."""
         if not isinstance(pixels, np.ndarray):  # decoded on a GPU: exported runtimes run on the CPU

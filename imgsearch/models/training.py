@@ -16,10 +16,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 from imgsearch.config import ModelSpec
-from imgsearch.errors import ImgSearchError, UsageError
+from imgsearch.errors import UsageError
 from imgsearch.fs import atomic_write
 from imgsearch.progress import Progress, SilentProgress
 from imgsearch.models.train_data import Pair, decode_all, split_rows
@@ -100,6 +101,7 @@ def _start_model(model: ModelSpec | None, arch: str | None, device: str):  # -> 
         size = cfg["model_cfg"]["vision_cfg"].get("image_size", 224)
         net.visual.preprocess_cfg = {"size": size, **cfg["preprocess_cfg"]}
         return net.to(device), cfg
+    assert model is not None  # exactly one of model and arch is given
     enc = OpenClipEncoder.load(model, device, precision="fp32")
     return enc.model.float().train(), enc.open_clip_config
 
@@ -212,7 +214,8 @@ def train(pairs: Sequence[Pair], out: Path, settings: TrainSettings = TrainSetti
     pixels, rows, skipped = decode_all(pairs, info.geometry, settings.workers)
     captions = [pairs[r].caption for r in rows]
     if len(rows) < 2:
-        raise ImgSearchError(f"only {len(rows)} readable image(s): training needs pairs.")
+        raise UsageError(f"only {len(rows)} readable image(s): training needs at least two pairs of an image and its "
+                         "caption.")
     train_rows, val_rows = split_rows(len(rows), captions, settings.val_fraction, settings.seed)
     tokens = _tokenize(net, cfg, sorted(set(captions)))
     caption_id = {c: n for n, c in enumerate(sorted(set(captions)))}
@@ -229,7 +232,7 @@ def train(pairs: Sequence[Pair], out: Path, settings: TrainSettings = TrainSetti
     if state is not None:
         opt.load_state_dict(state["optimizer"])
         start_epoch, step = state["epoch"], state["step"]
-    runner = torch.compile(net) if settings.compile and device.startswith("cuda") else net
+    runner: Any = torch.compile(net) if settings.compile and device.startswith("cuda") else net
     mean = torch.tensor(info.mean, device=device).view(1, 3, 1, 1) * 255
     std = torch.tensor(info.std, device=device).view(1, 3, 1, 1) * 255
     augment = _augmenter(info.geometry) if settings.augment else None

@@ -14,7 +14,6 @@ from imgsearch.images.decode import decode_file, default_pixel_limit
 
 DEFAULT_TEMPLATES = ("a photo of a {label}.", "a photo of the {label}.", "a close-up photo of a {label}.",
                      "a cropped photo of a {label}.", "a bright photo of a {label}.", "a photo of my {label}.")
-DEFAULT_LOGIT_SCALE = 100.0  # CLIP's learned temperature; used when the encoder does not say
 
 
 def parse_labels(labels: str | None, labels_file: Path | None) -> list[str]:
@@ -56,7 +55,7 @@ def probabilities(image_vectors: np.ndarray, labels: np.ndarray, logit_scale: fl
 
 
 def logit_scale_of(encoder: Encoder) -> float:
-    return float(getattr(encoder, "logit_scale", DEFAULT_LOGIT_SCALE))
+    return float(encoder.logit_scale)
 
 
 def label_metrics(vectors: np.ndarray, truth: np.ndarray, labels: np.ndarray, k: int) -> dict[str, np.ndarray]:

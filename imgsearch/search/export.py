@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import filecmp
 import json
 import os
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgsearch.errors import DiskFullError, ImgSearchError, ReadOnlyError, UsageError
+from imgsearch.errors import MissingExtraError, UsageError, from_os_error
 from imgsearch.fs import free_path
 from imgsearch.search.result import SearchResult
 
@@ -30,7 +29,7 @@ def export_results(results: Sequence[SearchResult], dest: Path, mode: str = "cop
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise _write_error(exc, f"cannot make the folder {dest}") from exc
+        raise from_os_error(exc, f"cannot make the folder {dest}") from exc
     width = max(3, len(str(len(results))))
     written = []
     for r in results:
@@ -44,7 +43,7 @@ def export_results(results: Sequence[SearchResult], dest: Path, mode: str = "cop
             else:
                 os.symlink(os.path.abspath(r.path), target)
         except OSError as exc:
-            raise _write_error(exc, f"cannot {mode} {r.path} to {target}") from exc
+            raise from_os_error(exc, f"cannot {mode} {r.path} to {target}") from exc
         written.append(target)
     return written
 
@@ -77,17 +76,10 @@ def export_vectors(dest: Path, ids: np.ndarray, paths: Sequence[str], vectors: n
             import pyarrow as pa
             import pyarrow.parquet as pq
         except ImportError as exc:
-            raise ImgSearchError("parquet export needs pyarrow: pip install 'imgsearch[parquet]'") from exc
+            raise MissingExtraError("parquet export needs pyarrow: pip install pyarrow", "fmt") from exc
         dim = vectors.shape[1] if vectors.ndim == 2 else 0
         column = pa.FixedSizeListArray.from_arrays(pa.array(np.asarray(vectors, np.float32).ravel()), dim)
         pq.write_table(pa.table({"id": pa.array(ids, pa.int64()), "path": pa.array(list(paths), pa.string()),
                                  "vector": column}), dest / "vectors.parquet")
         return [dest / "vectors.parquet", dest / "model.json"]
     raise UsageError(f"{{param}} must be npy or parquet, got {fmt!r}", "fmt")
-
-
-def _write_error(exc: OSError, what: str) -> ImgSearchError:
-    """A failed write as the error kind a caller can act on (disk full, read-only, other)."""
-    kind = {errno.ENOSPC: DiskFullError, errno.EDQUOT: DiskFullError, errno.EROFS: ReadOnlyError,
-            errno.EACCES: ReadOnlyError, errno.EPERM: ReadOnlyError}.get(exc.errno or 0, ImgSearchError)
-    return kind(f"{what}: {exc.strerror or exc}")

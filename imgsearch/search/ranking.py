@@ -67,7 +67,8 @@ class _Owners:
     """Keeps the first (best) hit of each image; remembers the owners it has looked up."""
 
     def __init__(self, owners: Owners | None) -> None:
-        self.lookup, self.known = owners, {}
+        self.lookup = owners
+        self.known: dict[int, int] = {}
 
     def best(self, hits: list[tuple[int, float]], need: int) -> list[tuple[int, float]]:
         """`hits` best first -> at most `need` of them, one per image."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -20,9 +20,6 @@ class SearchResult:
     def at(self) -> str | None:
         """The matching frame's time as a video player shows it (0:42, 1:02:03); None for a still image."""
         return None if self.time_ms is None else timestamp(self.time_ms)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def timestamp(ms: int) -> str:

@@ -107,9 +107,9 @@ def query_vectors(sessions: sessionmaker[Session], row: Model, encoder: Callable
     model = encoder() if new_texts or any(t.kind in ("image", "url") for t in terms) else None
     if new_texts:
         assert model is not None
-        for text, vector in zip(new_texts, model.encode_texts(new_texts)):
-            check_finite(vector, model, f"the text {text!r}")  # before the cache: a NaN kept there stays wrong
-            known[text] = remember[text] = vector
+        for text, text_vector in zip(new_texts, model.encode_texts(new_texts)):
+            check_finite(text_vector, model, f"the text {text!r}")  # before the cache: a NaN kept there stays wrong
+            known[text] = remember[text] = text_vector
     if remember:
         remember_texts(sessions, row.id, remember)
 
@@ -120,6 +120,7 @@ def query_vectors(sessions: sessionmaker[Session], row: Model, encoder: Callable
             return stored[int(t.value)]
         if t.kind == "vector":
             return np.asarray(t.vector, dtype=np.float32)
+        assert model is not None  # loaded above for image terms
         return check_finite(model.encode_pixels(query_pixels(t, model)[None])[0], model, "the query image")
 
     return np.stack([vector(t) for t in terms])
@@ -129,7 +130,7 @@ def check_finite(vector: np.ndarray, model: Encoder, what: str) -> np.ndarray:
     """A vector with NaN or infinity in it ranks nothing ("No results"): it means damaged weights, said as such."""
     if np.isfinite(vector).all():
         return vector
-    folder = getattr(getattr(model, "export", None), "folder", None)
+    folder = model.folder
     cached = folder is not None and runtimes.default_exports_dir() in Path(folder).parents
     fix = (f"its export in {folder} is damaged: delete that folder, and `imgsearch index` exports the model again"
            if cached else f"the exported model in {folder} is damaged: export or download it again" if folder
@@ -173,6 +174,6 @@ def query_pixels(term: Term, encoder: Encoder) -> np.ndarray:
             raise UsageError(f"query image {path} does not exist or is not a file")
         data = read_file(str(path))
     try:
-        return decode_data(data, encoder.info.geometry, default_pixel_limit(1)).pixels
+        return np.asarray(decode_data(data, encoder.info.geometry, default_pixel_limit(1)).pixels)
     except ImageError as exc:
         raise UsageError(f"query image {term.value} cannot be used: {exc.message}") from exc

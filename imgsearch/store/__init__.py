@@ -36,10 +36,11 @@ from imgsearch.store.images import (  # noqa: F401
     move_image,
     paths_for,
     photo_date,
-    save_decoded,
+    save_images,
     save_skipped,
     skipped_images,
 )
+from imgsearch.store.records import ImageRecord, ModelRecord  # noqa: F401
 from imgsearch.store.runs import RUN_COUNTS, finish_run, last_run, start_run  # noqa: F401
 from imgsearch.store.tags import replace_tags, tag_counts, tags_of  # noqa: F401
 from imgsearch.store.vectors import (  # noqa: F401
@@ -48,6 +49,7 @@ from imgsearch.store.vectors import (  # noqa: F401
     cached_text_vectors,
     count_vectors,
     from_blobs,
+    generation_of,
     get_model,
     get_or_create_model,
     has_vectors,

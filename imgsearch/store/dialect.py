@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, event, func, insert, text
 from sqlalchemy.orm import Session
@@ -158,10 +159,12 @@ def _postgres_failure(engine: Engine, exc: BaseException | None, disconnect: boo
 
 def _insert(session: Session, table):  # a dialect's INSERT with ON CONFLICT
     if name_of(session) == POSTGRESQL:
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table)
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        return postgresql_insert(table)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table)
 
 
 def upsert(session: Session, table, rows: Sequence[dict], keys: Sequence, update: Sequence[str],
@@ -182,7 +185,7 @@ def bulk_insert(session: Session, table, rows: Sequence[dict]) -> None:  # a map
         session.execute(insert(table), list(rows))
         return
     columns = list(rows[0])
-    raw = session.connection().connection.dbapi_connection  # the transaction's own connection: COPY joins it
+    raw: Any = session.connection().connection.dbapi_connection  # the transaction's own (psycopg) connection: COPY joins it
     with raw.cursor() as cur, cur.copy(f"COPY {table.__tablename__} ({', '.join(columns)}) FROM STDIN") as copy:
         for row in rows:
             copy.write_row([row[c] for c in columns])
@@ -234,7 +237,7 @@ def lock_wait(session: Session, ms: int) -> Iterator[None]:
         session.execute(text(f"SET LOCAL lock_timeout = {int(ms)}"))  # ends with the transaction
         yield
         return
-    raw = session.connection().connection.dbapi_connection  # the pooled connection itself keeps the setting
+    raw: Any = session.connection().connection.dbapi_connection  # the pooled connection itself keeps the setting
     raw.execute(f"PRAGMA busy_timeout={int(ms)}")
     try:
         yield

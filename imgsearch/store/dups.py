@@ -30,7 +30,7 @@ def exact_candidates(session: Session) -> list[list[int]]:
     rows = session.execute(select(Image.id, Image.size, Image.content_hash)
                            .join(keys, (Image.size == keys.c.size) & (Image.content_hash == keys.c.content_hash))
                            .where(Image.status == STATUS_INDEXED).order_by(Image.id))
-    groups: dict[tuple[int, str], list[int]] = {}
+    groups: dict[tuple[int, str | None], list[int]] = {}
     for i, size, h in rows:
         groups.setdefault((size, h), []).append(i)
     return list(groups.values())
@@ -41,7 +41,7 @@ def dup_scan(session: Session, model_id: int) -> DupScan:
     scan = session.get(DupScan, model_id)
     if scan is None:
         dialect.insert_missing(session, DupScan, [{"model_id": model_id, "thresholds": "{}", "pair_floor": "{}"}])
-        scan = session.get(DupScan, model_id)
+        scan = session.get_one(DupScan, model_id)
     return scan
 
 

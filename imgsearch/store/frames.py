@@ -12,12 +12,13 @@ from sqlalchemy.orm import Session
 from imgsearch.store import dialect
 from imgsearch.store.dialect import chunks
 from imgsearch.store.orm import FRAME_ID_BASE, Embedding, Frame, Model
+from imgsearch.store.vectors import generation_of
 
 
 def save_frames(session: Session, model_id: int, image_id: int, times_ms: Sequence[int], vectors: np.ndarray) -> None:
     """Store one model's frame vectors of a video (replacing its earlier frames) and advance the model's
     generation, as save_vectors does for stills."""
-    generation = session.scalar(select(Model.generation).where(Model.id == model_id)) + 1
+    generation = generation_of(session, model_id) + 1
     session.execute(delete(Frame).where(Frame.model_id == model_id, Frame.image_id == image_id))
     session.execute(delete(Embedding).where(Embedding.model_id == model_id, Embedding.image_id == image_id))
     blobs = np.asarray(vectors, dtype=np.float16)

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, Select, and_, case, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, case, delete, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from imgsearch.filters import Filters, Near
-from imgsearch.images.decode import Decoded
 from imgsearch.store import dialect
 from imgsearch.store.dialect import chunks
+from imgsearch.store.records import ImageRecord
 from imgsearch.store.orm import (FRAME_ID_BASE, STATUS_INDEXED, STATUS_SKIPPED, Embedding, Frame, Image, Root, Tag,
                                  utc_now)
 
@@ -66,7 +66,7 @@ def content_keys_in_use(session: Session, keys: Iterable[str]) -> set[str]:
     """Which of these content hashes some recorded file still has (copies share thumbnails)."""
     wanted = list(dict.fromkeys(keys))
     return {k for chunk in chunks(wanted) for k in session.scalars(select(Image.content_hash)
-                                                                   .where(Image.content_hash.in_(chunk)))}
+                                                                   .where(Image.content_hash.in_(chunk))) if k}
 
 
 def known_files(session: Session, roots: Sequence[str]) -> dict[str, KnownFile]:
@@ -81,16 +81,11 @@ def known_files(session: Session, roots: Sequence[str]) -> dict[str, KnownFile]:
     return out
 
 
-def _image_values(d: Decoded) -> dict:
-    info = d.info
-    return {"path": d.path, "size": d.size, "mtime_ns": d.mtime_ns, "content_hash": d.content_hash,
-            "width": info.width, "height": info.height, "format": info.format, "taken_at": info.taken_at,
-            "camera_make": info.camera_make, "camera_model": info.camera_model, "gps_lat": info.gps_lat,
-            "gps_lon": info.gps_lon, "duration_ms": d.duration_ms, "status": STATUS_INDEXED, "skip_reason": None,
-            "updated_at": utc_now()}
+def _image_values(record: ImageRecord) -> dict:
+    return {**asdict(record), "status": STATUS_INDEXED, "skip_reason": None, "updated_at": utc_now()}
 
 
-def save_decoded(session: Session, items: Sequence[tuple[Decoded, int | None]]) -> tuple[list[int], bool]:
+def save_images(session: Session, items: Sequence[tuple[ImageRecord, int | None]]) -> tuple[list[int], bool]:
     """Insert or update the rows of freshly decoded files (bulk statements); returns their ids in order,
     and True when an existing row's content changed.
 
@@ -196,7 +191,7 @@ CONDITIONS: dict[str, Callable[[Session, Any], ColumnElement[bool]]] = {
 }
 
 
-def _filtered(filters: Filters, session: Session) -> Select[tuple[int]]:
+def _filtered(filters: Filters, session: Session) -> Select[Any]:
     """The ids of indexed images that pass every filter, as a statement (all values bound as parameters)."""
     return select(Image.id).where(Image.status == STATUS_INDEXED,
                                   *(CONDITIONS[name](session, value) for name, value in filters.items()))
@@ -249,8 +244,9 @@ def count_images(session: Session, root: str | None = None) -> dict[str, int]:
 
 def indexed_photos(session: Session) -> list:
     """Rows (id, path, width, height, size, mtime_ns, content_hash, taken_at, format, exif_fields) of indexed images."""
-    exif = sum(case((c.is_(None), 0), else_=1) for c in (Image.taken_at, Image.camera_make, Image.camera_model,
-                                                     Image.gps_lat))
+    exif: ColumnElement[int] = literal(0)
+    for column in (Image.taken_at, Image.camera_make, Image.camera_model, Image.gps_lat):
+        exif = exif + case((column.is_(None), 0), else_=1)
     return list(session.execute(
         select(Image.id, Image.path, Image.width, Image.height, Image.size, Image.mtime_ns, Image.content_hash,
                Image.taken_at, Image.format, exif.label("exif_fields")).where(Image.status == STATUS_INDEXED)))

@@ -60,8 +60,13 @@ def get_item(session: Session, item_id: int) -> DupActionItem | None:
     return session.get(DupActionItem, item_id)
 
 
-def action_of(session: Session, item: DupActionItem) -> DupAction | None:
-    return session.get(DupAction, item.action_id)
+def item(session: Session, item_id: int) -> DupActionItem:
+    """A journal entry this process wrote and still works on (so it exists)."""
+    return session.get_one(DupActionItem, item_id)
+
+
+def action_of(session: Session, item: DupActionItem) -> DupAction:
+    return session.get_one(DupAction, item.action_id)
 
 
 def set_state(session: Session, item_id: int, state: str) -> None:

@@ -10,10 +10,10 @@ import numpy as np
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from imgsearch.models.encoder import ModelInfo
 from imgsearch.store import dialect
 from imgsearch.store.dialect import chunks
 from imgsearch.store.orm import FRAME_ID_BASE, Embedding, Frame, IndexBuild, Model, TextVector, utc_now
+from imgsearch.store.records import ModelRecord
 
 
 def to_blob(vector: np.ndarray) -> bytes:
@@ -33,9 +33,8 @@ def from_blobs(blobs: Sequence[bytes], dim: int) -> np.ndarray:
 def load_vectors(session: Session, model_id: int, dim: int, frames: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """All (ids, vectors) of one model's stills, ordered by id; with `frames`, videos' frames too (under their
     index ids, FRAME_ID_BASE + frame id, after the stills)."""
-    rows = session.execute(
-        select(Embedding.image_id, Embedding.vector).where(Embedding.model_id == model_id).order_by(Embedding.image_id)
-    ).all()
+    rows = [(i, v) for i, v in session.execute(
+        select(Embedding.image_id, Embedding.vector).where(Embedding.model_id == model_id).order_by(Embedding.image_id))]
     if frames:
         rows += [(FRAME_ID_BASE + i, v) for i, v in session.execute(
             select(Frame.id, Frame.vector).where(Frame.model_id == model_id).order_by(Frame.id))]
@@ -104,18 +103,22 @@ def count_vectors(session: Session, model_id: int, frames: bool = False) -> int:
     return n
 
 
-def get_or_create_model(session: Session, info: ModelInfo) -> Model:
+def get_or_create_model(session: Session, info: ModelRecord) -> Model:
     """The row for this model identity, created on first use; marks it as the most recently used."""
     model = session.scalar(select(Model).where(Model.key == info.key))
     if model is None:
         model = Model(key=info.key, name=info.name, pretrained=info.pretrained,
-                      checkpoint_sha256=info.checkpoint_sha256, dim=info.dim,
-                      preprocess=info.preprocess_signature())
+                      checkpoint_sha256=info.checkpoint_sha256, dim=info.dim, preprocess=info.preprocess)
         session.add(model)
     model.name, model.pretrained = info.name, info.pretrained  # a local folder may have moved
     model.last_used_at = utc_now()
     session.flush()
     return model
+
+
+def generation_of(session: Session, model_id: int) -> int:
+    """How many times the model's vectors have changed (read now, in this transaction)."""
+    return session.scalars(select(Model.generation).where(Model.id == model_id)).one()
 
 
 def get_model(session: Session, model_id: int) -> Model | None:
@@ -141,7 +144,7 @@ def bump_generation(session: Session, model_ids: Iterable[int] | None = None) ->
 def save_vectors(session: Session, model_id: int, image_ids: Sequence[int], vectors: np.ndarray) -> None:
     """Store one model's vectors for these images (replacing any) and advance the model's generation;
     the vectors carry the new generation, so an index knows which ones it has not seen."""
-    generation = session.scalar(select(Model.generation).where(Model.id == model_id)) + 1
+    generation = generation_of(session, model_id) + 1
     for chunk in chunks(list(image_ids)):
         session.execute(delete(Embedding).where(Embedding.model_id == model_id, Embedding.image_id.in_(chunk)))
     blobs = np.asarray(vectors, dtype=np.float16)

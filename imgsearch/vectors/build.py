@@ -21,20 +21,18 @@ from sqlalchemy.orm import Session, sessionmaker
 from imgsearch import store
 from imgsearch.store.orm import IndexBuild, Model
 from imgsearch.vectors import ondisk
-from imgsearch.vectors.index import VectorIndex
+from imgsearch.vectors.index import MemoryIndex, VectorIndex
 from imgsearch.vectors.ondisk import OnDiskIndex
 from imgsearch.vectors.params import IndexSpec, choose_index_spec, needs_retrain
 from imgsearch.vectors.tuning import tune
 from imgsearch.workers import KeyedLocks
-
-AnyIndex = VectorIndex | OnDiskIndex  # in RAM (exact, IVF-PQ), or inverted lists on disk
 
 RECALL_TARGET = 0.97  # on the tuning sample: a margin so unseen queries still get >= 0.95
 
 
 @dataclass
 class Built:
-    index: AnyIndex
+    index: VectorIndex
     generation: int
     build_s: float
     recall_at_10: float | None
@@ -46,10 +44,10 @@ def index_filename(model_id: int, generation: int) -> str:
     return f"model-{model_id}-gen-{generation}.faiss"
 
 
-def _load(build: IndexBuild, model: Model, index_dir: Path) -> AnyIndex | None:
+def _load(build: IndexBuild, model: Model, index_dir: Path) -> VectorIndex | None:
     path = index_dir / build.filename
     try:
-        index = OnDiskIndex.open(path) if path.is_dir() else VectorIndex.load(path)
+        index = OnDiskIndex.open(path) if path.is_dir() else MemoryIndex.load(path)
     except (ValueError, OSError):  # missing, torn or foreign file: rebuild, never trust
         return None
     return index if len(index) == build.count and index.dim == model.dim else None
@@ -61,7 +59,7 @@ def is_fresh(session: Session, model: Model, index_dir: Path) -> bool:
     return build is not None and build.generation == model.generation and (index_dir / build.filename).exists()
 
 
-def _update(session: Session, model: Model, build: IndexBuild, index: AnyIndex) -> Built:
+def _update(session: Session, model: Model, build: IndexBuild, index: VectorIndex) -> Built:
     start = time.perf_counter()
     in_db = store.vector_ids(session, model.id, frames=True)
     changed = store.vector_ids(session, model.id, since_generation=build.generation, frames=True)
@@ -84,7 +82,7 @@ def _build(session: Session, model: Model, index_dir: Path, memory_budget: int |
     if spec.kind != "exact":
         rows = np.random.default_rng(0).choice(len(ids), size=spec.train_size, replace=False)
         train = vectors[np.sort(rows)]
-    index = VectorIndex.build(model.dim, ids, vectors, spec.factory, train)
+    index = MemoryIndex.build(model.dim, ids, vectors, spec.factory, train)
     recall = tune(index, ids, vectors, RECALL_TARGET) if spec.kind != "exact" else 1.0
     index.params["memory_budget"] = memory_budget
     return Built(index, model.generation, time.perf_counter() - start, recall, len(ids))
@@ -104,18 +102,20 @@ def _build_ondisk(session: Session, model: Model, index_dir: Path, spec: IndexSp
 
 
 def refresh(session: Session, model: Model, index_dir: Path, rebuild: bool = False,
-            memory_budget: int | None = None) -> tuple[AnyIndex, Built | None]:
+            memory_budget: int | None = None) -> tuple[VectorIndex, Built | None]:
     """The model's index, and what was done to it (None: loaded as saved, nothing to write). `memory_budget`
     (bytes): the RAM the index may take; None keeps the one the last build was given."""
     build = store.latest_build(session, model.id)
     if memory_budget is None and build is not None:
         memory_budget = build_params(build).get("memory_budget")
     previous = _load(build, model, index_dir) if build is not None and not rebuild else None
-    if previous is not None and build.generation == model.generation:
+    if build is None or previous is None:
+        built = _build(session, model, index_dir, memory_budget)
+    elif build.generation == model.generation:
         return previous, None
-    n = store.count_vectors(session, model.id, frames=True)
-    if (previous is not None and not needs_retrain(previous.kind, build.trained_count, n, model.dim, memory_budget)
-            and not (isinstance(previous, OnDiskIndex) and previous.needs_rebuild())):
+    elif (not needs_retrain(previous.kind, build.trained_count, store.count_vectors(session, model.id, frames=True),
+                            model.dim, memory_budget)
+          and not (isinstance(previous, OnDiskIndex) and previous.needs_rebuild())):
         built = _update(session, model, build, previous)
     else:
         built = _build(session, model, index_dir, memory_budget)
@@ -141,8 +141,8 @@ def save(sessions: sessionmaker[Session], model_id: int, built: Built, index_dir
 
 
 def ensure_index(sessions: sessionmaker[Session], model_id: int, index_dir: Path, strict: bool = True,
-                 rebuild: bool = False, cached: tuple[int, AnyIndex] | None = None,
-                 memory_budget: int | None = None) -> tuple[int, AnyIndex]:
+                 rebuild: bool = False, cached: tuple[int, VectorIndex] | None = None,
+                 memory_budget: int | None = None) -> tuple[int, VectorIndex]:
     """(generation, index) of the model: `cached` when still current, else the saved index when fresh,
     else updated or rebuilt from the DB and saved.
 
@@ -190,14 +190,14 @@ class IndexCache:
 
     def __init__(self, sessions: sessionmaker[Session], index_dir: Path) -> None:
         self._sessions, self._index_dir = sessions, index_dir
-        self._indexes: dict[int, tuple[int, AnyIndex]] = {}
+        self._indexes: dict[int, tuple[int, VectorIndex]] = {}
         self._lock_for = KeyedLocks()
 
     def loaded(self, model_id: int) -> bool:
         """Whether the model's index is in memory already (a `get` then costs a freshness check only)."""
         return model_id in self._indexes
 
-    def get(self, model_id: int) -> AnyIndex:
+    def get(self, model_id: int) -> VectorIndex:
         """The model's current index (updated from the database first when its vectors changed)."""
         with self._lock_for(model_id):
             current = ensure_index(self._sessions, model_id, self._index_dir, strict=False,

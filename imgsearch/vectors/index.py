@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, Protocol, cast
 
 import faiss
 import numpy as np
@@ -35,22 +36,62 @@ def gpu_count() -> int:
     return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
 
 
-class VectorIndex:
-    """Inner-product search over image ids; `spec` is the FAISS factory string of the ANN part."""
+# A faiss.Index or one of its SWIG subclasses. faiss's type stubs do not describe what its Python wrappers accept
+# (numpy arrays for ids, keyword arguments, the id_map of IndexIDMap2), so its indexes are not type-checked.
+FaissIndex = Any
 
-    def __init__(self, ann: faiss.Index, spec: str, refine: faiss.Index | None = None,
+
+class VectorIndex(Protocol):
+    """What searching, tuning and updating need of an index: in RAM (MemoryIndex: exact, or IVF-PQ with an fp16
+    re-rank copy) or on disk (vectors.ondisk.OnDiskIndex: sharded inverted lists)."""
+
+    params: dict  # search-time settings (nprobe, k_factor) and what the build was told
+    spec: str  # the FAISS factory string it was built from
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def nlist(self) -> int: ...
+
+    def __len__(self) -> int: ...
+
+    def ids(self) -> np.ndarray: ...
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None: ...
+
+    def remove(self, ids: np.ndarray) -> int: ...
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids) of the best k per query, exact cosines, -1 ids past the end."""
+        ...
+
+    def score(self, query: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """The exact cosine of each of these ids."""
+        ...
+
+    def save(self, path: Path) -> None: ...
+
+
+class MemoryIndex:
+    """Inner-product search over image ids, in RAM; `spec` is the FAISS factory string of the ANN part."""
+
+    def __init__(self, ann: FaissIndex, spec: str, refine: FaissIndex | None = None,
                  params: dict | None = None) -> None:
         self.ann = ann  # the CPU index: what is saved and what add/remove change
         self.refine = refine  # fp16 copy for exact re-ranking (IVF-PQ only)
         self.spec = spec
         self.params = {"nprobe": 1, "k_factor": 10, **(params or {})}
-        self._gpu_ann: faiss.Index | None = None
+        self._gpu_ann: FaissIndex | None = None
 
     # --- construction ------------------------------------------------------------------------------
 
     @classmethod
     def build(cls, dim: int, ids: np.ndarray, vectors: np.ndarray, spec: str = EXACT_SPEC,
-              train_vectors: np.ndarray | None = None) -> "VectorIndex":
+              train_vectors: np.ndarray | None = None) -> "MemoryIndex":
         """A new index holding these vectors; IVF specs are trained on `train_vectors` (default: all)."""
         ann = faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
         refine = None
@@ -110,7 +151,8 @@ class VectorIndex:
             scores, ids = self._ann().search(queries, min(k, max(1, len(self))))
         else:
             depth = min(len(self), max(k, k * int(self.params["k_factor"])))
-            params = faiss.SearchParametersIVF(nprobe=int(self.params["nprobe"]))
+            params = faiss.SearchParametersIVF()
+            params.nprobe = int(self.params["nprobe"])
             _, candidates = self._ann().search(queries, max(1, depth), params=params)
             scores, ids = self._rerank(queries, candidates, k)
         return _pad(scores, ids, k)
@@ -132,7 +174,7 @@ class VectorIndex:
             out_s[row, :len(top)], out_i[row, :len(top)] = exact[top], cand[top]
         return out_s, out_i
 
-    def _ann(self) -> faiss.Index:
+    def _ann(self) -> FaissIndex:
         if len(self) < GPU_MIN_VECTORS or gpu_count() == 0:
             return self.ann
         if self._gpu_ann is None:
@@ -152,10 +194,10 @@ class VectorIndex:
         if self.refine is not None:
             parts["refine"] = faiss.serialize_index(self.refine)
         with atomic_write(path) as f:
-            np.savez(f, **parts)
+            np.savez(f, **cast(dict[str, Any], parts))
 
     @classmethod
-    def load(cls, path: Path) -> "VectorIndex":
+    def load(cls, path: Path) -> "MemoryIndex":
         """Read a saved index; raises ValueError for anything that is not one."""
         try:
             with np.load(path, allow_pickle=False) as npz:
@@ -169,7 +211,7 @@ class VectorIndex:
         return cls(ann, meta["spec"], refine, meta["params"])
 
 
-def _train(ann: faiss.Index, vectors: np.ndarray) -> None:
+def _train(ann: FaissIndex, vectors: np.ndarray) -> None:
     """Train on the GPU when FAISS has one (k-means dominates), else on the CPU."""
     if gpu_count() > 0:
         try:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,7 +24,7 @@ import faiss
 import numpy as np
 
 from imgsearch.fs import atomic_write, c_stdout_silenced
-from imgsearch.vectors.index import as_float32, as_ids
+from imgsearch.vectors.index import FaissIndex, as_float32, as_ids
 
 FORMAT = 1
 DELTA_REBUILD = 0.1  # rebuild once the additions since the build reach this share of the index
@@ -43,11 +43,10 @@ def _add_shard(trained_path: str, out_path: str, ids: np.ndarray, vectors: np.nd
 
 
 def build(folder: Path, dim: int, factory: str, train_vectors: np.ndarray, shards: Iterable[Shard], total: int,
-          rerank_in_ram: bool = True, map_shards: Callable | None = None, params: dict | None = None) -> "OnDiskIndex":
+          rerank_in_ram: bool = True, params: dict | None = None) -> "OnDiskIndex":
     """Build into `folder` (made empty first) from `total` vectors arriving in shards with ascending ids (a later
     shard's ids above an earlier one's), as a database streams them: shard files are written by a thread per core
-    as the shards arrive; `map_shards(fn, *columns)` (Ray's or a process pool's map) takes them all at once
-    instead."""
+    as the shards arrive, a bounded number held at a time."""
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
@@ -56,7 +55,7 @@ def build(folder: Path, dim: int, factory: str, train_vectors: np.ndarray, shard
     faiss.write_index(trained, str(folder / TRAINED))
     rerank = np.lib.format.open_memmap(folder / RERANK, mode="w+", dtype=np.float16, shape=(total, dim))
     rerank_ids = np.lib.format.open_memmap(folder / RERANK_IDS, mode="w+", dtype=np.int64, shape=(total,))
-    written, held, at = [], [], 0
+    written, at = [], 0
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         for n, (ids, vectors) in enumerate(shards):
             ids = as_ids(ids)
@@ -65,14 +64,10 @@ def build(folder: Path, dim: int, factory: str, train_vectors: np.ndarray, shard
             rerank[at:at + len(ids)], rerank_ids[at:at + len(ids)] = np.asarray(vectors, np.float16), ids
             at += len(ids)
             path = str(folder / f"shard-{n:05d}.index")
-            if map_shards is not None:
-                held.append((path, ids, vectors))
-            else:
-                written.append(pool.submit(_add_shard, str(folder / TRAINED), path, ids, vectors))
-                while sum(not f.done() for f in written) > 2 * (os.cpu_count() or 1):  # bounded memory
-                    next(f for f in written if not f.done()).result()
-        paths = ([f.result() for f in written] if map_shards is None else
-                 list(map_shards(_add_shard, [str(folder / TRAINED)] * len(held), *zip(*held))) if held else [])
+            written.append(pool.submit(_add_shard, str(folder / TRAINED), path, ids, vectors))
+            while sum(not f.done() for f in written) > 2 * (os.cpu_count() or 1):  # bounded memory
+                next(f for f in written if not f.done()).result()
+        paths = [f.result() for f in written]
     if at != total:
         raise ValueError(f"{at} vectors arrived, {total} were announced")
     rerank.flush()
@@ -96,8 +91,8 @@ class OnDiskIndex:
     """The VectorIndex interface (search, score, ids, add, remove, len) over a built folder, plus the in-RAM
     additions and tombstones since the build."""
 
-    def __init__(self, folder: Path, ann: faiss.Index, rerank: np.ndarray, rerank_ids: np.ndarray, meta: dict,
-                 delta: faiss.Index, removed: set[int]) -> None:
+    def __init__(self, folder: Path, ann: FaissIndex, rerank: np.ndarray, rerank_ids: np.ndarray, meta: dict,
+                 delta: FaissIndex, removed: set[int]) -> None:
         self.folder, self.ann, self.meta = folder, ann, meta
         self.rerank, self.rerank_ids = rerank, rerank_ids
         self.delta, self.removed = delta, removed  # additions (exact, in RAM) and tombstones since the build
@@ -124,6 +119,8 @@ class OnDiskIndex:
         return cls(folder, ann, rerank, rerank_ids, meta, delta, removed)
 
     # --- the VectorIndex interface -------------------------------------------------------------------
+
+    kind = "ondisk"
 
     kind = "ondisk"
 
@@ -238,7 +235,7 @@ def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
 
 
-def _load_delta(path: Path, dim: int) -> tuple[faiss.Index, set[int], dict | None]:
+def _load_delta(path: Path, dim: int) -> tuple[FaissIndex, set[int], dict | None]:
     """The additions, tombstones and search parameters saved since the build (none yet: empty, None)."""
     delta = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
     if not path.exists():

@@ -9,7 +9,7 @@ import shlex
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi import Path as InPath
@@ -210,7 +210,7 @@ def _group(g) -> dict:  # a duplicates Group
                          "hamming": m.hamming, "fine": m.fine, "transform": m.transform} for m in g.members]}
 
 
-def _jsonable(value: object) -> object:
+def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

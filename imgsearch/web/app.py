@@ -37,9 +37,10 @@ def create_app(lib: Library, guard: Guard, set_aside: Path | None = None) -> Fas
                   description="Semantic search of a photo library: the same operations as the `imgsearch` command.",
                   max_body_size=api.MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD)
     app.state.library, app.state.jobs = lib, Jobs()
-    app.add_exception_handler(ImgSearchError, errors.handle)
-    app.add_exception_handler(RequestValidationError, errors.handle_invalid)
-    app.add_exception_handler(HTTPException, errors.handle_http)
+    # Starlette types a handler as taking any Exception, though it calls each with the class it is registered for
+    app.add_exception_handler(ImgSearchError, errors.handle)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, errors.handle_invalid)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, errors.handle_http)  # type: ignore[arg-type]
     app.add_middleware(GuardMiddleware, guard=guard)
     app.include_router(api.build_router(lib, app.state.jobs, set_aside or lib.path / SET_ASIDE_DIRNAME))
     app.include_router(views.build_router(lib))

@@ -4,6 +4,7 @@ rendered (Jinja2, autoescaped), so every state is a URL; app.js adds scrolling, 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
@@ -34,7 +35,7 @@ def build_router(lib: Library) -> APIRouter:
         q = params.get("q", "").strip()
         state = _state(params)
         choices = {f.name: list(f.choices) for f in FILTERS if f.choices} | {"tag": sorted(lib.tags())}
-        context = {"q": q, "state": state, "filters": FILTERS, "choices": choices, "sorts": SORTS, "results": [],
+        context: dict[str, Any] = {"q": q, "state": state, "filters": FILTERS, "choices": choices, "sorts": SORTS, "results": [],
                    "api": "", "page": PAGE, "filters_given": any(state[name] for name in FIELDS if name != "sort")}
         if not q:
             return render(request, "search.html", **context)
@@ -122,5 +123,5 @@ def _request(q: str, state: dict, k: int, offset: int) -> tuple[list[Term], Sear
 
 
 def _refused(exc: ValueError) -> str:
-    errors = getattr(exc, "errors", lambda: [])()
+    errors: list[dict[str, Any]] = getattr(exc, "errors", lambda: [])()
     return "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in errors) or str(exc)

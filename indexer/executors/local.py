@@ -19,8 +19,7 @@ class LocalExecutor:
 
     def describe(self) -> str:
         """Where and with what the run encodes: "this machine (OpenVINO 2026.4.1 int8)"."""
-        runtime = getattr(self.encoder, "describe", None)
-        return f"this machine ({runtime()})" if runtime else "this machine"
+        return f"this machine ({self.encoder.describe()})"
 
     def embed(self, paths: Sequence[str], times: StageTimes) -> Iterator[Batch]:
         settings, encoder = self.settings, self.encoder
@@ -33,21 +32,20 @@ class LocalExecutor:
         # an explicit workers count with GPU decoding lets the CPU workers decode JPEGs too
         items = load(list(paths), encoder.info.geometry, max_pixels, workers, decoder, times,
                      share_jpegs=not auto_workers, sampling=settings.video)
-        transfer0, encode0 = getattr(encoder, "transfer_s", 0.0), getattr(encoder, "encode_s", 0.0)
+        transfer0, encode0 = encoder.transfer_s, encoder.encode_s
         try:
             yield from embed_stream(items, encoder, settings.batch_size or encoder.batch_size)
         finally:
-            times.add(transfer_s=getattr(encoder, "transfer_s", 0.0) - transfer0,
-                      encode_s=getattr(encoder, "encode_s", 0.0) - encode0)
+            times.add(transfer_s=encoder.transfer_s - transfer0, encode_s=encoder.encode_s - encode0)
 
     def _tensor_decoder(self, max_pixels: int):  # TensorDecoder | None; imports torch
         """A GPU JPEG decoder next to the CPU workers, when the encoder runs on CUDA (or when asked)."""
-        device = getattr(self.encoder, "device", None)
+        device = self.encoder.device
         wanted = self.settings.gpu_decode
-        if wanted is False or device is None or (wanted is None and getattr(device, "type", "") != "cuda"):
-            return None
+        if wanted is False or self.encoder.folder is not None or (wanted is None and not device.startswith("cuda")):
+            return None  # exports run on the CPU
         from imgsearch.images.gpu import TensorDecoder, gpu_decode_works
 
-        if not gpu_decode_works(str(device)):
+        if not gpu_decode_works(device):
             return None
-        return TensorDecoder(self.encoder.info.geometry, str(device), max_pixels)
+        return TensorDecoder(self.encoder.info.geometry, device, max_pixels)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from imgsearch.config import IndexSettings, ModelSpec
-from imgsearch.errors import ImgSearchError
+from imgsearch.errors import ClusterError, ImgSearchError, MissingExtraError
 from imgsearch.images.decode import Decoded, default_pixel_limit
 from imgsearch.images.loader import StageTimes, decode_files
 from imgsearch.models.embed import Batch, encode_batch
@@ -44,7 +44,7 @@ def connect(address: str) -> bool:
     try:
         import ray
     except ImportError as exc:
-        raise ImgSearchError("Ray is not installed here: pip install 'ray[data]' (the \"ray\" extra of imgsearch), "
+        raise MissingExtraError("Ray is not installed here: pip install 'ray[data]' (the \"ray\" extra of imgsearch), "
                              "or leave out {param} to index on this machine.", "ray") from exc
 
     if ray.is_initialized():
@@ -56,7 +56,7 @@ def connect(address: str) -> bool:
             return True
         ray.init(address=address, **{k: v for k, v in quiet.items() if k != "include_dashboard"})
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise ImgSearchError(f"cannot join the Ray cluster at {address!r} ({exc}): start it (`ray start --head`), "
+        raise ClusterError(f"cannot join the Ray cluster at {address!r} ({exc}): start it (`ray start --head`), "
                              "or give {param} local to start one on this machine.", "ray") from exc
     return False
 
@@ -86,12 +86,12 @@ class _Encode:
 
         spec, key = self.spec, self.key
         self.encoder = load_encoder(spec)
-        if getattr(getattr(self.encoder, "device", None), "type", "cpu") == "cpu":
+        if self.encoder.device == "cpu":
             import torch
 
             torch.set_num_threads(os.cpu_count() or 1)  # Ray gives a 1-CPU actor one thread: encode with the node's
         if self.encoder.info.key != key:  # the weights on this node differ from the driver's
-            raise ImgSearchError(f"the model {spec.name} on {os.uname().nodename} is not the driver's (another "
+            raise ClusterError(f"the model {spec.name} on {os.uname().nodename} is not the driver's (another "
                                  "checkpoint at the same path?): every node must see the same weights.")
 
     def __call__(self, batch: dict) -> dict:
@@ -100,7 +100,7 @@ class _Encode:
         vectors: list[bytes] = [b""] * len(items)
         if decoded:
             rows = sum(d.rows for d in decoded)
-            out = encode_batch(Batch(decoded=decoded), self.encoder, rows).vectors.astype(np.float32)
+            out = np.asarray(encode_batch(Batch(decoded=decoded), self.encoder, rows).vectors, dtype=np.float32)
             start = 0
             for n, item in enumerate(items):
                 if isinstance(item, Decoded):
@@ -161,7 +161,7 @@ class RayExecutor:
         except ImgSearchError:
             raise
         except ray.exceptions.RayError as exc:
-            raise ImgSearchError(f"the Ray cluster failed the run ({type(exc).__name__}: {str(exc)[:300]}). What "
+            raise ClusterError(f"the Ray cluster failed the run ({type(exc).__name__}: {str(exc)[:300]}). What "
                                  "was written before is kept: run the command again.") from exc
         finally:
             if started:
