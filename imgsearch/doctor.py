@@ -35,8 +35,7 @@ def _decoders() -> list[Check]:
     for f in formats.FORMATS:
         if f.install is None:  # Pillow's own formats: always there
             continue
-        where = f.module or "PIL"
-        dist = {"PIL": "Pillow", "pillow_heif": "pillow-heif", "pillow_jxl": "pillow-jxl-plugin"}.get(where, where)
+        dist = f.dist
         ok = f.installed
         exts = " ".join(sorted(f.extensions)[:6]) + (" ..." if len(f.extensions) > 6 else "")
         out.append(Check("decoders", f.name, ok, f"{dist} {_version(dist)} ({exts})" if ok else f"not installed ({exts})",

@@ -19,6 +19,7 @@ from imgsearch.config import DUP_TIERS, DupThresholds, Tier
 from imgsearch.dups.candidates import Pair
 from imgsearch.dups.hashing import TRANSFORMS, hamming
 from imgsearch.fs import is_inside
+from imgsearch.images import formats
 
 SIMILAR_LINK_SLACK = 0.05  # a merged similar group keeps every pair >= similar_cosine - this
 
@@ -62,20 +63,10 @@ class Photo:
     mtime_ns: int = 0
 
 
-# Formats cameras and phones write: a copy in another format (PNG, WebP, TIFF, BMP...) is a conversion.
-CAMERA_FORMATS = frozenset({"JPEG", "MPO", "HEIF", "HEIC", "AVIF", "JXL", "DNG", "RAW"})
-
-
-def format_rank(fmt: str | None) -> int:
-    """0 for a camera RAW, 1 for what cameras write (JPEG, HEIC...), 2 for conversions (PNG, WebP...)."""
-    name = (fmt or "").upper()
-    return 0 if name in ("DNG", "RAW") else 1 if name in CAMERA_FORMATS else 2
-
-
 def keeper_key(p: Photo, preferred: bool = False, shared_orientation: int = 0) -> tuple:
     """Sort key, best first: in a preferred folder, highest resolution, the original format, the orientation
     the others share (not the mirrored or rotated copy), richest EXIF, oldest file, largest file, path."""
-    return (not preferred, -(p.width * p.height), format_rank(p.format), -shared_orientation, -p.exif_fields,
+    return (not preferred, -(p.width * p.height), formats.original_rank(p.format), -shared_orientation, -p.exif_fields,
             p.mtime_ns or p.date.timestamp() * 1e9, -p.size, p.path)
 
 

@@ -25,6 +25,9 @@ class Format:
     extensions: frozenset[str]
     module: str | None = None  # the module whose presence means the decoder is installed
     install: str | None = None  # what to install when it is not
+    dist: str = "Pillow"  # the distribution that decodes it (its version is what `imgsearch doctor` shows)
+    written_by_cameras: bool = False  # a camera or phone writes it: a copy in another format is a conversion
+    aliases: frozenset[str] = frozenset()  # other names Pillow gives it (a JPEG with a depth map is MPO)
 
     @property
     def installed(self) -> bool:
@@ -39,25 +42,35 @@ def _ext(*names: str) -> frozenset[str]:
     return frozenset(f".{n}" for n in names)
 
 
-JPEG = Format("JPEG", STILL, _ext("jpg", "jpeg", "jpe", "jfif"))
+JPEG = Format("JPEG", STILL, _ext("jpg", "jpeg", "jpe", "jfif"), written_by_cameras=True, aliases=frozenset({"MPO"}))
 PNG = Format("PNG", STILL, _ext("png"))
 WEBP = Format("WEBP", STILL, _ext("webp"))
 GIF = Format("GIF", STILL, _ext("gif"))
 BMP = Format("BMP", STILL, _ext("bmp"))
 TIFF = Format("TIFF", STILL, _ext("tif", "tiff"))
 HEIF = Format("HEIF", STILL, _ext("heic", "heif", "hif"), "pillow_heif",
-              'pip install pillow-heif (the "heic" extra of imgsearch)')
-AVIF = Format("AVIF", STILL, _ext("avif"), None, "pip install 'Pillow>=11.3' (its wheels decode AVIF)")
-JXL = Format("JXL", STILL, _ext("jxl"), "pillow_jxl", 'pip install pillow-jxl-plugin (the "jxl" extra of imgsearch)')
+              'pip install pillow-heif (the "heic" extra of imgsearch)', "pillow-heif", True, frozenset({"HEIC"}))
+AVIF = Format("AVIF", STILL, _ext("avif"), None, "pip install 'Pillow>=11.3' (its wheels decode AVIF)",
+              written_by_cameras=True)
+JXL = Format("JXL", STILL, _ext("jxl"), "pillow_jxl", 'pip install pillow-jxl-plugin (the "jxl" extra of imgsearch)',
+             "pillow-jxl-plugin", True)
 CAMERA_RAW = Format("RAW", RAW, _ext("dng", "cr2", "cr3", "crw", "nef", "nrw", "arw", "srf", "sr2", "raf", "orf",
                                      "rw2", "raw", "pef", "srw", "kdc", "dcr", "mrw", "3fr", "erf", "mef", "mos",
                                      "iiq", "x3f", "rwl"),
-                    "rawpy", "pip install rawpy")
+                    "rawpy", "pip install rawpy", "rawpy", True, frozenset({"DNG"}))
 VIDEO_FORMAT = Format("VIDEO", VIDEO, _ext("mp4", "mov", "m4v", "mkv", "webm", "avi", "3gp", "3g2", "mts", "m2ts",
                                            "wmv", "mpg", "mpeg"),
-                      "av", "pip install av")
+                      "av", "pip install av", "av")
 FORMATS = (JPEG, PNG, WEBP, GIF, BMP, TIFF, HEIF, AVIF, JXL, CAMERA_RAW, VIDEO_FORMAT)
 EXTENSIONS = frozenset().union(*(f.extensions for f in FORMATS))
+_BY_NAME = {name: f for f in FORMATS for name in {f.name, *f.aliases}}
+
+
+def original_rank(name: str | None) -> int:
+    """How original a stored format is: 0 for a camera RAW, 1 for what cameras write (JPEG, HEIC...), 2 for a
+    conversion (PNG, WebP...)."""
+    found = _BY_NAME.get((name or "").upper())
+    return 0 if found is CAMERA_RAW else 1 if found is not None and found.written_by_cameras else 2
 PICTURE_EXTENSIONS = EXTENSIONS - VIDEO_FORMAT.extensions  # stills and RAWs: one image per file
 _BY_EXTENSION = {ext: f for f in FORMATS for ext in f.extensions}
 

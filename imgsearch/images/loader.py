@@ -23,6 +23,7 @@ from imgsearch.workers import importable_main, process_pool
 from imgsearch.images.decode import (Decoded, FileData, Geometry, decode_data, decode_video, file_limit, format_of_file,
                                      read_file)
 from imgsearch.images.crawl import Skipped
+from imgsearch.images import formats
 from imgsearch.images.formats import VIDEO_FORMAT
 from imgsearch.config import VideoSampling
 
@@ -48,7 +49,7 @@ GPU_THREADS = 2  # while one thread waits on nvJPEG, the other parses headers an
 GPU_SIDE_WORKERS = 4
 
 
-JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe")
+JPEG_SUFFIXES = tuple(formats.JPEG.extensions)  # what the GPU decoder takes (by name; by content after)
 
 
 @dataclass
