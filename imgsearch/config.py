@@ -142,9 +142,10 @@ class DupThresholds:
     near_fine: int = _threshold(40, 0, 128, "bits (of 256)")
     # fine bits that may differ between an inner crop of one and the other (a trimmed copy)
     near_crop: int = _threshold(56, 0, 128, "bits (of 256)")
-    # embedding cosine confirming a same-pixels match (the fine code carries it)
-    near_cosine: float = _threshold(0.50, -1.0, 1.0)
-    # embedding cosine a coarse-only match (heavier edit) needs instead
+    # an embedding cosine a near-exact pair must also reach (off: the pixel check decides, whatever the model)
+    near_cosine: float = _threshold(-1.0, -1.0, 1.0)
+    # pairs this alike in embedding space are kept as candidates too (what finds flat pictures, whose hashes are
+    # noise); no longer a condition of the near-exact tier
     edited_cosine: float = _threshold(0.98, -1.0, 1.0)
     # burst shots / the same scene
     similar_cosine: float = _threshold(0.95, -1.0, 1.0)

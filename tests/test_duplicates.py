@@ -15,7 +15,7 @@ from PIL import Image, ImageEnhance, ImageOps
 from imgsearch.config import DupOptions, DupThresholds
 from imgsearch.dups.candidates import Pair
 from imgsearch.dups.grouping import Photo, group_pairs, keeper_key, pair_tier
-from imgsearch.dups.hashing import TRANSFORMS, full_hash, hamming, hash_array, perceptual_hashes
+from imgsearch.dups.hashing import (TRANSFORMS, full_hash, hamming, hash_array, perceptual_hashes, pixel_array)
 from imgsearch.errors import ImgSearchError, UsageError
 from imgsearch.images.decode import default_pixel_limit
 
@@ -25,6 +25,10 @@ NEAR = ("exact", "near")
 
 def phash(path: Path) -> np.ndarray:
     return hash_array([perceptual_hashes(str(path), LIMIT)])[0]
+
+
+def picture(path: Path) -> np.ndarray:
+    return pixel_array([perceptual_hashes(str(path), LIMIT)])[0]
 
 
 @pytest.fixture
@@ -104,10 +108,13 @@ def test_fine_code_tells_a_crop_from_the_same_pixels(tmp_path: Path, photos_dir:
     t = DupThresholds()
     assert fine_q60 <= 10 < t.near_fine < fine_crop  # a crop does not have the same pixels...
     assert trimmed <= t.near_crop  # ...but one of the original's inner crops matches it
-    assert pair_tier(Pair(1, 2, 0.6, coarse_crop, 0, fine_crop, trimmed), t) == "near"
-    assert pair_tier(Pair(1, 2, 0.6, coarse_crop, 0, fine_crop, t.near_crop + 20), t) is None  # no crop match:
-    assert pair_tier(Pair(1, 2, 0.99, 6, 0, fine_crop, t.near_crop + 20), t) == "near"  # the model must vouch
-    assert pair_tier(Pair(1, 2, 0.6, 1, 0, fine_q60, 100), t) == "near"
+    pictures = {1: picture(photos_dir / "hat-2.jpg"), 2: picture(tmp_path / "crop.jpg"), 3: picture(tmp_path / "q60.jpg"),
+                4: picture(photos_dir / "dress-0.jpg")}
+    assert pair_tier(Pair(1, 2, 0.6, coarse_crop, 0, fine_crop, trimmed), t, pictures=pictures) == "near"
+    assert pair_tier(Pair(1, 3, 0.6, 1, 0, fine_q60, 100), t, pictures=pictures) == "near"
+    # the hashes alone never decide: without the pictures, or with pictures that differ, no near-exact pair
+    assert pair_tier(Pair(1, 3, 0.6, 1, 0, fine_q60, 100), t) is None
+    assert pair_tier(Pair(1, 4, 0.99, 1, 0, fine_q60, 100), t, pictures=pictures) == "similar"  # not "near"
 
 
 def test_full_hash_differs_on_one_byte(tmp_path: Path) -> None:
@@ -147,15 +154,19 @@ def test_group_size_cap() -> None:
 
 def test_tiers_exact_before_near_before_similar_and_filtering() -> None:
     vectors = {i: _unit(0.0) for i in range(4)}
+    rng = np.random.default_rng(0)
+    scene = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    pictures = {0: scene, 1: scene, 2: scene, 3: np.clip(scene.astype(int) + 2, 0, 255).astype(np.uint8)}
     pairs = [Pair(0, 1, 1.0, 0, 0, exact=True), Pair(2, 3, 0.99, 3, 0), Pair(1, 2, 0.96, 30, 0)]
     t = DupThresholds()
-    everything = group_pairs(pairs, t, ("exact", "near", "similar"), vectors, 50)
+    everything = group_pairs(pairs, t, ("exact", "near", "similar"), vectors, 50, pictures=pictures)
     assert everything.groups == [[0, 1, 2, 3]] and everything.tiers == ["similar"]
-    strict = group_pairs(pairs, t, ("exact", "near"), vectors, 50)
+    strict = group_pairs(pairs, t, ("exact", "near"), vectors, 50, pictures=pictures)
     assert sorted(zip(strict.tiers, strict.groups)) == [("exact", [0, 1]), ("near", [2, 3])]
-    assert group_pairs(pairs, t, ("exact",), vectors, 50).groups == [[0, 1]]
-    # a near hash without a confirming cosine is not a duplicate
-    assert group_pairs([Pair(0, 1, 0.5, 1, 0)], t, ("near",), vectors, 50).groups == []
+    assert group_pairs(pairs, t, ("exact",), vectors, 50, pictures=pictures).groups == [[0, 1]]
+    # near hashes whose pictures differ are not a duplicate, whatever the cosine
+    other = {0: scene, 1: rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)}
+    assert group_pairs([Pair(0, 1, 1.0, 1, 0, 2)], t, ("near",), vectors, 50, pictures=other).groups == []
 
 
 def test_time_window_for_similar() -> None:

@@ -67,9 +67,9 @@ def dups(
     near_crop: Annotated[Optional[int], typer.Option(
         help="Near-exact: fine bits (of 256) that may differ for a trimmed copy (5% crop) [default: 56].")] = None,
     near_cosine: Annotated[Optional[float], typer.Option(
-        help="Near-exact: cosine confirming a same-pixels match [default: the model's, else 0.50].")] = None,
+        help="Near-exact: an embedding cosine pairs must also reach [default: none: the pixels decide].")] = None,
     edited_cosine: Annotated[Optional[float], typer.Option(
-        help="Near-exact: cosine a heavier edit (coarse pHash match only) needs [default: 0.98].")] = None,
+        help="Candidates: pairs at this embedding cosine are checked too, hashes or not [default: 0.98].")] = None,
     similar: Annotated[Optional[float], typer.Option(
         "--similar", help="Similar: minimum embedding cosine (default: calibrated on this library, at least 0.95). "
                           "Thresholds given are remembered for the model.")] = None,
@@ -137,8 +137,8 @@ def dups(
     t = found.thresholds
     err(f"{len(groups)} group(s){f' ({tiers})' if tiers else ''}: {copies} copies, {output.human_bytes(spare)} besides "
         f"the keepers. {found.hashed} photo(s) hashed, {found.rescanned} searched, {found.elapsed_s:.1f} s. "
-        f"Thresholds: near pHash <= {t.near_hamming}/64 with {t.near_fine}/256 (or crop <= {t.near_crop}/256) "
-        f"and cos >= {t.near_cosine} (else cos >= {t.edited_cosine})"
+        f"Thresholds: near pHash <= {t.near_hamming}/64 (fine {t.near_fine}/256, crop {t.near_crop}/256), "
+        f"confirmed on the pixels" + (f" and cos >= {t.near_cosine}" if t.near_cosine > -1 else "")
         + (f", similar cos >= {t.similar_cosine}" if Tier.SIMILAR in options.tiers else "")
         + (f" (calibrated on this library: 99.9% of random pairs score below {c['random_pairs_p99_9']})"
            if Tier.SIMILAR in options.tiers and (c := found.calibration) and c["similar_cosine"] == t.similar_cosine

@@ -22,7 +22,7 @@ from imgsearch.dups.options import calibrate_similar, thresholds_for
 from imgsearch.fs import is_inside
 from imgsearch.dups.candidates import Pair, hash_neighbours, score_pairs, vector_neighbours
 from imgsearch.dups.grouping import Photo
-from imgsearch.dups.hashing import CODE_BYTES, ROWS, full_hash, hash_array, perceptual_hashes, valid_hashes
+from imgsearch.dups.hashing import BLOB_BYTES, full_hash, hash_array, perceptual_hashes, pixel_array, valid_hashes
 from imgsearch.errors import ImageError
 from imgsearch.images.decode import default_pixel_limit
 from imgsearch.workers import default_workers, importable_main, process_pool
@@ -40,7 +40,8 @@ class Evidence:
     pairs: list[Pair]
     photos: dict[int, Photo]
     vectors: dict[int, np.ndarray]
-    codes: dict[int, np.ndarray]  # id -> (8, 8) pHash variants
+    codes: dict[int, np.ndarray]  # id -> (13, 40) pHash codes: 8 flips/rotations, 5 inner crops
+    pictures: dict[int, np.ndarray]  # id -> (16, 16, 3) the picture, for the pixel check
     full_hashes: dict[int, str]
     thresholds: DupThresholds
     hashed: int = 0  # files hashed in this run
@@ -217,8 +218,9 @@ def gather(sessions: sessionmaker[Session], model: Model, options: DupOptions,
     position = {int(i): n for n, i in enumerate(ids.tolist())}
     rows_to_scan = np.array([position[int(i)] for i in rescan_ids if int(i) in position], dtype=np.int64)
     has_code = np.array([int(i) in codes_by_id for i in ids.tolist()], dtype=bool)
-    blank = bytes(ROWS * CODE_BYTES)
-    code_matrix = hash_array([codes_by_id.get(int(i), blank) for i in ids.tolist()])
+    blank = bytes(BLOB_BYTES)
+    blobs = [codes_by_id.get(int(i), blank) for i in ids.tolist()]
+    code_matrix, picture_matrix = hash_array(blobs), pixel_array(blobs)
 
     new_pairs = _candidates(ids, matrix, code_matrix, has_code, rows_to_scan, options.neighbours, floor, progress)
     with sessions.begin() as session:
@@ -241,6 +243,7 @@ def gather(sessions: sessionmaker[Session], model: Model, options: DupOptions,
         pairs=pairs, photos={i: _photo(rows_by_id[i]) for i in involved},
         vectors={i: vectors[i] for i in involved},
         codes={i: code_matrix[position[i]] for i in involved if has_code[position[i]]},
+        pictures={i: picture_matrix[position[i]] for i in involved if has_code[position[i]]},
         full_hashes={i: h for i, h in full.items() if i in involved}, thresholds=thresholds,
         hashed=len(fresh), unreadable=failed, rescanned=len(rows_to_scan), full_scan=full_scan,
         calibration=calibration, library_size=len(ids))

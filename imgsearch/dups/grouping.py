@@ -17,7 +17,7 @@ import numpy as np
 
 from imgsearch.config import DUP_TIERS, DupThresholds, Tier
 from imgsearch.dups.candidates import Pair
-from imgsearch.dups.hashing import TRANSFORMS, hamming
+from imgsearch.dups.hashing import TRANSFORMS, hamming, same_picture
 from imgsearch.fs import is_inside
 from imgsearch.images import formats
 
@@ -28,16 +28,17 @@ TIER_RANK: dict[str, int] = {tier: n for n, tier in enumerate(DUP_TIERS)}
 
 
 def pair_tier(pair: Pair, t: DupThresholds, dates: dict[int, datetime] | None = None,
-              within_s: float | None = None) -> Tier | None:
-    """The strongest tier a pair qualifies for, or None."""
+              within_s: float | None = None, pictures: dict[int, np.ndarray] | None = None) -> Tier | None:
+    """The strongest tier a pair qualifies for, or None. Near-exact is decided by the pixels: the hashes say which
+    flip/rotation (or trim) to line the two up by, and the pictures themselves (`pictures`: each photo's 16x16
+    colour code) must agree; the model's cosine only sets a floor no copy falls under, whatever the model."""
     if pair.exact:
         return Tier.EXACT
-    if pair.hamming is not None:
+    if pair.hamming is not None and pair.cosine >= t.near_cosine:
         same_pixels = pair.hamming <= t.near_hamming and pair.fine is not None and pair.fine <= t.near_fine
         trimmed = pair.crop is not None and pair.crop <= t.near_crop
-        if (same_pixels or trimmed) and pair.cosine >= t.near_cosine:
-            return Tier.NEAR
-        if pair.hamming <= t.near_hamming and pair.cosine >= t.edited_cosine:
+        edited = pair.hamming <= t.near_hamming  # an exposure or colour edit: only the pixel check can say
+        if (same_pixels or trimmed or edited) and _pixels_agree(pair, pictures, trimmed):
             return Tier.NEAR
     if pair.cosine >= t.similar_cosine:
         if within_s is None:
@@ -46,6 +47,12 @@ def pair_tier(pair: Pair, t: DupThresholds, dates: dict[int, datetime] | None = 
         if da is not None and db is not None and abs((da - db).total_seconds()) <= within_s:
             return Tier.SIMILAR
     return None
+
+
+def _pixels_agree(pair: Pair, pictures: dict[int, np.ndarray] | None, trimmed: bool) -> bool:
+    if pictures is None or pair.a not in pictures or pair.b not in pictures:
+        return False  # no pixels to check (a file unreadable when hashed): never a near-exact copy
+    return same_picture(pictures[pair.a], pictures[pair.b], pair.transform, trimmed)
 
 
 @dataclass(frozen=True)
@@ -131,12 +138,12 @@ class Grouping:
 
 def group_pairs(pairs: Sequence[Pair], t: DupThresholds, wanted: Sequence[str], vectors: dict[int, np.ndarray],
                 max_group: int, dates: dict[int, datetime] | None = None,
-                within_s: float | None = None) -> Grouping:
+                within_s: float | None = None, pictures: dict[int, np.ndarray] | None = None) -> Grouping:
     """Union-find over qualifying pairs, strongest first, with the size cap and the similar-tier linkage."""
     weakest = max(TIER_RANK[w] for w in wanted)
     edges = []
     for p in pairs:
-        tier = pair_tier(p, t, dates, within_s)
+        tier = pair_tier(p, t, dates, within_s, pictures)
         if tier is not None and TIER_RANK[tier] <= weakest:
             edges.append((TIER_RANK[tier], -p.cosine, p.a, p.b))
     edges.sort()
@@ -170,7 +177,8 @@ def _min_cosine(a: list[int], b: list[int], vectors: dict[int, np.ndarray]) -> f
 
 def describe(ids: Sequence[int], tier: str, photos: dict[int, Photo], vectors: dict[int, np.ndarray],
              codes: dict[int, np.ndarray], full_hashes: dict[int, str], t: DupThresholds,
-             keep: Sequence[str] = (), prefer_dirs: Sequence[str] = ()) -> Group:
+             keep: Sequence[str] = (), prefer_dirs: Sequence[str] = (),
+             pictures: dict[int, np.ndarray] | None = None) -> Group:
     """A group with its keeper (one of `keep` when it is in the group, else the best by keeper_key), why that one,
     and each member's evidence against it."""
     members = [photos[i] for i in ids]
@@ -199,6 +207,6 @@ def describe(ids: Sequence[int], tier: str, photos: dict[int, Photo], vectors: d
         if p.id in codes and keeper.id in codes:
             ham, tr, fine, crop = hamming(codes[keeper.id], codes[p.id])
         exact = full_hashes.get(p.id) is not None and full_hashes.get(p.id) == full_hashes.get(keeper.id)
-        relation = pair_tier(Pair(keeper.id, p.id, cos, ham, tr, fine, crop, exact), t) or "linked"
+        relation = pair_tier(Pair(keeper.id, p.id, cos, ham, tr, fine, crop, exact), t, pictures=pictures) or "linked"
         group.members.append(Member(p, relation, cos, ham, TRANSFORMS[tr] if tr is not None else None, fine, crop))
     return group

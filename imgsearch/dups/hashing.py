@@ -49,6 +49,21 @@ CROPS = 5
 ROWS = len(TRANSFORMS) + CROPS  # per image: 8 flips/rotations, then 5 inner crops; each coarse + fine
 
 
+# The pixel check: the picture itself, small and in colour, so a near-exact pair is confirmed on pixels (aligned by
+# the transform its hashes matched), never by the model's cosine alone. Stored after the hashes; a blob without it
+# (written by an older version) is hashed again by the next `imgsearch dups`.
+PIXEL_SIDE = 16
+PIXEL_BYTES = PIXEL_SIDE * PIXEL_SIDE * 3
+BLOB_BYTES = ROWS * CODE_BYTES + PIXEL_BYTES
+# Calibrated on copies (re-encoded, resized, flipped, rotated, trimmed) of real photos against distinct photos of
+# the same kind (bench/dups_eval.py; tests/test_duplicates.py holds both sides):
+SAME_NCC = 0.90  # every detailed channel of the aligned pictures correlates at least this much
+SAME_MEAN = 10.0  # and their mean colours differ by at most this (0-255, per channel);
+EDITED_NCC, EDITED_MEAN = 0.97, 32.0  # or, for a picture with detail, an exposure or colour edit of it
+FLAT_STD = 4.0  # a channel this even (std, 0-255) has no detail to correlate
+WINDOW_SHARES = (0.95, 0.9)  # the inner crops a trimmed copy is compared with
+
+
 @functools.lru_cache(maxsize=4)
 def _dct_matrix(n: int) -> np.ndarray:
     """DCT-II as a matrix: row k holds cos(pi k (2i + 1) / 2n); the unnormalised transform (SciPy's fftpack.dct
@@ -69,9 +84,11 @@ def phash(image: Image.Image, hash_size: int) -> np.ndarray:
 
 def perceptual_hashes(path: str, max_pixels: int) -> bytes:
     """pHashes of the oriented picture, of its 7 other flips/rotations and of 5 inner crops (95% of each side:
-    4 corners, centre), each a coarse 64-bit and a fine 256-bit code: 13 x 40 bytes.
+    4 corners, centre), each a coarse 64-bit and a fine 256-bit code: 13 x 40 bytes; then the picture itself at
+    16x16 in RGB (the pixel check's).
     Raises ImageError for a file that cannot be decoded."""
     img, _ = open_rgb(path, max_pixels, draft_to=(4 * HASH_SIDE, 4 * HASH_SIDE))
+    pixels = np.asarray(img.convert("RGB").resize((PIXEL_SIDE, PIXEL_SIDE), Image.Resampling.BOX), dtype=np.uint8)
     grey = img.convert("L")
     small = grey.resize((HASH_SIDE, HASH_SIDE), Image.Resampling.LANCZOS)
     large = grey.resize((2 * HASH_SIDE, 2 * HASH_SIDE), Image.Resampling.LANCZOS)
@@ -87,7 +104,7 @@ def perceptual_hashes(path: str, max_pixels: int) -> bytes:
         coarse = phash(part.resize((HASH_SIDE, HASH_SIDE), Image.Resampling.LANCZOS), 8)
         fine = phash(part.resize((2 * HASH_SIDE, 2 * HASH_SIDE), Image.Resampling.LANCZOS), 16)
         codes.append(np.concatenate([np.packbits(coarse.ravel()), np.packbits(fine.ravel())]))
-    return np.stack(codes).tobytes()
+    return np.stack(codes).tobytes() + pixels.tobytes()
 
 
 def full_hash(path: str) -> str:
@@ -103,11 +120,70 @@ def hash_array(blobs: Sequence[bytes]) -> np.ndarray:
     """(n, 13, 40) uint8: per image, per flip/rotation then per inner crop, the coarse then the fine code."""
     if not blobs:
         return np.zeros((0, ROWS, CODE_BYTES), dtype=np.uint8)
-    return np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(len(blobs), ROWS, CODE_BYTES)
+    whole = np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(len(blobs), BLOB_BYTES)
+    return whole[:, :ROWS * CODE_BYTES].reshape(len(blobs), ROWS, CODE_BYTES)
+
+
+def pixel_array(blobs: Sequence[bytes]) -> np.ndarray:
+    """(n, 16, 16, 3) uint8: each image's picture for the pixel check."""
+    if not blobs:
+        return np.zeros((0, PIXEL_SIDE, PIXEL_SIDE, 3), dtype=np.uint8)
+    whole = np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(len(blobs), BLOB_BYTES)
+    return whole[:, ROWS * CODE_BYTES:].reshape(len(blobs), PIXEL_SIDE, PIXEL_SIDE, 3)
 
 
 def valid_hashes(blob: bytes | None) -> bool:
-    return blob is not None and len(blob) == ROWS * CODE_BYTES
+    return blob is not None and len(blob) == BLOB_BYTES
+
+
+def _likeness(a: np.ndarray, b: np.ndarray) -> tuple[float, float, bool]:
+    """(the lowest correlation over the channels with detail, the largest difference of channel means, whether any
+    channel has detail) of two 16x16 RGB pictures; a channel flat in both correlates as 1 (its mean decides)."""
+    x, y = a.reshape(-1, 3).astype(np.float64), b.reshape(-1, 3).astype(np.float64)
+    mean_gap = float(np.abs(x.mean(axis=0) - y.mean(axis=0)).max())
+    x, y = x - x.mean(axis=0), y - y.mean(axis=0)
+    sx, sy = np.sqrt((x * x).mean(axis=0)), np.sqrt((y * y).mean(axis=0))
+    ncc, detailed = 1.0, False
+    for c in range(3):
+        if sx[c] < FLAT_STD and sy[c] < FLAT_STD:
+            continue
+        if sx[c] < FLAT_STD or sy[c] < FLAT_STD:  # detail in one, none in the other: not the same picture
+            return 0.0, mean_gap, True
+        detailed = True
+        ncc = min(ncc, float((x[:, c] * y[:, c]).mean() / (sx[c] * sy[c])))
+    return ncc, mean_gap, detailed
+
+
+def _same(likeness: tuple[float, float, bool]) -> bool:
+    """Detail that correlates, and colours close enough. Two pictures without detail (solid colours, blank pages,
+    black night shots) cannot be told apart at this size, nor by their hashes: they are never near-exact copies
+    (byte-identical ones are still exact copies)."""
+    ncc, gap, detailed = likeness
+    return detailed and ((ncc >= SAME_NCC and gap <= SAME_MEAN) or (ncc >= EDITED_NCC and gap <= EDITED_MEAN))
+
+
+def _windows(picture: np.ndarray) -> list[np.ndarray]:
+    """The picture's inner crops (each share of WINDOW_SHARES of each side: 4 corners, centre), back at 16x16."""
+    img = Image.fromarray(picture)
+    out = []
+    for share in WINDOW_SHARES:
+        side = PIXEL_SIDE * share
+        rest = PIXEL_SIDE - side
+        out += [np.asarray(img.resize((PIXEL_SIDE, PIXEL_SIDE), Image.Resampling.BILINEAR,
+                                      box=(x, y, x + side, y + side)))
+                for x, y in ((0, 0), (rest, 0), (0, rest), (rest, rest), (rest / 2, rest / 2))]
+    return out
+
+
+def same_picture(a: np.ndarray, b: np.ndarray, transform: int | None, trimmed: bool = False) -> bool:
+    """Whether two 16x16 pictures are the same picture: `a` turned by `transform` (the flip/rotation the hashes
+    matched, taking a to b) against `b`; with `trimmed`, also an inner crop of either against the other as it is."""
+    op = _OPS[transform] if transform else None
+    turned = a if op is None else np.asarray(Image.fromarray(a).transpose(op))
+    candidates = [(turned, b)]
+    if trimmed:
+        candidates += [(w, b) for w in _windows(a)] + [(a, w) for w in _windows(b)]
+    return any(_same(_likeness(x, y)) for x, y in candidates)
 
 
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)

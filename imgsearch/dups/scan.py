@@ -47,9 +47,9 @@ def find(sessions: sessionmaker[Session], model: Model, options: DupOptions,
     evidence = gather(sessions, model, options, progress)
     dates = {i: p.date for i, p in evidence.photos.items()}
     grouping = group_pairs(evidence.pairs, evidence.thresholds, options.tiers, evidence.vectors,
-                           options.max_group, dates, options.within_s)
+                           options.max_group, dates, options.within_s, evidence.pictures)
     groups = [describe(ids, tier, evidence.photos, evidence.vectors, evidence.codes, evidence.full_hashes,
-                       evidence.thresholds, options.keep, options.prefer_dirs)
+                       evidence.thresholds, options.keep, options.prefer_dirs, evidence.pictures)
               for ids, tier in zip(grouping.groups, grouping.tiers)]
     groups.sort(key=lambda g: (TIER_RANK[g.tier], -len(g.members), g.keeper.path))
     report = DupReport(groups, evidence.thresholds, evidence.hashed, evidence.unreadable, evidence.rescanned,

@@ -1,0 +1,106 @@
+"""Near-exact copies are decided by pixels: the hashes find candidates and say how to line two photos up, the
+pictures themselves (16x16, in colour) must agree, and the model cannot make two different photos copies."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageEnhance
+
+from imgsearch.config import DupOptions, DupThresholds, IndexSettings, ModelSpec
+from imgsearch.dups.hashing import hamming, hash_array, perceptual_hashes, pixel_array, same_picture
+from imgsearch.images.decode import default_pixel_limit
+from tests.factories import write_photo
+
+LIMIT = default_pixel_limit(1)
+CLOTHING = Path(__file__).parent / "data" / "clothing"
+
+
+def codes(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    blob = perceptual_hashes(str(path), LIMIT)
+    return hash_array([blob])[0], pixel_array([blob])[0]
+
+
+def photos(n: int) -> list[Path]:
+    every = sorted(CLOTHING.rglob("*.jpg"))
+    return every[:: max(1, len(every) // n)][:n]
+
+
+def verdict(a: Path, b: Path) -> bool:
+    """What the near-exact tier asks of the pixels, lined up the way the hashes matched."""
+    (ca, pa), (cb, pb) = codes(a), codes(b)
+    _, transform, _, crop = hamming(ca, cb)
+    return same_picture(pa, pb, transform, crop <= DupThresholds().near_crop)
+
+
+COPIES = {
+    "re-encoded at quality 30": lambda img: img,
+    "resized to half": lambda img: img.resize((img.width // 2, img.height // 2)),
+    "mirrored": lambda img: img.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+    "rotated 90": lambda img: img.transpose(Image.Transpose.ROTATE_90),
+    "rotated 180": lambda img: img.transpose(Image.Transpose.ROTATE_180),
+    "trimmed to 95%": lambda img: img.crop((img.width // 40, img.height // 40, img.width - img.width // 40,
+                                            img.height - img.height // 40)),
+    "brightened 10%": lambda img: ImageEnhance.Brightness(img).enhance(1.1),
+}
+
+
+@pytest.mark.parametrize("kind", COPIES)
+def test_every_kind_of_copy_passes_the_pixel_check(tmp_path: Path, kind: str) -> None:
+    for n, original in enumerate(photos(8)):
+        copy = tmp_path / f"{n}.jpg"
+        COPIES[kind](Image.open(original).convert("RGB")).save(copy, quality=30 if "quality" in kind else 90)
+        assert verdict(original, copy), (kind, original.name)
+
+
+def test_distinct_photos_of_the_same_kind_never_pass() -> None:
+    """Garments photographed on the same floor or hanger: the hashes may call some close, the pixels never agree."""
+    paths = photos(40)
+    every = {p: codes(p) for p in paths}
+    for a, b in itertools.combinations(paths, 2):
+        (ca, pa), (cb, pb) = every[a], every[b]
+        _, transform, _, _ = hamming(ca, cb)
+        assert not same_picture(pa, pb, transform, trimmed=True), (a.name, b.name)
+
+
+@pytest.mark.parametrize("colours", [((30, 60, 220), (20, 30, 120)), ((30, 60, 220), (220, 30, 220)),
+                                     ((8, 8, 8), (24, 20, 30)), ((250, 250, 250), (232, 232, 226))])
+def test_flat_pictures_of_different_colours_are_different(tmp_path: Path, colours: tuple) -> None:
+    """Blue, navy and magenta squares, two night shots, two blank pages: pHash sees no structure in any of them."""
+    a, b = (write_photo(tmp_path / f"{n}.png", c, size=(200, 150), seed=n) for n, c in enumerate(colours))
+    assert not verdict(a, b)
+    # nor two of the same colour: without detail, two night shots cannot be told apart at this size (nor by their
+    # hashes); only a byte-identical copy of one is a copy (the exact tier)
+    again = write_photo(tmp_path / "again.png", colours[0], size=(200, 150), seed=5)
+    assert not verdict(a, again)
+
+
+def test_the_same_background_with_another_subject_is_not_a_copy(tmp_path: Path) -> None:
+    first, second = photos(2)[0], photos(40)[-1]
+    scene = Image.open(first).convert("RGB")
+    other = Image.open(second).convert("RGB").resize(scene.size)
+    changed = scene.copy()
+    box = (scene.width // 4, scene.height // 4, 3 * scene.width // 4, 3 * scene.height // 4)
+    changed.paste(other.crop(box), box)  # the middle of the picture (the subject) replaced, the rest kept
+    changed.save(tmp_path / "changed.jpg", quality=90)
+    assert not verdict(first, tmp_path / "changed.jpg")
+
+
+def test_a_model_that_finds_everything_alike_adds_no_near_copy(library, tmp_path: Path) -> None:
+    """The test encoder's vectors are mean colours: navy-ish squares and same-coloured garments are 0.99+ alike.
+    Only the garment saved again is a near-exact copy; the squares (no detail) are none of each other's."""
+    root = tmp_path / "pics"
+    write_photo(root / "blue.png", (30, 60, 220), size=(120, 120), seed=1)
+    write_photo(root / "navy.png", (25, 50, 190), size=(120, 120), seed=2)
+    write_photo(root / "blue again.png", (30, 60, 220), size=(120, 120), seed=3)
+    garments = photos(40)
+    for n, garment in enumerate(garments[:6]):
+        Image.open(garment).save(root / f"garment-{n}.jpg", quality=92)
+    Image.open(garments[0]).save(root / "garment-0 again.jpg", quality=40)
+    library.index([root], ModelSpec("fake"), IndexSettings(workers=0))
+    report = library.duplicates(DupOptions(tiers=("exact", "near")))
+    groups = [(g.tier, sorted(Path(m.photo.path).name for m in g.members)) for g in report.groups]
+    assert groups == [("near", ["garment-0 again.jpg", "garment-0.jpg"])]
