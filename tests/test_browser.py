@@ -194,13 +194,20 @@ def test_review_duplicates_apply_and_undo(page, served: Served) -> None:
     before = sorted(p.name for p in served.root.iterdir())
     page.goto("/dups")
     page.wait_for_selector(".group")
-    # plain shapes look alike to a perceptual hash: the near tier groups many, and the page says so...
+    # plain shapes look alike to a perceptual hash, but their pixels do not: only the real copy is grouped
+    page.wait_for_function("() => document.querySelectorAll('.group').length === 1")
+    assert "too loose" not in page.inner_text("#dup-summary")
+    # similar photos (the same colour, by the model) are many: the page says so, and acting on them asks for the
+    # number of groups, typed; a wrong number or a dismissal changes nothing
+    page.select_option("#tier", "exact,near,similar")
+    page.wait_for_function("() => document.querySelectorAll('.group').length > 1")
     assert "threshold may be too loose" in page.inner_text("#dup-summary")
     page.click("#select-all")
     dialogs: list[str] = []
-    page.once("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    page.click("#move")  # ...and acting on such groups asks first: declined, nothing moves
-    assert dialogs and "too loose" in dialogs[0]
+    page.once("dialog", lambda d: (dialogs.append(d.message), d.accept("1")))
+    page.click("#move")
+    page.wait_for_selector("#dup-message:has-text('Not confirmed: nothing was changed')")
+    assert dialogs and "too loose" in dialogs[0] and "Type " in dialogs[0]
     assert sorted(p.name for p in served.root.iterdir()) == before
     page.select_option("#tier", "exact")
     page.wait_for_function("() => document.querySelectorAll('.group').length === 1")

@@ -300,3 +300,33 @@ def test_undo_keeps_a_destination_folder_that_existed_before(library, tmp_path: 
     assert (aside / "copies").is_dir()
     library.undo_duplicates()
     assert aside.is_dir() and not (aside / "copies").exists()  # what the action made is gone, the rest kept
+
+
+def test_a_copy_that_now_leads_outside_the_library_is_left_alone(library, tmp_path: Path) -> None:
+    root = tmp_path / "pics"
+    original = write_photo(root / "a.jpg", "red", size=(80, 60), fmt="JPEG", seed=1)
+    copy = root / "b.jpg"
+    shutil.copy(original, copy)
+    library.index([root], ModelSpec("fake"), IndexSettings(workers=0))
+    groups = library.duplicates(DupOptions(tiers=("exact",))).groups
+    assert len(groups) == 1
+    outside = tmp_path / "elsewhere" / "private.jpg"
+    outside.parent.mkdir()
+    moved = next(m.photo.path for m in groups[0].duplicates)
+    shutil.move(moved, outside)
+    os.symlink(outside, moved)  # swapped for a link that leads out of the indexed folder after `dups` listed it
+    done = library.act_on_duplicates(groups, move_to=tmp_path / "aside", apply=True)
+    assert done.done == [] and len(done.problems) == 1
+    path, why = done.problems[0]
+    assert path == moved and "leads outside the library's folders" in why and str(outside) in why
+    assert os.path.islink(moved) and outside.is_file() and not (tmp_path / "aside").exists()
+
+
+def test_two_keepers_in_one_group_are_refused_not_ignored(library, tmp_path: Path) -> None:
+    root = tmp_path / "pics"
+    first = write_photo(root / "a.jpg", "red", size=(80, 60), fmt="JPEG", seed=1)
+    for name in ("b.jpg", "c.jpg"):
+        shutil.copy(first, root / name)
+    library.index([root], ModelSpec("fake"), IndexSettings(workers=0))
+    with pytest.raises(UsageError, match="names 2 photos of one group"):
+        library.duplicates(DupOptions(tiers=("exact",), keep=(str(root / "b.jpg"), str(root / "c.jpg"))))

@@ -104,3 +104,13 @@ def test_a_model_that_finds_everything_alike_adds_no_near_copy(library, tmp_path
     report = library.duplicates(DupOptions(tiers=("exact", "near")))
     groups = [(g.tier, sorted(Path(m.photo.path).name for m in g.members)) for g in report.groups]
     assert groups == [("near", ["garment-0 again.jpg", "garment-0.jpg"])]
+
+
+def test_the_pictures_turn_as_the_hashes_do() -> None:
+    """The transform a pair's hashes matched is Image.transpose's; the pixel check turns its arrays the same way."""
+    from imgsearch.dups.hashing import _OPS, _turn
+
+    picture = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    for transform, op in enumerate(_OPS):
+        expected = picture if op is None else np.asarray(Image.fromarray(picture).transpose(op))
+        assert np.array_equal(_turn(picture, transform), expected), transform

@@ -188,6 +188,10 @@ def _begin(sessions: sessionmaker[Session], action_id: int, kind: str, step: Ste
            roots: Sequence[str], taken: Collection[str]) -> tuple[int, str, int]:
     """Check a step and journal its intent (committed before any file is touched): (item id, destination, bytes)."""
     st = os.stat(step.src, follow_symlinks=False)
+    if roots and _real_inside(step.src, roots) is None:  # a link swapped in, or a path leading out of the folders
+        raise _Refused(f"it leads outside the library's folders (to {os.path.realpath(step.src)}): left where it was")
+    if roots and kind != "move" and _real_inside(step.dest, roots) is None:
+        raise _Refused(f"its keeper {step.dest} leads outside the library's folders: left where it was")
     with sessions.begin() as session:
         image = journal.get_image(session, step.image_id)
         if image is None or image.path != step.src or (st.st_size, st.st_mtime_ns) != (image.size, image.mtime_ns):

@@ -18,6 +18,7 @@ import numpy as np
 from imgsearch.config import DUP_TIERS, DupThresholds, Tier
 from imgsearch.dups.candidates import Pair
 from imgsearch.dups.hashing import TRANSFORMS, hamming, same_picture
+from imgsearch.errors import UsageError
 from imgsearch.fs import is_inside
 from imgsearch.images import formats
 
@@ -187,6 +188,9 @@ def describe(ids: Sequence[int], tier: str, photos: dict[int, Photo], vectors: d
     keys = {p.id: keeper_key(p, any(is_inside(p.path, d) for d in prefer_dirs), shared[p.id]) for p in members}
     members.sort(key=lambda p: keys[p.id])
     chosen = [p for p in members if p.path in set(keep)]
+    if len(chosen) > 1:  # honoured or refused, never one of them silently
+        raise UsageError(f"{{param}} names {len(chosen)} photos of one group ({', '.join(p.path for p in chosen)}): a "
+                         "group has one keeper; keep one of them", "keep")
     keeper = chosen[0] if chosen else members[0]
     if chosen:
         reason = "chosen by you"

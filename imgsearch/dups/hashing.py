@@ -175,11 +175,29 @@ def _windows(picture: np.ndarray) -> list[np.ndarray]:
     return out
 
 
+def _turn(picture: np.ndarray, transform: int) -> np.ndarray:
+    """One of the 8 flips/rotations (TRANSFORMS' order, as Image.transpose does them) of an (h, w, 3) array."""
+    if transform == 0:
+        return picture
+    if transform == 1:
+        return picture[:, ::-1]
+    if transform == 2:
+        return picture[::-1]
+    if transform == 3:
+        return picture[::-1, ::-1]
+    if transform == 4:
+        return picture.transpose(1, 0, 2)
+    if transform == 5:
+        return np.rot90(picture)
+    if transform == 6:
+        return picture[::-1, ::-1].transpose(1, 0, 2)
+    return np.rot90(picture, -1)
+
+
 def same_picture(a: np.ndarray, b: np.ndarray, transform: int | None, trimmed: bool = False) -> bool:
     """Whether two 16x16 pictures are the same picture: `a` turned by `transform` (the flip/rotation the hashes
     matched, taking a to b) against `b`; with `trimmed`, also an inner crop of either against the other as it is."""
-    op = _OPS[transform] if transform else None
-    turned = a if op is None else np.asarray(Image.fromarray(a).transpose(op))
+    turned = _turn(a, transform or 0)
     candidates = [(turned, b)]
     if trimmed:
         candidates += [(w, b) for w in _windows(a)] + [(a, w) for w in _windows(b)]

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from imgsearch import (FILTERS, DupOptions, Filters, Library, NotFoundError, SearchOptions, Term, UsageError,
                        parse_query, split_filters)
 from imgsearch.config import MAX_K, SORTS
+from imgsearch.errors import render as render_params
 from imgsearch.web.jobs import Jobs
 
 PHOTO_TERM = re.compile(r"^like:([0-9]+)$")  # in the query box: the photo with this id (the "similar" button)
@@ -26,6 +27,7 @@ MAX_ID = 2**63 - 1  # ids are SQL BIGINTs: a larger number names no photo, and m
 ImageId = Annotated[int, InPath(ge=1, le=MAX_ID, description="A photo's id (as search results give it)")]
 MAX_UPLOAD_BYTES = 30 * 1024 * 1024
 PAGE = 60
+HANDFUL = 5  # acting on more groups than this at once needs a confirmation (the page asks for it typed)
 
 
 def _search_params() -> type[BaseModel]:
@@ -132,7 +134,8 @@ def build_router(lib: Library, jobs: Jobs, set_aside: Path) -> APIRouter:
     def dups(tier: Annotated[list[str], Query()] = [], keep: Annotated[list[int], Query()] = []) -> dict:  # noqa: B006
         report = lib.duplicates(_dup_options(lib, tier, keep))
         return {"groups": [_group(g) for g in report.groups], "share": round(report.grouped_share, 4),
-                "warnings": report.warnings, "thresholds": asdict(report.thresholds)}
+                "warnings": [render_params(w, lambda name: f'"{name}": true') for w in report.warnings],
+                "thresholds": asdict(report.thresholds)}
 
     @api.post("/dups/actions", summary="Move the copies of some groups aside (or link exact ones), journaled")
     def dup_action(body: DupAction) -> dict:
@@ -142,6 +145,8 @@ def build_router(lib: Library, jobs: Jobs, set_aside: Path) -> APIRouter:
         chosen = [g for g in report.groups if g.keeper.id in set(body.groups)]
         if len(chosen) != len(set(body.groups)):
             raise UsageError("some groups are not duplicates any more: reload the page", "groups")
+        if len(chosen) > HANDFUL and not body.yes:
+            raise UsageError(f"acting on {len(chosen)} groups at once needs a confirmation ({{param}}: true)", "yes")
         done = lib.act_on_duplicates(chosen, move_to=set_aside if body.action == "move" else None,
                                      link="hard" if body.action == "link" else None, apply=True, yes=body.yes)
         return _jsonable(asdict(done))

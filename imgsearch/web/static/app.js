@@ -144,6 +144,7 @@ function keyboard() {
 }
 
 // --- the duplicates review --------------------------------------------------------------------------------
+const HANDFUL = 5;  // acting on more groups than this at once asks for the number, typed (as the API requires)
 async function duplicates() {
   const groups = $("#groups");
   const keep = new Map();  // group (by its suggested keeper) -> the keeper chosen instead
@@ -203,13 +204,20 @@ async function duplicates() {
   async function act(action) {
     const chosen = [...document.querySelectorAll(".pick:checked")].map((p) => Number(p.value));
     if (!chosen.length) { message("Select the groups to act on first.", true); return; }
-    if (warnings.length && !window.confirm(`${warnings.join(" ")}\n\nAct on ${chosen.length} group(s) anyway?`)) return;
-    const body = { action, groups: chosen, keep: [...keep.values()], tier: tiers(), yes: warnings.length > 0 };
+    const verb = action === "move" ? "move aside the copies in" : "link the exact copies in";
+    const ask = warnings.length || chosen.length > HANDFUL;
+    if (ask) {  // typed, so one click on "Select all" can never act on a whole library
+      const typed = window.prompt(`${warnings.join(" ")}\n\nType ${chosen.length} to ${verb} ${chosen.length} group(s).`);
+      if ((typed || "").trim() !== String(chosen.length)) { message("Not confirmed: nothing was changed.", true); return; }
+    }
+    const body = { action, groups: chosen, keep: [...keep.values()], tier: tiers(), yes: Boolean(ask) };
     try {
       const done = await api("/api/v1/dups/actions", { method: "POST", headers: { "Content-Type": "application/json" },
                                                          body: JSON.stringify(body) });
-      message(`Done: ${done.done.length} file(s) ${action === "move" ? "moved aside" : "linked"}` +
-              (done.problems.length ? `, ${done.problems.length} failed` : "") + ". Undo puts them back.");
+      const failed = done.problems.map(([path, why]) => `${path.split("/").pop()}: ${why}`);
+      message(`Done: ${done.done.length} file(s) ${action === "move" ? "moved aside" : "linked"}. Undo puts them back.` +
+              (failed.length ? ` ${failed.length} not: ${failed.slice(0, 3).join("; ")}${failed.length > 3 ? "; ..." : ""}` : ""),
+              failed.length > 0);
       keep.clear();
       await load();
     } catch (e) { message(e.message, true); }
