@@ -17,7 +17,7 @@ import numpy as np
 
 from imgsearch.config import DUP_TIERS, DupThresholds, Tier
 from imgsearch.dups.candidates import Pair
-from imgsearch.dups.hashing import TRANSFORMS, hamming, same_picture
+from imgsearch.dups.hashing import TRANSFORMS, hamming, same_picture, same_pictures
 from imgsearch.errors import UsageError
 from imgsearch.fs import is_inside
 from imgsearch.images import formats
@@ -28,9 +28,28 @@ SIMILAR_LINK_SLACK = 0.05  # a merged similar group keeps every pair >= similar_
 TIER_RANK: dict[str, int] = {tier: n for n, tier in enumerate(DUP_TIERS)}
 
 
+def _checked_on_pixels(pairs: Sequence[Pair], t: DupThresholds, pictures: dict[int, np.ndarray] | None) -> np.ndarray:
+    """The pixel check's verdict for every pair whose hashes make it a near-exact candidate, in one vectorised pass
+    (False for the others, and for pairs without pictures)."""
+    verdict = np.zeros(len(pairs), dtype=bool)
+    if not pictures:
+        return verdict
+    rows = [n for n, p in enumerate(pairs) if not p.exact and p.hamming is not None and p.cosine >= t.near_cosine
+            and p.a in pictures and p.b in pictures
+            and (p.hamming <= t.near_hamming or (p.crop is not None and p.crop <= t.near_crop))]
+    if rows:
+        chosen = [pairs[n] for n in rows]
+        verdict[rows] = same_pictures(np.stack([pictures[p.a] for p in chosen]), np.stack([pictures[p.b] for p in chosen]),
+                                      np.array([p.transform or 0 for p in chosen]),
+                                      np.array([p.crop is not None and p.crop <= t.near_crop for p in chosen]))
+    return verdict
+
+
 def pair_tier(pair: Pair, t: DupThresholds, dates: dict[int, datetime] | None = None,
-              within_s: float | None = None, pictures: dict[int, np.ndarray] | None = None) -> Tier | None:
-    """The strongest tier a pair qualifies for, or None. Near-exact is decided by the pixels: the hashes say which
+              within_s: float | None = None, pictures: dict[int, np.ndarray] | None = None,
+              checked: bool | None = None) -> Tier | None:
+    """The strongest tier a pair qualifies for, or None (`checked`: the pixel check's verdict, when already made).
+    Near-exact is decided by the pixels: the hashes say which
     flip/rotation (or trim) to line the two up by, and the pictures themselves (`pictures`: each photo's 16x16
     colour code) must agree; the model's cosine only sets a floor no copy falls under, whatever the model."""
     if pair.exact:
@@ -39,7 +58,8 @@ def pair_tier(pair: Pair, t: DupThresholds, dates: dict[int, datetime] | None = 
         same_pixels = pair.hamming <= t.near_hamming and pair.fine is not None and pair.fine <= t.near_fine
         trimmed = pair.crop is not None and pair.crop <= t.near_crop
         edited = pair.hamming <= t.near_hamming  # an exposure or colour edit: only the pixel check can say
-        if (same_pixels or trimmed or edited) and _pixels_agree(pair, pictures, trimmed):
+        if (same_pixels or trimmed or edited) and (checked if checked is not None
+                                                   else _pixels_agree(pair, pictures, trimmed)):
             return Tier.NEAR
     if pair.cosine >= t.similar_cosine:
         if within_s is None:
@@ -143,8 +163,9 @@ def group_pairs(pairs: Sequence[Pair], t: DupThresholds, wanted: Sequence[str], 
     """Union-find over qualifying pairs, strongest first, with the size cap and the similar-tier linkage."""
     weakest = max(TIER_RANK[w] for w in wanted)
     edges = []
-    for p in pairs:
-        tier = pair_tier(p, t, dates, within_s, pictures)
+    checked = _checked_on_pixels(pairs, t, pictures)
+    for n, p in enumerate(pairs):
+        tier = pair_tier(p, t, dates, within_s, pictures, checked[n])
         if tier is not None and TIER_RANK[tier] <= weakest:
             edges.append((TIER_RANK[tier], -p.cosine, p.a, p.b))
     edges.sort()

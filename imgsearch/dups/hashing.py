@@ -175,23 +175,51 @@ def _windows(picture: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def _turn(picture: np.ndarray, transform: int) -> np.ndarray:
-    """One of the 8 flips/rotations (TRANSFORMS' order, as Image.transpose does them) of an (h, w, 3) array."""
+def _turn(pictures: np.ndarray, transform: int) -> np.ndarray:
+    """One of the 8 flips/rotations (TRANSFORMS' order, as Image.transpose does them) of (m, h, w, 3) pictures, or
+    of one (h, w, 3) picture."""
+    if pictures.ndim == 3:
+        return _turn(pictures[None], transform)[0]
     if transform == 0:
-        return picture
+        return pictures
     if transform == 1:
-        return picture[:, ::-1]
+        return pictures[:, :, ::-1]
     if transform == 2:
-        return picture[::-1]
+        return pictures[:, ::-1]
     if transform == 3:
-        return picture[::-1, ::-1]
+        return pictures[:, ::-1, ::-1]
     if transform == 4:
-        return picture.transpose(1, 0, 2)
+        return pictures.transpose(0, 2, 1, 3)
     if transform == 5:
-        return np.rot90(picture)
+        return np.rot90(pictures, 1, axes=(1, 2))
     if transform == 6:
-        return picture[::-1, ::-1].transpose(1, 0, 2)
-    return np.rot90(picture, -1)
+        return pictures[:, ::-1, ::-1].transpose(0, 2, 1, 3)
+    return np.rot90(pictures, -1, axes=(1, 2))
+
+
+def same_pictures(a: np.ndarray, b: np.ndarray, transforms: np.ndarray, trimmed: np.ndarray) -> np.ndarray:
+    """same_picture for many pairs at once: (m, 16, 16, 3) pictures, (m,) transforms and trimmed flags -> (m,)
+    verdicts. Whole pictures are compared in one vectorised pass; only trimmed pairs that fail it try the crops."""
+    turned = a.copy()
+    for transform in range(1, len(_OPS)):
+        rows = np.flatnonzero(transforms == transform)
+        if len(rows):
+            turned[rows] = _turn(a[rows], transform)
+    x = turned.reshape(len(a), -1, 3).astype(np.float32)
+    y = b.reshape(len(b), -1, 3).astype(np.float32)
+    gap = np.abs(x.mean(axis=1) - y.mean(axis=1)).max(axis=1)
+    x -= x.mean(axis=1, keepdims=True)
+    y -= y.mean(axis=1, keepdims=True)
+    sx, sy = np.sqrt((x * x).mean(axis=1)), np.sqrt((y * y).mean(axis=1))
+    flat_x, flat_y = sx < FLAT_STD, sy < FLAT_STD
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ncc = np.where(flat_x & flat_y, 1.0, (x * y).mean(axis=1) / (sx * sy))
+    ncc = np.where(flat_x ^ flat_y, 0.0, ncc).min(axis=1)
+    detailed = ~(flat_x & flat_y).all(axis=1)
+    ok = detailed & (((ncc >= SAME_NCC) & (gap <= SAME_MEAN)) | ((ncc >= EDITED_NCC) & (gap <= EDITED_MEAN)))
+    for r in np.flatnonzero(~ok & trimmed):
+        ok[r] = same_picture(a[r], b[r], int(transforms[r]), True)
+    return ok
 
 
 def same_picture(a: np.ndarray, b: np.ndarray, transform: int | None, trimmed: bool = False) -> bool:
