@@ -363,3 +363,36 @@ def test_other_sites_pages_may_link_here_but_not_fetch_from_here(client: TestCli
     assert linked.status_code == 200
     own = client.get("/api/v1/search", params={"q": "red"}, headers={"Sec-Fetch-Site": "same-origin"})
     assert own.status_code == 200
+
+
+def test_an_upload_being_encoded_does_not_hold_up_other_requests(client: TestClient, fake_encoders) -> None:
+    """The upload's decode and encode run off the event loop: while one is stuck in the encoder, a static file and
+    a search are answered. (Synchronised on the encoder's own signals, not on time.)"""
+    import threading
+
+    encoder = fake_encoders["fake"]
+    entered, release = threading.Event(), threading.Event()
+    plain = encoder.encode_pixels
+
+    def held(pixels):  # noqa: ANN001, ANN202
+        entered.set()
+        assert release.wait(20), "the other requests never got through"
+        return plain(pixels)
+
+    encoder.encode_pixels = held
+    data = io.BytesIO()
+    Image.new("RGB", (50, 40), (30, 60, 220)).save(data, format="PNG")
+    answer: dict = {}
+    with client:  # one event loop for every request, as a server has
+        upload = threading.Thread(target=lambda: answer.update(response=client.post(
+            "/api/v1/search/image", files={"image": ("q.png", data.getvalue(), "image/png")})))
+        upload.start()
+        try:
+            assert entered.wait(60)
+            assert client.get("/static/style.css").status_code == 200
+            assert client.get("/api/v1/search", params={"q": "a red thing"}).status_code == 200
+            assert upload.is_alive()  # still inside the encoder: the two answers above did not wait for it
+        finally:
+            release.set()
+            upload.join(60)
+    assert answer["response"].status_code == 200

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi import Path as InPath
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -91,8 +92,12 @@ def build_router(lib: Library, jobs: Jobs, set_aside: Path) -> APIRouter:
             raise UsageError(f"the image is over {MAX_UPLOAD_BYTES:,} bytes", "image")
         if q.strip():
             params = params.model_copy(update={"q": f"{params.q} {q}".strip()})  # type: ignore[attr-defined]
-        terms, opts = search_request(params, lib.embed_image(data))
-        return results(lib.search(terms, opts, allow_urls=False), opts)
+
+        def decode_and_search() -> dict:  # CPU work (and a first model load): never on the event loop
+            terms, opts = search_request(params, lib.embed_image(data))
+            return results(lib.search(terms, opts, allow_urls=False), opts)
+
+        return await run_in_threadpool(decode_and_search)
 
     @api.get("/images/{image_id}", summary="A photo's record: path, size, date taken, camera, GPS, tags")
     def image(image_id: ImageId) -> dict:
