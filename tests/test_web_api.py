@@ -374,7 +374,7 @@ def test_an_upload_being_encoded_does_not_hold_up_other_requests(client: TestCli
     entered, release = threading.Event(), threading.Event()
     plain = encoder.encode_pixels
 
-    def held(pixels):  # noqa: ANN001, ANN202
+    def held(pixels: np.ndarray) -> np.ndarray:
         entered.set()
         assert release.wait(20), "the other requests never got through"
         return plain(pixels)
