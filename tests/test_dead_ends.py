@@ -110,6 +110,24 @@ def test_garbage_inside_the_database_is_named_not_a_traceback(tmp_path: Path, ti
     # `imgsearch index`, which a library moved away has no folders for
 
 
+@pytest.mark.parametrize("command", [("search", "red"), ("dups",)])
+def test_garbled_text_inside_the_database_is_named_not_a_traceback(tmp_path: Path, tiny_model_dir: Path,
+                                                                   command: tuple[str, ...]) -> None:
+    """Bytes that are not UTF-8 inside a stored path (a flipped bit on disk): the same "damaged" message."""
+    pics, lib = _make_library(tmp_path, tiny_model_dir)
+    cli("status", "-L", lib)  # a checkpoint: the rows are in library.db itself, not only in its WAL
+    for side in ("library.db-wal", "library.db-shm"):
+        (lib / side).unlink(missing_ok=True)
+    data = bytearray((lib / "library.db").read_bytes())
+    at = data.find(f"{pics}/1.png".encode())
+    assert at > 0
+    data[at + len(str(pics)) + 1] = 0xFF  # the 1 of 1.png
+    (lib / "library.db").write_bytes(bytes(data))
+    out = cli(*command, "-L", lib)
+    assert out.exit_code == 1 and "library.db is not a readable SQLite database" in out.stderr, out.output
+    assert "Could not decode to UTF-8" in out.stderr and "Traceback" not in out.output
+
+
 def test_a_lost_manifest_is_recovered_from_the_database(tmp_path: Path, tiny_model_dir: Path) -> None:
     _, lib = _make_library(tmp_path, tiny_model_dir)
     (lib / "manifest.json").unlink()

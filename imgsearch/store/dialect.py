@@ -89,7 +89,7 @@ def configure(engine: Engine, read_only: bool = False) -> None:
             raise DatabaseError(damaged_message(engine, orig)) from orig
 
 
-DAMAGED = ("malformed", "file is not a database", "disk I/O error")
+DAMAGED = ("malformed", "file is not a database", "disk I/O error", "Could not decode to UTF-8")  # the last: garbled text
 _KEPT = "Everything committed before is kept (each batch is one transaction): run the command again once fixed."
 
 
