@@ -121,6 +121,15 @@ def test_db_copy_moves_a_library_to_postgresql_and_back(tmp_path: Path, pics: Pa
         assert sorted((h.path, round(h.score, 5)) for h in hits if not h.path.endswith("new.png")) == before
     again = run("db", "copy", "--to", url, "-L", lib_dir)  # the first copy is not empty
     assert again.returncode == 1 and "holds an imgsearch library already" in again.stderr
+    # a copy stopped before its rows committed leaves the schema and no rows: the next try fills it
+    stopped = postgres.create_database()
+    from imgsearch.store import engine as db
+
+    left = db.make_engine(stopped)
+    db.upgrade_to_head(left)
+    left.dispose()
+    retry = run("db", "copy", "--to", stopped, "-L", lib_dir)
+    assert retry.returncode == 0 and "counts and the checksum" in retry.stderr, retry.stderr
 
 
 def test_a_server_that_is_down_is_named_with_the_fix(tmp_path: Path) -> None:

@@ -36,12 +36,17 @@ def copy_database(source: Engine, target: Engine, progress: Progress) -> CopyRep
     """Copy everything from `source` (an imgsearch database at this version's schema) into the empty `target`."""
     start = time.perf_counter()
     db.check_schema(source)
-    if db.current_revision(target) is not None:
-        raise DatabaseError(f"{dialect.describe(target)} holds an imgsearch library already: copy into an empty "
-                            "database (createdb NAME, or a new sqlite:///PATH).")
-    db.check_empty(target)
-    db.upgrade_to_head(target)
     tables = list(Base.metadata.sorted_tables)  # parents before children
+    if db.current_revision(target) is not None:
+        with target.connect() as conn:
+            rows = sum(_row_counts(conn, tables).values())
+        if rows or db.current_revision(target) != db.head_revision():
+            raise DatabaseError(f"{dialect.describe(target)} holds an imgsearch library already: copy into an empty "
+                                "database (createdb NAME, or a new sqlite:///PATH).")
+        # the schema and no rows: what a copy stopped before its one transaction committed leaves; fill it now
+    else:
+        db.check_empty(target)
+        db.upgrade_to_head(target)
     with source.connect() as src:
         counts = _row_counts(src, tables)
         progress.stage("copying", sum(counts.values()), unit="row")
