@@ -110,3 +110,19 @@ def test_fit_to_geometry_is_pixel_identical_to_open_clip(size: tuple[int, int], 
     ours = fit_to_geometry(img, Geometry(64, 64, resize_mode=mode))
     assert ours.shape == (64, 64, 3)
     np.testing.assert_array_equal(ours, expected)
+
+
+def test_junk_under_an_image_name_is_refused_from_its_first_bytes(tmp_path: Path) -> None:
+    """A 40 MB junk file named .jpg used to be read whole (twice its size in memory with the hash) before
+    Pillow refused it; its first 64 bytes now say it is no image."""
+    from imgsearch.errors import ImageError
+    from imgsearch.images.decode import read_file
+
+    junk = tmp_path / "DSC_0001.jpg"
+    with open(junk, "wb") as f:
+        f.write(b"<html>" + bytes(40 << 20))
+    with pytest.raises(ImageError, match="the name says JPEG, but the first bytes are no image format's"):
+        read_file(str(junk))
+    clip = tmp_path / "00001.mts"  # formats without a signature of their own are still read (and tried)
+    clip.write_bytes(b"\x47" + bytes(1000))
+    assert len(read_file(str(clip)).data) == 1001

@@ -282,6 +282,13 @@ def read_file(path: str, max_bytes: int | None = None) -> FileData:
         if before.st_size > limit:
             raise ImageError(f"file too large to read: {_size(before.st_size)}, over the {_size(limit)} this "
                              "machine's memory allows for one image")
+        if before.st_size == 0:
+            raise ImageError("empty file (0 bytes)")
+        claimed = formats.impostor(f.read(formats.HEAD_BYTES), path)
+        if claimed is not None:  # junk under an image's name: refused from its first bytes, the rest never read
+            raise ImageError(f"not an image: the name says {claimed.name}, but the first bytes are no image "
+                             "format's (junk, a web page saved under an image's name, or a damaged copy)")
+        f.seek(0)
         # a bytearray filled in place: the GPU path wraps it as a tensor without a copy
         data = bytearray(before.st_size)
         view, got = memoryview(data), 0

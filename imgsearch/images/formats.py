@@ -28,6 +28,7 @@ class Format:
     dist: str = "Pillow"  # the distribution that decodes it (its version is what `imgsearch doctor` shows)
     written_by_cameras: bool = False  # a camera or phone writes it: a copy in another format is a conversion
     aliases: frozenset[str] = frozenset()  # other names Pillow gives it (a JPEG with a depth map is MPO)
+    signed: bool = True  # its files always start with a signature sniff() knows (RAW and video ones may not)
 
     @property
     def installed(self) -> bool:
@@ -57,10 +58,10 @@ JXL = Format("JXL", STILL, _ext("jxl"), "pillow_jxl", 'pip install pillow-jxl-pl
 CAMERA_RAW = Format("RAW", RAW, _ext("dng", "cr2", "cr3", "crw", "nef", "nrw", "arw", "srf", "sr2", "raf", "orf",
                                      "rw2", "raw", "pef", "srw", "kdc", "dcr", "mrw", "3fr", "erf", "mef", "mos",
                                      "iiq", "x3f", "rwl"),
-                    "rawpy", "pip install rawpy", "rawpy", True, frozenset({"DNG"}))
+                    "rawpy", "pip install rawpy", "rawpy", True, frozenset({"DNG"}), signed=False)
 VIDEO_FORMAT = Format("VIDEO", VIDEO, _ext("mp4", "mov", "m4v", "mkv", "webm", "avi", "3gp", "3g2", "mts", "m2ts",
                                            "wmv", "mpg", "mpeg"),
-                      "av", "pip install av", "av")
+                      "av", "pip install av", "av", signed=False)
 FORMATS = (JPEG, PNG, WEBP, GIF, BMP, TIFF, HEIF, AVIF, JXL, CAMERA_RAW, VIDEO_FORMAT)
 EXTENSIONS = frozenset().union(*(f.extensions for f in FORMATS))
 _BY_NAME = {name: f for f in FORMATS for name in {f.name, *f.aliases}}
@@ -125,6 +126,13 @@ def _ftyp(head: bytes) -> Format:
     if brands & _HEIF_BRANDS:
         return HEIF
     return VIDEO_FORMAT
+
+
+def impostor(head: bytes, path: str) -> Format | None:
+    """The format a file's name claims when its first bytes are not that format's, nor any image's (junk named
+    .jpg): it is refused from these bytes, before the rest of it is read."""
+    named = by_extension(path)
+    return named if named is not None and named.signed and sniff(head, path) is None else None
 
 
 def format_of(head: bytes, path: str) -> Format | None:
