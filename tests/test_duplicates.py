@@ -15,7 +15,8 @@ from PIL import Image, ImageEnhance, ImageOps
 from imgsearch.config import DupOptions, DupThresholds
 from imgsearch.dups.candidates import Pair
 from imgsearch.dups.grouping import Photo, group_pairs, keeper_key, pair_tier
-from imgsearch.dups.hashing import (TRANSFORMS, full_hash, hamming, hash_array, perceptual_hashes, pixel_array)
+from imgsearch.dups.hashing import (PIXEL_BYTES, TRANSFORMS, full_hash, hamming, hash_array, perceptual_hashes,
+                                    pixel_array)
 from imgsearch.errors import ImgSearchError, UsageError
 from imgsearch.images.decode import default_pixel_limit
 
@@ -155,9 +156,9 @@ def test_group_size_cap() -> None:
 def test_tiers_exact_before_near_before_similar_and_filtering() -> None:
     vectors = {i: _unit(0.0) for i in range(4)}
     rng = np.random.default_rng(0)
-    scene = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    scene = rng.integers(0, 256, PIXEL_BYTES, dtype=np.uint8)  # a pixel code: 32x32 grey, 4x4 colour
     pictures = {0: scene, 1: scene, 2: scene, 3: np.clip(scene.astype(int) + 2, 0, 255).astype(np.uint8)}
-    pairs = [Pair(0, 1, 1.0, 0, 0, exact=True), Pair(2, 3, 0.99, 3, 0), Pair(1, 2, 0.96, 30, 0)]
+    pairs = [Pair(0, 1, 1.0, 0, 0, exact=True), Pair(2, 3, 0.99, 3, 0, 5), Pair(1, 2, 0.96, 30, 0)]
     t = DupThresholds()
     everything = group_pairs(pairs, t, ("exact", "near", "similar"), vectors, 50, pictures=pictures)
     assert everything.groups == [[0, 1, 2, 3]] and everything.tiers == ["similar"]
@@ -165,7 +166,7 @@ def test_tiers_exact_before_near_before_similar_and_filtering() -> None:
     assert sorted(zip(strict.tiers, strict.groups)) == [("exact", [0, 1]), ("near", [2, 3])]
     assert group_pairs(pairs, t, ("exact",), vectors, 50, pictures=pictures).groups == [[0, 1]]
     # near hashes whose pictures differ are not a duplicate, whatever the cosine
-    other = {0: scene, 1: rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)}
+    other = {0: scene, 1: rng.integers(0, 256, PIXEL_BYTES, dtype=np.uint8)}
     assert group_pairs([Pair(0, 1, 1.0, 1, 0, 2)], t, ("near",), vectors, 50, pictures=other).groups == []
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from imgsearch.config import DUP_TIERS, DupThresholds, Tier
 from imgsearch.dups.candidates import Pair
-from imgsearch.dups.hashing import TRANSFORMS, hamming, same_picture, same_pictures
+from imgsearch.dups.hashing import TRANSFORMS, hamming, same_picture, same_pictures, trimmed_bar
 from imgsearch.errors import UsageError
 from imgsearch.fs import is_inside
 from imgsearch.images import formats
@@ -36,12 +36,13 @@ def _checked_on_pixels(pairs: Sequence[Pair], t: DupThresholds, pictures: dict[i
         return verdict
     rows = [n for n, p in enumerate(pairs) if not p.exact and p.hamming is not None and p.cosine >= t.near_cosine
             and p.a in pictures and p.b in pictures
-            and (p.hamming <= t.near_hamming or (p.crop is not None and p.crop <= t.near_crop))]
+            and ((p.hamming <= t.near_hamming and p.fine is not None and p.fine <= t.near_fine)
+                 or (p.crop is not None and p.crop <= t.near_crop))]
     if rows:
         chosen = [pairs[n] for n in rows]
         verdict[rows] = same_pictures(np.stack([pictures[p.a] for p in chosen]), np.stack([pictures[p.b] for p in chosen]),
                                       np.array([p.transform or 0 for p in chosen]),
-                                      np.array([p.crop is not None and p.crop <= t.near_crop for p in chosen]))
+                                      np.array([trimmed_bar(p.crop, t.near_crop) for p in chosen]))
     return verdict
 
 
@@ -49,17 +50,15 @@ def pair_tier(pair: Pair, t: DupThresholds, dates: dict[int, datetime] | None = 
               within_s: float | None = None, pictures: dict[int, np.ndarray] | None = None,
               checked: bool | None = None) -> Tier | None:
     """The strongest tier a pair qualifies for, or None (`checked`: the pixel check's verdict, when already made).
-    Near-exact is decided by the pixels: the hashes say which
-    flip/rotation (or trim) to line the two up by, and the pictures themselves (`pictures`: each photo's 16x16
-    colour code) must agree; the model's cosine only sets a floor no copy falls under, whatever the model."""
+    Near-exact: the hashes say the same pixels (the fine code) or a trimmed copy (an inner crop's), and which
+    flip/rotation lines the two up; the pictures themselves (`pictures`: each photo's pixel code) must then agree.
+    The model's cosine decides nothing here (`near_cosine` is an optional floor)."""
     if pair.exact:
         return Tier.EXACT
     if pair.hamming is not None and pair.cosine >= t.near_cosine:
         same_pixels = pair.hamming <= t.near_hamming and pair.fine is not None and pair.fine <= t.near_fine
         trimmed = pair.crop is not None and pair.crop <= t.near_crop
-        edited = pair.hamming <= t.near_hamming  # an exposure or colour edit: only the pixel check can say
-        if (same_pixels or trimmed or edited) and (checked if checked is not None
-                                                   else _pixels_agree(pair, pictures, trimmed)):
+        if (same_pixels or trimmed) and (checked if checked is not None else _pixels_agree(pair, pictures, t)):
             return Tier.NEAR
     if pair.cosine >= t.similar_cosine:
         if within_s is None:
@@ -70,10 +69,10 @@ def pair_tier(pair: Pair, t: DupThresholds, dates: dict[int, datetime] | None = 
     return None
 
 
-def _pixels_agree(pair: Pair, pictures: dict[int, np.ndarray] | None, trimmed: bool) -> bool:
+def _pixels_agree(pair: Pair, pictures: dict[int, np.ndarray] | None, t: DupThresholds) -> bool:
     if pictures is None or pair.a not in pictures or pair.b not in pictures:
         return False  # no pixels to check (a file unreadable when hashed): never a near-exact copy
-    return same_picture(pictures[pair.a], pictures[pair.b], pair.transform, trimmed)
+    return same_picture(pictures[pair.a], pictures[pair.b], pair.transform, trimmed_bar(pair.crop, t.near_crop))
 
 
 @dataclass(frozen=True)

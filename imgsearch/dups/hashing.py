@@ -49,19 +49,25 @@ CROPS = 5
 ROWS = len(TRANSFORMS) + CROPS  # per image: 8 flips/rotations, then 5 inner crops; each coarse + fine
 
 
-# The pixel check: the picture itself, small and in colour, so a near-exact pair is confirmed on pixels (aligned by
-# the transform its hashes matched), never by the model's cosine alone. Stored after the hashes; a blob without it
-# (written by an older version) is hashed again by the next `imgsearch dups`.
-PIXEL_SIDE = 16
-PIXEL_BYTES = PIXEL_SIDE * PIXEL_SIDE * 3
+# The pixel check: the picture itself, small, so a near-exact pair is confirmed on pixels (aligned by the transform
+# its hashes matched), never by the model's cosine alone. Its detail is a 32x32 grey picture's high frequencies (what
+# tells two white T-shirts on the same red blanket apart: their prints, seams and folds, not the layout they share);
+# its colour, a 4x4 RGB picture's. Stored after the hashes; a blob without it (written by an older version) is hashed
+# again by the next `imgsearch dups`.
+DETAIL_SIDE, COLOUR_SIDE = 32, 4
+PIXEL_BYTES = DETAIL_SIDE * DETAIL_SIDE + COLOUR_SIDE * COLOUR_SIDE * 3
 BLOB_BYTES = ROWS * CODE_BYTES + PIXEL_BYTES
-# Calibrated on copies (re-encoded, resized, flipped, rotated, trimmed) of real photos against distinct photos of
-# the same kind (bench/dups_eval.py; tests/test_duplicates.py holds both sides):
-SAME_NCC = 0.90  # every detailed channel of the aligned pictures correlates at least this much
-SAME_MEAN = 10.0  # and their mean colours differ by at most this (0-255, per channel);
-EDITED_NCC, EDITED_MEAN = 0.97, 32.0  # or, for a picture with detail, an exposure or colour edit of it
-FLAT_STD = 4.0  # a channel this even (std, 0-255) has no detail to correlate
-WINDOW_SHARES = (0.95, 0.9)  # the inner crops a trimmed copy is compared with
+# Calibrated on copies (re-encoded, resized, flipped, rotated, trimmed, brightened) of real photos against distinct
+# photos of the same kind, the hardest being garments of one colour photographed on the same background
+# (bench/dups_eval.py, bench/dups_models.py; tests/test_pixel_check.py holds both sides):
+SAME_DETAIL = 0.90  # the aligned pictures' high frequencies correlate at least this much (copies >= 0.92)...
+# ...or, for a trimmed copy, an inner crop of one against the other (resampled: they line up less well). The closer
+# the inner-crop hashes, the less the pixels must add: 0.86 at the crop threshold, 0.6 when 6 or more bits inside it
+TRIMMED_DETAIL, TRIMMED_CLOSE_DETAIL, TRIMMED_CLOSE_BITS = 0.86, 0.6, 6
+SAME_COLOUR = 32.0  # and their mean colours differ by at most this (0-255, per channel: an exposure edit passes)
+FLAT_DETAIL = 2.5  # less detail than this (std of the high frequencies, 0-255): a picture the check cannot tell
+BLUR_SIGMA = 1.5
+WINDOW_SHARES = (0.97, 0.95, 0.925, 0.9)  # the inner crops a trimmed copy is compared with, at 3x3 positions each
 
 
 @functools.lru_cache(maxsize=4)
@@ -84,12 +90,13 @@ def phash(image: Image.Image, hash_size: int) -> np.ndarray:
 
 def perceptual_hashes(path: str, max_pixels: int) -> bytes:
     """pHashes of the oriented picture, of its 7 other flips/rotations and of 5 inner crops (95% of each side:
-    4 corners, centre), each a coarse 64-bit and a fine 256-bit code: 13 x 40 bytes; then the picture itself at
-    16x16 in RGB (the pixel check's).
+    4 corners, centre), each a coarse 64-bit and a fine 256-bit code: 13 x 40 bytes; then the picture itself for
+    the pixel check (32x32 grey, 4x4 RGB).
     Raises ImageError for a file that cannot be decoded."""
     img, _ = open_rgb(path, max_pixels, draft_to=(4 * HASH_SIDE, 4 * HASH_SIDE))
-    pixels = np.asarray(img.convert("RGB").resize((PIXEL_SIDE, PIXEL_SIDE), Image.Resampling.BOX), dtype=np.uint8)
     grey = img.convert("L")
+    pixels = np.concatenate([np.asarray(grey.resize((DETAIL_SIDE, DETAIL_SIDE), Image.Resampling.BOX)).ravel(),
+                             np.asarray(img.convert("RGB").resize((COLOUR_SIDE, COLOUR_SIDE), Image.Resampling.BOX)).ravel()])
     small = grey.resize((HASH_SIDE, HASH_SIDE), Image.Resampling.LANCZOS)
     large = grey.resize((2 * HASH_SIDE, 2 * HASH_SIDE), Image.Resampling.LANCZOS)
     codes = []
@@ -125,60 +132,85 @@ def hash_array(blobs: Sequence[bytes]) -> np.ndarray:
 
 
 def pixel_array(blobs: Sequence[bytes]) -> np.ndarray:
-    """(n, 16, 16, 3) uint8: each image's picture for the pixel check."""
+    """(n, PIXEL_BYTES) uint8: each image's pictures for the pixel check (32x32 grey, then 4x4 RGB)."""
     if not blobs:
-        return np.zeros((0, PIXEL_SIDE, PIXEL_SIDE, 3), dtype=np.uint8)
+        return np.zeros((0, PIXEL_BYTES), dtype=np.uint8)
     whole = np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(len(blobs), BLOB_BYTES)
-    return whole[:, ROWS * CODE_BYTES:].reshape(len(blobs), PIXEL_SIDE, PIXEL_SIDE, 3)
+    return whole[:, ROWS * CODE_BYTES:]
 
 
 def valid_hashes(blob: bytes | None) -> bool:
     return blob is not None and len(blob) == BLOB_BYTES
 
 
-def _likeness(a: np.ndarray, b: np.ndarray) -> tuple[float, float, bool]:
-    """(the lowest correlation over the channels with detail, the largest difference of channel means, whether any
-    channel has detail) of two 16x16 RGB pictures; a channel flat in both correlates as 1 (its mean decides)."""
-    x, y = a.reshape(-1, 3).astype(np.float64), b.reshape(-1, 3).astype(np.float64)
-    mean_gap = float(np.abs(x.mean(axis=0) - y.mean(axis=0)).max())
-    x, y = x - x.mean(axis=0), y - y.mean(axis=0)
-    sx, sy = np.sqrt((x * x).mean(axis=0)), np.sqrt((y * y).mean(axis=0))
-    ncc, detailed = 1.0, False
-    for c in range(3):
-        if sx[c] < FLAT_STD and sy[c] < FLAT_STD:
-            continue
-        if sx[c] < FLAT_STD or sy[c] < FLAT_STD:  # detail in one, none in the other: not the same picture
-            return 0.0, mean_gap, True
-        detailed = True
-        ncc = min(ncc, float((x[:, c] * y[:, c]).mean() / (sx[c] * sy[c])))
-    return ncc, mean_gap, detailed
+def _parts(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(m, 32, 32) grey as float32 and (m, 3) mean colours of (m, PIXEL_BYTES) pixel codes."""
+    grey = codes[:, :DETAIL_SIDE * DETAIL_SIDE].reshape(-1, DETAIL_SIDE, DETAIL_SIDE).astype(np.float32)
+    colour = codes[:, DETAIL_SIDE * DETAIL_SIDE:].reshape(-1, COLOUR_SIDE * COLOUR_SIDE, 3).astype(np.float32)
+    return grey, colour.mean(axis=1)
 
 
-def _same(likeness: tuple[float, float, bool]) -> bool:
-    """Detail that correlates, and colours close enough. Two pictures without detail (solid colours, blank pages,
-    black night shots) cannot be told apart at this size, nor by their hashes: they are never near-exact copies
-    (byte-identical ones are still exact copies)."""
-    ncc, gap, detailed = likeness
-    return detailed and ((ncc >= SAME_NCC and gap <= SAME_MEAN) or (ncc >= EDITED_NCC and gap <= EDITED_MEAN))
+@functools.lru_cache(maxsize=1)
+def _blur_kernel() -> np.ndarray:
+    radius = int(3 * BLUR_SIGMA + 0.5)
+    x = np.arange(-radius, radius + 1, dtype=np.float32)
+    k = np.exp(-x * x / (2 * BLUR_SIGMA * BLUR_SIGMA))
+    return k / k.sum()
 
 
-def _windows(picture: np.ndarray) -> list[np.ndarray]:
-    """The picture's inner crops (each share of WINDOW_SHARES of each side: 4 corners, centre), back at 16x16."""
-    img = Image.fromarray(picture)
+def _detail(grey: np.ndarray) -> np.ndarray:
+    """(m, 32, 32) -> the high frequencies: each picture minus its Gaussian blur (edges reflected)."""
+    k = _blur_kernel()
+    r = len(k) // 2
+    padded = np.pad(grey, ((0, 0), (r, r), (r, r)), mode="reflect")
+    rows = sum(k[i] * padded[:, i:i + DETAIL_SIDE, :] for i in range(len(k)))
+    blurred = sum(k[i] * rows[:, :, i:i + DETAIL_SIDE] for i in range(len(k)))
+    return grey - blurred
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(correlation of each pair of (m, 32, 32) detail pictures, the lesser of their two standard deviations)."""
+    x = a.reshape(len(a), -1) - a.reshape(len(a), -1).mean(axis=1, keepdims=True)
+    y = b.reshape(len(b), -1) - b.reshape(len(b), -1).mean(axis=1, keepdims=True)
+    sx, sy = np.sqrt((x * x).mean(axis=1)), np.sqrt((y * y).mean(axis=1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ncc = np.where((sx > 0) & (sy > 0), (x * y).mean(axis=1) / (sx * sy), 0.0)
+    return ncc, np.minimum(sx, sy)
+
+
+def _windows(grey: np.ndarray) -> np.ndarray:
+    """A 32x32 grey picture's inner crops (WINDOW_SHARES of each side, at 3x3 positions), each back at 32x32."""
+    img = Image.fromarray(grey.astype(np.uint8))
     out = []
     for share in WINDOW_SHARES:
-        side = PIXEL_SIDE * share
-        rest = PIXEL_SIDE - side
-        out += [np.asarray(img.resize((PIXEL_SIDE, PIXEL_SIDE), Image.Resampling.BILINEAR,
-                                      box=(x, y, x + side, y + side)))
-                for x, y in ((0, 0), (rest, 0), (0, rest), (rest, rest), (rest / 2, rest / 2))]
-    return out
+        side = DETAIL_SIDE * share
+        rest = DETAIL_SIDE - side
+        out += [np.asarray(img.resize((DETAIL_SIDE, DETAIL_SIDE), Image.Resampling.BILINEAR,
+                                      box=(x, y, x + side, y + side)), dtype=np.float32)
+                for y in (0, rest / 2, rest) for x in (0, rest / 2, rest)]
+    return np.stack(out)
+
+
+def trimmed_bar(crop: int | None, near_crop: int) -> float:
+    """How much an inner crop's high frequencies must correlate for a pair whose inner-crop hashes are `crop` bits
+    apart (inf: the hashes do not say trimmed at all)."""
+    if crop is None or crop > near_crop:
+        return float("inf")
+    return TRIMMED_CLOSE_DETAIL if crop <= near_crop - TRIMMED_CLOSE_BITS else TRIMMED_DETAIL
+
+
+def _trimmed_match(ga: np.ndarray, gb: np.ndarray, bar: float) -> bool:
+    """An inner crop of either 32x32 grey picture against the other as it is (a trimmed copy)."""
+    wa, wb = _windows(ga), _windows(gb)
+    one = _correlation(_detail(wa), _detail(np.broadcast_to(gb, wa.shape).copy()))[0]
+    other = _correlation(_detail(np.broadcast_to(ga, wb.shape).copy()), _detail(wb))[0]
+    return bool(max(one.max(), other.max()) >= bar)
 
 
 def _turn(pictures: np.ndarray, transform: int) -> np.ndarray:
-    """One of the 8 flips/rotations (TRANSFORMS' order, as Image.transpose does them) of (m, h, w, 3) pictures, or
-    of one (h, w, 3) picture."""
-    if pictures.ndim == 3:
+    """One of the 8 flips/rotations (TRANSFORMS' order, as Image.transpose does them) of (m, h, w[, 3]) pictures,
+    or of one (h, w[, 3]) picture."""
+    if pictures.ndim == 2 or (pictures.ndim == 3 and pictures.shape[-1] == 3):
         return _turn(pictures[None], transform)[0]
     if transform == 0:
         return pictures
@@ -189,47 +221,38 @@ def _turn(pictures: np.ndarray, transform: int) -> np.ndarray:
     if transform == 3:
         return pictures[:, ::-1, ::-1]
     if transform == 4:
-        return pictures.transpose(0, 2, 1, 3)
+        return np.swapaxes(pictures, 1, 2)
     if transform == 5:
         return np.rot90(pictures, 1, axes=(1, 2))
     if transform == 6:
-        return pictures[:, ::-1, ::-1].transpose(0, 2, 1, 3)
+        return np.swapaxes(pictures[:, ::-1, ::-1], 1, 2)
     return np.rot90(pictures, -1, axes=(1, 2))
 
 
 def same_pictures(a: np.ndarray, b: np.ndarray, transforms: np.ndarray, trimmed: np.ndarray) -> np.ndarray:
-    """same_picture for many pairs at once: (m, 16, 16, 3) pictures, (m,) transforms and trimmed flags -> (m,)
-    verdicts. Whole pictures are compared in one vectorised pass; only trimmed pairs that fail it try the crops."""
-    turned = a.copy()
+    """Whether each pair of pixel codes ((m, PIXEL_BYTES) each) is the same picture: `a` turned by its transform
+    (the flip/rotation the hashes matched, taking a to b) against `b`; for pairs with a finite `trimmed` bar (see
+    trimmed_bar), also an inner crop of either against the other. Both need detail (two featureless pictures
+    cannot be told apart: never a copy), their
+    high frequencies must correlate, and their mean colours be close."""
+    ga, ca = _parts(a)
+    gb, cb = _parts(b)
     for transform in range(1, len(_OPS)):
         rows = np.flatnonzero(transforms == transform)
         if len(rows):
-            turned[rows] = _turn(a[rows], transform)
-    x = turned.reshape(len(a), -1, 3).astype(np.float32)
-    y = b.reshape(len(b), -1, 3).astype(np.float32)
-    gap = np.abs(x.mean(axis=1) - y.mean(axis=1)).max(axis=1)
-    x -= x.mean(axis=1, keepdims=True)
-    y -= y.mean(axis=1, keepdims=True)
-    sx, sy = np.sqrt((x * x).mean(axis=1)), np.sqrt((y * y).mean(axis=1))
-    flat_x, flat_y = sx < FLAT_STD, sy < FLAT_STD
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ncc = np.where(flat_x & flat_y, 1.0, (x * y).mean(axis=1) / (sx * sy))
-    ncc = np.where(flat_x ^ flat_y, 0.0, ncc).min(axis=1)
-    detailed = ~(flat_x & flat_y).all(axis=1)
-    ok = detailed & (((ncc >= SAME_NCC) & (gap <= SAME_MEAN)) | ((ncc >= EDITED_NCC) & (gap <= EDITED_MEAN)))
-    for r in np.flatnonzero(~ok & trimmed):
-        ok[r] = same_picture(a[r], b[r], int(transforms[r]), True)
+            ga[rows] = _turn(ga[rows], transform)
+    ncc, detail = _correlation(_detail(ga), _detail(gb))
+    colour = np.abs(ca - cb).max(axis=1) <= SAME_COLOUR
+    textured = detail >= FLAT_DETAIL
+    ok = textured & colour & (ncc >= SAME_DETAIL)
+    for r in np.flatnonzero(~ok & np.isfinite(trimmed) & textured & colour):
+        ok[r] = _trimmed_match(ga[r], gb[r], float(trimmed[r]))
     return ok
 
 
-def same_picture(a: np.ndarray, b: np.ndarray, transform: int | None, trimmed: bool = False) -> bool:
-    """Whether two 16x16 pictures are the same picture: `a` turned by `transform` (the flip/rotation the hashes
-    matched, taking a to b) against `b`; with `trimmed`, also an inner crop of either against the other as it is."""
-    turned = _turn(a, transform or 0)
-    candidates = [(turned, b)]
-    if trimmed:
-        candidates += [(w, b) for w in _windows(a)] + [(a, w) for w in _windows(b)]
-    return any(_same(_likeness(x, y)) for x, y in candidates)
+def same_picture(a: np.ndarray, b: np.ndarray, transform: int | None, trimmed: float = float("inf")) -> bool:
+    """same_pictures for one pair of pixel codes."""
+    return bool(same_pictures(a[None], b[None], np.array([transform or 0]), np.array([trimmed]))[0])
 
 
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
