@@ -189,9 +189,11 @@ def scale(lib, sizes: list[int], k: int) -> None:
         v = vectors[pick] + rng.normal(0, 0.05, (m, vectors.shape[1])).astype(np.float32)
         drawn = rng.integers(0, len(base_codes), m)
         c = base_codes[drawn].copy()
-        # distinct photos have distinct pictures: smooth random fields (4x4 colours, upsampled) over a real one
-        fields = np.kron(rng.integers(0, 256, (m, 4, 4, 3)), np.ones((1, 4, 4, 1)))
-        pictures = np.clip(0.5 * base_pictures[drawn] + 0.5 * fields, 0, 255).astype(np.uint8)
+        # distinct photos have distinct pictures: a random field (8x8, upsampled) over a real one's grey detail
+        fields = np.kron(rng.integers(0, 256, (m, 8, 8)), np.ones((1, 4, 4))).reshape(m, -1)
+        pictures = base_pictures[drawn].astype(np.float32)
+        pictures[:, :fields.shape[1]] = 0.5 * pictures[:, :fields.shape[1]] + 0.5 * fields
+        pictures = np.clip(pictures, 0, 255).astype(np.uint8)
         flip_bits(c, 0, 8, 8)
         flip_bits(c, 8, 40, 60)
         src = rng.integers(0, m, n - m)
@@ -202,7 +204,7 @@ def scale(lib, sizes: list[int], k: int) -> None:
         v = np.concatenate([v, cv])
         v = np.ascontiguousarray(v / np.linalg.norm(v, axis=1, keepdims=True), dtype=np.float32)
         c = np.concatenate([c, cc])
-        pictures = np.concatenate([pictures, np.clip(pictures[src] + rng.normal(0, 2, (n - m, 16, 16, 3)), 0, 255)
+        pictures = np.concatenate([pictures, np.clip(pictures[src] + rng.normal(0, 2, pictures[src].shape), 0, 255)
                                    .astype(np.uint8)])
         rows = np.arange(n)
         t0 = time.perf_counter()
