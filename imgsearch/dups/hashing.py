@@ -231,11 +231,12 @@ def _turn(pictures: np.ndarray, transform: int) -> np.ndarray:
 def same_pictures(a: np.ndarray, b: np.ndarray, transforms: np.ndarray, trimmed: np.ndarray) -> np.ndarray:
     """Whether each pair of pixel codes ((m, PIXEL_BYTES) each) is the same picture: `a` turned by its transform
     (the flip/rotation the hashes matched, taking a to b) against `b`; for pairs with a finite `trimmed` bar (see
-    trimmed_bar), also an inner crop of either against the other. Both need detail (two featureless pictures
-    cannot be told apart: never a copy), their
-    high frequencies must correlate, and their mean colours be close."""
+    trimmed_bar), also an inner crop of either against the other as it is (as the crop hashes compare them). Both
+    need detail (two featureless pictures cannot be told apart: never a copy), their high frequencies must
+    correlate, and their mean colours be close."""
     ga, ca = _parts(a)
     gb, cb = _parts(b)
+    as_is = ga.copy()
     for transform in range(1, len(_OPS)):
         rows = np.flatnonzero(transforms == transform)
         if len(rows):
@@ -245,7 +246,7 @@ def same_pictures(a: np.ndarray, b: np.ndarray, transforms: np.ndarray, trimmed:
     textured = detail >= FLAT_DETAIL
     ok = textured & colour & (ncc >= SAME_DETAIL)
     for r in np.flatnonzero(~ok & np.isfinite(trimmed) & textured & colour):
-        ok[r] = _trimmed_match(ga[r], gb[r], float(trimmed[r]))
+        ok[r] = _trimmed_match(as_is[r], gb[r], float(trimmed[r]))
     return ok
 
 
