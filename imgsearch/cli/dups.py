@@ -78,7 +78,7 @@ def dups(
     max_group: Annotated[int, typer.Option(help="Largest group: stops chains of look-alikes.")] = DupOptions.max_group,
     neighbours: Annotated[int, typer.Option(help="Candidates searched per photo.")] = DupOptions.neighbours,
     keep: Annotated[Optional[list[Path]], typer.Option(
-        help="Keep this photo in its group, overriding the suggestion (repeatable).")] = None,
+        help="Keep this photo in its group, overriding the suggestion (repeatable: one per group).")] = None,
     prefer_dir: Annotated[Optional[list[Path]], typer.Option(
         help="Take keepers from this folder when a group has a photo in it (repeatable).", file_okay=False)] = None,
     move_to: Annotated[Optional[Path], typer.Option(
