@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -28,16 +31,24 @@ async def handle(_request: Request, exc: ImgSearchError) -> JSONResponse:
     return JSONResponse(body(exc), status_code=status_of(exc))
 
 
+def invalid_fields(errors: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """(field, message) for each of pydantic's validation errors (a request's, or the search form's)."""
+    out = []
+    for error in errors or [{}]:
+        field = str(error.get("loc", ["", "?"])[-1])
+        message = f"{field}: {error.get('msg', 'invalid value')}"
+        if error.get("type") == "extra_forbidden":
+            from imgsearch.web.api import SearchParams
+
+            message = (f"{field} is not a parameter here: a search takes {', '.join(SearchParams.model_fields)} "
+                       "(see /docs)")
+        out.append((field, message))
+    return out
+
+
 async def handle_invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
     """A parameter of the wrong type or out of range is a usage error like any other (400, code usage)."""
-    first = exc.errors()[0] if exc.errors() else {}
-    field = str(first.get("loc", ["", "?"])[-1])
-    message = f"{field}: {first.get('msg', 'invalid value')}"
-    if first.get("type") == "extra_forbidden":
-        from imgsearch.web.api import SearchParams
-
-        message = (f"{field} is not a parameter here: a search takes {', '.join(SearchParams.model_fields)} "
-                   "(see /docs)")
+    field, message = invalid_fields(exc.errors())[0]
     return JSONResponse({"error": {"code": "usage", "message": message, "param": field}}, status_code=400)
 
 

@@ -10,11 +10,12 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
 
 from imgsearch import FILTERS, ImgSearchError, Library, SearchOptions, Term, UsageError, timestamp
 from imgsearch.config import SORTS
 from imgsearch.web.api import PAGE, ImageId, SearchParams, search_request
-from imgsearch.web.errors import status_of
+from imgsearch.web.errors import invalid_fields, status_of
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 FIELDS = (*(f.name for f in FILTERS), "min_score", "sort")  # the form's fields besides q
@@ -35,8 +36,9 @@ def build_router(lib: Library) -> APIRouter:
         q = params.get("q", "").strip()
         state = _state(params)
         choices = {f.name: list(f.choices) for f in FILTERS if f.choices} | {"tag": sorted(lib.tags())}
-        context: dict[str, Any] = {"q": q, "state": state, "filters": FILTERS, "choices": choices, "sorts": SORTS, "results": [],
-                   "api": "", "page": PAGE, "filters_given": any(state[name] for name in FIELDS if name != "sort")}
+        context: dict[str, Any] = {
+            "q": q, "state": state, "filters": FILTERS, "choices": choices, "sorts": SORTS, "results": [], "api": "",
+            "page": PAGE, "filters_given": any(state[name] for name in FIELDS if name != "sort")}
         if not q:
             return render(request, "search.html", **context)
         try:
@@ -123,5 +125,5 @@ def _request(q: str, state: dict, k: int, offset: int) -> tuple[list[Term], Sear
 
 
 def _refused(exc: ValueError) -> str:
-    errors: list[dict[str, Any]] = getattr(exc, "errors", lambda: [])()
-    return "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in errors) or str(exc)
+    errors = exc.errors() if isinstance(exc, ValidationError) else []
+    return "; ".join(message for _, message in invalid_fields(errors)) if errors else str(exc)
