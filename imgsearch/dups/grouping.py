@@ -17,7 +17,7 @@ import numpy as np
 
 from imgsearch.config import DUP_TIERS, DupThresholds, Tier
 from imgsearch.dups.candidates import Pair
-from imgsearch.dups.hashing import TRANSFORMS, hamming, same_picture, same_pictures, trimmed_bar
+from imgsearch.dups.hashing import TRANSFORMS, hamming, same_pictures, trimmed_bar
 from imgsearch.errors import UsageError
 from imgsearch.fs import is_inside
 from imgsearch.images import formats
@@ -28,16 +28,21 @@ SIMILAR_LINK_SLACK = 0.05  # a merged similar group keeps every pair >= similar_
 TIER_RANK: dict[str, int] = {tier: n for n, tier in enumerate(DUP_TIERS)}
 
 
+def _near_by_hashes(p: Pair, t: DupThresholds) -> bool:
+    """The hashes say the same pixels (coarse and fine codes) or a trimmed copy (an inner crop's fine code)."""
+    if p.exact or p.hamming is None or p.cosine < t.near_cosine:
+        return False
+    same_pixels = p.hamming <= t.near_hamming and p.fine is not None and p.fine <= t.near_fine
+    return same_pixels or (p.crop is not None and p.crop <= t.near_crop)
+
+
 def _checked_on_pixels(pairs: Sequence[Pair], t: DupThresholds, pictures: dict[int, np.ndarray] | None) -> np.ndarray:
-    """The pixel check's verdict for every pair whose hashes make it a near-exact candidate, in one vectorised pass
-    (False for the others, and for pairs without pictures)."""
+    """The pixel check's verdict for every pair the hashes call near-exact, in one vectorised pass (False for the
+    others, and for pairs without pictures: a file unreadable when hashed is never a near-exact copy)."""
     verdict = np.zeros(len(pairs), dtype=bool)
     if not pictures:
         return verdict
-    rows = [n for n, p in enumerate(pairs) if not p.exact and p.hamming is not None and p.cosine >= t.near_cosine
-            and p.a in pictures and p.b in pictures
-            and ((p.hamming <= t.near_hamming and p.fine is not None and p.fine <= t.near_fine)
-                 or (p.crop is not None and p.crop <= t.near_crop))]
+    rows = [n for n, p in enumerate(pairs) if p.a in pictures and p.b in pictures and _near_by_hashes(p, t)]
     if rows:
         chosen = [pairs[n] for n in rows]
         verdict[rows] = same_pictures(np.stack([pictures[p.a] for p in chosen]), np.stack([pictures[p.b] for p in chosen]),
@@ -55,11 +60,9 @@ def pair_tier(pair: Pair, t: DupThresholds, dates: dict[int, datetime] | None = 
     The model's cosine decides nothing here (`near_cosine` is an optional floor)."""
     if pair.exact:
         return Tier.EXACT
-    if pair.hamming is not None and pair.cosine >= t.near_cosine:
-        same_pixels = pair.hamming <= t.near_hamming and pair.fine is not None and pair.fine <= t.near_fine
-        trimmed = pair.crop is not None and pair.crop <= t.near_crop
-        if (same_pixels or trimmed) and (checked if checked is not None else _pixels_agree(pair, pictures, t)):
-            return Tier.NEAR
+    if _near_by_hashes(pair, t) and (checked if checked is not None
+                                     else bool(_checked_on_pixels([pair], t, pictures)[0])):
+        return Tier.NEAR
     if pair.cosine >= t.similar_cosine:
         if within_s is None:
             return Tier.SIMILAR
@@ -67,12 +70,6 @@ def pair_tier(pair: Pair, t: DupThresholds, dates: dict[int, datetime] | None = 
         if da is not None and db is not None and abs((da - db).total_seconds()) <= within_s:
             return Tier.SIMILAR
     return None
-
-
-def _pixels_agree(pair: Pair, pictures: dict[int, np.ndarray] | None, t: DupThresholds) -> bool:
-    if pictures is None or pair.a not in pictures or pair.b not in pictures:
-        return False  # no pixels to check (a file unreadable when hashed): never a near-exact copy
-    return same_picture(pictures[pair.a], pictures[pair.b], pair.transform, trimmed_bar(pair.crop, t.near_crop))
 
 
 @dataclass(frozen=True)

@@ -201,8 +201,9 @@ def trimmed_bar(crop: int | None, near_crop: int) -> float:
 def _trimmed_match(ga: np.ndarray, gb: np.ndarray, bar: float) -> bool:
     """An inner crop of either 32x32 grey picture against the other as it is (a trimmed copy)."""
     wa, wb = _windows(ga), _windows(gb)
-    one = _correlation(_detail(wa), _detail(np.broadcast_to(gb, wa.shape).copy()))[0]
-    other = _correlation(_detail(np.broadcast_to(ga, wb.shape).copy()), _detail(wb))[0]
+    da, db = _detail(ga[None]), _detail(gb[None])  # each picture's own detail once, against all the other's crops
+    one = _correlation(_detail(wa), np.broadcast_to(db, wa.shape))[0]
+    other = _correlation(np.broadcast_to(da, wb.shape), _detail(wb))[0]
     return bool(max(one.max(), other.max()) >= bar)
 
 
