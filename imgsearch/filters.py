@@ -240,12 +240,11 @@ def split_filters(words: Sequence[str]) -> tuple[list[str], Filters]:
     """Search-bar syntax: words such as `camera:x100v`, `after:2019-05`, `type:video`, `tag:beach` or
     `near:48.85,2.29,5` are filters; the rest are the query's words."""
     rest: list[str] = []
-    filters = Filters()
+    found: dict[str, list[str]] = {}
     for word in words:
         match = _WORD.match(word.strip())
         if match is None:
             rest.append(word)
-            continue
-        key = match.group(1).lower()
-        filters = filters.merged(Filters(**{_WORDS[key]: match.group(2)}))
-    return rest, filters
+        else:
+            found.setdefault(_WORDS[match.group(1).lower()], []).append(match.group(2))
+    return rest, Filters(**found)

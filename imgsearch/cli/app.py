@@ -17,7 +17,7 @@ import typer
 
 from imgsearch.config import DEFAULT_MODEL, DEFAULT_PRETRAINED, LIBRARY_ENV
 from imgsearch.errors import ImgSearchError
-from imgsearch.filters import FILTERS
+from imgsearch.filters import FILTERS, Filter
 
 if TYPE_CHECKING:
     from imgsearch import Library
@@ -26,6 +26,11 @@ if TYPE_CHECKING:
 # Plain help (no rich markup: help texts keep their [brackets]), -h as well as --help, on every command.
 HELP: dict[str, Any] = {"rich_markup_mode": None, "context_settings": {"help_option_names": ["-h", "--help"]}}
 
+def _param(f: Filter) -> str:
+    """The Python name of a search filter's option in a command's signature (see with_filters)."""
+    return f"filter_{f.name}"
+
+
 # A word for each option's value in --help (`--library DIR`, `--workers N`), instead of typer's Python types
 # (`<list[Path]>`, `<int range>`); arguments are named by their own metavar (FOLDER, QUERY). Typer has no setting for
 # it, so its one method that renders the type is replaced here, for this program's commands only.
@@ -33,7 +38,7 @@ METAVARS = {"library": "DIR", "db_url": "URL", "model": "MODEL", "pretrained": "
             "ray": "ADDRESS", "runtime": "RUNTIME", "precision": "PRECISION", "template": "TEMPLATE",
             "labels_file": "FILE", "move_to": "DIR", "copy_to": "DIR", "out": "DIR", "image": "IMAGE",
             "tags": "TAG", "sort": "ORDER", "fmt": "FORMAT", "host": "HOST",
-            **{f"filter_{f.name}": f.metavar for f in FILTERS}}
+            **{_param(f): f.metavar for f in FILTERS}}
 
 
 def _value_word(param: object, ctx: object) -> str:
@@ -117,14 +122,14 @@ FLAGS = {"k": "--top", "within_s": "--within", "similar_cosine": "--similar",
 def with_filters(command: Callable[..., None]) -> Callable[..., None]:
     """A command with one option per search filter (imgsearch.filters.FILTERS) where its `filters` parameter is;
     it gets them there as {name: the text or texts given}."""
-    names = {f"filter_{f.name}": f for f in FILTERS}
+    names = {_param(f): f for f in FILTERS}
 
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> None:
         texts = {f.name: kwargs.pop(param) for param, f in names.items()}
         return command(*args, filters=texts, **kwargs)
 
-    def option(f: Any) -> object:
+    def option(f: Filter) -> object:
         kind = Optional[list[str]] if f.many else Optional[str]
         return Annotated[kind, typer.Option(f.flag, help=f.help, show_default=False)]
 
