@@ -41,7 +41,7 @@ class Evidence:
     photos: dict[int, Photo]
     vectors: dict[int, np.ndarray]
     codes: dict[int, np.ndarray]  # id -> (13, 40) pHash codes: 8 flips/rotations, 5 inner crops
-    pictures: dict[int, np.ndarray]  # id -> (16, 16, 3) the picture, for the pixel check
+    pictures: dict[int, np.ndarray]  # id -> its pixel code (32x32 grey, 4x4 colour), for the pixel check
     full_hashes: dict[int, str]
     thresholds: DupThresholds
     hashed: int = 0  # files hashed in this run
@@ -90,8 +90,7 @@ def _refresh_hashes(sessions: sessionmaker[Session], rows: list, workers: int,
     have: dict[int, bytes] = {}
     for r in rows:
         stored = known.get(r.id)
-        if stored is not None and stored.content_hash == r.content_hash and stored.phashes is not None \
-                and valid_hashes(stored.phashes):
+        if stored is not None and stored.content_hash == r.content_hash and valid_hashes(stored.phashes):
             have[r.id] = stored.phashes
     todo = [r for r in rows if r.id not in have]
     fresh: list[int] = []

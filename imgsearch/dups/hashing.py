@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Sequence
+from typing import TypeGuard
 
 import numpy as np
 from PIL import Image
@@ -140,7 +141,7 @@ def pixel_array(blobs: Sequence[bytes]) -> np.ndarray:
     return whole[:, ROWS * CODE_BYTES:]
 
 
-def valid_hashes(blob: bytes | None) -> bool:
+def valid_hashes(blob: bytes | None) -> TypeGuard[bytes]:
     return blob is not None and len(blob) == BLOB_BYTES
 
 
