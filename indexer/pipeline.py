@@ -17,6 +17,7 @@ from imgsearch.errors import UsageError
 from imgsearch.images.decode import Decoded, partial_hash
 from imgsearch.vectors import build as index_build
 from imgsearch.images.crawl import FileEntry, Skipped, crawl
+from imgsearch.images.fingerprint import BLOB_BYTES, fingerprint_files
 from imgsearch.images.formats import missing_decoder
 from imgsearch.progress import Progress, SilentProgress
 from imgsearch.images.loader import StageTimes
@@ -42,6 +43,7 @@ class RunReport:
     photos: int = 0  # searchable stills
     videos: int = 0  # searchable videos (their moments are in indexed_total)
     skipped_now: list[tuple[str, str]] = field(default_factory=list)  # newly skipped: (path, reason)
+    fingerprinted: int = 0  # files indexed before that got their duplicate-finding fingerprint in this run
     executor: str = "this machine"  # where decoding and encoding ran (or "a Ray cluster of N nodes")
     warnings: list[str] = field(default_factory=list)
     times: StageTimes = field(default_factory=StageTimes)
@@ -50,7 +52,9 @@ class RunReport:
         rate = f" ({self.encoded / self.seconds:.1f} img/s)" if self.encoded and self.seconds > 0 else ""
         return (f"{self.new} new, {self.changed} changed, {self.moved} moved, {self.unchanged} unchanged, "
                 f"{self.removed} removed, {self.skipped} skipped; encoded {self.encoded} in "
-                f"{self.seconds:.1f} s{rate} on {self.executor}; {self.searchable()} searchable")
+                f"{self.seconds:.1f} s{rate} on {self.executor}; {self.searchable()} searchable"
+                + (f"; {self.fingerprinted} file(s) indexed before fingerprinted for duplicate finding"
+                   if self.fingerprinted else ""))
 
     def searchable(self) -> str:
         """What a search can find: photos, and videos with their moments apart (a video is one result)."""
@@ -101,6 +105,7 @@ def run_index(sessions: sessionmaker[Session], encoder: Encoder, roots: Sequence
         plan = _plan(sessions, roots, settings, progress)
         _apply_plan(sessions, plan, report)
         _encode(sessions, executor, model_id, plan, progress, report)
+        _fill_fingerprints(sessions, settings.workers, progress, report)
         report.executor = getattr(executor, "describe", lambda: "this machine")()
         progress.stage("building index", None)
         _, index = index_build.ensure_index(sessions, model_id, index_dir, strict=True, rebuild=settings.rebuild,
@@ -192,6 +197,8 @@ def _encode(sessions: sessionmaker[Session], executor: Executor, model_id: int, 
                 if kind in ("new", "changed"):
                     setattr(report, kind, getattr(report, kind) + 1)
             _save_vectors(session, model_id, ids, batch)
+            store.save_fingerprints(session, [(i, d.content_hash, d.fingerprint) for i, d in zip(ids, batch.decoded)
+                                              if d.fingerprint is not None])
             for skip in batch.skipped:
                 existing, kind = todo[skip.path]
                 store.save_skipped(session, skip.path, skip.size, skip.mtime_ns, skip.reason, existing)
@@ -206,6 +213,23 @@ def _encode(sessions: sessionmaker[Session], executor: Executor, model_id: int, 
         report.skipped += len(batch.skipped)
         progress.advance(len(batch.decoded) + len(batch.skipped))
     report.warnings.extend(report.times.notes)
+
+
+def _fill_fingerprints(sessions: sessionmaker[Session], workers: int, progress: Progress, report: RunReport) -> None:
+    """Fingerprint the indexed files that have none for their content (indexed by an older imgsearch, or decoded
+    where none was made): duplicate finding then reopens no file. A file that cannot be read now keeps its vectors
+    (`dups` says which ones it could not compare)."""
+    with sessions() as session:
+        rows = store.fingerprint_lengths(session)
+    todo = [(i, path, content) for i, path, content, made_for, length in rows
+            if made_for != content or not length or length % BLOB_BYTES]
+    if not todo:
+        return
+    done = fingerprint_files([path for _, path, _ in todo], workers, progress)
+    with sessions.begin() as session:
+        store.save_fingerprints(session, [(i, content, blob) for (i, _, content), (blob, _) in zip(todo, done)
+                                          if blob is not None])
+    report.fingerprinted = sum(blob is not None for blob, _ in done)
 
 
 def model_record(info: ModelInfo) -> store.ModelRecord:

@@ -200,8 +200,21 @@ def test_review_duplicates_apply_and_undo(page, served: Served) -> None:
     assert "exact" in page.inner_text("#groups") and "too loose" not in page.inner_text("#dup-summary")
     # similar photos (the same colour, by the model) are many: the page says so, and acting on them asks for the
     # number of groups, typed; a wrong number or a dismissal changes nothing
+    assert page.locator("#borderline").is_hidden()  # the similar tier's pairs only when it is asked for
     page.select_option("#tier", "exact,near,similar")
     page.wait_for_selector("#dup-summary:has-text('threshold may be too loose')")
+    # before acting, what the similar threshold means: the pairs nearest it, each side of it, as pictures
+    page.wait_for_selector("#borderline .pair img")
+    threshold = float(page.inner_text("#borderline-threshold"))
+    captions = page.locator("#borderline .pair figcaption").all_inner_texts()
+    sides = [(c.split(":")[0], float(c.rsplit(" ", 1)[1])) for c in captions]
+    assert {side for side, _ in sides} == {"grouped", "not grouped"}, captions
+    assert all((cos >= threshold) == (side == "grouped") for side, cos in sides), (threshold, captions)
+    served.shot(page, "dups-similar")
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.locator("#borderline").scroll_into_view_if_needed()
+    served.shot(page, "dups-similar-phone")
+    page.set_viewport_size({"width": 1280, "height": 900})
     page.click("#select-all")
     dialogs: list[str] = []
     page.once("dialog", lambda d: (dialogs.append(d.message), d.accept("1")))

@@ -15,8 +15,8 @@ from PIL import Image, ImageEnhance, ImageOps
 from imgsearch.config import DupOptions, DupThresholds
 from imgsearch.dups.candidates import Pair
 from imgsearch.dups.grouping import Photo, group_pairs, keeper_key, pair_tier
-from imgsearch.dups.hashing import (PIXEL_BYTES, TRANSFORMS, full_hash, hamming, hash_array, perceptual_hashes,
-                                    pixel_array)
+from imgsearch.dups.hashing import full_hash, hamming, hash_array, pixel_array
+from imgsearch.images.fingerprint import PIXEL_BYTES, TRANSFORMS, fingerprint_file
 from imgsearch.errors import ImgSearchError, UsageError
 from imgsearch.images.decode import default_pixel_limit
 
@@ -25,11 +25,11 @@ NEAR = ("exact", "near")
 
 
 def phash(path: Path) -> np.ndarray:
-    return hash_array([perceptual_hashes(str(path), LIMIT)])[0]
+    return hash_array([fingerprint_file(str(path), LIMIT)])[0]
 
 
 def picture(path: Path) -> np.ndarray:
-    return pixel_array([perceptual_hashes(str(path), LIMIT)])[0]
+    return pixel_array([fingerprint_file(str(path), LIMIT)])[0]
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def test_phash_gives_imagehash_bits(photos_dir: Path) -> None:
     """imagehash (with SciPy's DCT) is the yardstick: the same bits on real photos, flipped, cropped, at both sizes."""
     import imagehash
 
-    from imgsearch.dups.hashing import HASH_SIDE, phash as ours
+    from imgsearch.images.fingerprint import HASH_SIDE, phash as ours
 
     photos = [*sorted(photos_dir.glob("*.jpg")), *sorted((photos_dir.parent / "clothing").glob("*/*.jpg"))]
     compared = 0
@@ -216,18 +216,44 @@ def test_library_finds_each_kind_of_copy(library, variants: Path) -> None:
     assert small.keeper.path.endswith("orig/shoes-4.jpg")  # the larger one is kept
 
 
-def test_rerun_hashes_and_searches_only_new_photos(library, variants: Path) -> None:
+def test_rerun_searches_only_new_photos_and_reopens_no_file(library, variants: Path) -> None:
     library.index([variants], settings=_settings())
     first = library.duplicates(DupOptions(tiers=NEAR))
-    assert first.full_scan and first.hashed == 12 and first.rescanned == 12
+    assert first.full_scan and first.hashed == 0 and first.rescanned == 12  # fingerprinted while indexing
     again = library.duplicates(DupOptions(tiers=NEAR))
     assert not again.full_scan and again.hashed == 0 and again.rescanned == 0
     assert _group_names(again) == _group_names(first)
     Image.open(variants / "orig" / "hat-3.jpg").save(variants / "copies" / "hat-3.webp", quality=90)
     library.index([variants], settings=_settings())
     third = library.duplicates(DupOptions(tiers=NEAR))
-    assert third.hashed == 1 and third.rescanned == 1
+    assert third.hashed == 0 and third.rescanned == 1
     assert ("near", {"hat-3.jpg", "hat-3.png", "hat-3.webp"}) in _group_names(third)
+
+
+def test_a_library_without_fingerprints_gets_them_from_the_next_index(library, variants: Path) -> None:
+    """Fingerprints written by an older version (another length) or none at all: `dups` makes the missing ones
+    itself, and the next `index` fills in every one, so `dups` then reopens no file."""
+    from sqlalchemy import delete, select, update
+
+    from imgsearch.store.orm import ImageHash
+
+    library.index([variants], settings=_settings())
+    expected = _group_names(library.duplicates(DupOptions(tiers=NEAR)))
+    with library.sessions.begin() as session:
+        ids = sorted(session.scalars(select(ImageHash.image_id)))
+        assert len(ids) == 12
+        session.execute(update(ImageHash).where(ImageHash.image_id.in_(ids[:3])).values(phashes=b"\0" * 520))  # old: hashes only
+        session.execute(delete(ImageHash).where(ImageHash.image_id.in_(ids[-3:])))
+    fallback = library.duplicates(DupOptions(tiers=NEAR, rescan=True))
+    assert fallback.hashed == 6 and _group_names(fallback) == expected
+    with library.sessions.begin() as session:
+        session.execute(update(ImageHash).where(ImageHash.image_id.in_(ids[:3])).values(phashes=b"\0" * 520))
+        session.execute(delete(ImageHash).where(ImageHash.image_id.in_(ids[-3:])))
+    report = library.index([variants], settings=_settings())
+    assert report.fingerprinted == 6 and report.encoded == 0
+    assert "6 file(s) indexed before fingerprinted for duplicate finding" in report.summary()
+    after = library.duplicates(DupOptions(tiers=NEAR, rescan=True))
+    assert after.hashed == 0 and _group_names(after) == expected
 
 
 def test_thresholds_are_remembered_per_model(library, variants: Path) -> None:
@@ -387,3 +413,19 @@ def test_a_photo_gone_since_indexing_is_reported_not_fatal(library, variants: Pa
     assert "gone since it was indexed" in report.unreadable[0][1]
     names = _group_names(report)
     assert ("exact", {"dress-0.jpg", "dress-0 copy.jpg"}) in names and len(names) == 5
+
+
+def test_borderline_pairs_are_the_nearest_each_side_of_the_similar_threshold() -> None:
+    """What the web page shows before the similar tier is acted on: the pairs nearest its threshold, each side of
+    it, and never a pair that is a copy by its bytes or its pixels (the threshold does not decide those)."""
+    from imgsearch.dups.scan import borderline
+
+    t = DupThresholds(similar_cosine=0.95)
+    photos = {i: Photo(i, f"/p/{i}.jpg", 10, 10, 1, 0, datetime(2020, 1, 1)) for i in range(1, 12)}
+    scene = np.random.default_rng(0).integers(0, 256, PIXEL_BYTES, dtype=np.uint8)
+    by_cosine = [0.99, 0.96, 0.9515, 0.95, 0.949, 0.93, 0.90]  # photos 2..8 against photo 1
+    pairs = [Pair(1, n + 2, c) for n, c in enumerate(by_cosine)]
+    pairs += [Pair(9, 10, 0.9501, exact=True), Pair(10, 11, 0.9502, 0, 0, 0, 0)]  # exact; near by hashes and pixels
+    got = borderline(pairs, t, photos, {10: scene, 11: scene}, each_side=2)
+    assert [(b.b.id, b.cosine, b.grouped) for b in got] == [(5, 0.95, True), (4, 0.9515, True), (6, 0.949, False),
+                                                            (7, 0.93, False)]

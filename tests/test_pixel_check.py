@@ -11,7 +11,8 @@ import pytest
 from PIL import Image, ImageEnhance
 
 from imgsearch.config import DupOptions, DupThresholds, IndexSettings, ModelSpec
-from imgsearch.dups.hashing import hamming, hash_array, perceptual_hashes, pixel_array, same_picture, trimmed_bar
+from imgsearch.dups.hashing import hamming, hash_array, pixel_array, same_picture, trimmed_bar
+from imgsearch.images.fingerprint import fingerprint_file
 from imgsearch.images.decode import default_pixel_limit
 from tests.factories import write_photo
 
@@ -20,7 +21,7 @@ CLOTHING = Path(__file__).parent / "data" / "clothing"
 
 
 def codes(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    blob = perceptual_hashes(str(path), LIMIT)
+    blob = fingerprint_file(str(path), LIMIT)
     return hash_array([blob])[0], pixel_array([blob])[0]
 
 
@@ -119,9 +120,10 @@ def test_a_model_that_finds_everything_alike_adds_no_near_copy(library, tmp_path
 
 def test_the_pictures_turn_as_the_hashes_do() -> None:
     """The transform a pair's hashes matched is Image.transpose's; the pixel check turns its arrays the same way."""
-    from imgsearch.dups.hashing import _OPS, _turn
+    from imgsearch.dups.hashing import _turn
+    from imgsearch.images.fingerprint import OPS
 
     picture = np.random.default_rng(0).integers(0, 256, (32, 32), dtype=np.uint8)
-    for transform, op in enumerate(_OPS):
+    for transform, op in enumerate(OPS):
         expected = picture if op is None else np.asarray(Image.fromarray(picture).transpose(op))
         assert np.array_equal(_turn(picture, transform), expected), transform

@@ -136,7 +136,9 @@ def dups(
     spare = sum(m.photo.size for g in groups for m in g.duplicates)
     t = found.thresholds
     err(f"{len(groups)} group(s){f' ({tiers})' if tiers else ''}: {copies} copies, {output.human_bytes(spare)} besides "
-        f"the keepers. {found.hashed} photo(s) hashed, {found.rescanned} searched, {found.elapsed_s:.1f} s. "
+        f"the keepers. "
+        + (f"{found.hashed} file(s) fingerprinted (indexed without one), " if found.hashed else "")
+        + f"{found.rescanned} photo(s) searched, {found.elapsed_s:.1f} s. "
         f"Thresholds: near pHash <= {t.near_hamming}/64 (fine {t.near_fine}/256, crop {t.near_crop}/256), "
         f"confirmed on the pixels" + (f" and cos >= {t.near_cosine}" if t.near_cosine > -1 else "")
         + (f", similar cos >= {t.similar_cosine}" if Tier.SIMILAR in options.tiers else "")

@@ -94,6 +94,8 @@ def _evidence(m: "Member") -> str:
     if m.hamming is not None and m.relation != Tier.EXACT:
         turned = f" {m.transform}" if m.transform and m.transform != "same orientation" else ""
         parts.append(f"phash {m.hamming}/64 {m.fine}/256{turned} crop {m.crop}/256")
+    if m.key_frames:
+        parts.append(m.key_frames)
     return ", ".join(parts)
 
 
@@ -112,7 +114,8 @@ def _dup_rows(groups: Sequence["Group"]) -> list[dict]:
     return [{"group": n, "tier": g.tier, "role": "keeper" if m.relation == "keeper" else "duplicate",
              "relation": m.relation, "path": m.photo.path,
              "cosine": None if m.cosine is None else round(m.cosine, 6), "hamming": m.hamming, "fine": m.fine, "crop": m.crop,
-             "transform": m.transform, "width": m.photo.width, "height": m.photo.height, "bytes": m.photo.size,
+             "transform": m.transform, "key_frames": m.key_frames, "width": m.photo.width, "height": m.photo.height,
+             "bytes": m.photo.size,
              "keeper_reason": g.keeper_reason if m.relation == "keeper" else ""}
             for n, g in enumerate(groups, 1) for m in g.members]
 
@@ -135,7 +138,7 @@ def dup_csv(groups: Sequence["Group"]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else
                             ["group", "tier", "role", "relation", "path", "cosine", "hamming", "fine", "crop", "transform",
-                             "width", "height", "bytes", "keeper_reason"], lineterminator="\n")
+                             "key_frames", "width", "height", "bytes", "keeper_reason"], lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()

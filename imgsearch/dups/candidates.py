@@ -30,6 +30,7 @@ class Pair:
     fine: int | None = None  # fine pHash distance (of 256 bits) under that transform
     crop: int | None = None  # fine distance between an inner crop of one and the other (a trimmed copy)
     exact: bool = False  # byte-identical
+    frames: tuple[int, int] | None = None  # videos: (key frames of the shorter that match the other's, of how many)
 
 
 def _row_pairs(owners: np.ndarray, found: np.ndarray, keep: np.ndarray) -> np.ndarray:

@@ -22,15 +22,13 @@ from imgsearch.dups.options import calibrate_similar, thresholds_for
 from imgsearch.fs import is_inside
 from imgsearch.dups.candidates import Pair, hash_neighbours, score_pairs, vector_neighbours
 from imgsearch.dups.grouping import Photo
-from imgsearch.dups.hashing import BLOB_BYTES, full_hash, hash_array, perceptual_hashes, pixel_array, valid_hashes
-from imgsearch.errors import ImageError
-from imgsearch.images.decode import default_pixel_limit
-from imgsearch.workers import default_workers, importable_main, process_pool
+from imgsearch.dups.hashing import full_hash, hash_array, pixel_array, valid_hashes
+from imgsearch.dups.videos import video_pairs
+from imgsearch.images.fingerprint import BLOB_BYTES, GONE, fingerprint_files, pictures_in
 from imgsearch.store.orm import Model, utc_now
 from imgsearch.progress import Progress, SilentProgress
 
 FLOOR_MARGIN = 0.05  # the cache keeps pairs this far below the thresholds: small changes need no rescan
-HASH_CHUNK = 16
 
 
 @dataclass
@@ -42,6 +40,7 @@ class Evidence:
     vectors: dict[int, np.ndarray]
     codes: dict[int, np.ndarray]  # id -> (13, 40) pHash codes: 8 flips/rotations, 5 inner crops
     pictures: dict[int, np.ndarray]  # id -> its pixel code (32x32 grey, 4x4 colour), for the pixel check
+    footage: dict[tuple[int, int], tuple[int, int]]  # videos (a, b), a < b -> key frames matched, of how many
     full_hashes: dict[int, str]
     thresholds: DupThresholds
     hashed: int = 0  # files hashed in this run
@@ -52,51 +51,25 @@ class Evidence:
     library_size: int = 0  # photos with vectors in the library
 
 
-def _hash_job(path: str, max_pixels: int) -> tuple[bytes | None, str | None]:
-    if not os.path.isfile(path):
-        return None, "gone since it was indexed (moved or deleted): run `imgsearch index` to update the library"
-    try:
-        return perceptual_hashes(path, max_pixels), None
-    except ImageError as exc:
-        return None, exc.message
-    except OSError as exc:
-        return None, f"cannot read: {exc.strerror or exc}"
-
-
-def _hash_files(paths: Sequence[str], workers: int, progress: Progress) -> list[tuple[bytes | None, str | None]]:
-    """pHash variants of files, in order, on a forkserver pool (no torch in the workers)."""
-    workers = default_workers() if workers < 0 else workers
-    limit = default_pixel_limit(max(1, workers))
-    progress.stage("hashing", len(paths))
-    if workers <= 1 or len(paths) < 4 * HASH_CHUNK:
-        out = []
-        for p in paths:
-            out.append(_hash_job(p, limit))
-            progress.advance()
-        return out
-    out = []
-    with importable_main(), process_pool(workers) as pool:
-        for result in pool.map(_hash_job, paths, [limit] * len(paths), chunksize=HASH_CHUNK):
-            out.append(result)
-            progress.advance()
-    return out
-
-
-def _refresh_hashes(sessions: sessionmaker[Session], rows: list, workers: int,
+def _refresh_hashes(sessions: sessionmaker[Session], rows: list, videos: set[int], workers: int,
                     progress: Progress) -> tuple[dict[int, bytes], list[int], list[tuple[str, str]]]:
-    """Stored pHashes of every photo, computing the missing or outdated ones; (hashes, newly hashed ids, failures)."""
+    """Stored fingerprints of every photo and video (made at index time), making the missing or outdated ones;
+    (fingerprints, newly made ids, failures)."""
     with sessions() as session:
         known = store.image_hashes(session)
     have: dict[int, bytes] = {}
     for r in rows:
         stored = known.get(r.id)
-        if stored is not None and stored.content_hash == r.content_hash and valid_hashes(stored.phashes):
-            have[r.id] = stored.phashes
+        if stored is None or stored.content_hash != r.content_hash:
+            continue
+        blob = stored.phashes
+        if blob is not None and (pictures_in(blob) if r.id in videos else valid_hashes(blob)):
+            have[r.id] = blob
     todo = [r for r in rows if r.id not in have]
     fresh: list[int] = []
     failed: list[tuple[str, str]] = []
     if todo:
-        results = _hash_files([r.path for r in todo], workers, progress)
+        results = fingerprint_files([r.path for r in todo], workers, progress)
         save = []
         for r, (codes, reason) in zip(todo, results):
             if codes is None:
@@ -190,6 +163,7 @@ def gather(sessions: sessionmaker[Session], model: Model, options: DupOptions,
     with sessions.begin() as session:
         rows = store.indexed_photos(session)
         ids, matrix = store.load_vectors(session, model.id, model.dim)
+        video_vectors = store.video_vectors(session, model.id, model.dim)
         calibration = calibrate_similar(matrix)
         thresholds = thresholds_for(session, model.id, options, calibration)
         generation = store.generation_of(session, model.id)
@@ -197,9 +171,11 @@ def gather(sessions: sessionmaker[Session], model: Model, options: DupOptions,
         floor = json.loads(scan.pair_floor or "{}")
         scanned_generation = scan.generation
     has_vector = set(ids.tolist())
-    rows = [r for r in rows if r.id in has_vector]
+    videos = set(video_vectors)
+    rows = [r for r in rows if r.id in has_vector or r.id in videos]
     rows_by_id = {r.id: r for r in rows}
-    codes_by_id, fresh, failed = _refresh_hashes(sessions, rows, options.workers, progress)
+    prints, fresh, failed = _refresh_hashes(sessions, rows, videos, options.workers, progress)
+    codes_by_id = {i: blob for i, blob in prints.items() if i not in videos}
 
     # what the cache must hold: pairs close in embedding space, and hash-close pairs with a lower cosine
     need_cos = min(thresholds.edited_cosine, thresholds.similar_cosine)
@@ -231,18 +207,26 @@ def gather(sessions: sessionmaker[Session], model: Model, options: DupOptions,
         scan.generation, scan.pair_floor, scan.scanned_at = generation, json.dumps(floor), utc_now()
         cached = store.cached_pairs(session, model.id)
 
-    vectors = {int(i): matrix[n] for n, i in enumerate(ids.tolist())}
+    vectors = {int(i): matrix[n] for n, i in enumerate(ids.tolist())} | video_vectors
     exact, full = _exact_pairs(sessions, rows_by_id, vectors)
     folders = [os.path.abspath(f) for f in options.folders]
     scope = {i for i, r in rows_by_id.items() if _in_scope(r.path, folders)}
     pairs = [p for p in exact if p.a in scope and p.b in scope]
+    same_bytes = {(p.a, p.b) for p in pairs}
+    pairs += [p for p in video_pairs({i: prints[i] for i in videos & scope if i in prints}, video_vectors, thresholds)
+              if (p.a, p.b) not in same_bytes]
     pairs += [Pair(*row) for row in cached if row[0] in scope and row[1] in scope]
+    # the fingerprints were made at index time: a photo in a pair whose file is gone since is left out, and said
+    gone = {i for i in {i for p in pairs for i in (p.a, p.b)} if not os.path.isfile(rows_by_id[i].path)}
+    failed += [(rows_by_id[i].path, GONE) for i in sorted(gone)]
+    pairs = [p for p in pairs if p.a not in gone and p.b not in gone]
     involved = {i for p in pairs for i in (p.a, p.b)}
     return Evidence(
         pairs=pairs, photos={i: _photo(rows_by_id[i]) for i in involved},
         vectors={i: vectors[i] for i in involved},
-        codes={i: code_matrix[position[i]] for i in involved if has_code[position[i]]},
-        pictures={i: picture_matrix[position[i]] for i in involved if has_code[position[i]]},
+        codes={i: code_matrix[position[i]] for i in involved if i in position and has_code[position[i]]},
+        pictures={i: picture_matrix[position[i]] for i in involved if i in position and has_code[position[i]]},
+        footage={(p.a, p.b): p.frames for p in pairs if p.frames is not None},
         full_hashes={i: h for i, h in full.items() if i in involved}, thresholds=thresholds,
         hashed=len(fresh), unreadable=failed, rescanned=len(rows_to_scan), full_scan=full_scan,
         calibration=calibration, library_size=len(ids))

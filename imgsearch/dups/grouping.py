@@ -18,6 +18,7 @@ import numpy as np
 from imgsearch.config import DUP_TIERS, DupThresholds, Tier
 from imgsearch.dups.candidates import Pair
 from imgsearch.dups.hashing import TRANSFORMS, hamming, same_pictures, trimmed_bar
+from imgsearch.dups.videos import same_footage
 from imgsearch.errors import UsageError
 from imgsearch.fs import is_inside
 from imgsearch.images import formats
@@ -60,6 +61,8 @@ def pair_tier(pair: Pair, t: DupThresholds, dates: dict[int, datetime] | None = 
     The model's cosine decides nothing here (`near_cosine` is an optional floor)."""
     if pair.exact:
         return Tier.EXACT
+    if pair.frames is not None:  # videos: their key frames, each checked as photos are (dups.videos)
+        return Tier.NEAR if same_footage(*pair.frames) else None
     if _near_by_hashes(pair, t) and (checked if checked is not None
                                      else bool(_checked_on_pixels([pair], t, pictures)[0])):
         return Tier.NEAR
@@ -107,6 +110,12 @@ class Member:
     transform: str | None = None
     fine: int | None = None  # fine pHash distance to the keeper
     crop: int | None = None  # fine distance between an inner crop of one and the other
+    frames: tuple[int, int] | None = None  # videos: key frames of the shorter matching the other's, of how many
+
+    @property
+    def key_frames(self) -> str | None:
+        """A video's evidence in words: "9 of 10 key frames"."""
+        return f"{self.frames[0]} of {self.frames[1]} key frames" if self.frames else None
 
 
 @dataclass
@@ -196,9 +205,10 @@ def _min_cosine(a: list[int], b: list[int], vectors: dict[int, np.ndarray]) -> f
 def describe(ids: Sequence[int], tier: str, photos: dict[int, Photo], vectors: dict[int, np.ndarray],
              codes: dict[int, np.ndarray], full_hashes: dict[int, str], t: DupThresholds,
              keep: Sequence[str] = (), prefer_dirs: Sequence[str] = (),
-             pictures: dict[int, np.ndarray] | None = None) -> Group:
+             pictures: dict[int, np.ndarray] | None = None,
+             footage: dict[tuple[int, int], tuple[int, int]] | None = None) -> Group:
     """A group with its keeper (one of `keep` when it is in the group, else the best by keeper_key), why that one,
-    and each member's evidence against it."""
+    and each member's evidence against it (`footage`: videos' matching key frames by (id, id), lower id first)."""
     members = [photos[i] for i in ids]
     shared = {p.id: sum(1 for q in members if q.id != p.id and p.id in codes and q.id in codes
                         and hamming(codes[p.id], codes[q.id])[1] == 0) for p in members}
@@ -228,6 +238,9 @@ def describe(ids: Sequence[int], tier: str, photos: dict[int, Photo], vectors: d
         if p.id in codes and keeper.id in codes:
             ham, tr, fine, crop = hamming(codes[keeper.id], codes[p.id])
         exact = full_hashes.get(p.id) is not None and full_hashes.get(p.id) == full_hashes.get(keeper.id)
-        relation = pair_tier(Pair(keeper.id, p.id, cos, ham, tr, fine, crop, exact), t, pictures=pictures) or "linked"
-        group.members.append(Member(p, relation, cos, ham, TRANSFORMS[tr] if tr is not None else None, fine, crop))
+        frames = (footage or {}).get((min(p.id, keeper.id), max(p.id, keeper.id)))
+        relation = pair_tier(Pair(keeper.id, p.id, cos, ham, tr, fine, crop, exact, frames), t,
+                             pictures=pictures) or "linked"
+        group.members.append(Member(p, relation, cos, ham, TRANSFORMS[tr] if tr is not None else None, fine, crop,
+                                     frames if not exact else None))
     return group

@@ -1,9 +1,5 @@
-"""Per-file evidence: perceptual hashes (pHash over 8 flips/rotations and 5 inner crops) and full-content hashes,
-and the bit distances between two images' codes.
-
-pHash is imagehash's (a test holds the bits equal): the low-frequency block of a 2-D DCT-II of the grey image,
-each term above the block's median. The DCT is two products with a 32x32 or 64x64 cosine matrix, so the default
-install does without imagehash's SciPy and PyWavelets (~155 MB, a fifth of it)."""
+"""Comparing fingerprints (imgsearch.images.fingerprint): the bit distances between two images' pHash codes, the
+pixel check that confirms a near-exact pair, and full-content hashes for exact copies."""
 
 from __future__ import annotations
 
@@ -15,49 +11,12 @@ from typing import TypeGuard
 import numpy as np
 from PIL import Image
 
-from imgsearch.images.decode import open_rgb
+from imgsearch.images.fingerprint import (BLOB_BYTES, CODE_BYTES, COARSE_BYTES, COLOUR_SIDE, DETAIL_SIDE, OPS,
+                                          PIXEL_BYTES, ROWS, TRANSFORMS)
 
-HASH_SIDE = 32  # the coarse pHash works on a 32x32 grey image, the fine one on 64x64
-
-
-COARSE_BYTES = 8  # pHash of 8x8 DCT terms (64 bits): finds candidates, tolerates crops and edits
+_INVERSE = (0, 1, 2, 3, 4, 7, 6, 5)  # the transform (of TRANSFORMS) that undoes each one
 
 
-FINE_BYTES = 32  # pHash of 16x16 DCT terms (256 bits): "the same pixels" (re-encoded, resized, flipped...)
-
-
-CODE_BYTES = COARSE_BYTES + FINE_BYTES
-
-
-# The 8 flips/rotations of a picture; a pair's evidence names the one that matched.
-TRANSFORMS = ("same orientation", "mirrored", "flipped", "rotated 180", "transposed", "rotated 90",
-              "transverse", "rotated 270")
-
-
-_OPS = (None, Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.ROTATE_180,
-        Image.Transpose.TRANSPOSE, Image.Transpose.ROTATE_90, Image.Transpose.TRANSVERSE, Image.Transpose.ROTATE_270)
-
-
-_INVERSE = (0, 1, 2, 3, 4, 7, 6, 5)  # the transform that undoes each one
-
-
-CROP_SHARE = 0.95  # inner crops (4 corners and the centre) hashed too, so a trimmed copy still matches
-
-
-CROPS = 5
-
-
-ROWS = len(TRANSFORMS) + CROPS  # per image: 8 flips/rotations, then 5 inner crops; each coarse + fine
-
-
-# The pixel check: the picture itself, small, so a near-exact pair is confirmed on pixels (aligned by the transform
-# its hashes matched), never by the model's cosine alone. Its detail is a 32x32 grey picture's high frequencies (what
-# tells two white T-shirts on the same red blanket apart: their prints, seams and folds, not the layout they share);
-# its colour, a 4x4 RGB picture's. Stored after the hashes; a blob without it (written by an older version) is hashed
-# again by the next `imgsearch dups`.
-DETAIL_SIDE, COLOUR_SIDE = 32, 4
-PIXEL_BYTES = DETAIL_SIDE * DETAIL_SIDE + COLOUR_SIDE * COLOUR_SIDE * 3
-BLOB_BYTES = ROWS * CODE_BYTES + PIXEL_BYTES
 # Calibrated on copies (re-encoded, resized, flipped, rotated, trimmed, brightened) of real photos against distinct
 # photos of the same kind, the hardest being garments of one colour photographed on the same background
 # (bench/dups_eval.py, bench/dups_models.py; tests/test_pixel_check.py holds both sides):
@@ -70,50 +29,6 @@ SAME_COLOUR = 32.0  # and their mean colours differ by at most this (0-255, per 
 FLAT_DETAIL = 2.5  # less detail than this (std of the high frequencies, 0-255): a picture the check cannot tell
 BLUR_SIGMA = 1.5
 WINDOW_SHARES = (0.97, 0.95, 0.925, 0.9)  # the inner crops a trimmed copy is compared with, at 3x3 positions each
-
-
-@functools.lru_cache(maxsize=4)
-def _dct_matrix(n: int) -> np.ndarray:
-    """DCT-II as a matrix: row k holds cos(pi k (2i + 1) / 2n); the unnormalised transform (SciPy's fftpack.dct
-    scales it by 2, which moves no term across the median)."""
-    k, i = np.arange(n)[:, None], np.arange(n)[None, :]
-    return np.cos(np.pi * k * (2 * i + 1) / (2 * n))
-
-
-def phash(image: Image.Image, hash_size: int) -> np.ndarray:
-    """imagehash.phash of a grey image already at 4 x hash_size pixels a side: hash_size x hash_size bools."""
-    pixels = np.asarray(image, dtype=np.float64)
-    dct = _dct_matrix(pixels.shape[0])
-    # rounded: terms that are 0 in exact arithmetic (flat areas) are 0 here too, not float noise on either side of
-    # the median (real photos' terms are hundreds apart: the bits are imagehash's, a test holds it)
-    low = np.round((dct @ pixels @ _dct_matrix(pixels.shape[1]).T)[:hash_size, :hash_size], 3)
-    return low > np.median(low)
-
-
-def perceptual_hashes(path: str, max_pixels: int) -> bytes:
-    """pHashes of the oriented picture, of its 7 other flips/rotations and of 5 inner crops (95% of each side:
-    4 corners, centre), each a coarse 64-bit and a fine 256-bit code: 13 x 40 bytes; then the picture itself for
-    the pixel check (32x32 grey, 4x4 RGB).
-    Raises ImageError for a file that cannot be decoded."""
-    img, _ = open_rgb(path, max_pixels, draft_to=(4 * HASH_SIDE, 4 * HASH_SIDE))
-    grey = img.convert("L")
-    pixels = np.concatenate([np.asarray(grey.resize((DETAIL_SIDE, DETAIL_SIDE), Image.Resampling.BOX)).ravel(),
-                             np.asarray(img.convert("RGB").resize((COLOUR_SIDE, COLOUR_SIDE), Image.Resampling.BOX)).ravel()])
-    small = grey.resize((HASH_SIDE, HASH_SIDE), Image.Resampling.LANCZOS)
-    large = grey.resize((2 * HASH_SIDE, 2 * HASH_SIDE), Image.Resampling.LANCZOS)
-    codes = []
-    for op in _OPS:
-        coarse = phash(small if op is None else small.transpose(op), 8)
-        fine = phash(large if op is None else large.transpose(op), 16)
-        codes.append(np.concatenate([np.packbits(coarse.ravel()), np.packbits(fine.ravel())]))
-    w, h = grey.size
-    cw, ch = int(w * CROP_SHARE), int(h * CROP_SHARE)
-    for x, y in ((0, 0), (w - cw, 0), (0, h - ch), (w - cw, h - ch), ((w - cw) // 2, (h - ch) // 2)):
-        part = grey.crop((x, y, x + cw, y + ch))
-        coarse = phash(part.resize((HASH_SIDE, HASH_SIDE), Image.Resampling.LANCZOS), 8)
-        fine = phash(part.resize((2 * HASH_SIDE, 2 * HASH_SIDE), Image.Resampling.LANCZOS), 16)
-        codes.append(np.concatenate([np.packbits(coarse.ravel()), np.packbits(fine.ravel())]))
-    return np.stack(codes).tobytes() + pixels.tobytes()
 
 
 def full_hash(path: str) -> str:
@@ -239,7 +154,7 @@ def same_pictures(a: np.ndarray, b: np.ndarray, transforms: np.ndarray, trimmed:
     ga, ca = _parts(a)
     gb, cb = _parts(b)
     as_is = ga.copy()
-    for transform in range(1, len(_OPS)):
+    for transform in range(1, len(OPS)):
         rows = np.flatnonzero(transforms == transform)
         if len(rows):
             ga[rows] = _turn(ga[rows], transform)

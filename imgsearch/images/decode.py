@@ -24,6 +24,7 @@ from imgsearch.config import VideoSampling
 from imgsearch.errors import ImageError
 from imgsearch.images import formats, raw, video
 from imgsearch.images.exif import DECODE_ERRORS, ORIENTATION, ImageInfo, read_metadata
+from imgsearch.images.fingerprint import DRAFT_SIDE, fingerprint
 
 PARTIAL_HASH_CHUNK = 64 * 1024
 BYTES_PER_PIXEL_MAX = 8  # no image file holds more per pixel (16-bit RGBA, uncompressed)
@@ -55,6 +56,7 @@ class Decoded:
     mtime_ns: int
     times_ms: tuple[int, ...] | None = None  # a video's sampled frames
     duration_ms: int | None = None
+    fingerprint: bytes | None = None  # for duplicate finding (images.fingerprint; a video: one per frame)
 
     @property
     def rows(self) -> int:
@@ -323,8 +325,19 @@ def read_header(data: bytes | bytearray, max_pixels: int) -> tuple[ImageInfo, in
 
 def decode_data(file: FileData, geo: Geometry, max_pixels: int) -> Decoded:
     """Decode bytes already read (draft mode) and fit them to the model's geometry."""
-    img, info = open_rgb(io.BytesIO(file.data), max_pixels, draft_to=(geo.width, geo.height), name=file.path)
-    return Decoded(file.path, _fit(img, geo), info, data_hash(file.data), file.size, file.mtime_ns)
+    # never drafted below what the fingerprint needs (a tiny model's geometry would leave it a thumbnail)
+    draft = (max(geo.width, DRAFT_SIDE), max(geo.height, DRAFT_SIDE))
+    img, info = open_rgb(io.BytesIO(file.data), max_pixels, draft_to=draft, name=file.path)
+    return Decoded(file.path, _fit(img, geo), info, data_hash(file.data), file.size, file.mtime_ns,
+                   fingerprint=_fingerprint(img))
+
+
+def _fingerprint(img: Image.Image) -> bytes | None:
+    """The decoded picture's fingerprint while it is at hand (None if it cannot be made: `dups` tries again)."""
+    try:
+        return fingerprint(img)
+    except DECODE_ERRORS:
+        return None
 
 
 def _fit(img: Image.Image, geo: Geometry) -> np.ndarray:
@@ -339,16 +352,19 @@ def decode_video(path: str, geo: Geometry, max_pixels: int, sampling: VideoSampl
     _require(formats.VIDEO_FORMAT)
     with _read_errors():
         before = os.stat(path)
-        fingerprint = partial_hash(path)
+        content = partial_hash(path)
     if before.st_size == 0:
         raise ImageError("empty file (0 bytes)")
-    frames = video.read_frames(path, sampling, max_pixels)
+    # each frame shrunk to the model's size (and fingerprinted) as it is decoded: one full-size frame in memory
+    frames = video.read_frames(path, sampling, max_pixels, lambda img: (_fit(img, geo), _fingerprint(img)))
     with _read_errors():
         after = os.stat(path)
     _check_unchanged(before, after)
-    pixels = np.stack([_fit(img, geo) for _, img in frames.frames])
-    return Decoded(path, pixels, frames.info, fingerprint, after.st_size, after.st_mtime_ns,
-                   tuple(t for t, _ in frames.frames), frames.duration_ms)
+    pixels = np.stack([fitted for _, (fitted, _) in frames.frames])
+    prints = [blob for _, (_, blob) in frames.frames]
+    return Decoded(path, pixels, frames.info, content, after.st_size, after.st_mtime_ns,
+                   tuple(t for t, _ in frames.frames), frames.duration_ms,
+                   b"".join(b for b in prints if b is not None) if all(prints) else None)
 
 
 def decode_file(path: str, geo: Geometry, max_pixels: int, sampling: VideoSampling | None = None) -> Decoded:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from PIL import Image
 
@@ -24,15 +25,19 @@ from imgsearch.images.formats import VIDEO_FORMAT
 
 @dataclass(frozen=True)
 class Frames:
-    """The frames kept of one video: (time in ms, upright RGB image), in time order, and its metadata."""
+    """The frames kept of one video: (time in ms, what `keep` made of the upright RGB frame), in time order, and its
+    metadata."""
 
-    frames: list[tuple[int, Image.Image]]
+    frames: list[tuple[int, Any]]
     info: ImageInfo
     duration_ms: int | None
 
 
-def read_frames(path: str, sampling: VideoSampling, max_pixels: int) -> Frames:
-    """Sample a video's key frames; ImageError with a readable reason when it has none or cannot be read."""
+def read_frames(path: str, sampling: VideoSampling, max_pixels: int,
+                keep: Callable[[Image.Image], Any] = lambda img: img) -> Frames:
+    """Sample a video's key frames; ImageError with a readable reason when it has none or cannot be read. Each frame
+    is handed to `keep` as soon as it is decoded and only what that returns is kept (a model-sized copy, say), so
+    memory holds one full-size frame at a time, whatever the video's length."""
     import av
 
     try:
@@ -48,8 +53,8 @@ def read_frames(path: str, sampling: VideoSampling, max_pixels: int) -> Frames:
             codec.skip_frame = "NONKEY"
             duration = container.duration / 1e6 if container.duration else None  # AV_TIME_BASE
             step = max(sampling.every_s, (duration or 0.0) / sampling.max_frames)
-            frames = _sample(container, stream, step, sampling.max_frames)
-            info = _info(path, container, stream, frames)
+            frames, size = _sample(container, stream, step, sampling.max_frames, keep)
+            info = _info(path, container, stream, size)
     except ImageError:
         raise
     except (av.FFmpegError, OSError, ValueError, IndexError, MemoryError) as exc:
@@ -59,20 +64,26 @@ def read_frames(path: str, sampling: VideoSampling, max_pixels: int) -> Frames:
     return Frames(frames, info, int(duration * 1000) if duration else None)
 
 
-def _sample(container, stream, step: float, max_frames: int) -> list[tuple[int, Image.Image]]:
-    """Key frames at least `step` seconds apart: only key-frame packets at or past the next wanted time are
-    handed to the decoder, so a frame costs one decode however long the video is."""
-    kept: list[tuple[int, Image.Image]] = []
+def _sample(container, stream, step: float, max_frames: int,
+            keep: Callable[[Image.Image], Any]) -> tuple[list[tuple[int, Any]], tuple[int, int] | None]:
+    """Key frames at least `step` seconds apart, each through `keep`, and the first one's upright size: only
+    key-frame packets at or past the next wanted time are handed to the decoder, so a frame costs one decode however
+    long the video is."""
+    kept: list[tuple[int, Any]] = []
+    size: tuple[int, int] | None = None
     next_t = 0.0
 
     def take(frames) -> None:
-        nonlocal next_t
+        nonlocal next_t, size
         for frame in frames:
             # the stream's time base: frames flushed at the end carry none of their own (their .time is NaN)
             t = float(frame.pts * stream.time_base) if frame.pts is not None and stream.time_base else None
             if t is None or t < next_t - 1e-3 or len(kept) >= max_frames:
                 continue
-            kept.append((int(round(t * 1000)), _upright(frame)))
+            img = _upright(frame)
+            size = size or img.size
+            kept.append((int(round(t * 1000)), keep(img)))
+            del img
             next_t = t + step
 
     for packet in container.demux(stream):
@@ -87,7 +98,7 @@ def _sample(container, stream, step: float, max_frames: int) -> list[tuple[int, 
     if len(kept) < max_frames:
         take(stream.codec_context.decode(None))  # frames the decoder still holds
     kept.sort(key=lambda item: item[0])
-    return kept
+    return kept, size
 
 
 def _upright(frame) -> Image.Image:  # av.VideoFrame
@@ -97,10 +108,10 @@ def _upright(frame) -> Image.Image:  # av.VideoFrame
     return img.rotate(rotation, expand=True) if rotation else img  # counter-clockwise degrees, as FFmpeg gives them
 
 
-def _info(path: str, container, stream, frames: list) -> ImageInfo:
+def _info(path: str, container, stream, size: tuple[int, int] | None) -> ImageInfo:
     """Size (upright), the container's creation time (UTC), camera and GPS from the metadata phones write."""
     meta = {k.lower(): v for k, v in {**container.metadata, **stream.metadata}.items()}
-    w, h = frames[0][1].size if frames else (stream.codec_context.width, stream.codec_context.height)
+    w, h = size or (stream.codec_context.width, stream.codec_context.height)
     lat, lon = _iso6709(meta.get("com.apple.quicktime.location.iso6709") or meta.get("location") or "")
     ext = os.path.splitext(path)[1].lower()
     name = ext[1:].upper() if ext in VIDEO_FORMAT.extensions else VIDEO_FORMAT.name

@@ -9,6 +9,8 @@ from imgsearch.store.dups import (  # noqa: F401
     exact_candidates,
     image_hashes,
     replace_pairs,
+    save_fingerprints,
+    fingerprint_lengths,
     save_image_hashes,
 )
 from imgsearch.store.frames import (  # noqa: F401
@@ -17,6 +19,7 @@ from imgsearch.store.frames import (  # noqa: F401
     frame_owners,
     save_frames,
     video_count,
+    video_vectors,
 )
 from imgsearch.store.images import (  # noqa: F401
     KnownFile,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
@@ -20,6 +21,34 @@ def save_image_hashes(session: Session, rows: Sequence[dict]) -> None:
     """Insert or replace hash rows ({image_id, content_hash, phashes, full_hash, full_hash_stat})."""
     dialect.upsert(session, ImageHash, rows, [ImageHash.image_id],
                    ("content_hash", "phashes", "full_hash", "full_hash_stat"))
+
+
+def save_fingerprints(session: Session, rows: Sequence[tuple[int, str, bytes]]) -> None:
+    """Store (image id, content hash, fingerprint) rows made at index time; a full-content hash is kept only where
+    the content it was read for is the same."""
+    if not rows:
+        return
+    known: dict[int, Any] = {}
+    for part in chunks([r[0] for r in rows]):
+        known.update((r.image_id, r) for r in session.execute(
+            select(ImageHash.image_id, ImageHash.content_hash, ImageHash.full_hash, ImageHash.full_hash_stat)
+            .where(ImageHash.image_id.in_(part))))
+    save = []
+    for image_id, content_hash, blob in rows:
+        old = known.get(image_id)
+        same = old is not None and old.content_hash == content_hash
+        save.append({"image_id": image_id, "content_hash": content_hash, "phashes": blob,
+                     "full_hash": old.full_hash if old is not None and same else None,
+                     "full_hash_stat": old.full_hash_stat if old is not None and same else None})
+    save_image_hashes(session, save)
+
+
+def fingerprint_lengths(session: Session) -> list:
+    """Rows (id, path, content hash, stored fingerprint's content hash or None, its length or None) of every indexed
+    image: which ones still need a fingerprint (none yet, made for other content, or by another version)."""
+    return list(session.execute(
+        select(Image.id, Image.path, Image.content_hash, ImageHash.content_hash, func.length(ImageHash.phashes))
+        .outerjoin(ImageHash, ImageHash.image_id == Image.id).where(Image.status == STATUS_INDEXED)))
 
 
 def exact_candidates(session: Session) -> list[list[int]]:

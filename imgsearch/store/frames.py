@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from imgsearch.store import dialect
 from imgsearch.store.dialect import chunks
 from imgsearch.store.orm import FRAME_ID_BASE, Embedding, Frame, Model
-from imgsearch.store.vectors import generation_of
+from imgsearch.store.vectors import from_blobs, generation_of
 
 
 def save_frames(session: Session, model_id: int, image_id: int, times_ms: Sequence[int], vectors: np.ndarray) -> None:
@@ -55,3 +55,18 @@ def encoded_image_ids(session: Session, model_id: int) -> set[int]:
 def video_count(session: Session, model_id: int) -> int:
     """How many videos have frames searchable with this model."""
     return session.scalar(select(func.count(func.distinct(Frame.image_id))).where(Frame.model_id == model_id)) or 0
+
+
+def video_vectors(session: Session, model_id: int, dim: int) -> dict[int, np.ndarray]:
+    """Each video's mean key-frame vector for one model, unit length: what a video as a whole is like."""
+    rows = session.execute(select(Frame.image_id, Frame.vector).where(Frame.model_id == model_id)
+                           .order_by(Frame.image_id)).all()
+    if not rows:
+        return {}
+    owners = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    vectors = from_blobs([r[1] for r in rows], dim)
+    out = {}
+    for image_id, start, count in zip(*np.unique(owners, return_index=True, return_counts=True)):
+        mean = vectors[start:start + count].mean(axis=0)
+        out[int(image_id)] = mean / max(float(np.linalg.norm(mean)), 1e-12)
+    return out

@@ -140,7 +140,9 @@ def build_router(lib: Library, jobs: Jobs, set_aside: Path) -> APIRouter:
         report = lib.duplicates(_dup_options(lib, tier, keep))
         return {"groups": [_group(g) for g in report.groups], "share": round(report.grouped_share, 4),
                 "warnings": [render_params(w, lambda name: f'"{name}": true') for w in report.warnings],
-                "thresholds": asdict(report.thresholds)}
+                "thresholds": asdict(report.thresholds),
+                "borderline": [{"a": _brief(b.a), "b": _brief(b.b), "cosine": round(b.cosine, 4), "grouped": b.grouped}
+                               for b in report.borderline]}
 
     @api.post("/dups/actions", summary="Move the copies of some groups aside (or link exact ones), journaled")
     def dup_action(body: DupAction) -> dict:
@@ -212,12 +214,17 @@ def _hit(h) -> dict:  # SearchResult
             "time_ms": h.time_ms, "at": h.at}
 
 
+def _brief(p) -> dict:  # a duplicates Photo
+    return {"id": p.id, "path": p.path, "name": Path(p.path).name}
+
+
 def _group(g) -> dict:  # a duplicates Group
     return {"tier": g.tier, "keeper": g.keeper.id, "keeper_reason": g.keeper_reason,
             "members": [{"id": m.photo.id, "path": m.photo.path, "name": Path(m.photo.path).name,
                          "relation": m.relation, "width": m.photo.width, "height": m.photo.height,
                          "bytes": m.photo.size, "cosine": None if m.cosine is None else round(m.cosine, 4),
-                         "hamming": m.hamming, "fine": m.fine, "transform": m.transform} for m in g.members]}
+                         "hamming": m.hamming, "fine": m.fine, "transform": m.transform, "key_frames": m.key_frames}
+                        for m in g.members]}
 
 
 def _jsonable(value: Any) -> Any:

@@ -163,8 +163,31 @@ async function duplicates() {
       const summary = $("#dup-summary");
       summary.textContent = warnings.join(" ") || `${body.groups.length} group(s).`;
       summary.className = warnings.length ? "error" : "message";
+      borderline(tiers().includes("similar") ? body.borderline : [], body.thresholds.similar_cosine);
     } catch (e) { message(e.message, true); }
     groups.removeAttribute("aria-busy");
+  }
+  function borderline(pairs, threshold) {
+    // what the similar threshold means, before acting on it: the pairs just above it (grouped) and just below
+    const section = $("#borderline");
+    section.hidden = !pairs.length;
+    if (!pairs.length) return;
+    $("#borderline-threshold").textContent = threshold.toFixed(3);
+    $("#borderline-pairs").replaceChildren(...pairs.map((p) => {
+      const card = document.createElement("figure");
+      card.className = "pair " + (p.grouped ? "grouped" : "apart");
+      for (const side of [p.a, p.b]) {
+        const img = document.createElement("img");
+        img.src = `/api/v1/images/${side.id}/thumb?size=320`;
+        img.alt = side.name;
+        img.title = side.path;
+        card.append(img);
+      }
+      const caption = document.createElement("figcaption");
+      caption.textContent = `${p.grouped ? "grouped" : "not grouped"}: cos ${p.cosine.toFixed(3)}`;
+      card.append(caption);
+      return card;
+    }));
   }
   function group(g) {
     const box = document.createElement("article");
@@ -186,7 +209,8 @@ async function duplicates() {
       img.src = `/api/v1/images/${m.id}/thumb?size=320`;
       img.alt = m.name;
       const text = document.createElement("div");
-      const evidence = m.relation === "keeper" ? "keep" : `${m.relation}${m.cosine !== null ? `, cos ${m.cosine}` : ""}`;
+      const evidence = m.relation === "keeper" ? "keep"
+        : `${m.relation}${m.cosine !== null ? `, cos ${m.cosine}` : ""}${m.key_frames ? `, ${m.key_frames}` : ""}`;
       text.textContent = `${evidence}, ${m.width}x${m.height}, ${m.bytes.toLocaleString()} bytes, ${m.path}`;
       card.append(img, text);
       if (m.id !== g.keeper) {

@@ -1,0 +1,174 @@
+"""A photo's fingerprint for duplicate finding, made where the photo is decoded (at index time, so `dups` reopens no
+file): pHashes of the picture, of its 7 other flips/rotations and of 5 inner crops, then the picture itself, small,
+for the pixel check. A video's fingerprint is its sampled key frames' fingerprints, one after the other.
+
+pHash is imagehash's (a test holds the bits equal): the low-frequency block of a 2-D DCT-II of the grey image,
+each term above the block's median. The DCT is two products with a 32x32 or 64x64 cosine matrix, so the default
+install does without imagehash's SciPy and PyWavelets (~155 MB, a fifth of it).
+
+Imported by decode worker processes: numpy and Pillow only."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from imgsearch.config import VideoSampling
+from imgsearch.errors import ImageError
+from imgsearch.progress import Progress
+from imgsearch.workers import default_workers, importable_main, process_pool
+
+HASH_SIDE = 32  # the coarse pHash works on a 32x32 grey image, the fine one on 64x64
+
+
+DRAFT_SIDE = 4 * HASH_SIDE  # a JPEG decoded for its fingerprint alone is DCT-downscaled to at least this
+
+
+COARSE_BYTES = 8  # pHash of 8x8 DCT terms (64 bits): finds candidates, tolerates crops and edits
+
+
+FINE_BYTES = 32  # pHash of 16x16 DCT terms (256 bits): "the same pixels" (re-encoded, resized, flipped...)
+
+
+CODE_BYTES = COARSE_BYTES + FINE_BYTES
+
+
+# The 8 flips/rotations of a picture; a pair's evidence names the one that matched.
+TRANSFORMS = ("same orientation", "mirrored", "flipped", "rotated 180", "transposed", "rotated 90",
+              "transverse", "rotated 270")
+
+
+OPS = (None, Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.ROTATE_180,
+       Image.Transpose.TRANSPOSE, Image.Transpose.ROTATE_90, Image.Transpose.TRANSVERSE, Image.Transpose.ROTATE_270)
+
+
+CROP_SHARE = 0.95  # inner crops (4 corners and the centre) hashed too, so a trimmed copy still matches
+
+
+CROPS = 5
+
+
+ROWS = len(TRANSFORMS) + CROPS  # per image: 8 flips/rotations, then 5 inner crops; each coarse + fine
+
+
+# The picture itself, for the pixel check (imgsearch.dups.hashing): its detail from a grey picture, its colour
+# from a 4x4 RGB one. Stored after the hashes.
+DETAIL_SIDE, COLOUR_SIDE = 32, 4
+PIXEL_BYTES = DETAIL_SIDE * DETAIL_SIDE + COLOUR_SIDE * COLOUR_SIDE * 3
+
+
+# One picture's fingerprint. Its length is its version: a stored fingerprint of another length (written by an older
+# imgsearch) is made again by the next `index` (or, failing that, `dups`).
+BLOB_BYTES = ROWS * CODE_BYTES + PIXEL_BYTES
+
+
+@functools.lru_cache(maxsize=4)
+def _dct_matrix(n: int) -> np.ndarray:
+    """DCT-II as a matrix: row k holds cos(pi k (2i + 1) / 2n); the unnormalised transform (SciPy's fftpack.dct
+    scales it by 2, which moves no term across the median)."""
+    k, i = np.arange(n)[:, None], np.arange(n)[None, :]
+    return np.cos(np.pi * k * (2 * i + 1) / (2 * n))
+
+
+def phash(image: Image.Image, hash_size: int) -> np.ndarray:
+    """imagehash.phash of a grey image already at 4 x hash_size pixels a side: hash_size x hash_size bools."""
+    pixels = np.asarray(image, dtype=np.float64)
+    dct = _dct_matrix(pixels.shape[0])
+    # rounded: terms that are 0 in exact arithmetic (flat areas) are 0 here too, not float noise on either side of
+    # the median (real photos' terms are hundreds apart: the bits are imagehash's, a test holds it)
+    low = np.round((dct @ pixels @ _dct_matrix(pixels.shape[1]).T)[:hash_size, :hash_size], 3)
+    return low > np.median(low)
+
+
+def _codes(small: Image.Image, large: Image.Image) -> np.ndarray:
+    """The coarse pHash of a 32x32 grey picture and the fine one of its 64x64 version: 40 bytes."""
+    return np.concatenate([np.packbits(phash(small, 8).ravel()), np.packbits(phash(large, 16).ravel())])
+
+
+def _sizes(grey: Image.Image) -> tuple[Image.Image, Image.Image]:
+    return (grey.resize((HASH_SIDE, HASH_SIDE), Image.Resampling.LANCZOS),
+            grey.resize((2 * HASH_SIDE, 2 * HASH_SIDE), Image.Resampling.LANCZOS))
+
+
+def fingerprint(img: Image.Image) -> bytes:
+    """An upright RGB picture's fingerprint (BLOB_BYTES): 13 x 40 bytes of pHashes (8 flips/rotations, then 5 inner
+    crops of 95% of each side: 4 corners, centre; each a coarse 64-bit and a fine 256-bit code), then the picture
+    for the pixel check (32x32 grey, 4x4 RGB)."""
+    grey = img.convert("L")
+    if min(grey.size) >= 2 * DRAFT_SIDE:  # a large picture is first reduced (a box filter) to what a JPEG draft gives
+        grey = grey.reduce(min(grey.size) // DRAFT_SIDE)
+    pixels = np.concatenate([np.asarray(grey.resize((DETAIL_SIDE, DETAIL_SIDE), Image.Resampling.BOX)).ravel(),
+                             np.asarray(img.convert("RGB").resize((COLOUR_SIDE, COLOUR_SIDE),
+                                                                  Image.Resampling.BOX)).ravel()])
+    small, large = _sizes(grey)
+    codes = [_codes(small if op is None else small.transpose(op), large if op is None else large.transpose(op))
+             for op in OPS]
+    w, h = grey.size
+    cw, ch = int(w * CROP_SHARE), int(h * CROP_SHARE)
+    codes += [_codes(*_sizes(grey.crop((x, y, x + cw, y + ch))))
+              for x, y in ((0, 0), (w - cw, 0), (0, h - ch), (w - cw, h - ch), ((w - cw) // 2, (h - ch) // 2))]
+    return np.stack(codes).tobytes() + pixels.tobytes()
+
+
+def pictures_in(blob: bytes | None) -> int:
+    """How many pictures' fingerprints a stored blob holds (a photo 1, a video one per key frame; 0: none, or one
+    written by another version)."""
+    if not blob or len(blob) % BLOB_BYTES:
+        return 0
+    return len(blob) // BLOB_BYTES
+
+
+def fingerprint_file(path: str, max_pixels: int, sampling: VideoSampling | None = None) -> bytes:
+    """A file's fingerprint, decoding it again: a photo's (BLOB_BYTES), a video's key frames' (one after the
+    other). Raises ImageError for a file that cannot be decoded."""
+    from imgsearch.images import video
+    from imgsearch.images.decode import format_of_file, open_rgb
+    from imgsearch.images.formats import VIDEO_FORMAT
+
+    if format_of_file(path) is VIDEO_FORMAT:
+        return b"".join(blob for _, blob in video.read_frames(path, sampling or VideoSampling(), max_pixels,
+                                                              fingerprint).frames)
+    img, _ = open_rgb(path, max_pixels, draft_to=(DRAFT_SIDE, DRAFT_SIDE))
+    return fingerprint(img)
+
+
+GONE = "gone since it was indexed (moved or deleted): run `imgsearch index` to update the library"
+
+
+def _job(path: str, max_pixels: int) -> tuple[bytes | None, str | None]:
+    if not os.path.isfile(path):
+        return None, GONE
+    try:
+        return fingerprint_file(path, max_pixels), None
+    except ImageError as exc:
+        return None, exc.message
+    except OSError as exc:
+        return None, f"cannot read: {exc.strerror or exc}"
+
+
+CHUNK = 16
+
+
+def fingerprint_files(paths: Sequence[str], workers: int, progress: Progress) -> list[tuple[bytes | None, str | None]]:
+    """Fingerprints of files, in order, each (blob, None) or (None, why not), on a forkserver pool (no torch in
+    the workers); workers < 0: one per core."""
+    from imgsearch.images.decode import default_pixel_limit
+
+    workers = default_workers() if workers < 0 else workers
+    limit = default_pixel_limit(max(1, workers))
+    progress.stage("fingerprinting", len(paths))
+    out = []
+    if workers <= 1 or len(paths) < 4 * CHUNK:
+        for p in paths:
+            out.append(_job(p, limit))
+            progress.advance()
+        return out
+    with importable_main(), process_pool(workers) as pool:
+        for result in pool.map(_job, paths, [limit] * len(paths), chunksize=CHUNK):
+            out.append(result)
+            progress.advance()
+    return out
