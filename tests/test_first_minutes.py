@@ -89,8 +89,10 @@ def test_shell_completion_completes_commands_and_installs(tmp_path: Path) -> Non
     # `imgsearch --install-completion` writes the script and sources it from the shell's startup file
     home = tmp_path / "home"
     home.mkdir()
-    done = subprocess.run([sys.executable, "-c", "from imgsearch.cli import app; app(prog_name='imgsearch')",
-                           "--install-completion"], capture_output=True, text=True, timeout=120, cwd=ROOT,
+    # typed in bash (typer finds the shell among the parent processes; "; exit $?" keeps bash from exec'ing python)
+    command = f"{shlex.quote(sys.executable)} -c 'from imgsearch.cli import app; app(prog_name=\"imgsearch\")' " \
+              "--install-completion; exit $?"
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120, cwd=ROOT,
                           env={**os.environ, "HOME": str(home), "SHELL": "/bin/bash"})
     assert done.returncode == 0, done.stderr
     script = home / ".bash_completions" / "imgsearch.sh"
