@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.dups_eval import CLOTHING, TRANSFORMS, make_set, predicted_pairs  # noqa: E402
+from bench.dups_eval import CLOTHING, TRANSFORMS, make_set, predicted_pairs
 
 IMAGEDEDUP = r"""
 import json, sys, time

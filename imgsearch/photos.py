@@ -57,16 +57,21 @@ def photo(sessions: sessionmaker[Session], image_id: int) -> PhotoInfo:
 
 
 def original(sessions: sessionmaker[Session], image_id: int) -> Path:
-    """The photo's file, resolved; only if it really lies inside an indexed folder now (a symbolic link swapped in
-    after indexing, or a path leading out of the roots, is refused as not found)."""
+    """The photo's file, resolved; only if it leads where it led when indexed (a symbolic link followed out of the
+    folders by the indexer is served while it points at the same file) or lies inside an indexed folder now; a link
+    swapped after indexing is refused as not found."""
     info = photo(sessions, image_id)
     with sessions() as session:
         roots = [os.path.realpath(r) for r in store.list_roots(session)]
+        image = store.get_image(session, image_id)
+        indexed_at = image.real_path if image is not None else None
     real = os.path.realpath(info.path)
     if not os.path.lexists(info.path):
         raise NotFoundError(f"photo {image_id}'s file is gone from disk ({info.path}): the next `imgsearch index` "
                             "takes it out of the library", "image_id")
     inside = any(os.path.commonpath([real, root]) == root for root in roots)
+    if indexed_at is not None:
+        inside = real == indexed_at
     if not inside or not os.path.isfile(real):
         raise NotFoundError(f"photo {image_id} ({info.path}) leads outside the library's folders now (a link or "
                             "folder changed since it was indexed): it is not served", "image_id")

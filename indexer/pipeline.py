@@ -159,7 +159,7 @@ def _apply_plan(sessions: sessionmaker[Session], plan: Plan, report: RunReport) 
     """Moves, removals and unreadable files: DB-only work, one transaction."""
     with sessions.begin() as session:
         for entry, old in plan.moved:
-            store.move_image(session, old.id, entry.path, entry.size, entry.mtime_ns)
+            store.move_image(session, old.id, entry.path, entry.size, entry.mtime_ns, os.path.realpath(entry.path))
         store.delete_images(session, [k.id for k in plan.missing])
         for skip, known in plan.unreadable:
             store.save_skipped(session, skip.path, skip.size, skip.mtime_ns, skip.reason,
@@ -242,7 +242,7 @@ def image_record(d: Decoded) -> store.ImageRecord:
     """What the store keeps of a decoded file."""
     i = d.info
     return store.ImageRecord(d.path, d.size, d.mtime_ns, d.content_hash, i.width, i.height, i.format, i.taken_at,
-                             i.camera_make, i.camera_model, i.gps_lat, i.gps_lon, d.duration_ms)
+                             i.camera_make, i.camera_model, i.gps_lat, i.gps_lon, d.duration_ms, os.path.realpath(d.path))
 
 
 def _save_vectors(session: Session, model_id: int, ids: list[int], batch: Batch) -> None:

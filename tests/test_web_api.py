@@ -127,6 +127,23 @@ def test_files_outside_the_roots_are_never_served(client: TestClient, library, p
         assert got.status_code in (400, 404) and b"root:" not in got.content, path
 
 
+def test_a_photo_the_indexer_reached_through_a_link_is_served_until_the_link_changes(
+        client: TestClient, library, photos: Path, tmp_path: Path) -> None:
+    """The indexer follows a link out of the folder (a shared album linked in): the page must show that photo, and
+    only that file: the same link re-pointed later is refused."""
+    album = write_photo(tmp_path / "shared-album" / "beach.jpg", "yellow", fmt="JPEG", seed=7)
+    other = write_photo(tmp_path / "shared-album" / "other.jpg", "black", fmt="JPEG", seed=8)
+    (photos / "beach.jpg").symlink_to(album)
+    library.index([photos], FAKE, IndexSettings(workers=0))
+    beach = ids_of(client)["beach.jpg"]
+    assert client.get(f"/api/v1/images/{beach}/file").content == album.read_bytes()
+    assert client.get(f"/api/v1/images/{beach}/thumb").status_code == 200
+    (photos / "beach.jpg").unlink()
+    (photos / "beach.jpg").symlink_to(other)  # swapped after indexing: the same name now leads elsewhere
+    assert client.get(f"/api/v1/images/{beach}/file").status_code == 404
+    assert client.get(f"/api/v1/images/{beach}/thumb").status_code == 404
+
+
 def test_dups_review_move_aside_and_undo(client: TestClient, photos: Path, library) -> None:
     before = sorted(p.name for p in photos.iterdir())
     groups = client.get("/api/v1/dups").json()["groups"]

@@ -124,10 +124,10 @@ def save_skipped(session: Session, path: str, size: int, mtime_ns: int, reason: 
     image.status, image.skip_reason, image.updated_at = STATUS_SKIPPED, one_line, utc_now()
 
 
-def move_image(session: Session, image_id: int, path: str, size: int, mtime_ns: int) -> None:
+def move_image(session: Session, image_id: int, path: str, size: int, mtime_ns: int, real_path: str | None) -> None:
     """A file found under a new path with the same content: keep its row and vectors."""
     session.execute(update(Image).where(Image.id == image_id)
-                    .values(path=path, size=size, mtime_ns=mtime_ns, updated_at=utc_now()))
+                    .values(path=path, size=size, mtime_ns=mtime_ns, real_path=real_path, updated_at=utc_now()))
 
 
 def delete_images(session: Session, image_ids: Sequence[int]) -> None:

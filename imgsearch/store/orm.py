@@ -59,6 +59,7 @@ class Image(Base):
     gps_lat: Mapped[float | None]
     gps_lon: Mapped[float | None]
     duration_ms: Mapped[int | None]  # a video's length (its vectors are its frames'); None for a still image
+    real_path: Mapped[str | None] = mapped_column(Text)  # where `path` led when indexed (symbolic links resolved)
     status: Mapped[str] = mapped_column(String(16), default=STATUS_INDEXED, index=True)
     skip_reason: Mapped[str | None] = mapped_column(Text)
     first_seen_at: Mapped[datetime] = mapped_column(default=utc_now)

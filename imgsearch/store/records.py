@@ -37,3 +37,4 @@ class ImageRecord:
     gps_lat: float | None = None
     gps_lon: float | None = None
     duration_ms: int | None = None  # a video's length
+    real_path: str | None = None  # where the path leads (symbolic links resolved) when it was read
