@@ -1,7 +1,7 @@
 """Duplicate detection quality and speed on a labelled set made from real photos (../shared/data/clothing).
 
 Every original gets copies made by one transform each (see TRANSFORMS): exact copies, JPEG
-re-encodes at quality 50-95, resizes, 5% crops, brightness and contrast shifts, PNG and WebP
+re-encodes at quality 50-95, resizes, 5% and 10% crops (at a random place), brightness and contrast shifts, PNG and WebP
 conversions, EXIF-only rotations, and flips / 90-degree rotations (their own tag). The other
 originals are the negatives, including hard ones (other photos of the same garment type). The
 set is indexed with a model and `Library.duplicates` runs per tier; every pair inside a
@@ -40,9 +40,9 @@ def _exif_rotated(img: Image.Image, path: Path) -> None:
     img.rotate(90, expand=True).save(path, quality=92, exif=exif.tobytes())
 
 
-def _crop(img: Image.Image, rng: random.Random) -> Image.Image:
+def _crop(img: Image.Image, rng: random.Random, share: float = 0.05) -> Image.Image:
     w, h = img.size
-    dx, dy = int(w * 0.05), int(h * 0.05)
+    dx, dy = int(w * share), int(h * share)
     x, y = rng.randint(0, dx), rng.randint(0, dy)
     return img.crop((x, y, x + w - dx, y + h - dy))
 
@@ -55,6 +55,7 @@ TRANSFORMS = {
         (int(img.width * (s := r.uniform(0.3, 0.8))), int(img.height * s)), Image.Resampling.LANCZOS)
         .save(p.with_suffix(".jpg"), quality=90)),
     "crop 5%": ("near", lambda img, p, r: _crop(img, r).save(p.with_suffix(".jpg"), quality=92)),
+    "crop 10%": ("near", lambda img, p, r: _crop(img, r, 0.10).save(p.with_suffix(".jpg"), quality=92)),
     "brightness +-15%": ("near", lambda img, p, r: ImageEnhance.Brightness(img).enhance(r.choice([0.85, 1.15]))
                          .save(p.with_suffix(".jpg"), quality=92)),
     "contrast +-15%": ("near", lambda img, p, r: ImageEnhance.Contrast(img).enhance(r.choice([0.85, 1.15]))

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 from collections.abc import Sequence
 from typing import TypeGuard
 
 import numpy as np
 from PIL import Image
 
-from imgsearch.images.fingerprint import (BLOB_BYTES, CODE_BYTES, COARSE_BYTES, COLOUR_SIDE, DETAIL_SIDE, OPS,
-                                          PIXEL_BYTES, ROWS, TRANSFORMS)
+from imgsearch.images.fingerprint import (BLOB_BYTES, CODE_BYTES, COARSE_BYTES, COLOUR_SIDE, DETAIL_SIDE, GREY_SIDE,
+                                          OPS, PIXEL_BYTES, ROWS, TRANSFORMS)
 
 _INVERSE = (0, 1, 2, 3, 4, 7, 6, 5)  # the transform (of TRANSFORMS) that undoes each one
 
@@ -21,14 +22,15 @@ _INVERSE = (0, 1, 2, 3, 4, 7, 6, 5)  # the transform (of TRANSFORMS) that undoes
 # photos of the same kind, the hardest being garments of one colour photographed on the same background
 # (bench/dups_eval.py, bench/dups_models.py; tests/test_pixel_check.py holds both sides):
 SAME_DETAIL = 0.90  # the aligned pictures' high frequencies correlate at least this much (copies >= 0.92)...
-# ...or, for a trimmed copy, an inner crop of one against the other. Resampled from 32x32 they line up less well
-# (true 90-95% crops: 0.76-0.99), and different garments on one blanket reach 0.86: precision first, so a trimmed
-# copy under this is not called one (it stays findable as similar)
+# ...or, for a trimmed copy, the best-aligned inner crop of one (searched coarse to fine on the 64x64 picture) against
+# the other: true copies trimmed to 90-95% score 0.885-1.0, different garments on one blanket at most 0.87
 TRIMMED_DETAIL = 0.88
 SAME_COLOUR = 32.0  # and their mean colours differ by at most this (0-255, per channel: an exposure edit passes)
 FLAT_DETAIL = 2.5  # less detail than this (std of the high frequencies, 0-255): a picture the check cannot tell
 BLUR_SIGMA = 1.5
-WINDOW_SHARES = (0.97, 0.95, 0.925, 0.9)  # the inner crops a trimmed copy is compared with, at 3x3 positions each
+WINDOW_SHARES = (0.97, 0.95, 0.925, 0.9)  # a trimmed copy's inner crops: first these sides, at 5x5 positions each...
+WINDOW_POSITIONS = 5
+REFINE_ROUNDS = 2  # ...then twice around the best one, at half the step each time
 
 
 def full_hash(path: str) -> str:
@@ -41,7 +43,7 @@ def full_hash(path: str) -> str:
 
 
 def hash_array(blobs: Sequence[bytes]) -> np.ndarray:
-    """(n, 13, 40) uint8: per image, per flip/rotation then per inner crop, the coarse then the fine code."""
+    """(n, ROWS, 40) uint8: per image, per flip/rotation then per inner crop, the coarse then the fine code."""
     if not blobs:
         return np.zeros((0, ROWS, CODE_BYTES), dtype=np.uint8)
     whole = np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(len(blobs), BLOB_BYTES)
@@ -60,11 +62,14 @@ def valid_hashes(blob: bytes | None) -> TypeGuard[bytes]:
     return blob is not None and len(blob) == BLOB_BYTES
 
 
-def _parts(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(m, 32, 32) grey as float32 and (m, 3) mean colours of (m, PIXEL_BYTES) pixel codes."""
-    grey = codes[:, :DETAIL_SIDE * DETAIL_SIDE].reshape(-1, DETAIL_SIDE, DETAIL_SIDE).astype(np.float32)
-    colour = codes[:, DETAIL_SIDE * DETAIL_SIDE:].reshape(-1, COLOUR_SIDE * COLOUR_SIDE, 3).astype(np.float32)
-    return grey, colour.mean(axis=1)
+def _parts(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Of (m, PIXEL_BYTES) pixel codes: the (m, 64, 64) grey pictures, the same at (m, 32, 32) as float32 (2x2
+    means), and (m, 3) mean colours."""
+    fine = codes[:, :GREY_SIDE * GREY_SIDE].reshape(-1, GREY_SIDE, GREY_SIDE)
+    step = GREY_SIDE // DETAIL_SIDE
+    grey = fine.reshape(-1, DETAIL_SIDE, step, DETAIL_SIDE, step).astype(np.float32).mean(axis=(2, 4))
+    colour = codes[:, GREY_SIDE * GREY_SIDE:].reshape(-1, COLOUR_SIDE * COLOUR_SIDE, 3).astype(np.float32)
+    return fine, grey, colour.mean(axis=1)
 
 
 @functools.lru_cache(maxsize=1)
@@ -95,17 +100,40 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ncc, np.minimum(sx, sy)
 
 
-def _windows(grey: np.ndarray) -> np.ndarray:
-    """A 32x32 grey picture's inner crops (WINDOW_SHARES of each side, at 3x3 positions), each back at 32x32."""
-    img = Image.fromarray(grey.astype(np.uint8))
-    out = []
-    for share in WINDOW_SHARES:
-        side = DETAIL_SIDE * share
-        rest = DETAIL_SIDE - side
-        out += [np.asarray(img.resize((DETAIL_SIDE, DETAIL_SIDE), Image.Resampling.BILINEAR,
-                                      box=(x, y, x + side, y + side)), dtype=np.float32)
-                for y in (0, rest / 2, rest) for x in (0, rest / 2, rest)]
-    return np.stack(out)
+def _window(source: Image.Image, width: float, height: float, x: float, y: float) -> np.ndarray:
+    """The inner crop of a 64x64 picture with `width` and `height` shares of its sides, at (x, y) in [0, 1] of the
+    room left (0: left or top, 1: right or bottom), resampled to 32x32."""
+    w, h = GREY_SIDE * width, GREY_SIDE * height
+    left, top = x * (GREY_SIDE - w), y * (GREY_SIDE - h)
+    return np.asarray(source.resize((DETAIL_SIDE, DETAIL_SIDE), Image.Resampling.BILINEAR,
+                                    box=(left, top, left + w, top + h)), dtype=np.float32)
+
+
+def _best_crop(fine: np.ndarray, other: np.ndarray) -> float:
+    """The highest correlation between an inner crop of a 64x64 grey picture and another picture's 32x32 detail:
+    WINDOW_SHARES at WINDOW_POSITIONS x WINDOW_POSITIONS places, then REFINE_ROUNDS finer searches around the best
+    (a trimmed copy's crop lies anywhere, 90-100% of each side). The crop keeps the picture's proportions: letting
+    width and height vary apart lined different T-shirts on one background up as well as copies (0.89)."""
+    source = Image.fromarray(fine)
+
+    def scores(windows: list[tuple[float, float, float]]) -> np.ndarray:
+        crops = np.stack([_window(source, share, share, x, y) for share, x, y in windows])
+        return _correlation(_detail(crops), np.broadcast_to(other, crops.shape))[0]
+
+    places = np.linspace(0.0, 1.0, WINDOW_POSITIONS)
+    grid = [(share, float(x), float(y)) for share in WINDOW_SHARES for y in places for x in places]
+    found = scores(grid)
+    best, score = grid[int(found.argmax())], float(found.max())
+    steps = np.array([0.0125, 0.125, 0.125])
+    low, high = np.array([min(WINDOW_SHARES), 0.0, 0.0]), np.ones(3)
+    moves = np.array(list(itertools.product((-1, 0, 1), repeat=3)))
+    for _ in range(REFINE_ROUNDS):
+        around = [(float(a), float(b), float(c)) for a, b, c in np.clip(np.array(best) + moves * steps, low, high)]
+        found = scores(around)
+        if found.max() > score:
+            best, score = around[int(found.argmax())], float(found.max())
+        steps = steps / 2
+    return score
 
 
 def trimmed_bar(crop: int | None, near_crop: int) -> float:
@@ -114,13 +142,10 @@ def trimmed_bar(crop: int | None, near_crop: int) -> float:
     return TRIMMED_DETAIL if crop is not None and crop <= near_crop else float("inf")
 
 
-def _trimmed_match(ga: np.ndarray, gb: np.ndarray, bar: float) -> bool:
-    """An inner crop of either 32x32 grey picture against the other as it is (a trimmed copy)."""
-    wa, wb = _windows(ga), _windows(gb)
-    da, db = _detail(ga[None]), _detail(gb[None])  # each picture's own detail once, against all the other's crops
-    one = _correlation(_detail(wa), np.broadcast_to(db, wa.shape))[0]
-    other = _correlation(np.broadcast_to(da, wb.shape), _detail(wb))[0]
-    return bool(max(one.max(), other.max()) >= bar)
+def _trimmed_match(fa: np.ndarray, fb: np.ndarray, ga: np.ndarray, gb: np.ndarray, bar: float) -> bool:
+    """An inner crop of either picture (fa, fb: 64x64) against the other as it is (ga, gb: 32x32): a trimmed copy."""
+    da, db = _detail(ga[None])[0], _detail(gb[None])[0]
+    return _best_crop(fa, db) >= bar or _best_crop(fb, da) >= bar
 
 
 def _turn(pictures: np.ndarray, transform: int) -> np.ndarray:
@@ -151,8 +176,8 @@ def same_pictures(a: np.ndarray, b: np.ndarray, transforms: np.ndarray, trimmed:
     trimmed_bar), also an inner crop of either against the other as it is (as the crop hashes compare them). Both
     need detail (two featureless pictures cannot be told apart: never a copy), their high frequencies must
     correlate, and their mean colours be close."""
-    ga, ca = _parts(a)
-    gb, cb = _parts(b)
+    fa, ga, ca = _parts(a)
+    fb, gb, cb = _parts(b)
     as_is = ga.copy()
     for transform in range(1, len(OPS)):
         rows = np.flatnonzero(transforms == transform)
@@ -163,7 +188,7 @@ def same_pictures(a: np.ndarray, b: np.ndarray, transforms: np.ndarray, trimmed:
     textured = detail >= FLAT_DETAIL
     ok = textured & colour & (ncc >= SAME_DETAIL)
     for r in np.flatnonzero(~ok & np.isfinite(trimmed) & textured & colour):
-        ok[r] = _trimmed_match(as_is[r], gb[r], float(trimmed[r]))
+        ok[r] = _trimmed_match(fa[r], fb[r], as_is[r], gb[r], float(trimmed[r]))
     return ok
 
 
@@ -176,7 +201,7 @@ _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
 def hash_distances(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """For (m, 13, 40) codes a and b: the smallest coarse distance between a flip/rotation of a and b as
+    """For (m, ROWS, 40) codes a and b: the smallest coarse distance between a flip/rotation of a and b as
     it is (or the reverse, whichever is smaller: pHash is not exactly symmetric), its transform (taking
     a to b), the fine distance under that transform, and the smallest fine distance between an inner
     crop of one and the other as it is (a trimmed copy)."""

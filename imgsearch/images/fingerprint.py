@@ -1,5 +1,5 @@
 """A photo's fingerprint for duplicate finding, made where the photo is decoded (at index time, so `dups` reopens no
-file): pHashes of the picture, of its 7 other flips/rotations and of 5 inner crops, then the picture itself, small,
+file): pHashes of the picture, of its 7 other flips/rotations and of 10 inner crops, then the picture itself, small,
 for the pixel check. A video's fingerprint is its sampled key frames' fingerprints, one after the other.
 
 pHash is imagehash's (a test holds the bits equal): the low-frequency block of a 2-D DCT-II of the grey image,
@@ -46,19 +46,20 @@ OPS = (None, Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM, I
        Image.Transpose.TRANSPOSE, Image.Transpose.ROTATE_90, Image.Transpose.TRANSVERSE, Image.Transpose.ROTATE_270)
 
 
-CROP_SHARE = 0.95  # inner crops (4 corners and the centre) hashed too, so a trimmed copy still matches
+CROP_SHARES = (0.95, 0.9)  # inner crops of these sides (4 corners and the centre each) hashed too: a trimmed copy
 
 
-CROPS = 5
+CROPS = 5 * len(CROP_SHARES)
 
 
-ROWS = len(TRANSFORMS) + CROPS  # per image: 8 flips/rotations, then 5 inner crops; each coarse + fine
+ROWS = len(TRANSFORMS) + CROPS  # per image: 8 flips/rotations, then 10 inner crops; each coarse + fine
 
 
-# The picture itself, for the pixel check (imgsearch.dups.hashing): its detail from a grey picture, its colour
-# from a 4x4 RGB one. Stored after the hashes.
-DETAIL_SIDE, COLOUR_SIDE = 32, 4
-PIXEL_BYTES = DETAIL_SIDE * DETAIL_SIDE + COLOUR_SIDE * COLOUR_SIDE * 3
+# The picture itself, for the pixel check (imgsearch.dups.hashing): a 64x64 grey picture (compared at 32x32; the
+# finer one lines a trimmed copy's inner crop up with the other photo), and a 4x4 RGB one for colour. Stored after
+# the hashes.
+GREY_SIDE, DETAIL_SIDE, COLOUR_SIDE = 64, 32, 4
+PIXEL_BYTES = GREY_SIDE * GREY_SIDE + COLOUR_SIDE * COLOUR_SIDE * 3
 
 
 # One picture's fingerprint. Its length is its version: a stored fingerprint of another length (written by an older
@@ -95,22 +96,23 @@ def _sizes(grey: Image.Image) -> tuple[Image.Image, Image.Image]:
 
 
 def fingerprint(img: Image.Image) -> bytes:
-    """An upright RGB picture's fingerprint (BLOB_BYTES): 13 x 40 bytes of pHashes (8 flips/rotations, then 5 inner
+    """An upright RGB picture's fingerprint (BLOB_BYTES): 18 x 40 bytes of pHashes (8 flips/rotations, then 10 inner
     crops of 95% of each side: 4 corners, centre; each a coarse 64-bit and a fine 256-bit code), then the picture
-    for the pixel check (32x32 grey, 4x4 RGB)."""
+    for the pixel check (64x64 grey, 4x4 RGB)."""
+    if min(img.size) >= 2 * DRAFT_SIDE:  # a large picture is first reduced (a box filter) to what a JPEG draft gives
+        img = img.reduce(min(img.size) // DRAFT_SIDE)
     grey = img.convert("L")
-    if min(grey.size) >= 2 * DRAFT_SIDE:  # a large picture is first reduced (a box filter) to what a JPEG draft gives
-        grey = grey.reduce(min(grey.size) // DRAFT_SIDE)
-    pixels = np.concatenate([np.asarray(grey.resize((DETAIL_SIDE, DETAIL_SIDE), Image.Resampling.BOX)).ravel(),
+    pixels = np.concatenate([np.asarray(grey.resize((GREY_SIDE, GREY_SIDE), Image.Resampling.BOX)).ravel(),
                              np.asarray(img.convert("RGB").resize((COLOUR_SIDE, COLOUR_SIDE),
                                                                   Image.Resampling.BOX)).ravel()])
     small, large = _sizes(grey)
     codes = [_codes(small if op is None else small.transpose(op), large if op is None else large.transpose(op))
              for op in OPS]
     w, h = grey.size
-    cw, ch = int(w * CROP_SHARE), int(h * CROP_SHARE)
-    codes += [_codes(*_sizes(grey.crop((x, y, x + cw, y + ch))))
-              for x, y in ((0, 0), (w - cw, 0), (0, h - ch), (w - cw, h - ch), ((w - cw) // 2, (h - ch) // 2))]
+    for share in CROP_SHARES:
+        cw, ch = int(w * share), int(h * share)
+        codes += [_codes(*_sizes(grey.crop((x, y, x + cw, y + ch))))
+                  for x, y in ((0, 0), (w - cw, 0), (0, h - ch), (w - cw, h - ch), ((w - cw) // 2, (h - ch) // 2))]
     return np.stack(codes).tobytes() + pixels.tobytes()
 
 
