@@ -4,6 +4,7 @@ camera's orientation, videos are sampled at key frames), and hostile files skipp
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 from PIL import Image
 
 from imgsearch.config import DupOptions, IndexSettings, ModelSpec, VideoSampling
-from imgsearch.images.decode import Geometry, decode_file, open_rgb
+from imgsearch.images.decode import Geometry, decode_file, open_rgb, thumbnail
 from imgsearch.images.formats import register_pillow_plugins
 from tests.factories import write_dng, write_photo, write_video
 from tests.test_cli import cli
@@ -63,6 +64,23 @@ def test_modern_stills_come_out_upright_once_with_their_exif(tmp_path: Path, ext
     assert img.size == (48, 64) and red_on_top(img)  # HEIF applies its own rotation: turned once, not twice
     assert (info.format, info.width, info.height) == (name, 48, 64)
     assert (info.taken_at, info.camera_make, info.camera_model) == (datetime(2024, 5, 6, 7, 8, 9), "Apple", "iPhone 15")
+
+
+@pytest.mark.parametrize("ext", ["heic", "avif"])
+def test_a_heif_turned_only_by_its_exif_comes_out_upright(tmp_path: Path, ext: str, monkeypatch) -> None:
+    """Early iPhone HEICs say "turn me" in EXIF (orientation 6) and have no rotation box in the container:
+    pillow-heif resets the tag (the boxes are the container's rule), so the picture came out on its side."""
+    import pillow_heif.as_plugin
+
+    path = tmp_path / f"iphone7.{ext}"
+    with monkeypatch.context() as patched:  # written as such a phone does: the EXIF tag, no irot box
+        patched.setattr(pillow_heif.as_plugin, "_get_orientation_for_encoder", lambda info: 1)
+        split().save(path, exif=camera_exif(6), quality=95)
+    assert Image.open(path).size == (64, 48)  # stored sideways
+    img, info = open_rgb(str(path), 10**8)
+    assert img.size == (48, 64) and red_on_top(img)
+    thumb = Image.open(io.BytesIO(thumbnail(str(path), 64)))
+    assert thumb.size == (48, 64) and red_on_top(thumb.convert("RGB"))
 
 
 def test_raw_uses_its_embedded_preview_turned_as_the_camera_says(tmp_path: Path) -> None:

@@ -130,8 +130,9 @@ def open_rgb(source: str | Path | io.BytesIO, max_pixels: int, draft_to: tuple[i
             side = max(draft_to)
             img.draft("RGB", (side, side))
         img.seek(0)  # animated GIF/WebP: the first frame
+        heif_turn = _heif_exif_only_orientation(img)  # read before load(): pillow-heif lets go of its container then
         img.load()
-        img = _oriented(img)
+        img = img.transpose(_UPRIGHT[heif_turn]) if heif_turn is not None else _oriented(img)
         img = _to_rgb(img)
     return img, info
 
@@ -199,6 +200,26 @@ def _open_checked(source: str | Path | io.BytesIO, max_pixels: int) -> Image.Ima
     if w * h > max_pixels:
         raise ImageError(f"image too large: {w}x{h} pixels exceeds the limit of {max_pixels:,}")
     return img
+
+
+# EXIF orientation -> the turn that shows the picture upright (as ImageOps.exif_transpose does it)
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}
+
+
+def _heif_exif_only_orientation(img: Image.Image) -> int | None:
+    """A HEIF/AVIF whose EXIF says to turn it while its container has no rotation or mirror box (early iPhone files):
+    pillow-heif applies the container's boxes and resets the EXIF tag, so such a picture would stay on its side.
+    The EXIF orientation to apply then, else None. Asked before the pixels are loaded."""
+    orientation = img.info.get("original_orientation")
+    if orientation not in _UPRIGHT:
+        return None
+    try:  # pillow-heif's decoded image lists the container's transformations (irot, imir, clap)
+        boxes = img._heif_file[img.tell()]._c_image.transformations  # type: ignore[attr-defined]
+    except (AttributeError, IndexError, TypeError):
+        return None  # another pillow-heif: leave it to the container, as before
+    return None if any(box[0] in ("irot", "imir") for box in boxes) else int(orientation)
 
 
 def _oriented(img: Image.Image) -> Image.Image:
