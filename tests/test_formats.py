@@ -103,6 +103,24 @@ def test_raw_without_a_large_enough_preview_is_demosaiced(tmp_path: Path) -> Non
         assert img.size == (32, 48) and red_on_top(img), name  # LibRaw at half size, turned by LibRaw itself
 
 
+def test_a_stripped_raw_shows_its_preview_or_is_skipped_in_words(tmp_path: Path) -> None:
+    """Stripped RAWs (only the header, the sensor data zeroed, as public camera test suites publish them): one with
+    a small preview is indexed and thumbnailed from that preview at any size (it was developed into black, and its
+    thumbnails failed); one without is skipped with a reason in words, not indexed as a black picture."""
+    from imgsearch.errors import ImageError
+
+    blank = np.zeros((64, 96, 3), np.uint8)  # no sensor data
+    green = Image.new("RGB", (48, 32), (20, 200, 20))
+    with_preview = write_dng(tmp_path / "stripped-preview.dng", blank, preview=green, orientation=6)
+    for side in (32, 224, 1024):  # the model's size, a grid thumbnail, the photo page
+        img, _ = open_rgb(str(with_preview), 10**8, draft_to=(side, side))
+        assert img.size == (32, 48) and np.asarray(img)[..., 1].mean() > 150, side  # the green preview, upright
+    thumb = Image.open(io.BytesIO(thumbnail(str(with_preview), 320))).convert("RGB")
+    assert thumb.size == (32, 48) and np.asarray(thumb)[..., 1].mean() > 150
+    with pytest.raises(ImageError, match="holds no sensor data and no preview"):
+        open_rgb(str(write_dng(tmp_path / "stripped.dng", blank)), 10**8, draft_to=(32, 32))
+
+
 def test_a_broken_raw_is_skipped_with_its_reason_in_words(tmp_path: Path) -> None:
     from imgsearch.errors import ImageError
 

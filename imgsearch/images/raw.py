@@ -36,10 +36,23 @@ def open_raw(data: bytes | bytearray, max_pixels: int, min_side: int) -> tuple[I
                                  f"{max_pixels:,}")
             upright = (sizes.height, sizes.width) if sizes.flip in (5, 6) else (sizes.width, sizes.height)
             img = _preview(raw, min_side, max_pixels)
-            if img is not None:
-                img = img.transpose(_FLIP[sizes.flip]) if sizes.flip in _FLIP else img
-            else:
-                img = Image.fromarray(raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8))
+            if img is None:
+                # a stripped file (only its header, as camera test suites publish them) has no sensor data to
+                # develop: its embedded preview, however small, is the picture; without one there is none
+                small = _preview(raw, 0, max_pixels)
+                try:
+                    blank = not _has_sensor_data(raw)
+                except rawpy.LibRawError:
+                    if small is None:
+                        raise  # damaged, and nothing else to show: its reason in words below
+                    blank = True
+                if not blank:
+                    return Image.fromarray(raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8)), \
+                        _metadata(data, *upright)
+                if small is None:
+                    raise ImageError(STRIPPED)
+                img = small
+            img = img.transpose(_FLIP[sizes.flip]) if sizes.flip in _FLIP else img
     except ImageError:
         raise
     except rawpy.LibRawError as exc:
@@ -47,6 +60,16 @@ def open_raw(data: bytes | bytearray, max_pixels: int, min_side: int) -> tuple[I
     except DECODE_ERRORS as exc:
         raise ImageError(f"cannot decode RAW: {type(exc).__name__}: {exc}") from exc
     return img, _metadata(data, *upright)
+
+
+STRIPPED = ("holds no sensor data and no preview (a stripped RAW, only its header: test suites publish such "
+            "files): there is no picture to index")
+
+
+def _has_sensor_data(raw) -> bool:  # rawpy.RawPy
+    """Whether the sensor data holds anything: a stripped file's is all one value (developed, black)."""
+    sample = raw.raw_image_visible[::7, ::7]  # every 49th photosite (LibRawError: damaged, for the caller)
+    return sample.size > 0 and int(sample.max()) != int(sample.min())
 
 
 # What LibRaw's errors mean for a photo, in words (its own text is a C message such as b'Input/output error').
@@ -80,7 +103,8 @@ def _preview(raw, min_side: int, max_pixels: int) -> Image.Image | None:  # rawp
             opened = Image.open(io.BytesIO(thumb.data))
             if opened.width * opened.height > max_pixels:
                 return None
-            opened.draft("RGB", (min_side, min_side))
+            if min_side:
+                opened.draft("RGB", (min_side, min_side))
             img = opened.convert("RGB")
         else:
             img = Image.fromarray(np.ascontiguousarray(thumb.data[..., :3]).astype(np.uint8), "RGB")
