@@ -219,7 +219,7 @@ class Library:
     def _index_lock(self) -> Iterator[None]:
         """The one-writer lock (the folder's, and the database server's), with write failures turned into errors
         that name the fix."""
-        with self._writing(), folder.writer_lock(self.path), dialect.writer_lock(self.engine):
+        with self._writing(), folder.writer_lock(self.path), dialect.writer_lock(self.engine, self.sessions):
             yield
 
     # --- searching -------------------------------------------------------------------------------

@@ -91,6 +91,41 @@ def test_a_second_indexer_anywhere_is_refused_with_the_holder(tmp_path: Path, pi
         second.close()
 
 
+def test_a_writer_that_lost_its_lock_writes_nothing_more(tmp_path: Path, pics: Path, postgres: PostgresServer,
+                                                         fake_loader) -> None:
+    """The connection holding the writer lock is ended under a running indexer (pg_terminate_backend, as an
+    administrator or an idle timeout would): its next commit is refused with the reason, so a second indexer, let
+    in since, is the only writer; the first one's earlier commits stay."""
+    from sqlalchemy import create_engine, text
+
+    from imgsearch import store
+
+    url = postgres.create_database()
+    first = Library.open(tmp_path / "a", create=True, encoder_loader=fake_loader, db_url=url)
+    second = Library.open(tmp_path / "b", create=True, encoder_loader=fake_loader, db_url=url)
+    admin = create_engine(url)
+    try:
+        with first._index_lock():
+            with first.sessions.begin() as session:  # a batch committed while the lock is held
+                store.add_roots(session, ["/committed/before"])
+            with admin.begin() as conn:
+                ended = conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+                                          "AND granted")).scalars().all()
+            assert ended == [True]
+            with pytest.raises(BusyError, match="writer lock on .* was lost .* run the command again"):
+                with first.sessions.begin() as session:
+                    store.add_roots(session, ["/after/the/lock/was/lost"])
+            assert second.index([pics], FAKE, IndexSettings(workers=0)).new == 12  # the lock is free: let in
+        assert second.status().indexed == 12
+        with second.sessions() as session:
+            roots = store.list_roots(session)
+        assert "/committed/before" in roots and "/after/the/lock/was/lost" not in roots
+    finally:
+        admin.dispose()
+        first.close()
+        second.close()
+
+
 def test_db_copy_moves_a_library_to_postgresql_and_back(tmp_path: Path, pics: Path, postgres: PostgresServer,
                                                         fake_loader) -> None:
     lib_dir = tmp_path / "lib"

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, event, func, insert, text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from imgsearch.errors import BusyError, DatabaseError, DiskFullError, ImgSearchError
 
@@ -246,10 +246,14 @@ def lock_wait(session: Session, ms: int) -> Iterator[None]:
 
 
 @contextmanager
-def writer_lock(engine: Engine) -> Iterator[None]:
+def writer_lock(engine: Engine, sessions: sessionmaker[Session] | None = None) -> Iterator[None]:
     """One writer per database, across machines: on PostgreSQL an advisory lock held by a connection of this
     process (the server releases it when the process or its connection dies, so it cannot go stale); a second
-    writer anywhere is refused with the holder's host and process. SQLite libraries rely on the folder's flock."""
+    writer anywhere is refused with the holder's host and process. SQLite libraries rely on the folder's flock.
+
+    While it is held, every commit of `sessions` first checks that the lock still is (an administrator's
+    pg_terminate_backend, a server restart or an idle timeout can end the connection holding it): if it is gone,
+    the commit is refused with BusyError, so a writer that lost the lock writes nothing more."""
     if engine.dialect.name != POSTGRESQL:
         yield
         return
@@ -264,10 +268,26 @@ def writer_lock(engine: Engine) -> Iterator[None]:
             who = (holder or "another client").removeprefix("imgsearch ")
             raise BusyError(f"another indexer is already writing to {describe(engine)} ({who}): wait for it to "
                             "finish, or stop it.")
+        holder_pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
         conn.commit()  # the lock is the session's, not the transaction's: it stays until released
+
+        def still_held(session: Session) -> None:
+            held = session.execute(text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = :objid "
+                "AND pid = :pid AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"),
+                {"objid": WRITER_LOCK_KEY & 0xFFFFFFFF, "pid": holder_pid}).scalar()
+            if not held:
+                raise BusyError(f"the writer lock on {describe(engine)} was lost (the connection holding it was "
+                                "closed: a server restart, an idle timeout, or an administrator ended it): stopped "
+                                "before writing more. Nothing committed before is lost; run the command again.")
+
+        if sessions is not None:
+            event.listen(sessions, "before_commit", still_held)
         try:
             yield
         finally:
+            if sessions is not None:
+                event.remove(sessions, "before_commit", still_held)
             try:
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": WRITER_LOCK_KEY})
                 conn.commit()
