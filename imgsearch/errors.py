@@ -109,6 +109,12 @@ class DatabaseError(CorruptError):
     """The library database is corrupt or unreadable."""
 
 
+class DatabaseUnreachableError(DatabaseError):
+    """The database server cannot be reached now (down, restarting, the network): nothing is damaged."""
+
+    code = "db_unreachable"
+
+
 class SchemaError(ImgSearchError):
     """The database's schema is not the one this version of imgsearch writes."""
 

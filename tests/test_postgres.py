@@ -240,7 +240,7 @@ def test_the_server_lost_mid_index_loses_nothing(tmp_path: Path) -> None:
             pass
         server.stop(mode="immediate", remove=False)  # the server goes away mid-run
         _, stderr = worker.communicate(timeout=120)
-        assert worker.returncode != 0 and "DatabaseError: cannot reach PostgreSQL" in stderr, stderr[-2000:]
+        assert worker.returncode != 0 and "DatabaseUnreachableError: cannot reach PostgreSQL" in stderr, stderr[-2000:]
         assert "run the command again" in stderr
         server.restart()
         from tests.factories import FakeEncoder
@@ -252,6 +252,66 @@ def test_the_server_lost_mid_index_loses_nothing(tmp_path: Path) -> None:
             assert report.new == 240 - saved and again.status().indexed == 240
     finally:
         server.stop()
+
+
+def test_serving_goes_on_after_a_server_restart(tmp_path: Path, pics: Path, fake_loader) -> None:
+    """`imgsearch serve` on PostgreSQL: while the server is down, a request is a 503 that says what is wrong (not a
+    500 "corrupt"); once it is back, the very next request is answered (the pool reconnects)."""
+    from fastapi.testclient import TestClient
+
+    from imgsearch.web.app import create_app
+    from imgsearch.web.security import Guard
+
+    server = PostgresServer()
+    server.start()
+    try:
+        url = server.create_database("photos")
+        with Library.open(tmp_path / "lib", create=True, encoder_loader=fake_loader, db_url=url) as lib:
+            lib.index([pics], FAKE, IndexSettings(workers=0))
+            client = TestClient(create_app(lib, Guard(port=8765)), base_url="http://127.0.0.1:8765")
+            asked = {"q": "red", "k": 3}
+            assert client.get("/api/v1/search", params=asked).status_code == 200
+            server.stop(mode="fast", remove=False)
+            down = client.get("/api/v1/search", params={"q": "green", "k": 3})
+            assert down.status_code == 503 and down.json()["error"]["code"] == "db_unreachable", down.text
+            assert "cannot reach PostgreSQL" in down.json()["error"]["message"]
+            server.restart()
+            again = client.get("/api/v1/search", params={"q": "blue", "k": 3})
+            assert again.status_code == 200 and len(again.json()["results"]) == 3
+    finally:
+        server.stop()
+
+
+def test_an_idle_session_timeout_does_not_end_the_writer_lock(tmp_path: Path, pics: Path, postgres: PostgresServer,
+                                                              fake_loader) -> None:
+    """A server with idle_session_timeout ends connections that wait: the one holding the writer lock only waits, so
+    the lock (and the indexer) went with it. Synced on the server itself: a plain connection opened beside the lock
+    is ended first."""
+    import psycopg
+    from sqlalchemy import make_url as parse
+
+    from imgsearch import store
+
+    url = postgres.create_database()
+    name = parse(url).database
+    postgres.admin(f'ALTER DATABASE "{name}" SET idle_session_timeout = \'300ms\'')
+    with Library.open(tmp_path / "lib", create=True, encoder_loader=fake_loader, db_url=url) as lib:
+        with lib._index_lock():
+            probe = psycopg.connect(host=str(postgres.base), user="postgres", dbname=name)  # idle from now on
+            pid = probe.info.backend_pid
+            while _backend_alive(postgres, name, pid):  # until the server ends the idle probe (the lock's
+                pass  # connection, idle since before it, would have gone first)
+            with lib.sessions.begin() as session:  # the lock is still held: a commit goes through
+                store.add_roots(session, ["/still/the/writer"])
+        assert lib.index([pics], FAKE, IndexSettings(workers=0)).new == 12
+
+
+def _backend_alive(server: PostgresServer, name: str, pid: int) -> bool:
+    import psycopg
+
+    with psycopg.connect(host=str(server.base), user="postgres", dbname=name, autocommit=True) as watcher:
+        watcher.execute("SELECT pg_sleep(0.05)")  # a poll interval, not a wait for the result
+        return bool(watcher.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()[0])
 
 
 def test_db_upgrade_backs_up_with_pg_dump(tmp_path: Path, postgres: PostgresServer, fake_loader, pics: Path) -> None:

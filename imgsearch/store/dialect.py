@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Engine, event, func, insert, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from imgsearch.errors import BusyError, DatabaseError, DiskFullError, ImgSearchError
+from imgsearch.errors import BusyError, DatabaseError, DatabaseUnreachableError, DiskFullError, ImgSearchError
 
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
@@ -64,6 +64,8 @@ def configure(engine: Engine, read_only: bool = False) -> None:
     if engine.dialect.name == POSTGRESQL:
         @event.listens_for(engine, "handle_error")
         def _server_failure(context) -> None:  # sqlalchemy ExceptionContext
+            if context.is_pre_ping:  # a pooled connection found dead at checkout: the pool reconnects by itself
+                return
             failure = _postgres_failure(engine, context.original_exception, context.is_disconnect)
             if failure is not None:
                 raise failure from context.original_exception
@@ -146,13 +148,15 @@ def _postgres_failure(engine: Engine, exc: BaseException | None, disconnect: boo
     if state in ("53300",) or "too many clients" in lower or "remaining connection slots" in lower:
         return BusyError(f"PostgreSQL at {host} has no free connection slot: close other clients or raise "
                          "max_connections, then try again.")
-    if disconnect or any(m in lower for m in ("connection refused", "could not connect", "connection is lost",
-                                              "server closed the connection", "terminating connection",
-                                              "the connection is closed", "connection timeout", "timeout expired",
-                                              "could not translate host name", "no such file or directory")):
+    if disconnect or state in ("57P01", "57P02", "57P03", "08000", "08003", "08006") or any(
+            m in lower for m in ("connection refused", "could not connect", "connection is lost",
+                                 "server closed the connection", "terminating connection", "the connection is closed",
+                                 "connection timeout", "timeout expired", "could not translate host name",
+                                 "no such file or directory", "database system is shutting down",
+                                 "database system is starting up", "database system is in recovery mode")):
         if not message:
             return None
-        return DatabaseError(f"cannot reach PostgreSQL at {host} ({message.strip().splitlines()[0]}): start the "
+        return DatabaseUnreachableError(f"cannot reach PostgreSQL at {host} ({message.strip().splitlines()[0]}): start the "
                              f"server or fix the URL ({where}), then run the command again. " + _KEPT)
     return None
 
@@ -269,6 +273,9 @@ def writer_lock(engine: Engine, sessions: sessionmaker[Session] | None = None) -
             raise BusyError(f"another indexer is already writing to {describe(engine)} ({who}): wait for it to "
                             "finish, or stop it.")
         holder_pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+        if conn.dialect.server_version_info and conn.dialect.server_version_info >= (14,):
+            # the lock's connection only waits: a server's idle_session_timeout must not end it (and the lock)
+            conn.execute(text("SET idle_session_timeout = 0"))
         conn.commit()  # the lock is the session's, not the transaction's: it stays until released
 
         def still_held(session: Session) -> None:

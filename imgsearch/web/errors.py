@@ -15,7 +15,8 @@ from imgsearch.errors import ImgSearchError
 # the HTTP status for each ImgSearchError.code (anything else: 500)
 STATUS = {"usage": 400, "bad_image": 400, "not_found": 404, "not_a_library": 404, "busy": 409, "not_indexed": 409,
           "schema": 409, "model_mismatch": 409, "export_failed": 500, "read_only": 403, "disk_full": 507, "network": 502,
-          "model_unavailable": 503, "missing_extra": 501, "cluster": 502, "corrupt": 500, "error": 500}
+          "model_unavailable": 503, "missing_extra": 501, "cluster": 502, "corrupt": 500, "db_unreachable": 503,
+          "error": 500}
 
 
 def status_of(exc: ImgSearchError) -> int:
