@@ -99,8 +99,13 @@ def fingerprint(img: Image.Image) -> bytes:
     """An upright RGB picture's fingerprint (BLOB_BYTES): 18 x 40 bytes of pHashes (8 flips/rotations, then 10 inner
     crops of 95% of each side: 4 corners, centre; each a coarse 64-bit and a fine 256-bit code), then the picture
     for the pixel check (64x64 grey, 4x4 RGB)."""
-    if min(img.size) >= 2 * DRAFT_SIDE:  # a large picture is first reduced (a box filter) to what a JPEG draft gives
-        img = img.reduce(min(img.size) // DRAFT_SIDE)
+    w, h = img.size
+    if min(w, h) > DRAFT_SIDE:
+        # one canonical size first (shorter side DRAFT_SIDE): the same picture gives the same fingerprint whatever
+        # size it was decoded at (a JPEG drafted for one model or another, a PNG at full size)
+        scale = DRAFT_SIDE / min(w, h)
+        img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS,
+                         reducing_gap=3.0)
     grey = img.convert("L")
     pixels = np.concatenate([np.asarray(grey.resize((GREY_SIDE, GREY_SIDE), Image.Resampling.BOX)).ravel(),
                              np.asarray(img.convert("RGB").resize((COLOUR_SIDE, COLOUR_SIDE),
