@@ -268,12 +268,12 @@ def test_missing_runtime_names_the_install_command(tmp_path: Path, photos_dir: P
     assert bad.returncode == 1 and "int8 needs an exported runtime: give --runtime openvino or onnx" in bad.stderr
 
 
-def test_a_damaged_export_is_said_to_be_damaged_and_never_cached(tmp_path: Path, photos_dir: Path,
-                                                                  trained_model_dir: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    """Garbled text-tower weights made NaN vectors: "No results.", rc 0, and the NaN cached, so the query stayed
-    broken after the export was mended. Now: an error naming the folder and the fix, nothing cached, and the fix
-    works."""
+def test_a_damaged_export_is_said_to_be_damaged_never_cached_and_made_again(tmp_path: Path, photos_dir: Path,
+                                                                             trained_model_dir: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Garbled text-tower weights made NaN vectors: "No results.", rc 0, the NaN cached, and the next `index` used
+    the export as it was. Now: every export file is fingerprinted when made; a query says which file is damaged and
+    the fix, caches nothing, and the fix (the next `index`) exports the model again by itself."""
     from imgsearch.errors import CorruptError
     from imgsearch.store.orm import TextVector
 
@@ -282,18 +282,25 @@ def test_a_damaged_export_is_said_to_be_damaged_and_never_cached(tmp_path: Path,
     with Library.open(tmp_path / "lib", create=True) as lib:
         lib.index([photos_dir], spec, IndexSettings(workers=0, runtime="onnx"))
         folder = runtimes.find(lib.encoders.exports_dir, lib.encoder(spec).info.key, "onnx", "fp32")
+    meta = json.loads((folder / "meta.json").read_text())
+    assert {"visual/model.onnx", "textual/model.onnx.data", "config.json"} <= set(meta["files"])
     weights = folder / "textual" / "model.onnx.data"  # the text tower's weights, beside its graph
-    weights.write_bytes(np.full(weights.stat().st_size // 4, np.nan, np.float32).tobytes())
+    weights.write_bytes(np.full(weights.stat().st_size // 4, np.nan, np.float32).tobytes())  # same size
     with Library.open(tmp_path / "lib") as lib:
-        with pytest.raises(CorruptError, match=f"its export in {folder} is damaged: delete that folder, and "
-                                               "`imgsearch index` exports the model again"):
+        with pytest.raises(CorruptError, match=rf"the exported model in {folder} is damaged \(textual/model.onnx.data "
+                                               r"changed since it was exported\): run `imgsearch index` .*: it exports "
+                                               "the model again"):
             lib.search_text("a brand new query", k=3)
         with lib.session() as session:
             assert session.query(TextVector).filter_by(text="a brand new query").count() == 0
-    shutil.rmtree(folder)  # the fix, as the message says
-    assert run_cli("index", "-L", tmp_path / "lib", "--runtime", "onnx", "--workers", "0").returncode == 0
+    fixed = run_cli("index", "-L", tmp_path / "lib", "--runtime", "onnx", "--workers", "0")  # the fix, as written
+    assert fixed.returncode == 0 and f"the export in {folder} is damaged" in fixed.stderr, fixed.stderr
+    assert "exporting the model again" in fixed.stderr
     with Library.open(tmp_path / "lib") as lib:
         assert len(lib.search_text("a brand new query", k=3)) == 3
+    truncated = folder / "visual" / "model.onnx.data"
+    truncated.write_bytes(truncated.read_bytes()[:1000])  # a torn file: its size alone says so, nothing is run
+    assert runtimes.find(runtimes.default_exports_dir(), meta["info"]["key"], "onnx", "fp32") is None
 
 
 def test_exports_abandoned_by_a_killed_process_are_cleaned_up(tmp_path: Path, torch_encoder: OpenClipEncoder,

@@ -342,9 +342,10 @@ def _make(encoder: "OpenClipEncoder", final: Path, runtime: str, precision: str,
                     shutil.rmtree(f) if f.is_dir() else f.unlink()
             notes.append(f"int8 was not kept for this model ({fidelity.describe()}; it must reach a mean cosine of "
                          f"{gate.min_cosine} and a top-{gate.k} overlap of {gate.min_overlap}): encoding in fp32")
-        (work / "out" / META_FILE).write_text(json.dumps(meta))
         for part in (VISUAL, TEXTUAL):  # compiled for the temporary path
             shutil.rmtree(work / "out" / part / runtimes.OV_CACHE, ignore_errors=True)
+        meta["files"] = runtimes.export_files(work / "out")  # checked before use: a damaged file is never run
+        (work / "out" / META_FILE).write_text(json.dumps(meta))
         if final.exists():
             shutil.rmtree(final)
         (work / "out").rename(final)
@@ -439,7 +440,10 @@ def encoder_for_indexing(key: str, device: str, root: Path, runtime: str | None,
         precision = Precision.FP32
     found = runtimes.open_export(root, key, chosen, precision)
     if found is not None:
-        return found, notes
+        why = _unsound(found)
+        if why is None:
+            return found, notes
+        progress.note(f"the export in {found.folder} is damaged ({why}): exporting the model again")
     model = cpu_encoder()  # loaded once, for the photos' geometry and the export
     photos = gate_photos(folders, model.info.geometry, precision)
     if precision == Precision.INT8 and len(photos) < MIN_CALIBRATION:
@@ -456,6 +460,21 @@ def encoder_for_indexing(key: str, device: str, root: Path, runtime: str | None,
         return torch_encoder(), [*notes, f"could not export the model to {name} ({exc}): encoding with PyTorch instead"]
     progress.note(f"exported to {made.encoder.export.describe()}: {Fidelity(**made.encoder.export.fidelity).describe()}")
     return made.encoder, notes + made.warnings
+
+
+def _unsound(found: ExportedEncoder) -> str | None:
+    """Why an export must not index (a file changed since it was made, or non-finite vectors for a probe), or None.
+    Run before every indexing run: a damaged export is made again instead of filling the library with NaN."""
+    why = runtimes.damaged(found.folder, found.meta)
+    if why is not None:
+        return why
+    geo = found.info.geometry
+    probe = np.random.default_rng(0).integers(0, 256, (1, geo.height, geo.width, 3), dtype=np.uint8)
+    try:
+        finite = np.isfinite(found.encode_pixels(probe)).all() and np.isfinite(found.encode_texts(["a photo"])).all()
+    except ImgSearchError as exc:
+        return exc.message
+    return None if finite else "it gives NaN or infinite vectors"
 
 
 def export_model(spec: "ModelSpec", out: Path, runtime: str = Runtime.ONNX, precision: str = Precision.FP32,

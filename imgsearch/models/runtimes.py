@@ -43,7 +43,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from imgsearch.config import Precision, Runtime
-from imgsearch.errors import MissingExtraError, ModelLoadError
+from imgsearch.errors import CorruptError, MissingExtraError, ModelLoadError
+from imgsearch.fs import file_fingerprint
 from imgsearch.images.decode import Geometry
 
 if TYPE_CHECKING:
@@ -258,9 +259,43 @@ def valid(folder: Path, key: str) -> dict | None:
     try:
         if weights_stat([Path(p) for p, _, _ in meta["weights"]]) != meta["weights"]:
             return None
+        # every file as big as when it was made (cheap); contents are checked where a tower loads (damaged)
+        if any((folder / name).stat().st_size != fp["size"] for name, fp in meta.get("files", {}).items()):
+            return None
     except OSError:
         return None
     return meta
+
+
+def export_files(folder: Path) -> dict[str, dict]:
+    """Fingerprints (size, blake2b) of an export's files, by path inside it: what meta.json records when it is made
+    (OpenVINO's compiled-model cache and meta.json itself left out)."""
+    return {str(f.relative_to(folder)): file_fingerprint(f) for f in sorted(folder.rglob("*"))
+            if f.is_file() and f.name != META_FILE and OV_CACHE not in f.relative_to(folder).parts}
+
+
+def damage_fix(folder: Path | str | None) -> str:
+    """What to do about damaged weights: an export in the exports cache is made again by the next index run; a
+    standalone export or the weights themselves must be restored."""
+    if folder is None:
+        return "its weights are damaged: restore or download them again"
+    if default_exports_dir() in Path(folder).parents:
+        return "run `imgsearch index` (on any library that uses this model): it exports the model again"
+    return "export or download it again"
+
+
+def damaged(folder: Path, meta: dict, part: str | None = None) -> str | None:
+    """The first file of an export (of one tower, `part`: visual or textual) whose content is not what was made,
+    in words; None when all match (or the export predates fingerprints)."""
+    for name, expected in meta.get("files", {}).items():
+        if part is not None and Path(name).parts[0] != part:
+            continue
+        try:
+            if file_fingerprint(folder / name) != expected:
+                return f"{name} changed since it was exported"
+        except OSError as exc:
+            return f"{name} cannot be read ({exc.strerror or exc})"
+    return None
 
 
 def find(root: Path, key: str, runtime: str | None = None, precision: str | None = None) -> Path | None:
@@ -546,7 +581,12 @@ class ExportedEncoder:
     def _tower(self, name: str):
         with self._lock:
             if name not in self._towers:
-                path = self._tower_file(VISUAL if name == "image" else TEXTUAL)
+                part = VISUAL if name == "image" else TEXTUAL
+                why = damaged(self.folder, self.meta, part)
+                if why is not None:
+                    raise CorruptError(f"the exported model in {self.folder} is damaged ({why}): "
+                                       + damage_fix(self.folder) + ".")
+                path = self._tower_file(part)
                 self._towers[name] = _BACKENDS[self._runs(path)](path, self._threads, quick_start=name == "text")
             return self._towers[name]
 

@@ -131,11 +131,8 @@ def check_finite(vector: np.ndarray, model: Encoder, what: str) -> np.ndarray:
     if np.isfinite(vector).all():
         return vector
     folder = model.folder
-    cached = folder is not None and runtimes.default_exports_dir() in Path(folder).parents
-    fix = (f"its export in {folder} is damaged: delete that folder, and `imgsearch index` exports the model again"
-           if cached else f"the exported model in {folder} is damaged: export or download it again" if folder
-           else "its weights are damaged: restore or download them again")
-    raise CorruptError(f"the model gave a vector with NaN or infinity for {what}: {fix}.")
+    where = f"the exported model in {folder} is damaged: " if folder is not None else ""
+    raise CorruptError(f"the model gave a vector with NaN or infinity for {what}: {where}{runtimes.damage_fix(folder)}.")
 
 
 def remember_texts(sessions: sessionmaker[Session], model_id: int, vectors: dict[str, np.ndarray | None]) -> None:

@@ -13,7 +13,6 @@ remembered as tombstones; both are folded in by the next rebuild (params.needs_r
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -24,7 +23,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from imgsearch.fs import atomic_write, c_stdout_silenced
+from imgsearch.fs import atomic_write, c_stdout_silenced, file_fingerprint
 from imgsearch.vectors.index import FaissIndex, as_float32, as_ids
 
 FORMAT = 1
@@ -85,36 +84,16 @@ def build(folder: Path, dim: int, factory: str, train_vectors: np.ndarray, shard
     with atomic_write(folder / META, "w") as f:
         f.write(json.dumps({"format": FORMAT, "factory": factory, "rerank_in_ram": rerank_in_ram,
                             "params": {"nprobe": 16, "k_factor": 10, **(params or {})},
-                            "files": {name: _fingerprint(folder / name) for name in CHECKED}}))
+                            "files": {name: file_fingerprint(folder / name) for name in CHECKED}}))
     return OnDiskIndex.open(folder)
 
 
 CHECKED = (POPULATED, LISTS, RERANK, RERANK_IDS)  # the built files, checked on every open
-WHOLE_HASH_MAX = 64 << 20  # files up to this are hashed whole; larger ones (the lists) by size, head and tail
-ENDS = 4 << 20
-
-
-def _fingerprint(path: Path) -> dict:
-    """A file's size and a blake2b of it (of its first and last 4 MB beyond WHOLE_HASH_MAX: opening a 100 GB index
-    must not read it all; a torn or truncated file changes its size, garbage at either end its hash)."""
-    size = path.stat().st_size
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        if size <= WHOLE_HASH_MAX:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-        else:
-            h.update(f.read(ENDS))
-            f.seek(size - ENDS)
-            h.update(f.read(ENDS))
-    return {"size": size, "blake2b": h.hexdigest()}
-
-
 def _verify(folder: Path, meta: dict) -> None:
     """ValueError naming the first built file that is not as the build wrote it (folders from before checks were
     recorded are taken as they are)."""
     for name, expected in meta.get("files", {}).items():
-        if _fingerprint(folder / name) != expected:
+        if file_fingerprint(folder / name) != expected:
             raise ValueError(f"{name} is damaged (its size or content changed since the build)")
 
 
