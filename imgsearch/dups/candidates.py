@@ -10,7 +10,8 @@ import faiss
 import numpy as np
 
 from imgsearch.vectors.params import nlist_for
-from imgsearch.dups.hashing import COARSE_BYTES, TRANSFORMS, hash_distances
+from imgsearch.dups.hashing import hash_distances
+from imgsearch.images.fingerprint import COARSE_BYTES, TRANSFORMS
 
 BINARY_EXACT_MAX = 20_000  # hashes searched exhaustively up to here, with HNSW beyond
 

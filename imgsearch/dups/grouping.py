@@ -17,7 +17,8 @@ import numpy as np
 
 from imgsearch.config import DUP_TIERS, DupThresholds, Tier
 from imgsearch.dups.candidates import Pair
-from imgsearch.dups.hashing import TRANSFORMS, hamming, same_pictures, trimmed_bar
+from imgsearch.dups.hashing import hamming, same_pictures, trimmed_bar
+from imgsearch.images.fingerprint import TRANSFORMS
 from imgsearch.dups.videos import same_footage
 from imgsearch.errors import UsageError
 from imgsearch.fs import is_inside
