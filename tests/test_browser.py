@@ -317,3 +317,16 @@ def test_serving_beyond_loopback_needs_the_token(browser, served: Served, tmp_pa
         process.terminate()
         process.wait(timeout=30)
     assert "Serving" in log.read_text()
+
+
+def test_the_api_documentation_works_offline(page, served: Served) -> None:
+    """/docs is Swagger UI served by imgsearch itself (no CDN: this machine, like many, has no internet), started
+    without an inline script, so the Content-Security-Policy holds (a violation would fail the page fixture)."""
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url))
+    page.goto("/docs")
+    page.wait_for_selector(".opblock-summary-path:has-text('/api/v1/search')")
+    assert page.locator(".opblock").count() >= 10  # every route of the API, each a block
+    origin = served.url.split("?")[0].rstrip("/")
+    assert asked and all(u.startswith(origin) for u in asked), [u for u in asked if not u.startswith(origin)]
+    served.shot(page, "docs")

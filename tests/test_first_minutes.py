@@ -184,6 +184,8 @@ def test_an_upload_too_large_is_refused_before_it_is_read(tmp_path: Path, tiny_m
             s.sendall((head + "Content-Length: 1500000000\r\n\r\n--b\r\n").encode())
             answer = http_answer(s)  # comes without the 1.5 GB being sent
         assert answer.startswith("HTTP/1.1 413"), answer[:600]
+        envelope = json.loads(answer.split("\r\n\r\n", 1)[1])  # the API's one error shape, not the framework's text
+        assert envelope["error"]["code"] == "too_large" and "at most 30 MB" in envelope["error"]["message"]
         with socket.create_connection((host, int(port)), timeout=60) as s:
             part = b'--b\r\nContent-Disposition: form-data; name="image"; filename="big.png"\r\n\r\n'
             s.sendall((head + "Transfer-Encoding: chunked\r\n\r\n").encode() + b"%x\r\n" % len(part) + part + b"\r\n")

@@ -192,6 +192,18 @@ def test_pages_render(client: TestClient) -> None:
     assert client.get("/docs").status_code == 200 and client.get("/openapi.json").json()["info"]["title"] == "imgsearch"
 
 
+def test_the_openapi_document_says_what_the_server_does(client: TestClient) -> None:
+    """FastAPI documents a 422 in its own shape; the server answers a bad parameter with a 400 in the envelope."""
+    doc = client.get("/openapi.json").json()
+    search = doc["paths"]["/api/v1/search"]["get"]["responses"]
+    assert "422" not in search and search["400"]["content"]["application/json"]["schema"]["$ref"] == \
+        "#/components/schemas/Error"
+    assert all("422" not in op["responses"] for methods in doc["paths"].values() for op in methods.values())
+    bad = client.get("/api/v1/search", params={"q": "red", "k": "many"})
+    assert bad.status_code == 400 and set(bad.json()["error"]) == set(doc["components"]["schemas"]["Error"]
+                                                                     ["properties"]["error"]["properties"])
+
+
 def test_names_are_escaped_in_pages(library, tmp_path: Path) -> None:
     root = tmp_path / "x"
     write_photo(root / "<script>alert(1)</script>.png", "red")

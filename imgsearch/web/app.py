@@ -12,7 +12,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import fastapi_offline
 from fastapi import FastAPI
+from fastapi.responses import FileResponse
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from fastapi.staticfiles import StaticFiles
@@ -33,7 +35,7 @@ def create_app(lib: Library, guard: Guard, set_aside: Path | None = None) -> Fas
     """The web app over one open library (shared by every request thread)."""
     # max_body_size: an upload past it is refused on its Content-Length before a byte of it is read, or cut off once
     # that many bytes came (Starlette would otherwise spool all of it to disk before the route saw its size)
-    app = FastAPI(title="imgsearch", version=__version__, docs_url="/docs", redoc_url=None,
+    app = FastAPI(title="imgsearch", version=__version__, docs_url=None, redoc_url=None,
                   description="Semantic search of a photo library: the same operations as the `imgsearch` command.",
                   max_body_size=api.MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD)
     app.state.library, app.state.jobs = lib, Jobs()
@@ -44,7 +46,24 @@ def create_app(lib: Library, guard: Guard, set_aside: Path | None = None) -> Fas
     app.add_middleware(GuardMiddleware, guard=guard)
     app.include_router(api.build_router(lib, app.state.jobs, set_aside or lib.path / SET_ASIDE_DIRNAME))
     app.include_router(views.build_router(lib))
+    # the API's documentation works offline: Swagger UI's files from fastapi-offline, served here (before /static)
+    app.mount("/static/docs", StaticFiles(directory=str(Path(fastapi_offline.__file__).parent / "static")),
+              name="docs-assets")
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
+
+    plain_openapi = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            app.openapi_schema = errors.described(plain_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> FileResponse:
+        return FileResponse(Path(__file__).parent / "templates" / "docs.html", media_type="text/html")
+
     return app
 
 
@@ -62,7 +81,8 @@ def serve(lib: Library, host: str, port: int, token: str | None, preload: Callab
     url = _address("127.0.0.1" if everywhere else host, port)
     far = (allowed_hosts or names or (None,))[0]
     elsewhere = _address(far, port) if everywhere and far else None
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    config = uvicorn.Config(errors.Enveloped(app, api.MAX_UPLOAD_BYTES), host=host, port=port, log_level="warning",
+                            access_log=False)
     server = uvicorn.Server(config)
     marker = lib.path / SERVER_FILENAME
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -66,3 +67,67 @@ async def handle_http(_request: Request, exc: HTTPException) -> JSONResponse:
                .get(exc.status_code, str(exc.detail)))
     return JSONResponse({"error": {"code": code, "message": message, "param": None}}, status_code=exc.status_code,
                         headers=getattr(exc, "headers", None))
+
+
+ENVELOPE = {"type": "object", "required": ["error"], "properties": {"error": {
+    "type": "object", "required": ["code", "message"],
+    "properties": {"code": {"type": "string", "description": "stable: usage, not_found, busy, db_unreachable..."},
+                   "message": {"type": "string", "description": "what is wrong and the fix"},
+                   "param": {"type": ["string", "null"], "description": "the field at fault"}}}}}
+
+
+def described(schema: dict) -> dict:
+    """The OpenAPI document as the server behaves: a bad parameter is a 400 in the error envelope (FastAPI lists
+    a 422 with its own shape), and every operation may answer an error in that envelope."""
+    schema.setdefault("components", {}).setdefault("schemas", {})["Error"] = ENVELOPE
+    schema["components"]["schemas"].pop("HTTPValidationError", None)
+    schema["components"]["schemas"].pop("ValidationError", None)
+    ref = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    for methods in schema.get("paths", {}).values():
+        for operation in methods.values():
+            responses = operation.setdefault("responses", {})
+            responses.pop("422", None)
+            responses.setdefault("400", {"description": "A parameter is missing, of the wrong type or out of range",
+                                         **ref})
+            responses.setdefault("default", {"description": "Any other error (404, 409, 503...), in the same "
+                                                            "envelope", **ref})
+    return schema
+
+
+class Enveloped:
+    """ASGI: an error the framework answers in plain text before any handler of ours runs (a 413 for a declared
+    body size, from the body-size limit) is rewritten into the error envelope, so every API error has one shape."""
+
+    def __init__(self, app: Any, upload_limit: int) -> None:
+        self.app = app
+        self.messages = {413: f"the request body is larger than this server takes (an image upload: at most "
+                              f"{upload_limit // 2**20} MB)", 404: "no such address",
+                         405: "this address does not take that method"}
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rewriting = False
+
+        async def sending(message: dict) -> None:
+            nonlocal rewriting
+            if message["type"] == "http.response.start" and message["status"] in HTTP_CODES:
+                kind = dict(message.get("headers", [])).get(b"content-type", b"")
+                if not kind.startswith(b"application/json"):
+                    rewriting = True
+                    status = message["status"]
+                    payload = json.dumps({"error": {"code": HTTP_CODES[status], "param": None,
+                                                    "message": self.messages.get(status, "refused")}}).encode()
+                    headers = [(k, v) for k, v in message.get("headers", [])
+                               if k not in (b"content-type", b"content-length")]
+                    await send({**message, "headers": [*headers, (b"content-type", b"application/json"),
+                                                        (b"content-length", str(len(payload)).encode())]})
+                    await send({"type": "http.response.body", "body": payload, "more_body": False})
+                    return
+            if rewriting:
+                return  # the plain-text body: replaced above
+            await send(message)
+
+        await self.app(scope, receive, sending)
+
