@@ -78,6 +78,21 @@ def original(sessions: sessionmaker[Session], image_id: int) -> Path:
     return Path(real)
 
 
+def intact_webp(head: bytes, size: int) -> bool:
+    """Whether a file of `size` bytes starting with `head` (12 bytes at least) is a whole WebP: RIFF and WEBP marks,
+    and as long as its RIFF header says (a torn or garbled cache file is not)."""
+    return (len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WEBP"
+            and int.from_bytes(head[4:8], "little") + 8 == size)
+
+
+def _intact_file(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return intact_webp(f.read(12), os.fstat(f.fileno()).st_size)
+    except OSError:
+        return False
+
+
 class Thumbnails:
     """Thumbnails made on demand, at most `parallel` at a time (a scroll through 10,000 photos cannot starve
     searches), cached under the library folder by content fingerprint and size (a changed file gets new ones)."""
@@ -103,7 +118,10 @@ class Thumbnails:
             key = self._key(image, size) + (f"-t{at_ms}" if at_ms else "")
         cached = self._file(key)
         if cached.is_file():
-            return cached.read_bytes(), key
+            data = cached.read_bytes()
+            if intact_webp(data, len(data)):
+                return data, key
+            # a torn or garbled cache file (a full disk, a crash, a bad sector): made again, never served
         with self._slots:
             try:
                 data = thumbnail(str(path), size, at_ms=at_ms)
@@ -118,7 +136,7 @@ class Thumbnails:
         size = self.size_for(size)
         with self.sessions() as session:
             rows = [(r.path, self._file(self._key(r, size))) for r in store.indexed_photos(session)]
-        todo = [(path, cached) for path, cached in rows if not cached.is_file()]
+        todo = [(path, cached) for path, cached in rows if not _intact_file(cached)]
 
         def make(item: tuple[str, Path]) -> bool:
             try:

@@ -291,6 +291,19 @@ def test_thumbnails_made_ahead_are_the_ones_served(client: TestClient, library, 
     assert Image.open(io.BytesIO(served.content)).size == (120, 90)  # never enlarged
 
 
+def test_a_damaged_cached_thumbnail_is_made_again_not_served(client: TestClient, library) -> None:
+    red = ids_of(client)["red.jpg"]
+    good = client.get(f"/api/v1/images/{red}/thumb", params={"size": 160}).content
+    [cached] = list((library.path / "thumbs").rglob("*.webp"))
+    for damage in (bytes(len(good)), good[: len(good) // 2], b"RIFF" + good[4:-7]):  # garbled, torn, cut short
+        cached.write_bytes(damage)
+        served = client.get(f"/api/v1/images/{red}/thumb", params={"size": 160})
+        assert served.status_code == 200 and served.content == good and cached.read_bytes() == good
+    cached.write_bytes(good[:100])
+    made, there, _ = library.make_thumbnails(160, threads=1)
+    assert there == 0 and made == 7 and cached.read_bytes() == good  # made ahead: the damaged one is not "there"
+
+
 def test_every_error_code_has_its_http_status() -> None:
     from imgsearch import errors
     from imgsearch.web.errors import STATUS
