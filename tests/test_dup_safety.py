@@ -230,6 +230,29 @@ def test_crash_after_moving_back_before_its_journal_is_settled(library, tmp_path
     assert len(library.search_text("red", k=100)) == 33
 
 
+def test_a_kill_while_a_link_is_undone_leaves_no_partial_copy(library, tmp_path: Path, monkeypatch) -> None:
+    """Undoing a link rebuilds the file's bytes in a hidden file beside it, then renames it over the link: killed
+    half-way, that half-written file stayed in the photo folder. The next undo (or dups, or index) removes it."""
+    root = _library_of(tmp_path, library)
+    before = _files(root)
+    library.act_on_duplicates(_groups(library), link="hard", apply=True, yes=True)
+
+    def killed_while_copying(src, dest, *args, **kwargs):
+        Path(dest).write_bytes(Path(src).read_bytes()[:100])  # half-written when the kill came...
+        monkeypatch.setattr(actions.os.path, "lexists", lambda path: False)  # ...and no `finally` runs after a kill
+        raise Crash
+
+    monkeypatch.setattr(actions.shutil, "copyfile", killed_while_copying)
+    with pytest.raises(Crash):
+        library.undo_duplicates()
+    monkeypatch.undo()
+    partial = list(root.rglob(".*.imgsearch-restore"))
+    assert len(partial) == 1  # what the kill left (no handler ran)
+    undone = library.undo_duplicates()
+    assert not undone.problems and any("undo will retry it" in n for n in undone.settled)
+    assert not list(root.rglob(".*.imgsearch-restore")) and _files(root) == before
+
+
 def test_kill_during_apply_and_undo_through_the_cli_never_loses_a_photo(tmp_path: Path, tiny_model_dir: Path) -> None:
     root = tmp_path / "pics"
     for i in range(40):

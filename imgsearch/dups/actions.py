@@ -286,6 +286,8 @@ def _settle(session: Session, item: DupActionItem, kind: str) -> str:
         journal.drop_item(session, item.id)
         return f"{item.src}: its link had not been made; it stays as it is"
     elif item.state == ITEM_RESTORING:
+        if kind != "move":  # a copy of the keeper's bytes being written beside the link when it was killed
+            _remove_partial_copy(str(_restore_temp(item)), item)
         if kind == "move" and at_src and not at_dest:
             journal.put_back(session, item)
             return f"{item.src}: it had been moved back; recorded"
@@ -383,7 +385,10 @@ def _check_undo(item: DupActionItem, kind: str) -> None:
 
 def _restore_bytes(item: DupActionItem) -> None:
     """The copy's original file again (bytes from the keeper, mode and times from the journal), atomically."""
-    tmp = free_path(Path(item.src).with_name(f".{Path(item.src).name}.imgsearch-restore"))
+    tmp = _restore_temp(item)
+    if os.path.lexists(tmp):  # left by an earlier, killed undo that was settled since
+        _remove_partial_copy(str(tmp), item)
+    tmp = free_path(tmp)
     try:
         shutil.copyfile(item.dest, tmp)
         os.chmod(tmp, item.mode)
@@ -392,6 +397,11 @@ def _restore_bytes(item: DupActionItem) -> None:
     finally:
         if os.path.lexists(tmp):
             os.unlink(tmp)
+
+
+def _restore_temp(item: DupActionItem) -> Path:
+    """Where a link's original bytes are rebuilt before they replace it (hidden, beside it)."""
+    return Path(item.src).with_name(f".{Path(item.src).name}.imgsearch-restore")
 
 
 def _remove_empty(folders: Sequence[str]) -> None:
