@@ -119,10 +119,9 @@ def test_a_model_that_finds_everything_alike_adds_no_near_copy(library, tmp_path
 
 def test_the_pictures_turn_as_the_hashes_do() -> None:
     """The transform a pair's hashes matched is Image.transpose's; the pixel check turns its arrays the same way."""
-    from imgsearch.dups.hashing import _turn
-    from imgsearch.images.fingerprint import OPS
+    from imgsearch.images.fingerprint import OPS, turn
 
     picture = np.random.default_rng(0).integers(0, 256, (32, 32), dtype=np.uint8)
     for transform, op in enumerate(OPS):
         expected = picture if op is None else np.asarray(Image.fromarray(picture).transpose(op))
-        assert np.array_equal(_turn(picture, transform), expected), transform
+        assert np.array_equal(turn(picture, transform), expected), transform

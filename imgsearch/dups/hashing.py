@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from imgsearch.images.fingerprint import (BLOB_BYTES, CODE_BYTES, COLOUR_SIDE, DETAIL_SIDE, GREY_SIDE,
-                                          OPS, PIXEL_BYTES, ROWS, TRANSFORMS)
+                                          OPS, PIXEL_BYTES, ROWS, TRANSFORMS, turn)
 
 _INVERSE = (0, 1, 2, 3, 4, 7, 6, 5)  # the transform (of TRANSFORMS) that undoes each one
 
@@ -148,28 +148,6 @@ def _trimmed_match(fa: np.ndarray, fb: np.ndarray, ga: np.ndarray, gb: np.ndarra
     return _best_crop(fa, db) >= bar or _best_crop(fb, da) >= bar
 
 
-def _turn(pictures: np.ndarray, transform: int) -> np.ndarray:
-    """One of the 8 flips/rotations (TRANSFORMS' order, as Image.transpose does them) of (m, h, w[, 3]) pictures,
-    or of one (h, w[, 3]) picture."""
-    if pictures.ndim == 2 or (pictures.ndim == 3 and pictures.shape[-1] == 3):
-        return _turn(pictures[None], transform)[0]
-    if transform == 0:
-        return pictures
-    if transform == 1:
-        return pictures[:, :, ::-1]
-    if transform == 2:
-        return pictures[:, ::-1]
-    if transform == 3:
-        return pictures[:, ::-1, ::-1]
-    if transform == 4:
-        return np.swapaxes(pictures, 1, 2)
-    if transform == 5:
-        return np.rot90(pictures, 1, axes=(1, 2))
-    if transform == 6:
-        return np.swapaxes(pictures[:, ::-1, ::-1], 1, 2)
-    return np.rot90(pictures, -1, axes=(1, 2))
-
-
 def same_pictures(a: np.ndarray, b: np.ndarray, transforms: np.ndarray, trimmed: np.ndarray) -> np.ndarray:
     """Whether each pair of pixel codes ((m, PIXEL_BYTES) each) is the same picture: `a` turned by its transform
     (the flip/rotation the hashes matched, taking a to b) against `b`; for pairs with a finite `trimmed` bar (see
@@ -182,7 +160,7 @@ def same_pictures(a: np.ndarray, b: np.ndarray, transforms: np.ndarray, trimmed:
     for transform in range(1, len(OPS)):
         rows = np.flatnonzero(transforms == transform)
         if len(rows):
-            ga[rows] = _turn(ga[rows], transform)
+            ga[rows] = turn(ga[rows], transform)
     ncc, detail = _correlation(_detail(ga), _detail(gb))
     colour = np.abs(ca - cb).max(axis=1) <= SAME_COLOUR
     textured = detail >= FLAT_DETAIL

@@ -75,50 +75,70 @@ def _dct_matrix(n: int) -> np.ndarray:
     return np.cos(np.pi * k * (2 * i + 1) / (2 * n))
 
 
-def phash(image: Image.Image, hash_size: int) -> np.ndarray:
-    """imagehash.phash of a grey image already at 4 x hash_size pixels a side: hash_size x hash_size bools."""
-    pixels = np.asarray(image, dtype=np.float64)
-    dct = _dct_matrix(pixels.shape[0])
+def _phashes(pixels: np.ndarray, hash_size: int) -> np.ndarray:
+    """imagehash.phash of (k, n, n) grey pictures at once (n = 4 x hash_size): (k, hash_size, hash_size) bools."""
+    dct = _dct_matrix(pixels.shape[-1])
     # rounded: terms that are 0 in exact arithmetic (flat areas) are 0 here too, not float noise on either side of
     # the median (real photos' terms are hundreds apart: the bits are imagehash's, a test holds it)
-    low = np.round((dct @ pixels @ _dct_matrix(pixels.shape[1]).T)[:hash_size, :hash_size], 3)
-    return low > np.median(low)
+    low = np.round((dct @ pixels.astype(np.float64) @ dct.T)[:, :hash_size, :hash_size], 3)
+    return low > np.median(low.reshape(len(low), -1), axis=1)[:, None, None]
 
 
-def _codes(small: Image.Image, large: Image.Image) -> np.ndarray:
-    """The coarse pHash of a 32x32 grey picture and the fine one of its 64x64 version: 40 bytes."""
-    return np.concatenate([np.packbits(phash(small, 8).ravel()), np.packbits(phash(large, 16).ravel())])
+def phash(image: Image.Image, hash_size: int) -> np.ndarray:
+    """imagehash.phash of a grey image already at 4 x hash_size pixels a side: hash_size x hash_size bools."""
+    return _phashes(np.asarray(image)[None], hash_size)[0]
 
 
-def _sizes(grey: Image.Image) -> tuple[Image.Image, Image.Image]:
-    return (grey.resize((HASH_SIDE, HASH_SIDE), Image.Resampling.LANCZOS),
-            grey.resize((2 * HASH_SIDE, 2 * HASH_SIDE), Image.Resampling.LANCZOS))
+def turn(pictures: np.ndarray, transform: int) -> np.ndarray:
+    """One of the 8 flips/rotations (TRANSFORMS' order, as Image.transpose does them) of (m, h, w[, 3]) pictures,
+    or of one (h, w[, 3]) picture: the same pixels Image.transpose gives (a test holds it)."""
+    if pictures.ndim == 2 or (pictures.ndim == 3 and pictures.shape[-1] == 3):
+        return turn(pictures[None], transform)[0]
+    if transform == 0:
+        return pictures
+    if transform == 1:
+        return pictures[:, :, ::-1]
+    if transform == 2:
+        return pictures[:, ::-1]
+    if transform == 3:
+        return pictures[:, ::-1, ::-1]
+    if transform == 4:
+        return np.swapaxes(pictures, 1, 2)
+    if transform == 5:
+        return np.rot90(pictures, 1, axes=(1, 2))
+    if transform == 6:
+        return np.swapaxes(pictures[:, ::-1, ::-1], 1, 2)
+    return np.rot90(pictures, -1, axes=(1, 2))
 
 
 def fingerprint(img: Image.Image) -> bytes:
     """An upright RGB picture's fingerprint (BLOB_BYTES): 18 x 40 bytes of pHashes (8 flips/rotations, then 10 inner
-    crops of 95% of each side: 4 corners, centre; each a coarse 64-bit and a fine 256-bit code), then the picture
-    for the pixel check (64x64 grey, 4x4 RGB)."""
-    w, h = img.size
+    crops of 95% and 90% of each side: 4 corners, centre; each a coarse 64-bit and a fine 256-bit code), then the
+    picture for the pixel check (64x64 grey, 4x4 RGB)."""
+    colour = np.asarray(img.convert("RGB").resize((COLOUR_SIDE, COLOUR_SIDE), Image.Resampling.BOX))
+    grey = img.convert("L")
+    pixels = np.asarray(grey.resize((GREY_SIDE, GREY_SIDE), Image.Resampling.BOX))  # from the decoded size: sharp
+    w, h = grey.size
     if min(w, h) > DRAFT_SIDE:
         # one canonical size first (shorter side DRAFT_SIDE): the same picture gives the same fingerprint whatever
         # size it was decoded at (a JPEG drafted for one model or another, a PNG at full size)
         scale = DRAFT_SIDE / min(w, h)
-        img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS,
-                         reducing_gap=3.0)
-    grey = img.convert("L")
-    pixels = np.concatenate([np.asarray(grey.resize((GREY_SIDE, GREY_SIDE), Image.Resampling.BOX)).ravel(),
-                             np.asarray(img.convert("RGB").resize((COLOUR_SIDE, COLOUR_SIDE),
-                                                                  Image.Resampling.BOX)).ravel()])
-    small, large = _sizes(grey)
-    codes = [_codes(small if op is None else small.transpose(op), large if op is None else large.transpose(op))
-             for op in OPS]
-    w, h = grey.size
-    for share in CROP_SHARES:
-        cw, ch = int(w * share), int(h * share)
-        codes += [_codes(*_sizes(grey.crop((x, y, x + cw, y + ch))))
-                  for x, y in ((0, 0), (w - cw, 0), (0, h - ch), (w - cw, h - ch), ((w - cw) // 2, (h - ch) // 2))]
-    return np.stack(codes).tobytes() + pixels.tobytes()
+        w, h = max(1, round(w * scale)), max(1, round(h * scale))
+        grey = grey.resize((w, h), Image.Resampling.BOX)  # an area average: no aliasing, a fraction of Lanczos' cost
+    boxes = [(0, 0, w, h)] + [(x, y, x + cw, y + ch)
+                              for cw, ch in ((int(w * share), int(h * share)) for share in CROP_SHARES)
+                              for x, y in ((0, 0), (w - cw, 0), (0, h - ch), (w - cw, h - ch),
+                                           ((w - cw) // 2, (h - ch) // 2))]
+    # each part at 64x64 (Lanczos), and at 32x32 as the mean of its 2x2 blocks: one resize per part
+    large = np.stack([np.asarray(grey.resize((2 * HASH_SIDE, 2 * HASH_SIDE), Image.Resampling.LANCZOS, box=b))
+                      for b in boxes])
+    small = large.reshape(len(large), HASH_SIDE, 2, HASH_SIDE, 2).astype(np.float64).mean(axis=(2, 4))
+    # the whole picture in its 8 flips/rotations (of the resized pictures, as pixels), then the crops as they are
+    small = np.concatenate([np.stack([turn(small[0], t) for t in range(len(OPS))]), small[1:]])
+    large = np.concatenate([np.stack([turn(large[0], t) for t in range(len(OPS))]), large[1:]])
+    coarse = np.packbits(_phashes(small, 8).reshape(ROWS, -1), axis=1)
+    fine = np.packbits(_phashes(large, 16).reshape(ROWS, -1), axis=1)
+    return np.concatenate([coarse, fine], axis=1).tobytes() + pixels.tobytes() + colour.tobytes()
 
 
 def pictures_in(blob: bytes | None) -> int:
