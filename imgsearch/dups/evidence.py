@@ -39,11 +39,11 @@ class Evidence:
     photos: dict[int, Photo]
     vectors: dict[int, np.ndarray]
     codes: dict[int, np.ndarray]  # id -> (18, 40) pHash codes: 8 flips/rotations, 10 inner crops
-    pictures: dict[int, np.ndarray]  # id -> its pixel code (32x32 grey, 4x4 colour), for the pixel check
+    pictures: dict[int, np.ndarray]  # id -> its pixel code (64x64 grey, 4x4 colour), for the pixel check
     footage: dict[tuple[int, int], tuple[int, int]]  # videos (a, b), a < b -> key frames matched, of how many
     full_hashes: dict[int, str]
     thresholds: DupThresholds
-    hashed: int = 0  # files hashed in this run
+    hashed: int = 0  # files fingerprinted in this run (indexed without one)
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): no pHash this time
     rescanned: int = 0  # photos searched for candidates in this run
     full_scan: bool = False

@@ -51,7 +51,7 @@ def hash_array(blobs: Sequence[bytes]) -> np.ndarray:
 
 
 def pixel_array(blobs: Sequence[bytes]) -> np.ndarray:
-    """(n, PIXEL_BYTES) uint8: each image's pictures for the pixel check (32x32 grey, then 4x4 RGB)."""
+    """(n, PIXEL_BYTES) uint8: each image's pictures for the pixel check (64x64 grey, then 4x4 RGB)."""
     if not blobs:
         return np.zeros((0, PIXEL_BYTES), dtype=np.uint8)
     whole = np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(len(blobs), BLOB_BYTES)
@@ -100,13 +100,13 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ncc, np.minimum(sx, sy)
 
 
-def _window(source: Image.Image, width: float, height: float, x: float, y: float) -> np.ndarray:
-    """The inner crop of a 64x64 picture with `width` and `height` shares of its sides, at (x, y) in [0, 1] of the
-    room left (0: left or top, 1: right or bottom), resampled to 32x32."""
-    w, h = GREY_SIDE * width, GREY_SIDE * height
-    left, top = x * (GREY_SIDE - w), y * (GREY_SIDE - h)
+def _window(source: Image.Image, share: float, x: float, y: float) -> np.ndarray:
+    """The inner crop of a 64x64 picture with `share` of each side, at (x, y) in [0, 1] of the room left (0: left
+    or top, 1: right or bottom), resampled to 32x32."""
+    side = GREY_SIDE * share
+    left, top = x * (GREY_SIDE - side), y * (GREY_SIDE - side)
     return np.asarray(source.resize((DETAIL_SIDE, DETAIL_SIDE), Image.Resampling.BILINEAR,
-                                    box=(left, top, left + w, top + h)), dtype=np.float32)
+                                    box=(left, top, left + side, top + side)), dtype=np.float32)
 
 
 def _best_crop(fine: np.ndarray, other: np.ndarray) -> float:
@@ -117,7 +117,7 @@ def _best_crop(fine: np.ndarray, other: np.ndarray) -> float:
     source = Image.fromarray(fine)
 
     def scores(windows: list[tuple[float, float, float]]) -> np.ndarray:
-        crops = np.stack([_window(source, share, share, x, y) for share, x, y in windows])
+        crops = np.stack([_window(source, *w) for w in windows])
         return _correlation(_detail(crops), np.broadcast_to(other, crops.shape))[0]
 
     places = np.linspace(0.0, 1.0, WINDOW_POSITIONS)

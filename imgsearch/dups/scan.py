@@ -37,7 +37,7 @@ class DupReport:
 
     groups: list[Group]
     thresholds: DupThresholds
-    hashed: int  # photos hashed in this run (the rest came from the library)
+    hashed: int  # files fingerprinted in this run (the rest came from index)
     unreadable: list[tuple[str, str]]  # (path, reason): could not be hashed now
     rescanned: int  # photos searched for candidates in this run
     full_scan: bool
