@@ -55,6 +55,31 @@ def test_older_schema_is_refused_until_db_upgrade_which_backs_up_first(tmp_path:
     Library.open(tmp_path / "lib").close()
 
 
+@pytest.mark.parametrize("rows", [["0008"], ["0008", "0009"]], ids=["behind", "two rows"])
+def test_a_stale_revision_row_is_settled_by_the_upgrade_its_message_names(tmp_path: Path, rows: list[str]) -> None:
+    """The tables are this version's, the revision row is not (an interrupted upgrade, a copy, a hand edit): the
+    message says `imgsearch db upgrade`, which then failed with a traceback ("duplicate column"). It now sees the
+    tables are current, sets the row right and touches no table; the library opens."""
+    import subprocess
+    import sys
+
+    Library.open(tmp_path / "lib", create=True).close()
+    conn = sqlite3.connect(tmp_path / "lib" / "library.db")
+    conn.execute("DELETE FROM alembic_version")
+    conn.executemany("INSERT INTO alembic_version VALUES (?)", [(r,) for r in rows])
+    conn.commit()
+    conn.close()
+    with pytest.raises(SchemaOutdatedError, match="Run `imgsearch db upgrade`") as refused:
+        Library.open(tmp_path / "lib")
+    fix = refused.value.message.split("Run `")[1].split("`")[0]
+    done = subprocess.run([sys.executable, "-m", *fix.split(), "-L", str(tmp_path / "lib")], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert "-> 0009" in done.stderr and "Backed up to" in done.stderr
+    with Library.open(tmp_path / "lib") as lib:
+        assert db.current_revision(lib.engine) == db.HEAD_REVISION
+
+
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
     Library.open(tmp_path / "lib", create=True).close()
     con = sqlite3.connect(tmp_path / "lib" / "library.db")

@@ -11,6 +11,7 @@ from sqlalchemy.exc import DatabaseError as SADatabaseError
 from sqlalchemy.orm import Session, sessionmaker
 
 import migrations
+from imgsearch.store.orm import Base
 from imgsearch.errors import DatabaseError, ReadOnlyError, SchemaOutdatedError, SchemaTooNewError
 from imgsearch.store import dialect
 
@@ -124,14 +125,38 @@ def downgrade(engine: Engine, revision: str) -> None:
         command.downgrade(cfg, revision)
 
 
-def _stamped(engine: Engine) -> str | None:
-    """The revision in alembic_version by one SELECT; None when it cannot be read that way (Alembic then looks)."""
+def _schema_is_head(engine: Engine) -> bool:
+    """Whether the database's tables, columns and indexes are those this version writes, whatever its revision row
+    says (Alembic's comparison of the live schema with the models)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return not compare_metadata(MigrationContext.configure(conn), Base.metadata)
+
+
+def _stamp_head(engine: Engine) -> None:
+    from alembic import command
+
+    cfg = _alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.stamp(cfg, "head", purge=True)  # purge: whatever rows were there, one row: head
+
+
+def _version_rows(engine: Engine) -> list[str] | None:
+    """The rows of alembic_version by one SELECT; None when it cannot be read that way (no such table)."""
     try:
         with engine.connect() as conn:
-            rows = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+            return list(conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all())
     except SADatabaseError:
         return None
-    return rows[0] if len(rows) == 1 else None
+
+
+def _stamped(engine: Engine) -> str | None:
+    """The revision in alembic_version by one SELECT; None when it cannot be read that way (Alembic then looks)."""
+    rows = _version_rows(engine)
+    return rows[0] if rows is not None and len(rows) == 1 else None
 
 
 def check_schema(engine: Engine) -> None:
@@ -140,6 +165,10 @@ def check_schema(engine: Engine) -> None:
         return
     from alembic.script import ScriptDirectory
 
+    rows = _version_rows(engine) or []
+    if len(rows) > 1:  # a stale row beside the real one (a hand edit, a copy): the upgrade settles it
+        raise SchemaOutdatedError(f"{dialect.describe(engine)} holds {len(rows)} schema revisions ({', '.join(rows)}) "
+                                  "where there is one. Run `imgsearch db upgrade` (it backs the database up first).")
     current = current_revision(engine)
     head = head_revision()
     if current == head:
@@ -176,13 +205,28 @@ def upgrade(target: str | Path, folder: Path | None = None,
             make_backup: bool = True) -> tuple[str | None, str, Path | None]:
     """Back the database up (unless told not to), then migrate it to head: (revision before, revision after,
     backup or None)."""
+    from alembic.util import CommandError
+
     engine = make_engine(target)
     try:
-        before = current_revision(engine)
-        if before == head_revision():
+        rows = _version_rows(engine) or []
+        before = "+".join(rows) if len(rows) > 1 else current_revision(engine)
+        if before == head_revision() and len(rows) <= 1:
             return before, before, None
         copy = dialect.backup(engine, folder) if make_backup else None
-        upgrade_to_head(engine)
+        try:
+            if len(rows) > 1:
+                raise CommandError(f"{len(rows)} rows in alembic_version")
+            upgrade_to_head(engine)
+        except (SADatabaseError, CommandError) as exc:
+            if not _schema_is_head(engine):
+                saved = f"; the backup made first is {copy}" if copy is not None else ""
+                raise DatabaseError(f"upgrading {dialect.describe(engine)} from schema {before} failed "
+                                    f"({str(getattr(exc, 'orig', exc)).splitlines()[0]}): the step that failed changed "
+                                    f"nothing{saved}. Report this with the message.") from exc
+            # the tables are this version's already and only the revision row was behind (an interrupted upgrade,
+            # a copy, a hand edit): the row is brought up to date; no table is touched
+            _stamp_head(engine)
         return before, head_revision(), copy
     finally:
         engine.dispose()
