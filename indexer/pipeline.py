@@ -104,8 +104,8 @@ def run_index(sessions: sessionmaker[Session], encoder: Encoder, roots: Sequence
     try:
         plan = _plan(sessions, roots, settings, progress)
         _apply_plan(sessions, plan, report)
-        _encode(sessions, executor, model_id, plan, progress, report)
-        _fill_fingerprints(sessions, settings.workers, progress, report)
+        decoded_elsewhere = _encode(sessions, executor, model_id, plan, progress, report)
+        _fill_fingerprints(sessions, settings.workers, progress, report, decoded_elsewhere)
         report.executor = getattr(executor, "describe", lambda: "this machine")()
         progress.stage("building index", None)
         _, index = index_build.ensure_index(sessions, model_id, index_dir, strict=True, rebuild=settings.rebuild,
@@ -176,7 +176,9 @@ def _apply_plan(sessions: sessionmaker[Session], plan: Plan, report: RunReport) 
 
 
 def _encode(sessions: sessionmaker[Session], executor: Executor, model_id: int, plan: Plan,
-            progress: Progress, report: RunReport) -> None:
+            progress: Progress, report: RunReport) -> set[int]:
+    """Decode and encode what the plan needs, saving each batch; the ids of files decoded without a fingerprint (on
+    a GPU, which decodes to the model's size only)."""
     with sessions() as session:
         have = store.encoded_image_ids(session, model_id)
     # path -> (existing row id or None, kind for the report)
@@ -185,8 +187,9 @@ def _encode(sessions: sessionmaker[Session], executor: Executor, model_id: int, 
     # files indexed with another model only, or moved ones this model never saw: encode, count as before
     todo.update((k.path, (k.id, "unchanged")) for k in plan.unchanged if k.id not in have)
     todo.update((e.path, (old.id, "moved")) for e, old in plan.moved if old.id not in have)
+    unprinted: set[int] = set()
     if not todo:
-        return
+        return unprinted
     progress.stage("encoding", len(todo), unit="file")
     for batch in executor.embed(list(todo), report.times):
         write_start = time.perf_counter()
@@ -199,6 +202,7 @@ def _encode(sessions: sessionmaker[Session], executor: Executor, model_id: int, 
             _save_vectors(session, model_id, ids, batch)
             store.save_fingerprints(session, [(i, d.content_hash, d.fingerprint) for i, d in zip(ids, batch.decoded)
                                               if d.fingerprint is not None])
+            unprinted.update(i for i, d in zip(ids, batch.decoded) if d.fingerprint is None)
             for skip in batch.skipped:
                 existing, kind = todo[skip.path]
                 store.save_skipped(session, skip.path, skip.size, skip.mtime_ns, skip.reason, existing)
@@ -213,16 +217,18 @@ def _encode(sessions: sessionmaker[Session], executor: Executor, model_id: int, 
         report.skipped += len(batch.skipped)
         progress.advance(len(batch.decoded) + len(batch.skipped))
     report.warnings.extend(report.times.notes)
+    return unprinted
 
 
-def _fill_fingerprints(sessions: sessionmaker[Session], workers: int, progress: Progress, report: RunReport) -> None:
-    """Fingerprint the indexed files that have none for their content (indexed by an older imgsearch, or decoded
-    where none was made): duplicate finding then reopens no file. A file that cannot be read now keeps its vectors
-    (`dups` says which ones it could not compare)."""
+def _fill_fingerprints(sessions: sessionmaker[Session], workers: int, progress: Progress, report: RunReport,
+                       skip: set[int]) -> None:
+    """Fingerprint the indexed files that have none for their content (indexed by an older imgsearch): duplicate
+    finding then reopens no file. Not `skip`, files just decoded on a GPU: decoding them again on the CPU would undo
+    what the GPU saves (`dups` makes theirs when it is run). A file that cannot be read now keeps its vectors."""
     with sessions() as session:
         rows = store.fingerprint_lengths(session)
     todo = [(i, path, content) for i, path, content, made_for, length in rows
-            if made_for != content or not length or length % BLOB_BYTES]
+            if i not in skip and (made_for != content or not length or length % BLOB_BYTES)]
     if not todo:
         return
     done = fingerprint_files([path for _, path, _ in todo], workers, progress)
