@@ -125,3 +125,33 @@ def test_the_pictures_turn_as_the_hashes_do() -> None:
     for transform, op in enumerate(OPS):
         expected = picture if op is None else np.asarray(Image.fromarray(picture).transpose(op))
         assert np.array_equal(turn(picture, transform), expected), transform
+
+
+def test_a_plain_shape_and_a_zoom_of_another_are_not_trimmed_copies(tmp_path: Path) -> None:
+    """Two circles of one colour on blank backgrounds, drawn with other margins: any zoom of one lines its outline up
+    with the other's, so by their pixels each is a trim of the other. Detail along one outline is too little to
+    tell: such pictures are compared whole only (and whole they differ)."""
+    from tests.tinyclip import shape_image
+
+    shape_image("red", "circle", size=160, seed=102).save(tmp_path / "a.png")
+    shape_image("red", "circle", size=160, seed=104).save(tmp_path / "b.png")
+    assert hamming(codes(tmp_path / "a.png")[0], codes(tmp_path / "b.png")[0])[3] <= DupThresholds().near_crop  # the crop hashes do propose them...
+    assert not verdict(tmp_path / "a.png", tmp_path / "b.png")  # ...the pixels do not confirm
+
+
+def test_a_trim_whose_colours_differ_inside_is_not_a_copy(tmp_path: Path) -> None:
+    """A trimmed copy lines up by its detail; the colours inside the crop must be the other's too: the same pixel
+    code with its 4x4 colour cells moved around (the same mean colour, the same grey detail) is not a copy."""
+    original = photos(16)[3]
+    img = Image.open(original).convert("RGB")
+    w, h = img.size
+    img.crop((w // 20, h // 40, w - w // 40, h - h // 20)).save(tmp_path / "trim.jpg", quality=92)
+    (ca, pa), (cb, pb) = codes(original), codes(tmp_path / "trim.jpg")
+    coarse, transform, fine, crop = hamming(ca, cb)
+    bar = trimmed_bar(crop, DupThresholds().near_crop)
+    assert bar < 1 and not same_picture(pa, pb, transform)  # only the trimmed path can call it a copy...
+    assert same_picture(pa, pb, transform, bar)  # ...and it does
+    moved = pb.copy()
+    cells = moved[-48:].reshape(4, 4, 3)
+    moved[-48:] = np.roll(cells, 2, axis=(0, 1)).ravel()  # the colours elsewhere: the garment's where the floor was
+    assert not same_picture(pa, moved, transform, bar)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import TypeGuard
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from imgsearch.images.fingerprint import (BLOB_BYTES, CODE_BYTES, COLOUR_SIDE, DETAIL_SIDE, GREY_SIDE,
                                           OPS, PIXEL_BYTES, ROWS, TRANSFORMS, turn)
@@ -25,6 +25,11 @@ SAME_DETAIL = 0.90  # the aligned pictures' high frequencies correlate at least 
 # ...or, for a trimmed copy, the best-aligned inner crop of one (searched coarse to fine on the 64x64 picture) against
 # the other: true copies trimmed to 90-95% score 0.885-1.0, different garments on one blanket at most 0.87
 TRIMMED_DETAIL = 0.88
+# A trimmed copy is only called one when detail covers the pictures: a plain shape or a logo on a blank background
+# (detail along one outline) lines up with any zoom of another picture of that outline. This share of a 64x64
+# picture's pixels must differ from its blur by more than 2 grey levels (plain shapes: at most 0.34; 97-99% of
+# real photos: above); below it, pictures are compared whole only.
+DETAIL_SPREAD = 0.38
 SAME_COLOUR = 32.0  # and their mean colours differ by at most this (0-255, per channel: an exposure edit passes)
 FLAT_DETAIL = 2.5  # less detail than this (std of the high frequencies, 0-255): a picture the check cannot tell
 BLUR_SIGMA = 1.5
@@ -109,11 +114,12 @@ def _window(source: Image.Image, share: float, x: float, y: float) -> np.ndarray
                                     box=(left, top, left + side, top + side)), dtype=np.float32)
 
 
-def _best_crop(fine: np.ndarray, other: np.ndarray) -> float:
+def _best_crop(fine: np.ndarray, other: np.ndarray) -> tuple[float, tuple[float, float, float]]:
     """The highest correlation between an inner crop of a 64x64 grey picture and another picture's 32x32 detail:
     WINDOW_SHARES at WINDOW_POSITIONS x WINDOW_POSITIONS places, then REFINE_ROUNDS finer searches around the best
     (a trimmed copy's crop lies anywhere, 90-100% of each side). The crop keeps the picture's proportions: letting
-    width and height vary apart lined different T-shirts on one background up as well as copies (0.89)."""
+    width and height vary apart lined different T-shirts on one background up as well as copies (0.89).
+    (score, the crop: its share of the sides and its place)."""
     source = Image.fromarray(fine)
 
     def scores(windows: list[tuple[float, float, float]]) -> np.ndarray:
@@ -133,7 +139,27 @@ def _best_crop(fine: np.ndarray, other: np.ndarray) -> float:
         if found.max() > score:
             best, score = around[int(found.argmax())], float(found.max())
         steps = steps / 2
-    return score
+    return score, best
+
+
+def _colours_in(colour: np.ndarray, window: tuple[float, float, float]) -> np.ndarray:
+    """A 4x4 RGB picture's colours inside a crop window (share, x, y as _best_crop gives it), back at 4x4."""
+    share, x, y = window
+    side = COLOUR_SIDE * share
+    left, top = x * (COLOUR_SIDE - side), y * (COLOUR_SIDE - side)
+    img = Image.fromarray(colour.reshape(COLOUR_SIDE, COLOUR_SIDE, 3).astype(np.uint8), "RGB")
+    return np.asarray(img.resize((COLOUR_SIDE, COLOUR_SIDE), Image.Resampling.BILINEAR,
+                                 box=(left, top, left + side, top + side)), dtype=np.float32)
+
+
+def _layout_agrees(colour: np.ndarray, window: tuple[float, float, float], other: np.ndarray) -> bool:
+    """Whether a picture's colours inside the crop lined up with the other picture are the other's, cell by cell (a
+    mean shift allowed, as an exposure edit makes): the detail of a plain shape lines up with any other plain shape
+    of its outline, whatever its colour."""
+    inside = _colours_in(colour, window)
+    them = other.reshape(COLOUR_SIDE, COLOUR_SIDE, 3).astype(np.float32)
+    gap = np.abs(inside - inside.mean(axis=(0, 1)) - (them - them.mean(axis=(0, 1)))).max(axis=2)
+    return float(np.median(gap)) <= SAME_COLOUR
 
 
 def trimmed_bar(crop: int | None, near_crop: int) -> float:
@@ -142,10 +168,27 @@ def trimmed_bar(crop: int | None, near_crop: int) -> float:
     return TRIMMED_DETAIL if crop is not None and crop <= near_crop else float("inf")
 
 
-def _trimmed_match(fa: np.ndarray, fb: np.ndarray, ga: np.ndarray, gb: np.ndarray, bar: float) -> bool:
-    """An inner crop of either picture (fa, fb: 64x64) against the other as it is (ga, gb: 32x32): a trimmed copy."""
+def _spread(fine: np.ndarray) -> float:
+    """The share of a 64x64 grey picture's pixels that differ from its blur by more than 2 grey levels."""
+    img = Image.fromarray(fine)
+    return float((np.abs(np.asarray(img, np.float32)
+                         - np.asarray(img.filter(ImageFilter.GaussianBlur(BLUR_SIGMA)), np.float32)) > 2).mean())
+
+
+def _trimmed_match(a: np.ndarray, b: np.ndarray, fa: np.ndarray, fb: np.ndarray, ga: np.ndarray, gb: np.ndarray,
+                   bar: float) -> bool:
+    """An inner crop of either picture (pixel codes a, b; fa, fb: their 64x64 grey) against the other as it is (ga,
+    gb: 32x32): a trimmed copy when both have detail all over, the detail lines up and the colours inside the crop
+    are the other's."""
+    if min(_spread(fa), _spread(fb)) < DETAIL_SPREAD:
+        return False
     da, db = _detail(ga[None])[0], _detail(gb[None])[0]
-    return _best_crop(fa, db) >= bar or _best_crop(fb, da) >= bar
+    ca, cb = a[GREY_SIDE * GREY_SIDE:], b[GREY_SIDE * GREY_SIDE:]
+    for fine, colour, other_detail, other_colour in ((fa, ca, db, cb), (fb, cb, da, ca)):
+        score, window = _best_crop(fine, other_detail)
+        if score >= bar and _layout_agrees(colour, window, other_colour):
+            return True
+    return False
 
 
 def same_pictures(a: np.ndarray, b: np.ndarray, transforms: np.ndarray, trimmed: np.ndarray) -> np.ndarray:
@@ -153,7 +196,7 @@ def same_pictures(a: np.ndarray, b: np.ndarray, transforms: np.ndarray, trimmed:
     (the flip/rotation the hashes matched, taking a to b) against `b`; for pairs with a finite `trimmed` bar (see
     trimmed_bar), also an inner crop of either against the other as it is (as the crop hashes compare them). Both
     need detail (two featureless pictures cannot be told apart: never a copy), their high frequencies must
-    correlate, and their mean colours be close."""
+    correlate, and their mean colours be close (a trimmed copy's also cell by cell inside the crop)."""
     fa, ga, ca = _parts(a)
     fb, gb, cb = _parts(b)
     as_is = ga.copy()
@@ -166,7 +209,7 @@ def same_pictures(a: np.ndarray, b: np.ndarray, transforms: np.ndarray, trimmed:
     textured = detail >= FLAT_DETAIL
     ok = textured & colour & (ncc >= SAME_DETAIL)
     for r in np.flatnonzero(~ok & np.isfinite(trimmed) & textured & colour):
-        ok[r] = _trimmed_match(fa[r], fb[r], as_is[r], gb[r], float(trimmed[r]))
+        ok[r] = _trimmed_match(a[r], b[r], fa[r], fb[r], as_is[r], gb[r], float(trimmed[r]))
     return ok
 
 
