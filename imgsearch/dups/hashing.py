@@ -27,9 +27,9 @@ SAME_DETAIL = 0.90  # the aligned pictures' high frequencies correlate at least 
 TRIMMED_DETAIL = 0.88
 # A trimmed copy is only called one when detail covers the pictures: a plain shape or a logo on a blank background
 # (detail along one outline) lines up with any zoom of another picture of that outline. This share of a 64x64
-# picture's pixels must differ from its blur by more than 2 grey levels (plain shapes: at most 0.34; 97-99% of
+# picture's pixels must differ from its blur by more than 2 grey levels (plain shapes: at most 0.34; over 99% of
 # real photos: above); below it, pictures are compared whole only.
-DETAIL_SPREAD = 0.38
+DETAIL_SPREAD = 0.35
 SAME_COLOUR = 32.0  # and their mean colours differ by at most this (0-255, per channel: an exposure edit passes)
 FLAT_DETAIL = 2.5  # less detail than this (std of the high frequencies, 0-255): a picture the check cannot tell
 BLUR_SIGMA = 1.5
