@@ -186,6 +186,10 @@ def test_an_upload_too_large_is_refused_before_it_is_read(tmp_path: Path, tiny_m
         assert answer.startswith("HTTP/1.1 413"), answer[:600]
         envelope = json.loads(answer.split("\r\n\r\n", 1)[1])  # the API's one error shape, not the framework's text
         assert envelope["error"]["code"] == "too_large" and "at most 30 MB" in envelope["error"]["message"]
+        with socket.create_connection((host, int(port)), timeout=60) as s:  # a page's own 404 stays a page
+            s.sendall(f"GET /photo/99999999 HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+            page = http_answer(s)
+        assert page.startswith("HTTP/1.1 404") and "content-type: text/html" in page.lower(), page[:600]
         with socket.create_connection((host, int(port)), timeout=60) as s:
             part = b'--b\r\nContent-Disposition: form-data; name="image"; filename="big.png"\r\n\r\n'
             s.sendall((head + "Transfer-Encoding: chunked\r\n\r\n").encode() + b"%x\r\n" % len(part) + part + b"\r\n")

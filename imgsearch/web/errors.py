@@ -114,7 +114,7 @@ class Enveloped:
             nonlocal rewriting
             if message["type"] == "http.response.start" and message["status"] in HTTP_CODES:
                 kind = dict(message.get("headers", [])).get(b"content-type", b"")
-                if not kind.startswith(b"application/json"):
+                if kind.startswith(b"text/plain"):  # the framework's own text (a page's 404 stays a page)
                     rewriting = True
                     status = message["status"]
                     payload = json.dumps({"error": {"code": HTTP_CODES[status], "param": None,
