@@ -69,12 +69,12 @@ def valid_hashes(blob: bytes | None) -> TypeGuard[bytes]:
 
 def _parts(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Of (m, PIXEL_BYTES) pixel codes: the (m, 64, 64) grey pictures, the same at (m, 32, 32) as float32 (2x2
-    means), and (m, 3) mean colours."""
+    means), and the (m, 4, 4, 3) colour pictures as float32."""
     fine = codes[:, :GREY_SIDE * GREY_SIDE].reshape(-1, GREY_SIDE, GREY_SIDE)
     step = GREY_SIDE // DETAIL_SIDE
     grey = fine.reshape(-1, DETAIL_SIDE, step, DETAIL_SIDE, step).astype(np.float32).mean(axis=(2, 4))
-    colour = codes[:, GREY_SIDE * GREY_SIDE:].reshape(-1, COLOUR_SIDE * COLOUR_SIDE, 3).astype(np.float32)
-    return fine, grey, colour.mean(axis=1)
+    colour = codes[:, GREY_SIDE * GREY_SIDE:].reshape(-1, COLOUR_SIDE, COLOUR_SIDE, 3).astype(np.float32)
+    return fine, grey, colour
 
 
 @functools.lru_cache(maxsize=1)
@@ -105,13 +105,15 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ncc, np.minimum(sx, sy)
 
 
-def _window(source: Image.Image, share: float, x: float, y: float) -> np.ndarray:
-    """The inner crop of a 64x64 picture with `share` of each side, at (x, y) in [0, 1] of the room left (0: left
-    or top, 1: right or bottom), resampled to 32x32."""
-    side = GREY_SIDE * share
-    left, top = x * (GREY_SIDE - side), y * (GREY_SIDE - side)
-    return np.asarray(source.resize((DETAIL_SIDE, DETAIL_SIDE), Image.Resampling.BILINEAR,
-                                    box=(left, top, left + side, top + side)), dtype=np.float32)
+def _window(picture: Image.Image, window: tuple[float, float, float], side: int) -> np.ndarray:
+    """The inner crop of a square picture given as (share of each side, x, y), x and y in [0, 1] of the room left
+    (0: left or top, 1: right or bottom), resampled to side x side: the same window of the 64x64 grey picture and of
+    the 4x4 colour one."""
+    share, x, y = window
+    size = picture.width * share
+    left, top = x * (picture.width - size), y * (picture.width - size)
+    return np.asarray(picture.resize((side, side), Image.Resampling.BILINEAR, box=(left, top, left + size, top + size)),
+                      dtype=np.float32)
 
 
 def _best_crop(fine: np.ndarray, other: np.ndarray) -> tuple[float, tuple[float, float, float]]:
@@ -123,7 +125,7 @@ def _best_crop(fine: np.ndarray, other: np.ndarray) -> tuple[float, tuple[float,
     source = Image.fromarray(fine)
 
     def scores(windows: list[tuple[float, float, float]]) -> np.ndarray:
-        crops = np.stack([_window(source, *w) for w in windows])
+        crops = np.stack([_window(source, w, DETAIL_SIDE) for w in windows])
         return _correlation(_detail(crops), np.broadcast_to(other, crops.shape))[0]
 
     places = np.linspace(0.0, 1.0, WINDOW_POSITIONS)
@@ -142,22 +144,11 @@ def _best_crop(fine: np.ndarray, other: np.ndarray) -> tuple[float, tuple[float,
     return score, best
 
 
-def _colours_in(colour: np.ndarray, window: tuple[float, float, float]) -> np.ndarray:
-    """A 4x4 RGB picture's colours inside a crop window (share, x, y as _best_crop gives it), back at 4x4."""
-    share, x, y = window
-    side = COLOUR_SIDE * share
-    left, top = x * (COLOUR_SIDE - side), y * (COLOUR_SIDE - side)
-    img = Image.fromarray(colour.reshape(COLOUR_SIDE, COLOUR_SIDE, 3).astype(np.uint8), "RGB")
-    return np.asarray(img.resize((COLOUR_SIDE, COLOUR_SIDE), Image.Resampling.BILINEAR,
-                                 box=(left, top, left + side, top + side)), dtype=np.float32)
-
-
-def _layout_agrees(colour: np.ndarray, window: tuple[float, float, float], other: np.ndarray) -> bool:
-    """Whether a picture's colours inside the crop lined up with the other picture are the other's, cell by cell (a
-    mean shift allowed, as an exposure edit makes): the detail of a plain shape lines up with any other plain shape
-    of its outline, whatever its colour."""
-    inside = _colours_in(colour, window)
-    them = other.reshape(COLOUR_SIDE, COLOUR_SIDE, 3).astype(np.float32)
+def _layout_agrees(colour: np.ndarray, window: tuple[float, float, float], them: np.ndarray) -> bool:
+    """Whether a picture's colours (4x4x3) inside the crop lined up with the other picture are the other's, cell by
+    cell (a mean shift allowed, as an exposure edit makes): the detail of a plain shape lines up with any other plain
+    shape of its outline, whatever its colour."""
+    inside = _window(Image.fromarray(colour.astype(np.uint8), "RGB"), window, COLOUR_SIDE)
     gap = np.abs(inside - inside.mean(axis=(0, 1)) - (them - them.mean(axis=(0, 1)))).max(axis=2)
     return float(np.median(gap)) <= SAME_COLOUR
 
@@ -175,15 +166,14 @@ def _spread(fine: np.ndarray) -> float:
                          - np.asarray(img.filter(ImageFilter.GaussianBlur(BLUR_SIGMA)), np.float32)) > 2).mean())
 
 
-def _trimmed_match(a: np.ndarray, b: np.ndarray, fa: np.ndarray, fb: np.ndarray, ga: np.ndarray, gb: np.ndarray,
+def _trimmed_match(fa: np.ndarray, fb: np.ndarray, ga: np.ndarray, gb: np.ndarray, ca: np.ndarray, cb: np.ndarray,
                    bar: float) -> bool:
-    """An inner crop of either picture (pixel codes a, b; fa, fb: their 64x64 grey) against the other as it is (ga,
-    gb: 32x32): a trimmed copy when both have detail all over, the detail lines up and the colours inside the crop
-    are the other's."""
+    """An inner crop of either picture (fa, fb: its 64x64 grey) against the other as it is (ga, gb: 32x32 grey; ca,
+    cb: 4x4 colour): a trimmed copy when both have detail all over, the detail lines up and the colours inside the
+    crop are the other's."""
     if min(_spread(fa), _spread(fb)) < DETAIL_SPREAD:
         return False
     da, db = _detail(ga[None])[0], _detail(gb[None])[0]
-    ca, cb = a[GREY_SIDE * GREY_SIDE:], b[GREY_SIDE * GREY_SIDE:]
     for fine, colour, other_detail, other_colour in ((fa, ca, db, cb), (fb, cb, da, ca)):
         score, window = _best_crop(fine, other_detail)
         if score >= bar and _layout_agrees(colour, window, other_colour):
@@ -205,11 +195,11 @@ def same_pictures(a: np.ndarray, b: np.ndarray, transforms: np.ndarray, trimmed:
         if len(rows):
             ga[rows] = turn(ga[rows], transform)
     ncc, detail = _correlation(_detail(ga), _detail(gb))
-    colour = np.abs(ca - cb).max(axis=1) <= SAME_COLOUR
+    colour = np.abs(ca.mean(axis=(1, 2)) - cb.mean(axis=(1, 2))).max(axis=1) <= SAME_COLOUR
     textured = detail >= FLAT_DETAIL
     ok = textured & colour & (ncc >= SAME_DETAIL)
     for r in np.flatnonzero(~ok & np.isfinite(trimmed) & textured & colour):
-        ok[r] = _trimmed_match(a[r], b[r], fa[r], fb[r], as_is[r], gb[r], float(trimmed[r]))
+        ok[r] = _trimmed_match(fa[r], fb[r], as_is[r], gb[r], ca[r], cb[r], float(trimmed[r]))
     return ok
 
 
