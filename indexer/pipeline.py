@@ -17,7 +17,7 @@ from imgsearch.errors import UsageError
 from imgsearch.images.decode import Decoded, partial_hash
 from imgsearch.vectors import build as index_build
 from imgsearch.images.crawl import FileEntry, Skipped, crawl
-from imgsearch.images.fingerprint import BLOB_BYTES, fingerprint_files
+from imgsearch.images.fingerprint import fingerprint_files, pictures_in
 from imgsearch.images.formats import missing_decoder
 from imgsearch.progress import Progress, SilentProgress
 from imgsearch.images.loader import StageTimes
@@ -228,7 +228,7 @@ def _fill_fingerprints(sessions: sessionmaker[Session], workers: int, progress: 
     with sessions() as session:
         rows = store.fingerprint_lengths(session)
     todo = [(i, path, content) for i, path, content, made_for, length in rows
-            if i not in skip and (made_for != content or not length or length % BLOB_BYTES)]
+            if i not in skip and (made_for != content or not pictures_in(length))]
     if not todo:
         return
     done = fingerprint_files([path for _, path, _ in todo], workers, progress)

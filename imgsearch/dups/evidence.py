@@ -22,7 +22,7 @@ from imgsearch.dups.options import calibrate_similar, thresholds_for
 from imgsearch.fs import is_inside
 from imgsearch.dups.candidates import Pair, hash_neighbours, score_pairs, vector_neighbours
 from imgsearch.dups.grouping import Photo
-from imgsearch.dups.hashing import full_hash, hash_array, pixel_array, valid_hashes
+from imgsearch.dups.hashing import full_hash, hash_array, pixel_array
 from imgsearch.dups.videos import video_pairs
 from imgsearch.images.fingerprint import BLOB_BYTES, GONE, fingerprint_files, pictures_in
 from imgsearch.store.orm import Model, utc_now
@@ -63,7 +63,8 @@ def _refresh_hashes(sessions: sessionmaker[Session], rows: list, videos: set[int
         if stored is None or stored.content_hash != r.content_hash:
             continue
         blob = stored.phashes
-        if blob is not None and (pictures_in(blob) if r.id in videos else valid_hashes(blob)):
+        pictures = pictures_in(len(blob)) if blob is not None else 0
+        if blob is not None and pictures and (r.id in videos or pictures == 1):
             have[r.id] = blob
     todo = [r for r in rows if r.id not in have]
     fresh: list[int] = []

@@ -7,13 +7,12 @@ import functools
 import hashlib
 import itertools
 from collections.abc import Sequence
-from typing import TypeGuard
 
 import numpy as np
 from PIL import Image, ImageFilter
 
 from imgsearch.images.fingerprint import (BLOB_BYTES, CODE_BYTES, COLOUR_SIDE, DETAIL_SIDE, GREY_SIDE,
-                                          OPS, PIXEL_BYTES, ROWS, TRANSFORMS, turn)
+                                          OPS, ROWS, TRANSFORMS, turn)
 
 _INVERSE = (0, 1, 2, 3, 4, 7, 6, 5)  # the transform (of TRANSFORMS) that undoes each one
 
@@ -47,24 +46,19 @@ def full_hash(path: str) -> str:
     return h.hexdigest()
 
 
+def _blob_matrix(blobs: Sequence[bytes]) -> np.ndarray:
+    """(n, BLOB_BYTES) uint8: one photo's fingerprint a row."""
+    return np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(len(blobs), BLOB_BYTES)
+
+
 def hash_array(blobs: Sequence[bytes]) -> np.ndarray:
     """(n, ROWS, 40) uint8: per image, per flip/rotation then per inner crop, the coarse then the fine code."""
-    if not blobs:
-        return np.zeros((0, ROWS, CODE_BYTES), dtype=np.uint8)
-    whole = np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(len(blobs), BLOB_BYTES)
-    return whole[:, :ROWS * CODE_BYTES].reshape(len(blobs), ROWS, CODE_BYTES)
+    return _blob_matrix(blobs)[:, :ROWS * CODE_BYTES].reshape(len(blobs), ROWS, CODE_BYTES)
 
 
 def pixel_array(blobs: Sequence[bytes]) -> np.ndarray:
     """(n, PIXEL_BYTES) uint8: each image's pictures for the pixel check (64x64 grey, then 4x4 RGB)."""
-    if not blobs:
-        return np.zeros((0, PIXEL_BYTES), dtype=np.uint8)
-    whole = np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(len(blobs), BLOB_BYTES)
-    return whole[:, ROWS * CODE_BYTES:]
-
-
-def valid_hashes(blob: bytes | None) -> TypeGuard[bytes]:
-    return blob is not None and len(blob) == BLOB_BYTES
+    return _blob_matrix(blobs)[:, ROWS * CODE_BYTES:]
 
 
 def _parts(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -66,10 +66,10 @@ def same_footage(matched: int, frames: int) -> bool:
 def video_pairs(prints: Mapping[int, bytes], vectors: Mapping[int, np.ndarray], t: DupThresholds) -> list[Pair]:
     """Near-exact pairs among videos (id -> fingerprint of its key frames): candidates are videos with a key frame
     within the coarse threshold of one of the other's; each is then compared in full."""
-    ids = sorted(i for i, blob in prints.items() if pictures_in(blob))
+    ids = sorted(i for i, blob in prints.items() if pictures_in(len(blob)))
     if len(ids) < 2:
         return []
-    owner = np.concatenate([np.full(pictures_in(prints[i]), i, dtype=np.int64) for i in ids])
+    owner = np.concatenate([np.full(pictures_in(len(prints[i])), i, dtype=np.int64) for i in ids])
     codes = hash_array([f for i in ids for f in _frames(prints[i])])
     found = hash_neighbours(codes, np.arange(len(codes)), NEIGHBOURS, t.near_hamming)
     candidates = {(min(a, b), max(a, b)) for a, b in zip(owner[found[:, 0]].tolist(), owner[found[:, 1]].tolist())

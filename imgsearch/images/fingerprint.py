@@ -10,9 +10,11 @@ Imported by decode worker processes: numpy and Pillow only."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import itertools
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -141,12 +143,12 @@ def fingerprint(img: Image.Image) -> bytes:
     return np.concatenate([coarse, fine], axis=1).tobytes() + pixels.tobytes() + colour.tobytes()
 
 
-def pictures_in(blob: bytes | None) -> int:
-    """How many pictures' fingerprints a stored blob holds (a photo 1, a video one per key frame; 0: none, or one
-    written by another version)."""
-    if not blob or len(blob) % BLOB_BYTES:
+def pictures_in(size: int | None) -> int:
+    """How many pictures' fingerprints a stored blob of `size` bytes holds (a photo 1, a video one per key frame; 0:
+    none, or one written by another version)."""
+    if not size or size % BLOB_BYTES:
         return 0
-    return len(blob) // BLOB_BYTES
+    return size // BLOB_BYTES
 
 
 def fingerprint_file(path: str, max_pixels: int, sampling: VideoSampling | None = None) -> bytes:
@@ -189,13 +191,14 @@ def fingerprint_files(paths: Sequence[str], workers: int, progress: Progress) ->
     limit = default_pixel_limit(max(1, workers))
     progress.stage("fingerprinting", len(paths))
     out = []
-    if workers <= 1 or len(paths) < 4 * CHUNK:
-        for p in paths:
-            out.append(_job(p, limit))
-            progress.advance()
-        return out
-    with importable_main(), process_pool(workers) as pool:
-        for result in pool.map(_job, paths, [limit] * len(paths), chunksize=CHUNK):
+    with contextlib.ExitStack() as stack:
+        if workers <= 1 or len(paths) < 4 * CHUNK:
+            results: Iterable[tuple[bytes | None, str | None]] = map(_job, paths, itertools.repeat(limit))
+        else:
+            stack.enter_context(importable_main())
+            pool = stack.enter_context(process_pool(workers))
+            results = pool.map(_job, paths, itertools.repeat(limit), chunksize=CHUNK)
+        for result in results:
             out.append(result)
             progress.advance()
     return out
