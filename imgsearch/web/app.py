@@ -81,8 +81,7 @@ def serve(lib: Library, host: str, port: int, token: str | None, preload: Callab
     url = _address("127.0.0.1" if everywhere else host, port)
     far = (allowed_hosts or names or (None,))[0]
     elsewhere = _address(far, port) if everywhere and far else None
-    config = uvicorn.Config(errors.Enveloped(app, api.MAX_UPLOAD_BYTES), host=host, port=port, log_level="warning",
-                            access_log=False)
+    config = uvicorn.Config(errors.Enveloped(app), host=host, port=port, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     marker = lib.path / SERVER_FILENAME
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from http import HTTPStatus
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -57,15 +58,20 @@ async def handle_invalid(_request: Request, exc: RequestValidationError) -> JSON
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 
 
-async def handle_http(_request: Request, exc: HTTPException) -> JSONResponse:
-    """Errors the framework raises itself (an unknown address, a wrong method, a body over the limit) in the same
-    envelope as the library's, with a code."""
-    code = HTTP_CODES.get(exc.status_code, "usage" if 400 <= exc.status_code < 500 else "error")
+def framework_body(status: int, detail: str) -> dict:
+    """The envelope of an error the framework raises itself (an unknown address, a wrong method, a body over the
+    limit), with a code."""
     from imgsearch.web.api import MAX_UPLOAD_BYTES
 
-    message = ({413: f"the request is too large: images are searched up to {MAX_UPLOAD_BYTES:,} bytes"}
-               .get(exc.status_code, str(exc.detail)))
-    return JSONResponse({"error": {"code": code, "message": message, "param": None}}, status_code=exc.status_code,
+    code = HTTP_CODES.get(status, "usage" if 400 <= status < 500 else "error")
+    message = ({413: f"the request body is larger than this server takes (an image upload: at most "
+                     f"{MAX_UPLOAD_BYTES // 2**20} MB)"}.get(status, detail))
+    return {"error": {"code": code, "message": message, "param": None}}
+
+
+async def handle_http(_request: Request, exc: HTTPException) -> JSONResponse:
+    """The framework's errors that reach a handler, in the same envelope as the library's."""
+    return JSONResponse(framework_body(exc.status_code, str(exc.detail)), status_code=exc.status_code,
                         headers=getattr(exc, "headers", None))
 
 
@@ -98,11 +104,8 @@ class Enveloped:
     """ASGI: an error the framework answers in plain text before any handler of ours runs (a 413 for a declared
     body size, from the body-size limit) is rewritten into the error envelope, so every API error has one shape."""
 
-    def __init__(self, app: Any, upload_limit: int) -> None:
+    def __init__(self, app: Any) -> None:
         self.app = app
-        self.messages = {413: f"the request body is larger than this server takes (an image upload: at most "
-                              f"{upload_limit // 2**20} MB)", 404: "no such address",
-                         405: "this address does not take that method"}
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -117,8 +120,7 @@ class Enveloped:
                 if kind.startswith(b"text/plain"):  # the framework's own text (a page's 404 stays a page)
                     rewriting = True
                     status = message["status"]
-                    payload = json.dumps({"error": {"code": HTTP_CODES[status], "param": None,
-                                                    "message": self.messages.get(status, "refused")}}).encode()
+                    payload = json.dumps(framework_body(status, HTTPStatus(status).phrase)).encode()
                     headers = [(k, v) for k, v in message.get("headers", [])
                                if k not in (b"content-type", b"content-length")]
                     await send({**message, "headers": [*headers, (b"content-type", b"application/json"),
