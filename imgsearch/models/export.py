@@ -465,7 +465,7 @@ def encoder_for_indexing(key: str, device: str, root: Path, runtime: str | None,
 def _unsound(found: ExportedEncoder) -> str | None:
     """Why an export must not index (a file changed since it was made, or non-finite vectors for a probe), or None.
     Run before every indexing run: a damaged export is made again instead of filling the library with NaN."""
-    why = runtimes.damaged(found.folder, found.meta)
+    why = found.check_files()
     if why is not None:
         return why
     geo = found.info.geometry

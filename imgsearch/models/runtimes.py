@@ -542,6 +542,7 @@ class ExportedEncoder:
         self.encode_s = 0.0
         self._threads = threads
         self._towers: dict[str, object] = {}
+        self._sound: set[str] = set()  # parts (visual, textual) whose files were found as they were made
         self._tokens: Tokens | None = None
         self._lock = threading.Lock()
         self._mean = np.asarray(self.info.mean, np.float32) * 255
@@ -578,14 +579,23 @@ class ExportedEncoder:
                 "text": {"context_length": info["context_length"], "sot": None, "eot": None, "trim": False}}
         return cls(folder, meta, threads)
 
+    def check_files(self) -> str | None:
+        """Which file of the export changed since it was made, in words (None: none); its towers then load without
+        checking their files again."""
+        why = damaged(self.folder, self.meta)
+        if why is None:
+            self._sound.update((VISUAL, TEXTUAL))
+        return why
+
     def _tower(self, name: str):
         with self._lock:
             if name not in self._towers:
                 part = VISUAL if name == "image" else TEXTUAL
-                why = damaged(self.folder, self.meta, part)
+                why = None if part in self._sound else damaged(self.folder, self.meta, part)
                 if why is not None:
                     raise CorruptError(f"the exported model in {self.folder} is damaged ({why}): "
                                        + damage_fix(self.folder) + ".")
+                self._sound.add(part)
                 path = self._tower_file(part)
                 self._towers[name] = _BACKENDS[self._runs(path)](path, self._threads, quick_start=name == "text")
             return self._towers[name]
