@@ -42,12 +42,18 @@ class PhotoInfo:
     duration_ms: int | None = None  # a video's length
 
 
+def _indexed(session: Session, image_id: int):  # -> store Image row
+    """The row of an indexed photo; NotFoundError for an id the library does not have (or not as a photo)."""
+    image = store.get_image(session, image_id)
+    if image is None or image.status != STATUS_INDEXED:
+        raise NotFoundError(f"no photo {image_id} in this library", "image_id")
+    return image
+
+
 def photo(sessions: sessionmaker[Session], image_id: int) -> PhotoInfo:
     """An indexed photo's record; NotFoundError for an id the library does not have (or not as a photo)."""
     with sessions() as session:
-        image = store.get_image(session, image_id)
-        if image is None or image.status != STATUS_INDEXED:
-            raise NotFoundError(f"no photo {image_id} in this library", "image_id")
+        image = _indexed(session, image_id)
         camera = " ".join(p for p in (image.camera_make, image.camera_model) if p) or None
         gps = (image.gps_lat, image.gps_lon) if image.gps_lat is not None and image.gps_lon is not None else None
         return PhotoInfo(image.id, image.path, Path(image.path).name, image.size, image.width, image.height,
@@ -58,22 +64,22 @@ def photo(sessions: sessionmaker[Session], image_id: int) -> PhotoInfo:
 
 def original(sessions: sessionmaker[Session], image_id: int) -> Path:
     """The photo's file, resolved; only if it leads where it led when indexed (a symbolic link followed out of the
-    folders by the indexer is served while it points at the same file) or lies inside an indexed folder now; a link
-    swapped after indexing is refused as not found."""
-    info = photo(sessions, image_id)
+    folders by the indexer is served while it points at the same file) or, for a photo indexed before that was
+    recorded, lies inside an indexed folder now; a link swapped after indexing is refused as not found."""
     with sessions() as session:
-        roots = [os.path.realpath(r) for r in store.list_roots(session)]
-        image = store.get_image(session, image_id)
-        indexed_at = image.real_path if image is not None else None
-    real = os.path.realpath(info.path)
-    if not os.path.lexists(info.path):
-        raise NotFoundError(f"photo {image_id}'s file is gone from disk ({info.path}): the next `imgsearch index` "
+        image = _indexed(session, image_id)
+        path, indexed_at = image.path, image.real_path
+        roots = [os.path.realpath(r) for r in store.list_roots(session)] if indexed_at is None else []
+    real = os.path.realpath(path)
+    if not os.path.lexists(path):
+        raise NotFoundError(f"photo {image_id}'s file is gone from disk ({path}): the next `imgsearch index` "
                             "takes it out of the library", "image_id")
-    inside = any(os.path.commonpath([real, root]) == root for root in roots)
     if indexed_at is not None:
         inside = real == indexed_at
+    else:
+        inside = any(os.path.commonpath([real, root]) == root for root in roots)
     if not inside or not os.path.isfile(real):
-        raise NotFoundError(f"photo {image_id} ({info.path}) leads outside the library's folders now (a link or "
+        raise NotFoundError(f"photo {image_id} ({path}) leads outside the library's folders now (a link or "
                             "folder changed since it was indexed): it is not served", "image_id")
     return Path(real)
 
