@@ -78,13 +78,9 @@ def _refresh_hashes(sessions: sessionmaker[Session], rows: list, videos: set[int
                 continue
             have[r.id] = codes
             fresh.append(r.id)
-            old = known.get(r.id)
-            keep_full = old is not None and old.content_hash == r.content_hash
-            save.append({"image_id": r.id, "content_hash": r.content_hash, "phashes": codes,
-                         "full_hash": old.full_hash if old is not None and keep_full else None,
-                         "full_hash_stat": old.full_hash_stat if old is not None and keep_full else None})
+            save.append((r.id, r.content_hash, codes))
         with sessions.begin() as session:
-            store.save_image_hashes(session, save)
+            store.save_fingerprints(session, save)  # as index saves them: a full hash kept for the same content
     return have, fresh, failed
 
 
