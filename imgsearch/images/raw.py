@@ -37,21 +37,18 @@ def open_raw(data: bytes | bytearray, max_pixels: int, min_side: int) -> tuple[I
             upright = (sizes.height, sizes.width) if sizes.flip in (5, 6) else (sizes.width, sizes.height)
             img = _preview(raw, min_side, max_pixels)
             if img is None:
-                # a stripped file (only its header, as camera test suites publish them) has no sensor data to
-                # develop: its embedded preview, however small, is the picture; without one there is none
-                small = _preview(raw, 0, max_pixels)
                 try:
-                    blank = not _has_sensor_data(raw)
-                except rawpy.LibRawError:
-                    if small is None:
-                        raise  # damaged, and nothing else to show: its reason in words below
-                    blank = True
-                if not blank:
+                    sound, damage = _has_sensor_data(raw), None
+                except rawpy.LibRawError as exc:
+                    sound, damage = False, exc
+                if sound:
                     return Image.fromarray(raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8)), \
                         _metadata(data, *upright)
-                if small is None:
-                    raise ImageError(STRIPPED)
-                img = small
+                # a stripped file (only its header, as camera test suites publish them) or a damaged one has no sensor
+                # data to develop: its embedded preview, however small, is the picture; without one there is none
+                img = _preview(raw, 0, max_pixels)
+                if img is None:
+                    raise damage or ImageError(STRIPPED)  # damaged: its reason in words below
             img = img.transpose(_FLIP[sizes.flip]) if sizes.flip in _FLIP else img
     except ImageError:
         raise
