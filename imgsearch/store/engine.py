@@ -105,24 +105,24 @@ def current_revision(engine: Engine) -> str | None:
         raise dialect.database_error(engine, exc.orig) from exc
 
 
-def upgrade_to_head(engine: Engine, revision: str = "head") -> None:
-    """Apply migrations in-process on this engine."""
+def _alembic(engine: Engine, command_name: str, revision: str, **options: object) -> None:
+    """Run one of Alembic's commands (upgrade, downgrade, stamp) in-process, on this engine, in one transaction."""
     from alembic import command
 
     cfg = _alembic_config()
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+        getattr(command, command_name)(cfg, revision, **options)
+
+
+def upgrade_to_head(engine: Engine, revision: str = "head") -> None:
+    """Apply migrations in-process on this engine."""
+    _alembic(engine, "upgrade", revision)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
     """Apply down-migrations in-process (used by tests and by developers)."""
-    from alembic import command
-
-    cfg = _alembic_config()
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, revision)
+    _alembic(engine, "downgrade", revision)
 
 
 def _schema_is_head(engine: Engine) -> bool:
@@ -133,15 +133,6 @@ def _schema_is_head(engine: Engine) -> bool:
 
     with engine.connect() as conn:
         return not compare_metadata(MigrationContext.configure(conn), Base.metadata)
-
-
-def _stamp_head(engine: Engine) -> None:
-    from alembic import command
-
-    cfg = _alembic_config()
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.stamp(cfg, "head", purge=True)  # purge: whatever rows were there, one row: head
 
 
 def _version_rows(engine: Engine) -> list[str] | None:
@@ -226,7 +217,7 @@ def upgrade(target: str | Path, folder: Path | None = None,
                                     f"nothing{saved}. Report this with the message.") from exc
             # the tables are this version's already and only the revision row was behind (an interrupted upgrade,
             # a copy, a hand edit): the row is brought up to date; no table is touched
-            _stamp_head(engine)
+            _alembic(engine, "stamp", "head", purge=True)  # purge: whatever rows were there, one: head
         return before, head_revision(), copy
     finally:
         engine.dispose()
