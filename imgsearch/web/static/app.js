@@ -5,6 +5,13 @@
 const $ = (sel, root = document) => root.querySelector(sel);
 const page = document.body.dataset.page;
 
+function thumb(photo, at = "") {  // a photo's (or a video moment's) thumbnail, as every grid shows them
+  const img = document.createElement("img");
+  img.src = `/api/v1/images/${photo.id}/thumb?size=320` + (at ? `&${at}` : "");
+  img.alt = photo.name;
+  return img;
+}
+
 function tile(r, query, index) {  // the same markup as the tile macro in templates/macros.html
   const box = document.createElement("div");
   box.className = "tile";
@@ -14,9 +21,7 @@ function tile(r, query, index) {  // the same markup as the tile macro in templa
   const at = r.time_ms !== null && r.time_ms !== undefined ? `t=${r.time_ms}` : "";
   open.href = `/photo/${r.id}` + (query ? `?${query}&i=${index}` + (at ? `&${at}` : "") : (at ? `?${at}` : ""));
   open.title = `${r.path} (${r.score.toFixed(3)})`;
-  const img = document.createElement("img");
-  img.src = `/api/v1/images/${r.id}/thumb?size=320` + (at ? `&${at}` : "");
-  img.alt = r.name;
+  const img = thumb(r, at);
   img.loading = "lazy";
   img.width = img.height = 320;
   const score = document.createElement("span");
@@ -177,9 +182,7 @@ async function duplicates() {
       const card = document.createElement("figure");
       card.className = "pair " + (p.grouped ? "grouped" : "apart");
       for (const side of [p.a, p.b]) {
-        const img = document.createElement("img");
-        img.src = `/api/v1/images/${side.id}/thumb?size=320`;
-        img.alt = side.name;
+        const img = thumb(side);
         img.title = side.path;
         card.append(img);
       }
@@ -205,9 +208,7 @@ async function duplicates() {
     for (const m of g.members) {
       const card = document.createElement("div");
       card.className = "member" + (m.id === g.keeper ? " keeper" : "");
-      const img = document.createElement("img");
-      img.src = `/api/v1/images/${m.id}/thumb?size=320`;
-      img.alt = m.name;
+      const img = thumb(m);
       const text = document.createElement("div");
       const evidence = m.relation === "keeper" ? "keep"
         : `${m.relation}${m.cosine !== null ? `, cos ${m.cosine}` : ""}${m.key_frames ? `, ${m.key_frames}` : ""}`;
