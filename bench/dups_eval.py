@@ -163,12 +163,10 @@ def hash_separation(lib, origin: dict, tag: dict) -> None:
           f"{close.sum()} within 10 coarse bits, their fine distances >= {fine[close].min() if close.any() else '-'}")
 
 
-def scale(lib, sizes: list[int], k: int) -> None:
-    """Candidate search + scoring + grouping at n photos, from the real vectors and hashes resampled with noise."""
+def synthetic(lib, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(vectors, pHash codes, pixel codes) of n made-up photos: 90% distinct (the library's real vectors and
+    fingerprints resampled with noise, each with a picture of its own), 10% near copies of them."""
     from imgsearch import store
-    from imgsearch.config import DupThresholds
-    from imgsearch.dups.candidates import hash_neighbours, score_pairs, vector_neighbours
-    from imgsearch.dups.grouping import group_pairs
     from imgsearch.dups.hashing import hash_array, pixel_array
 
     with lib.session() as session:
@@ -176,37 +174,46 @@ def scale(lib, sizes: list[int], k: int) -> None:
         ids, vectors = store.load_vectors(session, model.id, model.dim)
         codes = [h.phashes for h in store.image_hashes(session).values() if h.phashes]
     base_codes, base_pictures = hash_array(codes), pixel_array(codes)
-    rng = np.random.default_rng(0)
 
     def flip_bits(c: np.ndarray, lo: int, hi: int, count: int) -> None:
         for _ in range(count):  # one random bit in [lo, hi) bytes of every variant, per photo
             bit = rng.integers(lo * 8, hi * 8, len(c))
             c[np.arange(len(c)), :, bit // 8] ^= (1 << (bit % 8)).astype(np.uint8)[:, None]
 
+    m = n - n // 10
+    pick = rng.integers(0, len(vectors), m)
+    v = vectors[pick] + rng.normal(0, 0.05, (m, vectors.shape[1])).astype(np.float32)
+    drawn = rng.integers(0, len(base_codes), m)
+    c = base_codes[drawn].copy()
+    # distinct photos have distinct pictures: a random field (8x8, upsampled) over a real one's grey detail
+    fields = np.kron(rng.integers(0, 256, (m, 8, 8)), np.ones((1, 4, 4))).reshape(m, -1)
+    pictures = base_pictures[drawn].astype(np.float32)
+    pictures[:, :fields.shape[1]] = 0.5 * pictures[:, :fields.shape[1]] + 0.5 * fields
+    pictures = np.clip(pictures, 0, 255).astype(np.uint8)
+    flip_bits(c, 0, 8, 8)
+    flip_bits(c, 8, 40, 60)
+    src = rng.integers(0, m, n - m)
+    cv = v[src] + rng.normal(0, 0.005, (n - m, v.shape[1])).astype(np.float32)
+    cc = c[src].copy()
+    flip_bits(cc, 0, 8, 2)
+    flip_bits(cc, 8, 40, 4)
+    v = np.concatenate([v, cv])
+    v = np.ascontiguousarray(v / np.linalg.norm(v, axis=1, keepdims=True), dtype=np.float32)
+    c = np.concatenate([c, cc])
+    pictures = np.concatenate([pictures, np.clip(pictures[src] + rng.normal(0, 2, pictures[src].shape), 0, 255)
+                               .astype(np.uint8)])
+    return v, c, pictures
+
+
+def scale(lib, sizes: list[int], k: int) -> None:
+    """Candidate search + scoring + grouping at n photos, from the real vectors and hashes resampled with noise."""
+    from imgsearch.config import DupThresholds
+    from imgsearch.dups.candidates import hash_neighbours, score_pairs, vector_neighbours
+    from imgsearch.dups.grouping import group_pairs
+
+    rng = np.random.default_rng(0)
     for n in sizes:
-        # 90% distinct photos (real vectors and hashes, resampled with noise), 10% near copies of them
-        m = n - n // 10
-        pick = rng.integers(0, len(vectors), m)
-        v = vectors[pick] + rng.normal(0, 0.05, (m, vectors.shape[1])).astype(np.float32)
-        drawn = rng.integers(0, len(base_codes), m)
-        c = base_codes[drawn].copy()
-        # distinct photos have distinct pictures: a random field (8x8, upsampled) over a real one's grey detail
-        fields = np.kron(rng.integers(0, 256, (m, 8, 8)), np.ones((1, 4, 4))).reshape(m, -1)
-        pictures = base_pictures[drawn].astype(np.float32)
-        pictures[:, :fields.shape[1]] = 0.5 * pictures[:, :fields.shape[1]] + 0.5 * fields
-        pictures = np.clip(pictures, 0, 255).astype(np.uint8)
-        flip_bits(c, 0, 8, 8)
-        flip_bits(c, 8, 40, 60)
-        src = rng.integers(0, m, n - m)
-        cv = v[src] + rng.normal(0, 0.005, (n - m, v.shape[1])).astype(np.float32)
-        cc = c[src].copy()
-        flip_bits(cc, 0, 8, 2)
-        flip_bits(cc, 8, 40, 4)
-        v = np.concatenate([v, cv])
-        v = np.ascontiguousarray(v / np.linalg.norm(v, axis=1, keepdims=True), dtype=np.float32)
-        c = np.concatenate([c, cc])
-        pictures = np.concatenate([pictures, np.clip(pictures[src] + rng.normal(0, 2, pictures[src].shape), 0, 255)
-                                   .astype(np.uint8)])
+        v, c, pictures = synthetic(lib, n, rng)
         rows = np.arange(n)
         t0 = time.perf_counter()
         cand = vector_neighbours(v, rows, k)
@@ -217,15 +224,59 @@ def scale(lib, sizes: list[int], k: int) -> None:
         pairs = score_pairs(np.arange(n, dtype=np.int64), v, c, np.ones(n, dtype=bool), cand,
                             min(t.edited_cosine, t.similar_cosine) - 0.05, t.near_hamming + 4, t.near_cosine - 0.05)
         t3 = time.perf_counter()
-        grouping = group_pairs(pairs, t, ("exact", "near", "similar"),
-                               {i: v[i] for i in range(n)}, 50, pictures={i: pictures[i] for i in range(n)})
+        vectors, each = {i: v[i] for i in range(n)}, {i: pictures[i] for i in range(n)}
+        default = group_pairs(pairs, t, ("exact", "near"), vectors, 50, pictures=each)
         t4 = time.perf_counter()
-        unchecked = group_pairs(pairs, t, ("exact", "near", "similar"), {i: v[i] for i in range(n)}, 50)
+        grouping = group_pairs(pairs, t, ("exact", "near", "similar"), vectors, 50, pictures=each)
         t5 = time.perf_counter()
         print(f"n={n:>7}: vector k-NN {t1 - t0:6.1f} s, hash k-NN {t2 - t1:6.1f} s, scoring {len(pairs)} pairs "
-              f"{t3 - t2:5.1f} s, grouping {t4 - t3:5.1f} s (without the pixel check {t5 - t4:5.1f} s); total "
-              f"{t4 - t0:6.1f} s, {len(grouping.groups)} groups ({sum(x == 'near' for x in grouping.tiers)} near; "
-              f"{len(unchecked.groups)} groups unchecked)")
+              f"{t3 - t2:5.1f} s, grouping exact+near {t4 - t3:5.1f} s ({len(default.groups)} groups), with similar "
+              f"at {t.similar_cosine} {t5 - t4:5.1f} s ({len(grouping.groups)} groups); "
+              f"total (exact+near) {t4 - t0:6.1f} s")
+
+
+def library_scale(lib, n: int, model_spec, work: Path) -> None:
+    """`imgsearch dups` as a user runs it (a fresh process, the default tiers) on a library of n synthetic photos:
+    rows, vectors and fingerprints written as index would (synthetic(); one small file per photo, so that no
+    photo is "gone"); the first run (a full scan) and the next one (the pair cache, nothing new)."""
+    import subprocess
+
+    from imgsearch import store
+    from imgsearch.library import Library
+    from indexer.pipeline import model_record
+
+    v, c, pictures = synthetic(lib, n, np.random.default_rng(1))
+    blobs = [c[i].tobytes() + pictures[i].tobytes() for i in range(n)]
+    files = work / "synthetic"
+    t0 = time.perf_counter()
+    with Library.open(work / "lib-scale", create=True) as big:
+        info = big.encoder(model_spec).info
+        with big.sessions.begin() as session:
+            model_id = store.get_or_create_model(session, model_record(info)).id
+            for start in range(0, n, 10_000):
+                chunk = range(start, min(n, start + 10_000))
+                folder = files / f"{start // 10_000:03d}"
+                folder.mkdir(parents=True)
+                records = []
+                for i in chunk:
+                    path = folder / f"{i}.jpg"
+                    path.write_bytes(i.to_bytes(8, "little"))
+                    records.append((store.ImageRecord(str(path), 8, 1, f"{i:016x}", 4000, 3000, "JPEG"), None))
+                ids, _ = store.save_images(session, records)
+                store.save_vectors(session, model_id, ids, v[start:start + len(ids)])
+                store.save_fingerprints(session, [(i, f"{n0:016x}", blobs[n0]) for i, n0 in zip(ids, chunk)])
+    print(f"library of {n:,} synthetic photos written in {time.perf_counter() - t0:.0f} s")
+    for run in ("first (full scan)", "second (pair cache)"):
+        t0 = time.perf_counter()
+        done = subprocess.run(["/usr/bin/time", "-f", "%U %S %M", sys.executable, "-m", "imgsearch", "dups", "-L",
+                               str(work / "lib-scale")], capture_output=True, text=True)  # GNU time: CPU s, peak KB
+        wall = time.perf_counter() - t0
+        assert done.returncode == 0, done.stderr[-2000:]
+        user, system, peak_kb = done.stderr.split()[-3:]
+        summary = [line for line in done.stderr.splitlines() if "group" in line and not line.startswith("Warning")][-1:]
+        print(f"  imgsearch dups, {run}: {wall:6.1f} s wall, {float(user) + float(system):6.1f} s CPU, "
+              f"peak RSS {int(peak_kb) / 1024:,.0f} MB; {summary[0].strip() if summary else done.stderr[-300:]}",
+              flush=True)
 
 
 def main() -> None:
@@ -233,6 +284,7 @@ def main() -> None:
     ap.add_argument("--originals", type=int, default=400)
     ap.add_argument("--model", default=None, help="local-dir:DIR (default: a random tiny model)")
     ap.add_argument("--scale", type=int, nargs="*", default=[10_000, 100_000])
+    ap.add_argument("--library", type=int, default=100_000, help="photos of the `imgsearch dups` run (0: none)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dump", action="store_true", help="print every false and missed near-exact pair")
     for name in ("near_cosine", "edited_cosine", "similar_cosine"):
@@ -261,6 +313,8 @@ def main() -> None:
         quality(lib, origin, tag, label, args.dump, near_cosine=args.near_cosine, edited_cosine=args.edited_cosine,
                 similar_cosine=args.similar_cosine)
         scale(lib, args.scale, 32)
+        if args.library:
+            library_scale(lib, args.library, ModelSpec(model, None), work)
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -34,6 +34,7 @@ DEFAULT_EXCLUDES = (
 DB_FILENAME = "library.db"
 MANIFEST_FILENAME = "manifest.json"
 INDEX_DIRNAME = "indexes"
+DUPS_DIRNAME = "dups"  # in a library's folder: the candidate-pair cache of `imgsearch dups`
 SERVER_FILENAME = "server.json"  # written by `imgsearch serve`: where CLI commands on this machine find it
 
 

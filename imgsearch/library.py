@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.orm import Session
 
 from imgsearch import folder, photos, store
-from imgsearch.config import (DB_FILENAME, DB_URL_ENV, INDEX_DIRNAME, DupOptions, IndexSettings, ModelSpec,
+from imgsearch.config import (DB_FILENAME, DB_URL_ENV, DUPS_DIRNAME, INDEX_DIRNAME, DupOptions, IndexSettings, ModelSpec,
                               SearchOptions, default_library_dir)
 from imgsearch.errors import (LibraryNotFoundError, NothingIndexedError, ReadOnlyError,
                               UsageError)
@@ -292,7 +292,7 @@ class Library:
 
         row = self._model_row(model)
         with self._writing():  # hashes and candidate pairs are cached in the library
-            return dup_scan.find(self.sessions, row, options, progress)
+            return dup_scan.find(self.sessions, row, options, self.path / DUPS_DIRNAME, progress)
 
     def act_on_duplicates(self, groups: Sequence[Group], move_to: Path | None = None, link: str | None = None,
                           apply: bool = False, yes: bool = False) -> ActionReport:

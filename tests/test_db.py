@@ -75,7 +75,7 @@ def test_a_stale_revision_row_is_settled_by_the_upgrade_its_message_names(tmp_pa
     done = subprocess.run([sys.executable, "-m", *fix.split(), "-L", str(tmp_path / "lib")], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
-    assert "-> 0009" in done.stderr and "Backed up to" in done.stderr
+    assert f"-> {db.HEAD_REVISION}" in done.stderr and "Backed up to" in done.stderr
     with Library.open(tmp_path / "lib") as lib:
         assert db.current_revision(lib.engine) == db.HEAD_REVISION
 

@@ -230,6 +230,52 @@ def test_rerun_searches_only_new_photos_and_reopens_no_file(library, variants: P
     assert ("near", {"hat-3.jpg", "hat-3.png", "hat-3.webp"}) in _group_names(third)
 
 
+@pytest.mark.parametrize("damage", ["garbled", "truncated", "another model's"])
+def test_a_damaged_pair_cache_is_a_full_scan_with_the_same_groups(library, variants: Path, damage: str) -> None:
+    """The candidate pairs live in a file beside the database (dups.pair_cache): damaged or not this model's, it is
+    ignored, the scan is a full one, the groups are the same and the file is good again after."""
+    from imgsearch.dups import pair_cache
+
+    library.index([variants], settings=_settings())
+    first = library.duplicates(DupOptions(tiers=NEAR))
+    (cache,) = (library.path / "dups").glob("pairs-model-*.npz")
+    kept = pair_cache.load(cache.parent, int(cache.stem.rsplit("-", 1)[1]))
+    assert kept is not None and len(kept.pairs) >= 6 and (kept.pairs.a < kept.pairs.b).all()
+    data = cache.read_bytes()
+    if damage == "garbled":
+        cache.write_bytes(data[:200] + bytes(255 - b for b in data[200:1200]) + data[1200:])
+    elif damage == "truncated":
+        cache.write_bytes(data[:len(data) // 2])
+    else:  # another model's file under this model's name
+        pair_cache.save(cache.parent, 999, kept.generation, kept.floor, kept.pairs)
+        cache.with_name("pairs-model-999.npz").replace(cache)
+    again = library.duplicates(DupOptions(tiers=NEAR))
+    assert again.full_scan and again.rescanned == 12 and _group_names(again) == _group_names(first)
+    assert not library.duplicates(DupOptions(tiers=NEAR)).full_scan  # the file is good again
+    assert [p.name for p in cache.parent.iterdir()] == [cache.name]  # no temporary file left beside it
+
+
+def test_a_forgotten_photo_leaves_the_pair_cache(library, variants: Path) -> None:
+    from sqlalchemy import select
+
+    from imgsearch.dups import pair_cache
+    from imgsearch.store.orm import Image as ImageRow
+
+    library.index([variants], settings=_settings())
+    first = library.duplicates(DupOptions(tiers=NEAR))
+    assert ("near", {"hat-2.jpg", "hat-2-q50.jpg"}) in _group_names(first)
+    (variants / "copies" / "hat-2-q50.jpg").unlink()
+    library.index([variants], settings=_settings())
+    report = library.duplicates(DupOptions(tiers=NEAR))
+    assert not report.full_scan and report.unreadable == []  # not "gone": forgotten by index, its pairs dropped
+    assert all("hat-2-q50" not in m.photo.path for g in report.groups for m in g.members)
+    (cache,) = (library.path / "dups").glob("pairs-model-*.npz")
+    kept = pair_cache.load(cache.parent, int(cache.stem.rsplit("-", 1)[1]))
+    with library.session() as session:
+        known = {i for (i,) in session.execute(select(ImageRow.id))}
+    assert kept is not None and set(kept.pairs.a.tolist()) | set(kept.pairs.b.tolist()) <= known
+
+
 def test_a_library_without_fingerprints_gets_them_from_the_next_index(library, variants: Path) -> None:
     """Fingerprints written by an older version (another length) or none at all: `dups` makes the missing ones
     itself, and the next `index` fills in every one, so `dups` then reopens no file."""

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, fields
 
 import faiss
 import numpy as np
@@ -13,7 +12,9 @@ from imgsearch.vectors.params import nlist_for
 from imgsearch.dups.hashing import hash_distances
 from imgsearch.images.fingerprint import COARSE_BYTES, TRANSFORMS
 
-BINARY_EXACT_MAX = 20_000  # hashes searched exhaustively up to here, with HNSW beyond
+BINARY_EXACT_MAX = 20_000  # hashes searched exhaustively up to here, with a binary IVF beyond
+BINARY_NPROBE = 16  # lists of the binary IVF visited per query: at 100k, 10x faster than an HNSW (efSearch 128) and
+# as many pairs within the cache's bits, every near copy among them (bench/dups_eval.py)
 
 
 VECTOR_EXACT_MAX = 20_000  # vectors searched exhaustively up to here, with IVF (exact distances) beyond
@@ -32,6 +33,66 @@ class Pair:
     crop: int | None = None  # fine distance between an inner crop of one and the other (a trimmed copy)
     exact: bool = False  # byte-identical
     frames: tuple[int, int] | None = None  # videos: (key frames of the shorter that match the other's, of how many)
+
+
+NONE = -1  # in a PairTable's integer columns: no value (no hash for one of the two, not a video pair)
+
+
+@dataclass(frozen=True)
+class PairTable:
+    """Many pairs as columns (one NumPy array per field of Pair, NONE for None): millions of candidate pairs are
+    scored, cached and tiered without one Python object each."""
+
+    a: np.ndarray  # int64 image ids, a < b
+    b: np.ndarray
+    cosine: np.ndarray  # float64
+    hamming: np.ndarray  # int16, NONE: no hash for one of them
+    transform: np.ndarray  # int16
+    fine: np.ndarray  # int16
+    crop: np.ndarray  # int16
+    exact: np.ndarray  # bool
+    matched: np.ndarray  # int32 videos: key frames of the shorter that match the other's (NONE: not videos)
+    frames: np.ndarray  # int32 ...of how many
+
+    def __len__(self) -> int:
+        return len(self.a)
+
+    @classmethod
+    def empty(cls) -> PairTable:
+        return cls.of([])
+
+    @classmethod
+    def of(cls, pairs: Iterable[Pair]) -> PairTable:
+        """The table of a few Pair objects (exact copies, videos, a test's pairs)."""
+        pairs = list(pairs)
+
+        def column(get, dtype) -> np.ndarray:
+            return np.fromiter((get(p) for p in pairs), dtype=dtype, count=len(pairs))
+
+        def known(v: int | None) -> int:
+            return NONE if v is None else v
+
+        return cls(column(lambda p: p.a, np.int64), column(lambda p: p.b, np.int64),
+                   column(lambda p: p.cosine, np.float64), column(lambda p: known(p.hamming), np.int16),
+                   column(lambda p: known(p.transform), np.int16), column(lambda p: known(p.fine), np.int16),
+                   column(lambda p: known(p.crop), np.int16), column(lambda p: p.exact, bool),
+                   column(lambda p: p.frames[0] if p.frames else NONE, np.int32),
+                   column(lambda p: p.frames[1] if p.frames else NONE, np.int32))
+
+    @classmethod
+    def concat(cls, tables: Sequence[PairTable]) -> PairTable:
+        return cls(*(np.concatenate([getattr(t, f.name) for t in tables]) for f in fields(cls)))
+
+    def take(self, rows: np.ndarray) -> PairTable:
+        """The rows selected by a boolean mask or an index array."""
+        return PairTable(*(getattr(self, f.name)[rows] for f in fields(self)))
+
+    def columns(self) -> dict[str, np.ndarray]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def as_table(pairs: Sequence[Pair] | PairTable) -> PairTable:
+    return pairs if isinstance(pairs, PairTable) else PairTable.of(pairs)
 
 
 def _row_pairs(owners: np.ndarray, found: np.ndarray, keep: np.ndarray) -> np.ndarray:
@@ -88,10 +149,15 @@ def hash_neighbours(codes: np.ndarray, rows: np.ndarray, k: int, max_hamming: in
         return NO_PAIRS
     base = np.ascontiguousarray(codes[:, 0, :COARSE_BYTES])
     bits = COARSE_BYTES * 8
-    index = faiss.IndexBinaryFlat(bits) if n <= BINARY_EXACT_MAX else faiss.IndexBinaryHNSW(bits, 32)
-    if isinstance(index, faiss.IndexBinaryHNSW):
-        index.hnsw.efConstruction = 64
-        index.hnsw.efSearch = 128
+    if n <= BINARY_EXACT_MAX:
+        index: faiss.IndexBinary = faiss.IndexBinaryFlat(bits)
+    else:  # lists by k-means over the codes: a near copy's code sits in its original's list or a close one
+        nlist = nlist_for(n)
+        ivf = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(bits), bits, nlist)
+        sample = np.random.default_rng(0).choice(n, size=min(n, 64 * nlist), replace=False)
+        ivf.train(base[np.sort(sample)])
+        ivf.nprobe = min(nlist, BINARY_NPROBE)
+        index = ivf
     index.add(base)
     rows = np.asarray(rows, dtype=np.int64)
     parts = []
@@ -106,32 +172,31 @@ def hash_neighbours(codes: np.ndarray, rows: np.ndarray, k: int, max_hamming: in
 
 def score_pairs(ids: np.ndarray, vectors: np.ndarray, codes: np.ndarray | None, has_code: np.ndarray | None,
                 row_pairs: np.ndarray, min_cosine: float = -1.0, max_hamming: int = -1,
-                hashed_min_cosine: float = -1.0, chunk: int = 65_536) -> list[Pair]:
+                hashed_min_cosine: float = -1.0, chunk: int = 65_536) -> PairTable:
     """Exact evidence for candidate (row, row) pairs: the stored vectors' cosine and the pHash distances
     over the 8 flips/rotations. Kept: pairs at `min_cosine` or above, and pairs within `max_hamming`
     coarse bits at `hashed_min_cosine` or above. Vectorised, in chunks."""
     rows = np.asarray(row_pairs, dtype=np.int64).reshape(-1, 2).copy()
     if not len(rows):
-        return []
+        return PairTable.empty()
     swap = ids[rows[:, 0]] > ids[rows[:, 1]]
     rows[swap] = rows[swap][:, ::-1]
-    rows = np.unique(rows, axis=0)
-    out: list[Pair] = []
+    keys = np.unique(rows[:, 0] * len(ids) + rows[:, 1])  # one int64 per pair: 8x faster than unique rows
+    rows = np.stack([keys // len(ids), keys % len(ids)], axis=1)
+    parts = []
     for lo in range(0, len(rows), chunk):
         r, s = rows[lo:lo + chunk, 0], rows[lo:lo + chunk, 1]
-        cos = np.einsum("ij,ij->i", vectors[r], vectors[s])
-        coarse = tr = fine = crop = None
+        cos = np.einsum("ij,ij->i", vectors[r], vectors[s]).astype(np.float64)
         keep = cos >= min_cosine
+        none = np.full(len(r), NONE, dtype=np.int16)
+        coarse = tr = fine = crop = none
         if codes is not None and has_code is not None and len(r):
-            coarse, tr, fine, crop = hash_distances(codes[r], codes[s])
-            coarse = np.where(has_code[r] & has_code[s], coarse, -1)
-            keep |= (coarse >= 0) & (coarse <= max_hamming) & (cos >= hashed_min_cosine)
-            coarse, tr, fine, crop = coarse[keep], tr[keep], fine[keep], crop[keep]
-        r, s, cos = r[keep], s[keep], cos[keep]
-        for n in range(len(r)):
-            if coarse is None or tr is None or fine is None or crop is None or coarse[n] < 0:
-                out.append(Pair(int(ids[r[n]]), int(ids[s[n]]), float(cos[n])))
-            else:
-                out.append(Pair(int(ids[r[n]]), int(ids[s[n]]), float(cos[n]), int(coarse[n]), int(tr[n]),
-                                int(fine[n]), int(crop[n])))
-    return out
+            coded = has_code[r] & has_code[s]
+            distances = hash_distances(codes[r], codes[s])
+            coarse, tr, fine, crop = (np.where(coded, d, NONE).astype(np.int16) for d in distances)
+            keep |= coded & (coarse <= max_hamming) & (cos >= hashed_min_cosine)
+        n = int(keep.sum())
+        parts.append(PairTable(ids[r[keep]], ids[s[keep]], cos[keep], coarse[keep], tr[keep], fine[keep], crop[keep],
+                               np.zeros(n, dtype=bool), np.full(n, NONE, dtype=np.int32),
+                               np.full(n, NONE, dtype=np.int32)))
+    return PairTable.concat(parts)

@@ -8,10 +8,10 @@ thresholds asked for are looser than what the cache kept.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
@@ -20,7 +20,8 @@ from imgsearch import store
 from imgsearch.config import DupOptions, DupThresholds
 from imgsearch.dups.options import calibrate_similar, thresholds_for
 from imgsearch.fs import is_inside
-from imgsearch.dups.candidates import Pair, hash_neighbours, score_pairs, vector_neighbours
+from imgsearch.dups import pair_cache
+from imgsearch.dups.candidates import Pair, PairTable, hash_neighbours, score_pairs, vector_neighbours
 from imgsearch.dups.grouping import Photo
 from imgsearch.dups.hashing import full_hash, hash_array, pixel_array
 from imgsearch.dups.videos import video_pairs
@@ -35,7 +36,7 @@ FLOOR_MARGIN = 0.05  # the cache keeps pairs this far below the thresholds: smal
 class Evidence:
     """Everything grouping needs, for the photos in scope."""
 
-    pairs: list[Pair]
+    pairs: PairTable  # candidates, exact copies and videos
     photos: dict[int, Photo]
     vectors: dict[int, np.ndarray]
     codes: dict[int, np.ndarray]  # id -> (18, 40) pHash codes: 8 flips/rotations, 10 inner crops
@@ -138,7 +139,7 @@ def _in_scope(path: str, folders: Sequence[str]) -> bool:
 
 
 def _candidates(ids: np.ndarray, matrix: np.ndarray, code_matrix: np.ndarray, has_code: np.ndarray,
-                rows_to_scan: np.ndarray, k: int, floor: dict, progress: Progress) -> list[Pair]:
+                rows_to_scan: np.ndarray, k: int, floor: dict, progress: Progress) -> PairTable:
     """Pairs of `rows_to_scan` with their k nearest by vector and by hash, scored exactly, kept per the floor."""
     coded = np.flatnonzero(has_code)
     queries = rows_to_scan[has_code[rows_to_scan]] if len(rows_to_scan) else rows_to_scan
@@ -153,9 +154,9 @@ def _candidates(ids: np.ndarray, matrix: np.ndarray, code_matrix: np.ndarray, ha
                        floor["hashed_cosine"])
 
 
-def gather(sessions: sessionmaker[Session], model: Model, options: DupOptions,
+def gather(sessions: sessionmaker[Session], model: Model, options: DupOptions, cache_dir: Path,
            progress: Progress | None = None) -> Evidence:
-    """Hash what is new, refresh the pair cache, and return the evidence for the photos in scope."""
+    """Hash what is new, refresh the pair cache (in `cache_dir`), and return the evidence for the photos in scope."""
     progress = progress or SilentProgress()
     with sessions.begin() as session:
         rows = store.indexed_photos(session)
@@ -164,9 +165,8 @@ def gather(sessions: sessionmaker[Session], model: Model, options: DupOptions,
         calibration = calibrate_similar(matrix)
         thresholds = thresholds_for(session, model.id, options, calibration)
         generation = store.generation_of(session, model.id)
-        scan = store.dup_scan(session, model.id)
-        floor = json.loads(scan.pair_floor or "{}")
-        scanned_generation = scan.generation
+    cached = pair_cache.load(cache_dir, model.id)
+    floor = cached.floor if cached is not None else {}
     has_vector = set(ids.tolist())
     videos = set(video_vectors)
     rows = [r for r in rows if r.id in has_vector or r.id in videos]
@@ -176,16 +176,16 @@ def gather(sessions: sessionmaker[Session], model: Model, options: DupOptions,
 
     # what the cache must hold: pairs close in embedding space, and hash-close pairs with a lower cosine
     need_cos = min(thresholds.edited_cosine, thresholds.similar_cosine)
-    full_scan = (options.rescan or scanned_generation is None or floor.get("cosine", 2.0) > need_cos
+    full_scan = (options.rescan or cached is None or floor.get("cosine", 2.0) > need_cos
                  or floor.get("hashed_cosine", 2.0) > thresholds.near_cosine
                  or floor.get("hamming", -1) < thresholds.near_hamming or floor.get("k", 0) < options.neighbours)
-    if full_scan:
+    if full_scan or cached is None:  # (cached is None makes a full scan: said twice for the type checker)
         floor = {"cosine": round(need_cos - FLOOR_MARGIN, 4), "hamming": thresholds.near_hamming + 4,
                  "hashed_cosine": round(thresholds.near_cosine - FLOOR_MARGIN, 4), "k": options.neighbours}
         rescan_ids = ids
     else:
         with sessions() as session:
-            changed = store.vector_ids(session, model.id, since_generation=scanned_generation)
+            changed = store.vector_ids(session, model.id, since_generation=cached.generation)
         rescan_ids = np.union1d(changed, np.array(fresh, dtype=np.int64))
     position = {int(i): n for n, i in enumerate(ids.tolist())}
     rows_to_scan = np.array([position[int(i)] for i in rescan_ids if int(i) in position], dtype=np.int64)
@@ -194,36 +194,36 @@ def gather(sessions: sessionmaker[Session], model: Model, options: DupOptions,
     blobs = [codes_by_id.get(int(i), blank) for i in ids.tolist()]
     code_matrix, picture_matrix = hash_array(blobs), pixel_array(blobs)
 
-    new_pairs = _candidates(ids, matrix, code_matrix, has_code, rows_to_scan, options.neighbours, floor, progress)
+    found = _candidates(ids, matrix, code_matrix, has_code, rows_to_scan, options.neighbours, floor, progress)
+    kept = found if full_scan or cached is None else PairTable.concat(
+        [pair_cache.without(cached.pairs, rescan_ids), found])
+    kept = kept.take(np.isin(kept.a, ids) & np.isin(kept.b, ids))  # photos forgotten since are dropped
+    pair_cache.save(cache_dir, model.id, generation, floor, kept)
     with sessions.begin() as session:
-        store.replace_pairs(session, model.id, None if full_scan else rescan_ids.tolist(),
-                            [{"a": p.a, "b": p.b, "cosine": p.cosine, "hamming": p.hamming, "transform": p.transform,
-                              "fine": p.fine, "crop": p.crop}
-                             for p in new_pairs])
-        scan = store.dup_scan(session, model.id)
-        scan.generation, scan.pair_floor, scan.scanned_at = generation, json.dumps(floor), utc_now()
-        cached = store.cached_pairs(session, model.id)
+        store.dup_scan(session, model.id).scanned_at = utc_now()
 
     vectors = {int(i): matrix[n] for n, i in enumerate(ids.tolist())} | video_vectors
     exact, full = _exact_pairs(sessions, rows_by_id, vectors)
     folders = [os.path.abspath(f) for f in options.folders]
-    scope = {i for i, r in rows_by_id.items() if _in_scope(r.path, folders)}
-    pairs = [p for p in exact if p.a in scope and p.b in scope]
-    same_bytes = {(p.a, p.b) for p in pairs}
-    pairs += [p for p in video_pairs({i: prints[i] for i in videos & scope if i in prints}, video_vectors, thresholds)
-              if (p.a, p.b) not in same_bytes]
-    pairs += [Pair(*row) for row in cached if row[0] in scope and row[1] in scope]
+    scope = np.array(sorted(i for i, r in rows_by_id.items() if _in_scope(r.path, folders)), dtype=np.int64)
+    in_scope = set(scope.tolist())
+    few = [p for p in exact if p.a in in_scope and p.b in in_scope]
+    same_bytes = {(p.a, p.b) for p in few}
+    few += [p for p in video_pairs({i: prints[i] for i in videos & in_scope if i in prints}, video_vectors, thresholds)
+            if (p.a, p.b) not in same_bytes]
+    pairs = PairTable.concat([PairTable.of(few), kept.take(np.isin(kept.a, scope) & np.isin(kept.b, scope))])
     # the fingerprints were made at index time: a photo in a pair whose file is gone since is left out, and said
-    gone = {i for i in {i for p in pairs for i in (p.a, p.b)} if not os.path.isfile(rows_by_id[i].path)}
-    failed += [(rows_by_id[i].path, GONE) for i in sorted(gone)]
-    pairs = [p for p in pairs if p.a not in gone and p.b not in gone]
-    involved = {i for p in pairs for i in (p.a, p.b)}
+    involved = np.union1d(pairs.a, pairs.b)
+    gone = np.array([i for i in involved.tolist() if not os.path.isfile(rows_by_id[i].path)], dtype=np.int64)
+    failed += [(rows_by_id[i].path, GONE) for i in gone.tolist()]
+    pairs = pairs.take(~(np.isin(pairs.a, gone) | np.isin(pairs.b, gone)))
+    involved = np.union1d(pairs.a, pairs.b).tolist()
     return Evidence(
         pairs=pairs, photos={i: _photo(rows_by_id[i]) for i in involved},
         vectors={i: vectors[i] for i in involved},
         codes={i: code_matrix[position[i]] for i in involved if i in position and has_code[position[i]]},
         pictures={i: picture_matrix[position[i]] for i in involved if i in position and has_code[position[i]]},
-        footage={(p.a, p.b): p.frames for p in pairs if p.frames is not None},
-        full_hashes={i: h for i, h in full.items() if i in involved}, thresholds=thresholds,
+        footage={(p.a, p.b): p.frames for p in few if p.frames is not None},
+        full_hashes={i: h for i, h in full.items() if i in set(involved)}, thresholds=thresholds,
         hashed=len(fresh), unreadable=failed, rescanned=len(rows_to_scan), full_scan=full_scan,
         calibration=calibration, library_size=len(ids))

@@ -16,8 +16,8 @@ from datetime import datetime
 import numpy as np
 
 from imgsearch.config import DUP_TIERS, DupThresholds, Tier
-from imgsearch.dups.candidates import Pair
-from imgsearch.dups.hashing import hamming, same_pictures, trimmed_bar
+from imgsearch.dups.candidates import NONE, Pair, PairTable, as_table
+from imgsearch.dups.hashing import hamming, same_pictures, trimmed_bars
 from imgsearch.images.fingerprint import TRANSFORMS
 from imgsearch.dups.videos import same_footage
 from imgsearch.errors import UsageError
@@ -30,50 +30,62 @@ SIMILAR_LINK_SLACK = 0.05  # a merged similar group keeps every pair >= similar_
 TIER_RANK: dict[str, int] = {tier: n for n, tier in enumerate(DUP_TIERS)}
 
 
-def _near_by_hashes(p: Pair, t: DupThresholds) -> bool:
-    """The hashes say the same pixels (coarse and fine codes) or a trimmed copy (an inner crop's fine code)."""
-    if p.exact or p.hamming is None or p.cosine < t.near_cosine:
-        return False
-    same_pixels = p.hamming <= t.near_hamming and p.fine is not None and p.fine <= t.near_fine
-    return same_pixels or (p.crop is not None and p.crop <= t.near_crop)
+NO_TIER = -1  # in tier_ranks: the pair qualifies for no tier
 
 
-def _checked_on_pixels(pairs: Sequence[Pair], t: DupThresholds, pictures: dict[int, np.ndarray] | None) -> np.ndarray:
+def _near_by_hashes(p: PairTable, t: DupThresholds) -> np.ndarray:
+    """Per pair: the hashes say the same pixels (coarse and fine codes) or a trimmed copy (an inner crop's fine
+    code)."""
+    hashed = ~p.exact & (p.matched == NONE) & (p.hamming != NONE) & (p.cosine >= t.near_cosine)
+    same_pixels = (p.hamming <= t.near_hamming) & (p.fine != NONE) & (p.fine <= t.near_fine)
+    return hashed & (same_pixels | ((p.crop != NONE) & (p.crop <= t.near_crop)))
+
+
+def _checked_on_pixels(p: PairTable, t: DupThresholds, pictures: dict[int, np.ndarray] | None) -> np.ndarray:
     """The pixel check's verdict for every pair the hashes call near-exact, in one vectorised pass (False for the
     others, and for pairs without pictures: a file unreadable when hashed is never a near-exact copy)."""
-    verdict = np.zeros(len(pairs), dtype=bool)
+    verdict = np.zeros(len(p), dtype=bool)
     if not pictures:
         return verdict
-    rows = [n for n, p in enumerate(pairs) if p.a in pictures and p.b in pictures and _near_by_hashes(p, t)]
-    if rows:
-        chosen = [pairs[n] for n in rows]
-        verdict[rows] = same_pictures(np.stack([pictures[p.a] for p in chosen]), np.stack([pictures[p.b] for p in chosen]),
-                                      np.array([p.transform or 0 for p in chosen]),
-                                      np.array([trimmed_bar(p.crop, t.near_crop) for p in chosen]))
+    rows = np.flatnonzero(_near_by_hashes(p, t))
+    rows = rows[[int(p.a[n]) in pictures and int(p.b[n]) in pictures for n in rows]] if len(rows) else rows
+    if len(rows):
+        verdict[rows] = same_pictures(np.stack([pictures[int(i)] for i in p.a[rows]]),
+                                      np.stack([pictures[int(i)] for i in p.b[rows]]),
+                                      p.transform[rows].astype(np.int64),
+                                      trimmed_bars(p.crop[rows], t.near_crop))
     return verdict
 
 
-def pair_tier(pair: Pair, t: DupThresholds, dates: dict[int, datetime] | None = None,
-              within_s: float | None = None, pictures: dict[int, np.ndarray] | None = None,
-              checked: bool | None = None) -> Tier | None:
-    """The strongest tier a pair qualifies for, or None (`checked`: the pixel check's verdict, when already made).
+def tier_ranks(pairs: Sequence[Pair] | PairTable, t: DupThresholds, dates: dict[int, datetime] | None = None,
+               within_s: float | None = None, pictures: dict[int, np.ndarray] | None = None) -> np.ndarray:
+    """Per pair, the strongest tier it qualifies for (its TIER_RANK), or NO_TIER; vectorised over the table.
     Near-exact: the hashes say the same pixels (the fine code) or a trimmed copy (an inner crop's), and which
     flip/rotation lines the two up; the pictures themselves (`pictures`: each photo's pixel code) must then agree.
-    The model's cosine decides nothing here (`near_cosine` is an optional floor)."""
-    if pair.exact:
-        return Tier.EXACT
-    if pair.frames is not None:  # videos: their key frames, each checked as photos are (dups.videos)
-        return Tier.NEAR if same_footage(*pair.frames) else None
-    if _near_by_hashes(pair, t) and (checked if checked is not None
-                                     else bool(_checked_on_pixels([pair], t, pictures)[0])):
-        return Tier.NEAR
-    if pair.cosine >= t.similar_cosine:
-        if within_s is None:
-            return Tier.SIMILAR
-        da, db = (dates or {}).get(pair.a), (dates or {}).get(pair.b)
-        if da is not None and db is not None and abs((da - db).total_seconds()) <= within_s:
-            return Tier.SIMILAR
-    return None
+    Videos by their key frames, each checked as photos are (dups.videos). The model's cosine decides nothing for
+    copies (`near_cosine` is an optional floor); it decides the similar tier (within `within_s` seconds of each
+    other's date, when given)."""
+    p = as_table(pairs)
+    ranks = np.full(len(p), NO_TIER, dtype=np.int8)
+    similar = np.flatnonzero((p.cosine >= t.similar_cosine) & (p.matched == NONE))
+    if within_s is not None:
+        known = dates or {}
+        close = [int(a) in known and int(b) in known and abs((known[int(a)] - known[int(b)]).total_seconds()) <= within_s
+                 for a, b in zip(p.a[similar], p.b[similar])]
+        similar = similar[np.array(close, dtype=bool)] if len(similar) else similar
+    ranks[similar] = TIER_RANK[Tier.SIMILAR]
+    ranks[_checked_on_pixels(p, t, pictures)] = TIER_RANK[Tier.NEAR]
+    for n in np.flatnonzero(p.matched != NONE):
+        ranks[n] = TIER_RANK[Tier.NEAR] if same_footage(int(p.matched[n]), int(p.frames[n])) else NO_TIER
+    ranks[p.exact] = TIER_RANK[Tier.EXACT]
+    return ranks
+
+
+def pair_tier(pair: Pair, t: DupThresholds, dates: dict[int, datetime] | None = None,
+              within_s: float | None = None, pictures: dict[int, np.ndarray] | None = None) -> Tier | None:
+    """The strongest tier one pair qualifies for, or None (see tier_ranks)."""
+    rank = int(tier_ranks([pair], t, dates, within_s, pictures)[0])
+    return None if rank == NO_TIER else DUP_TIERS[rank]
 
 
 @dataclass(frozen=True)
@@ -163,29 +175,29 @@ class Grouping:
     refused_as_chain: int = 0  # similar links not followed because the group would hold dissimilar photos
 
 
-def group_pairs(pairs: Sequence[Pair], t: DupThresholds, wanted: Sequence[str], vectors: dict[int, np.ndarray],
-                max_group: int, dates: dict[int, datetime] | None = None,
-                within_s: float | None = None, pictures: dict[int, np.ndarray] | None = None) -> Grouping:
-    """Union-find over qualifying pairs, strongest first, with the size cap and the similar-tier linkage."""
+def group_pairs(pairs: Sequence[Pair] | PairTable, t: DupThresholds, wanted: Sequence[str],
+                vectors: dict[int, np.ndarray], max_group: int, dates: dict[int, datetime] | None = None,
+                within_s: float | None = None, pictures: dict[int, np.ndarray] | None = None,
+                ranks: np.ndarray | None = None) -> Grouping:
+    """Union-find over qualifying pairs, strongest first, with the size cap and the similar-tier linkage
+    (`ranks`: tier_ranks of the pairs, when already made)."""
+    p = as_table(pairs)
     weakest = max(TIER_RANK[w] for w in wanted)
-    edges = []
-    checked = _checked_on_pixels(pairs, t, pictures)
-    for n, p in enumerate(pairs):
-        tier = pair_tier(p, t, dates, within_s, pictures, checked[n])
-        if tier is not None and TIER_RANK[tier] <= weakest:
-            edges.append((TIER_RANK[tier], -p.cosine, p.a, p.b))
-    edges.sort()
+    ranks = tier_ranks(p, t, dates, within_s, pictures) if ranks is None else ranks
+    rows = np.flatnonzero((ranks != NO_TIER) & (ranks <= weakest))
+    rows = rows[np.lexsort((-p.cosine[rows], ranks[rows]))]  # strongest tier first, then closest first
     uf = _UnionFind()
     out = Grouping([], [])
     floor = t.similar_cosine - SIMILAR_LINK_SLACK
-    for rank, _, a, b in edges:
+    similar = TIER_RANK[Tier.SIMILAR]
+    for rank, a, b in zip(ranks[rows].tolist(), p.a[rows].tolist(), p.b[rows].tolist()):
         ra, rb = uf.find(a), uf.find(b)
         if ra == rb:
             continue
         if len(uf.items[ra]) + len(uf.items[rb]) > max_group:
             out.refused_by_cap += 1
             continue
-        if rank == TIER_RANK[Tier.SIMILAR] and _min_cosine(uf.items[ra], uf.items[rb], vectors) < floor:
+        if rank == similar and _min_cosine(uf.items[ra], uf.items[rb], vectors) < floor:
             out.refused_as_chain += 1
             continue
         uf.union(ra, rb, rank)

@@ -147,10 +147,15 @@ def _layout_agrees(colour: np.ndarray, window: tuple[float, float, float], them:
     return float(np.median(gap)) <= SAME_COLOUR
 
 
+def trimmed_bars(crop: np.ndarray, near_crop: int) -> np.ndarray:
+    """How much an inner crop's high frequencies must correlate for pairs whose inner-crop hashes are `crop` bits
+    apart (negative: no crop distance); inf where the hashes do not say trimmed at all."""
+    return np.where((crop >= 0) & (crop <= near_crop), TRIMMED_DETAIL, np.inf)
+
+
 def trimmed_bar(crop: int | None, near_crop: int) -> float:
-    """How much an inner crop's high frequencies must correlate for a pair whose inner-crop hashes are `crop` bits
-    apart (inf: the hashes do not say trimmed at all)."""
-    return TRIMMED_DETAIL if crop is not None and crop <= near_crop else float("inf")
+    """trimmed_bars for one pair (None: no crop distance)."""
+    return float(trimmed_bars(np.array([-1 if crop is None else crop]), near_crop)[0])
 
 
 def _spread(fine: np.ndarray) -> float:

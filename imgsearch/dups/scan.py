@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
@@ -12,8 +14,8 @@ from imgsearch.config import DupOptions, DupThresholds, Tier
 from imgsearch.dups import options as dup_options
 from imgsearch.dups.actions import grouped_share, too_many
 from imgsearch.dups.evidence import gather
-from imgsearch.dups.candidates import Pair
-from imgsearch.dups.grouping import TIER_RANK, Group, Photo, describe, group_pairs, pair_tier
+from imgsearch.dups.candidates import NONE, Pair, PairTable, as_table
+from imgsearch.dups.grouping import TIER_RANK, Group, Photo, describe, group_pairs, tier_ranks
 from imgsearch.progress import Progress
 from imgsearch.store.orm import Model
 
@@ -55,15 +57,19 @@ class DupReport:
         return grouped_share(self.groups, self.library_size)
 
 
-def find(sessions: sessionmaker[Session], model: Model, options: DupOptions,
+def find(sessions: sessionmaker[Session], model: Model, options: DupOptions, cache_dir: Path,
          progress: Progress | None = None) -> DupReport:
-    """Groups of exact, near-exact and similar copies, each with a suggested keeper; touches no photo."""
+    """Groups of exact, near-exact and similar copies, each with a suggested keeper; touches no photo (the candidate
+    pairs are cached in `cache_dir`)."""
     options = dup_options.check(options)
     start = time.perf_counter()
-    evidence = gather(sessions, model, options, progress)
+    evidence = gather(sessions, model, options, cache_dir, progress)
     dates = {i: p.date for i, p in evidence.photos.items()}
+    plain = tier_ranks(evidence.pairs, evidence.thresholds, pictures=evidence.pictures)  # no date condition
+    ranks = plain if options.within_s is None else tier_ranks(evidence.pairs, evidence.thresholds, dates,
+                                                              options.within_s, evidence.pictures)
     grouping = group_pairs(evidence.pairs, evidence.thresholds, options.tiers, evidence.vectors,
-                           options.max_group, dates, options.within_s, evidence.pictures)
+                           options.max_group, ranks=ranks)
     groups = [describe(ids, tier, evidence.photos, evidence.vectors, evidence.codes, evidence.full_hashes,
                        evidence.thresholds, options.keep, options.prefer_dirs, evidence.pictures, evidence.footage)
               for ids, tier in zip(grouping.groups, grouping.tiers)]
@@ -71,7 +77,7 @@ def find(sessions: sessionmaker[Session], model: Model, options: DupOptions,
     report = DupReport(groups, evidence.thresholds, evidence.hashed, evidence.unreadable, evidence.rescanned,
                        evidence.full_scan, grouping.refused_by_cap, grouping.refused_as_chain,
                        time.perf_counter() - start, evidence.calibration, evidence.library_size)
-    report.borderline = borderline(evidence.pairs, evidence.thresholds, evidence.photos, evidence.pictures)
+    report.borderline = borderline(evidence.pairs, evidence.thresholds, evidence.photos, evidence.pictures, ranks=plain)
     if too_many(groups, report.library_size):
         report.warnings.append(
             f"the groups hold {report.grouped_share:.0%} of the library's photos: copies are rarely that many, so a "
@@ -80,23 +86,21 @@ def find(sessions: sessionmaker[Session], model: Model, options: DupOptions,
     return report
 
 
-def borderline(pairs: list[Pair], t: DupThresholds, photos: dict[int, Photo], pictures: dict[int, np.ndarray],
-               each_side: int = BORDERLINE_EACH_SIDE) -> list[Borderline]:
+def borderline(pairs: Sequence[Pair] | PairTable, t: DupThresholds, photos: dict[int, Photo],
+               pictures: dict[int, np.ndarray], each_side: int = BORDERLINE_EACH_SIDE,
+               ranks: np.ndarray | None = None) -> list[Borderline]:
     """The pairs whose only tie is their cosine (not copies by bytes or pixels) nearest the similar threshold:
     up to `each_side` at or above it (grouped by the similar tier), then as many below (not grouped), each side
-    closest first.
+    closest first (`ranks`: tier_ranks of the pairs without a date condition, when already made).
     From the candidate pairs found anyway (the cache keeps them down to 0.05 below the thresholds)."""
-    alike = [p for p in pairs if not p.exact and p.frames is None and p.a in photos and p.b in photos]
-
-    def nearest(side: list[Pair]) -> list[Pair]:
-        out = []
-        for p in side:  # closest first; a near-exact copy is not what the similar threshold decides
-            if pair_tier(p, t, pictures=pictures) != Tier.NEAR:
-                out.append(p)
-                if len(out) == each_side:
-                    break
-        return out
-
-    above = nearest(sorted((p for p in alike if p.cosine >= t.similar_cosine), key=lambda p: p.cosine))
-    below = nearest(sorted((p for p in alike if p.cosine < t.similar_cosine), key=lambda p: -p.cosine))
-    return [Borderline(photos[p.a], photos[p.b], p.cosine, p.cosine >= t.similar_cosine) for p in above + below]
+    p = as_table(pairs)
+    ranks = tier_ranks(p, t, pictures=pictures) if ranks is None else ranks
+    known = np.fromiter(photos, dtype=np.int64, count=len(photos))
+    alike = ~p.exact & (p.matched == NONE) & np.isin(p.a, known) & np.isin(p.b, known) \
+        & (ranks != TIER_RANK[Tier.NEAR])  # a near-exact copy is not what the similar threshold decides
+    above = np.flatnonzero(alike & (p.cosine >= t.similar_cosine))
+    below = np.flatnonzero(alike & (p.cosine < t.similar_cosine))
+    chosen = np.concatenate([above[np.argsort(p.cosine[above], kind="stable")[:each_side]],
+                             below[np.argsort(-p.cosine[below], kind="stable")[:each_side]]])
+    return [Borderline(photos[int(p.a[n])], photos[int(p.b[n])], float(p.cosine[n]), bool(p.cosine[n] >= t.similar_cosine))
+            for n in chosen]

@@ -4,11 +4,9 @@ grouped by topic in the modules beside this one and re-exported here as `store.<
 from __future__ import annotations
 
 from imgsearch.store.dups import (  # noqa: F401
-    cached_pairs,
     dup_scan,
     exact_candidates,
     image_hashes,
-    replace_pairs,
     save_fingerprints,
     fingerprint_lengths,
     save_image_hashes,

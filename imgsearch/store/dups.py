@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from imgsearch.store import dialect
 from imgsearch.store.dialect import chunks
-from imgsearch.store.orm import STATUS_INDEXED, DupPair, DupScan, Image, ImageHash
+from imgsearch.store.orm import STATUS_INDEXED, DupScan, Image, ImageHash
 
 
 def image_hashes(session: Session) -> dict[int, ImageHash]:
@@ -69,22 +69,6 @@ def dup_scan(session: Session, model_id: int) -> DupScan:
     """The model's scan record, made on first use (two scans starting at once make it once)."""
     scan = session.get(DupScan, model_id)
     if scan is None:
-        dialect.insert_missing(session, DupScan, [{"model_id": model_id, "thresholds": "{}", "pair_floor": "{}"}])
+        dialect.insert_missing(session, DupScan, [{"model_id": model_id, "thresholds": "{}"}])
         scan = session.get_one(DupScan, model_id)
     return scan
-
-
-def cached_pairs(session: Session, model_id: int) -> list[tuple]:
-    return [tuple(r) for r in session.execute(
-        select(DupPair.a, DupPair.b, DupPair.cosine, DupPair.hamming, DupPair.transform, DupPair.fine, DupPair.crop)
-        .where(DupPair.model_id == model_id))]
-
-
-def replace_pairs(session: Session, model_id: int, rescanned: Sequence[int] | None, pairs: Sequence[dict]) -> None:
-    """Drop the cached pairs touching the rescanned ids (all when None), then store the new ones."""
-    if rescanned is None:
-        session.execute(delete(DupPair).where(DupPair.model_id == model_id))
-    for chunk in chunks(list(rescanned or [])):
-        session.execute(delete(DupPair).where(DupPair.model_id == model_id,
-                                              or_(DupPair.a.in_(chunk), DupPair.b.in_(chunk))))
-    dialect.insert_missing(session, DupPair, [{"model_id": model_id, **p} for p in pairs])

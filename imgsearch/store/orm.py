@@ -173,28 +173,12 @@ class ImageHash(Base):
     full_hash_stat: Mapped[str | None] = mapped_column(Text)  # "size:mtime_ns" the full hash was read at
 
 
-class DupPair(Base):
-    """A candidate duplicate pair found for one model, with exact evidence; a < b."""
-
-    __tablename__ = "dup_pairs"
-    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
-    a: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
-    b: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True, index=True)
-    cosine: Mapped[float] = mapped_column(Float)
-    hamming: Mapped[int | None]  # smallest coarse pHash distance over the 8 flips/rotations of a
-    transform: Mapped[int | None]  # which of them (see duplicates.TRANSFORMS)
-    fine: Mapped[int | None]  # fine pHash distance under that transform
-    crop: Mapped[int | None]  # fine distance between an inner crop of one and the other
-
-
 class DupScan(Base):
-    """Per model: thresholds in use and how far the pair cache is up to date."""
+    """Per model: the thresholds users gave and the last scan (its candidate pairs: dups.pair_cache)."""
 
     __tablename__ = "dup_scans"
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
     thresholds: Mapped[str] = mapped_column(Text, default="{}")  # JSON: the thresholds users gave (the rest: defaults)
-    generation: Mapped[int | None]  # model generation the pair cache covers (None: never scanned)
-    pair_floor: Mapped[str] = mapped_column(Text, default="{}")  # JSON: cosine, hamming kept in dup_pairs
     scanned_at: Mapped[datetime | None]
     calibration: Mapped[str | None] = mapped_column(Text)  # JSON: the similar threshold measured on this library
 
