@@ -163,9 +163,10 @@ def hash_separation(lib, origin: dict, tag: dict) -> None:
           f"{close.sum()} within 10 coarse bits, their fine distances >= {fine[close].min() if close.any() else '-'}")
 
 
-def synthetic(lib, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(vectors, pHash codes, pixel codes) of n made-up photos: 90% distinct (the library's real vectors and
-    fingerprints resampled with noise, each with a picture of its own), 10% near copies of them."""
+def synthetic(lib, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(vectors, pHash codes, pixel codes, sources) of n made-up photos: 90% distinct (the library's real vectors and
+    fingerprints resampled with noise, each with a picture of its own), then 10% near copies of them (the rows
+    in `sources`)."""
     from imgsearch import store
     from imgsearch.dups.hashing import hash_array, pixel_array
 
@@ -202,18 +203,18 @@ def synthetic(lib, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nda
     c = np.concatenate([c, cc])
     pictures = np.concatenate([pictures, np.clip(pictures[src] + rng.normal(0, 2, pictures[src].shape), 0, 255)
                                .astype(np.uint8)])
-    return v, c, pictures
+    return v, c, pictures, src
 
 
 def scale(lib, sizes: list[int], k: int) -> None:
     """Candidate search + scoring + grouping at n photos, from the real vectors and hashes resampled with noise."""
     from imgsearch.config import DupThresholds
-    from imgsearch.dups.candidates import hash_neighbours, score_pairs, vector_neighbours
+    from imgsearch.dups.candidates import BINARY_EXACT_MAX, hash_neighbours, score_pairs, vector_neighbours
     from imgsearch.dups.grouping import group_pairs
 
     rng = np.random.default_rng(0)
     for n in sizes:
-        v, c, pictures = synthetic(lib, n, rng)
+        v, c, pictures, sources = synthetic(lib, n, rng)
         rows = np.arange(n)
         t0 = time.perf_counter()
         cand = vector_neighbours(v, rows, k)
@@ -233,6 +234,31 @@ def scale(lib, sizes: list[int], k: int) -> None:
               f"{t3 - t2:5.1f} s, grouping exact+near {t4 - t3:5.1f} s ({len(default.groups)} groups), with similar "
               f"at {t.similar_cosine} {t5 - t4:5.1f} s ({len(grouping.groups)} groups); "
               f"total (exact+near) {t4 - t0:6.1f} s")
+        if n > BINARY_EXACT_MAX:  # the hash search against the HNSW it replaced, on the same codes
+            copies = n - len(sources) + np.arange(len(sources))  # each copy's row: is the pair with its source found?
+            wanted = set(zip(sources.tolist(), copies.tolist()))
+            for name, search in (("binary IVF (now)", hash_neighbours), ("binary HNSW efSearch 128 (before)", hnsw)):
+                t0 = time.perf_counter()
+                found = search(c, rows, k, 14)
+                spent = time.perf_counter() - t0
+                got = set(zip(found.min(axis=1).tolist(), found.max(axis=1).tolist()))
+                print(f"    hash k-NN with {name}: {spent:5.1f} s, {len(got)} pairs within 14 bits; "
+                      f"copies found with their original {len(wanted & got)}/{len(wanted)}")
+
+
+def hnsw(codes: np.ndarray, rows: np.ndarray, k: int, max_hamming: int) -> np.ndarray:
+    """imgsearch's hash search before the binary IVF: an HNSW (M 32, efSearch 128) over the coarse codes."""
+    import faiss
+
+    from imgsearch.dups.candidates import _row_pairs
+    from imgsearch.images.fingerprint import COARSE_BYTES, TRANSFORMS
+
+    index = faiss.IndexBinaryHNSW(COARSE_BYTES * 8, 32)
+    index.hnsw.efConstruction, index.hnsw.efSearch = 64, 128
+    index.add(np.ascontiguousarray(codes[:, 0, :COARSE_BYTES]))
+    queries = np.ascontiguousarray(codes[rows][:, :len(TRANSFORMS), :COARSE_BYTES].reshape(-1, COARSE_BYTES))
+    dist, found = index.search(queries, k + 1)
+    return _row_pairs(np.repeat(rows, len(TRANSFORMS)), found, dist <= max_hamming)
 
 
 def library_scale(lib, n: int, model_spec, work: Path) -> None:
@@ -245,7 +271,7 @@ def library_scale(lib, n: int, model_spec, work: Path) -> None:
     from imgsearch.library import Library
     from indexer.pipeline import model_record
 
-    v, c, pictures = synthetic(lib, n, np.random.default_rng(1))
+    v, c, pictures, _ = synthetic(lib, n, np.random.default_rng(1))
     blobs = [c[i].tobytes() + pictures[i].tobytes() for i in range(n)]
     files = work / "synthetic"
     t0 = time.perf_counter()

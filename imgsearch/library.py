@@ -294,6 +294,13 @@ class Library:
         with self._writing():  # hashes and candidate pairs are cached in the library
             return dup_scan.find(self.sessions, row, options, self.path / DUPS_DIRNAME, progress)
 
+    def duplicates_state(self, model: ModelSpec | None = None) -> tuple:
+        """A token equal between two moments when `duplicates` would give the same answer in both (for the same
+        options, with no photo file touched outside imgsearch): cheap, for keeping a costly answer while it holds."""
+        row = self._model_row(model)
+        with self.session() as session:
+            return (row.id, *store.dups_state(session, row.id))
+
     def act_on_duplicates(self, groups: Sequence[Group], move_to: Path | None = None, link: str | None = None,
                           apply: bool = False, yes: bool = False) -> ActionReport:
         """Move every non-keeper to `move_to`, or replace exact copies by `link` ('hard'/'symbolic') links.

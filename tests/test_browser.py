@@ -192,6 +192,10 @@ def test_page_through_results_with_the_keyboard(page, served: Served) -> None:
 def test_review_duplicates_apply_and_undo(page, served: Served) -> None:
     original, copy = served.root / "blue-0.jpg", served.root / "blue-0 copy.jpg"
     before = sorted(p.name for p in served.root.iterdir())
+    page.add_init_script("""window.said = []; document.addEventListener("DOMContentLoaded", () => {
+        const line = document.querySelector("#dup-summary");
+        new MutationObserver(() => window.said.push(line.textContent)).observe(line, {childList: true, subtree: true});
+    });""")  # every text the summary line shows, however briefly
     page.goto("/dups")
     page.wait_for_selector(".group")
     # plain shapes of one colour, a few pixels apart, are near-exact by their pixels too (little detail but one
@@ -203,6 +207,10 @@ def test_review_duplicates_apply_and_undo(page, served: Served) -> None:
     assert page.locator("#borderline").is_hidden()  # the similar tier's pairs only when it is asked for
     page.select_option("#tier", "exact,near,similar")
     page.wait_for_selector("#dup-summary:has-text('threshold may be too loose')")
+    # new options, no answer kept for them: the scan ran as a job, its progress shown, then the groups
+    said = page.evaluate("window.said")
+    scanning = [n for n, text in enumerate(said) if text.startswith("Looking for copies: ")]
+    assert scanning and "too loose" in said[-1] and max(scanning) < len(said) - 1, said
     # before acting, what the similar threshold means: the pairs nearest it, each side of it, as pictures
     page.wait_for_selector("#borderline .pair img")
     threshold = float(page.inner_text("#borderline-threshold"))

@@ -43,6 +43,22 @@ def ids_of(client: TestClient) -> dict[str, int]:
     return {r["name"]: r["id"] for r in body["results"]}
 
 
+def job_events(client: TestClient, started: dict) -> list[dict]:
+    """Every event of a job, to its end (the stream closes when the job is done)."""
+    with client.stream("GET", started["events"]) as stream:
+        return [json.loads(line[6:]) for line in stream.iter_lines() if line.startswith("data: ")]
+
+
+def dups_answer(client: TestClient, **params) -> dict:
+    """GET /api/v1/dups as the page asks it: a 202 starts a scan, followed to its end, then asked again."""
+    got = client.get("/api/v1/dups", params=params)
+    if got.status_code == 202:
+        assert job_events(client, got.json())[-1]["ok"]
+        got = client.get("/api/v1/dups", params=params)
+    assert got.status_code == 200, got.text
+    return got.json()
+
+
 def test_search_ranks_filters_and_pages(client: TestClient, photos: Path) -> None:
     body = client.get("/api/v1/search", params={"q": "a red thing", "k": 2}).json()
     assert [r["name"] for r in body["results"]] == ["red copy.jpg", "red.jpg"] or \
@@ -146,7 +162,7 @@ def test_a_photo_the_indexer_reached_through_a_link_is_served_until_the_link_cha
 
 def test_dups_review_move_aside_and_undo(client: TestClient, photos: Path, library) -> None:
     before = sorted(p.name for p in photos.iterdir())
-    groups = client.get("/api/v1/dups").json()["groups"]
+    groups = dups_answer(client)["groups"]
     assert [g["tier"] for g in groups] == ["exact"] and len(groups[0]["members"]) == 2
     keeper = groups[0]["keeper"]
     other = next(m["id"] for m in groups[0]["members"] if m["id"] != keeper)
@@ -160,8 +176,37 @@ def test_dups_review_move_aside_and_undo(client: TestClient, photos: Path, libra
     assert len(done.json()["done"]) == 1 and Path(done.json()["done"][0]["src"]).name != Path(
         library.photo(other).path).name
     assert len(list(photos.iterdir())) == 6
+    assert client.get("/api/v1/dups").status_code == 202  # the answer kept before the move no longer holds
     assert client.post("/api/v1/dups/undo").status_code == 200
     assert sorted(p.name for p in photos.iterdir()) == before
+
+
+def test_a_duplicates_scan_is_a_job_and_its_answer_is_kept_while_the_library_stays(client: TestClient,
+                                                                                   photos: Path) -> None:
+    """GET /dups costs seconds of CPU at 100k photos: the first one starts a scan job (202, its events) and answers
+    once it is done; asked again, the answer comes at once, until the library changes (a new photo, an action)."""
+    first = client.get("/api/v1/dups")
+    assert first.status_code == 202 and first.json()["events"].startswith("/api/v1/jobs/")
+    joined = client.get("/api/v1/dups")  # asked again while it runs (or after): the same job, never a second scan
+    assert joined.status_code == 200 or joined.json()["job"] == first.json()["job"]
+    events = job_events(client, first.json())
+    assert events[0] == {**events[0], "type": "start", "kind": "duplicates scan"} and events[-1]["ok"]
+    assert any(e["type"] == "stage" for e in events) and "1 group(s)" in events[-1]["summary"]
+    answer = client.get("/api/v1/dups")
+    assert answer.status_code == 200 and [g["tier"] for g in answer.json()["groups"]] == ["exact"]
+    assert client.get("/api/v1/dups").json() == answer.json()  # kept: no new job
+    similar = client.get("/api/v1/dups", params={"tier": ["exact", "near", "similar"]})
+    assert similar.status_code == 202 and similar.json()["job"] == first.json()["job"] + 1  # other options: a scan
+    job_events(client, similar.json())
+    assert client.get("/api/v1/dups").status_code == 200  # both answers are kept
+    shutil.copy(photos / "red.jpg", photos / "red again.jpg")
+    assert client.post("/api/v1/jobs/rescan").status_code == 202
+    job_events(client, {"events": f"/api/v1/jobs/{first.json()['job'] + 2}/events"})
+    changed = client.get("/api/v1/dups")
+    assert changed.status_code == 202  # a new photo: the kept answer no longer holds
+    job_events(client, changed.json())
+    groups = client.get("/api/v1/dups").json()["groups"]
+    assert [sorted(m["name"] for m in g["members"]) for g in groups] == [["red again.jpg", "red copy.jpg", "red.jpg"]]
 
 
 def test_status_tags_and_a_background_rescan(client: TestClient, photos: Path) -> None:
@@ -171,8 +216,7 @@ def test_status_tags_and_a_background_rescan(client: TestClient, photos: Path) -
     write_photo(photos / "new.png", "white", seed=9)
     job = client.post("/api/v1/jobs/rescan")
     assert job.status_code == 202
-    with client.stream("GET", job.json()["events"]) as stream:
-        events = [json.loads(line[6:]) for line in stream.iter_lines() if line.startswith("data: ")]
+    events = job_events(client, job.json())
     assert events[0]["type"] == "start" and events[-1]["type"] == "done" and events[-1]["ok"]
     assert "1 new" in events[-1]["summary"] and any(e["type"] == "stage" for e in events)
     assert client.get("/api/v1/status").json()["indexed"] == 8
@@ -320,7 +364,7 @@ def test_every_error_code_has_its_http_status() -> None:
 def test_busy_while_an_indexer_holds_the_library(client: TestClient, library, photos: Path) -> None:
     from imgsearch import folder
 
-    keeper = client.get("/api/v1/dups").json()["groups"][0]["keeper"]
+    keeper = dups_answer(client)["groups"][0]["keeper"]
     with folder.writer_lock(library.path):  # as a running `imgsearch index` holds it
         got = client.post("/api/v1/dups/actions", json={"action": "move", "groups": [keeper]})
         assert got.status_code == 409 and got.json()["error"]["code"] == "busy"

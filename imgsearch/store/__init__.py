@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from imgsearch.store.dups import (  # noqa: F401
     dup_scan,
+    dups_state,
     exact_candidates,
     image_hashes,
     save_fingerprints,

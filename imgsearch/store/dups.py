@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,7 +11,8 @@ from sqlalchemy.orm import Session
 
 from imgsearch.store import dialect
 from imgsearch.store.dialect import chunks
-from imgsearch.store.orm import STATUS_INDEXED, DupScan, Image, ImageHash
+from imgsearch.store.orm import STATUS_INDEXED, DupAction, DupScan, Image, ImageHash
+from imgsearch.store.vectors import generation_of
 
 
 def image_hashes(session: Session) -> dict[int, ImageHash]:
@@ -72,3 +74,12 @@ def dup_scan(session: Session, model_id: int) -> DupScan:
         dialect.insert_missing(session, DupScan, [{"model_id": model_id, "thresholds": "{}"}])
         scan = session.get_one(DupScan, model_id)
     return scan
+
+
+def dups_state(session: Session, model_id: int) -> tuple:
+    """What a duplicates answer for the model depends on, in a few values: the model's generation (photos and
+    vectors added, changed, forgotten), the thresholds remembered for it, and the latest duplicates action and undo."""
+    scan = session.get(DupScan, model_id)
+    last = session.execute(select(func.max(DupAction.id), func.max(DupAction.undone_at))).one()
+    remembered = json.loads(scan.thresholds or "{}") if scan is not None else {}  # the first scan makes the row
+    return (generation_of(session, model_id), json.dumps(remembered, sort_keys=True), *last)

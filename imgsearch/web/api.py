@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import threading
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi import Path as InPath
@@ -21,7 +22,11 @@ from imgsearch import (FILTERS, DupOptions, Filters, Library, NotFoundError, Sea
                        parse_query, split_filters)
 from imgsearch.config import MAX_K, SORTS
 from imgsearch.errors import render as render_params
+from imgsearch.progress import Progress
 from imgsearch.web.jobs import Jobs
+
+if TYPE_CHECKING:
+    from imgsearch.dups.scan import DupReport
 
 PHOTO_TERM = re.compile(r"^like:([0-9]+)$")  # in the query box: the photo with this id (the "similar" button)
 MAX_ID = 2**63 - 1  # ids are SQL BIGINTs: a larger number names no photo, and must not reach the database
@@ -135,20 +140,35 @@ def build_router(lib: Library, jobs: Jobs, set_aside: Path) -> APIRouter:
     def status() -> dict:
         return _jsonable(asdict(lib.status()))
 
-    @api.get("/dups", summary="Groups of copies with a keeper each (exact and near; similar when asked)")
-    def dups(tier: Annotated[list[str], Query()] = [], keep: Annotated[list[int], Query()] = []) -> dict:  # noqa: B006
-        report = lib.duplicates(_dup_options(lib, tier, keep))
-        return {"groups": [_group(g) for g in report.groups], "share": round(report.grouped_share, 4),
-                "warnings": [render_params(w, lambda name: f'"{name}": true') for w in report.warnings],
-                "thresholds": asdict(report.thresholds),
-                "borderline": [{"a": _brief(b.a), "b": _brief(b.b), "cosine": round(b.cosine, 4), "grouped": b.grouped}
-                               for b in report.borderline]}
+    answers = DupAnswers()
+
+    @api.get("/dups", summary="Groups of copies with a keeper each (exact and near; similar when asked)",
+             responses={202: {"description": "No answer for the library as it is now: a duplicates scan was "
+                                             "started (or is running); follow its events, then ask again"}})
+    def dups(response: Response, tier: Annotated[list[str], Query()] = [],  # noqa: B006
+             keep: Annotated[list[int], Query()] = []) -> dict:  # noqa: B006
+        options = _dup_options(lib, tier, keep)
+        key, state = (options.tiers, options.keep), lib.duplicates_state()
+        ready = answers.get(key, state)
+        if ready is not None:
+            return _dups_body(ready)
+
+        def scan(progress: Progress) -> str:  # seconds of CPU at 100k photos: a job with progress, not a GET
+            report = lib.duplicates(options, progress=progress)
+            answers.put(key, state, report)
+            return f"{len(report.groups)} group(s) of copies"
+
+        job = jobs.start(DUP_SCAN, scan, key=key, join=True)
+        response.status_code = 202
+        return {"job": job.id, "events": f"/api/v1/jobs/{job.id}/events"}
 
     @api.post("/dups/actions", summary="Move the copies of some groups aside (or link exact ones), journaled")
     def dup_action(body: DupAction) -> dict:
         if body.action not in ("move", "link"):
             raise UsageError("action must be move or link", "action")
-        report = lib.duplicates(_dup_options(lib, body.tier, body.keep))
+        options = _dup_options(lib, body.tier, body.keep)
+        ready = answers.get((options.tiers, options.keep), lib.duplicates_state())
+        report = ready if ready is not None else lib.duplicates(options)  # the groups the page showed, if current
         chosen = [g for g in report.groups if g.keeper.id in set(body.groups)]
         if len(chosen) != len(set(body.groups)):
             raise UsageError("some groups are not duplicates any more: reload the page", "groups")
@@ -202,6 +222,40 @@ def photo_id(digits: str) -> str:
         raise UsageError(f"like:{digits[:24]}{'...' if len(digits) > 24 else ''} names no photo: ids are at most "
                          f"{MAX_ID}", "q")
     return digits
+
+
+DUP_SCAN = "duplicates scan"
+
+
+class DupAnswers:
+    """The latest duplicates answers (per tiers and keepers asked), each kept while the library stays as it was when
+    its scan began (Library.duplicates_state)."""
+
+    KEPT = 8
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._answers: dict[tuple, tuple[tuple, DupReport]] = {}
+
+    def get(self, key: tuple, state: tuple) -> DupReport | None:
+        with self._lock:
+            found = self._answers.get(key)
+        return found[1] if found is not None and found[0] == state else None
+
+    def put(self, key: tuple, state: tuple, report: DupReport) -> None:
+        with self._lock:
+            self._answers.pop(key, None)
+            self._answers[key] = (state, report)
+            while len(self._answers) > self.KEPT:
+                self._answers.pop(next(iter(self._answers)))
+
+
+def _dups_body(report: DupReport) -> dict:
+    return {"groups": [_group(g) for g in report.groups], "share": round(report.grouped_share, 4),
+            "warnings": [render_params(w, lambda name: f'"{name}": true') for w in report.warnings],
+            "thresholds": asdict(report.thresholds),
+            "borderline": [{"a": _brief(b.a), "b": _brief(b.b), "cosine": round(b.cosine, 4), "grouped": b.grouped}
+                           for b in report.borderline]}
 
 
 def _dup_options(lib: Library, tiers: list[str], keep: list[int]) -> DupOptions:

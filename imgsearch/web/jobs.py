@@ -1,5 +1,5 @@
-"""Background work started from a page (a re-scan of the library's folders), one at a time, with its progress as
-a stream of events that any number of pages can follow (server-sent events)."""
+"""Background work started from a page (a re-scan of the library's folders, a duplicates scan), one at a time,
+with its progress as a stream of events that any number of pages can follow (server-sent events)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from imgsearch.errors import BusyError, ImgSearchError
 class Job:
     id: int
     kind: str
+    key: object = None  # what exactly it works on (a duplicates scan: its options), so a page can join it
     events: list[dict] = field(default_factory=list)
     done: bool = False
     changed: threading.Condition = field(default_factory=threading.Condition)
@@ -72,12 +73,16 @@ class Jobs:
         self._lock = threading.Lock()
         self.current: Job | None = None
 
-    def start(self, kind: str, work: Callable[[JobProgress], str]) -> Job:
-        """Run `work` in a thread; its return value is the closing summary."""
+    def start(self, kind: str, work: Callable[[JobProgress], str], key: object = None, join: bool = False) -> Job:
+        """Run `work` in a thread; its return value is the closing summary. With `join`, a running job of the same
+        kind and key is returned instead of refusing."""
         with self._lock:
-            if self.current is not None and not self.current.done:
-                raise BusyError(f"a {self.current.kind} is already running (job {self.current.id}): wait for it")
-            job = self.current = Job(next(self._ids), kind)
+            running = self.current if self.current is not None and not self.current.done else None
+            if running is not None and join and (running.kind, running.key) == (kind, key):
+                return running
+            if running is not None:
+                raise BusyError(f"a {running.kind} is already running (job {running.id}): wait for it")
+            job = self.current = Job(next(self._ids), kind, key)
         job.emit(type="start", kind=kind)
 
         def run() -> None:

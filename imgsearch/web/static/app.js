@@ -161,7 +161,16 @@ async function duplicates() {
     tiers().forEach((t) => params.append("tier", t));
     keep.forEach((chosen) => params.append("keep", chosen));
     try {
-      const body = await api(`/api/v1/dups?${params}`);
+      let body = await api(`/api/v1/dups?${params}`);
+      while (body.job !== undefined) {  // no answer for the library as it is: a scan runs; its progress, then ask again
+        const summary = $("#dup-summary");
+        summary.className = "message";
+        await follow(body, (e) => {
+          if (e.type === "stage") summary.textContent = `Looking for copies: ${e.stage}...`;
+          if (e.type === "progress") summary.textContent = `Looking for copies: ${e.stage} ${e.done}${e.total ? "/" + e.total : ""}`;
+        });
+        body = await api(`/api/v1/dups?${params}`);
+      }
       groups.replaceChildren(...body.groups.map(group));
       if (!body.groups.length) groups.textContent = "No copies found.";
       warnings = body.warnings || [];
@@ -250,7 +259,12 @@ async function duplicates() {
   $("#select-all").addEventListener("click", () => document.querySelectorAll(".pick").forEach((p) => { p.checked = true; }));
   $("#move").addEventListener("click", () => act("move"));
   $("#link").addEventListener("click", () => act("link"));
-  $("#tier").addEventListener("change", () => { keep.clear(); load(); });
+  $("#tier").addEventListener("change", () => {
+    keep.clear();
+    const said = $("#dup-message");
+    if (said) said.textContent = "";  // what was said about the other groups
+    load();
+  });
   $("#undo").addEventListener("click", async () => {
     try {
       const done = await api("/api/v1/dups/undo", { method: "POST" });
@@ -261,6 +275,23 @@ async function duplicates() {
   await load();
 }
 
+// --- background jobs: a re-scan, a duplicates scan ------------------------------------------------------------
+function follow(job, onEvent) {
+  // a job's events until it ends: resolves with its "done" event, rejects when it failed
+  return new Promise((resolve, reject) => {
+    const events = new EventSource(job.events);
+    events.onmessage = (m) => {
+      const e = JSON.parse(m.data);
+      onEvent(e);
+      if (e.type === "done") {
+        events.close();
+        if (e.ok) resolve(e); else reject(new Error(e.summary));
+      }
+    };
+    events.onerror = () => { events.close(); reject(new Error("The server stopped answering: reload the page.")); };
+  });
+}
+
 // --- status: a re-scan with live progress ---------------------------------------------------------------------
 function rescan() {
   const button = $("#rescan"), line = $("#job"), bar = $("#job-progress");
@@ -268,19 +299,14 @@ function rescan() {
     button.disabled = true;
     try {
       const job = await api("/api/v1/jobs/rescan", { method: "POST" });
-      const events = new EventSource(job.events);
-      events.onmessage = (m) => {
-        const e = JSON.parse(m.data);
+      const done = await follow(job, (e) => {
         if (e.type === "stage") { line.textContent = `${e.stage}...`; bar.hidden = !e.total; bar.max = e.total || 1; bar.value = 0; }
         if (e.type === "progress") { bar.value = e.done; line.textContent = `${e.stage}: ${e.done}${e.total ? "/" + e.total : ""}`; }
-        if (e.type === "done") {
-          line.textContent = (e.ok ? "Indexed: " : "Failed: ") + e.summary;
-          bar.hidden = true;
-          button.disabled = false;
-          events.close();
-        }
-      };
-    } catch (e) { line.textContent = e.message; button.disabled = false; }
+      });
+      line.textContent = "Indexed: " + done.summary;
+    } catch (e) { line.textContent = "Failed: " + e.message; }
+    bar.hidden = true;
+    button.disabled = false;
   });
 }
 
