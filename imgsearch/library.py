@@ -122,7 +122,7 @@ class Library:
     def _model_row(self, spec: ModelSpec | None) -> Model:
         """The model to search with: the given one, else the most recently indexed one with vectors."""
         with self.session() as session:
-            models = [m for m in store.list_models(session) if store.has_vectors(session, m.id)]
+            models = store.models_with_vectors(session)
         if not models:
             raise NothingIndexedError(f"nothing is indexed in {self.path} yet: run `imgsearch index FOLDER` first.")
         if spec is None:
@@ -229,7 +229,7 @@ class Library:
         """Rank the library for a combination of text and image terms, with filters and paging (image URLs are
         fetched only when `allow_urls`)."""
         row = self._model_row(model)
-        index: Callable[[], VectorIndex] = lambda: self._indexes.get(row.id)  # noqa: E731
+        index: Callable[[], VectorIndex] = lambda: self._indexes.get(row.id, row.generation)  # noqa: E731
         if not self._indexes.loaded(row.id):  # a cold process: read the index while the query is embedded
             index = in_background(index)
         return searcher.search(self.sessions, row, lambda: self._checked_encoder(row, model), index, terms, options,

@@ -7,7 +7,7 @@ from datetime import timedelta
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from imgsearch.store import dialect
@@ -89,10 +89,11 @@ def photo_vectors(session: Session, model_id: int, image_ids: Sequence[int], dim
     return out
 
 
-def has_vectors(session: Session, model_id: int) -> bool:
-    """Whether the model has any vector (cheaper than counting them)."""
-    return (session.scalar(select(Embedding.image_id).where(Embedding.model_id == model_id).limit(1)) is not None
-            or session.scalar(select(Frame.id).where(Frame.model_id == model_id).limit(1)) is not None)
+def models_with_vectors(session: Session) -> list[Model]:
+    """Models that have any vector (of a still or a video frame), most recently used first: one query, as every
+    search asks it."""
+    has = exists().where(Embedding.model_id == Model.id) | exists().where(Frame.model_id == Model.id)
+    return list(session.scalars(select(Model).where(has).order_by(Model.last_used_at.desc(), Model.id.desc())))
 
 
 def count_vectors(session: Session, model_id: int, frames: bool = False) -> int:

@@ -197,8 +197,12 @@ class IndexCache:
         """Whether the model's index is in memory already (a `get` then costs a freshness check only)."""
         return model_id in self._indexes
 
-    def get(self, model_id: int) -> VectorIndex:
-        """The model's current index (updated from the database first when its vectors changed)."""
+    def get(self, model_id: int, generation: int | None = None) -> VectorIndex:
+        """The model's current index (updated from the database first when its vectors changed). `generation`: the
+        model's, just read by the caller, spares the database a second look when the index in memory is that one."""
+        held = self._indexes.get(model_id)
+        if held is not None and generation is not None and held[0] == generation:
+            return held[1]
         with self._lock_for(model_id):
             current = ensure_index(self._sessions, model_id, self._index_dir, strict=False,
                                    cached=self._indexes.get(model_id))
