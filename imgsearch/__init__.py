@@ -20,7 +20,7 @@ _LAZY = {
     "ModelSpec": "imgsearch.config", "IndexSettings": "imgsearch.config", "CrawlSettings": "imgsearch.config",
     "SearchOptions": "imgsearch.config", "Filters": "imgsearch.filters", "DupOptions": "imgsearch.config",
     "ImgSearchError": "imgsearch.errors", "UsageError": "imgsearch.errors", "NotFoundError": "imgsearch.errors",
-    "Term": "imgsearch.search.query", "parse_query": "imgsearch.search.query",
+    "Term": "imgsearch.search.query", "parse_query": "imgsearch.search.query", "feedback_terms": "imgsearch.search.query",
     "FILTERS": "imgsearch.filters", "split_filters": "imgsearch.filters", "SearchResult": "imgsearch.search.result",
     "timestamp": "imgsearch.search.result", "VideoSampling": "imgsearch.config",
     "export_results": "imgsearch.search.export", "thumbnail_jpeg": "imgsearch.images.decode",
@@ -34,7 +34,7 @@ _LAZY = {
 __all__ = ["CrawlSettings", "DupOptions", "FILTERS", "Filters", "ForgetReport", "ImgSearchError", "IndexSettings", "Library",
            "ModelSpec", "NotFoundError", "SearchOptions", "SearchResult", "Term", "TrainSettings", "UsageError",
            "VideoSampling", "check_roots", "check_templates", "classify", "diagnose", "evaluate_folder",
-           "export_model", "export_results", "load_encoder", "parse_duration", "parse_labels",
+           "export_model", "export_results", "feedback_terms", "load_encoder", "parse_duration", "parse_labels",
            "parse_query", "read_pairs", "split_filters", "thumbnail_jpeg", "timestamp", "train", "upgrade"]
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from imgsearch.models.training import TrainSettings, train
     from imgsearch.models.zeroshot import check_templates, classify, parse_labels
     from imgsearch.search.export import export_results
-    from imgsearch.search.query import Term, parse_query
+    from imgsearch.search.query import Term, feedback_terms, parse_query
     from imgsearch.search.result import SearchResult, timestamp
     from indexer.pipeline import check_roots
 

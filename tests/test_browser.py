@@ -137,6 +137,41 @@ def test_similar_on_a_tile(page, served: Served) -> None:
     assert all(n.startswith("yellow-") for n in found[:PER_COLOUR - 1]), found
 
 
+def test_more_like_this_and_fewer_like_this(page, served: Served) -> None:
+    """Marks on the tiles rank the results again (the URL keeps them: Back and reload give the same page); a photo
+    marked down leaves the results; the marks can be undone one by one or all at once."""
+    search(page, "a photo of a red circle")
+    plain = names(page)
+    assert "Mark photos with" in page.inner_text("#marks")
+    blue = next(n for n in plain if n.startswith("blue-"))
+    tile = page.locator(".tile", has=page.locator(f"img[alt='{blue}']"))
+    tile.hover()
+    tile.locator(".mark-like").click()  # more like this blue one
+    page.wait_for_url("**like=*")
+    served.shot(page, "marked")
+    page.set_viewport_size({"width": 390, "height": 844})
+    served.shot(page, "marked-phone")
+    page.set_viewport_size({"width": 1280, "height": 900})
+    liked = names(page)
+    assert liked.index(blue) < plain.index(blue) and liked[:8] != plain[:8]
+    marked = page.locator(".tile.liked")
+    assert marked.count() == 1 and marked.locator("img").get_attribute("alt") == blue
+    assert marked.locator(".mark-like.on").is_visible()
+    assert "Ranked with your marks: more like 1 photo(s), fewer like 0" in " ".join(page.inner_text("#marks").split())
+    red = liked[0] if liked[0] != blue else liked[1]
+    first_red = page.locator(".tile", has=page.locator(f"img[alt='{red}']"))
+    first_red.hover()
+    first_red.locator(".mark-unlike").click()  # fewer like this one: it leaves the results
+    page.wait_for_function(f"() => !document.querySelector(\"img[alt='{red}']\")")
+    assert red not in names(page) and "more like 1 photo(s), fewer like 1 (left out)" in " ".join(
+        page.inner_text("#marks").split())
+    page.reload()
+    assert red not in names(page) and page.locator(".tile.liked").count() == 1  # the marks are in the URL
+    page.click("#marks a")  # clear the marks
+    page.wait_for_function("() => !location.search.includes('like=')")
+    assert names(page) == plain
+
+
 def test_drop_an_image_and_combine_it_with_words(page, served: Served) -> None:
     data = io.BytesIO()
     shape_image("green", "circle", size=160, seed=999).save(data, format="PNG")
@@ -183,10 +218,27 @@ def test_page_through_results_with_the_keyboard(page, served: Served) -> None:
     page.keyboard.press("Escape")  # back to the results
     page.wait_for_selector(".tile")
     assert names(page) == order
+    results = page.url
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("Escape")  # on the results: the selection goes, the page stays (it left the app before)
+    assert page.locator(".tile.selected").count() == 0 and page.url == results
     page.keyboard.press("ArrowRight")
     page.keyboard.press("s")  # photos like the selected one
     page.wait_for_url("**/?q=like*")
     assert order[0] not in names(page)
+
+
+def test_a_new_query_keeps_the_filters_and_the_order(page, served: Served) -> None:
+    page.goto("/?q=a+photo+of+a+red+circle&ext=png&sort=path")
+    page.wait_for_selector(".tile")
+    assert all(n.endswith(".png") for n in names(page))
+    page.fill("#q", "a photo of a blue square")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**q=a+photo+of+a+blue+square**")
+    assert "ext=png" in page.url and "sort=path" in page.url
+    found = names(page)
+    assert found and all(n.endswith(".png") for n in found) and found == sorted(found)  # still png, by path
+    assert page.locator("details.filters[open]").count() == 1  # the filters in force are shown (and cleared there)
 
 
 def test_review_duplicates_apply_and_undo(page, served: Served) -> None:

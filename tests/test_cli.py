@@ -70,6 +70,20 @@ def test_search_json_paths_and_table(indexed: Path, pics: Path) -> None:
     assert table[1].split()[0] == "1" and table[1].endswith(rows[0]["path"])
 
 
+def test_search_with_marks_more_like_and_fewer_like(indexed: Path) -> None:
+    rows = [json.loads(line) for line in cli("search", "a red thing", "-L", indexed, "--json", "-k", "8").stdout.splitlines()]
+    liked, unliked = rows[-1], rows[1]
+    again = cli("search", "a red thing", "-L", indexed, "--json", "-k", "8", "--like", liked["id"], "--unlike",
+                unliked["id"])
+    assert again.exit_code == 0, again.output
+    ids = [json.loads(line)["id"] for line in again.stdout.splitlines()]
+    assert unliked["id"] not in ids and liked["id"] in ids and ids.index(liked["id"]) < 7  # it moved up
+    both = cli("search", "a red thing", "-L", indexed, "--like", liked["id"], "--unlike", liked["id"])
+    assert both.exit_code == 2 and "marked both up and down" in both.stderr
+    gone = cli("search", "a red thing", "-L", indexed, "--like", "999999")
+    assert gone.exit_code != 0 and "no photo 999999" in gone.stderr
+
+
 def test_search_by_image_leaves_the_query_image_out(indexed: Path, pics: Path) -> None:
     query = pics / "real" / "hat-2.jpg"
     result = cli("search", "--image", query, "-L", indexed, "--json", "-k", "7")

@@ -15,12 +15,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from imgsearch.search import ranking as search_mod
+from imgsearch.search import searcher
 from imgsearch.config import IndexSettings, ModelSpec, SearchOptions
-from imgsearch.errors import ImgSearchError, UsageError
+from imgsearch.errors import ImgSearchError, NotFoundError, UsageError
 from imgsearch.search.export import export_results
 from imgsearch.search.fetch import fetch_url
 from imgsearch.filters import Filters, check_ext, parse_date
-from imgsearch.search.query import parse_query
+from imgsearch.search.query import feedback_terms, parse_query
 from imgsearch.search.ranking import combine
 from tests.factories import write_photo
 
@@ -113,6 +114,28 @@ def test_arithmetic_moves_the_query(library, colours) -> None:
     assert run(library, ["@" + str(colours["red"]), "+", "blue"], k=1) == ["magenta"]
 
 
+def test_marks_move_the_ranking_and_unliked_photos_leave_it(library, colours) -> None:
+    """Relevance feedback: the query plus the mean of the liked photos minus a smaller share of the unliked ones;
+    a liked photo stays among the results (it is what the user wants), an unliked one leaves them."""
+    ids = {Path(r.path).stem: r.id for r in library.search(parse_query(["red"]), SearchOptions(k=10), FAKE)}
+    plain = run(library, ["red"], k=5)
+
+    def marked(liked: list[str], unliked: list[str]) -> list[str]:
+        terms = feedback_terms(parse_query(["red"]), [ids[n] for n in liked], [ids[n] for n in unliked])
+        return [Path(r.path).stem for r in library.search(terms, SearchOptions(k=5), FAKE)]
+
+    more_blue = marked(["blue"], [])
+    assert more_blue.index("blue") < plain.index("blue") and more_blue[0] == "magenta"  # red + blue
+    fewer_magenta = marked([], ["magenta"])
+    assert "magenta" not in fewer_magenta and fewer_magenta[0] == "red" and len(fewer_magenta) == 4
+    both = marked(["blue", "red"], ["white"])
+    assert "white" not in both and {"blue", "red"} <= set(both)
+    with pytest.raises(UsageError, match="marked both up and down"):
+        feedback_terms(parse_query(["red"]), [ids["red"]], [ids["red"]])
+    with pytest.raises(NotFoundError, match="no photo 999999"):
+        library.search(feedback_terms(parse_query(["red"]), [999999], []), SearchOptions(k=5), FAKE)
+
+
 def test_filters_compose_and_are_exact(library, colours, tmp_path: Path) -> None:
     every = dict(k=10)
     assert sorted(run(library, ["red"], filters=Filters(folder=str(tmp_path / "pics" / "2021")), **every)) == ["green", "magenta"]
@@ -149,6 +172,19 @@ def test_sort_by_date_and_path_after_the_cutoff_and_paging(library, colours) -> 
     assert run(library, ["blue"], k=2) + run(library, ["blue"], k=2, offset=2) + run(library, ["blue"], k=2, offset=4) == full
     ranks = [r.rank for r in library.search(parse_query(["blue"]), SearchOptions(k=2, offset=2), FAKE)]
     assert ranks == [1, 2]
+
+
+def test_an_order_by_date_or_path_runs_on_from_page_to_page(library, colours, monkeypatch) -> None:
+    """Ordered by date, page 2 goes on where page 1 stopped (each page was ordered on its own: every page started
+    again from the newest); the results ordered are the best SORTED_DEPTH by score."""
+    for sort in ("date", "path"):
+        whole = run(library, ["red"], k=5, sort=sort)
+        assert run(library, ["red"], k=2, sort=sort) + run(library, ["red"], k=2, offset=2, sort=sort) \
+            + run(library, ["red"], k=2, offset=4, sort=sort) == whole
+    monkeypatch.setattr(searcher, "SORTED_DEPTH", 3)
+    ordered = run(library, ["red"], k=2, sort="path") + run(library, ["red"], k=2, offset=2, sort="path")
+    assert ordered == sorted(run(library, ["red"], k=3), key=lambda stem: str(colours[stem]))  # the best 3, by path
+    assert run(library, ["red"], k=2, offset=4, sort="path") == []  # the list ends there
 
 
 def test_repeated_text_queries_come_from_the_cache(library, colours, fake_encoders) -> None:

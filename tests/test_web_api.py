@@ -80,6 +80,25 @@ def test_like_terms_and_similar_use_stored_vectors(client: TestClient) -> None:
     assert client.get("/api/v1/search", params={"q": "like:999999"}).status_code == 404
 
 
+def test_marks_rank_again_and_unliked_photos_leave_the_results(client: TestClient) -> None:
+    ids = ids_of(client)
+
+    def names(**params) -> list[str]:
+        got = client.get("/api/v1/search", params={"q": "red", "k": 8, **params})
+        assert got.status_code == 200, got.text
+        return [r["name"] for r in got.json()["results"]]
+
+    plain = names()
+    marked = names(like=[ids["blue.jpg"]], unlike=[ids["magenta.jpg"]])
+    assert "magenta.jpg" not in marked and marked.index("blue.jpg") < plain.index("blue.jpg")
+    assert len(marked) == len(plain) - 1
+    both = client.get("/api/v1/search", params={"q": "red", "like": ids["red.jpg"], "unlike": ids["red.jpg"]})
+    assert both.status_code == 400 and "marked both up and down" in both.json()["error"]["message"]
+    for bad in ("x", "0", str(2**63)):
+        refused = client.get("/api/v1/search", params={"q": "red", "like": bad})
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == "like", refused.text
+
+
 def test_upload_search_and_its_limits(client: TestClient) -> None:
     data = io.BytesIO()
     Image.new("RGB", (50, 40), (30, 60, 220)).save(data, format="PNG")

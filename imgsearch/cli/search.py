@@ -29,6 +29,12 @@ def search(
     offset: Annotated[int, typer.Option(help="Skip this many results first (paging).")] = SearchOptions.offset,
     min_score: Annotated[Optional[float], typer.Option(help="Only results at least this similar (cosine).")] = None,
     sort: Annotated[str, typer.Option(help="Order of the results: score, date (newest first) or path.")] = SORTS[0],
+    like: Annotated[Optional[list[int]], typer.Option(
+        help="More like this photo (its id, as --json gives it): results move towards the photos marked so; "
+             "repeatable.", show_default=False)] = None,
+    unlike: Annotated[Optional[list[int]], typer.Option(
+        help="Fewer like this photo: results move away from it, and it leaves them; repeatable.",
+        show_default=False)] = None,
     filters: dict = {},  # noqa: B006 (one option per search filter: with_filters)
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
     as_paths: Annotated[bool, typer.Option("--paths", help="Bare paths, one per line.")] = False,
@@ -49,9 +55,10 @@ def search(
       imgsearch search beach + sunset - people --after 2019 --top 20
       imgsearch search dog camera:x100v after:2019-05 type:video
       imgsearch search --image ~/Pictures/cat.jpg --json
+      imgsearch search "red dress" --like 12 --like 40 --unlike 7
     """
     from imgsearch.cli import render as output
-    from imgsearch import Filters, Term, parse_query, split_filters
+    from imgsearch import Filters, Term, feedback_terms, parse_query, split_filters
 
     with handled():
         if as_json and as_paths:
@@ -62,6 +69,8 @@ def search(
         if not words and image is None:
             raise UsageError("give some words to search for as well as the filters, or --image PATH.")
         terms = (parse_query(words) if words else []) + ([Term(1.0, "image", str(image))] if image else [])
+        if like or unlike:
+            terms = feedback_terms(terms, like or [], unlike or [])
         options = SearchOptions(k=top, offset=offset, min_score=min_score, sort=sort,
                                 filters=Filters.parse(filters).merged(typed))
         results = None

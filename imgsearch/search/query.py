@@ -30,7 +30,8 @@ class Term:
     """One part of a query: weight * embedding(value).
 
     kind: "text" (words), "image" (a file path), "url" (an http(s) image), "photo" (the id of a photo in the
-    library: its stored vector, no decoding) or "vector" (an embedding computed already, e.g. of an upload).
+    library: its stored vector, no decoding), "marked" (the same, for relevance feedback: see feedback_terms) or
+    "vector" (an embedding computed already, e.g. of an upload).
     """
 
     weight: float
@@ -95,3 +96,22 @@ def parse_query(words: Sequence[str]) -> list[Term]:
         if term.kind == "text":
             check_text(term.value)
     return terms
+
+
+LIKED_WEIGHT = 0.75  # Rocchio's beta: how far the marked-up photos pull the query (their mean, as one term)...
+UNLIKED_WEIGHT = 0.25  # ...and gamma: how far the marked-down ones push it away
+MAX_MARKS = 200  # photos marked up or down in one query
+
+
+def feedback_terms(terms: Sequence[Term], liked: Sequence[int], unliked: Sequence[int]) -> list[Term]:
+    """Relevance feedback ("more like these, fewer like those"): the query, plus the mean of the liked photos'
+    vectors, minus a smaller weight times the mean of the unliked ones (Rocchio). The terms are kind "marked":
+    stored vectors, as `like:ID`, but a liked photo stays among the results (an unliked one does not)."""
+    liked, unliked = list(dict.fromkeys(liked)), list(dict.fromkeys(unliked))
+    both = set(liked) & set(unliked)
+    if both:
+        raise UsageError(f"photo {min(both)} is marked both up and down: mark it one way", "like")
+    if len(liked) + len(unliked) > MAX_MARKS:
+        raise UsageError(f"{len(liked) + len(unliked)} photos are marked: at most {MAX_MARKS}", "like")
+    return [*terms, *(Term(LIKED_WEIGHT / len(liked), "marked", str(i)) for i in liked),
+            *(Term(-UNLIKED_WEIGHT / len(unliked), "marked", str(i)) for i in unliked)]

@@ -27,6 +27,7 @@ from imgsearch.store.orm import Model
 from imgsearch.vectors.index import VectorIndex
 
 TIE_LOOKAHEAD = 16  # results ranked past a page, so that equal scores across its end are listed alike on every page
+SORTED_DEPTH = 1000  # results ordered by date or path: the best this many by score (fewer above a min_score cutoff)
 CACHE_WRITE_WAIT_MS = 200  # a search waits this long for an indexer's write lock, then skips caching
 
 
@@ -47,7 +48,8 @@ def search(sessions: sessionmaker[Session], row: Model, encoder: Callable[[], En
         _check_filters(session, options.filters)
         exclude = {i for t in terms if t.kind == "image"
                    for i in [store.image_id_for_path(session, os.path.abspath(Path(t.value).expanduser()))]
-                   if i is not None} | {int(t.value) for t in terms if t.kind == "photo"}
+                   if i is not None} | {int(t.value) for t in terms if t.kind == "photo"} \
+            | {int(t.value) for t in terms if t.kind == "marked" and t.weight < 0}  # liked photos stay, unliked go
         exclude |= set(store.frame_index_ids(session, row.id, sorted(exclude)).tolist())  # a video's own frames
         allowed = store.filter_index_ids(session, row.id, options.filters) if options.filters.active() else None
     ann = index()
@@ -61,15 +63,17 @@ def search(sessions: sessionmaker[Session], row: Model, encoder: Callable[[], En
         frames.update(found)
         return {i: image_id for i, (image_id, _) in found.items()}
 
-    # a few past the page: a run of equal scores (exact copies) that crosses the page's end is ordered whole
-    hits = rank_ids(ann, query, min(options.offset + options.k + TIE_LOOKAHEAD, len(ann)), allowed, exclude,
-                    options.min_score, owners)
+    # by score: a few past the page (a run of equal scores, exact copies, that crosses the page's end is ordered
+    # whole); by date or path: the best SORTED_DEPTH by score (or a page's k, when larger) ordered as one list, then
+    # paged, so that the order runs on from one page to the next and ends with that list
+    depth = options.offset + options.k + TIE_LOOKAHEAD if options.sort == "score" else max(SORTED_DEPTH, options.k)
+    hits = rank_ids(ann, query, min(depth, len(ann)), allowed, exclude, options.min_score, owners)
     times = {frames[i][0]: frames[i][1] for i, _ in hits if i in frames}
     hits = [(frames[i][0] if i in frames else i, score) for i, score in hits]
     with sessions() as session:
         paths = store.paths_for(session, [i for i, _ in hits])
-        hits = order(hits, paths, "score")[options.offset: options.offset + options.k]
-        hits = order(hits, paths, options.sort, lambda ids: store.dates_for(session, ids))
+        hits = order(order(hits, paths, "score"), paths, options.sort, lambda ids: store.dates_for(session, ids))
+        hits = hits[options.offset: options.offset + options.k]
     return [SearchResult(rank=n, score=s, path=paths[i], id=i, time_ms=times.get(i)) for n, (i, s) in enumerate(hits, 1)]
 
 
@@ -95,7 +99,7 @@ def query_vectors(sessions: sessionmaker[Session], row: Model, encoder: Callable
                   terms: Sequence[Term]) -> np.ndarray:
     """One vector per term; cached texts need no model, so a repeated query starts instantly."""
     texts = [t.value for t in terms if t.kind == "text"]
-    photos = [int(t.value) for t in terms if t.kind == "photo"]
+    photos = [int(t.value) for t in terms if t.kind in ("photo", "marked")]
     with sessions() as session:
         known, stale = store.cached_text_vectors(session, row.id, texts, row.dim) if texts else ({}, set())
         stored = store.photo_vectors(session, row.id, photos, row.dim) if photos else {}
@@ -116,7 +120,7 @@ def query_vectors(sessions: sessionmaker[Session], row: Model, encoder: Callable
     def vector(t: Term) -> np.ndarray:
         if t.kind == "text":
             return known[t.value]
-        if t.kind == "photo":
+        if t.kind in ("photo", "marked"):
             return stored[int(t.value)]
         if t.kind == "vector":
             return np.asarray(t.vector, dtype=np.float32)

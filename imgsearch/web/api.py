@@ -19,7 +19,7 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from imgsearch import (FILTERS, DupOptions, Filters, Library, NotFoundError, SearchOptions, Term, UsageError,
-                       parse_query, split_filters)
+                       feedback_terms, parse_query, split_filters)
 from imgsearch.config import MAX_K, SORTS
 from imgsearch.errors import render as render_params
 from imgsearch.progress import Progress
@@ -46,6 +46,10 @@ def _search_params() -> type[BaseModel]:
         "offset": (int, Field(0, ge=0, description="Skip this many results first (paging)")),
         "min_score": (float | None, Field(None, ge=-1, le=1, description="Only results at least this similar")),
         "sort": (str, Field(SORTS[0], description=f"Order: {', '.join(SORTS)}")),
+        "like": (list[Annotated[int, Field(ge=1, le=MAX_ID)]], Field(
+            [], description="More like these photos (ids; repeat the parameter): the ranking moves towards them")),
+        "unlike": (list[Annotated[int, Field(ge=1, le=MAX_ID)]], Field(
+            [], description="Fewer like these photos: the ranking moves away from them, and they leave the results")),
     }
     for f in FILTERS:
         fields[f.name] = (list[str], Field([], description=f.help)) if f.many else \
@@ -63,6 +67,8 @@ def search_request(params: BaseModel, *first: Term) -> tuple[list[Term], SearchO
     words, typed = split_words(values["q"])
     filters = Filters.parse({f.name: values[f.name] for f in FILTERS}).merged(typed)
     terms = [*first, *query_terms(words)] if words or not first else list(first)
+    if values["like"] or values["unlike"]:
+        terms = feedback_terms(terms, values["like"], values["unlike"])
     return terms, SearchOptions(k=values["k"], offset=values["offset"], min_score=values["min_score"],
                                 sort=values["sort"], filters=filters)
 

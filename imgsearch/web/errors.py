@@ -38,7 +38,8 @@ def invalid_fields(errors: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]
     """(field, message) for each of pydantic's validation errors (a request's, or the search form's)."""
     out = []
     for error in errors or [{}]:
-        field = str(error.get("loc", ["", "?"])[-1])
+        names = [part for part in error.get("loc", ["", "?"]) if isinstance(part, str)]  # not a list item's index
+        field = names[-1] if names else "?"
         message = f"{field}: {error.get('msg', 'invalid value')}"
         if error.get("type") == "extra_forbidden":
             from imgsearch.web.api import SearchParams

@@ -19,6 +19,7 @@ from imgsearch.web.errors import invalid_fields, status_of
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 FIELDS = (*(f.name for f in FILTERS), "min_score", "sort")  # the form's fields besides q
+MARKS = ("like", "unlike")  # photos marked "more like this" / "fewer like this" (the tiles' + and - buttons)
 
 
 def build_router(lib: Library) -> APIRouter:
@@ -38,7 +39,7 @@ def build_router(lib: Library) -> APIRouter:
         choices = {f.name: list(f.choices) for f in FILTERS if f.choices} | {"tag": sorted(lib.tags())}
         context: dict[str, Any] = {
             "q": q, "state": state, "filters": FILTERS, "choices": choices, "sorts": SORTS, "results": [], "api": "",
-            "page": PAGE, "filters_given": any(state[name] for name in FIELDS if name != "sort")}
+            "page": PAGE, "filters_given": any(state[name] for name in FIELDS if name != "sort"), "kept": FIELDS}
         if not q:
             return render(request, "search.html", **context)
         try:
@@ -48,7 +49,8 @@ def build_router(lib: Library) -> APIRouter:
         except ValueError as exc:  # a field pydantic refused (a score that is not a number)
             return render(request, "search.html", 400, error=_refused(exc), **context)
         query = urlencode([(k, v) for k, v in params.multi_items() if k != "offset"])
-        return render(request, "search.html", **{**context, "results": hits, "query": query,
+        unmarked = "/?" + urlencode([(k, v) for k, v in params.multi_items() if k not in ("offset", *MARKS)])
+        return render(request, "search.html", **{**context, "results": hits, "query": query, "unmarked": unmarked,
                                                  "api": f"/api/v1/search?{query}"})
 
     @pages.get("/photo/{image_id}", response_class=HTMLResponse)
@@ -112,9 +114,10 @@ def _neighbours(lib: Library, params, i: int | None) -> dict:  # query parameter
 
 
 def _state(params) -> dict:  # query parameters
-    """The search form's fields as the URL gives them."""
+    """The search form's fields as the URL gives them, and the photos marked up or down (relevance feedback)."""
     many = {f.name for f in FILTERS if f.many}
-    return {k: params.getlist(k) if k in many else params.get(k, "") for k in FIELDS}
+    return {k: params.getlist(k) if k in many else params.get(k, "") for k in FIELDS} | \
+        {k: params.getlist(k) for k in MARKS}
 
 
 def _request(q: str, state: dict, k: int, offset: int) -> tuple[list[Term], SearchOptions]:

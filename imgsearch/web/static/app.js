@@ -58,6 +58,30 @@ function message(text, bad = false) {
   p.textContent = text;
 }
 
+// --- search: "more like this" and "fewer like this" on every result (relevance feedback, kept in the URL) -----
+function markButtons(box) {
+  const id = box.dataset.id;
+  const url = new URL(window.location.href);
+  const marked = { like: url.searchParams.getAll("like"), unlike: url.searchParams.getAll("unlike") };
+  box.classList.toggle("liked", marked.like.includes(id));
+  for (const [kind, sign, what] of [["like", "+", "More like this"], ["unlike", "\u2212", "Fewer like this"]]) {
+    const on = marked[kind].includes(id);
+    const next = new URL(url);
+    ["like", "unlike", "offset"].forEach((k) => next.searchParams.delete(k));
+    for (const k of ["like", "unlike"]) {  // a photo is marked one way at most; clicking a mark again removes it
+      marked[k].filter((x) => x !== id).forEach((x) => next.searchParams.append(k, x));
+    }
+    if (!on) next.searchParams.append(kind, id);
+    const a = document.createElement("a");
+    a.className = `mark mark-${kind}` + (on ? " on" : "");
+    a.href = next.pathname + next.search;
+    a.title = on ? `${what} (marked: click to unmark)` : what;
+    a.setAttribute("aria-label", a.title);
+    a.textContent = sign;
+    box.append(a);
+  }
+}
+
 // --- search: more results as the page scrolls ------------------------------------------------------------
 function infiniteScroll() {
   const grid = $("#grid");
@@ -68,7 +92,11 @@ function infiniteScroll() {
     loading = true;
     try {
       const body = await api(`${grid.dataset.api}&offset=${next}`);
-      body.results.forEach((r) => grid.append(tile(r, grid.dataset.query, body.offset + r.rank - 1)));
+      body.results.forEach((r) => {
+        const box = tile(r, grid.dataset.query, body.offset + r.rank - 1);
+        markButtons(box);
+        grid.append(box);
+      });
       next = body.next_offset;
     } catch (e) { message(e.message, true); next = null; }
     loading = false;
@@ -119,10 +147,12 @@ function keyboard() {
   document.addEventListener("keydown", (e) => {
     const typing = ["INPUT", "SELECT", "TEXTAREA"].includes(document.activeElement.tagName);
     if (e.key === "/" && !typing) { e.preventDefault(); $("#q").focus(); $("#q").select(); return; }
-    if (e.key === "Escape") {
+    if (e.key === "Escape") {  // closes what is open (the box being typed in, a selection); never leaves the app
       if (typing) { document.activeElement.blur(); return; }
       const back = $("#back");
-      if (back) window.location = back.href; else history.back();
+      if (back) { window.location = back.href; return; }  // a photo: back to its results
+      document.querySelectorAll(".tile.selected").forEach((t) => t.classList.remove("selected"));
+      if (document.activeElement && document.activeElement !== document.body) document.activeElement.blur();
       return;
     }
     if (typing || e.ctrlKey || e.metaKey || e.altKey) return;
@@ -310,7 +340,11 @@ function rescan() {
   });
 }
 
-if (page === "search") { infiniteScroll(); dropZone(); }
+if (page === "search") {
+  if ($("#grid") && $("#grid").dataset.query) document.querySelectorAll("#grid .tile").forEach(markButtons);
+  infiniteScroll();
+  dropZone();
+}
 if (page === "dups") duplicates();
 if (page === "status") rescan();
 keyboard();
