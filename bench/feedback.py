@@ -31,8 +31,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=None, help="a trained model's folder (default: train one)")
     ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--weights", nargs="*", default=[],
+                    help="other LIKED,UNLIKED weights to compare with the defaults, e.g. 1.5,0.5")
     a = ap.parse_args()
-    from imgsearch import Library, ModelSpec, SearchOptions, feedback_terms, parse_query
+    from imgsearch import Library, ModelSpec, SearchOptions, parse_query
+    from imgsearch.search import query as query_mod
 
     work = Path(tempfile.mkdtemp(prefix="bench-feedback-"))
     model = a.model
@@ -51,28 +54,36 @@ def main() -> None:
         def label(path: str) -> str:
             return Path(path).parent.name
 
-        rows = []
-        for name in labels:
-            terms = parse_query([TEMPLATE.format(label=name)])
-            first = lib.search(terms, SearchOptions(k=20), spec)
-            page, following = first[:10], first[10:20]
-            liked = [r.id for r in page if label(r.path) == name]
-            unliked = [r.id for r in page if label(r.path) != name]
-            marked = feedback_terms(terms, liked, unliked)
-            again = lib.search(marked, SearchOptions(k=30), spec)
-            judged = {r.id for r in page}
-            residual = [r for r in again if r.id not in judged][:10]
-            rows.append((name, sum(label(r.path) == name for r in page) / 10,
-                         sum(label(r.path) == name for r in again[:10]) / 10,
-                         sum(label(r.path) == name for r in following) / max(1, len(following)),
-                         sum(label(r.path) == name for r in residual) / max(1, len(residual))))
-    print(f"\n{'class':<12} {'P@10 text':>10} {'P@10 marked':>12} {'next 10, text':>14} {'next 10, marked':>16}")
+        weights = [(query_mod.LIKED_WEIGHT, query_mod.UNLIKED_WEIGHT)] + \
+            [tuple(float(x) for x in w.split(",")) for w in a.weights]
+        for liked_weight, unliked_weight in weights:
+            query_mod.LIKED_WEIGHT, query_mod.UNLIKED_WEIGHT = liked_weight, unliked_weight
+            rows = []
+            for name in labels:
+                terms = parse_query([TEMPLATE.format(label=name)])
+                first = lib.search(terms, SearchOptions(k=20), spec)
+                page, following = first[:10], first[10:20]
+                liked = [r.id for r in page if label(r.path) == name]
+                unliked = [r.id for r in page if label(r.path) != name]
+                again = lib.search(query_mod.feedback_terms(terms, liked, unliked), SearchOptions(k=30), spec)
+                judged = {r.id for r in page}
+                residual = [r for r in again if r.id not in judged][:10]
+                rows.append((name, sum(label(r.path) == name for r in page) / 10,
+                             sum(label(r.path) == name for r in again[:10]) / 10,
+                             sum(label(r.path) == name for r in following) / max(1, len(following)),
+                             sum(label(r.path) == name for r in residual) / max(1, len(residual))))
+            report(rows, liked_weight, unliked_weight)
+
+
+def report(rows: list, liked_weight: float, unliked_weight: float) -> None:
+    print(f"\nliked weight {liked_weight}, unliked weight {unliked_weight}")
+    print(f"{'class':<12} {'P@10 text':>10} {'P@10 marked':>12} {'next 10, text':>14} {'next 10, marked':>16}")
     for name, *values in rows:
         print(f"{name:<12} " + " ".join(f"{v:>{w}.2f}" for v, w in zip(values, (10, 12, 14, 16))))
     means = [statistics.mean(r[i] for r in rows) for i in range(1, 5)]
     print(f"{'mean':<12} " + " ".join(f"{v:>{w}.3f}" for v, w in zip(means, (10, 12, 14, 16))))
     print(f"one round of marks: first page {means[1] / means[0]:.2f}x the text query's precision, the next 10 "
-          f"unjudged photos {means[3] / means[2]:.2f}x")
+          f"unjudged photos {means[3] / means[2]:.2f}x", flush=True)
 
 
 if __name__ == "__main__":

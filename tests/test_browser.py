@@ -184,10 +184,10 @@ def test_drop_an_image_and_combine_it_with_words(page, served: Served) -> None:
             transfer.items.add(new File([bytes], "mine.png", { type: "image/png" }));
             return transfer;
         }""", base64.b64encode(data.getvalue()).decode())
-        page.evaluate("document.querySelector('#grid').replaceChildren()")
-        page.dispatch_event("#drop", "drop", {"dataTransfer": dropped})
+        with page.expect_navigation():  # the results of an image get an address: /?upload=ID
+            page.dispatch_event("#drop", "drop", {"dataTransfer": dropped})
         page.wait_for_selector(".tile")
-        assert page.inner_text("#drop").endswith("photos like mine.png.")
+        assert "upload=" in page.url and "Photos like the image you gave" in page.inner_text("#drop")
         return names(page)
 
     alone = drop()
@@ -198,6 +198,18 @@ def test_drop_an_image_and_combine_it_with_words(page, served: Served) -> None:
     assert colours[0] == "red", combined  # the words count...
     assert colours.index("green") < min(colours.index("blue"), colours.index("yellow")), combined  # ...and the image
     served.shot(page, "dropped")
+    page.reload()
+    assert names(page) == combined  # the same results again: the upload is kept under its id
+    page.go_back()
+    page.wait_for_selector(".tile")
+    assert names(page) == alone and "q=" not in page.url  # Back: the image alone again
+    # a file picker (on a phone: the camera or the photo library) does the same
+    chosen = served.root.parent / "chosen.png"
+    shape_image("yellow", "square", size=160, seed=998).save(chosen)
+    with page.expect_navigation():
+        page.set_input_files("#pick", str(chosen))
+    page.wait_for_selector(".tile")
+    assert all(n.startswith("yellow-") for n in names(page)[:PER_COLOUR - 1]), names(page)
 
 
 def test_page_through_results_with_the_keyboard(page, served: Served) -> None:

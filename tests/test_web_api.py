@@ -105,6 +105,19 @@ def test_upload_search_and_its_limits(client: TestClient) -> None:
     found = client.post("/api/v1/search/image", files={"image": ("q.png", data.getvalue(), "image/png")},
                         params={"k": "1"})
     assert found.status_code == 200 and found.json()["results"][0]["name"] == "blue.jpg"
+    # the upload's vector is kept under an id: its results have an address (pages, reload, a shared link)
+    upload = found.json()["upload"]
+    again = client.get("/api/v1/search", params={"upload": upload, "k": 3})
+    assert again.status_code == 200 and again.json()["results"][0]["name"] == "blue.jpg"
+    page2 = client.get("/api/v1/search", params={"upload": upload, "k": 3, "offset": 3}).json()["results"]
+    assert {r["name"] for r in page2}.isdisjoint({r["name"] for r in again.json()["results"]})
+    with_words = client.get("/api/v1/search", params={"upload": upload, "q": "red", "k": 1}).json()["results"]
+    assert with_words[0]["name"] == "magenta.jpg"  # blue + red
+    gone = client.get("/api/v1/search", params={"upload": "AAAAAAAAAAAA"})
+    assert gone.status_code == 404 and gone.json()["error"]["param"] == "upload" and "again" in gone.text
+    assert client.get("/api/v1/search", params={"upload": "../x"}).status_code == 400
+    page = client.get("/", params={"upload": upload})
+    assert page.status_code == 200 and page.text.count('class="tile"') == 7 and "the image you gave" in page.text
     bad = client.post("/api/v1/search/image", files={"image": ("x.png", b"not an image", "image/png")})
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "usage"
 
@@ -501,3 +514,23 @@ def test_an_upload_being_encoded_does_not_hold_up_other_requests(client: TestCli
             release.set()
             upload.join(60)
     assert answer["response"].status_code == 200
+
+
+def test_uploads_are_kept_an_hour_after_their_last_use_and_the_latest_only(monkeypatch) -> None:
+    from imgsearch.errors import NotFoundError
+    from imgsearch.web import uploads as uploads_mod
+
+    clock = [1000.0]
+    monkeypatch.setattr(uploads_mod.time, "monotonic", lambda: clock[0])
+    kept = uploads_mod.Uploads(kept_s=3600, kept=2)
+    a, b = kept.put(np.ones(4)), kept.put(np.zeros(4))
+    clock[0] += 3000
+    assert kept.get(a).sum() == 4  # used again: its hour starts again
+    clock[0] += 1000  # b is 4,000 s old, a 1,000 s
+    with pytest.raises(NotFoundError, match="no longer kept"):
+        kept.get(b)
+    assert kept.get(a).sum() == 4
+    c, d = kept.put(np.ones(4)), kept.put(np.ones(4))  # past the latest 2: the oldest goes
+    with pytest.raises(NotFoundError):
+        kept.get(a)
+    assert kept.get(c).sum() == kept.get(d).sum() == 4

@@ -24,6 +24,7 @@ from imgsearch.config import MAX_K, SORTS
 from imgsearch.errors import render as render_params
 from imgsearch.progress import Progress
 from imgsearch.web.jobs import Jobs
+from imgsearch.web.uploads import Uploads
 
 if TYPE_CHECKING:
     from imgsearch.dups.scan import DupReport
@@ -46,6 +47,9 @@ def _search_params() -> type[BaseModel]:
         "offset": (int, Field(0, ge=0, description="Skip this many results first (paging)")),
         "min_score": (float | None, Field(None, ge=-1, le=1, description="Only results at least this similar")),
         "sort": (str, Field(SORTS[0], description=f"Order: {', '.join(SORTS)}")),
+        "upload": (str | None, Field(None, pattern=r"^[A-Za-z0-9_-]{1,32}$", description=(
+            "An image searched by upload before (the `upload` id POST /search/image answered): its results again, "
+            "further pages of them, with other words or filters; kept for an hour after its last use"))),
         "like": (list[Annotated[int, Field(ge=1, le=MAX_ID)]], Field(
             [], description="More like these photos (ids; repeat the parameter): the ranking moves towards them")),
         "unlike": (list[Annotated[int, Field(ge=1, le=MAX_ID)]], Field(
@@ -61,9 +65,14 @@ SearchParams = _search_params()
 Params = Annotated[SearchParams, Query()]  # type: ignore[valid-type]
 
 
-def search_request(params: BaseModel, *first: Term) -> tuple[list[Term], SearchOptions]:
-    """A search route's terms (`first`, then the query's) and options, filter words in the query included."""
+def search_request(params: BaseModel, *first: Term, uploads: Uploads | None = None) -> tuple[list[Term], SearchOptions]:
+    """A search route's terms (`first`, an upload's kept vector, then the query's) and options, filter words in the
+    query included."""
     values = params.model_dump()
+    if values["upload"]:
+        if uploads is None:
+            raise UsageError("an upload id is not taken here", "upload")
+        first = (*first, Term(1.0, "vector", "upload", uploads.get(values["upload"])))
     words, typed = split_words(values["q"])
     filters = Filters.parse({f.name: values[f.name] for f in FILTERS}).merged(typed)
     terms = [*first, *query_terms(words)] if words or not first else list(first)
@@ -82,7 +91,7 @@ class DupAction(BaseModel):
     yes: bool = False
 
 
-def build_router(lib: Library, jobs: Jobs, set_aside: Path) -> APIRouter:
+def build_router(lib: Library, jobs: Jobs, set_aside: Path, uploads: Uploads) -> APIRouter:
     api = APIRouter(prefix="/api/v1")
 
     def results(hits: list, opts: SearchOptions) -> dict:
@@ -91,10 +100,11 @@ def build_router(lib: Library, jobs: Jobs, set_aside: Path) -> APIRouter:
 
     @api.get("/search", summary="Search by text, `like:ID` terms, + and - arithmetic, with filters")
     def search(params: Params) -> dict:
-        terms, opts = search_request(params)
+        terms, opts = search_request(params, uploads=uploads)
         return results(lib.search(terms, opts, allow_urls=False), opts)
 
-    @api.post("/search/image", summary="Search by an uploaded image (optionally with a text query), with filters")
+    @api.post("/search/image", summary="Search by an uploaded image (optionally with a text query), with filters; "
+                                       "the answer's `upload` id asks for the same image again (GET /search?upload=)")
     async def search_image(image: Annotated[UploadFile, File()], params: Params,
                            q: Annotated[str, Form(description="Text added to the image (as the q parameter)")] = ""
                            ) -> dict:
@@ -105,8 +115,11 @@ def build_router(lib: Library, jobs: Jobs, set_aside: Path) -> APIRouter:
             params = params.model_copy(update={"q": f"{params.q} {q}".strip()})  # type: ignore[attr-defined]
 
         def decode_and_search() -> dict:  # CPU work (and a first model load): never on the event loop
-            terms, opts = search_request(params, lib.embed_image(data))
-            return results(lib.search(terms, opts, allow_urls=False), opts)
+            image = lib.embed_image(data)
+            terms, opts = search_request(params, image, uploads=uploads)
+            assert image.vector is not None  # a "vector" term carries its vector
+            upload_id = uploads.put(image.vector)
+            return {**results(lib.search(terms, opts, allow_urls=False), opts), "upload": upload_id}
 
         return await run_in_threadpool(decode_and_search)
 
@@ -117,7 +130,7 @@ def build_router(lib: Library, jobs: Jobs, set_aside: Path) -> APIRouter:
     @api.get("/images/{image_id}/similar", summary="The photos most like this one (with text added by q), with "
                                                     "filters")
     def similar(image_id: ImageId, params: Params) -> dict:
-        terms, opts = search_request(params, Term(1.0, "photo", str(image_id)))
+        terms, opts = search_request(params, Term(1.0, "photo", str(image_id)), uploads=uploads)
         return results(lib.search(terms, opts), opts)
 
     @api.get("/images/{image_id}/thumb", summary="A WebP thumbnail (sizes 160, 320, 640, 1280); of a video, its "

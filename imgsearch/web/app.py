@@ -25,6 +25,7 @@ from imgsearch.config import SERVER_FILENAME
 from imgsearch.fs import atomic_write
 from imgsearch.web import api, errors, views
 from imgsearch.web.jobs import Jobs
+from imgsearch.web.uploads import Uploads
 from imgsearch.web.security import Guard, GuardMiddleware
 
 SET_ASIDE_DIRNAME = "set-aside"
@@ -44,8 +45,9 @@ def create_app(lib: Library, guard: Guard, set_aside: Path | None = None) -> Fas
     app.add_exception_handler(RequestValidationError, errors.handle_invalid)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, errors.handle_http)  # type: ignore[arg-type]
     app.add_middleware(GuardMiddleware, guard=guard)
-    app.include_router(api.build_router(lib, app.state.jobs, set_aside or lib.path / SET_ASIDE_DIRNAME))
-    app.include_router(views.build_router(lib))
+    uploads = Uploads()
+    app.include_router(api.build_router(lib, app.state.jobs, set_aside or lib.path / SET_ASIDE_DIRNAME, uploads))
+    app.include_router(views.build_router(lib, uploads))
     # the API's documentation works offline: Swagger UI's files from fastapi-offline, served here (before /static)
     app.mount("/static/docs", StaticFiles(directory=str(Path(fastapi_offline.__file__).parent / "static")),
               name="docs-assets")

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from imgsearch import FILTERS, ImgSearchError, Library, SearchOptions, Term, UsageError, timestamp
 from imgsearch.config import SORTS
 from imgsearch.web.api import PAGE, ImageId, SearchParams, search_request
+from imgsearch.web.uploads import Uploads
 from imgsearch.web.errors import invalid_fields, status_of
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -22,7 +23,7 @@ FIELDS = (*(f.name for f in FILTERS), "min_score", "sort")  # the form's fields 
 MARKS = ("like", "unlike")  # photos marked "more like this" / "fewer like this" (the tiles' + and - buttons)
 
 
-def build_router(lib: Library) -> APIRouter:
+def build_router(lib: Library, uploads: Uploads) -> APIRouter:
     pages = APIRouter(include_in_schema=False)
 
     def render(request: Request, name: str, code: int = 200, **context: object) -> HTMLResponse:
@@ -40,10 +41,10 @@ def build_router(lib: Library) -> APIRouter:
         context: dict[str, Any] = {
             "q": q, "state": state, "filters": FILTERS, "choices": choices, "sorts": SORTS, "results": [], "api": "",
             "page": PAGE, "filters_given": any(state[name] for name in FIELDS if name != "sort"), "kept": FIELDS}
-        if not q:
+        if not q and not state["upload"]:
             return render(request, "search.html", **context)
         try:
-            hits = lib.search(*_request(q, state, PAGE, 0), allow_urls=False)
+            hits = lib.search(*_request(q, state, PAGE, 0, uploads), allow_urls=False)
         except ImgSearchError as exc:
             return failed(request, exc, **context)
         except ValueError as exc:  # a field pydantic refused (a score that is not a number)
@@ -62,8 +63,9 @@ def build_router(lib: Library) -> APIRouter:
             similar = lib.similar(image_id, SearchOptions(k=12))
         except ImgSearchError as exc:
             return render(request, "message.html", status_of(exc), message=exc.render(lambda name: name))
-        around = _neighbours(lib, params, rank)
-        back = "/?" + urlencode([(k, v) for k, v in params.multi_items() if k != "i"]) if params.get("q") else "/"
+        around = _neighbours(lib, uploads, params, rank)
+        back = "/?" + urlencode([(k, v) for k, v in params.multi_items() if k not in ("i", "t")]) \
+            if params.get("q") or params.get("upload") else "/"
         duration = timestamp(info.duration_ms) if info.duration_ms is not None else None
         return render(request, "photo.html", info=info, similar=similar, back=back, q=params.get("q", ""), t=t,
                       at=timestamp(t), duration=duration, **around)
@@ -94,13 +96,14 @@ def _count(params, name: str) -> int | None:  # query parameters
     return int(text)
 
 
-def _neighbours(lib: Library, params, i: int | None) -> dict:  # query parameters
-    """Links to the previous and next result of the search this photo was opened from (`q` and its rank `i`)."""
-    if not params.get("q") or i is None:
+def _neighbours(lib: Library, uploads: Uploads, params, i: int | None) -> dict:  # query parameters
+    """Links to the previous and next result of the search this photo was opened from (`q` or an `upload`, and its
+    rank `i`)."""
+    if not (params.get("q") or params.get("upload")) or i is None:
         return {"prev": None, "next": None}
     start = max(0, i - 1)
     try:
-        hits = lib.search(*_request(params["q"], _state(params), 3, start), allow_urls=False)
+        hits = lib.search(*_request(params.get("q", ""), _state(params), 3, start, uploads), allow_urls=False)
     except (ImgSearchError, ValueError):
         return {"prev": None, "next": None}
     at = {start + h.rank - 1: h for h in hits}  # ranks count from 1 within the page asked for
@@ -117,14 +120,14 @@ def _state(params) -> dict:  # query parameters
     """The search form's fields as the URL gives them, and the photos marked up or down (relevance feedback)."""
     many = {f.name for f in FILTERS if f.many}
     return {k: params.getlist(k) if k in many else params.get(k, "") for k in FIELDS} | \
-        {k: params.getlist(k) for k in MARKS}
+        {k: params.getlist(k) for k in MARKS} | {"upload": params.get("upload", "")}
 
 
-def _request(q: str, state: dict, k: int, offset: int) -> tuple[list[Term], SearchOptions]:
+def _request(q: str, state: dict, k: int, offset: int, uploads: Uploads) -> tuple[list[Term], SearchOptions]:
     """The terms and options of the form's search, read as the API reads its parameters; ValueError for a field
     that is not what it should be."""
     given = {name: value for name, value in state.items() if value not in ("", [])}
-    return search_request(SearchParams.model_validate({**given, "q": q, "k": k, "offset": offset}))
+    return search_request(SearchParams.model_validate({**given, "q": q, "k": k, "offset": offset}), uploads=uploads)
 
 
 def _refused(exc: ValueError) -> str:

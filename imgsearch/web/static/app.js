@@ -107,20 +107,24 @@ function infiniteScroll() {
 // --- search by an image: drop it, or paste it ------------------------------------------------------------
 function filterParams() {  // the filters panel's fields that are set (an upload is searched with them too)
   const form = $(".filter-form");
-  const given = form ? [...new FormData(form)].filter(([k, v]) => k !== "q" && v !== "") : [];
-  return new URLSearchParams(given).toString();
+  const mine = ["q", "like", "unlike", "upload"];  // the previous search's words, marks and image are not filters
+  const given = form ? [...new FormData(form)].filter(([k, v]) => !mine.includes(k) && v !== "") : [];
+  return new URLSearchParams(given);
 }
 
 async function searchByImage(file) {
+  // the image is sent once; the server keeps its vector under an id, and the results get an address of their own
+  // (/?upload=ID): further pages, reload, Back and a shared link all work
   const form = new FormData();
   form.append("image", file);
-  form.append("q", $("#q").value);
-  const grid = $("#grid");
-  grid.dataset.api = "";  // the results of an upload have no address to scroll further
+  const params = filterParams();
+  $("#drop").textContent = `Looking for photos like ${file.name || "the pasted image"}...`;
   try {
-    const body = await api(`/api/v1/search/image?${filterParams()}`, { method: "POST", body: form });
-    grid.replaceChildren(...body.results.map((r) => tile(r, "", 0)));
-    $("#drop").textContent = `${body.results.length} photos like ${file.name || "the pasted image"}.`;
+    const body = await api(`/api/v1/search/image?${params}&k=1`, { method: "POST", body: form });
+    const words = $("#q").value.trim();
+    if (words) params.set("q", words);
+    params.set("upload", body.upload);
+    window.location = `/?${params}`;
   } catch (e) { message(e.message, true); }
 }
 
@@ -136,6 +140,8 @@ function dropZone() {
     const file = image(e.dataTransfer.files);
     if (file) searchByImage(file);
   });
+  const pick = $("#pick");  // a file picker: on a phone, the camera or the photo library
+  if (pick) pick.addEventListener("change", () => { if (pick.files.length) searchByImage(pick.files[0]); });
   document.addEventListener("paste", (e) => {
     const item = [...e.clipboardData.items].find((i) => i.type.startsWith("image/"));
     if (item) searchByImage(item.getAsFile());
