@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,8 +21,9 @@ from sqlalchemy.orm import Session
 from imgsearch import folder, photos, store
 from imgsearch.config import (DB_FILENAME, DB_URL_ENV, DUPS_DIRNAME, INDEX_DIRNAME, DupOptions, IndexSettings, ModelSpec,
                               SearchOptions, default_library_dir)
-from imgsearch.errors import (LibraryNotFoundError, NothingIndexedError, ReadOnlyError,
+from imgsearch.errors import (BusyError, LibraryNotFoundError, NothingIndexedError, ReadOnlyError,
                               UsageError)
+from imgsearch.fs import is_inside
 from imgsearch.models import runtimes
 from imgsearch.models.choice import EncoderLoader, Encoders
 from imgsearch.models.encoder import Encoder
@@ -48,6 +50,16 @@ if TYPE_CHECKING:  # what a search does not need is imported where it is used: a
     from indexer.pipeline import RunReport
 
 UPLOAD_MAX_PIXELS = 50_000_000  # an image sent by a client is decoded within this, whatever the machine's RAM
+WATCH_DEBOUNCE_MS = 1600  # `watch`: file events this close together are indexed in one run (a copy of many photos)
+
+
+@dataclass
+class WatchRun:
+    """One run of `Library.watch`: the first index, then one per batch of file changes."""
+
+    changes: int  # file events that led to it (0: the first run)
+    report: RunReport | None  # None: another indexer held the library (its changes go with the next run)
+    busy: str | None = None
 __all__ = ["Library", "ForgetReport", "UpgradeReport", "upgrade"]
 
 
@@ -253,6 +265,40 @@ class Library:
     def original(self, image_id: int) -> Path:
         """The photo's file, only if it really lies inside an indexed folder (else NotFoundError)."""
         return photos.original(self.sessions, image_id)
+
+    def watch(self, roots: Sequence[str | Path] = (), spec: ModelSpec | None = None,
+              settings: IndexSettings = IndexSettings(), progress: Progress | None = None,
+              stop: threading.Event | None = None, debounce_ms: int = WATCH_DEBOUNCE_MS) -> Iterator[WatchRun]:
+        """Index the folders (default: every root the library knows), then again each time photos or videos in them
+        are added, changed, moved or deleted (changes within `debounce_ms` of each other are one run), until `stop`
+        is set. Each run is an ordinary `index`: one writer at a time, resumable, only what changed is encoded.
+        Yields each run; a run refused because another indexer holds the library is yielded with `busy` set, and
+        its changes are indexed with the next ones."""
+        from watchfiles import watch as watch_files
+
+        from imgsearch.images.formats import EXTENSIONS
+
+        report = self.index(roots, spec, settings, progress)
+        yield WatchRun(0, report)
+        with self.session() as session:
+            folders = [str(Path(r)) for r in (roots or store.list_roots(session)) if Path(r).is_dir()]
+        own = str(self.path.resolve())
+
+        def relevant(_change: object, path: str) -> bool:  # a photo or video, or a folder (moved, deleted)
+            suffix = os.path.splitext(path)[1].lower()
+            return (suffix in EXTENSIONS or not suffix) and not is_inside(path, own)
+
+        pending = 0
+        for changes in watch_files(*folders, watch_filter=relevant, debounce=debounce_ms, stop_event=stop,
+                                   raise_interrupt=False):
+            pending += len(changes)
+            try:
+                report = self.index(roots, spec, settings, progress)
+            except BusyError as exc:
+                yield WatchRun(pending, None, exc.message)
+                continue
+            yield WatchRun(pending, report)
+            pending = 0
 
     def make_thumbnails(self, size: int = 320, progress: Progress | None = None,
                         threads: int | None = None) -> tuple[int, int, int]:

@@ -91,6 +91,63 @@ def index(
 
 
 @app.command()
+def watch(
+    folders: Annotated[Optional[list[Path]], typer.Argument(metavar="FOLDER",
+        help="Folders to index and watch (default: every folder the library already has).", show_default=False)] = None,
+    library: LibraryOpt = None,
+    model: ModelOpt = None,
+    pretrained: PretrainedOpt = None,
+    exclude: Annotated[Optional[list[str]], typer.Option(
+        "--exclude", "-x", help="Glob of names or relative paths to skip (repeatable).")] = None,
+    include_hidden: Annotated[bool, typer.Option("--include-hidden", help="Also index hidden files and folders.")] = False,
+    workers: Annotated[int, typer.Option(help="Decode processes (-1: one per core, 0: none).")] = IndexSettings.workers,
+) -> None:
+    """Index folders, then keep the library up to date as photos are added, changed, moved or deleted.
+
+    Each batch of changes (files written within about 1.6 s of each other) is one ordinary `imgsearch index` run:
+    one writer at a time, resumable, only what changed is encoded. Ctrl-C stops.
+
+    \b
+    Examples:
+      imgsearch watch ~/Pictures
+      imgsearch watch                # every folder the library has
+    """
+    import signal
+    import time
+
+    from imgsearch import CrawlSettings, IndexSettings, check_roots
+    from imgsearch.cli.render import shown
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a service manager's stop: as Ctrl-C
+    with handled():
+        check_roots(folders or [])
+        settings = IndexSettings(crawl=CrawlSettings(include_hidden=include_hidden, excludes=tuple(exclude or ())),
+                                 workers=workers)
+        with open_library(library, create=True) as lib:
+            try:
+                for run in lib.watch(folders or (), model_spec(model, pretrained), settings, TqdmProgress()):
+                    when = time.strftime("%H:%M:%S")
+                    if run.report is None:
+                        err(f"{when} Waiting: {run.busy}; these changes are indexed with the next ones.")
+                        continue
+                    report = run.report
+                    for warning in report.warnings:
+                        err(f"Warning: {warning}")
+                    for path, reason in report.skipped_now[:20]:
+                        err(f"Skipped {shown(path)}: {reason}")
+                    if not run.changes:
+                        err(f"Indexed: {report.summary()}")
+                        watched = f"{len(folders)} folder(s)" if folders else "the library's folders"
+                        err(f"Watching {watched} for new, changed, moved and deleted photos and videos (Ctrl-C "
+                            "stops).")
+                    elif report.new or report.changed or report.moved or report.removed or report.skipped_now:
+                        err(f"{when} Indexed: {report.summary()}")
+            except KeyboardInterrupt:
+                pass
+        err("Stopped watching.")
+
+
+@app.command()
 def forget(
     folder: Annotated[Path, typer.Argument(metavar="FOLDER", show_default=False,
                                            help="One of the library's folders (as `imgsearch status` lists them).")],
