@@ -17,11 +17,19 @@ LIMIT_S = 180  # bounds a watcher that never says what the test waits for; the t
 
 
 class Watcher:
+    """A process that keeps the library up to date (`imgsearch watch`, `imgsearch serve --watch`) and its log."""
+
     def __init__(self, args: list[str], log: Path) -> None:
         self.log = log
         self.seen = 0
         self.process = subprocess.Popen([sys.executable, "-m", "imgsearch", "watch", *args], stdout=subprocess.DEVNULL,
                                         stderr=log.open("w"), text=True)
+
+    @classmethod
+    def following(cls, process: subprocess.Popen, log: Path) -> Watcher:
+        watcher = cls.__new__(cls)
+        watcher.log, watcher.seen, watcher.process = log, 0, process
+        return watcher
 
     def wait_for(self, text: str) -> str:
         """The next line (after those already waited for) that contains `text`."""
@@ -77,3 +85,27 @@ def test_new_changed_moved_and_deleted_photos_are_indexed_as_they_happen(tmp_pat
 def _paths_of(lib_dir: Path) -> set[str]:
     with Library.open(lib_dir) as lib:
         return _paths(lib)
+
+
+def test_serve_watch_keeps_the_served_library_up_to_date(tmp_path: Path, tiny_model_dir: Path) -> None:
+    import httpx
+
+    from tests.programs import start_server
+
+    photos, lib_dir = tmp_path / "photos", tmp_path / "lib"
+    write_photo(photos / "red.jpg", "red", seed=1)
+    subprocess.run([sys.executable, "-m", "imgsearch", "index", str(photos), "-L", str(lib_dir), "--model",
+                    f"local-dir:{tiny_model_dir}", "--workers", "0"], check=True, capture_output=True)
+    process, url = start_server(lib_dir, tmp_path / "serve.log", "--watch")
+    server = Watcher.following(process, tmp_path / "serve.log")
+    try:
+        server.wait_for("Watching the library's folders")
+        write_photo(photos / "green.png", "green", seed=3)
+        assert "1 new" in server.wait_for("Indexed: ")
+        status = httpx.get(url + "api/v1/status").json()
+        assert status["indexed"] == 2 and "last run" in status["watching"] and "1 new" in status["watching"]
+        page = httpx.get(url + "status").text
+        assert "Watching" in page and "2 indexed" in page
+    finally:
+        process.terminate()
+        process.wait(timeout=60)

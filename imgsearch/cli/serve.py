@@ -26,6 +26,9 @@ def serve(
     open_browser: Annotated[bool, typer.Option("--open", help="Open the page in a browser.")] = False,
     preload: Annotated[bool, typer.Option("--preload", help="Load the model at start, not at the first new query.")]
     = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Also keep the library up to date as photos in its folders "
+                                                        "are added, changed, moved or deleted (as imgsearch watch).")]
+    = False,
 ) -> None:
     """Serve the library: search, photos, duplicates and status in a browser; a JSON API at /api/v1 (docs: /docs).
     While it runs, `imgsearch search` on this machine asks it instead of loading a model.
@@ -34,6 +37,7 @@ def serve(
     Examples:
       imgsearch serve
       imgsearch serve --host 0.0.0.0     # from other machines too, with the token it prints
+      imgsearch serve --watch            # new photos searchable as they arrive
     """
     from imgsearch.web.app import serve as run
     from imgsearch.web.security import is_loopback, new_token
@@ -61,4 +65,4 @@ def serve(
                     webbrowser.open(url)
 
             run(lib, host, port, token, (lambda: lib.encoder_for(None)) if preload else None, ready,
-                tuple(allowed_host or ()))
+                tuple(allowed_host or ()), err if watch else None)

@@ -156,8 +156,8 @@ def build_router(lib: Library, jobs: Jobs, set_aside: Path, uploads: Uploads) ->
         return lib.tags()
 
     @api.get("/status", summary="Roots, counts, models and their indexes, the last run, duplicates actions")
-    def status() -> dict:
-        return _jsonable(asdict(lib.status()))
+    def status(request: Request) -> dict:
+        return {**_jsonable(asdict(lib.status())), "watching": request.app.state.watch}
 
     answers = DupAnswers()
 

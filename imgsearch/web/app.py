@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,6 +41,7 @@ def create_app(lib: Library, guard: Guard, set_aside: Path | None = None) -> Fas
                   description="Semantic search of a photo library: the same operations as the `imgsearch` command.",
                   max_body_size=api.MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD)
     app.state.library, app.state.jobs = lib, Jobs()
+    app.state.watch = None  # serve --watch: what the watcher did last, for the status page and API
     # Starlette types a handler as taking any Exception, though it calls each with the class it is registered for
     app.add_exception_handler(ImgSearchError, errors.handle)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, errors.handle_invalid)  # type: ignore[arg-type]
@@ -70,9 +72,11 @@ def create_app(lib: Library, guard: Guard, set_aside: Path | None = None) -> Fas
 
 
 def serve(lib: Library, host: str, port: int, token: str | None, preload: Callable[[], object] | None = None,
-          ready: Callable[..., None] = lambda url, elsewhere=None: None, allowed_hosts: tuple[str, ...] = ()) -> None:
+          ready: Callable[..., None] = lambda url, elsewhere=None: None, allowed_hosts: tuple[str, ...] = (),
+          watch: Callable[[str], None] | None = None) -> None:
     """Run until interrupted. `ready(url)` is called once the socket listens; server.json is written for local CLI
-    commands (removed again at the end)."""
+    commands (removed again at the end). With `watch`, the library's folders are indexed as files in them change
+    (Library.watch, in a thread), and `watch` is told each run's line."""
     import uvicorn
 
     _check_port(host, port)
@@ -102,7 +106,29 @@ def serve(lib: Library, host: str, port: int, token: str | None, preload: Callab
                 preload()
             query = f"?token={token}" if token else ""
             ready(url + query, elsewhere + query if elsewhere else None)
+            if watch is not None:
+                threading.Thread(target=watching, name="watch", daemon=True).start()
 
+    stop = threading.Event()
+
+    def watching() -> None:  # the library kept up to date while it is served (serve --watch)
+        assert watch is not None
+        try:
+            for run in lib.watch(stop=stop):
+                when = time.strftime("%H:%M:%S")
+                line = f"{when} Waiting: {run.busy}" if run.report is None else f"{when} Indexed: {run.report.summary()}"
+                app.state.watch = f"the library's folders, since {app.state.watch_since}; last run {line}"
+                if not run.changes:
+                    watch(f"Indexed: {run.report.summary()}" if run.report else line)
+                    watch("Watching the library's folders for new, changed, moved and deleted photos and videos.")
+                elif run.report is None or run.report.new or run.report.changed or run.report.moved \
+                        or run.report.removed or run.report.skipped_now:
+                    watch(line)
+        except ImgSearchError as exc:
+            app.state.watch = f"stopped: {exc.render(lambda name: name)}"
+            watch(f"Watching stopped: {exc.render(lambda name: name)}")
+
+    app.state.watch_since = time.strftime("%H:%M:%S")
     threading.Thread(target=announce, name="announce", daemon=True).start()
     # uvicorn stops on SIGTERM, then raises the signal again under the handler it found: by default that kills the
     # process before the `finally` below, leaving server.json (with the token) behind. Ours exits as Python does.
@@ -111,6 +137,7 @@ def serve(lib: Library, host: str, port: int, token: str | None, preload: Callab
     try:
         server.run()
     finally:
+        stop.set()
         if marker.is_file() and _owner(marker) == os.getpid():
             marker.unlink(missing_ok=True)
 

@@ -76,7 +76,8 @@ def build_router(lib: Library, uploads: Uploads) -> APIRouter:
 
     @pages.get("/status", response_class=HTMLResponse)
     def status_page(request: Request) -> HTMLResponse:
-        return render(request, "status.html", status=lib.status(), skipped=lib.skipped()[:200])
+        return render(request, "status.html", status=lib.status(), skipped=lib.skipped()[:200],
+                      watching=request.app.state.watch)
 
     return pages
 

@@ -328,8 +328,19 @@ function follow(job, onEvent) {
   });
 }
 
-// --- status: a re-scan with live progress ---------------------------------------------------------------------
+// --- status: live counts, and a re-scan with live progress -----------------------------------------------------
+const STATUS_EVERY_MS = 5000;
+async function refreshStatus() {  // the library table again, as the server renders it (counts, last run, watching)
+  try {
+    const response = await fetch("/status", { credentials: "same-origin" });
+    if (!response.ok) return;
+    const fresh = new DOMParser().parseFromString(await response.text(), "text/html").querySelector("#library");
+    if (fresh) $("#library").replaceWith(fresh);
+  } catch (e) { /* the next round tries again */ }
+}
+
 function rescan() {
+  setInterval(refreshStatus, STATUS_EVERY_MS);
   const button = $("#rescan"), line = $("#job"), bar = $("#job-progress");
   button.addEventListener("click", async () => {
     button.disabled = true;
@@ -340,6 +351,7 @@ function rescan() {
         if (e.type === "progress") { bar.value = e.done; line.textContent = `${e.stage}: ${e.done}${e.total ? "/" + e.total : ""}`; }
       });
       line.textContent = "Indexed: " + done.summary;
+      refreshStatus();
     } catch (e) { line.textContent = "Failed: " + e.message; }
     bar.hidden = true;
     button.disabled = false;
