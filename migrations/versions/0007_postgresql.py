@@ -25,7 +25,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name != 'postgresql':
+    bind = op.get_bind()
+    if bind.dialect.name != 'postgresql':
         return
     for table, column in WIDE:
-        op.alter_column(table, column, type_=sa.Integer(), existing_type=sa.BigInteger(), existing_nullable=False)
+        # A value past 32 bits (every nanosecond time is one; a file over 2 GB) cannot go back to INTEGER ("integer
+        # out of range" aborted the downgrade): such a column stays BIGINT, which the schema before this revision
+        # reads and writes alike. Columns whose values fit are narrowed as they were.
+        biggest = bind.execute(sa.text(f'SELECT max(abs({column})) FROM {table}')).scalar()
+        if biggest is None or biggest < 2**31:
+            op.alter_column(table, column, type_=sa.Integer(), existing_type=sa.BigInteger(), existing_nullable=False)
