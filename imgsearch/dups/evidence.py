@@ -23,7 +23,7 @@ from imgsearch.fs import is_inside
 from imgsearch.dups import pair_cache
 from imgsearch.dups.candidates import Pair, PairTable, hash_neighbours, score_pairs, vector_neighbours
 from imgsearch.dups.grouping import Photo
-from imgsearch.dups.hashing import full_hash, hash_array, pixel_array
+from imgsearch.dups.hashing import fingerprint_arrays, full_hash
 from imgsearch.dups.videos import video_pairs
 from imgsearch.images.fingerprint import BLOB_BYTES, GONE, fingerprint_files, pictures_in
 from imgsearch.store.orm import Model, utc_now
@@ -93,7 +93,7 @@ def _exact_pairs(sessions: sessionmaker[Session], rows_by_id: dict,
     """
     with sessions() as session:
         candidates = store.exact_candidates(session)
-        known = store.image_hashes(session)
+        known = store.full_hashes(session, [i for ids in candidates for i in ids])
     full: dict[int, str] = {}
     save = []
     pairs: list[Pair] = []
@@ -112,7 +112,8 @@ def _exact_pairs(sessions: sessionmaker[Session], rows_by_id: dict,
                     digest = cached.full_hash
                 else:
                     digest = full_hash(row.path)
-                    save.append((i, row.content_hash, digest, stat_key, cached))
+                    save.append((i, row.content_hash, digest, stat_key,
+                                 cached is not None and cached.content_hash == row.content_hash))
             except OSError:
                 continue  # gone or unreadable since indexing: not evidence of anything
             full[i] = digest
@@ -123,9 +124,7 @@ def _exact_pairs(sessions: sessionmaker[Session], rows_by_id: dict,
                          for j in distinct[1:] if distinct[0] in vectors and j in vectors)
     if save:
         with sessions.begin() as session:
-            store.save_image_hashes(session, [
-                {"image_id": i, "content_hash": ch, "phashes": c.phashes if c is not None and c.content_hash == ch else None,
-                 "full_hash": d, "full_hash_stat": k} for i, ch, d, k, c in save])
+            store.save_full_hashes(session, save)
     return pairs, full
 
 
@@ -192,7 +191,8 @@ def gather(sessions: sessionmaker[Session], model: Model, options: DupOptions, c
     has_code = np.array([int(i) in codes_by_id for i in ids.tolist()], dtype=bool)
     blank = bytes(BLOB_BYTES)
     blobs = [codes_by_id.get(int(i), blank) for i in ids.tolist()]
-    code_matrix, picture_matrix = hash_array(blobs), pixel_array(blobs)
+    code_matrix, picture_matrix = fingerprint_arrays(blobs)  # one copy of the blobs, two views of it
+    del blobs
 
     found = _candidates(ids, matrix, code_matrix, has_code, rows_to_scan, options.neighbours, floor, progress)
     kept = found if full_scan or cached is None else PairTable.concat(

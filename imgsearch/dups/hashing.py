@@ -53,12 +53,18 @@ def _blob_matrix(blobs: Sequence[bytes]) -> np.ndarray:
 
 def hash_array(blobs: Sequence[bytes]) -> np.ndarray:
     """(n, ROWS, 40) uint8: per image, per flip/rotation then per inner crop, the coarse then the fine code."""
-    return _blob_matrix(blobs)[:, :ROWS * CODE_BYTES].reshape(len(blobs), ROWS, CODE_BYTES)
+    return fingerprint_arrays(blobs)[0]
+
+
+def fingerprint_arrays(blobs: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """(hash_array, pixel_array) of the same blobs, both views of one matrix (each of its own would copy them all)."""
+    matrix = _blob_matrix(blobs)
+    return matrix[:, :ROWS * CODE_BYTES].reshape(len(blobs), ROWS, CODE_BYTES), matrix[:, ROWS * CODE_BYTES:]
 
 
 def pixel_array(blobs: Sequence[bytes]) -> np.ndarray:
     """(n, PIXEL_BYTES) uint8: each image's pictures for the pixel check (64x64 grey, then 4x4 RGB)."""
-    return _blob_matrix(blobs)[:, ROWS * CODE_BYTES:]
+    return fingerprint_arrays(blobs)[1]
 
 
 def _parts(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -7,8 +7,10 @@ from imgsearch.store.dups import (  # noqa: F401
     dup_scan,
     dups_state,
     exact_candidates,
+    full_hashes,
     image_hashes,
     save_fingerprints,
+    save_full_hashes,
     fingerprint_lengths,
     save_image_hashes,
 )

@@ -15,8 +15,31 @@ from imgsearch.store.orm import STATUS_INDEXED, DupAction, DupScan, Image, Image
 from imgsearch.store.vectors import generation_of
 
 
-def image_hashes(session: Session) -> dict[int, ImageHash]:
-    return {h.image_id: h for h in session.scalars(select(ImageHash))}
+def image_hashes(session: Session) -> dict[int, Any]:
+    """Every image's stored fingerprint and full-content hash, as rows (image_id, content_hash, phashes, full_hash,
+    full_hash_stat): plain rows, not ORM objects (100,000 fingerprints are ~0.5 GB)."""
+    return {r.image_id: r for r in session.execute(
+        select(ImageHash.image_id, ImageHash.content_hash, ImageHash.phashes, ImageHash.full_hash,
+               ImageHash.full_hash_stat))}
+
+
+def full_hashes(session: Session, ids: Sequence[int]) -> dict[int, Any]:
+    """Rows (image_id, content_hash, full_hash, full_hash_stat) of these images, without their fingerprints."""
+    out: dict[int, Any] = {}
+    for part in chunks(list(ids)):
+        out.update((r.image_id, r) for r in session.execute(
+            select(ImageHash.image_id, ImageHash.content_hash, ImageHash.full_hash, ImageHash.full_hash_stat)
+            .where(ImageHash.image_id.in_(part))))
+    return out
+
+
+def save_full_hashes(session: Session, rows: Sequence[tuple[int, str, str, str, bool]]) -> None:
+    """Store (image id, content hash, full hash, its stat key, whether the stored row is for this same content)
+    rows; a fingerprint made for other content is dropped (the next `dups` or `index` makes it again)."""
+    same = [{"image_id": i, "content_hash": c, "full_hash": h, "full_hash_stat": k} for i, c, h, k, kept in rows if kept]
+    dialect.upsert(session, ImageHash, same, [ImageHash.image_id], ("full_hash", "full_hash_stat"))
+    save_image_hashes(session, [{"image_id": i, "content_hash": c, "phashes": None, "full_hash": h, "full_hash_stat": k}
+                                for i, c, h, k, kept in rows if not kept])
 
 
 def save_image_hashes(session: Session, rows: Sequence[dict]) -> None:
