@@ -172,6 +172,33 @@ def test_more_like_this_and_fewer_like_this(page, served: Served) -> None:
     assert names(page) == plain
 
 
+def test_select_photos_download_them_and_find_more_like_them(page, served: Served) -> None:
+    import zipfile
+
+    search(page, "a photo of a green square")
+    tiles = page.locator("#grid .tile")
+    assert page.locator("#selection").is_hidden()
+    tiles.nth(0).hover()
+    tiles.nth(0).locator(".pick-photo").check()
+    tiles.nth(3).hover()
+    tiles.nth(3).locator(".pick-photo").click(modifiers=["Shift"])  # a range: the 1st to the 4th
+    assert page.inner_text("#selected-count") == "4 selected" and page.locator(".tile.picked").count() == 4
+    served.shot(page, "selected")
+    chosen = names(page)[:4]
+    with page.expect_download() as download:
+        page.click("#download")
+    archive = zipfile.ZipFile(download.value.path())
+    assert sorted(archive.namelist()) == sorted(chosen)  # the four photos' files, as they are
+    assert archive.read(chosen[0]) == (served.root / chosen[0]).read_bytes()
+    page.click("#more-like")
+    page.wait_for_url("**like=*")
+    assert page.url.count("like=") == 4 and page.locator(".tile.liked").count() == 4
+    page.locator("#grid .tile").nth(0).hover()
+    page.locator("#grid .tile").nth(0).locator(".pick-photo").check()
+    page.keyboard.press("Escape")  # clears the selection, the page stays
+    assert page.locator("#selection").is_hidden() and page.locator(".tile.picked").count() == 0
+
+
 def test_drop_an_image_and_combine_it_with_words(page, served: Served) -> None:
     data = io.BytesIO()
     shape_image("green", "circle", size=160, seed=999).save(data, format="PNG")

@@ -534,3 +534,28 @@ def test_uploads_are_kept_an_hour_after_their_last_use_and_the_latest_only(monke
     with pytest.raises(NotFoundError):
         kept.get(a)
     assert kept.get(c).sum() == kept.get(d).sum() == 4
+
+
+def test_download_a_selection_as_one_zip(client: TestClient, photos: Path) -> None:
+    import zipfile
+
+    ids = ids_of(client)
+    (photos / "more").mkdir()
+    shutil.copy(photos / "blue.jpg", photos / "more" / "red.jpg")  # another photo under a name already in the zip
+    assert client.post("/api/v1/jobs/rescan").status_code == 202
+    job_events(client, {"events": "/api/v1/jobs/1/events"})
+    ids = ids | {"other red": next(r["id"] for r in client.get("/api/v1/search", params={  # (ids before: by name)
+        "q": "red", "k": 20, "folder": str(photos / "more")}).json()["results"])}
+    (photos / "green.jpg").unlink()  # gone since indexing: listed, not a failure of the whole download
+    got = client.get("/api/v1/download", params={"id": [ids["red.jpg"], ids["other red"], ids["green.jpg"],
+                                                       ids["red.jpg"]]})
+    assert got.status_code == 200 and got.headers["content-type"] == "application/zip"
+    assert 'filename="imgsearch-3-photos.zip"' in got.headers["content-disposition"]
+    archive = zipfile.ZipFile(io.BytesIO(got.content))
+    assert archive.namelist() == ["red.jpg", "red (2).jpg", "not-included.txt"]
+    assert archive.read("red.jpg") == (photos / "red.jpg").read_bytes()
+    assert archive.read("red (2).jpg") == (photos / "more" / "red.jpg").read_bytes()
+    assert f"{ids['green.jpg']}\t" in archive.read("not-included.txt").decode()
+    assert client.get("/api/v1/download").status_code == 400
+    too_many = client.get("/api/v1/download", params={"id": list(range(1, 502))})
+    assert too_many.status_code == 400 and "at most 500" in too_many.json()["error"]["message"]

@@ -3,10 +3,13 @@ actions, status, tags, background re-scans. Everything goes through the same pub
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shlex
 import threading
+import zipfile
+from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -151,6 +154,26 @@ def build_router(lib: Library, jobs: Jobs, set_aside: Path, uploads: Uploads) ->
         path = lib.original(image_id)
         return FileResponse(path, filename=path.name, content_disposition_type="inline")
 
+    @api.get("/download", summary="Photos' original files as one zip, streamed (the page's selection)",
+             response_class=StreamingResponse)
+    def download(given: Annotated[list[Annotated[int, Field(ge=1, le=MAX_ID)]], Query(
+            alias="id", description=f"The photos (repeat the parameter; at most {MAX_DOWNLOAD})")] = []  # noqa: B006
+                 ) -> StreamingResponse:
+        ids = list(dict.fromkeys(given))
+        if not ids:
+            raise UsageError("give the photos to download: id=ID, repeated", "id")
+        if len(ids) > MAX_DOWNLOAD:
+            raise UsageError(f"{len(ids)} photos asked: at most {MAX_DOWNLOAD} in one download", "id")
+        files: list[tuple[int, Path | None, str]] = []
+        for image_id in ids:
+            try:
+                files.append((image_id, lib.original(image_id), ""))
+            except NotFoundError as exc:
+                files.append((image_id, None, exc.message))
+        return StreamingResponse(zip_stream(files), media_type="application/zip", headers={
+            "Content-Disposition": f'attachment; filename="imgsearch-{len(ids)}-photos.zip"',
+            "Cache-Control": "no-store"})
+
     @api.get("/tags", summary="Each tag and how many photos carry it")
     def tags() -> dict:
         return lib.tags()
@@ -275,6 +298,63 @@ def _dups_body(report: DupReport) -> dict:
             "thresholds": asdict(report.thresholds),
             "borderline": [{"a": _brief(b.a), "b": _brief(b.b), "cosine": round(b.cosine, 4), "grouped": b.grouped}
                            for b in report.borderline]}
+
+
+MAX_DOWNLOAD = 500  # photos in one zip
+
+
+class _Chunks(io.RawIOBase):
+    """Where a zip being streamed is written: what accumulates is taken away by `take` (zipfile needs only write and
+    tell: an unseekable stream gets data descriptors)."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.written = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:  # bytes-like
+        self.parts.append(bytes(data))
+        self.written += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.written
+
+    def take(self) -> bytes:
+        out, self.parts = b"".join(self.parts), []
+        return out
+
+
+def zip_stream(files: list[tuple[int, Path | None, str]], chunk: int = 1 << 20) -> Iterator[bytes]:
+    """A zip of these (id, file, why not) entries, made as it is sent: photos are stored as they are (compressed
+    already), each under its own name (a second one of the same name gets " (2)"), read a megabyte at a time; the
+    photos that could not be included are listed, with why, in not-included.txt."""
+    sink = _Chunks()
+    used: set[str] = set()
+    missing: list[str] = []
+    with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for image_id, path, why in files:
+            if path is None:
+                missing.append(f"{image_id}\t{why}")
+                continue
+            name, n = path.name, 1
+            while name.lower() in used:
+                n += 1
+                name = f"{path.stem} ({n}){path.suffix}"
+            try:
+                with path.open("rb") as src, archive.open(name, "w", force_zip64=True) as dest:
+                    while data := src.read(chunk):
+                        dest.write(data)
+                        yield sink.take()
+            except OSError as exc:
+                missing.append(f"{image_id}\t{path}: {exc.strerror or exc}")
+                continue
+            used.add(name.lower())
+        if missing:
+            archive.writestr("not-included.txt", "\n".join(missing) + "\n")
+    yield sink.take()
 
 
 def _dup_options(lib: Library, tiers: list[str], keep: list[int]) -> DupOptions:

@@ -82,6 +82,52 @@ function markButtons(box) {
   }
 }
 
+// --- search: select photos (click the box; shift-click a range) to download them or find more like them -------
+const selected = new Set();
+let lastPicked = null;
+function selectionBar() {
+  const bar = $("#selection");
+  if (!bar) return;
+  bar.hidden = selected.size === 0;
+  $("#selected-count").textContent = `${selected.size} selected`;
+  const ids = [...selected];
+  $("#download").href = "/api/v1/download?" + ids.map((id) => `id=${id}`).join("&");
+  const more = new URL(window.location.href);
+  ["offset", "like"].forEach((k) => more.searchParams.delete(k));
+  const unliked = more.searchParams.getAll("unlike");
+  ids.filter((id) => !unliked.includes(id)).forEach((id) => more.searchParams.append("like", id));
+  $("#more-like").href = more.pathname + more.search;
+}
+
+function pickBox(box) {
+  const pick = document.createElement("input");
+  pick.type = "checkbox";
+  pick.className = "pick-photo";
+  pick.setAttribute("aria-label", "select this photo");
+  pick.checked = selected.has(box.dataset.id);
+  pick.addEventListener("click", (e) => {
+    const tiles = [...document.querySelectorAll("#grid .tile")];
+    const range = e.shiftKey && lastPicked ? [tiles.indexOf(lastPicked), tiles.indexOf(box)].sort((a, b) => a - b) : null;
+    for (const tile of range ? tiles.slice(range[0], range[1] + 1) : [box]) {
+      if (pick.checked) selected.add(tile.dataset.id); else selected.delete(tile.dataset.id);
+      tile.classList.toggle("picked", pick.checked);
+      tile.querySelector(".pick-photo").checked = pick.checked;
+    }
+    lastPicked = box;
+    selectionBar();
+  });
+  box.append(pick);
+}
+
+function selection() {
+  if (!$("#selection")) return;
+  $("#clear-selection").addEventListener("click", () => {
+    selected.clear();
+    document.querySelectorAll(".tile.picked").forEach((t) => { t.classList.remove("picked"); t.querySelector(".pick-photo").checked = false; });
+    selectionBar();
+  });
+}
+
 // --- search: more results as the page scrolls ------------------------------------------------------------
 function infiniteScroll() {
   const grid = $("#grid");
@@ -95,6 +141,7 @@ function infiniteScroll() {
       body.results.forEach((r) => {
         const box = tile(r, grid.dataset.query, body.offset + r.rank - 1);
         markButtons(box);
+        pickBox(box);
         grid.append(box);
       });
       next = body.next_offset;
@@ -151,13 +198,15 @@ function dropZone() {
 // --- the keyboard: / search, arrows move, Enter opens, s similar, Esc back ----------------------------------
 function keyboard() {
   document.addEventListener("keydown", (e) => {
-    const typing = ["INPUT", "SELECT", "TEXTAREA"].includes(document.activeElement.tagName);
+    const active = document.activeElement;
+    const typing = ["INPUT", "SELECT", "TEXTAREA"].includes(active.tagName) && !["checkbox", "file"].includes(active.type);
     if (e.key === "/" && !typing) { e.preventDefault(); $("#q").focus(); $("#q").select(); return; }
     if (e.key === "Escape") {  // closes what is open (the box being typed in, a selection); never leaves the app
       if (typing) { document.activeElement.blur(); return; }
       const back = $("#back");
       if (back) { window.location = back.href; return; }  // a photo: back to its results
       document.querySelectorAll(".tile.selected").forEach((t) => t.classList.remove("selected"));
+      if ($("#clear-selection") && selected.size) $("#clear-selection").click();
       if (document.activeElement && document.activeElement !== document.body) document.activeElement.blur();
       return;
     }
@@ -359,7 +408,10 @@ function rescan() {
 }
 
 if (page === "search") {
-  if ($("#grid") && $("#grid").dataset.query) document.querySelectorAll("#grid .tile").forEach(markButtons);
+  if ($("#grid") && $("#grid").dataset.query) {
+    document.querySelectorAll("#grid .tile").forEach((box) => { markButtons(box); pickBox(box); });
+    selection();
+  }
   infiniteScroll();
   dropZone();
 }
