@@ -184,6 +184,10 @@ def test_select_photos_download_them_and_find_more_like_them(page, served: Serve
     tiles.nth(3).locator(".pick-photo").click(modifiers=["Shift"])  # a range: the 1st to the 4th
     assert page.inner_text("#selected-count") == "4 selected" and page.locator(".tile.picked").count() == 4
     served.shot(page, "selected")
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.locator("#download").is_visible() and page.locator("#more-like").is_visible()
+    served.shot(page, "selected-phone")
+    page.set_viewport_size({"width": 1280, "height": 900})
     chosen = names(page)[:4]
     with page.expect_download() as download:
         page.click("#download")

@@ -343,15 +343,14 @@ def zip_stream(files: list[tuple[int, Path | None, str]], chunk: int = 1 << 20) 
             while name.lower() in used:
                 n += 1
                 name = f"{path.stem} ({n}){path.suffix}"
+            used.add(name.lower())
             try:
                 with path.open("rb") as src, archive.open(name, "w", force_zip64=True) as dest:
                     while data := src.read(chunk):
                         dest.write(data)
                         yield sink.take()
-            except OSError as exc:
+            except OSError as exc:  # (a read failing half-way leaves that entry short: said here too)
                 missing.append(f"{image_id}\t{path}: {exc.strerror or exc}")
-                continue
-            used.add(name.lower())
         if missing:
             archive.writestr("not-included.txt", "\n".join(missing) + "\n")
     yield sink.take()
