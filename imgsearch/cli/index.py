@@ -10,6 +10,13 @@ from imgsearch.cli.app import (LibraryOpt, ModelOpt, PretrainedOpt, TqdmProgress
 from imgsearch.config import IndexSettings, Precision, VideoSampling
 
 
+# the options `index` and `watch` share
+ExcludeOpt = Annotated[Optional[list[str]], typer.Option(
+    "--exclude", "-x", help="Glob of names or relative paths to skip (repeatable).")]
+HiddenOpt = Annotated[bool, typer.Option("--include-hidden", help="Also index hidden files and folders.")]
+WorkersOpt = Annotated[int, typer.Option(help="Decode processes (-1: one per core, 0: none).")]
+
+
 @app.command()
 def index(
     folders: Annotated[Optional[list[Path]], typer.Argument(metavar="FOLDER",
@@ -21,10 +28,9 @@ def index(
                      "in the library folder; also IMGSEARCH_DB_URL.", show_default=False)] = None,
     model: ModelOpt = None,
     pretrained: PretrainedOpt = None,
-    exclude: Annotated[Optional[list[str]], typer.Option(
-        "--exclude", "-x", help="Glob of names or relative paths to skip (repeatable).")] = None,
-    include_hidden: Annotated[bool, typer.Option("--include-hidden", help="Also index hidden files and folders.")] = False,
-    workers: Annotated[int, typer.Option(help="Decode processes (-1: one per core, 0: none).")] = IndexSettings.workers,
+    exclude: ExcludeOpt = None,
+    include_hidden: HiddenOpt = False,
+    workers: WorkersOpt = IndexSettings.workers,
     batch_size: Annotated[int, typer.Option(help="Images per encoder batch (0: automatic).",
                                             min=0)] = IndexSettings.batch_size,
     gpu_decode: Annotated[Optional[bool], typer.Option(
@@ -97,10 +103,9 @@ def watch(
     library: LibraryOpt = None,
     model: ModelOpt = None,
     pretrained: PretrainedOpt = None,
-    exclude: Annotated[Optional[list[str]], typer.Option(
-        "--exclude", "-x", help="Glob of names or relative paths to skip (repeatable).")] = None,
-    include_hidden: Annotated[bool, typer.Option("--include-hidden", help="Also index hidden files and folders.")] = False,
-    workers: Annotated[int, typer.Option(help="Decode processes (-1: one per core, 0: none).")] = IndexSettings.workers,
+    exclude: ExcludeOpt = None,
+    include_hidden: HiddenOpt = False,
+    workers: WorkersOpt = IndexSettings.workers,
 ) -> None:
     """Index folders, then keep the library up to date as photos are added, changed, moved or deleted.
 
