@@ -404,6 +404,20 @@ def test_the_cli_asks_the_running_server(served: Served) -> None:
     local = _cli("search", query, "-L", served.library, "--json", "-k", "3", "--model", f"local-dir:{served.model}")
     assert [json.loads(line)["path"] for line in local.stdout.splitlines()] == \
         [json.loads(line)["path"] for line in asked.stdout.splitlines()]
+    # with marks too (a new text: only the server, which has the model loaded, can embed it)
+    ids = [str(json.loads(line)["id"]) for line in asked.stdout.splitlines()]
+    marks = ("--like", ids[0], "--unlike", ids[1])
+    served.model.rename(hidden)
+    try:
+        marked = _cli("search", "a photo of a green square", "-L", served.library, "--json", "-k", "100", *marks)
+    finally:
+        hidden.rename(served.model)
+    assert marked.returncode == 0, marked.stderr
+    found = [str(json.loads(line)["id"]) for line in marked.stdout.splitlines()]
+    assert ids[1] not in found and ids[0] in found  # the photo marked down left, the one marked up stays
+    here = _cli("search", "a photo of a green square", "-L", served.library, "--json", "-k", "100", *marks, "--model",
+                f"local-dir:{served.model}")
+    assert [str(json.loads(line)["id"]) for line in here.stdout.splitlines()] == found
 
 
 def test_serving_beyond_loopback_needs_the_token(browser, served: Served, tmp_path: Path) -> None:

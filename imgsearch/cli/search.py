@@ -74,8 +74,9 @@ def search(
         options = SearchOptions(k=top, offset=offset, min_score=min_score, sort=sort,
                                 filters=Filters.parse(filters).merged(typed))
         results = None
-        if all(t.kind == "text" for t in terms) and model is None and pretrained is None:
+        if all(t.kind in ("text", "marked") for t in terms) and model is None and pretrained is None:
             params = [("q", shlex.join(words)), ("k", str(top)), ("offset", str(offset)), ("sort", sort)]
+            params += [("like", str(i)) for i in like or []] + [("unlike", str(i)) for i in unlike or []]
             params += [("min_score", str(min_score))] if min_score is not None else []
             results = _ask_server(library, params + options.filters.texts(), words)
         if results is None:
