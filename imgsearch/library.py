@@ -60,6 +60,19 @@ class WatchRun:
     changes: int  # file events that led to it (0: the first run)
     report: RunReport | None  # None: another indexer held the library (its changes go with the next run)
     busy: str | None = None
+
+    def line(self) -> str:
+        """The run in one line."""
+        if self.report is None:
+            return f"Waiting: {self.busy}; these changes are indexed with the next ones."
+        return f"Indexed: {self.report.summary()}"
+
+    @property
+    def quiet(self) -> bool:
+        """A later run that found nothing to do (the files that woke it need no indexing): not worth a line."""
+        r = self.report
+        return bool(self.changes) and r is not None and not (r.new or r.changed or r.moved or r.removed
+                                                              or r.skipped_now)
 __all__ = ["Library", "ForgetReport", "UpgradeReport", "upgrade"]
 
 
@@ -160,20 +173,13 @@ class Library:
         Without a spec, the library's most recently used model is kept (else the default model).
         """
         from imgsearch.dups import actions as dup_actions
-        from indexer.pipeline import check_roots, run_index
+        from indexer.pipeline import run_index
 
-        with self.session() as session:
-            known_roots = store.list_roots(session)
-            if spec is None:
+        if spec is None:
+            with self.session() as session:
                 models = store.list_models(session)
-                spec = ModelSpec(models[0].name, models[0].pretrained) if models else ModelSpec()
-        if roots:
-            folders = check_roots(roots)
-        else:
-            if not known_roots:
-                raise UsageError("no folders given and the library has none yet: give folders to index ({param}).",
-                                 "roots")
-            folders = [r for r in known_roots if Path(r).is_dir()]
+            spec = ModelSpec(models[0].name, models[0].pretrained) if models else ModelSpec()
+        folders, known_roots = self._folders(roots)
         offline = [r for r in known_roots if not roots and r not in folders]
         with self._index_lock():
             settled = dup_actions.reconcile(self.sessions)  # set-aside photos are not "removed"
@@ -186,6 +192,20 @@ class Library:
         report.warnings.extend(f"{r} is not reachable (unmounted?): its images were kept as they are"
                                for r in offline)
         return report
+
+    def _folders(self, roots: Sequence[str | Path]) -> tuple[list[str], list[str]]:
+        """(the folders to index, the roots the library knows): the given ones as their real paths, else every known
+        root that is reachable now."""
+        from indexer.pipeline import check_roots
+
+        with self.session() as session:
+            known_roots = store.list_roots(session)
+        if roots:
+            return check_roots(roots), known_roots
+        if not known_roots:
+            raise UsageError("no folders given and the library has none yet: give folders to index ({param}).",
+                             "roots")
+        return [r for r in known_roots if Path(r).is_dir()], known_roots
 
     def _drop_library_exports(self) -> list[str]:
         """Exports made by earlier versions inside the library (now kept once per user): removed, they are caches."""
@@ -280,8 +300,7 @@ class Library:
 
         report = self.index(roots, spec, settings, progress)
         yield WatchRun(0, report)
-        with self.session() as session:
-            folders = [str(Path(r)) for r in (roots or store.list_roots(session)) if Path(r).is_dir()]
+        folders = self._folders(roots)[0]  # the folders that run indexed
         own = str(self.path.resolve())
 
         def relevant(_change: object, path: str) -> bool:  # a photo or video, or a folder (moved, deleted)

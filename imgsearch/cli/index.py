@@ -131,22 +131,17 @@ def watch(
         with open_library(library, create=True) as lib:
             try:
                 for run in lib.watch(folders or (), model_spec(model, pretrained), settings, TqdmProgress()):
-                    when = time.strftime("%H:%M:%S")
-                    if run.report is None:
-                        err(f"{when} Waiting: {run.busy}; these changes are indexed with the next ones.")
-                        continue
-                    report = run.report
-                    for warning in report.warnings:
+                    for warning in run.report.warnings if run.report else []:
                         err(f"Warning: {warning}")
-                    for path, reason in report.skipped_now[:20]:
+                    for path, reason in run.report.skipped_now[:20] if run.report else []:
                         err(f"Skipped {shown(path)}: {reason}")
                     if not run.changes:
-                        err(f"Indexed: {report.summary()}")
+                        err(run.line())
                         watched = f"{len(folders)} folder(s)" if folders else "the library's folders"
                         err(f"Watching {watched} for new, changed, moved and deleted photos and videos (Ctrl-C "
                             "stops).")
-                    elif report.new or report.changed or report.moved or report.removed or report.skipped_now:
-                        err(f"{when} Indexed: {report.summary()}")
+                    elif not run.quiet:
+                        err(f"{time.strftime('%H:%M:%S')} {run.line()}")
             except KeyboardInterrupt:
                 pass
         err("Stopped watching.")

@@ -116,14 +116,12 @@ def serve(lib: Library, host: str, port: int, token: str | None, preload: Callab
         try:
             for run in lib.watch(stop=stop):
                 when = time.strftime("%H:%M:%S")
-                line = f"{when} Waiting: {run.busy}" if run.report is None else f"{when} Indexed: {run.report.summary()}"
-                app.state.watch = f"the library's folders, since {app.state.watch_since}; last run {line}"
+                app.state.watch = f"the library's folders, since {app.state.watch_since}; last run {when} {run.line()}"
                 if not run.changes:
-                    watch(f"Indexed: {run.report.summary()}" if run.report else line)
+                    watch(run.line())
                     watch("Watching the library's folders for new, changed, moved and deleted photos and videos.")
-                elif run.report is None or run.report.new or run.report.changed or run.report.moved \
-                        or run.report.removed or run.report.skipped_now:
-                    watch(line)
+                elif not run.quiet:
+                    watch(f"{when} {run.line()}")
         except ImgSearchError as exc:
             app.state.watch = f"stopped: {exc.render(lambda name: name)}"
             watch(f"Watching stopped: {exc.render(lambda name: name)}")
