@@ -67,18 +67,25 @@ def tier_ranks(pairs: Sequence[Pair] | PairTable, t: DupThresholds, dates: dict[
     other's date, when given)."""
     p = as_table(pairs)
     ranks = np.full(len(p), NO_TIER, dtype=np.int8)
-    similar = np.flatnonzero((p.cosine >= t.similar_cosine) & (p.matched == NONE))
-    if within_s is not None:
-        known = dates or {}
-        close = [int(a) in known and int(b) in known and abs((known[int(a)] - known[int(b)]).total_seconds()) <= within_s
-                 for a, b in zip(p.a[similar], p.b[similar])]
-        similar = similar[np.array(close, dtype=bool)] if len(similar) else similar
-    ranks[similar] = TIER_RANK[Tier.SIMILAR]
+    ranks[(p.cosine >= t.similar_cosine) & (p.matched == NONE)] = TIER_RANK[Tier.SIMILAR]
     ranks[_checked_on_pixels(p, t, pictures)] = TIER_RANK[Tier.NEAR]
     for n in np.flatnonzero(p.matched != NONE):
         ranks[n] = TIER_RANK[Tier.NEAR] if same_footage(int(p.matched[n]), int(p.frames[n])) else NO_TIER
     ranks[p.exact] = TIER_RANK[Tier.EXACT]
-    return ranks
+    return ranks if within_s is None else close_in_time(p, ranks, dates, within_s)
+
+
+def close_in_time(pairs: PairTable, ranks: np.ndarray, dates: dict[int, datetime] | None,
+                  within_s: float) -> np.ndarray:
+    """`ranks` (tier_ranks without a date condition) with the similar pairs not taken within `within_s` seconds of
+    each other (both dates known) qualifying for no tier: copies stay copies whenever they were taken."""
+    known = dates or {}
+    similar = np.flatnonzero(ranks == TIER_RANK[Tier.SIMILAR])
+    far = [not (int(a) in known and int(b) in known and abs((known[int(a)] - known[int(b)]).total_seconds()) <= within_s)
+           for a, b in zip(pairs.a[similar], pairs.b[similar])]
+    out = ranks.copy()
+    out[similar[np.array(far, dtype=bool)] if len(similar) else similar] = NO_TIER
+    return out
 
 
 def pair_tier(pair: Pair, t: DupThresholds, dates: dict[int, datetime] | None = None,

@@ -15,7 +15,7 @@ from imgsearch.dups import options as dup_options
 from imgsearch.dups.actions import grouped_share, too_many
 from imgsearch.dups.evidence import gather
 from imgsearch.dups.candidates import NONE, Pair, PairTable, as_table
-from imgsearch.dups.grouping import TIER_RANK, Group, Photo, describe, group_pairs, tier_ranks
+from imgsearch.dups.grouping import TIER_RANK, Group, Photo, close_in_time, describe, group_pairs, tier_ranks
 from imgsearch.progress import Progress
 from imgsearch.store.orm import Model
 
@@ -66,8 +66,7 @@ def find(sessions: sessionmaker[Session], model: Model, options: DupOptions, cac
     evidence = gather(sessions, model, options, cache_dir, progress)
     dates = {i: p.date for i, p in evidence.photos.items()}
     plain = tier_ranks(evidence.pairs, evidence.thresholds, pictures=evidence.pictures)  # no date condition
-    ranks = plain if options.within_s is None else tier_ranks(evidence.pairs, evidence.thresholds, dates,
-                                                              options.within_s, evidence.pictures)
+    ranks = plain if options.within_s is None else close_in_time(evidence.pairs, plain, dates, options.within_s)
     grouping = group_pairs(evidence.pairs, evidence.thresholds, options.tiers, evidence.vectors,
                            options.max_group, ranks=ranks)
     groups = [describe(ids, tier, evidence.photos, evidence.vectors, evidence.codes, evidence.full_hashes,

@@ -16,11 +16,10 @@ from imgsearch.store.vectors import generation_of
 
 
 def image_hashes(session: Session) -> dict[int, Any]:
-    """Every image's stored fingerprint and full-content hash, as rows (image_id, content_hash, phashes, full_hash,
-    full_hash_stat): plain rows, not ORM objects (100,000 fingerprints are ~0.5 GB)."""
+    """Every image's stored fingerprint, as rows (image_id, content_hash, phashes): plain rows, not ORM objects
+    (100,000 fingerprints are ~0.5 GB; full-content hashes: full_hashes)."""
     return {r.image_id: r for r in session.execute(
-        select(ImageHash.image_id, ImageHash.content_hash, ImageHash.phashes, ImageHash.full_hash,
-               ImageHash.full_hash_stat))}
+        select(ImageHash.image_id, ImageHash.content_hash, ImageHash.phashes))}
 
 
 def full_hashes(session: Session, ids: Sequence[int]) -> dict[int, Any]:
