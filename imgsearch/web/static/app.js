@@ -59,22 +59,30 @@ function message(text, bad = false) {
 }
 
 // --- search: "more like this" and "fewer like this" on every result (relevance feedback, kept in the URL) -----
+function marks() {  // the photos this page's URL marks up and down
+  const url = new URL(window.location.href);
+  return { like: url.searchParams.getAll("like"), unlike: url.searchParams.getAll("unlike") };
+}
+
+function markedHref(marked) {  // this page's URL with other marks, from its first page
+  const next = new URL(window.location.href);
+  ["like", "unlike", "offset"].forEach((k) => next.searchParams.delete(k));
+  for (const k of ["like", "unlike"]) marked[k].forEach((id) => next.searchParams.append(k, id));
+  return next.pathname + next.search;
+}
+
 function markButtons(box) {
   const id = box.dataset.id;
-  const url = new URL(window.location.href);
-  const marked = { like: url.searchParams.getAll("like"), unlike: url.searchParams.getAll("unlike") };
+  const marked = marks();
   box.classList.toggle("liked", marked.like.includes(id));
   for (const [kind, sign, what] of [["like", "+", "More like this"], ["unlike", "\u2212", "Fewer like this"]]) {
     const on = marked[kind].includes(id);
-    const next = new URL(url);
-    ["like", "unlike", "offset"].forEach((k) => next.searchParams.delete(k));
-    for (const k of ["like", "unlike"]) {  // a photo is marked one way at most; clicking a mark again removes it
-      marked[k].filter((x) => x !== id).forEach((x) => next.searchParams.append(k, x));
-    }
-    if (!on) next.searchParams.append(kind, id);
+    // a photo is marked one way at most; clicking a mark again removes it
+    const others = { like: marked.like.filter((x) => x !== id), unlike: marked.unlike.filter((x) => x !== id) };
+    if (!on) others[kind].push(id);
     const a = document.createElement("a");
     a.className = `mark mark-${kind}` + (on ? " on" : "");
-    a.href = next.pathname + next.search;
+    a.href = markedHref(others);
     a.title = on ? `${what} (marked: click to unmark)` : what;
     a.setAttribute("aria-label", a.title);
     a.textContent = sign;
@@ -92,11 +100,8 @@ function selectionBar() {
   $("#selected-count").textContent = `${selected.size} selected`;
   const ids = [...selected];
   $("#download").href = "/api/v1/download?" + ids.map((id) => `id=${id}`).join("&");
-  const more = new URL(window.location.href);
-  ["offset", "like"].forEach((k) => more.searchParams.delete(k));
-  const unliked = more.searchParams.getAll("unlike");
-  ids.filter((id) => !unliked.includes(id)).forEach((id) => more.searchParams.append("like", id));
-  $("#more-like").href = more.pathname + more.search;
+  const unliked = marks().unlike;
+  $("#more-like").href = markedHref({ like: ids.filter((id) => !unliked.includes(id)), unlike: unliked });
 }
 
 function pickBox(box) {
@@ -252,7 +257,7 @@ async function duplicates() {
         summary.className = "message";
         await follow(body, (e) => {
           if (e.type === "stage") summary.textContent = `Looking for copies: ${e.stage}...`;
-          if (e.type === "progress") summary.textContent = `Looking for copies: ${e.stage} ${e.done}${e.total ? "/" + e.total : ""}`;
+          if (e.type === "progress") summary.textContent = `Looking for copies: ${progressText(e)}`;
         });
         body = await api(`/api/v1/dups?${params}`);
       }
@@ -361,6 +366,10 @@ async function duplicates() {
 }
 
 // --- background jobs: a re-scan, a duplicates scan ------------------------------------------------------------
+function progressText(e) {  // a job's progress event in words: "finding candidates: 1200/5000"
+  return `${e.stage}: ${e.done}${e.total ? "/" + e.total : ""}`;
+}
+
 function follow(job, onEvent) {
   // a job's events until it ends: resolves with its "done" event, rejects when it failed
   return new Promise((resolve, reject) => {
@@ -397,7 +406,7 @@ function rescan() {
       const job = await api("/api/v1/jobs/rescan", { method: "POST" });
       const done = await follow(job, (e) => {
         if (e.type === "stage") { line.textContent = `${e.stage}...`; bar.hidden = !e.total; bar.max = e.total || 1; bar.value = 0; }
-        if (e.type === "progress") { bar.value = e.done; line.textContent = `${e.stage}: ${e.done}${e.total ? "/" + e.total : ""}`; }
+        if (e.type === "progress") { bar.value = e.done; line.textContent = progressText(e); }
       });
       line.textContent = "Indexed: " + done.summary;
       refreshStatus();
