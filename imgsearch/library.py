@@ -51,6 +51,7 @@ if TYPE_CHECKING:  # what a search does not need is imported where it is used: a
 
 UPLOAD_MAX_PIXELS = 50_000_000  # an image sent by a client is decoded within this, whatever the machine's RAM
 WATCH_DEBOUNCE_MS = 1600  # `watch`: file events this close together are indexed in one run (a copy of many photos)
+WATCH_WAKE_MS = 200  # `watch`: the watcher says it listens after this long without events (then the first index runs)
 
 
 @dataclass
@@ -298,18 +299,24 @@ class Library:
 
         from imgsearch.images.formats import EXTENSIONS
 
-        report = self.index(roots, spec, settings, progress)
-        yield WatchRun(0, report)
-        folders = self._folders(roots)[0]  # the folders that run indexed
+        folders = self._folders(roots)[0]  # the folders index resolves
         own = str(self.path.resolve())
 
         def relevant(_change: object, path: str) -> bool:  # a photo or video, or a folder (moved, deleted)
             suffix = os.path.splitext(path)[1].lower()
             return (suffix in EXTENSIONS or not suffix) and not is_inside(path, own)
 
-        pending = 0
+        pending, started = 0, False
+        # the first index runs once the watcher listens (its first yield): a file written during that index, or
+        # right after it is announced, is then never missed
         for changes in watch_files(*folders, watch_filter=relevant, debounce=debounce_ms, stop_event=stop,
-                                   raise_interrupt=False):
+                                   raise_interrupt=False, yield_on_timeout=True, rust_timeout=WATCH_WAKE_MS):
+            if not started:
+                started = True
+                yield WatchRun(0, self.index(roots, spec, settings, progress))
+                continue
+            if not changes:
+                continue
             pending += len(changes)
             try:
                 report = self.index(roots, spec, settings, progress)
