@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
-from imgsearch import folder, photos, store
+from imgsearch import folder, photos, store, timeline
 from imgsearch.config import (DB_FILENAME, DB_URL_ENV, DUPS_DIRNAME, INDEX_DIRNAME, DupOptions, IndexSettings, ModelSpec,
                               SearchOptions, default_library_dir)
 from imgsearch.errors import (BusyError, LibraryNotFoundError, NothingIndexedError, ReadOnlyError,
                               UsageError)
+from imgsearch.filters import Filters
 from imgsearch.fs import is_inside
 from imgsearch.models import runtimes
 from imgsearch.models.choice import EncoderLoader, Encoders
@@ -282,6 +283,15 @@ class Library:
     def photo(self, image_id: int) -> PhotoInfo:
         """One photo's record: path, size, dimensions, date taken, camera, GPS, tags."""
         return photos.photo(self.sessions, image_id)
+
+    def months(self, filters: Filters | None = None) -> list[timeline.Month]:
+        """Every month holding photos (that pass the filters), newest first, with its count: a timeline."""
+        return timeline.months(self.sessions, filters or Filters())
+
+    def month_photos(self, month: str, filters: Filters | None = None, offset: int = 0,
+                     limit: int = 100) -> list[timeline.DatedPhoto]:
+        """One month's photos ('YYYY-MM'; those that pass the filters), newest first, a page of them."""
+        return timeline.photos_of(self.sessions, month, filters or Filters(), offset, limit)
 
     def original(self, image_id: int) -> Path:
         """The photo's file, only if it really lies inside an indexed folder (else NotFoundError)."""

@@ -40,6 +40,7 @@ class PhotoInfo:
     modified_at: datetime
     tags: list[tuple[str, float]] = field(default_factory=list)
     duration_ms: int | None = None  # a video's length
+    date: datetime | None = None  # date taken, else file time (naive UTC): where the timeline shows it
 
 
 def _indexed(session: Session, image_id: int):  # -> store Image row
@@ -59,7 +60,7 @@ def photo(sessions: sessionmaker[Session], image_id: int) -> PhotoInfo:
         return PhotoInfo(image.id, image.path, Path(image.path).name, image.size, image.width, image.height,
                          image.format, image.taken_at, camera, gps,
                          datetime.fromtimestamp(image.mtime_ns / 1e9), store.tags_of(session, image_id),
-                         image.duration_ms)
+                         image.duration_ms, store.photo_date(image.taken_at, image.mtime_ns))
 
 
 def original(sessions: sessionmaker[Session], image_id: int) -> Path:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from tests.tinyclip import COLOURS, shape_image
 
 CHROMIUM = os.environ.get("IMGSEARCH_CHROMIUM", "/usr/bin/chromium")
 PER_COLOUR = 6  # i even: circles, i odd: squares
+MONTHS = {"red": "2024-05", "green": "2023-11", "blue": "2021-07", "yellow": "2019-12"}  # the photos' file times
 
 
 @dataclass
@@ -62,6 +64,11 @@ def served(tmp_path_factory: pytest.TempPathFactory, trained_model_dir: Path) ->
             shape = "square" if i % 2 else "circle"  # each its own geometry: no two are near-copies
             shape_image(colour, shape, size=160, seed=100 + 10 * c + i).save(root / f"{colour}-{i}.{'png' if i % 2 else 'jpg'}")
     shutil.copy(root / "blue-0.jpg", root / "blue-0 copy.jpg")  # one exact copy for the duplicates review
+    for photo in root.iterdir():  # no EXIF dates: the timeline goes by file times, a month per colour (two yellow)
+        colour, number = photo.stem.split(" ")[0].split("-")
+        month = MONTHS[colour] if colour != "yellow" or int(number) < 3 else "2019-01"
+        when = datetime.fromisoformat(f"{month}-15T12:00:00+00:00").timestamp()
+        os.utime(photo, (when, when))
     model = shutil.copytree(trained_model_dir, base / "model")
     library = base / "lib"
     indexed = _cli("index", root, "-m", f"local-dir:{model}", "-L", library, "--workers", "0")
@@ -102,15 +109,16 @@ def page(browser, served: Served) -> Iterator[object]:
 
 
 def names(page) -> list[str]:
-    return page.eval_on_selector_all(".tile .open img", "imgs => imgs.map(i => i.alt)")
+    return page.eval_on_selector_all("#grid .tile .open img", "imgs => imgs.map(i => i.alt)")
 
 
 def search(page, query: str) -> None:
     page.goto("/")
     page.keyboard.press("/")  # focuses the search box
     page.keyboard.type(query)
-    page.keyboard.press("Enter")
-    page.wait_for_selector(".tile")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    page.wait_for_selector("#grid .tile")
 
 
 def test_a_typed_query_shows_the_expected_photos_first(page, served: Served) -> None:
@@ -131,7 +139,7 @@ def test_similar_on_a_tile(page, served: Served) -> None:
     first.hover()
     first.locator(".like").click()
     page.wait_for_url("**/?q=like*")
-    page.wait_for_selector(".tile")
+    page.wait_for_selector("#grid .tile")
     found = names(page)
     assert clicked not in found  # the photo itself is left out
     assert all(n.startswith("yellow-") for n in found[:PER_COLOUR - 1]), found
@@ -217,7 +225,7 @@ def test_drop_an_image_and_combine_it_with_words(page, served: Served) -> None:
         }""", base64.b64encode(data.getvalue()).decode())
         with page.expect_navigation():  # the results of an image get an address: /?upload=ID
             page.dispatch_event("#drop", "drop", {"dataTransfer": dropped})
-        page.wait_for_selector(".tile")
+        page.wait_for_selector("#grid .tile")
         assert "upload=" in page.url and "Photos like the image you gave" in page.inner_text("#drop")
         return names(page)
 
@@ -232,15 +240,27 @@ def test_drop_an_image_and_combine_it_with_words(page, served: Served) -> None:
     page.reload()
     assert names(page) == combined  # the same results again: the upload is kept under its id
     page.go_back()
-    page.wait_for_selector(".tile")
+    page.wait_for_selector("#grid .tile")
     assert names(page) == alone and "q=" not in page.url  # Back: the image alone again
     # a file picker (on a phone: the camera or the photo library) does the same
     chosen = served.root.parent / "chosen.png"
     shape_image("yellow", "square", size=160, seed=998).save(chosen)
     with page.expect_navigation():
         page.set_input_files("#pick", str(chosen))
-    page.wait_for_selector(".tile")
+    page.wait_for_selector("#grid .tile")
     assert all(n.startswith("yellow-") for n in names(page)[:PER_COLOUR - 1]), names(page)
+
+
+def viewed(page) -> str:
+    """The name of the photo the viewer shows (once its record came)."""
+    page.wait_for_selector("#lightbox:not([hidden]) .lb-name:not(:empty)", state="attached")
+    assert page.locator("#lightbox .lb-picture").is_visible()
+    return page.eval_on_selector("#lightbox .lb-name", "e => e.textContent")
+
+
+def viewing(page, name: str) -> None:
+    """Wait until the viewer shows this photo."""
+    page.wait_for_function("n => document.querySelector('#lightbox .lb-name').textContent === n", arg=name)
 
 
 def test_page_through_results_with_the_keyboard(page, served: Served) -> None:
@@ -249,31 +269,129 @@ def test_page_through_results_with_the_keyboard(page, served: Served) -> None:
     page.keyboard.press("ArrowRight")  # the first tile
     page.keyboard.press("ArrowRight")  # the second
     assert page.eval_on_selector(".tile.selected .open img", "i => i.alt") == order[1]
-    page.keyboard.press("Enter")
-    page.wait_for_url("**/photo/**")
-    assert page.inner_text("figcaption").count(order[1]) >= 1 and "i=1" in page.url
-    served.shot(page, "photo")
-    page.keyboard.press("ArrowRight")  # next result
-    page.wait_for_url("**i=2")
-    assert order[2] in page.inner_text("figcaption")
-    page.keyboard.press("ArrowLeft")
-    page.wait_for_url("**i=1")
-    page.keyboard.press("Escape")  # back to the results
-    page.wait_for_selector(".tile")
-    assert names(page) == order
     results = page.url
-    page.keyboard.press("ArrowRight")
+    page.keyboard.press("Enter")  # opens the viewer over the results
+    page.wait_for_url("**view=*")
+    assert viewed(page) == order[1] and page.url.startswith(results)
+    assert "size=1280" in page.get_attribute("#lightbox .lb-picture", "src")
+    served.shot(page, "viewer")
+    page.keyboard.press("ArrowRight")  # the next result
+    viewing(page, order[2])
+    assert page.inner_text("#lightbox .lb-where").startswith("3 of ")
+    page.reload()  # the URL names the photo: a reload shows it again, over the same results
+    assert viewed(page) == order[2] and names(page) == order
+    page.keyboard.press("ArrowLeft")
+    viewing(page, order[1])
+    page.keyboard.press("Escape")  # closes the viewer: the results, as they were
+    page.wait_for_selector("#lightbox", state="hidden")
+    assert "view=" not in page.url and names(page) == order
+    assert page.evaluate("document.activeElement.closest('.tile').dataset.id") == \
+        page.get_attribute(f"#grid .tile:has(img[alt='{order[1]}'])", "data-id")  # the photo seen keeps the focus
     page.keyboard.press("Escape")  # on the results: the selection goes, the page stays (it left the app before)
-    assert page.locator(".tile.selected").count() == 0 and page.url == results
+    assert page.locator(".tile.selected").count() == 0 and page.url.split("#")[0] == results
     page.keyboard.press("ArrowRight")
     page.keyboard.press("s")  # photos like the selected one
     page.wait_for_url("**/?q=like*")
     assert order[0] not in names(page)
 
 
+def test_the_photo_page_steps_through_results(page, served: Served) -> None:
+    search(page, "a photo of a blue square")
+    order = names(page)
+    page.locator("#grid .tile").nth(1).locator(".open").click()
+    viewed(page)
+    page.click("#lightbox .lb-page")  # the photo's own page (a link to keep), still in its place in the results
+    page.wait_for_url("**/photo/**i=1**")
+    assert order[1] in page.inner_text("figcaption")
+    served.shot(page, "photo")
+    page.keyboard.press("ArrowRight")  # next result
+    page.wait_for_url("**i=2")
+    assert order[2] in page.inner_text("figcaption")
+    page.keyboard.press("Escape")  # back to the results
+    page.wait_for_selector("#grid .tile")
+    assert names(page) == order
+
+
+def month_tiles(page) -> dict[str, int]:
+    """Tiles in the page per month of the timeline (months far from the screen hold none)."""
+    return page.evaluate("""() => Object.fromEntries([...document.querySelectorAll('.month')].map(
+        m => [m.dataset.month, m.querySelectorAll('.tile').length]))""")
+
+
+def test_the_home_page_is_a_timeline(browser, served: Served) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 400}, base_url=served.url)  # a short window
+    page = context.new_page()
+    page.goto("/")
+    assert page.locator(".month h2").all_inner_texts() == [
+        "May 2024 6", "November 2023 6", "July 2021 7", "December 2019 3", "January 2019 3"]
+    page.wait_for_selector("#m-2024-05 .tile")
+    assert page.locator("#m-2024-05 .tile .open img").evaluate_all("i => i.map(x => x.alt).sort()") == \
+        sorted(f"red-{i}.{'png' if i % 2 else 'jpg'}" for i in range(PER_COLOUR))
+    shown = month_tiles(page)
+    assert shown["2024-05"] == 6 and shown["2019-01"] == 0, shown  # only what is near the screen is in the page
+    served.shot(page, "timeline")
+    assert page.locator("#scrubber a").all_inner_texts() == ["2024", "2023", "2021", "2019"]
+    page.click("#scrubber a:text-is('2019')")  # the scrubber jumps to a year
+    page.wait_for_function("() => document.querySelectorAll('#m-2019-12 .tile').length === 3")
+    assert page.evaluate("document.querySelector('#m-2019-12').getBoundingClientRect().top") < 400
+    page.wait_for_function("() => document.querySelectorAll('#m-2024-05 .tile').length === 0")  # and what went far is gone
+    # the viewer over the timeline: in its order, the URL names the photo, Back closes it
+    first, second = page.locator("#m-2019-12 .tile .open img").evaluate_all("i => i.map(x => x.alt)")[:2]
+    page.locator("#m-2019-12 .tile .open").first.click()
+    assert viewed(page) == first and "view=" in page.url
+    page.mouse.move(640, 200)
+    page.mouse.wheel(0, -400)  # the wheel zooms in
+    page.wait_for_function("() => new DOMMatrix(getComputedStyle(document.querySelector('.lb-picture')).transform).a > 1.5")
+    page.keyboard.press("0")  # and 0 fits it again, so a swipe moves on
+    page.keyboard.press("ArrowRight")
+    viewing(page, second)
+    assert "2019" in page.inner_text("#lightbox .meta")
+    page.go_back()  # Back closes the viewer (it does not leave the page)
+    page.wait_for_selector("#lightbox", state="hidden")
+    assert "view=" not in page.url and page.locator("#timeline").is_visible()
+    context.close()
+
+
+def test_the_timeline_and_the_viewer_on_a_phone(browser, served: Served) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844}, base_url=served.url, has_touch=True,
+                                  is_mobile=True)
+    page = context.new_page()
+    page.goto("/?ext=png")  # the filters in force apply to the timeline too
+    assert page.locator(".month h2").all_inner_texts() == [
+        "May 2024 3", "November 2023 3", "July 2021 3", "December 2019 1", "January 2019 2"]
+    page.wait_for_selector("#m-2024-05 .tile")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390  # nothing wider than the phone
+    columns = page.evaluate("getComputedStyle(document.querySelector('#m-2024-05 .block')).gridTemplateColumns")
+    assert len(columns.split()) == 3, columns
+    served.shot(page, "timeline-phone")
+    names_in = page.locator("#m-2024-05 .tile .open img").evaluate_all("i => i.map(x => x.alt)")
+    page.locator("#m-2024-05 .tile .open").first.tap()
+    assert viewed(page) == names_in[0]
+    assert page.locator("#lightbox .lb-info").is_hidden()  # on a phone the information waits for its button
+    page.tap("#lightbox .lb-info-toggle")
+    assert page.locator("#lightbox .lb-info").is_visible() and names_in[0] in page.inner_text("#lightbox .meta")
+    served.shot(page, "viewer-phone")
+    page.tap("#lightbox .lb-info-toggle")
+    swipe(page, 300, 100)  # a swipe to the left: the next photo
+    viewing(page, names_in[1])
+    swipe(page, 100, 300)  # to the right: back
+    viewing(page, names_in[0])
+    context.close()
+
+
+def swipe(page, from_x: int, to_x: int, y: int = 420) -> None:
+    """A one-finger horizontal swipe on the viewer's picture (touch points, as a phone sends them)."""
+    client = page.context.new_cdp_session(page)
+    steps = [from_x + (to_x - from_x) * n // 6 for n in range(7)]
+    client.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": steps[0], "y": y}]})
+    for x in steps[1:]:
+        client.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [{"x": x, "y": y}]})
+    client.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+
+
 def test_a_new_query_keeps_the_filters_and_the_order(page, served: Served) -> None:
     page.goto("/?q=a+photo+of+a+red+circle&ext=png&sort=path")
-    page.wait_for_selector(".tile")
+    page.wait_for_selector("#grid .tile")
     assert all(n.endswith(".png") for n in names(page))
     page.fill("#q", "a photo of a blue square")
     page.keyboard.press("Enter")

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import shutil
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -559,3 +560,36 @@ def test_download_a_selection_as_one_zip(client: TestClient, photos: Path) -> No
     assert client.get("/api/v1/download").status_code == 400
     too_many = client.get("/api/v1/download", params={"id": list(range(1, 502))})
     assert too_many.status_code == 400 and "at most 500" in too_many.json()["error"]["message"]
+
+
+def test_timeline_months_and_pages(library, tmp_path: Path) -> None:
+    root = tmp_path / "dated"
+    taken = [datetime(2024, 5, 3, 10), datetime(2024, 5, 20, 8), datetime(2024, 5, 31, 23, 59), datetime(2023, 12, 31, 12),
+             datetime(2024, 6, 1, 0, 0)]
+    for n, when in enumerate(taken):
+        write_photo(root / f"p{n}.jpg", COLOURS[n % len(COLOURS)], taken=when, seed=n)
+    undated = write_photo(root / "undated.png", "cyan", fmt="PNG")
+    os.utime(undated, (datetime(2022, 2, 14, 12).timestamp(),) * 2)
+    library.index([root], FAKE, IndexSettings(workers=0))
+    client = TestClient(create_app(library, Guard(port=8765)), base_url=BASE)
+    body = client.get("/api/v1/timeline").json()
+    assert body == {"months": [{"month": "2024-06", "count": 1}, {"month": "2024-05", "count": 3},
+                               {"month": "2023-12", "count": 1}, {"month": "2022-02", "count": 1}], "total": 6}
+    may = client.get("/api/v1/timeline/2024-05", params={"limit": 2}).json()
+    assert [p["name"] for p in may["photos"]] == ["p2.jpg", "p1.jpg"] and may["next_offset"] == 2
+    assert may["photos"][0]["date"] == "2024-05-31T23:59:00" and may["photos"][0]["video"] is False
+    rest = client.get("/api/v1/timeline/2024-05", params={"limit": 2, "offset": 2}).json()
+    assert [p["name"] for p in rest["photos"]] == ["p0.jpg"] and rest["next_offset"] is None
+    assert [p["name"] for p in client.get("/api/v1/timeline/2022-02").json()["photos"]] == ["undated.png"]
+    # the filters apply: only PNGs, only after a day
+    assert client.get("/api/v1/timeline", params={"ext": "png"}).json()["months"] == [{"month": "2022-02", "count": 1}]
+    assert [m["month"] for m in client.get("/api/v1/timeline", params={"after": "2024-05-10"}).json()["months"]] \
+        == ["2024-06", "2024-05"]
+    assert client.get("/api/v1/timeline/2024-05", params={"after": "2024-05-10"}).json()["photos"][-1]["name"] == "p1.jpg"
+    # the photo's record says where the timeline shows it
+    assert client.get(f"/api/v1/images/{may['photos'][0]['id']}").json()["date"] == "2024-05-31T23:59:00"
+    for bad, field in (("/api/v1/timeline/2024-13", "month"), ("/api/v1/timeline/may", "month"),
+                       ("/api/v1/timeline/2024-05?limit=0", "limit"), ("/api/v1/timeline?colour=red", "colour")):
+        got = client.get(bad)
+        assert got.status_code == 400, (bad, got.text)
+        assert field in got.text

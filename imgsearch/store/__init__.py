@@ -37,6 +37,8 @@ from imgsearch.store.images import (  # noqa: F401
     indexed_photos,
     known_files,
     list_roots,
+    month_counts,
+    month_photos,
     move_image,
     paths_for,
     photo_date,

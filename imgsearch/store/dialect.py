@@ -224,6 +224,13 @@ def taken_or_file_time(session: Session, taken_at, mtime_ns):  # SQL expressions
     return func.coalesce(func.substr(taken_at, 1, 19), func.datetime(mtime_ns / 1_000_000_000, "unixepoch"))
 
 
+def month_of(session: Session, when):  # an SQL expression made by taken_or_file_time
+    """SQL: the 'YYYY-MM' of a date made by `taken_or_file_time`."""
+    if name_of(session) == POSTGRESQL:
+        return func.to_char(when, "YYYY-MM")
+    return func.substr(when, 1, 7)
+
+
 def sql_datetime(session: Session, when: datetime):  # a bound value
     """A naive datetime in the form `taken_or_file_time` compares with."""
     if name_of(session) == POSTGRESQL:

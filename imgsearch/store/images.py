@@ -209,6 +209,27 @@ def filter_index_ids(session: Session, model_id: int, filters: Filters) -> np.nd
     return np.union1d(filter_ids(session, filters), frame_ids)
 
 
+def month_counts(session: Session, filters: Filters) -> list[tuple[str, int]]:
+    """('YYYY-MM', photos) of every month with photos that pass the filters (by date taken, else file time),
+    newest first: a timeline's headings."""
+    month = dialect.month_of(session, _when(session)).label("month")
+    rows = session.execute(select(month, func.count()).where(Image.id.in_(_filtered(filters, session)))
+                           .group_by(month).order_by(month.desc()))
+    return [(m, n) for m, n in rows]
+
+
+def month_photos(session: Session, start: datetime, end: datetime, filters: Filters, offset: int,
+                 limit: int) -> list:
+    """Rows (id, path, taken_at, mtime_ns, duration_ms) of the photos dated in [start, end) that pass the filters,
+    newest first (ties by id), a page of them."""
+    when = _when(session)
+    return list(session.execute(
+        select(Image.id, Image.path, Image.taken_at, Image.mtime_ns, Image.duration_ms)
+        .where(Image.id.in_(_filtered(filters, session)), when >= dialect.sql_datetime(session, start),
+               when < dialect.sql_datetime(session, end))
+        .order_by(when.desc(), Image.id.desc()).offset(offset).limit(limit)))
+
+
 def dates_for(session: Session, ids: Sequence[int]) -> dict[int, datetime]:
     """Date taken (else file time) of some images."""
     out: dict[int, datetime] = {}

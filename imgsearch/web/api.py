@@ -37,6 +37,7 @@ MAX_ID = 2**63 - 1  # ids are SQL BIGINTs: a larger number names no photo, and m
 ImageId = Annotated[int, InPath(ge=1, le=MAX_ID, description="A photo's id (as search results give it)")]
 MAX_UPLOAD_BYTES = 30 * 1024 * 1024
 PAGE = 60
+MAX_MONTH_PAGE = 1000  # a timeline month's photos in one answer
 HANDFUL = 5  # acting on more groups than this at once needs a confirmation (the page asks for it typed)
 
 
@@ -58,14 +59,29 @@ def _search_params() -> type[BaseModel]:
         "unlike": (list[Annotated[int, Field(ge=1, le=MAX_ID)]], Field(
             [], description="Fewer like these photos: the ranking moves away from them, and they leave the results")),
     }
-    for f in FILTERS:
-        fields[f.name] = (list[str], Field([], description=f.help)) if f.many else \
-            (str | None, Field(None, description=f.help))
-    return create_model("SearchParams", __config__=ConfigDict(extra="forbid"), **fields)
+    return create_model("SearchParams", __config__=ConfigDict(extra="forbid"), **fields, **_filter_fields())
+
+
+def _filter_fields() -> dict:
+    """One query parameter per filter (imgsearch.filters), as pydantic fields."""
+    return {f.name: (list[str], Field([], description=f.help)) if f.many else
+            (str | None, Field(None, description=f.help)) for f in FILTERS}
 
 
 SearchParams = _search_params()
 Params = Annotated[SearchParams, Query()]  # type: ignore[valid-type]
+_PAGE_FIELDS: dict = {
+    "offset": (int, Field(0, ge=0, description="Skip this many of the month's photos first (paging)")),
+    "limit": (int, Field(120, ge=1, le=MAX_MONTH_PAGE, description="How many of the month's photos"))}
+TimelineParams = create_model("TimelineParams", __config__=ConfigDict(extra="forbid"), **_filter_fields(),
+                              **_PAGE_FIELDS)
+MonthFilters = create_model("MonthFilters", __config__=ConfigDict(extra="forbid"), **_filter_fields())
+
+
+def filters_of(params: BaseModel) -> Filters:
+    """The filters a route's query parameters give."""
+    values = params.model_dump()
+    return Filters.parse({f.name: values[f.name] for f in FILTERS})
 
 
 def search_request(params: BaseModel, *first: Term, uploads: Uploads | None = None) -> tuple[list[Term], SearchOptions]:
@@ -77,9 +93,10 @@ def search_request(params: BaseModel, *first: Term, uploads: Uploads | None = No
             raise UsageError("an upload id is not taken here", "upload")
         first = (*first, Term(1.0, "vector", "upload", uploads.get(values["upload"])))
     words, typed = split_words(values["q"])
-    filters = Filters.parse({f.name: values[f.name] for f in FILTERS}).merged(typed)
-    terms = [*first, *query_terms(words)] if words or not first else list(first)
-    if values["like"] or values["unlike"]:
+    filters = filters_of(params).merged(typed)
+    marked = bool(values["like"] or values["unlike"])  # photos marked, no words: more like the liked ones alone
+    terms = [*first, *query_terms(words)] if words or not (first or values["like"]) else list(first)
+    if marked:
         terms = feedback_terms(terms, values["like"], values["unlike"])
     return terms, SearchOptions(k=values["k"], offset=values["offset"], min_score=values["min_score"],
                                 sort=values["sort"], filters=filters)
@@ -125,6 +142,21 @@ def build_router(lib: Library, jobs: Jobs, set_aside: Path, uploads: Uploads) ->
             return {**results(lib.search(terms, opts, allow_urls=False), opts), "upload": upload_id}
 
         return await run_in_threadpool(decode_and_search)
+
+    @api.get("/timeline", summary="The library by date: every month holding photos (that pass the filters), "
+                                   "newest first, with how many")
+    def months(params: Annotated[MonthFilters, Query()]) -> dict:  # type: ignore[valid-type]
+        found = lib.months(filters_of(params))
+        return {"months": [asdict(m) for m in found], "total": sum(m.count for m in found)}
+
+    @api.get("/timeline/{month}", summary="One month's photos (YYYY-MM; those that pass the filters), newest first, "
+                                          "a page at a time")
+    def month(month: Annotated[str, InPath(description="The month, YYYY-MM", max_length=7)],
+              params: Annotated[TimelineParams, Query()]) -> dict:  # type: ignore[valid-type]
+        found = lib.month_photos(month, filters_of(params), params.offset, params.limit)  # type: ignore[attr-defined]
+        offset, limit = params.offset, params.limit  # type: ignore[attr-defined]
+        return {"month": month, "photos": _jsonable([asdict(p) for p in found]), "offset": offset,
+                "next_offset": offset + len(found) if len(found) == limit else None}
 
     @api.get("/images/{image_id}", summary="A photo's record: path, size, date taken, camera, GPS, tags")
     def image(image_id: ImageId) -> dict:

@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
-from imgsearch import FILTERS, ImgSearchError, Library, SearchOptions, Term, UsageError, timestamp
+from imgsearch import FILTERS, Filters, ImgSearchError, Library, SearchOptions, Term, UsageError, timestamp
 from imgsearch.config import SORTS
 from imgsearch.web.api import PAGE, ImageId, SearchParams, search_request
 from imgsearch.web.uploads import Uploads
@@ -41,8 +41,14 @@ def build_router(lib: Library, uploads: Uploads) -> APIRouter:
         context: dict[str, Any] = {
             "q": q, "state": state, "filters": FILTERS, "choices": choices, "sorts": SORTS, "results": [], "api": "",
             "page": PAGE, "filters_given": any(state[name] for name in FIELDS if name != "sort"), "kept": FIELDS}
-        if not q and not state["upload"]:
-            return render(request, "search.html", **context)
+        if not q and not state["upload"] and not state["like"]:  # the home page: the library by date (the filters in force apply)
+            try:
+                filters = Filters.parse({f.name: state[f.name] for f in FILTERS})
+                months = lib.months(filters)
+            except ImgSearchError as exc:
+                return failed(request, exc, **context)
+            return render(request, "search.html", **context, months=[_month(m) for m in months],
+                          filters_query=urlencode(filters.texts()), total=sum(m.count for m in months))
         try:
             hits = lib.search(*_request(q, state, PAGE, 0, uploads), allow_urls=False)
         except ImgSearchError as exc:
@@ -115,6 +121,16 @@ def _neighbours(lib: Library, uploads: Uploads, params, i: int | None) -> dict: 
         return f"/photo/{hit.id}?" + urlencode(rest + [("i", str(position))]) if hit and position >= 0 else None
 
     return {"prev": link(i - 1), "next": link(i + 1)}
+
+
+def _month(m) -> dict:  # a timeline Month
+    """A month's heading: its key ('2024-05'), its name ('May 2024'), its year and photo count."""
+    year, number = (int(part) for part in m.month.split("-"))
+    return {"key": m.month, "name": f"{MONTH_NAMES[number - 1]} {year}", "year": year, "count": m.count}
+
+
+MONTH_NAMES = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+               "November", "December")
 
 
 def _state(params) -> dict:  # query parameters

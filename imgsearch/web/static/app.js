@@ -20,14 +20,25 @@ function tile(r, query, index) {  // the same markup as the tile macro in templa
   open.className = "open";
   const at = r.time_ms !== null && r.time_ms !== undefined ? `t=${r.time_ms}` : "";
   open.href = `/photo/${r.id}` + (query ? `?${query}&i=${index}` + (at ? `&${at}` : "") : (at ? `?${at}` : ""));
-  open.title = `${r.path} (${r.score.toFixed(3)})`;
+  const scored = r.score !== undefined;  // a search result (a timeline's photo has a date instead)
+  open.title = scored ? `${r.path} (${r.score.toFixed(3)})` : `${r.path} (${r.date.replace("T", " ")})`;
   const img = thumb(r, at);
   img.loading = "lazy";
   img.width = img.height = 320;
-  const score = document.createElement("span");
-  score.className = "score";
-  score.textContent = r.score.toFixed(3);
-  open.append(img, score);
+  open.append(img);
+  if (scored) {
+    const score = document.createElement("span");
+    score.className = "score";
+    score.textContent = r.score.toFixed(3);
+    open.append(score);
+  }
+  if (r.video && !r.at) {
+    const badge = document.createElement("span");
+    badge.className = "at";
+    badge.textContent = "\u25b6";
+    badge.title = "a video";
+    open.append(badge);
+  }
   if (r.at) {
     const badge = document.createElement("span");
     badge.className = "at";
@@ -203,6 +214,7 @@ function dropZone() {
 // --- the keyboard: / search, arrows move, Enter opens, s similar, Esc back ----------------------------------
 function keyboard() {
   document.addEventListener("keydown", (e) => {
+    if (viewer.key(e)) return;  // the viewer, while open, has the keys
     const active = document.activeElement;
     const typing = ["INPUT", "SELECT", "TEXTAREA"].includes(active.tagName) && !["checkbox", "file"].includes(active.type);
     if (e.key === "/" && !typing) { e.preventDefault(); $("#q").focus(); $("#q").select(); return; }
@@ -225,7 +237,8 @@ function keyboard() {
     const tiles = [...document.querySelectorAll(".tile .open")];
     if (!tiles.length) return;
     const at = tiles.indexOf(document.activeElement);
-    const columns = Math.max(1, Math.round($("#grid").clientWidth / tiles[0].parentElement.getBoundingClientRect().width));
+    const grid = tiles[0].parentElement.parentElement;  // the results' grid, or a block of the timeline
+    const columns = Math.max(1, Math.round(grid.clientWidth / tiles[0].parentElement.getBoundingClientRect().width));
     const moves = { ArrowRight: 1, ArrowLeft: -1, ArrowDown: columns, ArrowUp: -columns };
     if (e.key in moves) {
       e.preventDefault();
@@ -237,6 +250,335 @@ function keyboard() {
     }
   });
 }
+
+// --- the home page: every photo by date, month by month; only the blocks near the screen hold tiles --------
+const BLOCK_ROWS = 6;  // a month is laid out in blocks of this many rows of tiles, each loaded when near the screen
+const GAP = 6;  // px between tiles (as .grid)
+function timeline() {
+  const root = $("#timeline");
+  if (!root || !root.querySelector(".month")) return;
+  const filters = root.dataset.filters;
+  let columns = 0, side = 0;
+  const near = new IntersectionObserver((entries) => {
+    for (const e of entries) { if (e.isIntersecting) fill(e.target); else empty(e.target); }
+  }, { rootMargin: `${Math.round(innerHeight / 2)}px 0px` });  // half a screen ahead: loaded before it is seen
+
+  function layout() {  // blocks of known height for every month (placeholders until near the screen)
+    const width = root.clientWidth;
+    const wanted = Math.max(3, Math.round(width / (width >= 2000 ? 240 : 170)));
+    if (wanted === columns) return;
+    columns = wanted;
+    side = (width - GAP * (columns - 1)) / columns;
+    root.style.setProperty("--columns", columns);
+    const per = columns * BLOCK_ROWS;
+    near.disconnect();
+    for (const month of root.querySelectorAll(".month")) {
+      const count = Number(month.dataset.count), blocks = month.querySelector(".blocks");
+      blocks.replaceChildren();
+      for (let offset = 0; offset < count; offset += per) {
+        const block = document.createElement("div");
+        block.className = "block grid";
+        block.dataset.offset = offset;
+        block.dataset.limit = Math.min(per, count - offset);
+        const rows = Math.ceil(block.dataset.limit / columns);
+        block.style.height = `${rows * side + (rows - 1) * GAP}px`;
+        blocks.append(block);
+        near.observe(block);
+      }
+    }
+  }
+
+  async function fill(block) {
+    if (block.dataset.state) return;
+    const ticket = String(Math.random());  // an answer that comes after the block was emptied is dropped
+    block.dataset.state = ticket;
+    const month = block.closest(".month").dataset.month;
+    try {
+      const body = await api(`/api/v1/timeline/${month}?offset=${block.dataset.offset}&limit=${block.dataset.limit}` +
+                             (filters ? `&${filters}` : ""));
+      if (block.dataset.state !== ticket) return;
+      block.replaceChildren(...body.photos.map((p) => { const box = tile(p, "", 0); pickBox(box); return box; }));
+      block.querySelectorAll(".tile").forEach((t) => t.classList.toggle("picked", selected.has(t.dataset.id)));
+      block.dataset.state = "filled";
+      root.dispatchEvent(new CustomEvent("filled"));
+    } catch (e) { message(e.message, true); }
+  }
+  function empty(block) { delete block.dataset.state; block.replaceChildren(); }
+
+  // the scrubber: the years at their place along the timeline; press or drag along it to go anywhere
+  const scrubber = $("#scrubber"), bubble = $("#scrub-at");
+  function placeYears() {
+    const total = root.scrollHeight || 1;
+    for (const a of scrubber.querySelectorAll("a")) {
+      a.style.top = `${(100 * ($(`#m-${a.dataset.month}`).offsetTop - root.offsetTop) / total).toFixed(2)}%`;
+    }
+  }
+  function monthAt(fraction) {  // the month heading at this share of the timeline's height
+    const y = root.offsetTop + fraction * root.scrollHeight;
+    let found = root.querySelector(".month");
+    for (const m of root.querySelectorAll(".month")) { if (m.offsetTop <= y) found = m; else break; }
+    return found;
+  }
+  function scrubTo(e) {
+    const bar = scrubber.getBoundingClientRect();
+    const fraction = Math.min(1, Math.max(0, (e.clientY - bar.top) / bar.height));
+    const month = monthAt(fraction);
+    bubble.hidden = false;
+    bubble.style.top = `${(fraction * 100).toFixed(2)}%`;
+    bubble.textContent = month.querySelector("h2").firstChild.textContent.trim();
+    window.scrollTo({ top: root.offsetTop + fraction * root.scrollHeight - 60 });
+  }
+  let dragging = false;
+  scrubber.addEventListener("pointerdown", (e) => {
+    if (e.target.tagName === "A") return;  // a year: its link jumps to it
+    dragging = true; scrubber.setPointerCapture(e.pointerId); scrubTo(e);
+  });
+  scrubber.addEventListener("pointermove", (e) => { if (dragging) scrubTo(e); });
+  scrubber.addEventListener("pointerup", () => { dragging = false; bubble.hidden = true; });
+  scrubber.addEventListener("click", (e) => {
+    const a = e.target.closest("a");
+    if (!a) return;
+    e.preventDefault();
+    $(`#m-${a.dataset.month}`).scrollIntoView();
+    history.replaceState(history.state, "", a.hash);
+  });
+
+  layout();
+  placeYears();
+  new ResizeObserver(() => { layout(); placeYears(); }).observe(root);
+  if (window.location.hash.startsWith("#m-") && $(window.location.hash)) $(window.location.hash).scrollIntoView();
+}
+
+// --- the viewer: a lightbox over any grid (timeline, results, similar photos) ------------------------------
+// Next and previous follow the grid's order (keys, buttons, a swipe), the wheel, a pinch or a double click zoom,
+// a drag pans; the URL names the photo (view=ID) beside the grid's own, so Back, reload and a shared link return
+// to the same place. Pictures are the server's 1280 px previews (so HEIC, RAW and JXL show in any browser).
+const viewer = {
+  box: null, id: null, pushed: false, zoom: 1, x: 0, y: 0,
+
+  tiles() { return [...document.querySelectorAll("[data-lightbox] .tile")]; },
+  isOpen() { return this.box !== null && !this.box.hidden; },
+
+  build() {
+    const box = document.createElement("div");
+    box.id = "lightbox";
+    box.className = "lightbox";
+    box.hidden = true;
+    box.setAttribute("role", "dialog");
+    box.setAttribute("aria-modal", "true");
+    box.setAttribute("aria-label", "Photo viewer");
+    box.innerHTML = `<div class="lb-stage"><img class="lb-picture" alt="" draggable="false"><video class="lb-video" controls hidden></video></div>
+      <div class="lb-bar"><button type="button" class="lb-close" aria-label="Close (Esc)">&times;</button>
+      <span class="lb-where"></span><button type="button" class="lb-info-toggle" aria-label="Information (i)">i</button></div>
+      <button type="button" class="lb-prev" aria-label="Previous photo">&#8249;</button>
+      <button type="button" class="lb-next" aria-label="Next photo">&#8250;</button>
+      <aside class="lb-info" aria-label="About this photo"><h2 class="lb-name"></h2><table class="meta"></table>
+      <p class="lb-links"><a class="lb-similar button">Find similar</a> <a class="lb-page button">Photo page</a>
+      <a class="lb-original button" target="_blank" rel="noopener">Original</a></p></aside>`;
+    document.body.append(box);
+    this.box = box;
+    $(".lb-close", box).addEventListener("click", () => this.close());
+    $(".lb-prev", box).addEventListener("click", () => this.step(-1));
+    $(".lb-next", box).addEventListener("click", () => this.step(1));
+    $(".lb-info-toggle", box).addEventListener("click", () => box.classList.toggle("info-open"));
+    if (window.matchMedia("(min-width: 900px)").matches) box.classList.add("info-open");
+    this.gestures($(".lb-stage", box));
+  },
+
+  neighbour(offset) {  // the tile `offset` away from the open photo's, in the grid's order
+    const tiles = this.tiles();
+    const at = tiles.findIndex((t) => t.dataset.id === String(this.id));
+    return at < 0 ? null : tiles[at + offset] || null;
+  },
+
+  preview(id, at) { return `/api/v1/images/${id}/thumb?size=1280` + (at ? `&t=${at}` : ""); },
+
+  tileTime(tile) {  // a video result's matched moment, from its link
+    const t = tile && new URL(tile.querySelector(".open").href).searchParams.get("t");
+    return t ? Number(t) : 0;
+  },
+
+  async show(id, how, at = 0) {  // how: "push" (from the grid), "replace" (a step), "none" (from the URL)
+    if (!this.box) this.build();
+    this.id = String(id);
+    this.reset();
+    const box = this.box, picture = $(".lb-picture", box), video = $(".lb-video", box);
+    box.hidden = false;
+    document.body.classList.add("viewing");
+    const url = new URL(window.location.href);
+    url.searchParams.set("view", this.id);
+    if (how === "push") { history.pushState({ view: this.id }, "", url); this.pushed = true; }
+    if (how === "replace") history.replaceState({ view: this.id }, "", url);
+    picture.hidden = false;
+    picture.src = this.preview(id, at);
+    video.hidden = true;
+    video.removeAttribute("src");
+    const tile = this.tiles().find((t) => t.dataset.id === this.id);
+    if (tile) tile.scrollIntoView({ block: "nearest" });  // the grid follows (and loads what comes next)
+    this.buttons();
+    for (const n of [this.neighbour(1), this.neighbour(-1)]) {  // the next pictures, fetched before they are asked for
+      if (n) new Image().src = this.preview(n.dataset.id, this.tileTime(n));
+    }
+    let info;
+    try { info = await api(`/api/v1/images/${id}`); } catch (e) { $(".lb-name", box).textContent = e.message; return; }
+    if (this.id !== String(id)) return;  // stepped on meanwhile
+    picture.alt = info.name;
+    if (info.duration_ms !== null) {  // a video plays from the matched moment
+      video.hidden = false;
+      picture.hidden = true;
+      video.src = `/api/v1/images/${id}/file#t=${at / 1000}`;
+      video.poster = this.preview(id, at);
+    }
+    this.describe(info);
+  },
+
+  describe(info) {
+    const box = this.box;
+    $(".lb-name", box).textContent = info.name;
+    const rows = [["Taken", info.taken_at ? info.taken_at.replace("T", " ") : `unknown (file: ${info.date.replace("T", " ")})`],
+      ["Size", `${info.width} x ${info.height} px, ${info.size.toLocaleString()} bytes${info.format ? ", " + info.format : ""}`],
+      ["Camera", info.camera], ["Place", info.place || (info.gps ? info.gps.map((v) => v.toFixed(5)).join(", ") : null)],
+      ["Tags", info.tags.length ? info.tags.map(([label]) => label).join(", ") : null], ["File", info.path]];
+    const table = $(".meta", box);
+    table.replaceChildren(...rows.filter(([, v]) => v).map(([k, v]) => {
+      const tr = document.createElement("tr");
+      const th = document.createElement("th"), td = document.createElement("td");
+      th.textContent = k; td.textContent = v;
+      tr.append(th, td);
+      return tr;
+    }));
+    $(".lb-similar", box).href = `/?q=like:${info.id}`;
+    const tile = this.tiles().find((t) => t.dataset.id === this.id);  // its page, in its place among the results
+    $(".lb-page", box).href = tile ? tile.querySelector(".open").href : `/photo/${info.id}`;
+    $(".lb-original", box).href = `/api/v1/images/${info.id}/file`;
+    const tiles = this.tiles(), at = tiles.findIndex((t) => t.dataset.id === this.id);
+    const month = $(`#m-${(info.date || "").slice(0, 7)}`);
+    if (at < 0 && month) month.scrollIntoView();  // opened from a link: the timeline goes to the photo's month
+    const more = $("#grid") && $("#grid").dataset.next ? "+" : "";  // results still to load
+    $(".lb-where", box).textContent = $("#timeline") ? new Date(info.date + "Z").toLocaleDateString(undefined,
+      { year: "numeric", month: "long", day: "numeric", timeZone: "UTC" }) : at < 0 ? "" : `${at + 1} of ${tiles.length}${more}`;
+  },
+
+  buttons() {
+    $(".lb-prev", this.box).disabled = !this.neighbour(-1);
+    $(".lb-next", this.box).disabled = !this.neighbour(1);
+  },
+
+  step(offset) {
+    const to = this.neighbour(offset);
+    if (to) this.show(to.dataset.id, "replace", this.tileTime(to));
+  },
+
+  close(how = "back") {
+    if (!this.isOpen()) return;
+    const id = this.id;
+    this.box.hidden = true;
+    $(".lb-video", this.box).pause();
+    document.body.classList.remove("viewing");
+    this.id = null;
+    if (how === "back" && this.pushed) { this.pushed = false; history.back(); } else if (how === "back") {
+      const url = new URL(window.location.href);
+      url.searchParams.delete("view");
+      history.replaceState(null, "", url);
+    }
+    const tile = this.tiles().find((t) => t.dataset.id === id);
+    if (tile) { tile.querySelector(".open").focus({ preventScroll: true }); tile.scrollIntoView({ block: "nearest" }); }
+  },
+
+  reset() { this.zoom = 1; this.x = this.y = 0; this.apply(); },
+  apply() {
+    const picture = this.box && $(".lb-picture", this.box);
+    if (picture) picture.style.transform = `translate(${this.x}px, ${this.y}px) scale(${this.zoom})`;
+    if (this.box) this.box.classList.toggle("zoomed", this.zoom > 1);
+  },
+  zoomAt(factor, cx, cy) {  // zoom by factor keeping the point (cx, cy) of the stage where it is
+    const stage = $(".lb-stage", this.box).getBoundingClientRect();
+    const zoom = Math.min(8, Math.max(1, this.zoom * factor));
+    const px = cx - stage.left - stage.width / 2, py = cy - stage.top - stage.height / 2;
+    this.x = px - (px - this.x) * (zoom / this.zoom);
+    this.y = py - (py - this.y) * (zoom / this.zoom);
+    this.zoom = zoom;
+    if (zoom === 1) this.x = this.y = 0;
+    this.apply();
+  },
+
+  gestures(stage) {
+    const pointers = new Map();
+    let start = null, pinch = null;
+    stage.addEventListener("wheel", (e) => { e.preventDefault(); this.zoomAt(Math.exp(-e.deltaY * 0.002), e.clientX, e.clientY); },
+                           { passive: false });
+    stage.addEventListener("dblclick", (e) => this.zoomAt(this.zoom > 1 ? 1 / this.zoom : 2.5, e.clientX, e.clientY));
+    stage.addEventListener("pointerdown", (e) => {
+      if (e.target.tagName === "VIDEO") return;
+      pointers.set(e.pointerId, { x: e.clientX, y: e.clientY });
+      stage.setPointerCapture(e.pointerId);
+      if (pointers.size === 1) start = { x: e.clientX, y: e.clientY, ox: this.x, oy: this.y };
+      if (pointers.size === 2) {
+        const [a, b] = [...pointers.values()];
+        pinch = { d: Math.hypot(a.x - b.x, a.y - b.y), zoom: this.zoom };
+      }
+    });
+    stage.addEventListener("pointermove", (e) => {
+      if (!pointers.has(e.pointerId)) return;
+      pointers.set(e.pointerId, { x: e.clientX, y: e.clientY });
+      if (pinch && pointers.size === 2) {
+        const [a, b] = [...pointers.values()];
+        this.zoomAt(pinch.zoom * Math.hypot(a.x - b.x, a.y - b.y) / pinch.d / this.zoom, (a.x + b.x) / 2, (a.y + b.y) / 2);
+      } else if (start && this.zoom > 1) {  // a drag pans the zoomed picture
+        this.x = start.ox + e.clientX - start.x;
+        this.y = start.oy + e.clientY - start.y;
+        this.apply();
+      }
+    });
+    const up = (e) => {
+      if (!pointers.has(e.pointerId)) return;
+      pointers.delete(e.pointerId);
+      if (pointers.size < 2) pinch = null;
+      if (start && pointers.size === 0 && this.zoom === 1) {  // a swipe: next or previous
+        const dx = e.clientX - start.x, dy = e.clientY - start.y;
+        if (Math.abs(dx) > 50 && Math.abs(dx) > 1.5 * Math.abs(dy)) this.step(dx < 0 ? 1 : -1);
+        else if (dy > 80 && dy > 1.5 * Math.abs(dx)) this.close();  // a swipe down closes, as in phone galleries
+      }
+      if (pointers.size === 0) start = null;
+    };
+    stage.addEventListener("pointerup", up);
+    stage.addEventListener("pointercancel", up);
+  },
+
+  key(e) {  // the viewer's keys; true when it took the key
+    if (!this.isOpen()) return false;
+    const actions = {
+      Escape: () => this.close(), ArrowRight: () => this.step(1), ArrowLeft: () => this.step(-1),
+      "+": () => this.zoomAt(1.5, innerWidth / 2, innerHeight / 2), "=": () => this.zoomAt(1.5, innerWidth / 2, innerHeight / 2),
+      "-": () => this.zoomAt(1 / 1.5, innerWidth / 2, innerHeight / 2), 0: () => this.reset(),
+      i: () => this.box.classList.toggle("info-open"), s: () => { window.location = $(".lb-similar", this.box).href; },
+    };
+    if (!(e.key in actions) || e.ctrlKey || e.metaKey || e.altKey) return e.key !== "Tab";
+    e.preventDefault();
+    actions[e.key]();
+    return true;
+  },
+
+  start() {
+    if (!document.querySelector("[data-lightbox]")) return;
+    document.addEventListener("click", (e) => {  // a tile opens in the viewer (a new tab still gets the photo page)
+      const open = e.target.closest("[data-lightbox] .tile .open");
+      if (!open || e.ctrlKey || e.metaKey || e.shiftKey || e.button !== 0) return;
+      e.preventDefault();
+      const tile = open.closest(".tile");
+      this.show(tile.dataset.id, "push", this.tileTime(tile));
+    });
+    const sync = () => {  // the URL decides: Back and Forward open and close the viewer
+      const view = new URL(window.location.href).searchParams.get("view");
+      if (view && /^[0-9]+$/.test(view) && view !== this.id) { this.pushed = false; this.show(view, "none"); }
+      if (!view && this.isOpen()) this.close("none");
+    };
+    window.addEventListener("popstate", sync);
+    const timelineRoot = $("#timeline");
+    if (timelineRoot) timelineRoot.addEventListener("filled", () => { if (this.isOpen()) this.buttons(); });
+    sync();
+  },
+};
 
 // --- the duplicates review --------------------------------------------------------------------------------
 const HANDFUL = 5;  // acting on more groups than this at once asks for the number, typed (as the API requires)
@@ -423,7 +765,9 @@ if (page === "search") {
   }
   infiniteScroll();
   dropZone();
+  if ($("#timeline")) { timeline(); selection(); }
 }
+viewer.start();
 if (page === "dups") duplicates();
 if (page === "status") rescan();
 keyboard();
