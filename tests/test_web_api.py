@@ -95,6 +95,9 @@ def test_marks_rank_again_and_unliked_photos_leave_the_results(client: TestClien
     assert len(marked) == len(plain) - 1
     both = client.get("/api/v1/search", params={"q": "red", "like": ids["red.jpg"], "unlike": ids["red.jpg"]})
     assert both.status_code == 400 and "marked both up and down" in both.json()["error"]["message"]
+    # photos liked with no words (a selection on the timeline): photos like them (the liked ones stay)
+    alone = client.get("/api/v1/search", params={"like": [ids["red.jpg"], ids["yellow.jpg"]], "k": 4}).json()["results"]
+    assert {r["name"] for r in alone[:3]} == {"red.jpg", "red copy.jpg", "yellow.jpg"}, alone
     for bad in ("x", "0", str(2**63)):
         refused = client.get("/api/v1/search", params={"q": "red", "like": bad})
         assert refused.status_code == 400 and refused.json()["error"]["param"] == "like", refused.text
