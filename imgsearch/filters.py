@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from imgsearch import places
 from imgsearch.errors import UsageError
 
 MAX_SIDE = 1_000_000  # no image has a side this long; larger numbers would not even fit the database's integers
@@ -165,6 +166,10 @@ FILTERS: tuple[Filter, ...] = (
            _side, metavar="PIXELS", placeholder="1000", inputmode="numeric"),
     Filter("near", "Near (lat,lon,km)", "Only photos taken within KM kilometres of LAT,LON (their GPS position).",
            parse_near, metavar="LAT,LON,KM", placeholder="48.8584,2.2945,5"),
+    Filter("place", "Place", "Only photos taken in or near this town (the one their GPS position is named after; "
+           "any case).", _text("place"), metavar="TOWN", placeholder="Lisbon"),
+    Filter("country", "Country", "Only photos taken in this country (its code, PT, or its English name).",
+           lambda v: places.country_code(v), metavar="COUNTRY", placeholder="PT"),
 )
 BY_NAME: dict[str, Filter] = {f.name: f for f in FILTERS}
 # the search-bar words: each filter's name, with dashes too, and its CLI option's name (in:FOLDER)

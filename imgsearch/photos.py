@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from imgsearch import store
+from imgsearch import places, store
 from imgsearch.errors import ImageError, NotFoundError
 from imgsearch.fs import atomic_write
 from imgsearch.images.decode import thumbnail
@@ -41,6 +41,9 @@ class PhotoInfo:
     tags: list[tuple[str, float]] = field(default_factory=list)
     duration_ms: int | None = None  # a video's length
     date: datetime | None = None  # date taken, else file time (naive UTC): where the timeline shows it
+    place: str | None = None  # the town its GPS position is named after (Lisbon)
+    country: str | None = None  # the country's ISO code (PT)
+    where: str | None = None  # both in words: "Lisbon, Portugal"
 
 
 def _indexed(session: Session, image_id: int):  # -> store Image row
@@ -60,7 +63,9 @@ def photo(sessions: sessionmaker[Session], image_id: int) -> PhotoInfo:
         return PhotoInfo(image.id, image.path, Path(image.path).name, image.size, image.width, image.height,
                          image.format, image.taken_at, camera, gps,
                          datetime.fromtimestamp(image.mtime_ns / 1e9), store.tags_of(session, image_id),
-                         image.duration_ms, store.photo_date(image.taken_at, image.mtime_ns))
+                         image.duration_ms, store.photo_date(image.taken_at, image.mtime_ns),
+                         image.place, image.country or None,
+                         ", ".join(p for p in (image.place, places.country_name(image.country)) if p) or None)
 
 
 def original(sessions: sessionmaker[Session], image_id: int) -> Path:

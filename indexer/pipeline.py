@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
-from imgsearch import store
+from imgsearch import places, store
 from imgsearch.store.orm import FRAME_ID_BASE
 from imgsearch.config import IndexSettings, ModelSpec
 from imgsearch.models.embed import Batch
@@ -106,6 +106,7 @@ def run_index(sessions: sessionmaker[Session], encoder: Encoder, roots: Sequence
         _apply_plan(sessions, plan, report)
         decoded_elsewhere = _encode(sessions, executor, model_id, plan, progress, report)
         _fill_fingerprints(sessions, settings.workers, progress, report, decoded_elsewhere)
+        _fill_places(sessions, progress)
         report.executor = getattr(executor, "describe", lambda: "this machine")()
         progress.stage("building index", None)
         _, index = index_build.ensure_index(sessions, model_id, index_dir, strict=True, rebuild=settings.rebuild,
@@ -236,6 +237,23 @@ def _fill_fingerprints(sessions: sessionmaker[Session], workers: int, progress: 
         store.save_fingerprints(session, [(i, content, blob) for (i, _, content), (blob, _) in zip(todo, done)
                                           if blob is not None])
     report.fingerprinted = sum(blob is not None for blob, _ in done)
+
+
+def _fill_places(sessions: sessionmaker[Session], progress: Progress, batch: int = 5000) -> None:
+    """Name the place of every photo with a GPS position not looked up yet (new ones, changed ones, and all of them
+    in a library indexed before places were kept): the nearest town and its country, offline."""
+    with sessions() as session:
+        todo = store.unplaced(session)
+    if not todo:
+        return
+    progress.stage("naming places", len(todo), unit="photo")
+    towns = places.gazetteer()
+    for start in range(0, len(todo), batch):
+        part = todo[start:start + batch]
+        found = towns.locate([(lat, lon) for _, lat, lon in part])
+        with sessions.begin() as session:
+            store.save_places(session, [(i, p.name, p.country) for (i, _, _), p in zip(part, found)])
+        progress.advance(len(part))
 
 
 def model_record(info: ModelInfo) -> store.ModelRecord:

@@ -47,6 +47,8 @@ def test_every_filter_has_its_sql_and_nothing_else_has() -> None:
     ({"min_size": "1000"}, {"min_size": 1000}),
     ({"near": "48.8584, 2.2945, 5"}, {"near": Near(48.8584, 2.2945, 5.0)}),
     ({"camera": "", "ext": [], "tag": None}, {}),
+    ({"country": "portugal"}, {"country": "PT"}), ({"country": "prt"}, {"country": "PT"}),
+    ({"place": " New York City "}, {"place": "New York City"}),
 ])
 def test_values_are_read_as_typed_and_written_back_the_same(given: dict, expected: dict) -> None:
     filters = Filters(**given)
@@ -61,6 +63,7 @@ def test_values_are_read_as_typed_and_written_back_the_same(given: dict, expecte
     ({"type": "movie"}, "type", "photo or video"), ({"near": "48.8,2.3"}, "near", "LAT,LON,KM"),
     ({"near": "98,2.3,5"}, "near", "latitude"), ({"near": "48,2,0"}, "near", "over 0"),
     ({"near": "nan,2,5"}, "near", "not a place"), ({"colour": "red"}, "colour", "no filter named colour"),
+    ({"country": "Atlantis"}, "country", "code \\(PT\\) or its English name"),
 ])
 def test_bad_values_name_the_filter_and_the_fix(given: dict, param: str, says: str) -> None:
     with pytest.raises(UsageError, match=says) as caught:
@@ -147,6 +150,8 @@ def _cases(served: Served, rarest_tag: str) -> dict[str, tuple[dict, list[str], 
         "min_size": ({"min_size": 100}, ["--min-size", "100"], [("min_size", "100")], ["min_size:100"]),
         "near": ({"near": "-17.75,179.95,50"}, ["--near", "-17.75,179.95,50"], [("near", "-17.75,179.95,50")],
                  ["near:-17.75,179.95,50"]),
+        "place": ({"place": "london"}, ["--place", "London"], [("place", "LONDON")], ["place:london"]),
+        "country": ({"country": "France"}, ["--country", "fr"], [("country", "FRA")], ["country:france"]),
         "camera+after": ({"camera": "canon", "after": "2019"}, ["--camera", "canon", "--after", "2019"],
                          [("camera", "canon"), ("after", "2019")], ["camera:canon", "after:2019"]),
     }
@@ -192,7 +197,7 @@ def test_every_filter_gives_the_same_photos_through_every_front_end(served: Serv
                 "plain.png", "green.webp", "clip.mp4"}, "before": {"canon-paris.jpg", "fiji-east.jpg", "fiji-west.jpg"},
                 "camera": {"nikon-london.jpg"}, "ext": {"plain.png", "green.webp"}, "type": {"clip.mp4"},
                 "min_size": {"nikon-london.jpg", "plain.png"}, "near": {"fiji-east.jpg"},
-                "camera+after": {"canon-paris.jpg"}}
+                "place": {"nikon-london.jpg"}, "country": {"canon-paris.jpg"}, "camera+after": {"canon-paris.jpg"}}
     for case, by_front_end in got.items():
         first = by_front_end["library"]
         assert all(paths == first for paths in by_front_end.values()), (case, by_front_end)

@@ -188,6 +188,8 @@ CONDITIONS: dict[str, Callable[[Session, Any], ColumnElement[bool]]] = {
     "type": lambda session, kind: Image.duration_ms.is_not(None) if kind == "video" else Image.duration_ms.is_(None),
     "min_size": lambda session, side: and_(Image.width >= side, Image.height >= side),
     "near": _near,
+    "place": lambda session, town: func.lower(Image.place) == town.lower(),
+    "country": lambda session, code: Image.country == code,
 }
 
 
@@ -207,6 +209,26 @@ def filter_index_ids(session: Session, model_id: int, filters: Filters) -> np.nd
     frames = select(Frame.id).where(Frame.model_id == model_id, Frame.image_id.in_(_filtered(filters, session)))
     frame_ids = np.fromiter(session.scalars(frames), dtype=np.int64) + FRAME_ID_BASE
     return np.union1d(filter_ids(session, filters), frame_ids)
+
+
+def unplaced(session: Session) -> list[tuple[int, float, float]]:
+    """(id, lat, lon) of indexed photos with a GPS position whose place was never looked up."""
+    return [(i, lat or 0.0, lon or 0.0) for i, lat, lon in session.execute(  # never None: the WHERE says so
+        select(Image.id, Image.gps_lat, Image.gps_lon).where(Image.status == STATUS_INDEXED, Image.gps_lat.is_not(None),
+                                                             Image.gps_lon.is_not(None), Image.country.is_(None)))]
+
+
+def save_places(session: Session, rows: Sequence[tuple[int, str | None, str]]) -> None:
+    """(id, town or None, country code or "") per photo."""
+    if rows:
+        session.execute(update(Image), [{"id": i, "place": place, "country": country} for i, place, country in rows])
+
+
+def countries(session: Session) -> dict[str, int]:
+    """Country code -> photos taken there."""
+    return {str(c): n for c, n in session.execute(
+        select(Image.country, func.count()).where(Image.status == STATUS_INDEXED, Image.country.is_not(None),
+                                                  Image.country != "").group_by(Image.country))}
 
 
 def month_counts(session: Session, filters: Filters) -> list[tuple[str, int]]:

@@ -58,6 +58,8 @@ class Image(Base):
     camera_model: Mapped[str | None] = mapped_column(Text)
     gps_lat: Mapped[float | None]
     gps_lon: Mapped[float | None]
+    place: Mapped[str | None] = mapped_column(Text)  # the town nearest the GPS position (imgsearch.places)
+    country: Mapped[str | None] = mapped_column(String(2), index=True)  # its ISO code; "": at sea; None: not looked up
     duration_ms: Mapped[int | None]  # a video's length (its vectors are its frames'); None for a still image
     real_path: Mapped[str | None] = mapped_column(Text)  # where `path` led when indexed (symbolic links resolved)
     status: Mapped[str] = mapped_column(String(16), default=STATUS_INDEXED, index=True)

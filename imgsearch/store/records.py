@@ -38,3 +38,5 @@ class ImageRecord:
     gps_lon: float | None = None
     duration_ms: int | None = None  # a video's length
     real_path: str | None = None  # where the path leads (symbolic links resolved) when it was read
+    place: str | None = None  # filled after saving, from the GPS position (store.unplaced, store.save_places)
+    country: str | None = None

@@ -437,7 +437,7 @@ const viewer = {
     $(".lb-name", box).textContent = info.name;
     const rows = [["Taken", info.taken_at ? info.taken_at.replace("T", " ") : `unknown (file: ${info.date.replace("T", " ")})`],
       ["Size", `${info.width} x ${info.height} px, ${info.size.toLocaleString()} bytes${info.format ? ", " + info.format : ""}`],
-      ["Camera", info.camera], ["Place", info.place || (info.gps ? info.gps.map((v) => v.toFixed(5)).join(", ") : null)],
+      ["Camera", info.camera], ["Place", [info.where, info.gps ? `(${info.gps.map((v) => v.toFixed(5)).join(", ")})` : null].filter(Boolean).join(" ") || null],
       ["Tags", info.tags.length ? info.tags.map(([label]) => label).join(", ") : null], ["File", info.path]];
     const table = $(".meta", box);
     table.replaceChildren(...rows.filter(([, v]) => v).map(([k, v]) => {
