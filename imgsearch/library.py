@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 from sqlalchemy.orm import Session
 
 from imgsearch import folder, photos, store, timeline
@@ -292,6 +293,11 @@ class Library:
                      limit: int = 100) -> list[timeline.DatedPhoto]:
         """One month's photos ('YYYY-MM'; those that pass the filters), newest first, a page of them."""
         return timeline.photos_of(self.sessions, month, filters or Filters(), offset, limit)
+
+    def gps_points(self, filters: Filters | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, (n, 2) lat/lon) of the photos with a GPS position (that pass the filters): a map's points."""
+        with self.session() as session:
+            return store.gps_points(session, filters or Filters())
 
     def original(self, image_id: int) -> Path:
         """The photo's file, only if it really lies inside an indexed folder (else NotFoundError)."""

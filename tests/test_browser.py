@@ -22,10 +22,14 @@ from pathlib import Path
 import pytest
 
 from tests.programs import missing_program, start_server
+from PIL import Image
+
 from tests.tinyclip import COLOURS, shape_image
 
 CHROMIUM = os.environ.get("IMGSEARCH_CHROMIUM", "/usr/bin/chromium")
 PER_COLOUR = 6  # i even: circles, i odd: squares
+PLACES = {"red-0.jpg": (38.7169, -9.1399), "red-2.jpg": (38.7100, -9.1350), "red-4.jpg": (38.7200, -9.1450),
+          "green-0.jpg": (48.8584, 2.2945), "blue-2.jpg": (40.7580, -73.9855)}  # Lisbon (3), Paris, New York
 MONTHS = {"red": "2024-05", "green": "2023-11", "blue": "2021-07", "yellow": "2019-12"}  # the photos' file times
 
 
@@ -64,6 +68,14 @@ def served(tmp_path_factory: pytest.TempPathFactory, trained_model_dir: Path) ->
             shape = "square" if i % 2 else "circle"  # each its own geometry: no two are near-copies
             shape_image(colour, shape, size=160, seed=100 + 10 * c + i).save(root / f"{colour}-{i}.{'png' if i % 2 else 'jpg'}")
     shutil.copy(root / "blue-0.jpg", root / "blue-0 copy.jpg")  # one exact copy for the duplicates review
+    for name, (lat, lon) in PLACES.items():  # GPS positions for the map
+        with Image.open(root / name) as img:
+            exif = Image.Exif()
+            gps = exif.get_ifd(0x8825)
+            for ref, at, value, signs in ((1, 2, lat, "NS"), (3, 4, lon, "EW")):
+                degrees, rest = divmod(abs(value) * 3600, 3600)
+                gps[ref], gps[at] = signs[value < 0], (degrees, rest // 60, round(rest % 60, 4))
+            img.save(root / name, exif=exif.tobytes(), quality=95)
     for photo in root.iterdir():  # no EXIF dates: the timeline goes by file times, a month per colour (two yellow)
         colour, number = photo.stem.split(" ")[0].split("-")
         month = MONTHS[colour] if colour != "yellow" or int(number) < 3 else "2019-01"
@@ -376,6 +388,11 @@ def test_the_timeline_and_the_viewer_on_a_phone(browser, served: Served) -> None
     viewing(page, names_in[1])
     swipe(page, 100, 300)  # to the right: back
     viewing(page, names_in[0])
+    page.goto("/map")  # the map fits a phone too
+    page.wait_for_selector("#map[data-ready]")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    assert page.locator("#map").bounding_box()["height"] >= 320
+    served.shot(page, "map-phone")
     context.close()
 
 
@@ -387,6 +404,36 @@ def swipe(page, from_x: int, to_x: int, y: int = 420) -> None:
     for x in steps[1:]:
         client.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [{"x": x, "y": y}]})
     client.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+
+
+def test_the_map_clusters_photos_and_its_view_becomes_a_filter(page, served: Served) -> None:
+    page.goto("/map")
+    page.wait_for_selector("#map[data-ready]")
+    assert page.inner_text("#map-count") == "5 photo(s) with a place."
+    shown = page.locator(".cluster span").all_inner_texts()
+    dots = page.locator("#map path.leaflet-interactive").count()  # single photos: SVG circles
+    assert sum(map(int, shown)) + dots == 5, (shown, dots)
+    served.shot(page, "map")
+    for _ in range(5):  # a cluster zooms in until its photos come apart (into smaller clusters first, maybe)
+        if page.locator("#map path.leaflet-interactive").count() >= 3:
+            break
+        drawn = page.get_attribute("#map", "data-drawn")
+        page.locator(".cluster").first.click()
+        page.wait_for_function("n => document.querySelector('#map').dataset.drawn !== n", arg=drawn)
+    assert page.locator("#map path.leaflet-interactive").count() == 3 and page.locator(".cluster").count() == 0
+    page.locator("#map path.leaflet-interactive").first.click()  # a photo opens in the viewer
+    name = viewed(page)
+    assert name in {"red-0.jpg", "red-2.jpg", "red-4.jpg"} and "view=" in page.url
+    page.keyboard.press("Escape")
+    page.wait_for_selector("#lightbox", state="hidden")
+    with page.expect_navigation():
+        page.click("#map-here")  # the map's view becomes a filter: the timeline of the photos inside it
+    assert "near=" in page.url
+    page.wait_for_selector("#timeline .tile")
+    inside = page.locator("#timeline .tile .open img").evaluate_all("i => i.map(x => x.alt).sort()")
+    assert inside == ["red-0.jpg", "red-2.jpg", "red-4.jpg"], inside
+    place = page.locator("details.filters input[name=near]").input_value()
+    assert place.startswith("38.7"), place
 
 
 def test_a_new_query_keeps_the_filters_and_the_order(page, served: Served) -> None:

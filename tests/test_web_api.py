@@ -596,3 +596,19 @@ def test_timeline_months_and_pages(library, tmp_path: Path) -> None:
         got = client.get(bad)
         assert got.status_code == 400, (bad, got.text)
         assert field in got.text
+
+
+def test_places_for_the_map(library, tmp_path: Path) -> None:
+    root = tmp_path / "trip"
+    write_photo(root / "lisbon.jpg", "red", fmt="JPEG", gps=(38.7169, -9.1399), taken=datetime(2024, 5, 1))
+    write_photo(root / "paris.jpg", "blue", fmt="JPEG", gps=(48.8584, 2.2945), taken=datetime(2019, 5, 1), seed=1)
+    write_photo(root / "home.png", "green", fmt="PNG")
+    library.index([root], FAKE, IndexSettings(workers=0))
+    client = TestClient(create_app(library, Guard(port=8765)), base_url=BASE)
+    body = client.get("/api/v1/places").json()
+    assert len(body["ids"]) == 2 and sorted(zip(body["lat"], body["lon"])) == [(38.7169, -9.1399), (48.8584, 2.2945)]
+    assert client.get("/api/v1/places", params={"after": "2020"}).json()["lat"] == [38.7169]
+    assert client.get("/api/v1/places", params={"country": "FR"}).json()["lon"] == [2.2945]
+    assert client.get("/api/v1/places", params={"country": "Narnia"}).status_code == 400
+    page = client.get("/map", params={"place": "lisbon"})
+    assert page.status_code == 200 and 'data-filters="place=lisbon"' in page.text

@@ -33,6 +33,7 @@ from imgsearch.store.images import (  # noqa: F401
     filter_index_ids,
     forget_root,
     get_image,
+    gps_points,
     image_id_for_path,
     indexed_photos,
     known_files,

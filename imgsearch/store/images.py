@@ -224,6 +224,16 @@ def save_places(session: Session, rows: Sequence[tuple[int, str | None, str]]) -
         session.execute(update(Image), [{"id": i, "place": place, "country": country} for i, place, country in rows])
 
 
+def gps_points(session: Session, filters: Filters) -> tuple[np.ndarray, np.ndarray]:
+    """(ids int64, positions (n, 2) float64 lat/lon) of the photos with a GPS position that pass the filters."""
+    rows = session.execute(select(Image.id, Image.gps_lat, Image.gps_lon).where(
+        Image.id.in_(_filtered(filters, session)), Image.gps_lat.is_not(None), Image.gps_lon.is_not(None))
+        .order_by(Image.id)).all()
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    positions = np.array([(r[1], r[2]) for r in rows], dtype=np.float64).reshape(-1, 2)
+    return ids, positions
+
+
 def countries(session: Session) -> dict[str, int]:
     """Country code -> photos taken there."""
     return {str(c): n for c, n in session.execute(

@@ -75,7 +75,7 @@ _PAGE_FIELDS: dict = {
     "limit": (int, Field(120, ge=1, le=MAX_MONTH_PAGE, description="How many of the month's photos"))}
 TimelineParams = create_model("TimelineParams", __config__=ConfigDict(extra="forbid"), **_filter_fields(),
                               **_PAGE_FIELDS)
-MonthFilters = create_model("MonthFilters", __config__=ConfigDict(extra="forbid"), **_filter_fields())
+FilterParams = create_model("FilterParams", __config__=ConfigDict(extra="forbid"), **_filter_fields())
 
 
 def filters_of(params: BaseModel) -> Filters:
@@ -145,7 +145,7 @@ def build_router(lib: Library, jobs: Jobs, set_aside: Path, uploads: Uploads) ->
 
     @api.get("/timeline", summary="The library by date: every month holding photos (that pass the filters), "
                                    "newest first, with how many")
-    def months(params: Annotated[MonthFilters, Query()]) -> dict:  # type: ignore[valid-type]
+    def months(params: Annotated[FilterParams, Query()]) -> dict:  # type: ignore[valid-type]
         found = lib.months(filters_of(params))
         return {"months": [asdict(m) for m in found], "total": sum(m.count for m in found)}
 
@@ -157,6 +157,13 @@ def build_router(lib: Library, jobs: Jobs, set_aside: Path, uploads: Uploads) ->
         offset, limit = params.offset, params.limit  # type: ignore[attr-defined]
         return {"month": month, "photos": _jsonable([asdict(p) for p in found]), "offset": offset,
                 "next_offset": offset + len(found) if len(found) == limit else None}
+
+    @api.get("/places", summary="Every photo with a GPS position (that passes the filters): ids and positions, for "
+                                 "a map (lat and lon in degrees, 5 decimals: about a metre)")
+    def gps(params: Annotated[FilterParams, Query()]) -> Response:  # type: ignore[valid-type]
+        ids, positions = lib.gps_points(filters_of(params))
+        body = {"ids": ids.tolist(), "lat": positions[:, 0].round(5).tolist(), "lon": positions[:, 1].round(5).tolist()}
+        return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
 
     @api.get("/images/{image_id}", summary="A photo's record: path, size, date taken, camera, GPS, tags")
     def image(image_id: ImageId) -> dict:

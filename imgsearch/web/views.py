@@ -76,6 +76,15 @@ def build_router(lib: Library, uploads: Uploads) -> APIRouter:
         return render(request, "photo.html", info=info, similar=similar, back=back, q=params.get("q", ""), t=t,
                       at=timestamp(t), duration=duration, **around)
 
+    @pages.get("/map", response_class=HTMLResponse)
+    def map_page(request: Request) -> HTMLResponse:
+        state = _state(request.query_params)
+        try:
+            filters = Filters.parse({f.name: state[f.name] for f in FILTERS})
+        except ImgSearchError as exc:
+            return render(request, "message.html", status_of(exc), message=exc.render(lambda name: name))
+        return render(request, "map.html", filters_query=urlencode(filters.texts()))
+
     @pages.get("/dups", response_class=HTMLResponse)
     def dups_page(request: Request) -> HTMLResponse:
         return render(request, "dups.html")

@@ -580,6 +580,84 @@ const viewer = {
   },
 };
 
+// --- the map: every photo with a GPS position, in clusters, over country outlines shipped with the app -------
+// (Leaflet, supercluster and Natural Earth's outlines are vendored: no CDN, no tile server.)
+function countText(n) { return n >= 10000 ? `${Math.round(n / 1000)}k` : n >= 1000 ? `${(n / 1000).toFixed(1)}k` : String(n); }
+
+function unwrapped(collection) {
+  // rings that cross the 180th meridian (Russia's east, Fiji, Antarctica) go on past 180 degrees instead of back
+  // across the whole map (which draws bands from one edge of the world to the other)
+  for (const feature of collection.features) {
+    const g = feature.geometry;
+    const polygons = g.type === "Polygon" ? [g.coordinates] : g.type === "MultiPolygon" ? g.coordinates : [];
+    for (const ring of polygons.flat()) {
+      if (ring.some(([lon]) => lon > 150) && ring.some(([lon]) => lon < -150)) ring.forEach((p) => { if (p[0] < 0) p[0] += 360; });
+    }
+  }
+  return collection;
+}
+
+async function photoMap() {
+  const box = $("#map"), count = $("#map-count"), here = $("#map-here");
+  const filters = new URLSearchParams(box.dataset.filters);
+  const map = L.map(box, { worldCopyJump: true, minZoom: 1, maxZoom: 18, attributionControl: false })
+    .setView([20, 0], 2);
+  const dark = window.matchMedia("(prefers-color-scheme: dark)").matches;
+  try {
+    const outlines = await api("/static/vendor/countries-110m.json");
+    L.geoJSON(unwrapped(topojson.feature(outlines, outlines.objects.countries)), { interactive: false, style: {
+      color: dark ? "#555" : "#a8a29e", weight: 0.7, fillColor: dark ? "#2a2a2e" : "#ece8df", fillOpacity: 1 } }).addTo(map);
+  } catch (e) { message(e.message, true); }
+  let body;
+  try { body = await api(`/api/v1/places?${filters}`); } catch (e) { count.textContent = e.message; return; }
+  const n = body.ids.length;
+  count.textContent = n ? `${n.toLocaleString()} photo(s) with a place${box.dataset.filters ? " that pass the filters" : ""}.`
+    : `No photos with a GPS position${box.dataset.filters ? " pass these filters" : " yet"}.`;
+  box.dataset.points = n;
+  const points = body.ids.map((id, i) => ({ type: "Feature", properties: { id },
+                                           geometry: { type: "Point", coordinates: [body.lon[i], body.lat[i]] } }));
+  const clusters = new Supercluster({ radius: 50, maxZoom: 17 }).load(points);
+  const layer = L.layerGroup().addTo(map);
+  const accent = getComputedStyle(document.documentElement).getPropertyValue("--accent").trim() || "#2563eb";
+
+  function draw() {  // the clusters in view (a few hundred elements at most, whatever the library's size)
+    const b = map.getBounds();
+    const whole = b.getEast() - b.getWest() >= 360;
+    const bbox = [whole ? -180 : b.getWest(), Math.max(-85, b.getSouth()), whole ? 180 : b.getEast(), Math.min(85, b.getNorth())];
+    layer.clearLayers();
+    for (const c of clusters.getClusters(bbox, Math.round(map.getZoom()))) {
+      const [lon, lat] = c.geometry.coordinates;
+      if (c.properties.cluster) {
+        const size = Math.round(26 + Math.min(26, 3 * Math.log2(c.properties.point_count)));
+        const marker = L.marker([lat, lon], { title: `${c.properties.point_count} photos`, icon: L.divIcon(
+          { className: "cluster", html: `<span>${countText(c.properties.point_count)}</span>`, iconSize: [size, size] }) });
+        marker.on("click", () => map.setView([lat, lon], Math.min(18, clusters.getClusterExpansionZoom(c.properties.cluster_id))));
+        layer.addLayer(marker);
+      } else {
+        const dot = L.circleMarker([lat, lon], { radius: 8, color: "#fff", weight: 2, fillColor: accent, fillOpacity: 1 });
+        dot.on("click", () => viewer.show(c.properties.id, "push"));
+        dot.bindTooltip(`photo ${c.properties.id}`);
+        layer.addLayer(dot);
+      }
+    }
+    // the view as a filter: the circle around its centre that holds it, with the filters already in force
+    const centre = map.getCenter().wrap(), km = map.getCenter().distanceTo(b.getNorthEast()) / 1000;
+    const params = new URLSearchParams(filters);
+    params.set("near", `${centre.lat.toFixed(5)},${centre.lng.toFixed(5)},${Math.min(20040, Math.max(0.01, km)).toPrecision(3)}`);
+    here.href = `/?${params}`;
+    here.hidden = !n;
+    box.dataset.drawn = String(Number(box.dataset.drawn || 0) + 1);
+  }
+  map.on("moveend", draw);
+  if (n) {
+    const edge = (values, pick) => values.reduce((a, b) => pick(a, b));  // no spread: 100k arguments overflow
+    map.fitBounds([[edge(body.lat, Math.min), edge(body.lon, Math.min)], [edge(body.lat, Math.max), edge(body.lon, Math.max)]],
+                  { padding: [30, 30], maxZoom: 12, animate: false });
+  }
+  draw();
+  box.dataset.ready = "true";  // drawn where it stays (no animation running): clicks land
+}
+
 // --- the duplicates review --------------------------------------------------------------------------------
 const HANDFUL = 5;  // acting on more groups than this at once asks for the number, typed (as the API requires)
 async function duplicates() {
@@ -769,5 +847,6 @@ if (page === "search") {
 }
 viewer.start();
 if (page === "dups") duplicates();
+if (page === "map") photoMap();
 if (page === "status") rescan();
 keyboard();
