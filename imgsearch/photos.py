@@ -148,23 +148,28 @@ class Thumbnails:
         size = self.size_for(size)
         with self.sessions() as session:
             rows = [(r.path, self._file(self._key(r, size))) for r in store.indexed_photos(session)]
-        todo = [(path, cached) for path, cached in rows if not _intact_file(cached)]
+        # one per thumbnail file: the photos of one content (copies) share it, and it is made once for all of them
+        sharing: dict[Path, list[str]] = {}
+        for path, cached in rows:
+            if not _intact_file(cached):
+                sharing.setdefault(cached, []).append(path)
 
-        def make(item: tuple[str, Path]) -> bool:
+        def make(item: tuple[Path, list[str]]) -> int:  # photos served by the thumbnail made
             try:
-                self._keep(item[1], thumbnail(item[0], size))
-                return True
+                self._keep(item[0], thumbnail(item[1][0], size))
+                return len(item[1])
             except ImageError:
-                return False
+                return 0
 
-        progress.stage("thumbnails", len(todo), "photo")
+        pending = sum(len(paths) for paths in sharing.values())
+        progress.stage("thumbnails", pending, "photo")
         made = 0
         with ThreadPoolExecutor(max(1, threads), thread_name_prefix="thumbs") as pool:
-            for ok in pool.map(make, todo):
-                made += ok
-                progress.advance()
+            for item, served in zip(sharing.items(), pool.map(make, sharing.items())):
+                made += served
+                progress.advance(len(item[1]))
         progress.close()
-        return made, len(rows) - len(todo), len(todo) - made
+        return made, len(rows) - pending, pending - made
 
     @staticmethod
     def _key(row, size: int) -> str:  # an image row

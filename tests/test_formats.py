@@ -119,6 +119,16 @@ def test_a_stripped_raw_shows_its_preview_or_is_skipped_in_words(tmp_path: Path)
     assert thumb.size == (32, 48) and np.asarray(thumb)[..., 1].mean() > 150
     with pytest.raises(ImageError, match="holds no sensor data and no preview"):
         open_rgb(str(write_dng(tmp_path / "stripped.dng", blank)), 10**8, draft_to=(32, 32))
+    # a stripped file whose other bytes LibRaw reads as photosites: noise, never a picture (nor indexed as one)
+    noise = np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    with pytest.raises(ImageError, match="holds no sensor data and no preview"):
+        open_rgb(str(write_dng(tmp_path / "noise.dng", noise)), 10**8, draft_to=(32, 32))
+    img, _ = open_rgb(str(write_dng(tmp_path / "noise-preview.dng", noise, preview=green)), 10**8, draft_to=(32, 32))
+    assert np.asarray(img)[..., 1].mean() > 150  # its preview is the picture
+    for photo in sorted((Path(__file__).parent / "data" / "clothing").rglob("*.jpg"))[:6]:  # real pictures develop
+        rgb = np.asarray(Image.open(photo).convert("RGB").resize((96, 64)))
+        img, _ = open_rgb(str(write_dng(tmp_path / f"{photo.stem}.dng", rgb)), 10**8, draft_to=(32, 32))
+        assert img.size == (48, 32), photo
 
 
 def test_a_broken_raw_is_skipped_with_its_reason_in_words(tmp_path: Path) -> None:

@@ -63,10 +63,22 @@ STRIPPED = ("holds no sensor data and no preview (a stripped RAW, only its heade
             "files): there is no picture to index")
 
 
+NOISE_CORRELATION = 0.2  # photosites of one colour two apart correlate at least this much in a picture
+
+
 def _has_sensor_data(raw) -> bool:  # rawpy.RawPy
-    """Whether the sensor data holds anything: a stripped file's is all one value (developed, black)."""
-    sample = raw.raw_image_visible[::7, ::7]  # every 49th photosite (LibRawError: damaged, for the caller)
-    return sample.size > 0 and int(sample.max()) != int(sample.min())
+    """Whether the sensor data holds a picture: a stripped file's is all one value (developed: black), or the file's
+    other bytes read as photosites (developed: noise). In any picture, photosites of one colour two apart saw nearly
+    the same light (correlation ~0.9 and more); in noise they are unrelated (~0)."""
+    visible = raw.raw_image_visible  # LibRawError: damaged, for the caller
+    sample = visible[::7, ::7]  # every 49th photosite
+    if sample.size == 0 or int(sample.max()) == int(sample.min()):
+        return False
+    rows = visible[::8]  # every 8th row (an even one: one colour every other photosite along it)
+    here, there = rows[:, :-2:2].astype(np.float64).ravel(), rows[:, 2::2].astype(np.float64).ravel()
+    if len(here) < 100 or here.std() == 0 or there.std() == 0:
+        return True  # too few photosites to tell
+    return float(np.corrcoef(here, there)[0, 1]) >= NOISE_CORRELATION
 
 
 # What LibRaw's errors mean for a photo, in words (its own text is a C message such as b'Input/output error').
