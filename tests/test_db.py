@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, select
 
 from imgsearch.store import engine as db
 from imgsearch.errors import DatabaseError, SchemaOutdatedError, SchemaTooNewError
 from imgsearch.library import Library
-from imgsearch.store.orm import Base
+from imgsearch.store.orm import Base, Image
 
 
 def test_upgrade_to_head_matches_the_orm_exactly(tmp_path: Path) -> None:
@@ -168,3 +168,9 @@ def test_every_migration_goes_down_and_up_with_photos_in_the_library(library, tm
     db.check_schema(engine)
     with engine.connect() as conn:
         assert conn.execute(text("SELECT min(mtime_ns) FROM images")).scalar_one() > 2**31  # 64-bit times kept
+    # 0011 gave the photos indexed before it their dates (the files' times: no EXIF), as a new row gets them
+    from imgsearch.store.images import photo_date
+    with library.session() as session:
+        dated = {(r.shot_at, photo_date(r.taken_at, r.mtime_ns)) for r in session.scalars(select(Image))}
+    assert len(dated) == 3 and all(a is not None and abs((a - b).total_seconds()) < 1e-3 for a, b in dated), dated
+    assert len(library.month_photos(next(iter(dated))[1].strftime("%Y-%m"))) == 3

@@ -39,7 +39,7 @@ class Evidence:
     pairs: PairTable  # candidates, exact copies and videos
     photos: dict[int, Photo]
     vectors: dict[int, np.ndarray]
-    codes: dict[int, np.ndarray]  # id -> (18, 40) pHash codes: 8 flips/rotations, 10 inner crops
+    codes: dict[int, np.ndarray]  # id -> (ROWS, 40) pHash codes: 8 flips/rotations, 14 inner crops
     pictures: dict[int, np.ndarray]  # id -> its pixel code (64x64 grey, 4x4 colour), for the pixel check
     footage: dict[tuple[int, int], tuple[int, int]]  # videos (a, b), a < b -> key frames matched, of how many
     full_hashes: dict[int, str]

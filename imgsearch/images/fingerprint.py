@@ -1,5 +1,5 @@
 """A photo's fingerprint for duplicate finding, made where the photo is decoded (at index time, so `dups` reopens no
-file): pHashes of the picture, of its 7 other flips/rotations and of 10 inner crops, then the picture itself, small,
+file): pHashes of the picture, of its 7 other flips/rotations and of 14 inner crops, then the picture itself, small,
 for the pixel check. A video's fingerprint is its sampled key frames' fingerprints, one after the other.
 
 pHash is imagehash's (a test holds the bits equal): the low-frequency block of a 2-D DCT-II of the grey image,
@@ -48,13 +48,19 @@ OPS = (None, Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM, I
        Image.Transpose.TRANSPOSE, Image.Transpose.ROTATE_90, Image.Transpose.TRANSVERSE, Image.Transpose.ROTATE_270)
 
 
-CROP_SHARES = (0.95, 0.9)  # inner crops of these sides (4 corners and the centre each) hashed too: a trimmed copy
+# Inner crops hashed too (a trimmed copy): (share of each side, places as (x, y) in [0, 1] of the room left). 95%:
+# the 4 corners and the centre; 90%: a 3x3 grid (corners, edge midpoints, centre), so a 90% crop taken anywhere is
+# at most 2.5% of a side from one of them (with 5 places it could be 5% off, and 4 in 10 went unproposed).
+CROP_PLACES: tuple[tuple[float, tuple[tuple[float, float], ...]], ...] = (
+    (0.95, ((0, 0), (1, 0), (0, 1), (1, 1), (0.5, 0.5))),
+    (0.9, ((0, 0), (1, 0), (0, 1), (1, 1), (0.5, 0.5), (0.5, 0), (0.5, 1), (0, 0.5), (1, 0.5))),
+)
 
 
-CROPS = 5 * len(CROP_SHARES)
+CROPS = sum(len(places) for _, places in CROP_PLACES)
 
 
-ROWS = len(TRANSFORMS) + CROPS  # per image: 8 flips/rotations, then 10 inner crops; each coarse + fine
+ROWS = len(TRANSFORMS) + CROPS  # per image: 8 flips/rotations, then 14 inner crops; each coarse + fine
 
 
 # The picture itself, for the pixel check (imgsearch.dups.hashing): a 64x64 grey picture (compared at 32x32; the
@@ -114,8 +120,8 @@ def turn(pictures: np.ndarray, transform: int) -> np.ndarray:
 
 
 def fingerprint(img: Image.Image) -> bytes:
-    """An upright RGB picture's fingerprint (BLOB_BYTES): 18 x 40 bytes of pHashes (8 flips/rotations, then 10 inner
-    crops of 95% and 90% of each side: 4 corners, centre; each a coarse 64-bit and a fine 256-bit code), then the
+    """An upright RGB picture's fingerprint (BLOB_BYTES): 22 x 40 bytes of pHashes (8 flips/rotations, then 14 inner
+    crops (CROP_PLACES); each a coarse 64-bit and a fine 256-bit code), then the
     picture for the pixel check (64x64 grey, 4x4 RGB)."""
     colour = np.asarray(img.convert("RGB").resize((COLOUR_SIDE, COLOUR_SIDE), Image.Resampling.BOX))
     grey = img.convert("L")
@@ -128,9 +134,9 @@ def fingerprint(img: Image.Image) -> bytes:
         w, h = max(1, round(w * scale)), max(1, round(h * scale))
         grey = grey.resize((w, h), Image.Resampling.BOX)  # an area average: no aliasing, a fraction of Lanczos' cost
     boxes = [(0, 0, w, h)] + [(x, y, x + cw, y + ch)
-                              for cw, ch in ((int(w * share), int(h * share)) for share in CROP_SHARES)
-                              for x, y in ((0, 0), (w - cw, 0), (0, h - ch), (w - cw, h - ch),
-                                           ((w - cw) // 2, (h - ch) // 2))]
+                              for share, places in CROP_PLACES
+                              for cw, ch in ((int(w * share), int(h * share)),)
+                              for x, y in ((int(px * (w - cw)), int(py * (h - ch))) for px, py in places)]
     # each part at 64x64 (Lanczos), and at 32x32 as the mean of its 2x2 blocks: one resize per part
     large = np.stack([np.asarray(grey.resize((2 * HASH_SIDE, 2 * HASH_SIDE), Image.Resampling.LANCZOS, box=b))
                       for b in boxes])

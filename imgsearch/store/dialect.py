@@ -2,7 +2,7 @@
 server that several machines share.
 
 The query modules speak portable SQLAlchemy; what cannot be portable is asked of this module: connection setup,
-what a failure means for the user, upserts, dates computed in SQL, the bound-parameter limit, lock waits, the
+what a failure means for the user, upserts, a date's month, the bound-parameter limit, lock waits, the
 one-writer lock, backups.
 """
 
@@ -215,27 +215,11 @@ def insert_missing(session: Session, table, rows: Sequence[dict], batch: int = 1
         session.execute(_insert(session, table).values(list(part)).on_conflict_do_nothing())
 
 
-def taken_or_file_time(session: Session, taken_at, mtime_ns):  # SQL expressions
-    """SQL: the date taken, else the file's modification time (UTC), comparable with `sql_datetime`."""
-    if name_of(session) == POSTGRESQL:
-        file_time = func.timezone("UTC", func.to_timestamp(mtime_ns / 1_000_000_000))
-        return func.coalesce(taken_at, file_time)
-    # SQLite keeps datetimes as ISO text: compare 'YYYY-MM-DD HH:MM:SS' strings
-    return func.coalesce(func.substr(taken_at, 1, 19), func.datetime(mtime_ns / 1_000_000_000, "unixepoch"))
-
-
-def month_of(session: Session, when):  # an SQL expression made by taken_or_file_time
-    """SQL: the 'YYYY-MM' of a date made by `taken_or_file_time`."""
+def month_of(session: Session, when):  # an SQL expression: a DateTime column
+    """SQL: the 'YYYY-MM' of a date (SQLite keeps dates as ISO text)."""
     if name_of(session) == POSTGRESQL:
         return func.to_char(when, "YYYY-MM")
     return func.substr(when, 1, 7)
-
-
-def sql_datetime(session: Session, when: datetime):  # a bound value
-    """A naive datetime in the form `taken_or_file_time` compares with."""
-    if name_of(session) == POSTGRESQL:
-        return when
-    return when.isoformat(sep=" ", timespec="seconds")  # years below 1000 padded, so text comparison holds
 
 
 @contextmanager

@@ -82,7 +82,8 @@ def known_files(session: Session, roots: Sequence[str]) -> dict[str, KnownFile]:
 
 
 def _image_values(record: ImageRecord) -> dict:
-    return {**asdict(record), "status": STATUS_INDEXED, "skip_reason": None, "updated_at": utc_now()}
+    return {**asdict(record), "shot_at": photo_date(record.taken_at, record.mtime_ns), "status": STATUS_INDEXED,
+            "skip_reason": None, "updated_at": utc_now()}
 
 
 def save_images(session: Session, items: Sequence[tuple[ImageRecord, int | None]]) -> tuple[list[int], bool]:
@@ -126,8 +127,10 @@ def save_skipped(session: Session, path: str, size: int, mtime_ns: int, reason: 
 
 def move_image(session: Session, image_id: int, path: str, size: int, mtime_ns: int, real_path: str | None) -> None:
     """A file found under a new path with the same content: keep its row and vectors."""
+    taken = session.scalar(select(Image.taken_at).where(Image.id == image_id))
     session.execute(update(Image).where(Image.id == image_id)
-                    .values(path=path, size=size, mtime_ns=mtime_ns, real_path=real_path, updated_at=utc_now()))
+                    .values(path=path, size=size, mtime_ns=mtime_ns, real_path=real_path, updated_at=utc_now(),
+                            shot_at=photo_date(taken, mtime_ns)))
 
 
 def delete_images(session: Session, image_ids: Sequence[int]) -> None:
@@ -173,15 +176,15 @@ def _tags(session: Session, labels: tuple[str, ...]) -> ColumnElement[bool]:
                   for label in labels))
 
 
-def _when(session: Session) -> ColumnElement[datetime]:
-    return dialect.taken_or_file_time(session, Image.taken_at, Image.mtime_ns)
+def _when(session: Session) -> ColumnElement[datetime]:  # the indexed date: taken, else the file's time
+    return Image.shot_at  # type: ignore[return-value]
 
 
 # Each filter's SQL (imgsearch.filters declares them): (session, the filter's value) -> a condition on Image.
 CONDITIONS: dict[str, Callable[[Session, Any], ColumnElement[bool]]] = {
     "folder": lambda session, folder: under(Image.path, folder),
-    "after": lambda session, day: _when(session) >= dialect.sql_datetime(session, day),
-    "before": lambda session, day: _when(session) < dialect.sql_datetime(session, day),
+    "after": lambda session, day: _when(session) >= day,
+    "before": lambda session, day: _when(session) < day,
     "camera": _camera,
     "ext": _extensions,
     "tag": _tags,
@@ -257,8 +260,7 @@ def month_photos(session: Session, start: datetime, end: datetime, filters: Filt
     when = _when(session)
     return list(session.execute(
         select(Image.id, Image.path, Image.taken_at, Image.mtime_ns, Image.duration_ms)
-        .where(Image.id.in_(_filtered(filters, session)), when >= dialect.sql_datetime(session, start),
-               when < dialect.sql_datetime(session, end))
+        .where(Image.id.in_(_filtered(filters, session)), when >= start, when < end)
         .order_by(when.desc(), Image.id.desc()).offset(offset).limit(limit)))
 
 

@@ -54,6 +54,8 @@ class Image(Base):
     height: Mapped[int | None]
     format: Mapped[str | None] = mapped_column(String(16))
     taken_at: Mapped[datetime | None] = mapped_column(index=True)  # EXIF DateTimeOriginal, camera-local time
+    # taken_at, else the file's modification time (naive UTC): what date filters, the timeline and the date order use
+    shot_at: Mapped[datetime | None] = mapped_column(index=True)
     camera_make: Mapped[str | None] = mapped_column(Text)
     camera_model: Mapped[str | None] = mapped_column(Text)
     gps_lat: Mapped[float | None]
