@@ -196,10 +196,14 @@ CONDITIONS: dict[str, Callable[[Session, Any], ColumnElement[bool]]] = {
 }
 
 
+def _passing(filters: Filters, session: Session) -> list[ColumnElement[bool]]:
+    """The conditions on Image of indexed images that pass every filter (all values bound as parameters)."""
+    return [Image.status == STATUS_INDEXED, *(CONDITIONS[name](session, value) for name, value in filters.items())]
+
+
 def _filtered(filters: Filters, session: Session) -> Select[Any]:
-    """The ids of indexed images that pass every filter, as a statement (all values bound as parameters)."""
-    return select(Image.id).where(Image.status == STATUS_INDEXED,
-                                  *(CONDITIONS[name](session, value) for name, value in filters.items()))
+    """The ids of indexed images that pass every filter, as a statement."""
+    return select(Image.id).where(*_passing(filters, session))
 
 
 def filter_ids(session: Session, filters: Filters) -> np.ndarray:
@@ -230,7 +234,7 @@ def save_places(session: Session, rows: Sequence[tuple[int, str | None, str]]) -
 def gps_points(session: Session, filters: Filters) -> tuple[np.ndarray, np.ndarray]:
     """(ids int64, positions (n, 2) float64 lat/lon) of the photos with a GPS position that pass the filters."""
     rows = session.execute(select(Image.id, Image.gps_lat, Image.gps_lon).where(
-        Image.id.in_(_filtered(filters, session)), Image.gps_lat.is_not(None), Image.gps_lon.is_not(None))
+        *_passing(filters, session), Image.gps_lat.is_not(None), Image.gps_lon.is_not(None))
         .order_by(Image.id)).all()
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
     positions = np.array([(r[1], r[2]) for r in rows], dtype=np.float64).reshape(-1, 2)
@@ -248,7 +252,7 @@ def month_counts(session: Session, filters: Filters) -> list[tuple[str, int]]:
     """('YYYY-MM', photos) of every month with photos that pass the filters (by date taken, else file time),
     newest first: a timeline's headings."""
     month = dialect.month_of(session, _when(session)).label("month")
-    rows = session.execute(select(month, func.count()).where(Image.id.in_(_filtered(filters, session)))
+    rows = session.execute(select(month, func.count()).where(*_passing(filters, session))
                            .group_by(month).order_by(month.desc()))
     return [(m, n) for m, n in rows]
 
@@ -260,7 +264,7 @@ def month_photos(session: Session, start: datetime, end: datetime, filters: Filt
     when = _when(session)
     return list(session.execute(
         select(Image.id, Image.path, Image.taken_at, Image.mtime_ns, Image.duration_ms)
-        .where(Image.id.in_(_filtered(filters, session)), when >= start, when < end)
+        .where(*_passing(filters, session), when >= start, when < end)
         .order_by(when.desc(), Image.id.desc()).offset(offset).limit(limit)))
 
 

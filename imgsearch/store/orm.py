@@ -45,6 +45,7 @@ class Image(Base):
     """One file seen by the crawler: indexed, or skipped with a reason."""
 
     __tablename__ = "images"
+    __table_args__ = (Index("ix_images_status_shot_at", "status", "shot_at"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     path: Mapped[str] = mapped_column(Text, unique=True)
     size: Mapped[int] = mapped_column(BigInt)
@@ -55,7 +56,8 @@ class Image(Base):
     format: Mapped[str | None] = mapped_column(String(16))
     taken_at: Mapped[datetime | None] = mapped_column(index=True)  # EXIF DateTimeOriginal, camera-local time
     # taken_at, else the file's modification time (naive UTC): what date filters, the timeline and the date order use
-    shot_at: Mapped[datetime | None] = mapped_column(index=True)
+    # (indexed after the status: every query asks for indexed photos, then a range of dates)
+    shot_at: Mapped[datetime | None]
     camera_make: Mapped[str | None] = mapped_column(Text)
     camera_model: Mapped[str | None] = mapped_column(Text)
     gps_lat: Mapped[float | None]

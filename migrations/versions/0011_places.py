@@ -28,7 +28,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('country', sa.String(length=2), nullable=True))
         batch_op.add_column(sa.Column('shot_at', sa.DateTime(), nullable=True))
         batch_op.create_index(batch_op.f('ix_images_country'), ['country'], unique=False)
-        batch_op.create_index(batch_op.f('ix_images_shot_at'), ['shot_at'], unique=False)
+        batch_op.create_index('ix_images_status_shot_at', ['status', 'shot_at'], unique=False)
     images = sa.table('images', sa.column('id', sa.BigInteger()), sa.column('taken_at', sa.DateTime()),
                       sa.column('mtime_ns', sa.BigInteger()), sa.column('shot_at', sa.DateTime()))
     bind = op.get_bind()
@@ -41,7 +41,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table('images', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_images_shot_at'))
+        batch_op.drop_index('ix_images_status_shot_at')
         batch_op.drop_index(batch_op.f('ix_images_country'))
         batch_op.drop_column('shot_at')
         batch_op.drop_column('country')
