@@ -400,6 +400,13 @@ class Library:
 
         return dup_actions.act(self.sessions, groups, move_to, link, apply, self._index_lock, yes)
 
+    def set_aside(self, image_ids: Sequence[int], move_to: Path) -> ActionReport:
+        """Move chosen photos out of the library into `move_to` (outside every indexed folder), journaled: undone by
+        `undo_duplicates`, as a duplicates move is."""
+        from imgsearch.dups import actions as dup_actions
+
+        return dup_actions.set_aside(self.sessions, image_ids, move_to, self._index_lock)
+
     def undo_duplicates(self) -> ActionReport:
         """Reverse the latest applied duplicates action exactly (files back, index entries back)."""
         with self._index_lock():

@@ -396,6 +396,33 @@ def test_the_timeline_and_the_viewer_on_a_phone(browser, served: Served) -> None
     context.close()
 
 
+def test_hold_to_select_on_a_phone_then_set_aside_and_undo(browser, served: Served) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844}, base_url=served.url, has_touch=True,
+                                  is_mobile=True)
+    page = context.new_page()
+    page.goto("/?ext=png")
+    page.wait_for_selector("#m-2024-05 .tile")
+    tile = page.locator("#m-2024-05 .tile").first
+    name = tile.locator(".open img").get_attribute("alt")
+    box = tile.bounding_box()
+    client = page.context.new_cdp_session(page)
+    point = {"x": box["x"] + box["width"] / 2, "y": box["y"] + box["height"] / 2}
+    client.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [point]})
+    page.wait_for_selector("#m-2024-05 .tile.picked")  # held: selected (the page says so before the finger lifts)
+    client.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    assert page.inner_text("#selected-count") == "1 selected" and page.locator("#lightbox").count() == 0
+    served.shot(page, "selected-phone-hold")
+    page.tap("#set-aside")  # out of the library, journaled
+    page.wait_for_selector("#set-aside-message:not([hidden])")
+    assert page.inner_text("#set-aside-message span") == "Set aside 1 photo(s): moved out of the library."
+    assert not (served.root / name).exists() and page.locator(f"#timeline img[alt='{name}']").count() == 0
+    with page.expect_navigation():
+        page.tap("#undo-set-aside")  # and back
+    page.wait_for_selector(f"#timeline img[alt='{name}']")
+    assert (served.root / name).exists()
+    context.close()
+
+
 def swipe(page, from_x: int, to_x: int, y: int = 420) -> None:
     """A one-finger horizontal swipe on the viewer's picture (touch points, as a phone sends them)."""
     client = page.context.new_cdp_session(page)

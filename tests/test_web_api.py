@@ -612,3 +612,26 @@ def test_places_for_the_map(library, tmp_path: Path) -> None:
     assert client.get("/api/v1/places", params={"country": "Narnia"}).status_code == 400
     page = client.get("/map", params={"place": "lisbon"})
     assert page.status_code == 200 and 'data-filters="place=lisbon"' in page.text
+
+
+def test_a_selection_set_aside_leaves_the_library_and_comes_back(client: TestClient, library, photos: Path) -> None:
+    ids = ids_of(client)
+    chosen = [ids["red.jpg"], ids["blue.jpg"]]
+    done = client.post("/api/v1/set-aside", json={"ids": chosen + [999999]})
+    assert done.status_code == 200, done.text
+    body = done.json()
+    assert sorted(Path(s["src"]).name for s in body["done"]) == ["blue.jpg", "red.jpg"]
+    assert body["problems"] == [["photo 999999", "no such photo in this library"]]
+    assert not (photos / "red.jpg").exists() and not (photos / "blue.jpg").exists()
+    moved = [Path(s["dest"]) for s in body["done"]]
+    assert all(p.exists() and not p.is_relative_to(photos) for p in moved)  # outside the library's folders
+    assert "red.jpg" not in ids_of(client) and "blue.jpg" not in ids_of(client)
+    assert client.get("/api/v1/timeline").json()["total"] == 5
+    undone = client.post("/api/v1/dups/undo").json()
+    assert len(undone["done"]) == 2 and (photos / "red.jpg").exists() and (photos / "blue.jpg").exists()
+    assert {"red.jpg", "blue.jpg"} <= set(ids_of(client))
+    # more than a handful needs a yes (the page asks for the number, typed); none at all is a usage error
+    many = client.post("/api/v1/set-aside", json={"ids": list(ids.values())})
+    assert many.status_code == 400 and many.json()["error"]["param"] == "yes"
+    assert len(list(photos.iterdir())) == 7  # nothing moved
+    assert client.post("/api/v1/set-aside", json={"ids": []}).status_code == 400

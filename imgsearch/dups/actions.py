@@ -116,6 +116,11 @@ def _real_inside(path: str, folders: Sequence[str]) -> str | None:
 
 def plan_moves(groups: Sequence[Group], target: Path, roots: Sequence[str]) -> list[Step]:
     """Every non-keeper, to `target` + its path relative to its indexed folder."""
+    return plan_photo_moves([(m.photo.id, m.photo.path) for g in groups for m in g.duplicates], target, roots)
+
+
+def plan_photo_moves(photos: Sequence[tuple[int, str]], target: Path, roots: Sequence[str]) -> list[Step]:
+    """Photos (id, path), to `target` + each one's path relative to its indexed folder."""
     target = target.expanduser().absolute()
     root = _real_inside(str(target), roots)
     if root is not None:
@@ -126,15 +131,33 @@ def plan_moves(groups: Sequence[Group], target: Path, roots: Sequence[str]) -> l
                          "move_to")
     steps: list[Step] = []
     taken: set[str] = set()
-    for g in groups:
-        for m in g.duplicates:
-            root = innermost(m.photo.path, roots)
-            rel = os.path.relpath(m.photo.path, root) if root else m.photo.path.lstrip("/")
-            # two copies may share a relative path (from different folders), or it may exist there already
-            dest = free_path(target / rel, taken)
-            taken.add(str(dest))
-            steps.append(Step(m.photo.path, str(dest), m.photo.id))
+    for image_id, path in photos:
+        root = innermost(path, roots)
+        rel = os.path.relpath(path, root) if root else path.lstrip("/")
+        # two photos may share a relative path (from different folders), or it may exist there already
+        dest = free_path(target / rel, taken)
+        taken.add(str(dest))
+        steps.append(Step(path, str(dest), image_id))
     return steps
+
+
+def set_aside(sessions: sessionmaker[Session], image_ids: Sequence[int], move_to: Path,
+              guard: Callable[[], AbstractContextManager]) -> ActionReport:
+    """Move chosen photos out of the library into `move_to` (a selection set aside), journaled as a duplicates move
+    is: the latest action is undone the same way. Ids the library does not have are problems, never guesses."""
+    ids = list(dict.fromkeys(image_ids))
+    if not ids:
+        raise UsageError("choose the photos to set aside ({param})", "ids")
+    with sessions() as session:
+        roots = store.list_roots(session)
+        found = store.indexed_paths(session, ids)
+    steps = plan_photo_moves([(i, found[i]) for i in ids if i in found], move_to, roots)
+    with guard():
+        settled = reconcile(sessions)
+        report = apply(sessions, "move", steps, str(move_to.expanduser().absolute()), roots)
+    report.problems[:0] = [(f"photo {i}", "no such photo in this library") for i in ids if i not in found]
+    report.settled = settled
+    return report
 
 
 def plan_links(groups: Sequence[Group]) -> tuple[list[Step], list[tuple[str, str]]]:

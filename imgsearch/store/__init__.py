@@ -35,6 +35,7 @@ from imgsearch.store.images import (  # noqa: F401
     get_image,
     gps_points,
     image_id_for_path,
+    indexed_paths,
     indexed_photos,
     known_files,
     list_roots,

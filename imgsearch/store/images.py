@@ -139,6 +139,15 @@ def delete_images(session: Session, image_ids: Sequence[int]) -> None:
         session.execute(delete(Image).where(Image.id.in_(chunk)))
 
 
+def indexed_paths(session: Session, ids: Sequence[int]) -> dict[int, str]:
+    """id -> path of those of `ids` that are indexed photos."""
+    out: dict[int, str] = {}
+    for chunk in chunks(list(ids)):
+        out.update((i, p) for i, p in session.execute(
+            select(Image.id, Image.path).where(Image.id.in_(chunk), Image.status == STATUS_INDEXED)))
+    return out
+
+
 def paths_for(session: Session, ids: Sequence[int]) -> dict[int, str]:
     out: dict[int, str] = {}
     for chunk in chunks(list(ids)):

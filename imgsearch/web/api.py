@@ -36,6 +36,7 @@ PHOTO_TERM = re.compile(r"^like:([0-9]+)$")  # in the query box: the photo with 
 MAX_ID = 2**63 - 1  # ids are SQL BIGINTs: a larger number names no photo, and must not reach the database
 ImageId = Annotated[int, InPath(ge=1, le=MAX_ID, description="A photo's id (as search results give it)")]
 MAX_UPLOAD_BYTES = 30 * 1024 * 1024
+MAX_DOWNLOAD = 500  # photos in one zip (and set aside in one request)
 PAGE = 60
 MAX_MONTH_PAGE = 1000  # a timeline month's photos in one answer
 HANDFUL = 5  # acting on more groups than this at once needs a confirmation (the page asks for it typed)
@@ -109,6 +110,12 @@ class DupAction(BaseModel):
     keep: list[int] = []  # keepers chosen instead of the suggested ones
     tier: list[str] = []
     yes: bool = False
+
+
+class SetAside(BaseModel):
+    """The body of POST /set-aside."""
+    ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(max_length=MAX_DOWNLOAD)  # the photos
+    yes: bool = False  # needed for more than a handful
 
 
 def build_router(lib: Library, jobs: Jobs, set_aside: Path, uploads: Uploads) -> APIRouter:
@@ -259,6 +266,14 @@ def build_router(lib: Library, jobs: Jobs, set_aside: Path, uploads: Uploads) ->
                                      link="hard" if body.action == "link" else None, apply=True, yes=body.yes)
         return _jsonable(asdict(done))
 
+    @api.post("/set-aside", summary="Move chosen photos (a selection) aside, out of the library, journaled: "
+                                    "POST /dups/undo puts them back")
+    def set_photos_aside(body: SetAside) -> dict:
+        if len(set(body.ids)) > HANDFUL and not body.yes:
+            raise UsageError(f"setting {len(set(body.ids))} photos aside at once needs a confirmation ({{param}}: true)",
+                             "yes")
+        return _jsonable(asdict(lib.set_aside(body.ids, set_aside)))
+
     @api.post("/dups/undo", summary="Put the last applied duplicates action back exactly")
     def dup_undo() -> dict:
         return _jsonable(asdict(lib.undo_duplicates()))
@@ -339,7 +354,6 @@ def _dups_body(report: DupReport) -> dict:
                            for b in report.borderline]}
 
 
-MAX_DOWNLOAD = 500  # photos in one zip
 
 
 class _Chunks(io.RawIOBase):

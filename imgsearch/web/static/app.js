@@ -133,14 +133,63 @@ function pickBox(box) {
     selectionBar();
   });
   box.append(pick);
+  longPress(box, () => pick.click());
+}
+
+const LONG_PRESS_MS = 500;
+function longPress(box, action) {  // on a touch screen, holding a photo selects it (as phone galleries do)
+  let timer = null, at = null;
+  const cancel = () => { clearTimeout(timer); timer = null; };
+  box.addEventListener("pointerdown", (e) => {
+    if (e.pointerType !== "touch") return;
+    at = { x: e.clientX, y: e.clientY };
+    timer = setTimeout(() => { timer = null; action(); box.dataset.pressed = "1"; }, LONG_PRESS_MS);
+  });
+  box.addEventListener("pointermove", (e) => { if (timer && Math.hypot(e.clientX - at.x, e.clientY - at.y) > 10) cancel(); });
+  box.addEventListener("pointerup", cancel);
+  box.addEventListener("pointercancel", cancel);
+  box.addEventListener("contextmenu", (e) => { if (box.dataset.pressed || timer) e.preventDefault(); });
+  box.addEventListener("click", (e) => {  // the tap that ends a long press opens nothing
+    if (!box.dataset.pressed) return;
+    delete box.dataset.pressed;
+    if (e.target.closest(".open")) { e.preventDefault(); e.stopImmediatePropagation(); }
+  }, true);
 }
 
 function selection() {
   if (!$("#selection")) return;
-  $("#clear-selection").addEventListener("click", () => {
+  const clear = () => {
     selected.clear();
     document.querySelectorAll(".tile.picked").forEach((t) => { t.classList.remove("picked"); t.querySelector(".pick-photo").checked = false; });
     selectionBar();
+  };
+  $("#clear-selection").addEventListener("click", clear);
+  const said = $("#set-aside-message");
+  $("#set-aside").addEventListener("click", async () => {  // out of the library, journaled: Undo puts them back
+    const ids = [...selected].map(Number);
+    const ask = ids.length > HANDFUL;  // typed, as for duplicates: one click never moves a whole selection
+    if (ask && (window.prompt(`Type ${ids.length} to set ${ids.length} photos aside (moved out of the library).`) || "")
+      .trim() !== String(ids.length)) { message("Not confirmed: nothing was moved.", true); return; }
+    try {
+      const done = await api("/api/v1/set-aside", { method: "POST", headers: { "Content-Type": "application/json" },
+                                                    body: JSON.stringify({ ids, yes: ask }) });
+      const gone = new Set(done.done.map((s) => String(s.image_id)));
+      document.querySelectorAll(".tile").forEach((t) => { if (gone.has(t.dataset.id)) t.remove(); });
+      clear();
+      const failed = done.problems.map(([path, why]) => `${path.split("/").pop()}: ${why}`);
+      said.firstElementChild.textContent = `Set aside ${done.done.length} photo(s): moved out of the library.` +
+        (failed.length ? ` ${failed.length} not: ${failed.slice(0, 3).join("; ")}` : "");
+      said.hidden = false;
+      said.className = failed.length ? "error" : "message";
+    } catch (e) { message(e.message, true); }
+  });
+  $("#undo-set-aside").addEventListener("click", async () => {
+    try {
+      const done = await api("/api/v1/dups/undo", { method: "POST" });
+      said.firstElementChild.textContent = `Put back ${done.done.length} photo(s).`;
+      $("#undo-set-aside").hidden = true;
+      window.location.reload();
+    } catch (e) { message(e.message, true); }
   });
 }
 
@@ -282,6 +331,7 @@ function timeline() {
         block.dataset.limit = Math.min(per, count - offset);
         const rows = Math.ceil(block.dataset.limit / columns);
         block.style.height = `${rows * side + (rows - 1) * GAP}px`;
+        block.style.containIntrinsicSize = `auto ${block.style.height}`;
         blocks.append(block);
         near.observe(block);
       }
@@ -343,9 +393,20 @@ function timeline() {
     history.replaceState(history.state, "", a.hash);
   });
 
+  // the scrubber starts where the timeline does (never over the search form above it)
+  let queued = false;
+  const follow = () => {
+    queued = false;
+    const header = $("header").getBoundingClientRect().bottom;
+    const top = Math.max(header, root.getBoundingClientRect().top);
+    scrubber.style.top = `${top}px`;
+    scrubber.classList.toggle("away", innerHeight - top < 160);  // too little of it on screen yet to be of use
+  };
+  window.addEventListener("scroll", () => { if (!queued) { queued = true; requestAnimationFrame(follow); } }, { passive: true });
   layout();
   placeYears();
-  new ResizeObserver(() => { layout(); placeYears(); }).observe(root);
+  follow();
+  new ResizeObserver(() => { layout(); placeYears(); follow(); }).observe(root);
   if (window.location.hash.startsWith("#m-") && $(window.location.hash)) $(window.location.hash).scrollIntoView();
 }
 
