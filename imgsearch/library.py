@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from imgsearch import folder, photos, store, timeline
 from imgsearch.config import (DB_FILENAME, DB_URL_ENV, DUPS_DIRNAME, INDEX_DIRNAME, DupOptions, IndexSettings, ModelSpec,
                               SearchOptions, default_library_dir)
-from imgsearch.errors import (BusyError, LibraryNotFoundError, NothingIndexedError, ReadOnlyError,
+from imgsearch.errors import (BusyError, LibraryNotFoundError, NotFoundError, NothingIndexedError, ReadOnlyError,
                               UsageError)
 from imgsearch.filters import Filters
 from imgsearch.fs import is_inside
@@ -348,6 +348,21 @@ class Library:
         with self._writing():
             return self.thumbnails.make_all(size, progress or SilentProgress(), threads or os.cpu_count() or 1)
 
+    def tag_photos(self, image_ids: Sequence[int], add: Sequence[str] = (), remove: Sequence[str] = ()) -> tuple[int, int]:
+        """A person's tags: give photos these labels and take those away (the model's same labels too); returns (tags
+        given, photos that lost one). Labels: 1 to 100 characters; a person's tags stay when a file changes."""
+        add, remove = _labels(add, "add"), _labels(remove, "remove")
+        if not image_ids:
+            raise UsageError("choose the photos to tag ({param})", "ids")
+        if not add and not remove:
+            raise UsageError("give a tag to add or to remove ({param})", "add")
+        with self._writing(), self.sessions.begin() as session:
+            found = list(store.indexed_paths(session, list(image_ids)))
+            if len(found) != len(set(image_ids)):
+                missing = sorted(set(image_ids) - set(found))
+                raise NotFoundError(f"no photo {missing[0]} in this library", "ids")
+            return store.give_tags(session, found, add), store.take_tags(session, found, remove)
+
     def tags(self) -> dict[str, int]:
         """Each tag and how many photos carry it."""
         with self.session() as session:
@@ -498,3 +513,12 @@ def upgrade(path: str | Path | None = None, make_backup: bool = True) -> Upgrade
         before, after, copy = db.upgrade(url or db_path, library, make_backup)
     return UpgradeReport(db.public_url(url) if url else os.fspath(db_path), before, after, copy,
                          backed_up=copy is not None or not make_backup or before == after)
+
+
+def _labels(labels: Sequence[str], param: str) -> list[str]:
+    """Tags as given, trimmed, each once; UsageError for an empty or overlong one."""
+    out = list(dict.fromkeys(label.strip() for label in labels))
+    for label in out:
+        if not 1 <= len(label) <= 100:
+            raise UsageError(f"a tag has 1 to 100 characters ({{param}}: {label[:40]!r})", param)
+    return out

@@ -423,6 +423,31 @@ def test_hold_to_select_on_a_phone_then_set_aside_and_undo(browser, served: Serv
     context.close()
 
 
+def test_tag_a_selection_on_the_timeline(page, served: Served) -> None:
+    page.goto("/")
+    page.wait_for_selector("#m-2024-05 .tile")
+    tiles = page.locator("#m-2024-05 .tile")
+    chosen = sorted(tiles.nth(n).locator(".open img").get_attribute("alt") for n in (0, 1))
+    for n in (0, 1):
+        tiles.nth(n).hover()
+        tiles.nth(n).locator(".pick-photo").check()
+    page.once("dialog", lambda dialog: dialog.accept("picnic, summer"))
+    page.click("#tag-selection")
+    page.wait_for_selector("#set-aside-message:not([hidden])")
+    assert page.inner_text("#set-aside-message span") == "Tagged: picnic, summer."
+    page.goto("/?tag=picnic")  # the tag is a filter at once, on the timeline and in the form's choices
+    page.wait_for_selector("#timeline .tile")
+    assert sorted(page.locator("#timeline .tile .open img").evaluate_all("i => i.map(x => x.alt)")) == chosen
+    assert "picnic" in page.locator("select[name=tag] option").all_inner_texts()
+    page.locator("#timeline .tile .open").first.click()
+    viewed(page)
+    assert "picnic, summer" in page.inner_text("#lightbox .meta")  # the viewer lists them
+    ids = page.locator("#timeline .tile").evaluate_all("t => t.map(x => Number(x.dataset.id))")
+    taken = page.evaluate("""ids => fetch('/api/v1/tags', {method: 'POST', headers: {'Content-Type': 'application/json'},
+        body: JSON.stringify({ids, remove: ['picnic', 'summer']})}).then(r => r.json())""", ids)
+    assert taken["photos_that_lost_one"] == 2  # as they were for the other tests
+
+
 def swipe(page, from_x: int, to_x: int, y: int = 420) -> None:
     """A one-finger horizontal swipe on the viewer's picture (touch points, as a phone sends them)."""
     client = page.context.new_cdp_session(page)

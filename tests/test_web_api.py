@@ -635,3 +635,27 @@ def test_a_selection_set_aside_leaves_the_library_and_comes_back(client: TestCli
     assert many.status_code == 400 and many.json()["error"]["param"] == "yes"
     assert len(list(photos.iterdir())) == 7  # nothing moved
     assert client.post("/api/v1/set-aside", json={"ids": []}).status_code == 400
+
+
+def test_people_tag_photos_beside_the_model(client: TestClient, library, photos: Path) -> None:
+    ids = ids_of(client)
+    red, blue, green = ids["red.jpg"], ids["blue.jpg"], ids["green.jpg"]
+    given = client.post("/api/v1/tags", json={"ids": [red, blue], "add": ["Holiday", " sea "]})
+    assert given.json() == {"given": 4, "photos_that_lost_one": 0}
+    assert client.post("/api/v1/tags", json={"ids": [red], "add": ["holiday"]}).json()["given"] == 0  # has it
+    assert client.get("/api/v1/tags").json() == {"Holiday": 2, "sea": 2}
+    found = client.get("/api/v1/search", params={"q": "anything", "tag": "holiday", "k": 10}).json()["results"]
+    assert {r["id"] for r in found} == {red, blue}
+    assert client.get("/api/v1/timeline", params={"tag": "sea"}).json()["total"] == 2
+    assert ("sea", 1.0) in [tuple(t) for t in client.get(f"/api/v1/images/{red}").json()["tags"]]
+    taken = client.post("/api/v1/tags", json={"ids": [blue, green], "remove": ["SEA"]}).json()
+    assert taken == {"given": 0, "photos_that_lost_one": 1}
+    assert client.get("/api/v1/tags").json() == {"Holiday": 2, "sea": 1}
+    (photos / "red.jpg").write_bytes((photos / "yellow.jpg").read_bytes())  # the file changes: a person's tags stay
+    library.index([photos], FAKE, IndexSettings(workers=0))
+    assert client.get("/api/v1/tags").json() == {"Holiday": 2, "sea": 1}
+    for body, param in (({"ids": [red]}, "add"), ({"ids": [], "add": ["x"]}, "ids"),
+                        ({"ids": [red], "add": [""]}, "add"), ({"ids": [red], "add": ["x" * 101]}, "add")):
+        refused = client.post("/api/v1/tags", json=body)
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == param, refused.text
+    assert client.post("/api/v1/tags", json={"ids": [999999], "add": ["x"]}).status_code == 404

@@ -53,7 +53,7 @@ from imgsearch.store.images import (  # noqa: F401
 )
 from imgsearch.store.records import ImageRecord, ModelRecord  # noqa: F401
 from imgsearch.store.runs import RUN_COUNTS, finish_run, last_run, start_run  # noqa: F401
-from imgsearch.store.tags import replace_tags, tag_counts, tags_of  # noqa: F401
+from imgsearch.store.tags import give_tags, replace_tags, tag_counts, tags_of, take_tags  # noqa: F401
 from imgsearch.store.vectors import (  # noqa: F401
     TEXT_CACHE_SIZE,
     bump_generation,

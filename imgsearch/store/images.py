@@ -16,6 +16,7 @@ from imgsearch.filters import Filters, Near
 from imgsearch.store import dialect
 from imgsearch.store.dialect import chunks
 from imgsearch.store.records import ImageRecord
+from imgsearch.store.tags import tagged
 from imgsearch.store.orm import (FRAME_ID_BASE, STATUS_INDEXED, STATUS_SKIPPED, Embedding, Frame, Image, Root, Tag,
                                  utc_now)
 
@@ -181,8 +182,7 @@ def _camera(session: Session, text: str) -> ColumnElement[bool]:
 
 
 def _tags(session: Session, labels: tuple[str, ...]) -> ColumnElement[bool]:
-    return and_(*(Image.id.in_(select(Tag.image_id).where(func.lower(Tag.label) == label.lower()))
-                  for label in labels))
+    return and_(*(Image.id.in_(tagged(label)) for label in labels))
 
 
 def _when(session: Session) -> ColumnElement[datetime]:  # the indexed date: taken, else the file's time

@@ -233,3 +233,12 @@ class Tag(Base):
     label: Mapped[str] = mapped_column(Text, primary_key=True, index=True)
     probability: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class PhotoTag(Base):
+    """A tag a person gave a photo (the web page's selection): kept when its file changes, unlike the model's."""
+
+    __tablename__ = "photo_tags"
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    label: Mapped[str] = mapped_column(Text, primary_key=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)

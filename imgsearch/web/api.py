@@ -112,6 +112,13 @@ class DupAction(BaseModel):
     yes: bool = False
 
 
+class TagChange(BaseModel):
+    """The body of POST /tags."""
+    ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(max_length=MAX_DOWNLOAD)  # the photos
+    add: list[str] = Field([], max_length=20)
+    remove: list[str] = Field([], max_length=20)
+
+
 class SetAside(BaseModel):
     """The body of POST /set-aside."""
     ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(max_length=MAX_DOWNLOAD)  # the photos
@@ -265,6 +272,11 @@ def build_router(lib: Library, jobs: Jobs, set_aside: Path, uploads: Uploads) ->
         done = lib.act_on_duplicates(chosen, move_to=set_aside if body.action == "move" else None,
                                      link="hard" if body.action == "link" else None, apply=True, yes=body.yes)
         return _jsonable(asdict(done))
+
+    @api.post("/tags", summary="Give photos tags and take tags away (a person's tags, kept beside the model's)")
+    def tag_photos(body: TagChange) -> dict:
+        given, lost = lib.tag_photos(body.ids, body.add, body.remove)
+        return {"given": given, "photos_that_lost_one": lost}
 
     @api.post("/set-aside", summary="Move chosen photos (a selection) aside, out of the library, journaled: "
                                     "POST /dups/undo puts them back")

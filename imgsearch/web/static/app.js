@@ -180,7 +180,23 @@ function selection() {
       said.firstElementChild.textContent = `Set aside ${done.done.length} photo(s): moved out of the library.` +
         (failed.length ? ` ${failed.length} not: ${failed.slice(0, 3).join("; ")}` : "");
       said.hidden = false;
+      $("#undo-set-aside").hidden = false;
       said.className = failed.length ? "error" : "message";
+    } catch (e) { message(e.message, true); }
+  });
+  $("#tag-selection").addEventListener("click", async () => {  // "beach, sea, -city": add two, take one away
+    const typed = window.prompt(`Tags for ${selected.size} photo(s), separated by commas; a minus before one takes it away:`);
+    const words = (typed || "").split(",").map((w) => w.trim()).filter(Boolean);
+    if (!words.length) return;
+    const add = words.filter((w) => !w.startsWith("-")), remove = words.filter((w) => w.startsWith("-")).map((w) => w.slice(1).trim());
+    try {
+      const done = await api("/api/v1/tags", { method: "POST", headers: { "Content-Type": "application/json" },
+                                               body: JSON.stringify({ ids: [...selected].map(Number), add, remove }) });
+      said.firstElementChild.textContent = `Tagged: ${add.join(", ") || "nothing added"}` +
+        (remove.length ? `; ${done.photos_that_lost_one} photo(s) lost ${remove.join(", ")}` : "") + ".";
+      $("#undo-set-aside").hidden = true;
+      said.hidden = false;
+      said.className = "message";
     } catch (e) { message(e.message, true); }
   });
   $("#undo-set-aside").addEventListener("click", async () => {
