@@ -43,7 +43,7 @@ def build_router(lib: Library, uploads: Uploads) -> APIRouter:
             "page": PAGE, "filters_given": any(state[name] for name in FIELDS if name != "sort"), "kept": FIELDS}
         if not q and not state["upload"] and not state["like"]:  # the home page: the library by date (the filters in force apply)
             try:
-                filters = Filters.parse({f.name: state[f.name] for f in FILTERS})
+                filters = _filters(state)
                 months = lib.months(filters)
             except ImgSearchError as exc:
                 return failed(request, exc, **context)
@@ -80,7 +80,7 @@ def build_router(lib: Library, uploads: Uploads) -> APIRouter:
     def map_page(request: Request) -> HTMLResponse:
         state = _state(request.query_params)
         try:
-            filters = Filters.parse({f.name: state[f.name] for f in FILTERS})
+            filters = _filters(state)
         except ImgSearchError as exc:
             return render(request, "message.html", status_of(exc), message=exc.render(lambda name: name))
         return render(request, "map.html", filters_query=urlencode(filters.texts()))
@@ -130,6 +130,11 @@ def _neighbours(lib: Library, uploads: Uploads, params, i: int | None) -> dict: 
         return f"/photo/{hit.id}?" + urlencode(rest + [("i", str(position))]) if hit and position >= 0 else None
 
     return {"prev": link(i - 1), "next": link(i + 1)}
+
+
+def _filters(state: dict) -> Filters:
+    """The filters of the form's fields (UsageError for a value that is not one)."""
+    return Filters.parse({f.name: state[f.name] for f in FILTERS})
 
 
 def _month(m) -> dict:  # a timeline Month
