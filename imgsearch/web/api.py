@@ -167,8 +167,8 @@ def build_router(lib: Library, jobs: Jobs, set_aside: Path, uploads: Uploads) ->
                                           "a page at a time")
     def month(month: Annotated[str, InPath(description="The month, YYYY-MM", max_length=7)],
               params: Annotated[TimelineParams, Query()]) -> dict:  # type: ignore[valid-type]
-        found = lib.month_photos(month, filters_of(params), params.offset, params.limit)  # type: ignore[attr-defined]
         offset, limit = params.offset, params.limit  # type: ignore[attr-defined]
+        found = lib.month_photos(month, filters_of(params), offset, limit)
         return {"month": month, "photos": _jsonable([asdict(p) for p in found]), "offset": offset,
                 "next_offset": offset + len(found) if len(found) == limit else None}
 
