@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
-
-from tests.programs import missing_program, start_server
 from PIL import Image
 
+from tests.programs import missing_program, start_server
 from tests.tinyclip import COLOURS, shape_image
 
 CHROMIUM = os.environ.get("IMGSEARCH_CHROMIUM", "/usr/bin/chromium")
@@ -446,6 +446,39 @@ def test_tag_a_selection_on_the_timeline(page, served: Served) -> None:
     taken = page.evaluate("""ids => fetch('/api/v1/tags', {method: 'POST', headers: {'Content-Type': 'application/json'},
         body: JSON.stringify({ids, remove: ['picnic', 'summer']})}).then(r => r.json())""", ids)
     assert taken["photos_that_lost_one"] == 2  # as they were for the other tests
+
+
+def test_a_video_plays_in_the_viewer_from_its_matched_moment(browser, tmp_path: Path, trained_model_dir: Path) -> None:
+    from tests.factories import write_video
+
+    root = tmp_path / "clips"
+    noise = Image.fromarray(np.random.default_rng(0).integers(90, 110, (160, 160, 3), dtype=np.uint8))
+    write_video(root / "clip.mp4", [(3.0, noise), (3.0, shape_image("yellow", "square", size=160, seed=1))])
+    shape_image("red", "circle", size=160, seed=2).save(root / "red.jpg")
+    library = tmp_path / "lib"
+    indexed = _cli("index", root, "-m", f"local-dir:{trained_model_dir}", "-L", library, "--workers", "0")
+    assert indexed.returncode == 0, indexed.stderr
+    process, url = start_server(library, tmp_path / "serve.log")
+    try:
+        context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=url.split("?")[0])
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto("/?q=a+photo+of+a+yellow+square")
+        video = page.locator("#grid .tile", has=page.locator(".at"))  # the video's best moment, with its time
+        assert video.count() == 1
+        moment = float(video.locator(".open").get_attribute("href").split("t=")[1]) / 1000
+        assert moment >= 2.5, moment  # in the yellow scene (from 3 s), not the noise before it
+        video.locator(".open").click()
+        page.wait_for_selector("#lightbox .lb-video", state="visible")
+        src = page.get_attribute("#lightbox .lb-video", "src")
+        assert src.endswith(f"/file#t={moment:g}") and page.locator("#lightbox .lb-picture").is_hidden(), src
+        assert "thumb?size=1280" in page.get_attribute("#lightbox .lb-video", "poster")
+        assert not errors, errors
+        context.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 def swipe(page, from_x: int, to_x: int, y: int = 420) -> None:
