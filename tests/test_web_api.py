@@ -659,3 +659,13 @@ def test_people_tag_photos_beside_the_model(client: TestClient, library, photos:
         refused = client.post("/api/v1/tags", json=body)
         assert refused.status_code == 400 and refused.json()["error"]["param"] == param, refused.text
     assert client.post("/api/v1/tags", json={"ids": [999999], "add": ["x"]}).status_code == 404
+
+
+def test_the_home_page_and_the_map_refuse_bad_filters_in_words(client: TestClient) -> None:
+    for path in ("/?country=Narnia", "/map?country=Narnia", "/?after=someday", "/map?near=1,2"):
+        page = client.get(path)
+        assert page.status_code == 400, path
+        assert "country" in page.text or "date" in page.text or "LAT,LON,KM" in page.text, page.text[:300]
+    year_zero = client.get("/api/v1/timeline/0000-01")
+    assert year_zero.status_code == 400 and "years start at 0001" in year_zero.json()["error"]["message"]
+    assert client.get("/").status_code == 200 and 'id="timeline"' in client.get("/").text
