@@ -43,8 +43,10 @@ def search(sessions: sessionmaker[Session], row: Model, encoder: Callable[[], En
     options = check_options(options)
     if not allow_urls and any(t.kind == "url" for t in terms):
         raise UsageError("image URLs are not fetched here: download the image and give it as a file", "query")
-    query = combine(query_vectors(sessions, row, encoder, terms), [t.weight for t in terms])
+    # one session (one pooled connection, one transaction) for the whole search: on PostgreSQL each session costs
+    # round trips of its own (the connection check, BEGIN, ROLLBACK), more than the search's few short queries
     with sessions() as session:
+        query = combine(query_vectors(sessions, row, encoder, terms, session), [t.weight for t in terms])
         _check_filters(session, options.filters)
         exclude = {i for t in terms if t.kind == "image"
                    for i in [store.image_id_for_path(session, os.path.abspath(Path(t.value).expanduser()))]
@@ -52,25 +54,23 @@ def search(sessions: sessionmaker[Session], row: Model, encoder: Callable[[], En
             | {int(t.value) for t in terms if t.kind == "marked" and t.weight < 0}  # liked photos stay, unliked go
         exclude |= set(store.frame_index_ids(session, row.id, sorted(exclude)).tolist())  # a video's own frames
         allowed = store.filter_index_ids(session, row.id, options.filters) if options.filters.active() else None
-    ann = index()
-    if options.offset >= len(ann):
-        return []  # past the last image: nothing to rank (and no depth of 10**11 asked of FAISS)
-    frames: dict[int, tuple[int, int]] = {}
+        ann = index()
+        if options.offset >= len(ann):
+            return []  # past the last image: nothing to rank (and no depth of 10**11 asked of FAISS)
+        frames: dict[int, tuple[int, int]] = {}
 
-    def owners(ids: Sequence[int]) -> dict[int, int]:
-        with sessions() as session:
+        def owners(ids: Sequence[int]) -> dict[int, int]:
             found = store.frame_owners(session, ids)
-        frames.update(found)
-        return {i: image_id for i, (image_id, _) in found.items()}
+            frames.update(found)
+            return {i: image_id for i, (image_id, _) in found.items()}
 
-    # by score: a few past the page (a run of equal scores, exact copies, that crosses the page's end is ordered
-    # whole); by date or path: the best SORTED_DEPTH by score (or a page's k, when larger) ordered as one list, then
-    # paged, so that the order runs on from one page to the next and ends with that list
-    depth = options.offset + options.k + TIE_LOOKAHEAD if options.sort == "score" else max(SORTED_DEPTH, options.k)
-    hits = rank_ids(ann, query, min(depth, len(ann)), allowed, exclude, options.min_score, owners)
-    times = {frames[i][0]: frames[i][1] for i, _ in hits if i in frames}
-    hits = [(frames[i][0] if i in frames else i, score) for i, score in hits]
-    with sessions() as session:
+        # by score: a few past the page (a run of equal scores, exact copies, that crosses the page's end is ordered
+        # whole); by date or path: the best SORTED_DEPTH by score (or a page's k, when larger) ordered as one list,
+        # then paged, so that the order runs on from one page to the next and ends with that list
+        depth = options.offset + options.k + TIE_LOOKAHEAD if options.sort == "score" else max(SORTED_DEPTH, options.k)
+        hits = rank_ids(ann, query, min(depth, len(ann)), allowed, exclude, options.min_score, owners)
+        times = {frames[i][0]: frames[i][1] for i, _ in hits if i in frames}
+        hits = [(frames[i][0] if i in frames else i, score) for i, score in hits]
         paths = store.paths_for(session, [i for i, _ in hits])
         hits = order(order(hits, paths, "score"), paths, options.sort, lambda ids: store.dates_for(session, ids))
         hits = hits[options.offset: options.offset + options.k]
@@ -96,13 +96,13 @@ def _check_filters(session: Session, filters: Filters) -> None:
 
 
 def query_vectors(sessions: sessionmaker[Session], row: Model, encoder: Callable[[], Encoder],
-                  terms: Sequence[Term]) -> np.ndarray:
-    """One vector per term; cached texts need no model, so a repeated query starts instantly."""
+                  terms: Sequence[Term], session: Session) -> np.ndarray:
+    """One vector per term; cached texts need no model, so a repeated query starts instantly. Read in `session`;
+    texts embedded now are cached in a session of their own (a write, best effort)."""
     texts = [t.value for t in terms if t.kind == "text"]
     photos = [int(t.value) for t in terms if t.kind in ("photo", "marked")]
-    with sessions() as session:
-        known, stale = store.cached_text_vectors(session, row.id, texts, row.dim) if texts else ({}, set())
-        stored = store.photo_vectors(session, row.id, photos, row.dim) if photos else {}
+    known, stale = store.cached_text_vectors(session, row.id, texts, row.dim) if texts else ({}, set())
+    stored = store.photo_vectors(session, row.id, photos, row.dim) if photos else {}
     missing = sorted(set(photos) - set(stored))
     if missing:
         raise NotFoundError(f"no photo {missing[0]} with a vector of this model in the library", "query")
