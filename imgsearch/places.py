@@ -40,6 +40,13 @@ def _unit(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
     return np.stack([np.cos(phi) * np.cos(lam), np.cos(phi) * np.sin(lam), np.sin(phi)], axis=1).astype(np.float32)
 
 
+def _haversine_km(lat1: np.ndarray, lon1: np.ndarray, lat2: np.ndarray, lon2: np.ndarray) -> np.ndarray:
+    """Great-circle distances in km (broadcast), exact to metres."""
+    p1, p2 = np.radians(lat1), np.radians(lat2)
+    a = np.sin((p2 - p1) / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(np.radians(lon2 - lon1) / 2) ** 2
+    return 2 * EARTH_KM * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
+
+
 class Gazetteer:
     """The towns, as arrays (the package's dictionaries are dropped once read: ~20 MB instead of ~200)."""
 
@@ -51,9 +58,10 @@ class Gazetteer:
         self.names = [c["name"] for c in cities]
         self.countries = [c["countrycode"] for c in cities]
         self.population = np.array([c["population"] for c in cities], dtype=np.float64)
+        self.lat = np.array([c["latitude"] for c in cities], dtype=np.float64)
+        self.lon = np.array([c["longitude"] for c in cities], dtype=np.float64)
         self.index = faiss.IndexFlatIP(3)
-        self.index.add(_unit(np.array([c["latitude"] for c in cities], dtype=np.float64),
-                             np.array([c["longitude"] for c in cities], dtype=np.float64)))
+        self.index.add(_unit(self.lat, self.lon))
 
     def __len__(self) -> int:
         return len(self.names)
@@ -63,8 +71,10 @@ class Gazetteer:
         if not positions:
             return []
         coords = np.asarray(positions, dtype=np.float64).reshape(-1, 2)
-        similarity, found = self.index.search(_unit(coords[:, 0], coords[:, 1]), NEAREST)
-        km = np.arccos(np.clip(similarity, -1.0, 1.0)) * EARTH_KM  # (n, NEAREST), nearest first
+        _, found = self.index.search(_unit(coords[:, 0], coords[:, 1]), NEAREST)
+        km = _haversine_km(coords[:, :1], coords[:, 1:], self.lat[found], self.lon[found])  # (n, NEAREST), in float64
+        order = np.argsort(km, axis=1, kind="stable")  # float32 inner products tie below ~1 km: sort again exactly
+        found, km = np.take_along_axis(found, order, axis=1), np.take_along_axis(km, order, axis=1)
         pull = np.where(km <= PLACE_KM, self.population[found] / (km + PULL_KM) ** 2, -1.0)
         named = found[np.arange(len(found)), pull.argmax(axis=1)]
         return [Place(self.names[town] if d[0] <= PLACE_KM else None,
