@@ -401,11 +401,19 @@ function timeline() {
   });
   scrubber.addEventListener("pointermove", (e) => { if (dragging) scrubTo(e); });
   scrubber.addEventListener("pointerup", () => { dragging = false; bubble.hidden = true; });
+  function fillInView() {  // after a jump: ask for what is on screen now, not a frame later when the observer says
+    for (const block of root.querySelectorAll(".month .block:not([data-state])")) {
+      const r = block.getBoundingClientRect();
+      if (r.top >= innerHeight) break;  // blocks come in page order: the rest are below the screen
+      if (r.bottom > 0) fill(block);
+    }
+  }
   scrubber.addEventListener("click", (e) => {
     const a = e.target.closest("a");
     if (!a) return;
     e.preventDefault();
     $(`#m-${a.dataset.month}`).scrollIntoView();
+    fillInView();
     history.replaceState(history.state, "", a.hash);
   });
 
