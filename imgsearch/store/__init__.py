@@ -39,7 +39,6 @@ from imgsearch.store.images import (  # noqa: F401
     indexed_photos,
     known_files,
     list_roots,
-    countries,
     month_counts,
     month_photos,
     move_image,

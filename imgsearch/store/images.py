@@ -250,13 +250,6 @@ def gps_points(session: Session, filters: Filters) -> tuple[np.ndarray, np.ndarr
     return ids, positions
 
 
-def countries(session: Session) -> dict[str, int]:
-    """Country code -> photos taken there."""
-    return {str(c): n for c, n in session.execute(
-        select(Image.country, func.count()).where(Image.status == STATUS_INDEXED, Image.country.is_not(None),
-                                                  Image.country != "").group_by(Image.country))}
-
-
 def month_counts(session: Session, filters: Filters) -> list[tuple[str, int]]:
     """('YYYY-MM', photos) of every month with photos that pass the filters (by date taken, else file time),
     newest first: a timeline's headings."""
