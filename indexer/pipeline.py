@@ -13,7 +13,7 @@ from imgsearch.store.orm import FRAME_ID_BASE
 from imgsearch.config import IndexSettings, ModelSpec
 from imgsearch.models.embed import Batch
 from imgsearch.models.encoder import Encoder, ModelInfo
-from imgsearch.errors import UsageError
+from imgsearch.errors import MissingExtraError, UsageError
 from imgsearch.images.decode import Decoded, partial_hash
 from imgsearch.vectors import build as index_build
 from imgsearch.images.crawl import FileEntry, Skipped, crawl
@@ -106,7 +106,7 @@ def run_index(sessions: sessionmaker[Session], encoder: Encoder, roots: Sequence
         _apply_plan(sessions, plan, report)
         decoded_elsewhere = _encode(sessions, executor, model_id, plan, progress, report)
         _fill_fingerprints(sessions, settings.workers, progress, report, decoded_elsewhere)
-        _fill_places(sessions, progress)
+        _fill_places(sessions, progress, report)
         report.executor = getattr(executor, "describe", lambda: "this machine")()
         progress.stage("building index", None)
         _, index = index_build.ensure_index(sessions, model_id, index_dir, strict=True, rebuild=settings.rebuild,
@@ -239,15 +239,20 @@ def _fill_fingerprints(sessions: sessionmaker[Session], workers: int, progress: 
     report.fingerprinted = sum(blob is not None for blob, _ in done)
 
 
-def _fill_places(sessions: sessionmaker[Session], progress: Progress, batch: int = 5000) -> None:
+def _fill_places(sessions: sessionmaker[Session], progress: Progress, report: RunReport, batch: int = 5000) -> None:
     """Name the place of every photo with a GPS position not looked up yet (new ones, changed ones, and all of them
-    in a library indexed before places were kept): the nearest town and its country, offline."""
+    in a library indexed before places were kept): the nearest town and its country, offline. Without the "places"
+    extra, the run says so and names none (the next run with it names them)."""
     with sessions() as session:
         todo = store.unplaced(session)
     if not todo:
         return
+    try:
+        towns = places.gazetteer()
+    except MissingExtraError as exc:
+        report.warnings.append(f"{len(todo)} photo(s) with a GPS position have no place name: {exc.message}")
+        return
     progress.stage("naming places", len(todo), unit="photo")
-    towns = places.gazetteer()
     for start in range(0, len(todo), batch):
         part = todo[start:start + batch]
         found = towns.locate([(lat, lon) for _, lat, lon in part])

