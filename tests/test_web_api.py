@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -591,6 +592,15 @@ def test_timeline_months_and_pages(library, tmp_path: Path) -> None:
     assert client.get("/api/v1/timeline/2024-05", params={"after": "2024-05-10"}).json()["photos"][-1]["name"] == "p1.jpg"
     # the photo's record says where the timeline shows it
     assert client.get(f"/api/v1/images/{may['photos'][0]['id']}").json()["date"] == "2024-05-31T23:59:00"
+    # thumbnails already made come inline when asked (one request for a block's pictures); the others by URL
+    assert all("thumb" not in p for p in client.get("/api/v1/timeline/2024-05", params={"inline": 320}).json()["photos"])
+    library.make_thumbnails(threads=1)
+    (root / "p1.jpg").unlink()  # gone since: its tile asks the server, which says so
+    inline = {p["name"]: p.get("thumb") for p in
+              client.get("/api/v1/timeline/2024-05", params={"inline": 320}).json()["photos"]}
+    assert inline["p1.jpg"] is None and inline["p0.jpg"].startswith("data:image/webp;base64,")
+    served = client.get(f"/api/v1/images/{may['photos'][0]['id']}/thumb", params={"size": 320}).content
+    assert base64.b64decode(inline["p2.jpg"].split(",", 1)[1]) == served
     for bad, field in (("/api/v1/timeline/2024-13", "month"), ("/api/v1/timeline/may", "month"),
                        ("/api/v1/timeline/2024-05?limit=0", "limit"), ("/api/v1/timeline?colour=red", "colour")):
         got = client.get(bad)

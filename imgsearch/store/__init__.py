@@ -36,6 +36,7 @@ from imgsearch.store.images import (  # noqa: F401
     gps_points,
     image_id_for_path,
     indexed_paths,
+    indexed_rows,
     indexed_photos,
     known_files,
     list_roots,

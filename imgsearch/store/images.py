@@ -140,6 +140,14 @@ def delete_images(session: Session, image_ids: Sequence[int]) -> None:
         session.execute(delete(Image).where(Image.id.in_(chunk)))
 
 
+def indexed_rows(session: Session, ids: Sequence[int]) -> list[Image]:
+    """The rows of those of `ids` that are indexed photos."""
+    out: list[Image] = []
+    for chunk in chunks(list(ids)):
+        out.extend(session.scalars(select(Image).where(Image.id.in_(chunk), Image.status == STATUS_INDEXED)))
+    return out
+
+
 def indexed_paths(session: Session, ids: Sequence[int]) -> dict[int, str]:
     """id -> path of those of `ids` that are indexed photos."""
     out: dict[int, str] = {}

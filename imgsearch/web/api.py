@@ -3,6 +3,7 @@ actions, status, tags, background re-scans. Everything goes through the same pub
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import re
@@ -73,7 +74,10 @@ SearchParams = _search_params()
 Params = Annotated[SearchParams, Query()]  # type: ignore[valid-type]
 _PAGE_FIELDS: dict = {
     "offset": (int, Field(0, ge=0, description="Skip this many of the month's photos first (paging)")),
-    "limit": (int, Field(120, ge=1, le=MAX_MONTH_PAGE, description="How many of the month's photos"))}
+    "limit": (int, Field(120, ge=1, le=MAX_MONTH_PAGE, description="How many of the month's photos")),
+    "inline": (int, Field(0, ge=0, le=1280, description=(
+        "Also send the thumbnails already made at this size (e.g. 320) inline, as data: URLs in `thumb`: one "
+        "request for a page's pictures instead of one each (0: none)")))}
 TimelineParams = create_model("TimelineParams", __config__=ConfigDict(extra="forbid"), **_filter_fields(),
                               **_PAGE_FIELDS)
 FilterParams = create_model("FilterParams", __config__=ConfigDict(extra="forbid"), **_filter_fields())
@@ -167,9 +171,12 @@ def build_router(lib: Library, jobs: Jobs, set_aside: Path, uploads: Uploads) ->
                                           "a page at a time")
     def month(month: Annotated[str, InPath(description="The month, YYYY-MM", max_length=7)],
               params: Annotated[TimelineParams, Query()]) -> dict:  # type: ignore[valid-type]
-        offset, limit = params.offset, params.limit  # type: ignore[attr-defined]
+        offset, limit, inline = params.offset, params.limit, params.inline  # type: ignore[attr-defined]
         found = lib.month_photos(month, filters_of(params), offset, limit)
-        return {"month": month, "photos": _jsonable([asdict(p) for p in found]), "offset": offset,
+        thumbs = lib.thumbnails.cached([p.id for p in found], inline) if inline else {}
+        photos = [{**_jsonable(asdict(p)), **({"thumb": "data:image/webp;base64," + base64.b64encode(thumbs[p.id])
+                                               .decode()} if p.id in thumbs else {})} for p in found]
+        return {"month": month, "photos": photos, "offset": offset,
                 "next_offset": offset + len(found) if len(found) == limit else None}
 
     @api.get("/places", summary="Every photo with a GPS position (that passes the filters): ids and positions, for "

@@ -7,7 +7,7 @@ const page = document.body.dataset.page;
 
 function thumb(photo, at = "") {  // a photo's (or a video moment's) thumbnail, as every grid shows them
   const img = document.createElement("img");
-  img.src = `/api/v1/images/${photo.id}/thumb?size=320` + (at ? `&${at}` : "");
+  img.src = photo.thumb || `/api/v1/images/${photo.id}/thumb?size=320` + (at ? `&${at}` : "");  // inline if sent
   img.alt = photo.name;
   return img;
 }
@@ -360,8 +360,9 @@ function timeline() {
     block.dataset.state = ticket;
     const month = block.closest(".month").dataset.month;
     try {
+      // the thumbnails already made come inline: one request for a block's pictures, not one each
       const body = await api(`/api/v1/timeline/${month}?offset=${block.dataset.offset}&limit=${block.dataset.limit}` +
-                             (filters ? `&${filters}` : ""));
+                             `&inline=320` + (filters ? `&${filters}` : ""));
       if (block.dataset.state !== ticket) return;
       block.replaceChildren(...body.photos.map((p) => { const box = tile(p, "", 0); pickBox(box); return box; }));
       block.querySelectorAll(".tile").forEach((t) => t.classList.toggle("picked", selected.has(t.dataset.id)));
