@@ -63,7 +63,7 @@ def photo(sessions: sessionmaker[Session], image_id: int) -> PhotoInfo:
         return PhotoInfo(image.id, image.path, Path(image.path).name, image.size, image.width, image.height,
                          image.format, image.taken_at, camera, gps,
                          datetime.fromtimestamp(image.mtime_ns / 1e9), store.tags_of(session, image_id),
-                         image.duration_ms, store.photo_date(image.taken_at, image.mtime_ns),
+                         image.duration_ms, image.shot_at,
                          image.place, image.country or None,
                          ", ".join(p for p in (image.place, places.country_name(image.country)) if p) or None)
 
@@ -76,18 +76,25 @@ def original(sessions: sessionmaker[Session], image_id: int) -> Path:
         image = _indexed(session, image_id)
         path, indexed_at = image.path, image.real_path
         roots = [os.path.realpath(r) for r in store.list_roots(session)] if indexed_at is None else []
-    real = os.path.realpath(path)
     if not os.path.lexists(path):
         raise NotFoundError(f"photo {image_id}'s file is gone from disk ({path}): the next `imgsearch index` "
                             "takes it out of the library", "image_id")
+    real = _leads_home(path, indexed_at, roots)
+    if real is None:
+        raise NotFoundError(f"photo {image_id} ({path}) leads outside the library's folders now (a link or "
+                            "folder changed since it was indexed): it is not served", "image_id")
+    return Path(real)
+
+
+def _leads_home(path: str, indexed_at: str | None, roots: Sequence[str]) -> str | None:
+    """The real path of a photo's file that is there, when it leads where it led when indexed (`indexed_at`) or, for
+    a photo indexed before that was recorded, into one of the (real) `roots`; None otherwise."""
+    real = os.path.realpath(path)
     if indexed_at is not None:
         inside = real == indexed_at
     else:
         inside = any(os.path.commonpath([real, root]) == root for root in roots)
-    if not inside or not os.path.isfile(real):
-        raise NotFoundError(f"photo {image_id} ({path}) leads outside the library's folders now (a link or "
-                            "folder changed since it was indexed): it is not served", "image_id")
-    return Path(real)
+    return real if inside and os.path.isfile(real) else None
 
 
 def intact_webp(head: bytes, size: int) -> bool:
@@ -148,10 +155,11 @@ class Thumbnails:
         size = self.size_for(size)
         with self.sessions() as session:
             rows = store.indexed_rows(session, image_ids)
+            roots = [os.path.realpath(r) for r in store.list_roots(session)] \
+                if any(row.real_path is None for row in rows) else []
         out: dict[int, bytes] = {}
-        for row in rows:
-            if row.duration_ms is None and os.path.lexists(row.path) and \
-                    (row.real_path is None or os.path.realpath(row.path) == row.real_path):
+        for row in rows:  # served by the rules `original` serves a file by
+            if row.duration_ms is None and os.path.lexists(row.path) and _leads_home(row.path, row.real_path, roots):
                 try:
                     data = self._file(self._key(row, size)).read_bytes()
                 except OSError:
