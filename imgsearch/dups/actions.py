@@ -94,10 +94,18 @@ def act(sessions: sessionmaker[Session], groups: Sequence[Group], move_to: Path 
         raise UsageError(f"these groups hold {grouped_share(groups, size):.0%} of the library's photos: more than "
                          "copies usually are, so a threshold may be too loose. Look at the groups first; to act on them anyway, "
                          "add {param}.", "yes")
+    report = _settle_then_apply(sessions, guard, kind, steps, target, roots)
+    report.refused = refused
+    return report
+
+
+def _settle_then_apply(sessions: sessionmaker[Session], guard: Callable[[], AbstractContextManager], kind: str,
+                       steps: Sequence[Step], target: str | None, roots: Sequence[str]) -> ActionReport:
+    """Under the writer lock (`guard`): settle the interrupted steps of earlier runs, then apply these."""
     with guard():
         settled = reconcile(sessions)
         report = apply(sessions, kind, steps, target, roots)
-    report.refused, report.settled = refused, settled
+    report.settled = settled
     return report
 
 
@@ -152,11 +160,8 @@ def set_aside(sessions: sessionmaker[Session], image_ids: Sequence[int], move_to
         roots = store.list_roots(session)
         found = store.indexed_paths(session, ids)
     steps = plan_photo_moves([(i, found[i]) for i in ids if i in found], move_to, roots)
-    with guard():
-        settled = reconcile(sessions)
-        report = apply(sessions, "move", steps, str(move_to.expanduser().absolute()), roots)
+    report = _settle_then_apply(sessions, guard, "move", steps, str(move_to.expanduser().absolute()), roots)
     report.problems[:0] = [(f"photo {i}", "no such photo in this library") for i in ids if i not in found]
-    report.settled = settled
     return report
 
 
