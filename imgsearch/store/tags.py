@@ -56,10 +56,13 @@ def give_tags(session: Session, image_ids: Sequence[int], labels: Sequence[str])
         return 0
     known = {label.lower(): label for label in tag_counts(session)}
     spelled = list(dict.fromkeys(known.get(label.lower(), label) for label in labels))
-    rows = [{"image_id": i, "label": label} for i in image_ids for label in spelled]
-    before = session.scalar(select(func.count()).select_from(PhotoTag)) or 0
-    dialect.insert_missing(session, PhotoTag, rows)
-    return (session.scalar(select(func.count()).select_from(PhotoTag)) or 0) - before
+    have: set[tuple[int, str]] = set()
+    for chunk in chunks(list(image_ids)):
+        have.update((i, label) for i, label in session.execute(
+            select(PhotoTag.image_id, PhotoTag.label).where(PhotoTag.image_id.in_(chunk), PhotoTag.label.in_(spelled))))
+    rows = [{"image_id": i, "label": label} for i in image_ids for label in spelled if (i, label) not in have]
+    dialect.insert_missing(session, PhotoTag, rows)  # (a pair given meanwhile by another request is kept once)
+    return len(rows)
 
 
 def take_tags(session: Session, image_ids: Sequence[int], labels: Sequence[str]) -> int:
