@@ -62,5 +62,4 @@ def photos_of(sessions: sessionmaker[Session], month: str, filters: Filters, off
     start, end = month_range(month)
     with sessions() as session:
         rows = store.month_photos(session, start, end, filters, offset, limit)
-    return [DatedPhoto(i, Path(path).name, path, store.photo_date(taken, mtime_ns), duration is not None)
-            for i, path, taken, mtime_ns, duration in rows]
+    return [DatedPhoto(i, Path(path).name, path, shot_at, duration is not None) for i, path, shot_at, duration in rows]

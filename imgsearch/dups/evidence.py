@@ -130,7 +130,7 @@ def _exact_pairs(sessions: sessionmaker[Session], rows_by_id: dict,
 
 def _photo(row) -> Photo:  # SQLAlchemy row
     return Photo(row.id, row.path, row.width or 0, row.height or 0, row.size, int(row.exif_fields),
-                 store.photo_date(row.taken_at, row.mtime_ns), row.format, row.mtime_ns)
+                 row.shot_at, row.format, row.mtime_ns)
 
 
 def _in_scope(path: str, folders: Sequence[str]) -> bool:

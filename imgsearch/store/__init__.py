@@ -46,7 +46,6 @@ from imgsearch.store.images import (  # noqa: F401
     save_places,
     unplaced,
     paths_for,
-    photo_date,
     save_images,
     save_skipped,
     skipped_images,

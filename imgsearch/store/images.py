@@ -269,22 +269,21 @@ def month_counts(session: Session, filters: Filters) -> list[tuple[str, int]]:
 
 def month_photos(session: Session, start: datetime, end: datetime, filters: Filters, offset: int,
                  limit: int) -> list:
-    """Rows (id, path, taken_at, mtime_ns, duration_ms) of the photos dated in [start, end) that pass the filters,
-    newest first (ties by id), a page of them."""
+    """Rows (id, path, shot_at, duration_ms) of the photos dated in [start, end) that pass the filters, newest first
+    (ties by id), a page of them."""
     when = _when(session)
     return list(session.execute(
-        select(Image.id, Image.path, Image.taken_at, Image.mtime_ns, Image.duration_ms)
+        select(Image.id, Image.path, Image.shot_at, Image.duration_ms)
         .where(*_passing(filters, session), when >= start, when < end)
         .order_by(when.desc(), Image.id.desc()).offset(offset).limit(limit)))
 
 
 def dates_for(session: Session, ids: Sequence[int]) -> dict[int, datetime]:
-    """Date taken (else file time) of some images."""
+    """Date taken (else file time: the stored shot_at) of some indexed images."""
     out: dict[int, datetime] = {}
     for chunk in chunks(list(ids)):
-        for i, taken, mtime_ns in session.execute(
-                select(Image.id, Image.taken_at, Image.mtime_ns).where(Image.id.in_(chunk))):
-            out[i] = photo_date(taken, mtime_ns)
+        out.update((i, when) for i, when in session.execute(select(Image.id, Image.shot_at).where(Image.id.in_(chunk)))
+                   if when is not None)
     return out
 
 
@@ -312,10 +311,12 @@ def count_images(session: Session, root: str | None = None) -> dict[str, int]:
 
 
 def indexed_photos(session: Session) -> list:
-    """Rows (id, path, width, height, size, mtime_ns, content_hash, taken_at, format, exif_fields) of indexed images."""
+    """Rows (id, path, width, height, size, mtime_ns, content_hash, taken_at, shot_at, format, exif_fields) of indexed
+    images."""
     exif: ColumnElement[int] = literal(0)
     for column in (Image.taken_at, Image.camera_make, Image.camera_model, Image.gps_lat):
         exif = exif + case((column.is_(None), 0), else_=1)
     return list(session.execute(
         select(Image.id, Image.path, Image.width, Image.height, Image.size, Image.mtime_ns, Image.content_hash,
-               Image.taken_at, Image.format, exif.label("exif_fields")).where(Image.status == STATUS_INDEXED)))
+               Image.taken_at, Image.shot_at, Image.format, exif.label("exif_fields"))
+        .where(Image.status == STATUS_INDEXED)))
