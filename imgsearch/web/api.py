@@ -373,8 +373,6 @@ def _dups_body(report: DupReport) -> dict:
                            for b in report.borderline]}
 
 
-
-
 class _Chunks(io.RawIOBase):
     """Where a zip being streamed is written: what accumulates is taken away by `take` (zipfile needs only write and
     tell: an unseekable stream gets data descriptors)."""

@@ -3,6 +3,7 @@ rendered (Jinja2, autoescaped), so every state is a URL; app.js adds scrolling, 
 
 from __future__ import annotations
 
+import calendar
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -140,11 +141,7 @@ def _filters(state: dict) -> Filters:
 def _month(m) -> dict:  # a timeline Month
     """A month's heading: its key ('2024-05'), its name ('May 2024'), its year and photo count."""
     year, number = (int(part) for part in m.month.split("-"))
-    return {"key": m.month, "name": f"{MONTH_NAMES[number - 1]} {year}", "year": year, "count": m.count}
-
-
-MONTH_NAMES = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-               "November", "December")
+    return {"key": m.month, "name": f"{calendar.month_name[number]} {year}", "year": year, "count": m.count}
 
 
 def _state(params) -> dict:  # query parameters
