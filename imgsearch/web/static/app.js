@@ -62,6 +62,19 @@ async function api(url, options = {}) {
   return body;
 }
 
+function postJson(url, body) {  // a POST with a JSON body, answered as api() answers
+  return api(url, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+}
+
+function typedBack(question, count) {  // the number typed back: one click never acts on many at once
+  return (window.prompt(question) || "").trim() === String(count);
+}
+
+function notDone(problems) {  // what an action left alone, in a few words: " 2 not: a.jpg: why; b.jpg: why"
+  const failed = problems.map(([path, why]) => `${path.split("/").pop()}: ${why}`);
+  return failed.length ? ` ${failed.length} not: ${failed.slice(0, 3).join("; ")}${failed.length > 3 ? "; ..." : ""}` : "";
+}
+
 function message(text, bad = false) {
   let p = $("#dup-message") || $(".error") || $(".empty");
   if (!p) { p = document.createElement("p"); $("main").prepend(p); }
@@ -121,6 +134,7 @@ function pickBox(box) {
   pick.className = "pick-photo";
   pick.setAttribute("aria-label", "select this photo");
   pick.checked = selected.has(box.dataset.id);
+  box.classList.toggle("picked", pick.checked);  // a tile made again (a block filled anew, more results) shows it
   pick.addEventListener("click", (e) => {
     const tiles = [...document.querySelectorAll("#grid .tile")];
     const range = e.shiftKey && lastPicked ? [tiles.indexOf(lastPicked), tiles.indexOf(box)].sort((a, b) => a - b) : null;
@@ -168,20 +182,20 @@ function selection() {
   $("#set-aside").addEventListener("click", async () => {  // out of the library, journaled: Undo puts them back
     const ids = [...selected].map(Number);
     const ask = ids.length > HANDFUL;  // typed, as for duplicates: one click never moves a whole selection
-    if (ask && (window.prompt(`Type ${ids.length} to set ${ids.length} photos aside (moved out of the library).`) || "")
-      .trim() !== String(ids.length)) { message("Not confirmed: nothing was moved.", true); return; }
+    if (ask && !typedBack(`Type ${ids.length} to set ${ids.length} photos aside (moved out of the library).`, ids.length)) {
+      message("Not confirmed: nothing was moved.", true);
+      return;
+    }
     try {
-      const done = await api("/api/v1/set-aside", { method: "POST", headers: { "Content-Type": "application/json" },
-                                                    body: JSON.stringify({ ids, yes: ask }) });
+      const done = await postJson("/api/v1/set-aside", { ids, yes: ask });
       const gone = new Set(done.done.map((s) => String(s.image_id)));
       document.querySelectorAll(".tile").forEach((t) => { if (gone.has(t.dataset.id)) t.remove(); });
       clear();
-      const failed = done.problems.map(([path, why]) => `${path.split("/").pop()}: ${why}`);
       said.firstElementChild.textContent = `Set aside ${done.done.length} photo(s): moved out of the library.` +
-        (failed.length ? ` ${failed.length} not: ${failed.slice(0, 3).join("; ")}` : "");
+        notDone(done.problems);
       said.hidden = false;
       $("#undo-set-aside").hidden = false;
-      said.className = failed.length ? "error" : "message";
+      said.className = done.problems.length ? "error" : "message";
     } catch (e) { message(e.message, true); }
   });
   $("#tag-selection").addEventListener("click", async () => {  // "beach, sea, -city": add two, take one away
@@ -190,8 +204,7 @@ function selection() {
     if (!words.length) return;
     const add = words.filter((w) => !w.startsWith("-")), remove = words.filter((w) => w.startsWith("-")).map((w) => w.slice(1).trim());
     try {
-      const done = await api("/api/v1/tags", { method: "POST", headers: { "Content-Type": "application/json" },
-                                               body: JSON.stringify({ ids: [...selected].map(Number), add, remove }) });
+      const done = await postJson("/api/v1/tags", { ids: [...selected].map(Number), add, remove });
       said.firstElementChild.textContent = `Tagged: ${add.join(", ") || "nothing added"}` +
         (remove.length ? `; ${done.photos_that_lost_one} photo(s) lost ${remove.join(", ")}` : "") + ".";
       $("#undo-set-aside").hidden = true;
@@ -365,7 +378,6 @@ function timeline() {
                              `&inline=320` + (filters ? `&${filters}` : ""));
       if (block.dataset.state !== ticket) return;
       block.replaceChildren(...body.photos.map((p) => { const box = tile(p, "", 0); pickBox(box); return box; }));
-      block.querySelectorAll(".tile").forEach((t) => t.classList.toggle("picked", selected.has(t.dataset.id)));
       block.dataset.state = "filled";
       root.dispatchEvent(new CustomEvent("filled"));
     } catch (e) { message(e.message, true); }
@@ -471,9 +483,13 @@ const viewer = {
     this.gestures($(".lb-stage", box));
   },
 
-  neighbour(offset) {  // the tile `offset` away from the open photo's, in the grid's order
+  place(id) {  // the grid's tiles, and where the photo `id` is among them (-1: not in the page)
     const tiles = this.tiles();
-    const at = tiles.findIndex((t) => t.dataset.id === String(this.id));
+    return { tiles, at: tiles.findIndex((t) => t.dataset.id === String(id)) };
+  },
+
+  neighbour(offset) {  // the tile `offset` away from the open photo's, in the grid's order
+    const { tiles, at } = this.place(this.id);
     return at < 0 ? null : tiles[at + offset] || null;
   },
 
@@ -499,8 +515,8 @@ const viewer = {
     picture.src = this.preview(id, at);
     video.hidden = true;
     video.removeAttribute("src");
-    const tile = this.tiles().find((t) => t.dataset.id === this.id);
-    if (tile) tile.scrollIntoView({ block: "nearest" });  // the grid follows (and loads what comes next)
+    const { tiles, at: index } = this.place(this.id);
+    if (index >= 0) tiles[index].scrollIntoView({ block: "nearest" });  // the grid follows (and loads what comes next)
     this.buttons();
     for (const n of [this.neighbour(1), this.neighbour(-1)]) {  // the next pictures, fetched before they are asked for
       if (n) new Image().src = this.preview(n.dataset.id, this.tileTime(n));
@@ -534,10 +550,9 @@ const viewer = {
       return tr;
     }));
     $(".lb-similar", box).href = `/?q=like:${info.id}`;
-    const tile = this.tiles().find((t) => t.dataset.id === this.id);  // its page, in its place among the results
-    $(".lb-page", box).href = tile ? tile.querySelector(".open").href : `/photo/${info.id}`;
+    const { tiles, at } = this.place(this.id);  // its page, in its place among the results
+    $(".lb-page", box).href = at >= 0 ? tiles[at].querySelector(".open").href : `/photo/${info.id}`;
     $(".lb-original", box).href = `/api/v1/images/${info.id}/file`;
-    const tiles = this.tiles(), at = tiles.findIndex((t) => t.dataset.id === this.id);
     const month = $(`#m-${(info.date || "").slice(0, 7)}`);
     if (at < 0 && month) month.scrollIntoView();  // opened from a link: the timeline goes to the photo's month
     const more = $("#grid") && $("#grid").dataset.next ? "+" : "";  // results still to load
@@ -567,8 +582,8 @@ const viewer = {
       url.searchParams.delete("view");
       history.replaceState(null, "", url);
     }
-    const tile = this.tiles().find((t) => t.dataset.id === id);
-    if (tile) { tile.querySelector(".open").focus({ preventScroll: true }); tile.scrollIntoView({ block: "nearest" }); }
+    const { tiles, at } = this.place(id);
+    if (at >= 0) { tiles[at].querySelector(".open").focus({ preventScroll: true }); tiles[at].scrollIntoView({ block: "nearest" }); }
   },
 
   reset() { this.zoom = 1; this.x = this.y = 0; this.apply(); },
@@ -837,17 +852,16 @@ async function duplicates() {
     const verb = action === "move" ? "move aside the copies in" : "link the exact copies in";
     const ask = warnings.length || chosen.length > HANDFUL;
     if (ask) {  // typed, so one click on "Select all" can never act on a whole library
-      const typed = window.prompt(`${warnings.join(" ")}\n\nType ${chosen.length} to ${verb} ${chosen.length} group(s).`);
-      if ((typed || "").trim() !== String(chosen.length)) { message("Not confirmed: nothing was changed.", true); return; }
+      if (!typedBack(`${warnings.join(" ")}\n\nType ${chosen.length} to ${verb} ${chosen.length} group(s).`, chosen.length)) {
+        message("Not confirmed: nothing was changed.", true);
+        return;
+      }
     }
     const body = { action, groups: chosen, keep: [...keep.values()], tier: tiers(), yes: Boolean(ask) };
     try {
-      const done = await api("/api/v1/dups/actions", { method: "POST", headers: { "Content-Type": "application/json" },
-                                                         body: JSON.stringify(body) });
-      const failed = done.problems.map(([path, why]) => `${path.split("/").pop()}: ${why}`);
+      const done = await postJson("/api/v1/dups/actions", body);
       message(`Done: ${done.done.length} file(s) ${action === "move" ? "moved aside" : "linked"}. Undo puts them back.` +
-              (failed.length ? ` ${failed.length} not: ${failed.slice(0, 3).join("; ")}${failed.length > 3 ? "; ..." : ""}` : ""),
-              failed.length > 0);
+              notDone(done.problems), done.problems.length > 0);
       keep.clear();
       await load();
     } catch (e) { message(e.message, true); }
