@@ -219,11 +219,12 @@ def scale(lib, sizes: list[int], k: int) -> None:
         t0 = time.perf_counter()
         cand = vector_neighbours(v, rows, k)
         t1 = time.perf_counter()
-        cand = np.concatenate([cand, hash_neighbours(c, rows, k, 14)])
+        cand = np.concatenate([cand, hash_neighbours(c, rows, k, 14, crops=True)])
         t2 = time.perf_counter()
         t = DupThresholds()  # and what the pair cache keeps (see imgsearch.dups.evidence)
         pairs = score_pairs(np.arange(n, dtype=np.int64), v, c, np.ones(n, dtype=bool), cand,
-                            min(t.edited_cosine, t.similar_cosine) - 0.05, t.near_hamming + 4, t.near_cosine - 0.05)
+                            min(t.edited_cosine, t.similar_cosine) - 0.05, t.near_hamming + 4, t.near_cosine - 0.05,
+                            max_crop=t.near_crop)
         t3 = time.perf_counter()
         vectors, each = {i: v[i] for i in range(n)}, {i: pictures[i] for i in range(n)}
         default = group_pairs(pairs, t, ("exact", "near"), vectors, 50, pictures=each)

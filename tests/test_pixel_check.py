@@ -159,3 +159,37 @@ def test_a_trim_whose_colours_differ_inside_is_not_a_copy(tmp_path: Path) -> Non
     cells = moved[-48:].reshape(4, 4, 3)
     moved[-48:] = np.roll(cells, 2, axis=(0, 1)).ravel()  # the colours elsewhere: the garment's where the floor was
     assert not same_picture(pa, moved, transform, bar)
+
+
+def test_a_trimmed_copy_is_proposed_by_its_originals_inner_crop(tmp_path: Path) -> None:
+    """A 90% crop's whole picture can be as far from its original's as a different photo's (20+ coarse bits); the
+    original's inner crop nearest to it is a few bits away. The candidate search queries the inner crops too, and
+    the scoring keeps a pair whose crop hashes are close, so such a copy reaches the pixel check at all."""
+    from imgsearch.dups.candidates import hash_neighbours, score_pairs
+
+    rng = np.random.default_rng(3)
+    originals = photos(24)
+    paths = list(originals)
+    for n, original in enumerate(originals):
+        img = Image.open(original).convert("RGB")
+        w, h = img.width * 9 // 10, img.height * 9 // 10
+        x, y = int(rng.integers(0, img.width - w + 1)), int(rng.integers(0, img.height - h + 1))
+        paths.append(tmp_path / f"crop-{n}.jpg")
+        img.crop((x, y, x + w, y + h)).save(paths[-1], quality=92)
+    code_matrix = np.stack([codes(p)[0] for p in paths])
+    rows = np.arange(len(paths))
+    wanted = {(n, n + len(originals)) for n in range(len(originals))}
+    t = DupThresholds()
+    bits = t.near_hamming + 4  # what the pair cache keeps (imgsearch.dups.evidence)
+
+    def found(pairs: np.ndarray) -> set[tuple[int, int]]:
+        return {(min(a, b), max(a, b)) for a, b in pairs.tolist()}
+
+    whole_only = found(hash_neighbours(code_matrix, rows, 32, bits))
+    with_crops = found(hash_neighbours(code_matrix, rows, 32, bits, crops=True))
+    assert wanted <= with_crops
+    assert wanted - whole_only, "every copy here was close as a whole: the test shows nothing"
+    scored = score_pairs(rows, np.ones((len(paths), 1), np.float32), code_matrix, np.ones(len(paths), bool),
+                         np.array(sorted(with_crops)), min_cosine=2.0, max_hamming=bits, max_crop=t.near_crop)
+    kept = set(zip(scored.a.tolist(), scored.b.tolist()))
+    assert wanted <= kept

@@ -10,11 +10,16 @@ import numpy as np
 
 from imgsearch.vectors.params import nlist_for
 from imgsearch.dups.hashing import hash_distances
-from imgsearch.images.fingerprint import COARSE_BYTES, TRANSFORMS
+from imgsearch.images.fingerprint import COARSE_BYTES, ROWS, TRANSFORMS
 
 BINARY_EXACT_MAX = 20_000  # hashes searched exhaustively up to here, with a binary IVF beyond
 BINARY_NPROBE = 16  # lists of the binary IVF visited per query: at 100k, 10x faster than an HNSW (efSearch 128) and
 # as many pairs within the cache's bits, every near copy among them (bench/dups_eval.py)
+# Inner-crop queries (a trimmed copy's whole picture is within a few bits of one of its original's inner crops: 10 at
+# most on the labelled set, against up to 32 between the whole pictures): these many neighbours within these bits,
+# in these many lists. Tight, as 14 queries a photo are; a photo's own crops are near it whole, so looser bars send
+# every photo's look-alikes to the (slower) trimmed-copy check.
+CROP_NEIGHBOURS, CROP_HAMMING, CROP_NPROBE = 4, 12, 4
 
 
 VECTOR_EXACT_MAX = 20_000  # vectors searched exhaustively up to here, with IVF (exact distances) beyond
@@ -141,14 +146,17 @@ def vector_neighbours(vectors: np.ndarray, rows: np.ndarray, k: int,
 
 
 def hash_neighbours(codes: np.ndarray, rows: np.ndarray, k: int, max_hamming: int,
-                    advance: Callable[[int], None] = lambda n: None) -> np.ndarray:
+                    advance: Callable[[int], None] = lambda n: None, crops: bool = False) -> np.ndarray:
     """(row, neighbour row) pairs, (m, 2), within max_hamming of any flip/rotation of `rows` (FAISS binary index);
-    `advance` is told how many rows each step searched."""
+    with `crops`, also of any of their inner crops (a trimmed copy's whole picture is one of its original's inner
+    crops: the whole pictures are far apart, up to 32 bits, their crop and whole picture a few bits). `advance` is
+    told how many rows each step searched."""
     n = len(codes)
     if n < 2 or not len(rows):
         return NO_PAIRS
     base = np.ascontiguousarray(codes[:, 0, :COARSE_BYTES])
     bits = COARSE_BYTES * 8
+    ivf = None
     if n <= BINARY_EXACT_MAX:
         index: faiss.IndexBinary = faiss.IndexBinaryFlat(bits)
     else:  # lists by k-means over the codes: a near copy's code sits in its original's list or a close one
@@ -156,26 +164,33 @@ def hash_neighbours(codes: np.ndarray, rows: np.ndarray, k: int, max_hamming: in
         ivf = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(bits), bits, nlist)
         sample = np.random.default_rng(0).choice(n, size=min(n, 64 * nlist), replace=False)
         ivf.train(base[np.sort(sample)])
-        ivf.nprobe = min(nlist, BINARY_NPROBE)
         index = ivf
     index.add(base)
     rows = np.asarray(rows, dtype=np.int64)
+    passes = [(slice(0, len(TRANSFORMS)), BINARY_NPROBE, k, max_hamming)]
+    if crops:
+        passes.append((slice(len(TRANSFORMS), ROWS), CROP_NPROBE, CROP_NEIGHBOURS, min(max_hamming, CROP_HAMMING)))
     parts = []
     for lo in range(0, len(rows), QUERY_CHUNK):
         chunk = rows[lo:lo + QUERY_CHUNK]
-        queries = np.ascontiguousarray(codes[chunk][:, :len(TRANSFORMS), :COARSE_BYTES].reshape(-1, COARSE_BYTES))
-        dist, found = index.search(queries, min(k + 1, n))
-        parts.append(_row_pairs(np.repeat(chunk, len(TRANSFORMS)), found, dist <= max_hamming))
+        for which, nprobe, neighbours, bits_within in passes:
+            if ivf is not None:
+                ivf.nprobe = min(ivf.nlist, nprobe)
+            queries = np.ascontiguousarray(codes[chunk][:, which, :COARSE_BYTES])
+            per_row = queries.shape[1]
+            dist, found = index.search(queries.reshape(-1, COARSE_BYTES), min(neighbours + 1, n))
+            parts.append(_row_pairs(np.repeat(chunk, per_row), found, dist <= bits_within))
         advance(len(chunk))
     return np.concatenate(parts)
 
 
 def score_pairs(ids: np.ndarray, vectors: np.ndarray, codes: np.ndarray | None, has_code: np.ndarray | None,
                 row_pairs: np.ndarray, min_cosine: float = -1.0, max_hamming: int = -1,
-                hashed_min_cosine: float = -1.0, chunk: int = 65_536) -> PairTable:
+                hashed_min_cosine: float = -1.0, chunk: int = 65_536, max_crop: int = -1) -> PairTable:
     """Exact evidence for candidate (row, row) pairs: the stored vectors' cosine and the pHash distances
-    over the 8 flips/rotations. Kept: pairs at `min_cosine` or above, and pairs within `max_hamming`
-    coarse bits at `hashed_min_cosine` or above. Vectorised, in chunks."""
+    over the 8 flips/rotations and the inner crops. Kept: pairs at `min_cosine` or above, and pairs within
+    `max_hamming` coarse bits or `max_crop` crop bits (fine, of 256) at `hashed_min_cosine` or above. Vectorised,
+    in chunks."""
     rows = np.asarray(row_pairs, dtype=np.int64).reshape(-1, 2).copy()
     if not len(rows):
         return PairTable.empty()
@@ -194,7 +209,7 @@ def score_pairs(ids: np.ndarray, vectors: np.ndarray, codes: np.ndarray | None, 
             coded = has_code[r] & has_code[s]
             distances = hash_distances(codes[r], codes[s])
             coarse, tr, fine, crop = (np.where(coded, d, NONE).astype(np.int16) for d in distances)
-            keep |= coded & (coarse <= max_hamming) & (cos >= hashed_min_cosine)
+            keep |= coded & ((coarse <= max_hamming) | ((crop >= 0) & (crop <= max_crop))) & (cos >= hashed_min_cosine)
         n = int(keep.sum())
         parts.append(PairTable(ids[r[keep]], ids[s[keep]], cos[keep], coarse[keep], tr[keep], fine[keep], crop[keep],
                                np.zeros(n, dtype=bool), np.full(n, NONE, dtype=np.int32),

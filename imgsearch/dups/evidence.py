@@ -147,10 +147,10 @@ def _candidates(ids: np.ndarray, matrix: np.ndarray, code_matrix: np.ndarray, ha
     if len(coded):
         local = np.full(len(ids), -1, dtype=np.int64)
         local[coded] = np.arange(len(coded))
-        hits = hash_neighbours(code_matrix[coded], local[queries], k, floor["hamming"], progress.advance)
+        hits = hash_neighbours(code_matrix[coded], local[queries], k, floor["hamming"], progress.advance, crops=True)
         candidate_rows = np.concatenate([candidate_rows, coded[hits]])
     return score_pairs(ids, matrix, code_matrix, has_code, candidate_rows, floor["cosine"], floor["hamming"],
-                       floor["hashed_cosine"])
+                       floor["hashed_cosine"], max_crop=floor["crop"])
 
 
 def gather(sessions: sessionmaker[Session], model: Model, options: DupOptions, cache_dir: Path,
@@ -177,9 +177,11 @@ def gather(sessions: sessionmaker[Session], model: Model, options: DupOptions, c
     need_cos = min(thresholds.edited_cosine, thresholds.similar_cosine)
     full_scan = (options.rescan or cached is None or floor.get("cosine", 2.0) > need_cos
                  or floor.get("hashed_cosine", 2.0) > thresholds.near_cosine
-                 or floor.get("hamming", -1) < thresholds.near_hamming or floor.get("k", 0) < options.neighbours)
+                 or floor.get("hamming", -1) < thresholds.near_hamming or floor.get("crop", -1) < thresholds.near_crop
+                 or floor.get("k", 0) < options.neighbours)
     if full_scan or cached is None:  # (cached is None makes a full scan: said twice for the type checker)
         floor = {"cosine": round(need_cos - FLOOR_MARGIN, 4), "hamming": thresholds.near_hamming + 4,
+                 "crop": thresholds.near_crop,
                  "hashed_cosine": round(thresholds.near_cosine - FLOOR_MARGIN, 4), "k": options.neighbours}
         rescan_ids = ids
     else:
