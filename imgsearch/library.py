@@ -11,7 +11,7 @@ import os
 import shutil
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -91,6 +91,7 @@ class Library:
         self.read_only = read_only  # on a read-only disk, or without write permission: search works, writes refused
         self.engine = db.make_engine(database or self.db_path, read_only and database is None)
         self.sessions = db.session_factory(self.engine)
+        self._reads = db.reading_factory(self.engine)
         self.encoders = Encoders(runtimes.default_exports_dir(), encoder_loader)
         self._indexes = IndexCache(self.sessions, self.index_dir)
         self.thumbnails = Thumbnails(self.sessions, path / THUMB_DIRNAME, writable=not read_only)
@@ -147,10 +148,11 @@ class Library:
             return self.encoder(model)
         return self._checked_encoder(self._model_row(None), None)
 
-    def _model_row(self, spec: ModelSpec | None) -> Model:
-        """The model to search with: the given one, else the most recently indexed one with vectors."""
-        with self.session() as session:
-            models = store.models_with_vectors(session)
+    def _model_row(self, spec: ModelSpec | None, session: Session | None = None) -> Model:
+        """The model to search with: the given one, else the most recently indexed one with vectors (read in
+        `session` when given)."""
+        with nullcontext(session) if session is not None else self.session() as reading:
+            models = store.models_with_vectors(reading)
         if not models:
             raise NothingIndexedError(f"nothing is indexed in {self.path} yet: run `imgsearch index FOLDER` first.")
         if spec is None:
@@ -263,12 +265,13 @@ class Library:
                model: ModelSpec | None = None, allow_urls: bool = True) -> list[SearchResult]:
         """Rank the library for a combination of text and image terms, with filters and paging (image URLs are
         fetched only when `allow_urls`)."""
-        row = self._model_row(model)
-        index: Callable[[], VectorIndex] = lambda: self._indexes.get(row.id, row.generation)  # noqa: E731
-        if not self._indexes.loaded(row.id):  # a cold process: read the index while the query is embedded
-            index = in_background(index)
-        return searcher.search(self.sessions, row, lambda: self._checked_encoder(row, model), index, terms, options,
-                               allow_urls)
+        with self._reads() as session:  # one session, the model's row included: each costs round trips on PostgreSQL
+            row = self._model_row(model, session)
+            index: Callable[[], VectorIndex] = lambda: self._indexes.get(row.id, row.generation)  # noqa: E731
+            if not self._indexes.loaded(row.id):  # a cold process: read the index while the query is embedded
+                index = in_background(index)
+            return searcher.search(self.sessions, row, lambda: self._checked_encoder(row, model), index, terms,
+                                   options, allow_urls, session)
 
     def similar(self, image_id: int, options: SearchOptions = SearchOptions(),
                 model: ModelSpec | None = None) -> list[SearchResult]:

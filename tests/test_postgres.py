@@ -282,6 +282,38 @@ def test_serving_goes_on_after_a_server_restart(tmp_path: Path, pics: Path, fake
         server.stop()
 
 
+def test_a_server_restarted_between_two_searches_is_not_noticed(tmp_path: Path, pics: Path, fake_loader,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pooled connection idle for a while is checked before use (a connection used a moment ago is not: see
+    dialect.PING_AFTER_IDLE_S, here 0 so that the test does not depend on how long a restart takes): the search
+    after a restart gets a new connection instead of an error. And searches read without BEGIN/ROLLBACK."""
+    from imgsearch.store import dialect
+    from imgsearch.search.query import Term
+
+    monkeypatch.setattr(dialect, "PING_AFTER_IDLE_S", 0.0)
+    server = PostgresServer()
+    server.start()
+    try:
+        url = server.create_database("photos")
+        with Library.open(tmp_path / "lib", create=True, encoder_loader=fake_loader, db_url=url) as lib:
+            lib.index([pics], FAKE, IndexSettings(workers=0))
+            before = [r.path for r in lib.search([Term(1.0, "text", "red")])]
+            server.stop(mode="fast", remove=False)
+            server.restart()
+            assert [r.path for r in lib.search([Term(1.0, "text", "red")])] == before and before
+            sent: list[str] = []
+            from sqlalchemy import event
+
+            def seen(conn, _cursor, statement, *_):  # each statement, and whether psycopg will send a BEGIN first
+                sent.append(f"{'autocommit' if conn.connection.dbapi_connection.autocommit else 'BEGIN'}: {statement}")
+
+            event.listen(lib.engine, "before_cursor_execute", seen)
+            lib.search([Term(1.0, "text", "red")])
+            assert sent and all(q.startswith("autocommit: SELECT") for q in sent), sent
+    finally:
+        server.stop()
+
+
 def test_an_idle_session_timeout_does_not_end_the_writer_lock(tmp_path: Path, pics: Path, postgres: PostgresServer,
                                                               fake_loader) -> None:
     """A server with idle_session_timeout ends connections that wait: the one holding the writer lock only waits, so

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +34,9 @@ CACHE_WRITE_WAIT_MS = 200  # a search waits this long for an indexer's write loc
 
 def search(sessions: sessionmaker[Session], row: Model, encoder: Callable[[], Encoder],
            index: Callable[[], VectorIndex], terms: Sequence[Term], options: SearchOptions,
-           allow_urls: bool = True) -> list[SearchResult]:
-    """Rank the library for a combination of text and image terms, with filters and paging.
+           allow_urls: bool = True, session: Session | None = None) -> list[SearchResult]:
+    """Rank the library for a combination of text and image terms, with filters and paging (read in `session`
+    when given, else in a session of its own).
 
     `encoder` and `index` are called only when needed: a cached text query loads no model. Query images
     given by file or id are left out of their own results. `allow_urls` False refuses URL terms (a server
@@ -45,7 +47,7 @@ def search(sessions: sessionmaker[Session], row: Model, encoder: Callable[[], En
         raise UsageError("image URLs are not fetched here: download the image and give it as a file", "query")
     # one session (one pooled connection, one transaction) for the whole search: on PostgreSQL each session costs
     # round trips of its own (the connection check, BEGIN, ROLLBACK), more than the search's few short queries
-    with sessions() as session:
+    with nullcontext(session) if session is not None else sessions() as session:
         query = combine(query_vectors(sessions, row, encoder, terms, session), [t.weight for t in terms])
         _check_filters(session, options.filters)
         exclude = {i for t in terms if t.kind == "image"

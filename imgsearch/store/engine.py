@@ -77,6 +77,13 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+def reading_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for a few reads that write nothing, each statement on its own (autocommit): no BEGIN and ROLLBACK
+    round trips on PostgreSQL. They see what a transaction would: PostgreSQL's default isolation (read committed)
+    gives each statement its own snapshot anyway, and SQLite's driver begins transactions for writes only."""
+    return sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False)
+
+
 def _alembic_config() -> "Config":
     from alembic.config import Config
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from typing import Any
 
@@ -83,8 +83,10 @@ def known_files(session: Session, roots: Sequence[str]) -> dict[str, KnownFile]:
 
 
 def _image_values(record: ImageRecord) -> dict:
-    return {**asdict(record), "shot_at": photo_date(record.taken_at, record.mtime_ns), "status": STATUS_INDEXED,
-            "skip_reason": None, "updated_at": utc_now()}
+    # a shallow copy of the fields: dataclasses.asdict deep-copies each value, and took half of a bulk write's time
+    values = {f.name: getattr(record, f.name) for f in fields(record)}
+    return values | {"shot_at": photo_date(record.taken_at, record.mtime_ns), "status": STATUS_INDEXED,
+                     "skip_reason": None, "updated_at": utc_now()}
 
 
 def save_images(session: Session, items: Sequence[tuple[ImageRecord, int | None]]) -> tuple[list[int], bool]:

@@ -146,11 +146,15 @@ def save_vectors(session: Session, model_id: int, image_ids: Sequence[int], vect
     """Store one model's vectors for these images (replacing any) and advance the model's generation;
     the vectors carry the new generation, so an index knows which ones it has not seen."""
     generation = generation_of(session, model_id) + 1
-    for chunk in chunks(list(image_ids)):
-        session.execute(delete(Embedding).where(Embedding.model_id == model_id, Embedding.image_id.in_(chunk)))
     blobs = np.asarray(vectors, dtype=np.float16)
-    dialect.bulk_insert(session, Embedding, [{"image_id": i, "model_id": model_id, "vector": blobs[n].tobytes(),
-                                              "generation": generation} for n, i in enumerate(image_ids)])
+    rows = [{"image_id": i, "model_id": model_id, "vector": blobs[n].tobytes(), "generation": generation}
+            for n, i in enumerate(image_ids)]
+    if dialect.name_of(session) == dialect.POSTGRESQL:
+        dialect.copy_upsert(session, Embedding, rows, keys=("image_id", "model_id"))
+    else:
+        for chunk in chunks(list(image_ids)):
+            session.execute(delete(Embedding).where(Embedding.model_id == model_id, Embedding.image_id.in_(chunk)))
+        dialect.bulk_insert(session, Embedding, rows)
     session.execute(update(Model).where(Model.id == model_id).values(generation=generation))
 
 
