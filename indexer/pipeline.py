@@ -133,7 +133,7 @@ def executor_for(encoder: Encoder, settings: IndexSettings) -> Executor:
 
     info = encoder.info
     return RayExecutor(ModelSpec(info.name, info.pretrained), info.key, info.dim, info.geometry, settings,
-                       RaySettings(settings.ray, settings.gpus_per_worker))
+                       RaySettings(settings.ray, settings.gpus_per_worker), encoder.folder)
 
 
 def _plan(sessions: sessionmaker[Session], roots: Sequence[str], settings: IndexSettings,

@@ -131,7 +131,9 @@ def test_a_stripped_raw_shows_its_preview_or_is_skipped_in_words(tmp_path: Path)
         assert img.size == (48, 32), photo
 
 
-def test_a_broken_raw_is_skipped_with_its_reason_in_words(tmp_path: Path) -> None:
+def test_a_broken_raw_is_skipped_with_its_reason_in_words(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    """...and LibRaw's own line ("unknown file: Unexpected end of file", printed by its C code on the process's
+    stderr) does not reach the terminal: the skip reason says it, attributed to the file."""
     from imgsearch.errors import ImageError
 
     whole = write_dng(tmp_path / "whole.dng", np.asarray(split(96, 64))).read_bytes()
@@ -146,6 +148,8 @@ def test_a_broken_raw_is_skipped_with_its_reason_in_words(tmp_path: Path) -> Non
                                   "header says)")
     assert reasons["fake.nef"].startswith("cannot decode RAW: not a RAW file LibRaw reads")
     assert not any("Error" in r or "b'" in r for r in reasons.values())  # no exception class names, no C bytes
+    print("a line of this process's own", file=sys.stderr, flush=True)
+    assert capfd.readouterr().err == "a line of this process's own\n"  # LibRaw's lines held back, no one else's
 
 
 def scenes() -> list[tuple[float, Image.Image]]:

@@ -69,12 +69,41 @@ def test_the_ray_executor_builds_the_same_library_as_the_local_one(tmp_path: Pat
     assert (ray_run.new, ray_run.skipped, ray_run.indexed_total) == (local.new, local.skipped, local.indexed_total) \
         == (241, 1, 242)  # 240 photos and a video (2 frames in the index), one broken file
     assert ray_run.skipped_now == local.skipped_now
-    assert ray_run.executor == "a Ray cluster of 1 node" and local.executor.startswith("this machine (PyTorch ")
+    assert ray_run.executor.startswith("a Ray cluster of 1 node (PyTorch ") and local.executor.startswith("this machine (PyTorch ")
     assert found[0].keys() == found[1].keys()
     cosines = [float(found[0][k] @ found[1][k]) for k in found[0]]
     assert min(cosines) >= 0.9999, min(cosines)
     with Library.open(tmp_path / "ray") as lib:
-        assert lib.status().last_run["executor"] == "a Ray cluster of 1 node"
+        assert lib.status().last_run["executor"] == ray_run.executor
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "openvino"])
+def test_ray_workers_encode_with_the_drivers_export(tmp_path: Path, local_ray, trained_model_dir: Path, runtime: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CPU cluster gets the exported runtime's speed: the driver exports (and gates) the model once, the actors
+    open that export, and say so; int8 (whose vectors differ from PyTorch's measurably) gives the local int8 run's
+    vectors, not PyTorch's."""
+    from imgsearch.models import runtimes
+    from imgsearch.config import Precision
+
+    monkeypatch.setenv("IMGSEARCH_CACHE", str(tmp_path / "cache"))
+    pics = derived_photos(tmp_path / "pics", 48)
+    spec = ModelSpec(f"local-dir:{trained_model_dir}", None)
+    found, reports = {}, {}
+    for name, settings in (("torch", IndexSettings(workers=0, runtime="torch")),
+                           ("local", IndexSettings(workers=0, runtime=runtime, precision=Precision.INT8)),
+                           ("ray", IndexSettings(ray="local", runtime=runtime, precision=Precision.INT8))):
+        with Library.open(tmp_path / name, create=True) as lib:
+            reports[name] = lib.index([pics], spec, settings)
+            found[name] = _vectors(lib)
+    used = f"{runtimes.display_name(runtime)} {runtimes.version(runtime)} int8"
+    assert reports["local"].executor == f"this machine ({used})", reports["local"].executor
+    assert reports["ray"].executor == f"a Ray cluster of 1 node ({used})", reports["ray"].executor
+    assert reports["ray"].new == reports["local"].new == 48
+    same = [float(found["local"][k] @ found["ray"][k]) for k in found["local"]]
+    off_torch = [float(found["torch"][k] @ found["ray"][k]) for k in found["torch"]]
+    assert min(same) >= 0.99999, min(same)  # the one export, run alike
+    assert min(off_torch) < min(same), (min(off_torch), min(same))  # ...not PyTorch
 
 
 def _vectors(lib: Library) -> dict[str, np.ndarray]:

@@ -9,6 +9,14 @@ loader's pool), never in a process forked after rawpy ran.
 from __future__ import annotations
 
 import io
+import logging
+import os
+import re
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 from PIL import Image
@@ -23,9 +31,53 @@ _FLIP = {3: Image.Transpose.ROTATE_180, 5: Image.Transpose.ROTATE_90, 6: Image.T
 MAX_HEADER = 512 << 10  # IFD0 and the EXIF and GPS directories sit near the start; no need to copy all of it
 
 
+# LibRaw's default data-error callback prints these on the process's stderr ("unknown file: ..." for a file read
+# from memory); rawpy offers no hook for them.
+_LIBRAW_LINE = re.compile(r"^(.*): (Unexpected end of file|data corrupted at -?\d+)$")
+_STDERR = threading.Lock()  # fd 2 is the process's: one capture at a time
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def _libraw_lines(said: list[str]) -> Iterator[None]:
+    """Capture file descriptor 2 while LibRaw runs: its data-error lines go into `said` (the caller words a skip
+    reason, or logs them when the file decoded anyway) instead of reaching the terminal unattributed; anything else
+    written meanwhile is passed on to stderr."""
+    with _STDERR:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+                sink.seek(0)
+                text = sink.read().decode("utf-8", "replace")
+    others = []
+    for line in text.splitlines():
+        found = _LIBRAW_LINE.match(line)
+        if found:
+            said.append(found.group(2))
+        else:
+            others.append(line)
+    if others:
+        os.write(2, ("\n".join(others) + "\n").encode())
+
+
 def open_raw(data: bytes | bytearray, max_pixels: int, min_side: int) -> tuple[Image.Image, ImageInfo]:
     """An upright RGB image of a RAW file with its shorter side at least `min_side` when the file allows,
     and its metadata (full-resolution size, date, camera, GPS where the RAW's TIFF header has them)."""
+    said: list[str] = []
+    with _libraw_lines(said):
+        img, info = _open_raw(data, max_pixels, min_side)
+    if said:  # decoded all the same (LibRaw fills what it could not read)
+        log.info("LibRaw: %s", "; ".join(dict.fromkeys(said)))
+    return img, info
+
+
+def _open_raw(data: bytes | bytearray, max_pixels: int, min_side: int) -> tuple[Image.Image, ImageInfo]:
     import rawpy
 
     try:

@@ -82,10 +82,11 @@ class Encoders:
                      progress: Progress | None) -> tuple[Encoder, list[str]]:
         """The encoder of an index run, with warnings for its report."""
         runtimes.check(settings.runtime, settings.precision)
-        if not self._own or settings.ray:
+        on_gpus = bool(settings.ray) and settings.gpus_per_worker > 0  # a cluster's GPU actors: PyTorch on CUDA
+        if not self._own or on_gpus:
             asked = settings.runtime not in (None, Runtime.TORCH) or settings.precision != Precision.FP32
-            return self.get(spec), ["a Ray cluster's workers encode with PyTorch: the runtime and precision asked "
-                                    "for apply to runs on this machine only"] if settings.ray and asked else []
+            return self.get(spec), ["a Ray cluster's GPU workers encode with PyTorch: the runtime and precision "
+                                    "asked for apply to CPU workers and this machine only"] if on_gpus and asked else []
         from imgsearch.models.sources import resolve_source
 
         src = resolve_source(spec)
@@ -109,7 +110,9 @@ class Encoders:
             encoder = torch_encoder()
             return encoder if encoder.device == "cpu" else OpenClipEncoder.load(spec, device="cpu", precision=Precision.FP32)
 
-        chosen, notes = encoder_for_indexing(src.key, default_device(), self.exports_dir, settings.runtime,
+        # a CPU cluster's actors run what this machine would on its CPU: the export made (and gated) here, once
+        device = "cpu" if settings.ray else default_device()
+        chosen, notes = encoder_for_indexing(src.key, device, self.exports_dir, settings.runtime,
                                              settings.precision, [Path(f) for f in folders], progress or SilentProgress(),
                                              torch_encoder, cpu_encoder)
         self._exported.forget(src.key)

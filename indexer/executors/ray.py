@@ -9,6 +9,9 @@ format, skip reason and video frame list comes back as the local pipeline makes 
 node that dies; the driver writes each file once (a repeat of a retried block is dropped).
 
 Every node must see the photos and the model at the same paths (a shared mount), and have imgsearch installed.
+When the run encodes with an export (OpenVINO or ONNX Runtime: made once, and checked by the fidelity gate, by the
+driver), the actors open that same export folder (the exports cache at the same path on every node) with the same
+runtime; each batch says what encoded it, and the run's summary says so.
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ import pickle
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
 from imgsearch.config import IndexSettings, ModelSpec
-from imgsearch.errors import ClusterError, ImgSearchError, MissingExtraError
+from imgsearch.errors import ClusterError, ImgSearchError, MissingExtraError, ModelLoadError
 from imgsearch.images.decode import Decoded, default_pixel_limit
 from imgsearch.images.loader import StageTimes, decode_files
 from imgsearch.models.embed import Batch, encode_batch
@@ -80,11 +84,21 @@ class _Encode:
 
     spec: ModelSpec
     key: str
+    export: Path | None  # the driver's export folder, when it encodes with one
 
     def __init__(self) -> None:
         from imgsearch.models.encoder import load_encoder
+        from imgsearch.models.runtimes import ExportedEncoder
 
         spec, key = self.spec, self.key
+        if self.export is not None:
+            try:
+                self.encoder = ExportedEncoder.from_folder(self.export, key, spec.name, spec.pretrained)
+            except (ModelLoadError, ImportError, OSError) as exc:
+                raise ClusterError(f"the exported model {self.export} cannot be used on {os.uname().nodename} "
+                                   f"({exc}): every node needs the exports folder at the same path and the same "
+                                   "runtime installed, or index with {param} torch.", "runtime") from exc
+            return
         self.encoder = load_encoder(spec)
         if self.encoder.device == "cpu":
             import torch
@@ -109,20 +123,24 @@ class _Encode:
         light = [pickle.dumps(replace(i, pixels=np.zeros(0, np.uint8)) if isinstance(i, Decoded) else i)
                  for i in items]
         return {"path": batch["path"], "item": np.array(light, dtype=object),
-                "vectors": np.array(vectors, dtype=object)}
+                "vectors": np.array(vectors, dtype=object),
+                "encoder": np.array([self.encoder.describe()] * len(items), dtype=object)}
 
 
 class RayExecutor:
     """Decode and encode on a Ray cluster; `embed` yields the same Batches the local executor does."""
 
     def __init__(self, spec: ModelSpec, key: str, dim: int, geometry, settings: IndexSettings,
-                 ray_settings: RaySettings) -> None:
+                 ray_settings: RaySettings, export: Path | None = None) -> None:
         self.spec, self.key, self.dim, self.geometry = spec, key, dim, geometry
-        self.settings, self.ray_settings = settings, ray_settings
+        self.settings, self.ray_settings, self.export = settings, ray_settings, export
         self.nodes = 0
+        self.encoded_by: set[str] = set()  # what the actors said they encoded with
 
     def describe(self) -> str:
-        return f"a Ray cluster of {self.nodes} node{'s' if self.nodes != 1 else ''}"
+        """"a Ray cluster of 2 nodes (OpenVINO 2026.4.1 fp32)": the runtime as the actors reported it."""
+        used = f" ({', '.join(sorted(self.encoded_by))})" if self.encoded_by else ""
+        return f"a Ray cluster of {self.nodes} node{'s' if self.nodes != 1 else ''}{used}"
 
     def embed(self, paths: Sequence[str], times: StageTimes) -> Iterator[Batch]:
         started = connect(self.ray_settings.address)
@@ -147,7 +165,7 @@ class RayExecutor:
             ds = ds.map_batches(_decode, fn_kwargs={"geometry": self.geometry, "max_pixels": max_pixels,
                                                     "sampling": self.settings.video},
                                 batch_size=DECODE_CHUNK, batch_format="numpy", num_cpus=1)
-            encode = type("Encode", (_Encode,), {"spec": self.spec, "key": self.key})
+            encode = type("Encode", (_Encode,), {"spec": self.spec, "key": self.key, "export": self.export})
             ds = ds.map_batches(encode, batch_size=batch_size,
                                 batch_format="numpy", num_gpus=gpus or None, num_cpus=0 if gpus else 1,
                                 compute=ray.data.ActorPoolStrategy(size=actors))
@@ -169,6 +187,7 @@ class RayExecutor:
 
     def _batch(self, out: dict, seen: set[str]) -> Batch:
         batch, rows = Batch(), []
+        self.encoded_by.update(out["encoder"].tolist())
         for raw, vec in zip(out["item"], out["vectors"]):
             item = pickle.loads(raw)
             if item.path in seen:
