@@ -106,6 +106,24 @@ def test_ray_workers_encode_with_the_drivers_export(tmp_path: Path, local_ray, t
     assert min(off_torch) < min(same), (min(off_torch), min(same))  # ...not PyTorch
 
 
+def test_rays_own_stderr_lines_are_attributed_or_dropped(capfd: pytest.CaptureFixture) -> None:
+    """Ray's C++ core worker writes its log lines straight to file descriptor 2; during a run they are passed on as
+    "Ray: ...", the spurious line every Ray Data run prints is dropped, and everything else (a progress bar's
+    carriage returns, text with brackets) passes unchanged."""
+    from indexer.executors.ray import ray_lines_attributed
+
+    capfd.readouterr()
+    with ray_lines_attributed():
+        os.write(2, b"[2026-12-05 20:48:42,210 E 10746 10746] core_worker.cc:2465: Actor with class name: 'MapWorker"
+                    b"(MapBatches(Encode))' and ID: 'edc6' has constructor arguments in the object store and "
+                    b"max_restarts > 0.\n")
+        os.write(2, b"\r 50%|#####     | 3/6 [00:01<00:01]")
+        os.write(2, b"\r100%|##########| 6/6 [00:02<00:00]\n[2026-12-05 20:48:43,001 W 10746 10760] raylet_client")
+        os.write(2, b".cc:90: the object store is full\n[not Ray] a line of our own\n")
+    assert capfd.readouterr().err == ("\r 50%|#####     | 3/6 [00:01<00:01]\r100%|##########| 6/6 [00:02<00:00]\n"
+                                      "Ray: the object store is full\n[not Ray] a line of our own\n")
+
+
 def _vectors(lib: Library) -> dict[str, np.ndarray]:
     """Each still's vector by path, each video frame's by path and time."""
     with lib.session() as session:
@@ -182,6 +200,7 @@ def test_a_node_killed_mid_run_loses_no_photo(tmp_path: Path, tiny_model_dir: Pa
         _, stderr = driver.communicate(timeout=600)
         assert driver.returncode == 0, stderr[-3000:]
         assert "400 new" in stderr and "0 skipped" in stderr, stderr[-1000:]
+        assert "core_worker.cc" not in stderr, stderr[-3000:]  # Ray's own lines: attributed, or dropped if spurious
         with sqlite3.connect(lib / "library.db") as db:
             assert db.execute("SELECT count(*), count(DISTINCT path) FROM images").fetchone() == (400, 400)
             assert db.execute("SELECT count(*) FROM embeddings").fetchone()[0] == 400  # each photo once

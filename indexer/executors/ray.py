@@ -19,8 +19,12 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
+import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -31,6 +35,7 @@ from imgsearch.errors import ClusterError, ImgSearchError, MissingExtraError, Mo
 from imgsearch.images.decode import Decoded, default_pixel_limit
 from imgsearch.images.loader import StageTimes, decode_files
 from imgsearch.models.embed import Batch, encode_batch
+from imgsearch.models.encoder import Encoder
 
 LOCAL_OBJECT_STORE_BYTES = 1_500_000_000  # a local Ray's shared memory: enough for a few batches of pixels
 DECODE_CHUNK = 16  # files per decode task batch
@@ -65,6 +70,60 @@ def connect(address: str) -> bool:
     return False
 
 
+# A line of Ray's C++ core worker, which writes straight to this process's file descriptor 2: "[2026-12-05
+# 20:48:42,210 E 10746 10746] core_worker.cc:2465: ...".
+_RAY_LINE = re.compile(rb"^\[\d{4}-\d\d-\d\d [\d:,.]+ [DIWEF] \d+ \d+\] \S+:\d+: ")
+# What it says on every Ray Data run, wrongly (ray-project/ray#57733: no argument of ours is in the object store)
+_SPURIOUS = (b"has constructor arguments in the object store",)
+
+
+@contextmanager
+def ray_lines_attributed() -> Iterator[None]:
+    """While Ray runs in this process, its core worker's log lines (its own format, naming neither Ray nor the run)
+    would land in the middle of imgsearch's progress. Route file descriptor 2 through a pipe: such a line is passed
+    on as "Ray: <message>", the known spurious one is dropped, anything else (the progress bar) passes at once.
+    Enter it after Ray is started (its processes must not inherit the pipe)."""
+    sys.stderr.flush()
+    real = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def pump() -> None:
+        pending, line_start = b"", True
+        while chunk := os.read(read_end, 1 << 16):
+            pending += chunk
+            while pending:
+                if line_start and pending.startswith(b"["):  # maybe Ray's: wait for the whole line
+                    end = pending.find(b"\n")
+                    if end < 0:
+                        break
+                    line, pending = pending[:end + 1], pending[end + 1:]
+                    found = _RAY_LINE.match(line)
+                    if found is None:
+                        os.write(real, line)
+                    elif not any(s in line for s in _SPURIOUS):
+                        os.write(real, b"Ray: " + line[found.end():])
+                    continue
+                end = pending.find(b"\n[")
+                out, pending = (pending[:end + 1], pending[end + 1:]) if end >= 0 else (pending, b"")
+                os.write(real, out)
+                line_start = out.endswith(b"\n")
+        if pending:
+            os.write(real, pending)
+
+    reader = threading.Thread(target=pump, name="ray-stderr", daemon=True)
+    reader.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(real, 2)  # the pipe's last writer closes: the reader drains it and ends
+        reader.join(timeout=5)
+        os.close(read_end)
+        os.close(real)
+
+
 def cluster_nodes() -> int:
     import ray
 
@@ -85,6 +144,7 @@ class _Encode:
     spec: ModelSpec
     key: str
     export: Path | None  # the driver's export folder, when it encodes with one
+    encoder: Encoder
 
     def __init__(self) -> None:
         from imgsearch.models.encoder import load_encoder
@@ -150,32 +210,8 @@ class RayExecutor:
         for name in ("ray", "ray.data"):  # Ray Data's INFO lines would drown imgsearch's own progress and summary
             logging.getLogger(name).setLevel(logging.ERROR)
         try:
-            self.nodes = cluster_nodes()
-            context = ray.data.DataContext.get_current()
-            context.enable_progress_bars = False  # the driver shows imgsearch's own progress
-            context.verbose_stats_logs = False
-            resources = ray.cluster_resources()
-            gpus = self.ray_settings.gpus_per_worker
-            actors = self.ray_settings.encoders or (
-                max(1, int(resources.get("GPU", 0) // gpus)) if gpus else max(1, int(resources.get("CPU", 1)) // 4))
-            max_pixels = self.settings.max_image_pixels or default_pixel_limit(max(1, int(resources.get("CPU", 1))))
-            batch_size = self.settings.batch_size or (256 if gpus else 32)
-            ds = ray.data.from_items([{"path": p} for p in paths],
-                                     override_num_blocks=max(1, min(len(paths) // DECODE_CHUNK, 10_000)))
-            ds = ds.map_batches(_decode, fn_kwargs={"geometry": self.geometry, "max_pixels": max_pixels,
-                                                    "sampling": self.settings.video},
-                                batch_size=DECODE_CHUNK, batch_format="numpy", num_cpus=1)
-            encode = type("Encode", (_Encode,), {"spec": self.spec, "key": self.key, "export": self.export})
-            ds = ds.map_batches(encode, batch_size=batch_size,
-                                batch_format="numpy", num_gpus=gpus or None, num_cpus=0 if gpus else 1,
-                                compute=ray.data.ActorPoolStrategy(size=actors))
-            seen: set[str] = set()
-            start = time.perf_counter()
-            for out in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
-                batch = self._batch(out, seen)
-                if batch.decoded or batch.skipped:
-                    yield batch
-            times.add(encode_s=time.perf_counter() - start)
+            with ray_lines_attributed():
+                yield from self._run(paths, times)
         except ImgSearchError:
             raise
         except ray.exceptions.RayError as exc:
@@ -184,6 +220,37 @@ class RayExecutor:
         finally:
             if started:
                 ray.shutdown()
+
+    def _run(self, paths: Sequence[str], times: StageTimes) -> Iterator[Batch]:
+        import ray
+        import ray.data
+
+        self.nodes = cluster_nodes()
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False  # the driver shows imgsearch's own progress
+        context.verbose_stats_logs = False
+        resources = ray.cluster_resources()
+        gpus = self.ray_settings.gpus_per_worker
+        actors = self.ray_settings.encoders or (
+            max(1, int(resources.get("GPU", 0) // gpus)) if gpus else max(1, int(resources.get("CPU", 1)) // 4))
+        max_pixels = self.settings.max_image_pixels or default_pixel_limit(max(1, int(resources.get("CPU", 1))))
+        batch_size = self.settings.batch_size or (256 if gpus else 32)
+        ds = ray.data.from_items([{"path": p} for p in paths],
+                                 override_num_blocks=max(1, min(len(paths) // DECODE_CHUNK, 10_000)))
+        ds = ds.map_batches(_decode, fn_kwargs={"geometry": self.geometry, "max_pixels": max_pixels,
+                                                "sampling": self.settings.video},
+                            batch_size=DECODE_CHUNK, batch_format="numpy", num_cpus=1)
+        encode = type("Encode", (_Encode,), {"spec": self.spec, "key": self.key, "export": self.export})
+        ds = ds.map_batches(encode, batch_size=batch_size,
+                            batch_format="numpy", num_gpus=gpus or None, num_cpus=0 if gpus else 1,
+                            compute=ray.data.ActorPoolStrategy(size=actors))
+        seen: set[str] = set()
+        start = time.perf_counter()
+        for out in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
+            batch = self._batch(out, seen)
+            if batch.decoded or batch.skipped:
+                yield batch
+        times.add(encode_s=time.perf_counter() - start)
 
     def _batch(self, out: dict, seen: set[str]) -> Batch:
         batch, rows = Batch(), []
