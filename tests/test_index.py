@@ -44,15 +44,23 @@ def test_spec_grid(dim: int) -> None:
         assert spec.nlist >= previous_nlist  # grows with the library
         previous_nlist = spec.nlist
         if n < params.ONDISK_MIN:
-            assert spec.kind == "ivfpq" and spec.factory == f"IVF{spec.nlist},PQ{spec.m}x4fs"
+            assert spec.kind == "ivfpq" and spec.factory == f"{params.coarse(spec.nlist)},PQ{spec.m}x4fs"
             assert params.MIN_NLIST <= spec.nlist <= params.MAX_NLIST
             assert floor <= spec.train_size <= min(n, max(params.MAX_TRAIN, floor))
             assert dim % spec.m == 0 and spec.m % 2 == 0
         else:  # 10M-1B: lists on disk, 8-bit PQ (mergeable), 2^16-2^18 lists
-            assert spec.kind == "ondisk" and spec.factory == f"IVF{spec.nlist},PQ{spec.m}" and spec.rerank == "ram"
+            assert spec.kind == "ondisk" and spec.factory == f"IVF{spec.nlist}_HNSW32,PQ{spec.m}" and spec.rerank == "ram"
             assert params.ONDISK_NLIST[0] <= spec.nlist <= params.ONDISK_NLIST[1] and spec.m == dim // 8
             assert floor <= spec.train_size <= max(params.ONDISK_TRAIN, floor)
     assert choose_index_spec(1_000_000_000, 512).nlist == 1 << 18
+
+
+def test_many_lists_get_an_hnsw_coarse_quantizer() -> None:
+    """Past 2^14 lists a flat scan of the centroids is most of a query's time: the centroids go into an HNSW graph."""
+    assert choose_index_spec(1_000_000, 512).factory == "IVF4096,PQ128x4fs"
+    assert choose_index_spec(9_999_999, 512).factory == "IVF16384_HNSW32,PQ128x4fs"
+    assert choose_index_spec(10_000_000, 512).factory == "IVF65536_HNSW32,PQ64"
+    assert choose_index_spec(2_000_000, 512, memory_budget_bytes=500 * 10**6).factory.startswith("IVF32768_HNSW32,")
 
 
 def test_ondisk_bytes_and_a_memory_budget_that_moves_the_rerank_copy_to_disk() -> None:

@@ -78,6 +78,21 @@ def test_sharded_build_merged_on_disk_matches_one_index_and_survives_a_move(tmp_
     assert out.returncode == 0 and out.stdout == f"{N}\n", out.stdout + out.stderr
 
 
+def test_an_hnsw_coarse_quantizer_finds_what_the_flat_one_does(tmp_path: Path, data) -> None:
+    """The factory past 2^14 lists (params.coarse): the centroids in an HNSW graph, searched with efSearch tied to
+    nprobe; merged on disk it answers as the flat quantizer's index does (here at 1,024 lists, so the graph is
+    searched for real)."""
+    ids, vectors, queries, truth = data
+    found = {}
+    for name, factory in (("flat", "IVF1024,PQ8"), ("hnsw", "IVF1024_HNSW32,PQ8")):
+        built = ondisk.build(tmp_path / name, DIM, factory, vectors[:12000], ondisk.shards_of(ids, vectors, 3), N,
+                             params={"nprobe": 16, "k_factor": 10})
+        found[name] = recall(built.search(queries, 10)[1], truth)
+    quantizer = faiss.downcast_index(faiss.extract_index_ivf(built.ann).quantizer)
+    assert isinstance(quantizer, faiss.IndexHNSW) and quantizer.ntotal == 1024
+    assert found["hnsw"] >= found["flat"] - 0.01 and found["hnsw"] >= 0.85, found
+
+
 def test_additions_and_removals_after_the_build_are_searched_and_kept(tmp_path: Path, data) -> None:
     ids, vectors, queries, _ = data
     index = ondisk.build(tmp_path / "gen-1", DIM, FACTORY, vectors[:8000], ondisk.shards_of(ids, vectors, 2), N,

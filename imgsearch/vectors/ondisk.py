@@ -24,7 +24,7 @@ import faiss
 import numpy as np
 
 from imgsearch.fs import atomic_write, c_stdout_silenced, file_fingerprint
-from imgsearch.vectors.index import FaissIndex, as_float32, as_ids
+from imgsearch.vectors.index import FaissIndex, as_float32, as_ids, ivf_search_params
 
 FORMAT = 1
 DELTA_REBUILD = 0.1  # rebuild once the additions since the build reach this share of the index
@@ -172,9 +172,8 @@ class OnDiskIndex:
         queries = as_float32(queries)
         k = max(1, k)
         depth = max(k, k * int(self.params["k_factor"])) + len(self.removed)
-        ivf = faiss.extract_index_ivf(self.ann)
-        ivf.nprobe = int(self.params["nprobe"])
-        _, candidates = self.ann.search(queries, min(depth, max(1, int(self.ann.ntotal))))
+        params, _coarse = ivf_search_params(self.ann, int(self.params["nprobe"]))
+        _, candidates = self.ann.search(queries, min(depth, max(1, int(self.ann.ntotal))), params=params)
         out_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
         out_i = np.full((len(queries), k), -1, dtype=np.int64)
         removed = np.fromiter(self.removed, np.int64)

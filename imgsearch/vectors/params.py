@@ -19,6 +19,14 @@ RETRAIN_GROWTH = 4  # retrain once the library outgrows its training size this m
 ONDISK_MIN = 10_000_000
 ONDISK_NLIST = (1 << 16, 1 << 18)
 ONDISK_TRAIN = 2_000_000  # k-means sample for 2^16+ lists: ~15-30 points per list, as autofaiss samples
+# From this many lists the centroids are searched through an HNSW graph (FAISS's IVF{n}_HNSW32) instead of a flat
+# scan: a flat scan of 2^17 centroids cost 34 ms a query on 2 cores, the graph 0.16 ms (BENCHMARKS.md).
+COARSE_HNSW_MIN = 1 << 14
+
+
+def coarse(nlist: int) -> str:
+    """The factory's coarse quantizer part: IVF{nlist}, with an HNSW graph over the centroids when there are many."""
+    return f"IVF{nlist}_HNSW32" if nlist >= COARSE_HNSW_MIN else f"IVF{nlist}"
 
 
 @dataclass(frozen=True)
@@ -86,7 +94,7 @@ def choose_index_spec(n: int, dim: int, memory_budget_bytes: int | None = None) 
         return exact
     nlist = nlist_for(n)
     train = min(n, max(MIN_POINTS_PER_LIST * nlist, min(64 * nlist, MAX_TRAIN)))
-    in_ram = IndexSpec("ivfpq", f"IVF{nlist},PQ{m}x4fs", nlist=nlist, m=m, train_size=train)
+    in_ram = IndexSpec("ivfpq", f"{coarse(nlist)},PQ{m}x4fs", nlist=nlist, m=m, train_size=train)
     if n < ONDISK_MIN and fits(in_ram):
         return in_ram
     return ondisk_spec(n, dim, memory_budget_bytes)
@@ -101,7 +109,7 @@ def ondisk_spec(n: int, dim: int, memory_budget_bytes: int | None = None) -> Ind
     while nlist > MIN_NLIST and n < MIN_POINTS_PER_LIST * nlist:
         nlist //= 2
     train = min(n, max(MIN_POINTS_PER_LIST * nlist, min(ONDISK_TRAIN, 32 * nlist)))
-    spec = IndexSpec("ondisk", f"IVF{nlist},PQ{m}", nlist=nlist, m=m, train_size=train)
+    spec = IndexSpec("ondisk", f"{coarse(nlist)},PQ{m}", nlist=nlist, m=m, train_size=train)
     if memory_budget_bytes is not None and n * spec.bytes_per_vector(dim) > memory_budget_bytes:
         spec = IndexSpec("ondisk", spec.factory, nlist=nlist, m=m, train_size=train, rerank="mmap")
     return spec
