@@ -124,6 +124,20 @@ def test_rays_own_stderr_lines_are_attributed_or_dropped(capfd: pytest.CaptureFi
                                       "Ray: the object store is full\n[not Ray] a line of our own\n")
 
 
+def test_a_ray_failure_is_one_line_in_words() -> None:
+    """Ray's failures run to a dozen lines of actor ids and addresses: the run's error says what happened in words,
+    with Ray's first line, on one line."""
+    import ray.exceptions
+
+    from indexer.executors.ray import _in_words
+
+    died = ray.exceptions.RayError("The actor died because its node has died. Node Id: d2e7\n\tclass_name: MapWorker"
+                                   "\n\tthe actor's node was terminated: dashboard_agent failed and raylet fate-shares")
+    said = _in_words(died)
+    assert "\n" not in said and said.startswith("a node of the cluster died") and "Node Id: d2e7)" in said
+    assert _in_words(ray.exceptions.RayError("out of disk\nmore")) == "Ray reported an error (RayError: out of disk)"
+
+
 def _vectors(lib: Library) -> dict[str, np.ndarray]:
     """Each still's vector by path, each video frame's by path and time."""
     with lib.session() as session:

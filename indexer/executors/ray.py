@@ -124,6 +124,20 @@ def ray_lines_attributed() -> Iterator[None]:
         os.close(real)
 
 
+def _in_words(exc: BaseException) -> str:
+    """A Ray failure in one line: what happened, then Ray's own first line (its messages run to a dozen lines of
+    actor ids and addresses)."""
+    text = str(exc)
+    first = text.strip().splitlines()[0].strip() if text.strip() else ""
+    if any(s in text for s in ("node has crashed", "node has died", "raylet")) or "NodeDied" in type(exc).__name__:
+        what = "a node of the cluster died (its raylet or one of Ray's agents was stopped, or ran out of memory)"
+    elif "ActorDied" in type(exc).__name__:
+        what = "an encoder worker died"
+    else:
+        what = "Ray reported an error"
+    return f"{what} ({type(exc).__name__}: {first[:200]})"
+
+
 def cluster_nodes() -> int:
     import ray
 
@@ -207,16 +221,18 @@ class RayExecutor:
         import ray
         import ray.data
 
-        for name in ("ray", "ray.data"):  # Ray Data's INFO lines would drown imgsearch's own progress and summary
-            logging.getLogger(name).setLevel(logging.ERROR)
+        # Ray Data's INFO lines would drown imgsearch's own progress and summary, and its ERROR lines (a 70-line
+        # stack trace when a node dies) say what the exception below says: imgsearch reports that once, in words
+        for name in ("ray", "ray.data"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
         try:
             with ray_lines_attributed():
                 yield from self._run(paths, times)
         except ImgSearchError:
             raise
         except ray.exceptions.RayError as exc:
-            raise ClusterError(f"the Ray cluster failed the run ({type(exc).__name__}: {str(exc)[:300]}). What "
-                                 "was written before is kept: run the command again.") from exc
+            raise ClusterError(f"the Ray cluster failed the run: {_in_words(exc)}. What was written before is kept: "
+                               "run the command again.") from exc
         finally:
             if started:
                 ray.shutdown()
