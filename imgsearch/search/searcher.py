@@ -45,8 +45,8 @@ def search(sessions: sessionmaker[Session], row: Model, encoder: Callable[[], En
     options = check_options(options)
     if not allow_urls and any(t.kind == "url" for t in terms):
         raise UsageError("image URLs are not fetched here: download the image and give it as a file", "query")
-    # one session (one pooled connection, one transaction) for the whole search: on PostgreSQL each session costs
-    # round trips of its own (the connection check, BEGIN, ROLLBACK), more than the search's few short queries
+    # one session (one pooled connection) for the whole search: on PostgreSQL each session costs round trips of its
+    # own (a connection check, BEGIN and ROLLBACK unless it reads in autocommit), more than the search's few queries
     with nullcontext(session) if session is not None else sessions() as session:
         query = combine(query_vectors(sessions, row, encoder, terms, session), [t.weight for t in terms])
         _check_filters(session, options.filters)

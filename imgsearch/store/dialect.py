@@ -59,7 +59,9 @@ def engine_options(url: str) -> dict:
 
 # A pooled PostgreSQL connection idle for longer than this is checked (a round trip) before it is used: a server
 # restarted meanwhile is reconnected, not reported. One used again sooner is not: under load that check was the
-# costliest of a cached search's round trips. (Stopping and starting a server takes longer than this.)
+# costliest of a cached search's round trips. (A server restarted within a second of a connection's last use is
+# noticed by that connection's next statement instead: one request gets the "cannot reach PostgreSQL" answer, and the
+# pool, which drops every connection on such an error, reconnects for the next.)
 PING_AFTER_IDLE_S = 1.0
 
 

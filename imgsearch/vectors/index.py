@@ -44,7 +44,7 @@ def ivf_search_params(ann: Any, nprobe: int) -> tuple[faiss.SearchParametersIVF,
     params.nprobe = nprobe
     coarse = None
     if isinstance(faiss.downcast_index(faiss.extract_index_ivf(ann).quantizer), faiss.IndexHNSW):
-        coarse = faiss.SearchParametersHNSW()
+        coarse = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # (missing from the stubs)
         coarse.efSearch = max(COARSE_EF_MIN, COARSE_EF_PER_PROBE * nprobe)
         params.quantizer_params = coarse
     return params, coarse

@@ -90,6 +90,12 @@ def ray_lines_attributed() -> Iterator[None]:
     os.close(write_end)
 
     def pump() -> None:
+        try:
+            forward()
+        except OSError:  # the pipe closed under it (a writer outlived the run): nothing more to pass on
+            pass
+
+    def forward() -> None:
         pending, line_start = b"", True
         while chunk := os.read(read_end, 1 << 16):
             pending += chunk
