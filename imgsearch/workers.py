@@ -102,6 +102,46 @@ class KeyedLocks:
             return self._locks.setdefault(key, threading.Lock())
 
 
+class ReadWriteLock:
+    """Many readers at once, or one writer: searches of an index run side by side (FAISS releases the GIL), while
+    an update (vectors added or removed in place) waits for those under way and holds new ones back until done."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writing = False
+        self._writers_waiting = 0  # new readers let a waiting writer go first: a stream of searches never starves it
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        with self._cond:
+            while self._writing or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        with self._cond:
+            self._writers_waiting += 1
+            while self._writing or self._readers:
+                self._cond.wait()
+            self._writers_waiting -= 1
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()
+
+
 class StillRunning(Exception):
     """Work started by in_background had not finished by the time its caller would wait."""
 

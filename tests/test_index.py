@@ -198,3 +198,56 @@ def test_library_index_updates_incrementally_and_retrains_when_outgrown(library,
     assert latest(library)[1].trained_count == 5090
     index_build.ensure_index(library.sessions, model_id, library.index_dir, rebuild=True)
     assert latest(library)[1].id != 0 and latest(library)[1].trained_count == 5090
+
+
+def test_searches_follow_a_growing_library_in_memory_while_they_run(library, monkeypatch) -> None:
+    """While an indexer commits batch after batch, each search first adds the new batch to the index it holds, in
+    place (read from the vectors written since: no file is read or written per batch), and searches running beside
+    that update in other threads never fail or see a half-added batch; deletions are still found."""
+    import threading
+
+    from imgsearch.config import SearchOptions
+    from imgsearch.search.query import Term
+
+    monkeypatch.setattr(params, "EXACT_MAX", 500)
+    vectors = clustered(3000, 32, seed=5)
+    populate(library, vectors[:1000])
+    cache = index_build.IndexCache(library.sessions, library.index_dir)
+    model_id, _ = latest(library)
+    held = cache.get(model_id)
+    _, saved = latest(library)
+    loads: list[object] = []
+    real_load = index_build._load
+    monkeypatch.setattr(index_build, "_load", lambda *a: loads.append(a) or real_load(*a))
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def search_on() -> None:  # another request's thread, on whatever index the cache holds
+        while not stop.is_set():
+            try:
+                scores, ids = cache.get(model_id).search(vectors[:4], 5)
+                assert (ids >= 0).all() and np.isfinite(scores).all()
+            except BaseException as exc:  # noqa: BLE001 (reported below)
+                failures.append(exc)
+                return
+
+    searcher = threading.Thread(target=search_on)
+    searcher.start()
+    try:
+        for batch in range(10):  # an indexer's commits
+            start = 1000 + 100 * batch
+            new_ids = populate(library, vectors[start:start + 100], start=start)
+            index = cache.get(model_id)
+            assert index is held and len(index) == start + 100  # the same index, grown in place
+            assert index.search(vectors[start + 42], 1)[1][0, 0] == new_ids[42]
+    finally:
+        stop.set()
+        searcher.join()
+    assert not failures, failures[0]
+    assert loads == [] and latest(library)[1].id == saved.id  # nothing read or written per batch
+    with library.sessions.begin() as session:  # a deletion: the slow path compares every id
+        store.delete_images(session, new_ids[:5])
+        store.bump_generation(session)
+    assert not set(new_ids[:5]) & set(cache.get(model_id).ids().tolist())
+    hits = library.search([Term(1.0, "vector", "v", vectors[1950])], SearchOptions(k=1))
+    assert hits[0].id == new_ids[50]

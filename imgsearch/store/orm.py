@@ -99,7 +99,9 @@ class Embedding(Base):
     # exactly the vectors with generation > g re-added (changed files keep their image id)
     generation: Mapped[int] = mapped_column(default=0, server_default="0")
 
-    __table_args__ = (Index("ix_embeddings_model_id", "model_id"),)
+    __table_args__ = (Index("ix_embeddings_model_id", "model_id"),
+                      # the vectors written since an index's generation, read after every indexer commit
+                      Index("ix_embeddings_model_id_generation", "model_id", "generation", "image_id"))
 
 
 # A frame's id in a model's FAISS index: frames share the index with images, in an id range of their own.
@@ -118,7 +120,8 @@ class Frame(Base):
     generation: Mapped[int] = mapped_column(default=0, server_default="0")  # as Embedding.generation
 
     __table_args__ = (Index("ix_frames_image_id_model_id_t_ms", "image_id", "model_id", "t_ms", unique=True),
-                      Index("ix_frames_model_id", "model_id"))
+                      Index("ix_frames_model_id", "model_id"),
+                      Index("ix_frames_model_id_generation", "model_id", "generation", "id"))
 
 
 class IndexBuild(Base):

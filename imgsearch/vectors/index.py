@@ -15,6 +15,7 @@ import faiss
 import numpy as np
 
 from imgsearch.fs import atomic_write
+from imgsearch.workers import ReadWriteLock
 
 EXACT_SPEC = "IDMap2,Flat"  # exact inner product keyed by image id (cosine on normalised vectors)
 GPU_MIN_VECTORS = 50_000  # below this a CPU scan answers faster than a copy to the GPU pays back
@@ -105,6 +106,7 @@ class MemoryIndex:
         self.spec = spec
         self.params = {"nprobe": 1, "k_factor": 10, **(params or {})}
         self._gpu_ann: FaissIndex | None = None
+        self._lock = ReadWriteLock()  # updated in place while other threads search it (vectors.build.IndexCache)
 
     # --- construction ------------------------------------------------------------------------------
 
@@ -140,11 +142,16 @@ class MemoryIndex:
     def ids(self) -> np.ndarray:
         """Every image id in the index."""
         holder = self.refine if self.refine is not None else self.ann
-        return faiss.vector_to_array(holder.id_map).astype(np.int64)
+        with self._lock.reading():
+            return faiss.vector_to_array(holder.id_map).astype(np.int64)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids):
-            vectors, ids = as_float32(vectors), as_ids(ids)
+            with self._lock.writing():
+                self._add(as_ids(ids), as_float32(vectors))
+
+    def _add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if len(ids):
             self.ann.add_with_ids(vectors, ids)
             if self.refine is not None:
                 self.refine.add_with_ids(vectors, ids)
@@ -154,6 +161,10 @@ class MemoryIndex:
         """Remove these ids; returns how many were present."""
         if not len(ids):
             return 0
+        with self._lock.writing():
+            return self._remove(ids)
+
+    def _remove(self, ids: np.ndarray) -> int:
         self._gpu_ann = None
         removed = self.ann.remove_ids(as_ids(ids))
         if self.refine is not None:
@@ -164,8 +175,10 @@ class MemoryIndex:
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores, ids), each (n, k), best first; missing neighbours have id -1 and score -inf."""
-        queries = as_float32(queries)
-        k = max(1, k)
+        with self._lock.reading():
+            return self._search(as_float32(queries), max(1, k))
+
+    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if self.refine is None:
             scores, ids = self._ann().search(queries, min(k, max(1, len(self))))
         else:
@@ -177,6 +190,10 @@ class MemoryIndex:
 
     def score(self, query: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """Exact scores of one query against these ids (all must be in the index)."""
+        with self._lock.reading():
+            return self._score(query, ids)
+
+    def _score(self, query: np.ndarray, ids: np.ndarray) -> np.ndarray:
         if not len(ids):
             return np.zeros(0, dtype=np.float32)
         holder = self.refine if self.refine is not None else self.ann
@@ -187,7 +204,7 @@ class MemoryIndex:
         out_i = np.full((len(queries), k), -1, dtype=np.int64)
         for row, (q, cand) in enumerate(zip(queries, candidates)):
             cand = cand[cand >= 0]
-            exact = self.score(q, cand)
+            exact = self._score(q, cand)
             top = np.argsort(-exact, kind="stable")[:k]
             out_s[row, :len(top)], out_i[row, :len(top)] = exact[top], cand[top]
         return out_s, out_i
@@ -206,6 +223,10 @@ class MemoryIndex:
 
     def save(self, path: Path) -> None:
         """One file (npz of the FAISS blobs + metadata), written atomically: temp file, fsync, rename."""
+        with self._lock.reading():
+            self._save(path)
+
+    def _save(self, path: Path) -> None:
         parts = {"ann": faiss.serialize_index(self.ann),
                  "meta": np.frombuffer(json.dumps({"format": FORMAT, "spec": self.spec,
                                                    "params": self.params}).encode(), dtype=np.uint8)}

@@ -25,6 +25,7 @@ import numpy as np
 
 from imgsearch.fs import atomic_write, c_stdout_silenced, file_fingerprint
 from imgsearch.vectors.index import FaissIndex, as_float32, as_ids, ivf_search_params
+from imgsearch.workers import ReadWriteLock
 
 FORMAT = 1
 DELTA_REBUILD = 0.1  # rebuild once the additions since the build reach this share of the index
@@ -109,6 +110,7 @@ class OnDiskIndex:
         self.spec = meta["factory"]
         self.params = meta["params"]
         self.refine = None  # (VectorIndex's re-rank copy; here the memory map does that job)
+        self._lock = ReadWriteLock()  # the delta and tombstones change in place while other threads search
 
     @classmethod
     def open(cls, folder: Path) -> "OnDiskIndex":
@@ -146,10 +148,18 @@ class OnDiskIndex:
         return int(self.ann.ntotal) - len(self.removed) + int(self.delta.ntotal)
 
     def ids(self) -> np.ndarray:
+        with self._lock.reading():
+            return self._ids()
+
+    def _ids(self) -> np.ndarray:
         base = self.rerank_ids[~np.isin(self.rerank_ids, np.fromiter(self.removed, np.int64))]
         return np.union1d(base, faiss.vector_to_array(self.delta.id_map).astype(np.int64))
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        with self._lock.writing():
+            self._add(ids, vectors)
+
+    def _add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """New or changed vectors go to the in-RAM delta (a changed one's old copy is tombstoned)."""
         if len(ids):
             self.removed.update(int(i) for i in ids if self._in_base(int(i)))
@@ -157,6 +167,10 @@ class OnDiskIndex:
             self.delta.add_with_ids(as_float32(vectors), as_ids(ids))
 
     def remove(self, ids: np.ndarray) -> int:
+        with self._lock.writing():
+            return self._remove(ids)
+
+    def _remove(self, ids: np.ndarray) -> int:
         if not len(ids):
             return 0
         gone = int(self.delta.remove_ids(as_ids(ids)))
@@ -168,6 +182,10 @@ class OnDiskIndex:
         return self.delta.ntotal + len(self.removed) > DELTA_REBUILD * max(1, self.ann.ntotal)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        with self._lock.reading():
+            return self._search(queries, k)
+
+    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores, ids), best first: IVF candidates re-scored exactly from the fp16 copy, merged with the delta."""
         queries = as_float32(queries)
         k = max(1, k)
@@ -189,6 +207,10 @@ class OnDiskIndex:
         return out_s, out_i
 
     def score(self, query: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        with self._lock.reading():
+            return self._score(query, ids)
+
+    def _score(self, query: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """Exact scores of one query against these ids (all in the index)."""
         ids = as_ids(ids)
         q = as_float32(query)[0]
@@ -213,6 +235,10 @@ class OnDiskIndex:
     # --- persistence ---------------------------------------------------------------------------------
 
     def save(self, folder: Path) -> None:
+        with self._lock.reading():
+            self._save(folder)
+
+    def _save(self, folder: Path) -> None:
         """This state in `folder`: the built files hard-linked (or copied across file systems) when `folder` is a
         new one, and the delta and tombstones written."""
         if folder != self.folder:
