@@ -9,6 +9,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -254,6 +256,20 @@ def test_the_server_lost_mid_index_loses_nothing(tmp_path: Path) -> None:
         server.stop()
 
 
+@contextmanager
+def own_server_library(tmp_path: Path, pics: Path, fake_loader) -> Iterator[tuple[PostgresServer, Library]]:
+    """A PostgreSQL server of the test's own (the test stops and restarts it) and a library on it, `pics` indexed."""
+    server = PostgresServer()
+    server.start()
+    try:
+        url = server.create_database("photos")
+        with Library.open(tmp_path / "lib", create=True, encoder_loader=fake_loader, db_url=url) as lib:
+            lib.index([pics], FAKE, IndexSettings(workers=0))
+            yield server, lib
+    finally:
+        server.stop()
+
+
 def test_serving_goes_on_after_a_server_restart(tmp_path: Path, pics: Path, fake_loader) -> None:
     """`imgsearch serve` on PostgreSQL: while the server is down, a request is a 503 that says what is wrong (not a
     500 "corrupt"); once it is back, the very next request is answered (the pool reconnects)."""
@@ -262,24 +278,17 @@ def test_serving_goes_on_after_a_server_restart(tmp_path: Path, pics: Path, fake
     from imgsearch.web.app import create_app
     from imgsearch.web.security import Guard
 
-    server = PostgresServer()
-    server.start()
-    try:
-        url = server.create_database("photos")
-        with Library.open(tmp_path / "lib", create=True, encoder_loader=fake_loader, db_url=url) as lib:
-            lib.index([pics], FAKE, IndexSettings(workers=0))
-            client = TestClient(create_app(lib, Guard(port=8765)), base_url="http://127.0.0.1:8765")
-            asked = {"q": "red", "k": 3}
-            assert client.get("/api/v1/search", params=asked).status_code == 200
-            server.stop(mode="fast", remove=False)
-            down = client.get("/api/v1/search", params={"q": "green", "k": 3})
-            assert down.status_code == 503 and down.json()["error"]["code"] == "db_unreachable", down.text
-            assert "cannot reach PostgreSQL" in down.json()["error"]["message"]
-            server.restart()
-            again = client.get("/api/v1/search", params={"q": "blue", "k": 3})
-            assert again.status_code == 200 and len(again.json()["results"]) == 3
-    finally:
-        server.stop()
+    with own_server_library(tmp_path, pics, fake_loader) as (server, lib):
+        client = TestClient(create_app(lib, Guard(port=8765)), base_url="http://127.0.0.1:8765")
+        asked = {"q": "red", "k": 3}
+        assert client.get("/api/v1/search", params=asked).status_code == 200
+        server.stop(mode="fast", remove=False)
+        down = client.get("/api/v1/search", params={"q": "green", "k": 3})
+        assert down.status_code == 503 and down.json()["error"]["code"] == "db_unreachable", down.text
+        assert "cannot reach PostgreSQL" in down.json()["error"]["message"]
+        server.restart()
+        again = client.get("/api/v1/search", params={"q": "blue", "k": 3})
+        assert again.status_code == 200 and len(again.json()["results"]) == 3
 
 
 def test_a_server_restarted_between_two_searches_is_not_noticed(tmp_path: Path, pics: Path, fake_loader,
@@ -291,27 +300,20 @@ def test_a_server_restarted_between_two_searches_is_not_noticed(tmp_path: Path, 
     from imgsearch.search.query import Term
 
     monkeypatch.setattr(dialect, "PING_AFTER_IDLE_S", 0.0)
-    server = PostgresServer()
-    server.start()
-    try:
-        url = server.create_database("photos")
-        with Library.open(tmp_path / "lib", create=True, encoder_loader=fake_loader, db_url=url) as lib:
-            lib.index([pics], FAKE, IndexSettings(workers=0))
-            before = [r.path for r in lib.search([Term(1.0, "text", "red")])]
-            server.stop(mode="fast", remove=False)
-            server.restart()
-            assert [r.path for r in lib.search([Term(1.0, "text", "red")])] == before and before
-            sent: list[str] = []
-            from sqlalchemy import event
+    with own_server_library(tmp_path, pics, fake_loader) as (server, lib):
+        before = [r.path for r in lib.search([Term(1.0, "text", "red")])]
+        server.stop(mode="fast", remove=False)
+        server.restart()
+        assert [r.path for r in lib.search([Term(1.0, "text", "red")])] == before and before
+        sent: list[str] = []
+        from sqlalchemy import event
 
-            def seen(conn, _cursor, statement, *_):  # each statement, and whether psycopg will send a BEGIN first
-                sent.append(f"{'autocommit' if conn.connection.dbapi_connection.autocommit else 'BEGIN'}: {statement}")
+        def seen(conn, _cursor, statement, *_):  # each statement, and whether psycopg will send a BEGIN first
+            sent.append(f"{'autocommit' if conn.connection.dbapi_connection.autocommit else 'BEGIN'}: {statement}")
 
-            event.listen(lib.engine, "before_cursor_execute", seen)
-            lib.search([Term(1.0, "text", "red")])
-            assert sent and all(q.startswith("autocommit: SELECT") for q in sent), sent
-    finally:
-        server.stop()
+        event.listen(lib.engine, "before_cursor_execute", seen)
+        lib.search([Term(1.0, "text", "red")])
+        assert sent and all(q.startswith("autocommit: SELECT") for q in sent), sent
 
 
 def test_an_idle_session_timeout_does_not_end_the_writer_lock(tmp_path: Path, pics: Path, postgres: PostgresServer,
