@@ -227,7 +227,7 @@ def test_searches_follow_a_growing_library_in_memory_while_they_run(library, mon
             try:
                 scores, ids = cache.get(model_id).search(vectors[:4], 5)
                 assert (ids >= 0).all() and np.isfinite(scores).all()
-            except BaseException as exc:  # noqa: BLE001 (reported below)
+            except BaseException as exc:  # reported below
                 failures.append(exc)
                 return
 
