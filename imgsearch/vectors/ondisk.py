@@ -156,11 +156,11 @@ class OnDiskIndex:
         return np.union1d(base, faiss.vector_to_array(self.delta.id_map).astype(np.int64))
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """New or changed vectors go to the in-RAM delta (a changed one's old copy is tombstoned)."""
         with self._lock.writing():
             self._add(ids, vectors)
 
     def _add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        """New or changed vectors go to the in-RAM delta (a changed one's old copy is tombstoned)."""
         if len(ids):
             self.removed.update(int(i) for i in ids if self._in_base(int(i)))
             self.delta.remove_ids(as_ids(ids))
@@ -182,11 +182,11 @@ class OnDiskIndex:
         return self.delta.ntotal + len(self.removed) > DELTA_REBUILD * max(1, self.ann.ntotal)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids), best first: IVF candidates re-scored exactly from the fp16 copy, merged with the delta."""
         with self._lock.reading():
             return self._search(queries, k)
 
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, ids), best first: IVF candidates re-scored exactly from the fp16 copy, merged with the delta."""
         queries = as_float32(queries)
         k = max(1, k)
         depth = max(k, k * int(self.params["k_factor"])) + len(self.removed)
@@ -207,11 +207,11 @@ class OnDiskIndex:
         return out_s, out_i
 
     def score(self, query: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """Exact scores of one query against these ids (all in the index)."""
         with self._lock.reading():
             return self._score(query, ids)
 
     def _score(self, query: np.ndarray, ids: np.ndarray) -> np.ndarray:
-        """Exact scores of one query against these ids (all in the index)."""
         ids = as_ids(ids)
         q = as_float32(query)[0]
         out = np.empty(len(ids), dtype=np.float32)
@@ -235,12 +235,12 @@ class OnDiskIndex:
     # --- persistence ---------------------------------------------------------------------------------
 
     def save(self, folder: Path) -> None:
+        """This state in `folder`: the built files hard-linked (or copied across file systems) when `folder` is a
+        new one, and the delta and tombstones written."""
         with self._lock.reading():
             self._save(folder)
 
     def _save(self, folder: Path) -> None:
-        """This state in `folder`: the built files hard-linked (or copied across file systems) when `folder` is a
-        new one, and the delta and tombstones written."""
         if folder != self.folder:
             folder.mkdir(parents=True, exist_ok=True)
             for name in (POPULATED, LISTS, RERANK, RERANK_IDS, META, TRAINED):
