@@ -251,3 +251,38 @@ def test_searches_follow_a_growing_library_in_memory_while_they_run(library, mon
     assert not set(new_ids[:5]) & set(cache.get(model_id).ids().tolist())
     hits = library.search([Term(1.0, "vector", "v", vectors[1950])], SearchOptions(k=1))
     assert hits[0].id == new_ids[50]
+
+
+def test_a_rebuild_runs_beside_the_searches_which_never_wait_for_it(library, monkeypatch) -> None:
+    """When the library outgrows its index (here an exact index past EXACT_MAX: IVF-PQ is due), a search answers at
+    once from the index it holds, grown in place, while the rebuild runs in a thread of its own; the rebuilt index
+    then takes its place and the next search adds what came meanwhile. The rebuild is held back here until the
+    searches are done: were they waiting for it, the first would never return (it gives up after a minute)."""
+    import threading
+
+    monkeypatch.setattr(params, "EXACT_MAX", 500)
+    vectors = clustered(2400, 32, seed=6)
+    populate(library, vectors[:400])
+    cache = index_build.IndexCache(library.sessions, library.index_dir)
+    model_id, _ = latest(library)
+    assert cache.get(model_id).kind == "exact"
+    release, building = threading.Event(), threading.Event()
+    real_build = index_build._build
+
+    def held_back(*args, **kwargs):  # the real build, once the test lets it start
+        building.set()
+        if not release.wait(60):
+            raise TimeoutError("the test never released the rebuild")
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(index_build, "_build", held_back)
+    grown = populate(library, vectors[400:2000], start=400)  # 4x past what the exact index was built for
+    index = cache.get(model_id)  # returns while the rebuild is held back
+    assert building.wait(60) and index.kind == "exact" and len(index) == 2000
+    assert index.search(vectors[1500], 1)[1][0, 0] == grown[1100]
+    release.set()
+    assert cache.rebuilt.wait(120)
+    late = populate(library, vectors[2000:2100], start=2000)  # committed after the rebuild read the vectors
+    index = cache.get(model_id)
+    assert index.kind == "ivfpq" and len(index) == 2100 and index.params["trained_count"] == 2000
+    assert index.search(vectors[2050], 1)[1][0, 0] == late[50]

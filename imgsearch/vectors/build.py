@@ -9,8 +9,11 @@ size, or outgrown (see params.needs_retrain).
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +30,7 @@ from imgsearch.vectors.params import IndexSpec, choose_index_spec, needs_retrain
 from imgsearch.vectors.tuning import tune
 from imgsearch.workers import KeyedLocks
 
+log = logging.getLogger(__name__)
 RECALL_TARGET = 0.97  # on the tuning sample: a margin so unseen queries still get >= 0.95
 
 
@@ -106,6 +110,7 @@ def _build(session: Session, model: Model, index_dir: Path, memory_budget: int |
     index = MemoryIndex.build(model.dim, ids, vectors, spec.factory, train)
     recall = tune(index, ids, vectors, RECALL_TARGET) if spec.kind != "exact" else 1.0
     index.params["memory_budget"] = memory_budget
+    index.params["trained_count"] = len(ids)  # what it was built for, as a held index is asked before a rebuild
     return Built(index, model.generation, time.perf_counter() - start, recall, len(ids))
 
 
@@ -123,18 +128,23 @@ def _build_ondisk(session: Session, model: Model, index_dir: Path, spec: IndexSp
 
 
 def refresh(session: Session, model: Model, index_dir: Path, rebuild: bool = False,
-            memory_budget: int | None = None,
-            cached: tuple[int, VectorIndex] | None = None) -> tuple[VectorIndex, Built | None]:
+            memory_budget: int | None = None, cached: tuple[int, VectorIndex] | None = None,
+            defer: Callable[[], None] | None = None) -> tuple[VectorIndex, Built | None]:
     """The model's index, and what was done to it (None: loaded as saved, nothing to write). `memory_budget`
     (bytes): the RAM the index may take; None keeps the one the last build was given. `cached`: (generation, index)
     held in memory, brought up to date in place when it is at least as recent as the last saved build (no file is
-    read again: while an indexer commits, each search after a commit adds that commit's vectors only)."""
+    read again: while an indexer commits, each search after a commit adds that commit's vectors only). `defer`:
+    when a rebuild in RAM is due (the library outgrew the index), the held index is updated in place all the same
+    and `defer` is called to rebuild it beside, instead of the caller waiting for it."""
     build = store.latest_build(session, model.id)
     if memory_budget is None and build is not None:
         memory_budget = build_params(build).get("memory_budget")
     previous: VectorIndex | None
-    if build is not None and cached is not None and not rebuild and cached[0] >= build.generation:
+    trained = build.trained_count if build is not None else 0
+    held = build is not None and cached is not None and not rebuild and cached[0] >= build.generation
+    if held and cached is not None:
         since, previous = cached
+        trained = int(previous.params.get("trained_count") or trained)  # built since the last saved build, maybe
     else:
         since = build.generation if build is not None else 0
         previous = _load(build, model, index_dir) if build is not None and not rebuild else None
@@ -142,12 +152,17 @@ def refresh(session: Session, model: Model, index_dir: Path, rebuild: bool = Fal
         built = _build(session, model, index_dir, memory_budget)
     elif since == model.generation:
         return previous, None
-    elif (not needs_retrain(previous.kind, build.trained_count, store.count_vectors(session, model.id, frames=True),
-                            model.dim, memory_budget)
-          and not (isinstance(previous, OnDiskIndex) and previous.needs_rebuild())):
-        built = _update(session, model, since, build, previous)
     else:
-        built = _build(session, model, index_dir, memory_budget)
+        n = store.count_vectors(session, model.id, frames=True)
+        if (not needs_retrain(previous.kind, trained, n, model.dim, memory_budget)
+                and not (isinstance(previous, OnDiskIndex) and previous.needs_rebuild())):
+            built = _update(session, model, since, build, previous)
+        elif (defer is not None and held and isinstance(previous, MemoryIndex)
+              and choose_index_spec(n, model.dim, memory_budget).kind != "ondisk"):
+            built = _update(session, model, since, build, previous)
+            defer()
+        else:
+            built = _build(session, model, index_dir, memory_budget)
     return built.index, built
 
 
@@ -171,7 +186,7 @@ def save(sessions: sessionmaker[Session], model_id: int, built: Built, index_dir
 
 def ensure_index(sessions: sessionmaker[Session], model_id: int, index_dir: Path, strict: bool = True,
                  rebuild: bool = False, cached: tuple[int, VectorIndex] | None = None,
-                 memory_budget: int | None = None) -> tuple[int, VectorIndex]:
+                 memory_budget: int | None = None, defer: Callable[[], None] | None = None) -> tuple[int, VectorIndex]:
     """(generation, index) of the model: `cached` when still current, else the saved index when fresh,
     else updated or rebuilt from the DB and saved.
 
@@ -185,7 +200,7 @@ def ensure_index(sessions: sessionmaker[Session], model_id: int, index_dir: Path
         assert model is not None
         if cached is not None and cached[0] == model.generation and not rebuild:
             return cached
-        index, built = refresh(session, model, index_dir, rebuild, memory_budget, cached)
+        index, built = refresh(session, model, index_dir, rebuild, memory_budget, cached, defer)
         if built is None or (built.incremental and not strict):
             return model.generation, index
     try:
@@ -223,6 +238,8 @@ class IndexCache:
         self._sessions, self._index_dir = sessions, index_dir
         self._indexes: dict[int, tuple[int, VectorIndex]] = {}
         self._lock_for = KeyedLocks()
+        self._rebuilding: set[int] = set()  # models whose index is being rebuilt beside the searches (one each)
+        self.rebuilt = threading.Event()  # set whenever such a rebuild has taken the old index's place
 
     def loaded(self, model_id: int) -> bool:
         """Whether the model's index is in memory already (a `get` then costs a freshness check only)."""
@@ -236,6 +253,27 @@ class IndexCache:
             return held[1]
         with self._lock_for(model_id):
             current = ensure_index(self._sessions, model_id, self._index_dir, strict=False,
-                                   cached=self._indexes.get(model_id))
+                                   cached=self._indexes.get(model_id), defer=lambda: self._rebuild_beside(model_id))
             self._indexes[model_id] = current
             return current[1]
+
+    def _rebuild_beside(self, model_id: int) -> None:
+        """Rebuild the model's index in a thread of its own while searches go on with the one held (one rebuild
+        per model at a time); once built (and saved), it takes the held one's place, and the next search adds what
+        was committed meanwhile."""
+        if model_id in self._rebuilding:
+            return
+        self._rebuilding.add(model_id)
+
+        def work() -> None:
+            try:
+                built = ensure_index(self._sessions, model_id, self._index_dir, strict=False, rebuild=True)
+                with self._lock_for(model_id):
+                    self._indexes[model_id] = built
+                self.rebuilt.set()
+            except Exception:  # the held index goes on answering; the next search that finds a rebuild due retries
+                log.exception("rebuilding the index of model %s beside the searches failed", model_id)
+            finally:
+                self._rebuilding.discard(model_id)
+
+        threading.Thread(target=work, name=f"index-rebuild-{model_id}", daemon=True).start()
