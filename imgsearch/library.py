@@ -148,6 +148,11 @@ class Library:
             return self.encoder(model)
         return self._checked_encoder(self._model_row(None), None)
 
+    def rebuild_beside_searches(self) -> None:
+        """For a long-lived process (a server): when the library has outgrown its index, searches go on with the
+        one held, grown in place, while the new one is built in a thread of its own (vectors.build.IndexCache)."""
+        self._indexes.rebuild_beside = True
+
     def _model_row(self, spec: ModelSpec | None, session: Session | None = None) -> Model:
         """The model to search with: the given one, else the most recently indexed one with vectors (read in
         `session` when given)."""

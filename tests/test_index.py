@@ -254,7 +254,7 @@ def test_searches_follow_a_growing_library_in_memory_while_they_run(library, mon
 
 
 def test_a_rebuild_runs_beside_the_searches_which_never_wait_for_it(library, monkeypatch) -> None:
-    """When the library outgrows its index (here an exact index past EXACT_MAX: IVF-PQ is due), a search answers at
+    """In a server (Library.rebuild_beside_searches, which create_app calls): when the library outgrows its index (here an exact index past EXACT_MAX: IVF-PQ is due), a search answers at
     once from the index it holds, grown in place, while the rebuild runs in a thread of its own; the rebuilt index
     then takes its place and the next search adds what came meanwhile. The rebuild is held back here until the
     searches are done: were they waiting for it, the first would never return (it gives up after a minute)."""
@@ -263,7 +263,7 @@ def test_a_rebuild_runs_beside_the_searches_which_never_wait_for_it(library, mon
     monkeypatch.setattr(params, "EXACT_MAX", 500)
     vectors = clustered(2400, 32, seed=6)
     populate(library, vectors[:400])
-    cache = index_build.IndexCache(library.sessions, library.index_dir)
+    cache = index_build.IndexCache(library.sessions, library.index_dir, rebuild_beside=True)  # as a server's is
     model_id, _ = latest(library)
     assert cache.get(model_id).kind == "exact"
     release, building = threading.Event(), threading.Event()
@@ -286,3 +286,13 @@ def test_a_rebuild_runs_beside_the_searches_which_never_wait_for_it(library, mon
     index = cache.get(model_id)
     assert index.kind == "ivfpq" and len(index) == 2100 and index.params["trained_count"] == 2000
     assert index.search(vectors[2050], 1)[1][0, 0] == late[50]
+
+
+def test_only_a_server_rebuilds_beside_its_searches(library) -> None:
+    """A one-off search would exit before a rebuild in a thread ended: only the web app asks for it."""
+    from imgsearch.web.app import create_app
+    from imgsearch.web.security import Guard
+
+    assert not library._indexes.rebuild_beside
+    create_app(library, Guard(port=8765))
+    assert library._indexes.rebuild_beside

@@ -234,8 +234,10 @@ class IndexCache:
     """Each model's index kept in memory while its vectors do not change; safe to share between threads
     (one load or update per model at a time, never two)."""
 
-    def __init__(self, sessions: sessionmaker[Session], index_dir: Path) -> None:
-        self._sessions, self._index_dir = sessions, index_dir
+    def __init__(self, sessions: sessionmaker[Session], index_dir: Path, rebuild_beside: bool = False) -> None:
+        # rebuild_beside: rebuild an outgrown index in a thread while searches go on (a long-lived process: a
+        # server; a one-off search would exit before the rebuild ends, and redo it the next time)
+        self._sessions, self._index_dir, self.rebuild_beside = sessions, index_dir, rebuild_beside
         self._indexes: dict[int, tuple[int, VectorIndex]] = {}
         self._lock_for = KeyedLocks()
         self._rebuilding: set[int] = set()  # models whose index is being rebuilt beside the searches (one each)
@@ -253,7 +255,8 @@ class IndexCache:
             return held[1]
         with self._lock_for(model_id):
             current = ensure_index(self._sessions, model_id, self._index_dir, strict=False,
-                                   cached=self._indexes.get(model_id), defer=lambda: self._rebuild_beside(model_id))
+                                   cached=self._indexes.get(model_id),
+                                   defer=(lambda: self._rebuild_beside(model_id)) if self.rebuild_beside else None)
             self._indexes[model_id] = current
             return current[1]
 

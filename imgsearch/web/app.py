@@ -41,6 +41,7 @@ def create_app(lib: Library, guard: Guard, set_aside: Path | None = None) -> Fas
                   description="Semantic search of a photo library: the same operations as the `imgsearch` command.",
                   max_body_size=api.MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD)
     app.state.library, app.state.jobs = lib, Jobs()
+    lib.rebuild_beside_searches()  # a server lives on: an outgrown index is rebuilt beside its searches
     app.state.watch = None  # serve --watch: what the watcher did last, for the status page and API
     # Starlette types a handler as taking any Exception, though it calls each with the class it is registered for
     app.add_exception_handler(ImgSearchError, errors.handle)  # type: ignore[arg-type]
