@@ -275,8 +275,8 @@ class Library:
             index: Callable[[], VectorIndex] = lambda: self._indexes.get(row.id, row.generation)  # noqa: E731
             if not self._indexes.loaded(row.id):  # a cold process: read the index while the query is embedded
                 index = in_background(index)
-            return searcher.search(self.sessions, row, lambda: self._checked_encoder(row, model), index, terms,
-                                   options, allow_urls, session)
+            return searcher.search(self.sessions, session, row, lambda: self._checked_encoder(row, model), index,
+                                   terms, options, allow_urls)
 
     def similar(self, image_id: int, options: SearchOptions = SearchOptions(),
                 model: ModelSpec | None = None) -> list[SearchResult]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -32,11 +31,12 @@ SORTED_DEPTH = 1000  # results ordered by date or path: the best this many by sc
 CACHE_WRITE_WAIT_MS = 200  # a search waits this long for an indexer's write lock, then skips caching
 
 
-def search(sessions: sessionmaker[Session], row: Model, encoder: Callable[[], Encoder],
+def search(sessions: sessionmaker[Session], session: Session, row: Model, encoder: Callable[[], Encoder],
            index: Callable[[], VectorIndex], terms: Sequence[Term], options: SearchOptions,
-           allow_urls: bool = True, session: Session | None = None) -> list[SearchResult]:
-    """Rank the library for a combination of text and image terms, with filters and paging (read in `session`
-    when given, else in a session of its own).
+           allow_urls: bool = True) -> list[SearchResult]:
+    """Rank the library for a combination of text and image terms, with filters and paging, reading in `session`
+    (one pooled connection for the whole search: on PostgreSQL each session costs round trips of its own, more
+    than the search's few queries); `sessions` for the cache's writes.
 
     `encoder` and `index` are called only when needed: a cached text query loads no model. Query images
     given by file or id are left out of their own results. `allow_urls` False refuses URL terms (a server
@@ -45,37 +45,34 @@ def search(sessions: sessionmaker[Session], row: Model, encoder: Callable[[], En
     options = check_options(options)
     if not allow_urls and any(t.kind == "url" for t in terms):
         raise UsageError("image URLs are not fetched here: download the image and give it as a file", "query")
-    # one session (one pooled connection) for the whole search: on PostgreSQL each session costs round trips of its
-    # own (a connection check, BEGIN and ROLLBACK unless it reads in autocommit), more than the search's few queries
-    with nullcontext(session) if session is not None else sessions() as session:
-        query = combine(query_vectors(sessions, row, encoder, terms, session), [t.weight for t in terms])
-        _check_filters(session, options.filters)
-        exclude = {i for t in terms if t.kind == "image"
-                   for i in [store.image_id_for_path(session, os.path.abspath(Path(t.value).expanduser()))]
-                   if i is not None} | {int(t.value) for t in terms if t.kind == "photo"} \
-            | {int(t.value) for t in terms if t.kind == "marked" and t.weight < 0}  # liked photos stay, unliked go
-        exclude |= set(store.frame_index_ids(session, row.id, sorted(exclude)).tolist())  # a video's own frames
-        allowed = store.filter_index_ids(session, row.id, options.filters) if options.filters.active() else None
-        ann = index()
-        if options.offset >= len(ann):
-            return []  # past the last image: nothing to rank (and no depth of 10**11 asked of FAISS)
-        frames: dict[int, tuple[int, int]] = {}
+    query = combine(query_vectors(sessions, row, encoder, terms, session), [t.weight for t in terms])
+    _check_filters(session, options.filters)
+    exclude = {i for t in terms if t.kind == "image"
+               for i in [store.image_id_for_path(session, os.path.abspath(Path(t.value).expanduser()))]
+               if i is not None} | {int(t.value) for t in terms if t.kind == "photo"} \
+        | {int(t.value) for t in terms if t.kind == "marked" and t.weight < 0}  # liked photos stay, unliked go
+    exclude |= set(store.frame_index_ids(session, row.id, sorted(exclude)).tolist())  # a video's own frames
+    allowed = store.filter_index_ids(session, row.id, options.filters) if options.filters.active() else None
+    ann = index()
+    if options.offset >= len(ann):
+        return []  # past the last image: nothing to rank (and no depth of 10**11 asked of FAISS)
+    frames: dict[int, tuple[int, int]] = {}
 
-        def owners(ids: Sequence[int]) -> dict[int, int]:
-            found = store.frame_owners(session, ids)
-            frames.update(found)
-            return {i: image_id for i, (image_id, _) in found.items()}
+    def owners(ids: Sequence[int]) -> dict[int, int]:
+        found = store.frame_owners(session, ids)
+        frames.update(found)
+        return {i: image_id for i, (image_id, _) in found.items()}
 
-        # by score: a few past the page (a run of equal scores, exact copies, that crosses the page's end is ordered
-        # whole); by date or path: the best SORTED_DEPTH by score (or a page's k, when larger) ordered as one list,
-        # then paged, so that the order runs on from one page to the next and ends with that list
-        depth = options.offset + options.k + TIE_LOOKAHEAD if options.sort == "score" else max(SORTED_DEPTH, options.k)
-        hits = rank_ids(ann, query, min(depth, len(ann)), allowed, exclude, options.min_score, owners)
-        times = {frames[i][0]: frames[i][1] for i, _ in hits if i in frames}
-        hits = [(frames[i][0] if i in frames else i, score) for i, score in hits]
-        paths = store.paths_for(session, [i for i, _ in hits])
-        hits = order(order(hits, paths, "score"), paths, options.sort, lambda ids: store.dates_for(session, ids))
-        hits = hits[options.offset: options.offset + options.k]
+    # by score: a few past the page (a run of equal scores, exact copies, that crosses the page's end is ordered
+    # whole); by date or path: the best SORTED_DEPTH by score (or a page's k, when larger) ordered as one list,
+    # then paged, so that the order runs on from one page to the next and ends with that list
+    depth = options.offset + options.k + TIE_LOOKAHEAD if options.sort == "score" else max(SORTED_DEPTH, options.k)
+    hits = rank_ids(ann, query, min(depth, len(ann)), allowed, exclude, options.min_score, owners)
+    times = {frames[i][0]: frames[i][1] for i, _ in hits if i in frames}
+    hits = [(frames[i][0] if i in frames else i, score) for i, score in hits]
+    paths = store.paths_for(session, [i for i, _ in hits])
+    hits = order(order(hits, paths, "score"), paths, options.sort, lambda ids: store.dates_for(session, ids))
+    hits = hits[options.offset: options.offset + options.k]
     return [SearchResult(rank=n, score=s, path=paths[i], id=i, time_ms=times.get(i)) for n, (i, s) in enumerate(hits, 1)]
 
 

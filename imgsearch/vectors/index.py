@@ -151,11 +151,10 @@ class MemoryIndex:
                 self._add(as_ids(ids), as_float32(vectors))
 
     def _add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        if len(ids):
-            self.ann.add_with_ids(vectors, ids)
-            if self.refine is not None:
-                self.refine.add_with_ids(vectors, ids)
-            self._gpu_ann = None
+        self.ann.add_with_ids(vectors, ids)
+        if self.refine is not None:
+            self.refine.add_with_ids(vectors, ids)
+        self._gpu_ann = None
 
     def remove(self, ids: np.ndarray) -> int:
         """Remove these ids; returns how many were present."""
