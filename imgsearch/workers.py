@@ -4,6 +4,7 @@ torch ran can hang) and per-key locks for caches that threads share."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing as mp
 import os
 import signal
@@ -12,9 +13,10 @@ import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def default_workers() -> int:
@@ -140,6 +142,21 @@ class ReadWriteLock:
             with self._cond:
                 self._writing = False
                 self._cond.notify_all()
+
+
+def _holding(mode: str) -> Callable[[F], F]:
+    def decorate(method: F) -> F:
+        @functools.wraps(method)
+        def locked(self: Any, *args: Any, **kwargs: Any) -> Any:
+            with getattr(self._lock, mode)():
+                return method(self, *args, **kwargs)
+        return cast(F, locked)
+    return decorate
+
+
+# A method run holding its object's `_lock` (a ReadWriteLock) for reading, or for writing. The lock is not
+# re-entrant: a locked method calls the unlocked code of another, never the locked method itself.
+reads, writes = _holding("reading"), _holding("writing")
 
 
 class StillRunning(Exception):

@@ -93,6 +93,37 @@ def test_an_hnsw_coarse_quantizer_finds_what_the_flat_one_does(tmp_path: Path, d
     assert found["hnsw"] >= found["flat"] - 0.01 and found["hnsw"] >= 0.85, found
 
 
+def test_many_lists_are_trained_in_two_levels_as_well_and_quietly(tmp_path: Path, data, monkeypatch, capfd) -> None:
+    """Past params.TWO_LEVEL_MIN lists a CPU trains the centroids by two-level k-means (flat k-means of 2^16 lists
+    is hours on 2 cores): here lowered to 1,024 lists, the index finds what the flat k-means' index finds, and
+    FAISS prints nothing about the small second-level clusters."""
+    from faiss.contrib import clustering
+
+    from imgsearch.vectors import params
+
+    ids, vectors, queries, truth = data
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(args[1:3])
+        return two_level(*args, **kwargs)
+
+    two_level = clustering.two_level_clustering
+    monkeypatch.setattr(clustering, "two_level_clustering", spy)
+    found = {}
+    for name, lowest in (("flat", 1 << 30), ("two-level", 1024)):
+        monkeypatch.setattr(params, "TWO_LEVEL_MIN", lowest)
+        capfd.readouterr()
+        built = ondisk.build(tmp_path / name, DIM, "IVF1024_HNSW32,PQ8", vectors[:12000],
+                             ondisk.shards_of(ids, vectors, 3), N, params={"nprobe": 16, "k_factor": 10})
+        err = capfd.readouterr().err
+        assert name == "flat" or err == "", err  # (the flat k-means is warned: 12 points a list, as sized here)
+        found[name] = recall(built.search(queries, 10)[1], truth)
+    assert calls == [(32, 1024)]  # sqrt(nlist) first-level clusters, only for the second build
+    assert faiss.extract_index_ivf(built.ann).quantizer.ntotal == 1024 and len(built) == N
+    assert found["two-level"] >= found["flat"] - 0.02 and found["two-level"] >= 0.85, found
+
+
 def test_additions_and_removals_after_the_build_are_searched_and_kept(tmp_path: Path, data) -> None:
     ids, vectors, queries, _ = data
     index = ondisk.build(tmp_path / "gen-1", DIM, FACTORY, vectors[:8000], ondisk.shards_of(ids, vectors, 2), N,

@@ -15,11 +15,13 @@ import faiss
 import numpy as np
 
 from imgsearch.fs import atomic_write
-from imgsearch.workers import ReadWriteLock
+from imgsearch.vectors import params
+from imgsearch.workers import ReadWriteLock, reads, writes
 
 EXACT_SPEC = "IDMap2,Flat"  # exact inner product keyed by image id (cosine on normalised vectors)
 GPU_MIN_VECTORS = 50_000  # below this a CPU scan answers faster than a copy to the GPU pays back
 FORMAT = 1
+PQ_TRAIN = 65_536  # the product quantizer's sample once the centroids are trained (256 points per code word)
 
 
 def as_float32(x: np.ndarray) -> np.ndarray:
@@ -117,7 +119,7 @@ class MemoryIndex:
         ann = faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
         refine = None
         if not ann.is_trained:
-            _train(ann, as_float32(train_vectors if train_vectors is not None else vectors))
+            train_ivf(ann, as_float32(train_vectors if train_vectors is not None else vectors))
             refine = faiss.IndexIDMap2(faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16,
                                                                   faiss.METRIC_INNER_PRODUCT))
         index = cls(ann, spec, refine)
@@ -139,31 +141,27 @@ class MemoryIndex:
     def __len__(self) -> int:
         return self.ann.ntotal
 
+    @reads
     def ids(self) -> np.ndarray:
         """Every image id in the index."""
         holder = self.refine if self.refine is not None else self.ann
-        with self._lock.reading():
-            return faiss.vector_to_array(holder.id_map).astype(np.int64)
+        return faiss.vector_to_array(holder.id_map).astype(np.int64)
 
+    @writes
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        if len(ids):
-            with self._lock.writing():
-                self._add(as_ids(ids), as_float32(vectors))
-
-    def _add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if not len(ids):
+            return
+        ids, vectors = as_ids(ids), as_float32(vectors)
         self.ann.add_with_ids(vectors, ids)
         if self.refine is not None:
             self.refine.add_with_ids(vectors, ids)
         self._gpu_ann = None
 
+    @writes
     def remove(self, ids: np.ndarray) -> int:
         """Remove these ids; returns how many were present."""
         if not len(ids):
             return 0
-        with self._lock.writing():
-            return self._remove(ids)
-
-    def _remove(self, ids: np.ndarray) -> int:
         self._gpu_ann = None
         removed = self.ann.remove_ids(as_ids(ids))
         if self.refine is not None:
@@ -172,12 +170,10 @@ class MemoryIndex:
 
     # --- search ------------------------------------------------------------------------------------
 
+    @reads
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores, ids), each (n, k), best first; missing neighbours have id -1 and score -inf."""
-        with self._lock.reading():
-            return self._search(as_float32(queries), max(1, k))
-
-    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        queries, k = as_float32(queries), max(1, k)
         if self.refine is None:
             scores, ids = self._ann().search(queries, min(k, max(1, len(self))))
         else:
@@ -187,10 +183,10 @@ class MemoryIndex:
             scores, ids = self._rerank(queries, candidates, k)
         return _pad(scores, ids, k)
 
+    @reads
     def score(self, query: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """Exact scores of one query against these ids (all must be in the index)."""
-        with self._lock.reading():
-            return self._score(query, ids)
+        return self._score(query, ids)
 
     def _score(self, query: np.ndarray, ids: np.ndarray) -> np.ndarray:
         if not len(ids):
@@ -220,12 +216,9 @@ class MemoryIndex:
 
     # --- persistence -------------------------------------------------------------------------------
 
+    @reads
     def save(self, path: Path) -> None:
         """One file (npz of the FAISS blobs + metadata), written atomically: temp file, fsync, rename."""
-        with self._lock.reading():
-            self._save(path)
-
-    def _save(self, path: Path) -> None:
         parts = {"ann": faiss.serialize_index(self.ann),
                  "meta": np.frombuffer(json.dumps({"format": FORMAT, "spec": self.spec,
                                                    "params": self.params}).encode(), dtype=np.uint8)}
@@ -249,14 +242,28 @@ class MemoryIndex:
         return cls(ann, meta["spec"], refine, meta["params"])
 
 
-def _train(ann: FaissIndex, vectors: np.ndarray) -> None:
-    """Train on the GPU when FAISS has one (k-means dominates), else on the CPU."""
+def train_ivf(ann: FaissIndex, vectors: np.ndarray) -> None:
+    """Train an IVF(-PQ) index: on the GPU when FAISS has one (k-means dominates); on a CPU, past TWO_LEVEL_MIN
+    lists, by two-level k-means (sqrt(nlist) clusters, then each split in proportion to its points: FAISS's
+    contrib, as its billion-scale benchmarks train), whose cost grows with sqrt(nlist) instead of nlist. The
+    polysemous codes FAISS trains for IVF-PQ by default are never searched here, so they are not trained."""
+    ivf: FaissIndex = faiss.downcast_index(faiss.extract_index_ivf(ann))
+    if hasattr(ivf, "do_polysemous_training"):
+        ivf.do_polysemous_training = False
     if gpu_count() > 0:
         try:
-            ivf = faiss.extract_index_ivf(ann)
             ivf.clustering_index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(ann.d))
         except (RuntimeError, AttributeError):
             pass
+    elif ivf.nlist >= params.TWO_LEVEL_MIN and not ivf.quantizer.ntotal:
+        from faiss.contrib.clustering import two_level_clustering
+
+        # spherical, as FAISS's own IVF training is for inner product; the sample is sized for the whole index
+        # (params), so a second-level cluster may hold a few points under FAISS's 39 per centroid: no warning
+        centroids, _ = two_level_clustering(vectors, int(np.sqrt(ivf.nlist)), ivf.nlist, spherical=True,
+                                            min_points_per_centroid=1)
+        ivf.quantizer.add(as_float32(centroids))  # trained: IVF's own train() goes straight to the codes
+        vectors = vectors[:: max(1, len(vectors) // PQ_TRAIN)]
     ann.train(vectors)
 
 

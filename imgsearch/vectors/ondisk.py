@@ -24,8 +24,8 @@ import faiss
 import numpy as np
 
 from imgsearch.fs import atomic_write, c_stdout_silenced, file_fingerprint
-from imgsearch.vectors.index import FaissIndex, as_float32, as_ids, ivf_search_params
-from imgsearch.workers import ReadWriteLock
+from imgsearch.vectors.index import FaissIndex, as_float32, as_ids, ivf_search_params, train_ivf
+from imgsearch.workers import ReadWriteLock, reads, writes
 
 FORMAT = 1
 DELTA_REBUILD = 0.1  # rebuild once the additions since the build reach this share of the index
@@ -52,7 +52,7 @@ def build(folder: Path, dim: int, factory: str, train_vectors: np.ndarray, shard
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     trained = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-    trained.train(as_float32(train_vectors))
+    train_ivf(trained, as_float32(train_vectors))
     faiss.write_index(trained, str(folder / TRAINED))
     rerank = np.lib.format.open_memmap(folder / RERANK, mode="w+", dtype=np.float16, shape=(total, dim))
     rerank_ids = np.lib.format.open_memmap(folder / RERANK_IDS, mode="w+", dtype=np.int64, shape=(total,))
@@ -147,30 +147,21 @@ class OnDiskIndex:
         # tombstones are only ever ids of the built part (add and remove check _in_base), so they count as they are
         return int(self.ann.ntotal) - len(self.removed) + int(self.delta.ntotal)
 
+    @reads
     def ids(self) -> np.ndarray:
-        with self._lock.reading():
-            return self._ids()
-
-    def _ids(self) -> np.ndarray:
         base = self.rerank_ids[~np.isin(self.rerank_ids, np.fromiter(self.removed, np.int64))]
         return np.union1d(base, faiss.vector_to_array(self.delta.id_map).astype(np.int64))
 
+    @writes
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """New or changed vectors go to the in-RAM delta (a changed one's old copy is tombstoned)."""
-        with self._lock.writing():
-            self._add(ids, vectors)
-
-    def _add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids):
             self.removed.update(int(i) for i in ids if self._in_base(int(i)))
             self.delta.remove_ids(as_ids(ids))
             self.delta.add_with_ids(as_float32(vectors), as_ids(ids))
 
+    @writes
     def remove(self, ids: np.ndarray) -> int:
-        with self._lock.writing():
-            return self._remove(ids)
-
-    def _remove(self, ids: np.ndarray) -> int:
         if not len(ids):
             return 0
         gone = int(self.delta.remove_ids(as_ids(ids)))
@@ -181,12 +172,9 @@ class OnDiskIndex:
     def needs_rebuild(self) -> bool:
         return self.delta.ntotal + len(self.removed) > DELTA_REBUILD * max(1, self.ann.ntotal)
 
+    @reads
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores, ids), best first: IVF candidates re-scored exactly from the fp16 copy, merged with the delta."""
-        with self._lock.reading():
-            return self._search(queries, k)
-
-    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         queries = as_float32(queries)
         k = max(1, k)
         depth = max(k, k * int(self.params["k_factor"])) + len(self.removed)
@@ -206,12 +194,9 @@ class OnDiskIndex:
             out_s[row, :len(top)], out_i[row, :len(top)] = scores[top], cand[top]
         return out_s, out_i
 
+    @reads
     def score(self, query: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """Exact scores of one query against these ids (all in the index)."""
-        with self._lock.reading():
-            return self._score(query, ids)
-
-    def _score(self, query: np.ndarray, ids: np.ndarray) -> np.ndarray:
         ids = as_ids(ids)
         q = as_float32(query)[0]
         out = np.empty(len(ids), dtype=np.float32)
@@ -234,13 +219,10 @@ class OnDiskIndex:
 
     # --- persistence ---------------------------------------------------------------------------------
 
+    @reads
     def save(self, folder: Path) -> None:
         """This state in `folder`: the built files hard-linked (or copied across file systems) when `folder` is a
         new one, and the delta and tombstones written."""
-        with self._lock.reading():
-            self._save(folder)
-
-    def _save(self, folder: Path) -> None:
         if folder != self.folder:
             folder.mkdir(parents=True, exist_ok=True)
             for name in (POPULATED, LISTS, RERANK, RERANK_IDS, META, TRAINED):

@@ -22,6 +22,9 @@ ONDISK_TRAIN = 2_000_000  # k-means sample for 2^16+ lists: ~15-30 points per li
 # From this many lists the centroids are searched through an HNSW graph (FAISS's IVF{n}_HNSW32) instead of a flat
 # scan: a flat scan of 2^17 centroids cost 34 ms a query on 2 cores, the graph 0.16 ms (BENCHMARKS.md).
 COARSE_HNSW_MIN = 1 << 14
+# From this many lists a CPU trains the centroids by two-level k-means (vectors/index.train_ivf): flat k-means of
+# 2^16 lists on 2.5M points is hours on 2 cores, two levels minutes (BENCHMARKS.md, "10M vectors on disk").
+TWO_LEVEL_MIN = COARSE_HNSW_MIN
 
 
 def coarse(nlist: int) -> str:
