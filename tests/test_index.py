@@ -288,6 +288,53 @@ def test_a_rebuild_runs_beside_the_searches_which_never_wait_for_it(library, mon
     assert index.search(vectors[2050], 1)[1][0, 0] == late[50]
 
 
+def test_an_on_disk_index_is_rebuilt_beside_the_searches_too(library, monkeypatch) -> None:
+    """The same for a library past its memory budget (inverted lists on disk): additions past ondisk.DELTA_REBUILD
+    are searched from the in-RAM delta at once while the new folder is built beside (into a folder of its own,
+    renamed into place), then the new folder takes the old one's place, which goes."""
+    import subprocess
+    import threading
+
+    from imgsearch.vectors import ondisk
+
+    vectors = clustered(2600, 32, seed=8)
+    populate(library, vectors[:2000])
+    model_id, _ = latest(library)
+    index_build.ensure_index(library.sessions, model_id, library.index_dir, memory_budget=1000)  # nothing fits
+    cache = index_build.IndexCache(library.sessions, library.index_dir, rebuild_beside=True)
+    first = cache.get(model_id)
+    assert first.kind == "ondisk" and not first.needs_rebuild()
+    old_folder = first.folder
+    release, building = threading.Event(), threading.Event()
+    real_build = ondisk.build
+
+    def held_back(folder, *args, **kwargs):
+        building.set()
+        assert folder.name.startswith(".") and ".building-" in folder.name  # never the folder searched
+        if not release.wait(60):
+            raise TimeoutError("the test never released the rebuild")
+        return real_build(folder, *args, **kwargs)
+
+    monkeypatch.setattr(ondisk, "build", held_back)
+    grown = populate(library, vectors[2000:2500], start=2000)  # 25% more: past DELTA_REBUILD
+    index = cache.get(model_id)  # returns while the rebuild is held back
+    assert building.wait(60) and index is first and len(index) == 2500 and index.needs_rebuild()
+    assert index.search(vectors[2300], 1)[1][0, 0] == grown[300]
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    killed = library.index_dir / f".{old_folder.name}.building-{dead.pid}-1"  # a build killed midway
+    (killed / "shard-00000.index").parent.mkdir()
+    (killed / "shard-00000.index").write_bytes(b"partial")
+    release.set()
+    assert cache.rebuilt.wait(120)
+    late = populate(library, vectors[2500:2510], start=2500)
+    index = cache.get(model_id)
+    assert index.kind == "ondisk" and index is not first and len(index) == 2510 and not index.needs_rebuild()
+    assert index.search(vectors[2505], 1)[1][0, 0] == late[5]
+    assert not old_folder.exists() and not list(library.index_dir.glob(".*building*"))
+    assert [p for p in library.index_dir.iterdir() if p.is_dir()] == [index.folder]
+
+
 def test_only_a_server_rebuilds_beside_its_searches(library) -> None:
     """A one-off search would exit before a rebuild in a thread ended: only the web app asks for it."""
     from imgsearch.web.app import create_app

@@ -121,8 +121,9 @@ def _build_ondisk(session: Session, model: Model, index_dir: Path, spec: IndexSp
     rng = np.random.default_rng(0)
     train = np.concatenate([v[rng.random(len(v)) < share] for _, v in store.iter_vectors(session, model.id, model.dim)])
     folder = index_dir / index_filename(model.id, model.generation)
-    index = ondisk.build(folder, model.dim, spec.factory, train, store.iter_vectors(session, model.id, model.dim), n,
-                         rerank_in_ram=spec.rerank == "ram", params={"memory_budget": memory_budget})
+    index = ondisk.build_into_place(folder, model.dim, spec.factory, train,
+                                    store.iter_vectors(session, model.id, model.dim), n,
+                                    rerank_in_ram=spec.rerank == "ram", params={"memory_budget": memory_budget})
     recall = tune(index, index.rerank_ids, index.rerank, RECALL_TARGET)
     return Built(index, model.generation, time.perf_counter() - start, recall, n)
 
@@ -154,13 +155,13 @@ def refresh(session: Session, model: Model, index_dir: Path, rebuild: bool = Fal
         return previous, None
     else:
         n = store.count_vectors(session, model.id, frames=True)
-        if (not needs_retrain(previous.kind, trained, n, model.dim, memory_budget)
-                and not (isinstance(previous, OnDiskIndex) and previous.needs_rebuild())):
+        outgrown = (needs_retrain(previous.kind, trained, n, model.dim, memory_budget)
+                    or (isinstance(previous, OnDiskIndex) and previous.needs_rebuild()))
+        if not outgrown or (defer is not None and held):
             built = _update(session, model, since, build, previous)
-        elif (defer is not None and held and isinstance(previous, MemoryIndex)
-              and choose_index_spec(n, model.dim, memory_budget).kind != "ondisk"):
-            built = _update(session, model, since, build, previous)
-            defer()
+            if defer is not None and held and (outgrown or (isinstance(previous, OnDiskIndex)
+                                                            and previous.needs_rebuild())):
+                defer()  # (in RAM or on disk: a rebuild writes a new file or folder of its own)
         else:
             built = _build(session, model, index_dir, memory_budget)
     return built.index, built

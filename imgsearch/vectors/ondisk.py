@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -87,6 +88,42 @@ def build(folder: Path, dim: int, factory: str, train_vectors: np.ndarray, shard
                             "params": {"nprobe": 16, "k_factor": 10, **(params or {})},
                             "files": {name: file_fingerprint(folder / name) for name in CHECKED}}))
     return OnDiskIndex.open(folder)
+
+
+def build_into_place(folder: Path, dim: int, factory: str, train_vectors: np.ndarray, shards: Iterable[Shard],
+                     total: int, rerank_in_ram: bool = True, params: dict | None = None) -> "OnDiskIndex":
+    """`build`, into a folder of this process's own beside `folder`, which then takes `folder`'s place: a build
+    never writes into a folder another process searches or builds (a server rebuilding beside its searches, an
+    indexer), and one killed midway leaves its own folder, removed by the next build here."""
+    _remove_killed_builds(folder)  # before (their disk) and after (those killed meanwhile)
+    own = folder.parent / f".{folder.name}.building-{os.getpid()}-{threading.get_ident()}"
+    try:
+        build(own, dim, factory, train_vectors, shards, total, rerank_in_ram, params)
+        if folder.exists():  # the same state built by another process meanwhile: replaced (files unlinked, never
+            shutil.rmtree(folder)  # truncated, so whoever has them open reads on)
+        os.rename(own, folder)
+    finally:
+        shutil.rmtree(own, ignore_errors=True)
+        _remove_killed_builds(folder)
+    return OnDiskIndex.open(folder)
+
+
+def _remove_killed_builds(folder: Path) -> None:
+    """The build folders of the same model left by processes that no longer run."""
+    for stale in folder.parent.glob(f".{folder.name.split('-gen-')[0]}-gen-*.building-*"):
+        pid = stale.name.rsplit("-", 2)[-2]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 CHECKED = (POPULATED, LISTS, RERANK, RERANK_IDS)  # the built files, checked on every open
