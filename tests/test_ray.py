@@ -223,6 +223,60 @@ def test_a_node_killed_mid_run_loses_no_photo(tmp_path: Path, tiny_model_dir: Pa
             _kill_session(node.pid)
 
 
+def _descendants(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of every process below `pid`."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            children.setdefault(int(stat.read_text().rsplit(")", 1)[1].split()[1]), []).append(int(stat.parent.name))
+        except (OSError, ValueError):
+            continue
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            try:
+                found.append((child, (Path("/proc") / str(child) / "cmdline").read_bytes().replace(b"\0", b" ").decode()))
+            except OSError:
+                continue
+            todo.append(child)
+    return found
+
+
+def test_killing_rays_dashboard_agent_ends_the_run_with_a_message(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """Ray's raylet fate-shares with its dashboard agent, and its core worker then ends the driver's process on the
+    spot (exit 1, no Python runs). The driver is a child process: the command says what happened, in words, exits
+    1, and keeps what was written."""
+    pics = derived_photos(tmp_path / "pics", 400, size=(1200, 900))
+    lib = tmp_path / "lib"
+    run = subprocess.Popen([sys.executable, "-m", "imgsearch", "index", str(pics), "-L", str(lib), "-m",
+                            f"local-dir:{tiny_model_dir}", "--ray", "local"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        committed = 0
+        while run.poll() is None and committed < 32:  # a first batch is written: the run is under way
+            time.sleep(0.2)
+            try:
+                with sqlite3.connect(f"file:{lib / 'library.db'}?mode=ro", uri=True, timeout=1) as db:
+                    committed = db.execute("SELECT count(*) FROM images").fetchone()[0]
+            except sqlite3.Error:
+                pass
+        assert run.poll() is None, "the run ended before the agent could be killed"
+        agents = [pid for pid, cmd in _descendants(run.pid) if "dashboard" in cmd and "agent" in cmd]
+        assert agents, _descendants(run.pid)
+        for pid in agents:
+            os.kill(pid, signal.SIGKILL)
+        _, stderr = run.communicate(timeout=600)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+        _kill_session(run.pid)
+    assert run.returncode == 1, stderr[-3000:]
+    assert "Error: Ray's driver process ended without a word" in stderr and "Traceback" not in stderr, stderr[-3000:]
+    with sqlite3.connect(lib / "library.db") as db:
+        kept = db.execute("SELECT count(*) FROM images").fetchone()[0]
+    assert 32 <= kept <= 400
+
+
 def test_without_ray_installed_the_message_names_the_fix(tmp_path: Path, tiny_model_dir: Path) -> None:
     pics = derived_photos(tmp_path / "pics", 3)
     blocker = tmp_path / "no-ray"

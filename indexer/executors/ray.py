@@ -20,13 +20,16 @@ import logging
 import os
 import pickle
 import re
+import signal
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +39,7 @@ from imgsearch.images.decode import Decoded, default_pixel_limit
 from imgsearch.images.loader import StageTimes, decode_files
 from imgsearch.models.embed import Batch, encode_batch
 from imgsearch.models.encoder import Encoder
+from imgsearch.workers import importable_main, worker_context
 
 LOCAL_OBJECT_STORE_BYTES = 1_500_000_000  # a local Ray's shared memory: enough for a few batches of pixels
 DECODE_CHUNK = 16  # files per decode task batch
@@ -207,6 +211,47 @@ class _Encode:
                 "encoder": np.array([self.encoder.describe()] * len(items), dtype=object)}
 
 
+def _drive(executor: "RayExecutor", address: str, paths: list[str], send) -> None:
+    """The child process's part: join (or start) Ray, run the dataset, send its output blocks, then ("done",
+    seconds); an error goes as ("error", (class, message, param)) for the parent to raise, anything unforeseen as
+    ("crash", its traceback). Ctrl-C (or the parent's SIGINT) stops Ray here before the process ends."""
+    try:
+        started = connect(address)
+        import ray
+
+        # Ray Data's INFO lines would drown imgsearch's own progress and summary, and its ERROR lines (a 70-line
+        # stack trace when a node dies) say what the exception below says: imgsearch reports that once, in words
+        for name in ("ray", "ray.data"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+        try:
+            with ray_lines_attributed():
+                send.send(("nodes", cluster_nodes()))
+                start = time.perf_counter()
+                for out in executor._outputs(paths):
+                    send.send(("out", out))
+                _tell(send, ("done", time.perf_counter() - start))
+        except ray.exceptions.RayError as exc:
+            raise ClusterError(f"the Ray cluster failed the run: {_in_words(exc)}. What was written before is kept: "
+                               "run the command again.") from exc
+        finally:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut Ray's shutdown short
+            if started:
+                ray.shutdown()
+    except (KeyboardInterrupt, BrokenPipeError):
+        pass  # stopped by the parent, or the parent is gone: nobody to tell
+    except ImgSearchError as exc:
+        _tell(send, ("error", (type(exc), exc.template, exc.param)))
+    except BaseException:
+        _tell(send, ("crash", traceback.format_exc()))
+
+
+def _tell(send, message: tuple) -> None:
+    """The child's last word (the parent waits for the process to end after it, and interrupts it no more)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with suppress(OSError):  # the parent is gone
+        send.send(message)
+
+
 class RayExecutor:
     """Decode and encode on a Ray cluster; `embed` yields the same Batches the local executor does."""
 
@@ -223,31 +268,63 @@ class RayExecutor:
         return f"a Ray cluster of {self.nodes} node{'s' if self.nodes != 1 else ''}{used}"
 
     def embed(self, paths: Sequence[str], times: StageTimes) -> Iterator[Batch]:
-        started = connect(self.ray_settings.address)
-        import ray
-        import ray.data
-
-        # Ray Data's INFO lines would drown imgsearch's own progress and summary, and its ERROR lines (a 70-line
-        # stack trace when a node dies) say what the exception below says: imgsearch reports that once, in words
-        for name in ("ray", "ray.data"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
+        """Ray's driver runs in a child process (`_drive`), which sends Ray Data's output blocks here: when Ray's
+        own processes on this machine stop (a raylet, the dashboard agent it fate-shares with), Ray's core worker
+        ends the process it runs in on the spot, without a word; that process is then the child, and its end is
+        told here in words, with what was written before kept."""
+        context: Any = worker_context()
+        receive, send = context.Pipe(duplex=False)
+        address = self.ray_settings.address
+        if "ray" in sys.modules and sys.modules["ray"] is not None and sys.modules["ray"].is_initialized():
+            address = sys.modules["ray"].get_runtime_context().gcs_address  # the Ray this process joined already
+        with importable_main():
+            child = context.Process(target=_drive, args=(self, address, list(paths), send),
+                                    name="imgsearch-ray-driver")
+            child.start()
+        send.close()
+        seen: set[str] = set()
+        told = False  # the child's last word came: it ends by itself
         try:
-            with ray_lines_attributed():
-                yield from self._run(paths, times)
-        except ImgSearchError:
-            raise
-        except ray.exceptions.RayError as exc:
-            raise ClusterError(f"the Ray cluster failed the run: {_in_words(exc)}. What was written before is kept: "
-                               "run the command again.") from exc
+            while True:
+                try:
+                    kind, payload = receive.recv()
+                except EOFError:
+                    child.join(60)
+                    told = True
+                    raise ClusterError(
+                        f"Ray's driver process ended without a word (exit status {child.exitcode}): Ray's own "
+                        "processes on this machine stopped (its raylet or dashboard agent was killed, or ran out of "
+                        "memory). What was written before is kept: run the command again.") from None
+                told = kind in ("error", "crash", "done")
+                if kind == "out":
+                    batch = self._batch(payload, seen)
+                    if batch.decoded or batch.skipped:
+                        yield batch
+                elif kind == "nodes":
+                    self.nodes = payload
+                elif kind == "error":
+                    cls, message, param = payload
+                    raise cls(message, param)
+                elif kind == "crash":
+                    raise RuntimeError(f"Ray's driver process failed:\n{payload}")
+                else:  # done
+                    times.add(encode_s=payload)
+                    return
         finally:
-            if started:
-                ray.shutdown()
+            receive.close()
+            if not told and child.is_alive():  # stopped here (Ctrl-C, an error writing): the child stops Ray first
+                with suppress(ProcessLookupError):
+                    os.kill(child.pid, signal.SIGINT)
+            child.join(60)
+            if child.is_alive():
+                child.kill()
+                child.join()
 
-    def _run(self, paths: Sequence[str], times: StageTimes) -> Iterator[Batch]:
+    def _outputs(self, paths: Sequence[str]) -> Iterator[dict]:
+        """Ray Data's output blocks, in the driver (the child process)."""
         import ray
         import ray.data
 
-        self.nodes = cluster_nodes()
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the driver shows imgsearch's own progress
         context.verbose_stats_logs = False
@@ -266,13 +343,7 @@ class RayExecutor:
         ds = ds.map_batches(encode, batch_size=batch_size,
                             batch_format="numpy", num_gpus=gpus or None, num_cpus=0 if gpus else 1,
                             compute=ray.data.ActorPoolStrategy(size=actors))
-        seen: set[str] = set()
-        start = time.perf_counter()
-        for out in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
-            batch = self._batch(out, seen)
-            if batch.decoded or batch.skipped:
-                yield batch
-        times.add(encode_s=time.perf_counter() - start)
+        yield from ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2)
 
     def _batch(self, out: dict, seen: set[str]) -> Batch:
         batch, rows = Batch(), []
