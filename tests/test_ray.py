@@ -184,6 +184,19 @@ def _cluster_cpus(port: int) -> float:
         return 0.0
 
 
+def under_way(run: subprocess.Popen, lib: Path) -> None:
+    """Return once the run has written its first batch (polling the library it writes), while it still runs."""
+    committed = 0
+    while run.poll() is None and committed < 32:
+        time.sleep(0.2)
+        try:
+            with sqlite3.connect(f"file:{lib / 'library.db'}?mode=ro", uri=True, timeout=1) as db:
+                committed = db.execute("SELECT count(*) FROM images").fetchone()[0]
+        except sqlite3.Error:
+            pass
+    assert run.poll() is None, "the run ended before it could be disturbed"
+
+
 def test_a_node_killed_mid_run_loses_no_photo(tmp_path: Path, tiny_model_dir: Path) -> None:
     pics = derived_photos(tmp_path / "pics", 400, size=(1200, 900))  # big enough that decoding takes a while
     port = free_port()
@@ -201,15 +214,7 @@ def test_a_node_killed_mid_run_loses_no_photo(tmp_path: Path, tiny_model_dir: Pa
                                    f"local-dir:{tiny_model_dir}", "--ray", f"127.0.0.1:{port}"],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                   env={**os.environ, "RAY_AUTH_MODE": "token"})
-        committed = 0
-        while driver.poll() is None and committed < 32:  # a first batch is written: the run is under way
-            time.sleep(0.2)
-            try:
-                with sqlite3.connect(f"file:{lib / 'library.db'}?mode=ro", uri=True, timeout=1) as db:
-                    committed = db.execute("SELECT count(*) FROM images").fetchone()[0]
-            except sqlite3.Error:
-                pass
-        assert driver.poll() is None, "the run ended before the node could be killed"
+        under_way(driver, lib)
         assert _kill_session(nodes[1].pid) >= 3  # the second node dies: raylet, object store, workers
         _, stderr = driver.communicate(timeout=600)
         assert driver.returncode == 0, stderr[-3000:]
@@ -252,15 +257,7 @@ def test_killing_rays_dashboard_agent_ends_the_run_with_a_message(tmp_path: Path
                             f"local-dir:{tiny_model_dir}", "--ray", "local"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        committed = 0
-        while run.poll() is None and committed < 32:  # a first batch is written: the run is under way
-            time.sleep(0.2)
-            try:
-                with sqlite3.connect(f"file:{lib / 'library.db'}?mode=ro", uri=True, timeout=1) as db:
-                    committed = db.execute("SELECT count(*) FROM images").fetchone()[0]
-            except sqlite3.Error:
-                pass
-        assert run.poll() is None, "the run ended before the agent could be killed"
+        under_way(run, lib)
         agents = [pid for pid, cmd in _descendants(run.pid) if "dashboard" in cmd and "agent" in cmd]
         assert agents, _descendants(run.pid)
         for pid in agents:
