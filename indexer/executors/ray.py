@@ -211,32 +211,46 @@ class _Encode:
                 "encoder": np.array([self.encoder.describe()] * len(items), dtype=object)}
 
 
-def _drive(executor: "RayExecutor", address: str, paths: list[str], send) -> None:
-    """The child process's part: join (or start) Ray, run the dataset, send its output blocks, then ("done",
-    seconds); an error goes as ("error", (class, message, param)) for the parent to raise, anything unforeseen as
-    ("crash", its traceback). Ctrl-C (or the parent's SIGINT) stops Ray here before the process ends."""
-    try:
-        started = connect(address)
-        import ray
+def _run(executor: "RayExecutor", address: str, paths: list[str]) -> Iterator[tuple[str, Any]]:
+    """The driver's work: join (or start) Ray, run the dataset; yields ("nodes", count), then ("out", block) for
+    each output block, then ("done", seconds). A Ray failure is raised as a ClusterError, in words."""
+    started = connect(address)
+    import ray
 
-        # Ray Data's INFO lines would drown imgsearch's own progress and summary, and its ERROR lines (a 70-line
-        # stack trace when a node dies) say what the exception below says: imgsearch reports that once, in words
-        for name in ("ray", "ray.data"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
-        try:
-            with ray_lines_attributed():
-                send.send(("nodes", cluster_nodes()))
-                start = time.perf_counter()
-                for out in executor._outputs(paths):
-                    send.send(("out", out))
-                _tell(send, ("done", time.perf_counter() - start))
-        except ray.exceptions.RayError as exc:
-            raise ClusterError(f"the Ray cluster failed the run: {_in_words(exc)}. What was written before is kept: "
-                               "run the command again.") from exc
-        finally:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut Ray's shutdown short
-            if started:
-                ray.shutdown()
+    # Ray Data's INFO lines would drown imgsearch's own progress and summary, and its ERROR lines (a 70-line stack
+    # trace when a node dies) say what the exception below says: imgsearch reports that once, in words
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    try:
+        with ray_lines_attributed():
+            yield "nodes", cluster_nodes()
+            start = time.perf_counter()
+            for out in executor._outputs(paths):
+                yield "out", out
+            yield "done", time.perf_counter() - start
+    except ray.exceptions.RayError as exc:
+        raise ClusterError(f"the Ray cluster failed the run: {_in_words(exc)}. What was written before is kept: "
+                           "run the command again.") from exc
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _drive(executor: "RayExecutor", address: str, paths: list[str], send) -> None:
+    """A child process running `_run` and sending what it yields; an error goes as ("error", (class, message,
+    param)) for the parent to raise, anything unforeseen as ("crash", its traceback). Ctrl-C (or the parent's
+    SIGINT) stops Ray here before the process ends; a second one is ignored, as after the last word."""
+    def interrupt_once(_signum: int, _frame: object) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt_once)
+    try:
+        for message in _run(executor, address, paths):
+            if message[0] == "done":
+                _tell(send, message)
+            else:
+                send.send(message)
     except (KeyboardInterrupt, BrokenPipeError):
         pass  # stopped by the parent, or the parent is gone: nobody to tell
     except ImgSearchError as exc:
@@ -250,6 +264,27 @@ def _tell(send, message: tuple) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with suppress(OSError):  # the parent is gone
         send.send(message)
+
+
+def _received(receive, child) -> Iterator[tuple[str, Any]]:
+    """What the child process sends, its errors raised here; its end without a last word is told in words."""
+    while True:
+        try:
+            kind, payload = receive.recv()
+        except EOFError:
+            child.join(60)
+            raise ClusterError(
+                f"Ray's driver process ended without a word (exit status {child.exitcode}): Ray's own processes on "
+                "this machine stopped (its raylet or dashboard agent was killed, or ran out of memory). What was "
+                "written before is kept: run the command again.") from None
+        if kind == "error":
+            cls, message, param = payload
+            raise cls(message, param)
+        if kind == "crash":
+            raise RuntimeError(f"Ray's driver process failed:\n{payload}")
+        yield kind, payload
+        if kind == "done":
+            return
 
 
 class RayExecutor:
@@ -271,54 +306,42 @@ class RayExecutor:
         """Ray's driver runs in a child process (`_drive`), which sends Ray Data's output blocks here: when Ray's
         own processes on this machine stop (a raylet, the dashboard agent it fate-shares with), Ray's core worker
         ends the process it runs in on the spot, without a word; that process is then the child, and its end is
-        told here in words, with what was written before kept."""
+        told here in words, with what was written before kept. A process that started Ray itself (a program
+        using imgsearch's API inside its own Ray session) runs the driver's part in that session, here."""
+        ray = sys.modules.get("ray")
+        if ray is not None and ray.is_initialized():
+            yield from self._batches(_run(self, self.ray_settings.address, list(paths)), times)
+            return
         context: Any = worker_context()
         receive, send = context.Pipe(duplex=False)
-        address = self.ray_settings.address
-        if "ray" in sys.modules and sys.modules["ray"] is not None and sys.modules["ray"].is_initialized():
-            address = sys.modules["ray"].get_runtime_context().gcs_address  # the Ray this process joined already
         with importable_main():
-            child = context.Process(target=_drive, args=(self, address, list(paths), send),
+            child = context.Process(target=_drive, args=(self, self.ray_settings.address, list(paths), send),
                                     name="imgsearch-ray-driver")
             child.start()
         send.close()
-        seen: set[str] = set()
-        told = False  # the child's last word came: it ends by itself
         try:
-            while True:
-                try:
-                    kind, payload = receive.recv()
-                except EOFError:
-                    child.join(60)
-                    told = True
-                    raise ClusterError(
-                        f"Ray's driver process ended without a word (exit status {child.exitcode}): Ray's own "
-                        "processes on this machine stopped (its raylet or dashboard agent was killed, or ran out of "
-                        "memory). What was written before is kept: run the command again.") from None
-                told = kind in ("error", "crash", "done")
-                if kind == "out":
-                    batch = self._batch(payload, seen)
-                    if batch.decoded or batch.skipped:
-                        yield batch
-                elif kind == "nodes":
-                    self.nodes = payload
-                elif kind == "error":
-                    cls, message, param = payload
-                    raise cls(message, param)
-                elif kind == "crash":
-                    raise RuntimeError(f"Ray's driver process failed:\n{payload}")
-                else:  # done
-                    times.add(encode_s=payload)
-                    return
+            yield from self._batches(_received(receive, child), times)
         finally:
             receive.close()
-            if not told and child.is_alive():  # stopped here (Ctrl-C, an error writing): the child stops Ray first
+            if child.is_alive():  # stopped here (Ctrl-C, an error writing), or Ray shutting down after the last word
                 with suppress(ProcessLookupError):
-                    os.kill(child.pid, signal.SIGINT)
+                    os.kill(child.pid, signal.SIGINT)  # (ignored once the child has said its last word)
             child.join(60)
             if child.is_alive():
                 child.kill()
                 child.join()
+
+    def _batches(self, messages: Iterator[tuple[str, Any]], times: StageTimes) -> Iterator[Batch]:
+        seen: set[str] = set()
+        for kind, payload in messages:
+            if kind == "out":
+                batch = self._batch(payload, seen)
+                if batch.decoded or batch.skipped:
+                    yield batch
+            elif kind == "nodes":
+                self.nodes = payload
+            else:  # done
+                times.add(encode_s=payload)
 
     def _outputs(self, paths: Sequence[str]) -> Iterator[dict]:
         """Ray Data's output blocks, in the driver (the child process)."""
