@@ -77,14 +77,21 @@ def _watch_parent(parent: int) -> None:
     def watch() -> None:
         while True:
             time.sleep(WATCH_PARENT_S)
-            try:
-                os.kill(parent, 0)  # still there? (the pool's pipes cannot tell: sibling workers hold them open)
-            except ProcessLookupError:
+            if not pid_alive(parent):  # (the pool's pipes cannot tell: sibling workers hold them open)
                 os._exit(0)
-            except PermissionError:
-                pass  # alive, as another user
 
     threading.Thread(target=watch, name="watch-parent", daemon=True).start()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this id runs (as any user)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, as another user
+    return True
 
 
 def worker_context() -> mp.context.BaseContext:

@@ -155,12 +155,16 @@ def refresh(session: Session, model: Model, index_dir: Path, rebuild: bool = Fal
         return previous, None
     else:
         n = store.count_vectors(session, model.id, frames=True)
-        outgrown = (needs_retrain(previous.kind, trained, n, model.dim, memory_budget)
-                    or (isinstance(previous, OnDiskIndex) and previous.needs_rebuild()))
-        if not outgrown or (defer is not None and held):
+        index = previous
+
+        def outgrown() -> bool:
+            return (needs_retrain(index.kind, trained, n, model.dim, memory_budget)
+                    or (isinstance(index, OnDiskIndex) and index.needs_rebuild()))
+
+        was_outgrown = outgrown()
+        if not was_outgrown or (defer is not None and held):
             built = _update(session, model, since, build, previous)
-            if defer is not None and held and (outgrown or (isinstance(previous, OnDiskIndex)
-                                                            and previous.needs_rebuild())):
+            if defer is not None and held and (was_outgrown or outgrown()):  # (or the update crossed the bar)
                 defer()  # (in RAM or on disk: a rebuild writes a new file or folder of its own)
         else:
             built = _build(session, model, index_dir, memory_budget)

@@ -262,14 +262,14 @@ def train_ivf(ann: FaissIndex, vectors: np.ndarray) -> None:
             ivf.clustering_index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(ann.d))
         except (RuntimeError, AttributeError):
             pass
-    elif ivf.nlist >= params.TWO_LEVEL_MIN and not ivf.quantizer.ntotal:
+    elif ivf.nlist >= params.TWO_LEVEL_MIN and not quantizer.ntotal:
         from faiss.contrib.clustering import two_level_clustering
 
         # spherical, as FAISS's own IVF training is for inner product; the sample is sized for the whole index
         # (params), so a second-level cluster may hold a few points under FAISS's 39 per centroid: no warning
         centroids, _ = two_level_clustering(vectors, int(np.sqrt(ivf.nlist)), ivf.nlist, spherical=True,
                                             min_points_per_centroid=1)
-        ivf.quantizer.add(as_float32(centroids))  # trained: IVF's own train() goes straight to the codes
+        quantizer.add(as_float32(centroids))  # trained: IVF's own train() goes straight to the codes
         vectors = vectors[:: max(1, len(vectors) // PQ_TRAIN)]
     ann.train(vectors)
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from imgsearch.fs import atomic_write, c_stdout_silenced, file_fingerprint
 from imgsearch.vectors.index import FaissIndex, as_float32, as_ids, ivf_search_params, train_ivf
-from imgsearch.workers import ReadWriteLock, reads, writes
+from imgsearch.workers import ReadWriteLock, pid_alive, reads, writes
 
 FORMAT = 1
 DELTA_REBUILD = 0.1  # rebuild once the additions since the build reach this share of the index
@@ -112,18 +112,8 @@ def _remove_killed_builds(folder: Path) -> None:
     """The build folders of the same model left by processes that no longer run."""
     for stale in folder.parent.glob(f".{folder.name.split('-gen-')[0]}-gen-*.building-*"):
         pid = stale.name.rsplit("-", 2)[-2]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 CHECKED = (POPULATED, LISTS, RERANK, RERANK_IDS)  # the built files, checked on every open
