@@ -95,6 +95,9 @@ class Library:
         self.encoders = Encoders(runtimes.default_exports_dir(), encoder_loader)
         self._indexes = IndexCache(self.sessions, self.index_dir)
         self.thumbnails = Thumbnails(self.sessions, path / THUMB_DIRNAME, writable=not read_only)
+        self._changes: dialect.ChangeCounter | None = None  # see revision(); made when first asked
+        self._changes_asked = threading.Lock()
+        self._models_seen: tuple[tuple[int, int], list[Model]] | None = None  # (revision, models with vectors)
 
     # --- opening ---------------------------------------------------------------------------------
 
@@ -123,6 +126,8 @@ class Library:
         return lib
 
     def close(self) -> None:
+        if self._changes is not None:
+            self._changes.close()
         self.engine.dispose()
 
     def __enter__(self) -> "Library":
@@ -156,8 +161,7 @@ class Library:
     def _model_row(self, spec: ModelSpec | None, session: Session | None = None) -> Model:
         """The model to search with: the given one, else the most recently indexed one with vectors (read in
         `session` when given)."""
-        with nullcontext(session) if session is not None else self.session() as reading:
-            models = store.models_with_vectors(reading)
+        models = self._models_with_vectors(session)
         if not models:
             raise NothingIndexedError(f"nothing is indexed in {self.path} yet: run `imgsearch index FOLDER` first.")
         if spec is None:
@@ -170,9 +174,31 @@ class Library:
             f"no images are indexed with model {spec.name}" + (f" ({spec.pretrained})" if spec.pretrained else "")
             + ": index with it first, or leave out {param} to use the library's.", "model")
 
+    def _models_with_vectors(self, session: Session | None) -> list[Model]:
+        """store.models_with_vectors, read again only when the library changed since it was last read (a search
+        asks it each time: a query less on the hot path of a server's searches)."""
+        revision = self.revision()
+        seen = self._models_seen
+        if revision is not None and seen is not None and seen[0] == revision:
+            return seen[1]
+        with nullcontext(session) if session is not None else self.session() as reading:
+            models = store.models_with_vectors(reading)
+        if revision is not None:  # rows only read from (each search's session leaves them loaded when it closes)
+            self._models_seen = (revision, models)
+        return models
+
     def _checked_encoder(self, row: Model, spec: ModelSpec | None) -> Encoder:
         """The encoder for the vectors of the library's model `row` (imgsearch.models.choice decides which)."""
         return self.encoders.for_vectors(row.key, ModelSpec(row.name, row.pretrained), spec)
+
+    def revision(self) -> tuple[int, int] | None:
+        """A value that changes whenever a search's answer may have: anything committed to the library's database
+        by any process, an index rebuilt beside the searches in this one. None where telling costs a round trip
+        to the database (PostgreSQL): there every answer must be worked out anew."""
+        with self._changes_asked:
+            if self._changes is None and self.engine.dialect.name == dialect.SQLITE:
+                self._changes = dialect.ChangeCounter(self.engine)
+        return None if self._changes is None else (self._changes.value(), self._indexes.rebuilds)
 
     # --- indexing --------------------------------------------------------------------------------
 

@@ -679,3 +679,50 @@ def test_the_home_page_and_the_map_refuse_bad_filters_in_words(client: TestClien
     year_zero = client.get("/api/v1/timeline/0000-01")
     assert year_zero.status_code == 400 and "years start at 0001" in year_zero.json()["error"]["message"]
     assert client.get("/").status_code == 200 and 'id="timeline"' in client.get("/").text
+
+
+def test_a_search_asked_again_is_answered_from_memory_while_the_library_stays(client: TestClient, library,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    searched: list[tuple] = []
+    search = library.search
+    monkeypatch.setattr(library, "search", lambda *a, **kw: searched.append(a) or search(*a, **kw))
+    kept = library.revision() is not None  # its own SQLite file; a PostgreSQL library keeps no answer
+    ask = {"q": "a red thing", "k": 3}
+    client.get("/api/v1/search", params=ask)  # a new text: its vector is cached in the library, a change
+    searched.clear()
+    first = client.get("/api/v1/search", params=ask)
+    again = client.get("/api/v1/search", params=ask)
+    assert first.status_code == again.status_code == 200 and again.content == first.content
+    assert again.headers["content-security-policy"] == first.headers["content-security-policy"]
+    assert len(searched) == (1 if kept else 2)
+    ids = [r["id"] for r in first.json()["results"]]
+    assert client.get(f"/api/v1/images/{ids[0]}/similar", params={"k": 2}).json() \
+        == client.get(f"/api/v1/images/{ids[0]}/similar", params={"k": 2}).json()
+    assert len(searched) == (2 if kept else 4)
+    client.get("/api/v1/search", params={**ask, "offset": 3})  # another page is another answer
+    assert len(searched) == (3 if kept else 5)
+    # errors and searches by an upload's vector (kept an hour only) are worked out each time
+    for _ in range(2):
+        assert client.get("/api/v1/search", params={"q": "red", "k": 0}).status_code == 400
+    data = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(data, format="PNG")
+    upload = client.post("/api/v1/search/image", files={"image": ("q.png", data.getvalue(), "image/png")}).json()
+    before = len(searched)
+    for _ in range(2):
+        assert client.get("/api/v1/search", params={"upload": upload["upload"], "k": 2}).status_code == 200
+    assert len(searched) == before + 2
+    # a change made through the server itself: the photo set aside leaves the same search's answer at once
+    client.post("/api/v1/set-aside", json={"ids": [ids[0]]}).raise_for_status()
+    assert ids[0] not in [r["id"] for r in client.get("/api/v1/search", params=ask).json()["results"]]
+
+
+def test_a_kept_answer_goes_only_to_whom_the_guard_lets_in(library, photos: Path) -> None:
+    library.index([photos], FAKE, IndexSettings(workers=0))
+    client = TestClient(create_app(library, Guard(port=8765, bind="0.0.0.0", token="s3cret-token-for-tests")),
+                        base_url=BASE)
+    let_in = {"Authorization": "Bearer s3cret-token-for-tests"}
+    assert client.get("/api/v1/search", params={"q": "red"}, headers=let_in).status_code == 200
+    assert client.get("/api/v1/search", params={"q": "red"}).status_code == 401
+    assert client.get("/api/v1/search", params={"q": "red", "token": "wrong"}).status_code == 401
+    assert client.get("/api/v1/search", params={"q": "red"}, headers={**let_in, "Host": "evil.example"}) \
+        .status_code == 400

@@ -13,6 +13,7 @@ import shutil
 import socket
 import sqlite3
 import subprocess
+import threading
 import time
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -112,6 +113,25 @@ def configure(engine: Engine, read_only: bool = False) -> None:
         orig = context.original_exception
         if isinstance(orig, sqlite3.DatabaseError) and any(m in str(orig) for m in DAMAGED):
             raise DatabaseError(damaged_message(engine, orig)) from orig
+
+
+class ChangeCounter:
+    """A number that changes whenever anything was committed to the database since it was last read, by any
+    connection of any process, told in microseconds with no round trip: SQLite's `PRAGMA data_version`, asked of a
+    connection of its own that never writes (a connection's own commits do not change its count)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._own = engine.raw_connection()
+        self._own.detach()  # out of the pool: closed by close()
+        self._lock = threading.Lock()
+
+    def value(self) -> int:
+        with self._lock:
+            return self._own.cursor().execute("PRAGMA data_version").fetchall()[0][0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._own.close()
 
 
 DAMAGED = ("malformed", "file is not a database", "disk I/O error", "Could not decode to UTF-8")  # the last: garbled text

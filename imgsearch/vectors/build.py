@@ -247,6 +247,7 @@ class IndexCache:
         self._lock_for = KeyedLocks()
         self._rebuilding: set[int] = set()  # models whose index is being rebuilt beside the searches (one each)
         self.rebuilt = threading.Event()  # set whenever such a rebuild has taken the old index's place
+        self.rebuilds = 0  # how many times one has (answers given before may differ from the new index's)
 
     def loaded(self, model_id: int) -> bool:
         """Whether the model's index is in memory already (a `get` then costs a freshness check only)."""
@@ -278,6 +279,7 @@ class IndexCache:
                 built = ensure_index(self._sessions, model_id, self._index_dir, strict=False, rebuild=True)
                 with self._lock_for(model_id):
                     self._indexes[model_id] = built
+                    self.rebuilds += 1
                 self.rebuilt.set()
             except Exception:  # the held index goes on answering; the next search that finds a rebuild due retries
                 log.exception("rebuilding the index of model %s beside the searches failed", model_id)

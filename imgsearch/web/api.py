@@ -27,12 +27,14 @@ from imgsearch import (FILTERS, DupOptions, Filters, Library, NotFoundError, Sea
 from imgsearch.config import MAX_K, SORTS
 from imgsearch.errors import render as render_params
 from imgsearch.progress import Progress
+from imgsearch.web.answers import keep
 from imgsearch.web.jobs import Jobs
 from imgsearch.web.uploads import Uploads
 
 if TYPE_CHECKING:
     from imgsearch.dups.scan import DupReport
 
+PREFIX = "/api/v1"
 PHOTO_TERM = re.compile(r"^like:([0-9]+)$")  # in the query box: the photo with this id (the "similar" button)
 MAX_ID = 2**63 - 1  # ids are SQL BIGINTs: a larger number names no photo, and must not reach the database
 ImageId = Annotated[int, InPath(ge=1, le=MAX_ID, description="A photo's id (as search results give it)")]
@@ -130,15 +132,17 @@ class SetAside(BaseModel):
 
 
 def build_router(lib: Library, jobs: Jobs, set_aside: Path, uploads: Uploads) -> APIRouter:
-    api = APIRouter(prefix="/api/v1")
+    api = APIRouter(prefix=PREFIX)
 
     def results(hits: list, opts: SearchOptions) -> dict:
         return {"results": [_hit(h) for h in hits], "offset": opts.offset,
                 "next_offset": opts.offset + len(hits) if len(hits) == opts.k else None}
 
     @api.get("/search", summary="Search by text, `like:ID` terms, + and - arithmetic, with filters")
-    def search(params: Params) -> dict:
+    def search(params: Params, request: Request) -> dict:
         terms, opts = search_request(params, uploads=uploads)
+        if not params.upload:  # type: ignore[attr-defined]  # (an upload's vector is kept for an hour only)
+            keep(request)
         return results(lib.search(terms, opts, allow_urls=False), opts)
 
     @api.post("/search/image", summary="Search by an uploaded image (optionally with a text query), with filters; "
@@ -192,8 +196,10 @@ def build_router(lib: Library, jobs: Jobs, set_aside: Path, uploads: Uploads) ->
 
     @api.get("/images/{image_id}/similar", summary="The photos most like this one (with text added by q), with "
                                                     "filters")
-    def similar(image_id: ImageId, params: Params) -> dict:
+    def similar(image_id: ImageId, params: Params, request: Request) -> dict:
         terms, opts = search_request(params, Term(1.0, "photo", str(image_id)), uploads=uploads)
+        if not params.upload:  # type: ignore[attr-defined]
+            keep(request)
         return results(lib.search(terms, opts), opts)
 
     @api.get("/images/{image_id}/thumb", summary="A WebP thumbnail (sizes 160, 320, 640, 1280); of a video, its "

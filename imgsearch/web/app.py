@@ -25,6 +25,7 @@ from imgsearch.errors import BusyError
 from imgsearch.config import SERVER_FILENAME
 from imgsearch.fs import atomic_write
 from imgsearch.web import api, errors, views
+from imgsearch.web.answers import Answers
 from imgsearch.web.jobs import Jobs
 from imgsearch.web.uploads import Uploads
 from imgsearch.web.security import Guard, GuardMiddleware
@@ -47,6 +48,8 @@ def create_app(lib: Library, guard: Guard, set_aside: Path | None = None) -> Fas
     app.add_exception_handler(ImgSearchError, errors.handle)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, errors.handle_invalid)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, errors.handle_http)  # type: ignore[arg-type]
+    # searches asked again are answered from memory while the library does not change; behind the guard
+    app.add_middleware(Answers, library=lib, paths=(f"{api.PREFIX}/search", f"{api.PREFIX}/images/"))
     app.add_middleware(GuardMiddleware, guard=guard)
     uploads = Uploads()
     app.include_router(api.build_router(lib, app.state.jobs, set_aside or lib.path / SET_ASIDE_DIRNAME, uploads))
