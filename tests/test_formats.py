@@ -20,6 +20,7 @@ from imgsearch.config import DupOptions, IndexSettings, ModelSpec, VideoSampling
 from imgsearch.images.decode import Geometry, decode_file, open_rgb, thumbnail
 from imgsearch.images.formats import register_pillow_plugins
 from tests.factories import write_dng, write_photo, write_video
+from tests.fields import write_interlaced_mts
 from tests.test_cli import cli
 from tests.tinyclip import shape_image
 
@@ -167,6 +168,24 @@ def test_videos_are_sampled_at_key_frames(tmp_path: Path, codec: str) -> None:
     spread = decode_file(str(path), Geometry(32, 32), 10**8, VideoSampling(every_s=1.0, max_frames=3))
     assert spread.times_ms == (0, 4000, 8000)  # at most 3: spread over the 12 s
     assert (every_2s.info.format, every_2s.duration_ms) == ("MP4", 12000)
+
+
+def test_interlaced_avchd_key_frames_coded_as_two_fields_are_decoded_whole(tmp_path: Path) -> None:
+    from imgsearch.images.video import still
+
+    # a second of red, of blue, of green at 25 frames a second, each frame two field pictures in two packets: a key
+    # top field, then a P bottom field (as a Sony camera's .MTS); FFmpeg's decoder keeps a lone key field back
+    colours = [(200, 30, 30), (30, 30, 200), (30, 200, 30)]
+    frames = [np.full((64, 96, 3), colours[n // 25], np.uint8) for n in range(75)]
+    clip = write_interlaced_mts(tmp_path / "00001.MTS", frames)
+    decoded = decode_file(str(clip), Geometry(32, 32), 10**8, VideoSampling(every_s=1.0))
+    assert decoded.times_ms == (0, 1000, 2000), decoded.times_ms  # was (2000,): the first two lone fields lost
+    assert [int(np.argmax(p[16, 16])) for p in decoded.pixels] == [0, 2, 1]  # red, blue, green
+    assert (decoded.info.width, decoded.info.height) == (96, 64)
+    short = write_interlaced_mts(tmp_path / "00002.MTS", frames[:12])  # was "no video frame could be decoded"
+    assert decode_file(str(short), Geometry(32, 32), 10**8).times_ms == (0,)
+    poster = np.asarray(still(str(clip), 1500))  # the thumbnail of the moment at 1.5 s: the key frame at 1 s
+    assert poster.shape == (64, 96, 3) and int(np.argmax(poster[32, 48])) == 2
 
 
 @pytest.fixture

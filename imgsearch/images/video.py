@@ -67,8 +67,9 @@ def read_frames(path: str, sampling: VideoSampling, max_pixels: int,
 def _sample(container, stream, step: float, max_frames: int,
             keep: Callable[[Image.Image], Any]) -> tuple[list[tuple[int, Any]], tuple[int, int] | None]:
     """Key frames at least `step` seconds apart, each through `keep`, and the first one's upright size: only
-    key-frame packets at or past the next wanted time are handed to the decoder, so a frame costs one decode however
-    long the video is."""
+    key-frame packets at or past the next wanted time are handed to the decoder (with, for an interlaced video whose
+    key frame is two field pictures, the packets that complete it), so a frame costs one decode however long the
+    video is."""
     kept: list[tuple[int, Any]] = []
     size: tuple[int, int] | None = None
     next_t = 0.0
@@ -86,19 +87,42 @@ def _sample(container, stream, step: float, max_frames: int,
             del img
             next_t = t + step
 
+    codec = stream.codec_context
+    completing = 0  # packets still to decode after a key field that gave no frame (an interlaced video)
     for packet in container.demux(stream):
         if len(kept) >= max_frames:
             break
         if packet.size == 0:
             continue  # the demuxer's end-of-stream marker: flushed below
+        if completing:
+            frames = codec.decode(packet)
+            completing = 0 if frames else completing - 1
+            if not completing:
+                codec.skip_frame = "NONKEY"
+            take(frames)
+            continue
         t = float(packet.pts * packet.time_base) if packet.pts is not None and packet.time_base else None
         if not packet.is_keyframe or (t is not None and t < next_t - 1e-3):
             continue
-        take(stream.codec_context.decode(packet))
+        frames = codec.decode(packet)
+        if not frames and interlaced(stream):
+            # an interlaced key frame coded as two fields (AVCHD): this packet held the first; the frame is whole
+            # once the packets after it (its other field, not a key frame itself) are decoded too
+            codec.skip_frame, completing = "DEFAULT", FIELD_PACKETS
+        take(frames)
     if len(kept) < max_frames:
         take(stream.codec_context.decode(None))  # frames the decoder still holds
     kept.sort(key=lambda item: item[0])
     return kept, size
+
+
+FIELD_PACKETS = 16  # at most this many packets decoded after a key field for its frame to come out
+
+
+def interlaced(stream) -> bool:  # av.VideoStream
+    """Whether the video is interlaced (FFmpeg's field order: top or bottom field first), so that its key frames may
+    be coded as two field pictures in two packets, only the first of them a key frame."""
+    return (stream.codec_context.field_order or 0) >= 2  # AV_FIELD_TT, BB, TB, BT (1: progressive, 0: unknown)
 
 
 def _upright(frame) -> Image.Image:  # av.VideoFrame
@@ -151,7 +175,8 @@ def still(source: str | BinaryIO, at_ms: int = 0) -> Image.Image:
             if not container.streams.video:
                 raise ImageError("no video stream in this file")
             stream = container.streams.video[0]
-            stream.codec_context.skip_frame = "NONKEY"
+            if not interlaced(stream):  # (an interlaced key frame's second field is not a key frame: decoded too)
+                stream.codec_context.skip_frame = "NONKEY"
             if at_ms > 0 and stream.time_base:
                 container.seek(int(at_ms / 1000 / stream.time_base), stream=stream, backward=True, any_frame=False)
             for frame in container.decode(stream):
