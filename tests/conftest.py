@@ -37,11 +37,22 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def trained_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny CLIP trained for a few seconds to match colour words to coloured shapes."""
+def trained_model_dir(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """A tiny CLIP trained for ~40 s to match colour words to coloured shapes: once per test run, the first process
+    of pytest-xdist's that needs it trains it and the others wait for it (tests only read it)."""
+    from filelock import FileLock
+
     from tests.tinyclip import train_colours, write_model
 
-    return write_model(tmp_path_factory.mktemp("models") / "colours", model=train_colours(300, seed=0))
+    if worker_id == "master":  # no xdist: this session's own
+        return write_model(tmp_path_factory.mktemp("models") / "colours", model=train_colours(300, seed=0))
+    run = tmp_path_factory.getbasetemp().parent  # this run's folder, shared by its worker processes
+    folder, done = run / "trained-colours", run / "trained-colours.done"
+    with FileLock(str(run / "trained-colours.lock")):
+        if not done.exists():
+            write_model(folder, model=train_colours(300, seed=0))
+            done.touch()
+    return folder
 
 
 @pytest.fixture

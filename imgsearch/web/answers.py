@@ -42,7 +42,6 @@ class Answers:
                  max_bytes: int = KEPT_BYTES) -> None:
         self.app, self.library, self.paths = app, library, paths
         self.kept: LRUCache[tuple[str, bytes], Answer] = LRUCache(max_bytes, getsizeof=lambda a: len(a.body) + 512)
-        self.hits = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "GET" or not scope["path"].startswith(self.paths):
@@ -58,7 +57,6 @@ class Answers:
         key = (scope["path"], scope["query_string"])  # (a token in it is never seen here: the guard redirects)
         kept = self.kept.get(key)
         if kept is not None and kept.revision == revision:
-            self.hits += 1
             await send({**kept.start, "headers": list(kept.start["headers"])})  # the guard adds to its headers
             await send({"type": "http.response.body", "body": kept.body})
             return
@@ -75,5 +73,5 @@ class Answers:
             await send(message)
 
         await self.app(scope, receive, sending)
-        if start:
-            self.kept[key] = Answer(revision, start, b"".join(body))
+        if start and len(answer := b"".join(body)) <= self.kept.maxsize // 8:  # one answer never crowds out the rest
+            self.kept[key] = Answer(revision, start, answer)
