@@ -7,6 +7,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
 import tempfile
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -26,6 +27,11 @@ from tests.factories import FakeEncoder
 from tests.programs import missing_program
 
 DATA = Path(__file__).parent / "data"
+
+# A test run started in the background by a shell without job control (`CMD &` in a script, some CI runners) inherits
+# SIGINT ignored, and so would every program a test starts (Python installs its Ctrl-C handler only where the signal
+# is not ignored): the tests that stop a program as Ctrl-C does need it as a terminal gives it.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
