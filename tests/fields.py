@@ -95,21 +95,18 @@ def _pps() -> bytes:
     return _nal(3, 8, b.trailing())
 
 
-def _field(y: np.ndarray, cb: np.ndarray, cr: np.ndarray, bottom: bool, idr: bool, idr_id: int) -> bytes:
-    """One field picture: one I slice of I_PCM macroblocks."""
+def _key_field(y: np.ndarray, cb: np.ndarray, cr: np.ndarray, idr_id: int) -> bytes:
+    """A frame's top field as an IDR picture: one I slice of I_PCM macroblocks."""
     b = Bits()
     b.ue(0)  # first_mb_in_slice
     b.ue(7)  # slice_type: I, all slices of the picture
     b.ue(0)  # pic_parameter_set_id
     b.u(4, 0)  # frame_num (both fields of a frame share it; each frame starts again at an IDR)
     b.u(1, 1)  # field_pic_flag
-    b.u(1, int(bottom))  # bottom_field_flag
-    if idr:
-        b.ue(idr_id)
-        b.u(1, 0)  # no_output_of_prior_pics_flag
-        b.u(1, 0)  # long_term_reference_flag
-    else:
-        b.u(1, 0)  # adaptive_ref_pic_marking_mode_flag
+    b.u(1, 0)  # bottom_field_flag
+    b.ue(idr_id)  # consecutive IDR pictures differ in it
+    b.u(1, 0)  # no_output_of_prior_pics_flag
+    b.u(1, 0)  # long_term_reference_flag
     b.se(0)  # slice_qp_delta
     b.ue(1)  # disable_deblocking_filter_idc: off
     rows, cols = y.shape[0] // 16, y.shape[1] // 16
@@ -120,7 +117,7 @@ def _field(y: np.ndarray, cb: np.ndarray, cr: np.ndarray, bottom: bool, idr: boo
             b.bytes_(y[r * 16:(r + 1) * 16, c * 16:(c + 1) * 16].tobytes())
             b.bytes_(cb[r * 8:(r + 1) * 8, c * 8:(c + 1) * 8].tobytes())
             b.bytes_(cr[r * 8:(r + 1) * 8, c * 8:(c + 1) * 8].tobytes())
-    return _nal(3, 5 if idr else 1, b.trailing())
+    return _nal(3, 5, b.trailing())
 
 
 def _skipped_field(macroblocks: int) -> bytes:
@@ -153,7 +150,7 @@ def _ycbcr(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return (p[0::2, 0::2] + p[1::2, 0::2] + p[0::2, 1::2] + p[1::2, 1::2]) / 4
 
     def bytes8(p: np.ndarray) -> np.ndarray:
-        return np.clip(np.round(p), 1, 254).astype(np.uint8)  # 0 would need no care here, but 255 and 0 stay out
+        return np.clip(np.round(p), 1, 254).astype(np.uint8)
 
     return bytes8(y), bytes8(half(cb)), bytes8(half(cr))
 
@@ -169,7 +166,7 @@ def write_interlaced_mts(path: Path, frames: list[np.ndarray], fps: int = 25) ->
     packets: list[tuple[bytes, bool]] = []
     for n, rgb in enumerate(frames):
         y, cb, cr = _ycbcr(rgb)
-        top = _field(y[0::2], cb[0::2], cr[0::2], bottom=False, idr=True, idr_id=n % 2)
+        top = _key_field(y[0::2], cb[0::2], cr[0::2], idr_id=n % 2)
         bottom = _skipped_field((width // 16) * (height // 32))
         head = _sps(width // 16, height // 32) + _pps() if n == 0 else b""
         packets += [(head + top, True), (bottom, False)]
