@@ -111,7 +111,7 @@ def _sample(container, stream, step: float, max_frames: int,
             codec.skip_frame, completing = "DEFAULT", FIELD_PACKETS
         take(frames)
     if len(kept) < max_frames:
-        take(stream.codec_context.decode(None))  # frames the decoder still holds
+        take(codec.decode(None))  # frames the decoder still holds
     kept.sort(key=lambda item: item[0])
     return kept, size
 

@@ -9,6 +9,7 @@ never older than the library. A library whose revision cannot be told cheaply (P
 
 from __future__ import annotations
 
+import re
 from collections.abc import Hashable
 from dataclasses import dataclass
 
@@ -24,7 +25,7 @@ STATE_KEY = "imgsearch_keep"  # in the request's state: set by a route whose ans
 
 def keep(request: Request) -> None:
     """Mark this request's answer as one that may be kept (it reads nothing but the request and the library)."""
-    request.state.imgsearch_keep = True
+    setattr(request.state, STATE_KEY, True)
 
 
 @dataclass(frozen=True)
@@ -36,15 +37,16 @@ class Answer:
 
 class Answers:
     """ASGI middleware in front of the routes (behind the guard: a kept answer goes only to whom the guard lets in).
-    Only GET requests of `paths` (a prefix each) are looked up."""
+    Only GET requests whose path matches `routes` (those that may keep their answer) are looked up: the others
+    (thumbnails, originals) pay nothing, not even the revision's look at the database."""
 
-    def __init__(self, app: ASGIApp, library: Library, paths: tuple[str, ...],
+    def __init__(self, app: ASGIApp, library: Library, routes: re.Pattern[str],
                  max_bytes: int = KEPT_BYTES) -> None:
-        self.app, self.library, self.paths = app, library, paths
+        self.app, self.library, self.routes = app, library, routes
         self.kept: LRUCache[tuple[str, bytes], Answer] = LRUCache(max_bytes, getsizeof=lambda a: len(a.body) + 512)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "GET" or not scope["path"].startswith(self.paths):
+        if scope["type"] != "http" or scope["method"] != "GET" or not self.routes.fullmatch(scope["path"]):
             await self.app(scope, receive, send)
             return
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import signal
 import socket
 import threading
@@ -49,7 +50,7 @@ def create_app(lib: Library, guard: Guard, set_aside: Path | None = None) -> Fas
     app.add_exception_handler(RequestValidationError, errors.handle_invalid)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, errors.handle_http)  # type: ignore[arg-type]
     # searches asked again are answered from memory while the library does not change; behind the guard
-    app.add_middleware(Answers, library=lib, paths=(f"{api.PREFIX}/search", f"{api.PREFIX}/images/"))
+    app.add_middleware(Answers, library=lib, routes=re.compile(rf"{api.PREFIX}/(search|images/[0-9]+/similar)"))
     app.add_middleware(GuardMiddleware, guard=guard)
     uploads = Uploads()
     app.include_router(api.build_router(lib, app.state.jobs, set_aside or lib.path / SET_ASIDE_DIRNAME, uploads))
