@@ -99,7 +99,7 @@ def predicted_pairs(groups) -> set[frozenset[str]]:
     return {frozenset((a.photo.path, b.photo.path)) for g in groups for a, b in itertools.combinations(g.members, 2)}
 
 
-def quality(lib, origin: dict, tag: dict, label: dict, dump: bool = False, **thresholds: float) -> None:
+def quality(lib, origin: dict, tag: dict, label: dict, dump: bool = False, **thresholds: float | None) -> None:
     from imgsearch.config import DupOptions
 
     truth = {frozenset((p, o)) for p, o in origin.items() if p != o}
@@ -317,6 +317,7 @@ def main() -> None:
     for name in ("near_cosine", "edited_cosine", "similar_cosine"):
         ap.add_argument(f"--{name.replace('_', '-')}", type=float, default=None,
                         help="threshold for this model (default: the library's defaults)")
+    ap.add_argument("--near-crop", type=int, default=None, help="crop-hash bits (default: the library's default)")
     args = ap.parse_args()
 
     from imgsearch.config import IndexSettings, ModelSpec
@@ -338,7 +339,7 @@ def main() -> None:
         print(f"first dups run (hashing {first.hashed} photos): {time.perf_counter() - t0:.1f} s")
         hash_separation(lib, origin, tag)
         quality(lib, origin, tag, label, args.dump, near_cosine=args.near_cosine, edited_cosine=args.edited_cosine,
-                similar_cosine=args.similar_cosine)
+                similar_cosine=args.similar_cosine, near_crop=args.near_crop)
         scale(lib, args.scale, 32)
         if args.library:
             library_scale(lib, args.library, ModelSpec(model, None), work)

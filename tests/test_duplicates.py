@@ -16,7 +16,7 @@ from imgsearch.config import DupOptions, DupThresholds
 from imgsearch.dups.candidates import Pair
 from imgsearch.dups.grouping import Photo, group_pairs, keeper_key, pair_tier
 from imgsearch.dups.hashing import full_hash, hamming, hash_array, pixel_array
-from imgsearch.images.fingerprint import PIXEL_BYTES, TRANSFORMS, fingerprint_file
+from imgsearch.images.fingerprint import BLOB_BYTES, PIXEL_BYTES, TRANSFORMS, fingerprint_file
 from imgsearch.errors import ImgSearchError, UsageError
 from imgsearch.images.decode import default_pixel_limit
 
@@ -156,7 +156,7 @@ def test_group_size_cap() -> None:
 def test_tiers_exact_before_near_before_similar_and_filtering() -> None:
     vectors = {i: _unit(0.0) for i in range(4)}
     rng = np.random.default_rng(0)
-    scene = rng.integers(0, 256, PIXEL_BYTES, dtype=np.uint8)  # a pixel code: 32x32 grey, 4x4 colour
+    scene = rng.integers(0, 256, PIXEL_BYTES, dtype=np.uint8)  # a pixel code: 64x64 grey, 4x4 colour
     pictures = {0: scene, 1: scene, 2: scene, 3: np.clip(scene.astype(int) + 2, 0, 255).astype(np.uint8)}
     pairs = [Pair(0, 1, 1.0, 0, 0, exact=True), Pair(2, 3, 0.99, 3, 0, 5), Pair(1, 2, 0.96, 30, 0)]
     t = DupThresholds()
@@ -283,18 +283,22 @@ def test_a_library_without_fingerprints_gets_them_from_the_next_index(library, v
 
     from imgsearch.store.orm import ImageHash
 
+    def outdate(session, ids: list[int]) -> None:
+        session.execute(update(ImageHash).where(ImageHash.image_id == ids[0]).values(phashes=b"\0" * 520))  # hashes only
+        version_1 = b"\0" * (BLOB_BYTES - 1)  # the same layout, no version byte: pictures resampled by area averages
+        session.execute(update(ImageHash).where(ImageHash.image_id.in_(ids[1:3])).values(phashes=version_1))
+        session.execute(delete(ImageHash).where(ImageHash.image_id.in_(ids[-3:])))
+
     library.index([variants], settings=_settings())
     expected = _group_names(library.duplicates(DupOptions(tiers=NEAR)))
     with library.sessions.begin() as session:
         ids = sorted(session.scalars(select(ImageHash.image_id)))
         assert len(ids) == 12
-        session.execute(update(ImageHash).where(ImageHash.image_id.in_(ids[:3])).values(phashes=b"\0" * 520))  # old: hashes only
-        session.execute(delete(ImageHash).where(ImageHash.image_id.in_(ids[-3:])))
+        outdate(session, ids)
     fallback = library.duplicates(DupOptions(tiers=NEAR, rescan=True))
     assert fallback.hashed == 6 and _group_names(fallback) == expected
     with library.sessions.begin() as session:
-        session.execute(update(ImageHash).where(ImageHash.image_id.in_(ids[:3])).values(phashes=b"\0" * 520))
-        session.execute(delete(ImageHash).where(ImageHash.image_id.in_(ids[-3:])))
+        outdate(session, ids)
     report = library.index([variants], settings=_settings())
     assert report.fingerprinted == 6 and report.encoded == 0
     assert "6 file(s) indexed before fingerprinted for duplicate finding" in report.summary()

@@ -12,29 +12,33 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from imgsearch.images.fingerprint import (BLOB_BYTES, CODE_BYTES, COLOUR_SIDE, DETAIL_SIDE, GREY_SIDE,
-                                          OPS, ROWS, TRANSFORMS, turn)
+                                          OPS, PIXEL_BYTES, ROWS, TRANSFORMS, turn)
 
 _INVERSE = (0, 1, 2, 3, 4, 7, 6, 5)  # the transform (of TRANSFORMS) that undoes each one
 
 
 # Calibrated on copies (re-encoded, resized, flipped, rotated, trimmed, brightened) of real photos against distinct
 # photos of the same kind, the hardest being garments of one colour photographed on the same background
-# (bench/dups_eval.py, bench/dups_models.py; tests/test_pixel_check.py holds both sides):
-SAME_DETAIL = 0.90  # the aligned pictures' high frequencies correlate at least this much (copies >= 0.92)...
+# (bench/dups_eval.py, bench/dups_models.py; tests/test_pixel_check.py holds both sides). On 400 copies and the 394
+# pairs of distinct photos among all 3,409 clothing photos whose hashes propose them:
+SAME_DETAIL = 0.90  # the aligned pictures' high frequencies correlate at least this much (copies >= 0.99; distinct
+# photos <= 0.77)...
 # ...or, for a trimmed copy, the best-aligned inner crop of one (searched coarse to fine on the 64x64 picture) against
-# the other: true copies trimmed to 90-95% score 0.885-1.0, different garments on one blanket at most 0.87
-TRIMMED_DETAIL = 0.88
+# the other: true copies trimmed to 90-95% score 0.947-0.99, different garments on one blanket at most 0.872
+TRIMMED_DETAIL = 0.90
 # A trimmed copy is only called one when detail covers the pictures: a plain shape or a logo on a blank background
 # (detail along one outline) lines up with any zoom of another picture of that outline. This share of a 64x64
-# picture's pixels must differ from its blur by more than 2 grey levels (plain shapes: at most 0.34; over 99% of
-# real photos: above); below it, pictures are compared whole only.
-DETAIL_SPREAD = 0.35
+# picture's pixels must differ from its blur by more than 2 grey levels (plain shapes: at most 0.33; 99% of real
+# photos: above 0.36, the least detailed trimmed copy 0.35); below it, pictures are compared whole only.
+DETAIL_SPREAD = 0.34
 SAME_COLOUR = 32.0  # and their mean colours differ by at most this (0-255, per channel: an exposure edit passes)
 FLAT_DETAIL = 2.5  # less detail than this (std of the high frequencies, 0-255): a picture the check cannot tell
 BLUR_SIGMA = 1.5
 WINDOW_SHARES = (0.97, 0.95, 0.925, 0.9)  # a trimmed copy's inner crops: first these sides, at 5x5 positions each...
 WINDOW_POSITIONS = 5
 REFINE_ROUNDS = 3  # ...then three times around the best one, at half the step each time (the last at 1.6% of the room)
+REFINE_GAIN = 0.25  # refining raised a true trim's first score by at most 0.16 (400 copies): below the bar less this,
+# a pair is not refined (97% of the distinct pairs the crop hashes propose)
 
 
 def full_hash(path: str) -> str:
@@ -59,7 +63,9 @@ def hash_array(blobs: Sequence[bytes]) -> np.ndarray:
 def fingerprint_arrays(blobs: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
     """(hash_array, pixel_array) of the same blobs, both views of one matrix (each of its own would copy them all)."""
     matrix = _blob_matrix(blobs)
-    return matrix[:, :ROWS * CODE_BYTES].reshape(len(blobs), ROWS, CODE_BYTES), matrix[:, ROWS * CODE_BYTES:]
+    hashed = ROWS * CODE_BYTES
+    return (matrix[:, :hashed].reshape(len(blobs), ROWS, CODE_BYTES),
+            matrix[:, hashed:hashed + PIXEL_BYTES])  # (the version byte after them is neither)
 
 
 def pixel_array(blobs: Sequence[bytes]) -> np.ndarray:
@@ -78,21 +84,21 @@ def _parts(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=1)
-def _blur_kernel() -> np.ndarray:
+def _blur_matrix() -> np.ndarray:
+    """(32, 32) float32: a Gaussian blur (BLUR_SIGMA, edges reflected) along one side of a 32x32 picture, as a
+    matrix: B @ picture @ B.T blurs it."""
     radius = int(3 * BLUR_SIGMA + 0.5)
-    x = np.arange(-radius, radius + 1, dtype=np.float32)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
     k = np.exp(-x * x / (2 * BLUR_SIGMA * BLUR_SIGMA))
-    return k / k.sum()
+    k /= k.sum()
+    padded = np.pad(np.eye(DETAIL_SIDE), ((radius, radius), (0, 0)), mode="reflect")
+    return sum(k[i] * padded[i:i + DETAIL_SIDE] for i in range(len(k))).astype(np.float32)
 
 
 def _detail(grey: np.ndarray) -> np.ndarray:
     """(m, 32, 32) -> the high frequencies: each picture minus its Gaussian blur (edges reflected)."""
-    k = _blur_kernel()
-    r = len(k) // 2
-    padded = np.pad(grey, ((0, 0), (r, r), (r, r)), mode="reflect")
-    rows = sum(k[i] * padded[:, i:i + DETAIL_SIDE, :] for i in range(len(k)))
-    blurred = sum(k[i] * rows[:, :, i:i + DETAIL_SIDE] for i in range(len(k)))
-    return grey - blurred
+    blur = _blur_matrix()
+    return grey - blur @ grey @ blur.T
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -105,39 +111,64 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ncc, np.minimum(sx, sy)
 
 
-def _window(picture: Image.Image, window: tuple[float, float, float], side: int) -> np.ndarray:
-    """The inner crop of a square picture given as (share of each side, x, y), x and y in [0, 1] of the room left
-    (0: left or top, 1: right or bottom), resampled to side x side: the same window of the 64x64 grey picture and of
-    the 4x4 colour one."""
-    share, x, y = window
-    size = picture.width * share
-    left, top = x * (picture.width - size), y * (picture.width - size)
-    return np.asarray(picture.resize((side, side), Image.Resampling.BILINEAR, box=(left, top, left + size, top + size)),
-                      dtype=np.float32)
+def _resampling(starts: np.ndarray, size: np.ndarray, side: int, n: int) -> np.ndarray:
+    """(k, side, n) float32: rows that resample [start, start + size) of n pixels to `side` pixels, one set of rows
+    per (start, size), as Pillow's BILINEAR resize of a box does (a triangle stretched to the scale: anti-aliased)."""
+    scale = (size / side).astype(np.float32)[:, None, None]
+    centre = starts.astype(np.float32)[:, None, None] + (np.arange(side, dtype=np.float32)[None, :, None] + 0.5) * scale
+    pixels = np.arange(n, dtype=np.float32)[None, None, :] + 0.5
+    weights = np.maximum(0.0, 1.0 - np.abs(pixels - centre) / np.maximum(scale, 1.0))
+    return weights / weights.sum(axis=2, keepdims=True)
 
 
-def _best_crop(fine: np.ndarray, other: np.ndarray) -> tuple[float, tuple[float, float, float]]:
+def _window_matrices(windows: np.ndarray, n: int, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """For inner crops of a square picture n pixels a side, each given as (share of each side, x, y), x and y in
+    [0, 1] of the room left (0: left or top, 1: right or bottom): the (k, side, n) rows and columns that resample
+    each to side x side (see _windows)."""
+    size = n * windows[:, 0]
+    return _resampling(windows[:, 2] * (n - size), size, side, n), _resampling(windows[:, 1] * (n - size), size, side, n)
+
+
+def _windows(picture: np.ndarray, matrices: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Inner crops of a square (n, n) or (n, n, 3) picture, resampled by _window_matrices: (k, side, side[, 3])
+    float32. Two matrix products per crop: the same windows of the 64x64 grey picture and of the 4x4 colour one."""
+    rows, cols = matrices
+    if picture.ndim == 2:
+        return rows @ picture.astype(np.float32) @ cols.transpose(0, 2, 1)
+    return np.einsum("kin,nmc,kjm->kijc", rows, picture.astype(np.float32), cols)
+
+
+@functools.lru_cache(maxsize=1)
+def _grid() -> tuple[list[tuple[float, float, float]], tuple[np.ndarray, np.ndarray]]:
+    """_best_crop's first windows (WINDOW_SHARES at WINDOW_POSITIONS x WINDOW_POSITIONS places) and their
+    matrices, the same for every pair."""
+    places = np.linspace(0.0, 1.0, WINDOW_POSITIONS)
+    grid = [(share, float(x), float(y)) for share in WINDOW_SHARES for y in places for x in places]
+    return grid, _window_matrices(np.array(grid), GREY_SIDE, DETAIL_SIDE)
+
+
+def _best_crop(fine: np.ndarray, other: np.ndarray, hopeless: float = -1.0) -> tuple[float, tuple[float, float, float]]:
     """The highest correlation between an inner crop of a 64x64 grey picture and another picture's 32x32 detail:
     WINDOW_SHARES at WINDOW_POSITIONS x WINDOW_POSITIONS places, then REFINE_ROUNDS finer searches around the best
     (a trimmed copy's crop lies anywhere, 90-100% of each side). The crop keeps the picture's proportions: letting
     width and height vary apart lined different T-shirts on one background up as well as copies (0.89).
-    (score, the crop: its share of the sides and its place)."""
-    source = Image.fromarray(fine)
-
-    def scores(windows: list[tuple[float, float, float]]) -> np.ndarray:
-        crops = np.stack([_window(source, w, DETAIL_SIDE) for w in windows])
+    A first search whose best is below `hopeless` is not refined. (score, the crop: its share of the sides and its
+    place)."""
+    def scores(matrices: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        crops = _windows(fine, matrices)
         return _correlation(_detail(crops), np.broadcast_to(other, crops.shape))[0]
 
-    places = np.linspace(0.0, 1.0, WINDOW_POSITIONS)
-    grid = [(share, float(x), float(y)) for share in WINDOW_SHARES for y in places for x in places]
-    found = scores(grid)
+    grid, matrices = _grid()
+    found = scores(matrices)
     best, score = grid[int(found.argmax())], float(found.max())
+    if score < hopeless:
+        return score, best
     steps = np.array([0.0125, 0.125, 0.125])
     low, high = np.array([min(WINDOW_SHARES), 0.0, 0.0]), np.ones(3)
     moves = np.array(list(itertools.product((-1, 0, 1), repeat=3)))
     for _ in range(REFINE_ROUNDS):
         around = [(float(a), float(b), float(c)) for a, b, c in np.clip(np.array(best) + moves * steps, low, high)]
-        found = scores(around)
+        found = scores(_window_matrices(np.array(around), GREY_SIDE, DETAIL_SIDE))
         if found.max() > score:
             best, score = around[int(found.argmax())], float(found.max())
         steps = steps / 2
@@ -148,7 +179,7 @@ def _layout_agrees(colour: np.ndarray, window: tuple[float, float, float], them:
     """Whether a picture's colours (4x4x3) inside the crop lined up with the other picture are the other's, cell by
     cell (a mean shift allowed, as an exposure edit makes): the detail of a plain shape lines up with any other plain
     shape of its outline, whatever its colour."""
-    inside = _window(Image.fromarray(colour.astype(np.uint8), "RGB"), window, COLOUR_SIDE)
+    inside = _windows(colour, _window_matrices(np.array([window]), COLOUR_SIDE, COLOUR_SIDE))[0]
     gap = np.abs(inside - inside.mean(axis=(0, 1)) - (them - them.mean(axis=(0, 1)))).max(axis=2)
     return float(np.median(gap)) <= SAME_COLOUR
 
@@ -180,7 +211,7 @@ def _trimmed_match(fa: np.ndarray, fb: np.ndarray, ga: np.ndarray, gb: np.ndarra
         return False
     da, db = _detail(ga[None])[0], _detail(gb[None])[0]
     for fine, colour, other_detail, other_colour in ((fa, ca, db, cb), (fb, cb, da, ca)):
-        score, window = _best_crop(fine, other_detail)
+        score, window = _best_crop(fine, other_detail, hopeless=bar - REFINE_GAIN)
         if score >= bar and _layout_agrees(colour, window, other_colour):
             return True
     return False
