@@ -142,7 +142,7 @@ class DupThresholds:
     # fine pHash bits (of 256) that may differ for "the same pixels" (re-encode, resize, flip...)
     near_fine: int = _threshold(40, 0, 128, "bits (of 256)")
     # fine bits that may differ between an inner crop of one and the other (a trimmed copy)
-    near_crop: int = _threshold(64, 0, 128, "bits (of 256)")
+    near_crop: int = _threshold(68, 0, 128, "bits (of 256)")
     # an embedding cosine a near-exact pair must also reach (off: the pixel check decides, whatever the model)
     near_cosine: float = _threshold(-1.0, -1.0, 1.0)
     # pairs this alike in embedding space are kept as candidates too (what finds flat pictures, whose hashes are
