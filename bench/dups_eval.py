@@ -269,11 +269,12 @@ def library_scale(lib, n: int, model_spec, work: Path) -> None:
     import subprocess
 
     from imgsearch import store
+    from imgsearch.images.fingerprint import assemble
     from imgsearch.library import Library
     from indexer.pipeline import model_record
 
     v, c, pictures, _ = synthetic(lib, n, np.random.default_rng(1))
-    blobs = [c[i].tobytes() + pictures[i].tobytes() for i in range(n)]
+    blobs = [assemble(c[i], pictures[i]) for i in range(n)]
     files = work / "synthetic"
     t0 = time.perf_counter()
     with Library.open(work / "lib-scale", create=True) as big:

@@ -19,12 +19,12 @@ _INVERSE = (0, 1, 2, 3, 4, 7, 6, 5)  # the transform (of TRANSFORMS) that undoes
 
 # Calibrated on copies (re-encoded, resized, flipped, rotated, trimmed, brightened) of real photos against distinct
 # photos of the same kind, the hardest being garments of one colour photographed on the same background
-# (bench/dups_eval.py, bench/dups_models.py; tests/test_pixel_check.py holds both sides). On 400 copies and the 394
-# pairs of distinct photos among all 3,409 clothing photos whose hashes propose them:
+# (bench/pixel_check.py, bench/dups_eval.py, bench/dups_models.py; tests/test_pixel_check.py holds both sides). On
+# 400 copies and the 1,753 pairs of distinct photos among all 3,409 clothing photos whose hashes propose them:
 SAME_DETAIL = 0.90  # the aligned pictures' high frequencies correlate at least this much (copies >= 0.99; distinct
 # photos <= 0.77)...
 # ...or, for a trimmed copy, the best-aligned inner crop of one (searched coarse to fine on the 64x64 picture) against
-# the other: true copies trimmed to 90-95% score 0.947-0.99, different garments on one blanket at most 0.872
+# the other: true copies trimmed to 90-95% score 0.949-0.99, different garments on one blanket at most 0.870
 TRIMMED_DETAIL = 0.90
 # A trimmed copy is only called one when detail covers the pictures: a plain shape or a logo on a blank background
 # (detail along one outline) lines up with any zoom of another picture of that outline. This share of a 64x64

@@ -136,8 +136,8 @@ def fingerprint(img: Image.Image) -> bytes:
         scale = DRAFT_SIDE / min(w, h)
         w, h = max(1, round(w * scale)), max(1, round(h * scale))
         # Lanczos, after an area average down to 3x the size (Pillow's reducing_gap: a fraction of Lanczos' cost
-        # from a large picture, no aliasing left): the crop hashes of a trimmed copy come closer (its farthest from
-        # its original's inner crops, 66 -> 62 bits, of 400 copies) and stripes no longer alias
+        # from a large picture, and no aliasing left): detail finer than the pixels fades instead of folding into
+        # false patterns (the pixel check's picture is made from this one)
         grey = grey.resize((w, h), Image.Resampling.LANCZOS, reducing_gap=3.0)
     boxes = [(0, 0, w, h)] + [(x, y, x + cw, y + ch)
                               for share, places in CROP_PLACES
@@ -150,11 +150,16 @@ def fingerprint(img: Image.Image) -> bytes:
     # the whole picture in its 8 flips/rotations (of the resized pictures, as pixels), then the crops as they are
     small = np.concatenate([np.stack([turn(small[0], t) for t in range(len(OPS))]), small[1:]])
     large = np.concatenate([np.stack([turn(large[0], t) for t in range(len(OPS))]), large[1:]])
-    pixels = large[0]  # the whole picture at 64x64, as it is: the pixel check's grey picture
     coarse = np.packbits(_phashes(small, 8).reshape(ROWS, -1), axis=1)
     fine = np.packbits(_phashes(large, 16).reshape(ROWS, -1), axis=1)
-    return (np.concatenate([coarse, fine], axis=1).tobytes() + pixels.tobytes() + colour.tobytes()
-            + bytes([VERSION]))
+    # the whole picture at 64x64, as it is, is the pixel check's grey picture
+    return assemble(np.concatenate([coarse, fine], axis=1), np.concatenate([large[0].ravel(), colour.ravel()]))
+
+
+def assemble(codes: np.ndarray, pixels: np.ndarray) -> bytes:
+    """One picture's fingerprint (BLOB_BYTES) from its (ROWS, CODE_BYTES) pHash codes and its PIXEL_BYTES pixel
+    code (the 64x64 grey picture, then the 4x4 RGB one), both uint8."""
+    return codes.astype(np.uint8).tobytes() + pixels.astype(np.uint8).tobytes() + bytes([VERSION])
 
 
 def pictures_in(size: int | None) -> int:
