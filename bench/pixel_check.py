@@ -6,8 +6,10 @@ The pairs are the ones `dups` would check: every copy of bench/dups_eval.py's la
 the pixel check (coarse and fine codes close, or an inner crop's code within --crop-bits). Each tree fingerprints
 every photo with its own code, then scores every pair with its own check: the whole pictures' detail correlation
 (lined up by the matched flip/rotation), the best-aligned inner crop's (either way round), the verdict, and the
-check's time over the distinct pairs. Prints, per tree, the lowest score of each kind of copy and the highest of a
-distinct pair (the one photo filed under two classes, a real copy, left out), then the two side by side.
+check's time over the distinct pairs. And made-up second shots of each original's scene (the garment moved or turned
+a little, the rest the same), which are not copies either. Prints, per tree, the lowest score of each kind of copy
+and the highest of a distinct pair or a second shot (the one photo filed under two classes, a real copy, left out),
+then the two side by side.
 
     python bench/pixel_check.py --baseline 8c11f71 [--originals 400] [--crop-bits 72]
 """
@@ -31,6 +33,30 @@ CLOTHING = REPO.parent / "shared" / "data" / "clothing"
 REAL_COPY = {"6075b4a5", "637a56e4"}  # one photo filed under train/shorts and train/skirt
 
 
+SECOND_SHOTS = {"second shot, moved 5%": ((0.05, 0.0), 0), "second shot, moved 3%, 2%": ((0.03, 0.02), 0),
+                "second shot, turned 5 deg": ((0.0, 0.0), 5), "second shot, moved 2%, turned 3": ((0.02, 0.0), 3)}
+
+
+def second_shots(originals: list[str], folder: Path) -> list[tuple[str, str, str]]:
+    """A second shot of each scene, made up: the middle of the picture (the garment) moved or turned, the rest the
+    same. Not copies: (shot, original, kind) for each original and each kind of SECOND_SHOTS."""
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    out = []
+    for n, original in enumerate(originals):
+        img = Image.open(original).convert("RGB")
+        w, h = img.size
+        box = (w // 5, h // 5, 4 * w // 5, 4 * h // 5)
+        for k, (kind, ((dx, dy), turned)) in enumerate(SECOND_SHOTS.items()):
+            second = img.copy()
+            second.paste(img.crop(box).rotate(turned, resample=Image.Resampling.BICUBIC),
+                         (box[0] + int(dx * w), box[1] + int(dy * h)))
+            second.save(folder / f"{n}-{k}.jpg", quality=90)
+            out.append((str(folder / f"{n}-{k}.jpg"), original, kind))
+    return out
+
+
 def measure(originals: int, crop_bits: int, seed: int) -> dict:
     """Fingerprints, pairs and scores with the imgsearch importable here (sys.path decides which tree)."""
     from bench import dups_eval
@@ -43,7 +69,8 @@ def measure(originals: int, crop_bits: int, seed: int) -> dict:
     dups_eval.CLOTHING = CLOTHING  # (a baseline's tree lies elsewhere: ../shared is beside this one)
     origin, tag, _ = dups_eval.make_set(work, originals, seed)
     copies = sorted(p for p, o in origin.items() if p != o)
-    paths = clothing + copies
+    shots = second_shots(sorted(p for p, o in origin.items() if p == o), work / "second-shots")
+    paths = clothing + copies + [shot for shot, _, _ in shots]
     t0 = time.perf_counter()
     blobs = [blob for blob, _ in fingerprint_files(paths, -1, SilentProgress())]
     fingerprint_s = time.perf_counter() - t0
@@ -54,6 +81,9 @@ def measure(originals: int, crop_bits: int, seed: int) -> dict:
     for n, copy in enumerate(copies, len(clothing)):
         _, transform, _, crop = H.hamming(codes[stem[Path(origin[copy]).stem]], codes[n])
         pairs.append((stem[Path(origin[copy]).stem], n, transform, crop, tag[copy]))
+    for n, (_, original, kind) in enumerate(shots, len(clothing) + len(copies)):
+        _, transform, _, crop = H.hamming(codes[stem[Path(original).stem]], codes[n])
+        pairs.append((stem[Path(original).stem], n, transform, crop, kind))
     for a in range(len(clothing)):
         b = np.arange(a + 1, len(clothing))
         coarse, transform, fine, crop = H.hash_distances(np.broadcast_to(codes[a], (len(b),) + codes[a].shape),
@@ -88,7 +118,7 @@ def report(name: str, m: dict) -> dict[str, str]:
     for kind, scores in sorted(m["rows"].items()):
         whole, trimmed = (np.array([s[n] for s in scores]) for n in (0, 1))
         passed = f"{m['found'][kind]} of {m['pairs'][kind]} pass"
-        if kind == "distinct":
+        if kind == "distinct" or kind.startswith("second shot"):
             out[kind] = f"{passed}; highest whole {whole.max():.3f}, highest crop {trimmed.max():.3f}"
         elif kind.startswith("crop"):
             out[kind] = f"{passed}; lowest crop {trimmed.min():.3f}"

@@ -31,6 +31,15 @@ TRIMMED_DETAIL = 0.90
 # picture's pixels must differ from its blur by more than 2 grey levels (plain shapes: at most 0.33; 99% of real
 # photos: above 0.36, the least detailed trimmed copy 0.35); below it, pictures are compared whole only.
 DETAIL_SPREAD = 0.34
+# And every part agrees, not the pictures on the whole alone: no 8x8 tile of the aligned 32x32 detail pictures where
+# both have detail (std >= 2 grey levels) may correlate below 0.75 while differing by 4.5 grey levels (rms) or more.
+# Photos' copies have no such tile differing by 3 or more (the labelled set); video key frames re-encoded by another
+# codec at 160x120, up to 4.0 (codec noise where there is little detail). A scene shot twice with its subject moved
+# 2-5% or turned 3-5 degrees has tiles far below (median -0.45 to 0.54), though the whole may still correlate as
+# copies do. A trimmed copy is lined up less exactly (a window resampled from the 64x64 picture): its tiles may go
+# down to 0.5 (true trims: 0.63 and up). Made-up second shots of 400 scenes (bench/pixel_check.py): 303 of 1,600
+# passed the check without the tiles, 79 with them (most of these differ where the picture has no detail).
+SAME_TILES, TRIMMED_TILES, TILE_SIDE, TILE_DETAIL, TILE_CHANGE = 0.75, 0.5, 8, 2.0, 4.5
 SAME_COLOUR = 32.0  # and their mean colours differ by at most this (0-255, per channel: an exposure edit passes)
 FLAT_DETAIL = 2.5  # less detail than this (std of the high frequencies, 0-255): a picture the check cannot tell
 BLUR_SIGMA = 1.5
@@ -119,6 +128,24 @@ def _resampling(starts: np.ndarray, size: np.ndarray, side: int, n: int) -> np.n
     pixels = np.arange(n, dtype=np.float32)[None, None, :] + 0.5
     weights = np.maximum(0.0, 1.0 - np.abs(pixels - centre) / np.maximum(scale, 1.0))
     return weights / weights.sum(axis=2, keepdims=True)
+
+
+def _tiles_agree(a: np.ndarray, b: np.ndarray, bar: float = SAME_TILES) -> np.ndarray:
+    """Whether no TILE_SIDE tile of (m, 32, 32) aligned detail pictures a and b, where both have detail, correlates
+    below `bar` while differing by TILE_CHANGE or more (m bools)."""
+    n = DETAIL_SIDE // TILE_SIDE
+
+    def tiles(x: np.ndarray) -> np.ndarray:
+        return x.reshape(len(x), n, TILE_SIDE, n, TILE_SIDE).transpose(0, 1, 3, 2, 4).reshape(
+            len(x), n * n, TILE_SIDE * TILE_SIDE)
+
+    ta, tb = tiles(a), tiles(b)
+    change = np.sqrt(((ta - tb) ** 2).mean(axis=2))
+    ta, tb = ta - ta.mean(axis=2, keepdims=True), tb - tb.mean(axis=2, keepdims=True)
+    sa, sb = np.sqrt((ta * ta).mean(axis=2)), np.sqrt((tb * tb).mean(axis=2))
+    ncc = (ta * tb).mean(axis=2) / np.maximum(sa * sb, 1e-6)
+    moved = (sa >= TILE_DETAIL) & (sb >= TILE_DETAIL) & (ncc < bar) & (change >= TILE_CHANGE)
+    return ~moved.any(axis=1)
 
 
 def _window_matrices(windows: np.ndarray, n: int, side: int) -> tuple[np.ndarray, np.ndarray]:
@@ -212,7 +239,10 @@ def _trimmed_match(fa: np.ndarray, fb: np.ndarray, ga: np.ndarray, gb: np.ndarra
     da, db = _detail(ga[None])[0], _detail(gb[None])[0]
     for fine, colour, other_detail, other_colour in ((fa, ca, db, cb), (fb, cb, da, ca)):
         score, window = _best_crop(fine, other_detail, hopeless=bar - REFINE_GAIN)
-        if score >= bar and _layout_agrees(colour, window, other_colour):
+        if score < bar or not _layout_agrees(colour, window, other_colour):
+            continue
+        crop = _detail(_windows(fine, _window_matrices(np.array([window]), GREY_SIDE, DETAIL_SIDE)))
+        if _tiles_agree(crop, other_detail[None], TRIMMED_TILES)[0]:
             return True
     return False
 
@@ -222,7 +252,8 @@ def same_pictures(a: np.ndarray, b: np.ndarray, transforms: np.ndarray, trimmed:
     (the flip/rotation the hashes matched, taking a to b) against `b`; for pairs with a finite `trimmed` bar (see
     trimmed_bar), also an inner crop of either against the other as it is (as the crop hashes compare them). Both
     need detail (two featureless pictures cannot be told apart: never a copy), their high frequencies must
-    correlate, and their mean colours be close (a trimmed copy's also cell by cell inside the crop)."""
+    correlate, on the whole and tile by tile, and their mean colours be close (a trimmed copy's also cell by cell
+    inside the crop)."""
     fa, ga, ca = _parts(a)
     fb, gb, cb = _parts(b)
     as_is = ga.copy()
@@ -230,10 +261,12 @@ def same_pictures(a: np.ndarray, b: np.ndarray, transforms: np.ndarray, trimmed:
         rows = np.flatnonzero(transforms == transform)
         if len(rows):
             ga[rows] = turn(ga[rows], transform)
-    ncc, detail = _correlation(_detail(ga), _detail(gb))
+    da, db = _detail(ga), _detail(gb)
+    ncc, detail = _correlation(da, db)
     colour = np.abs(ca.mean(axis=(1, 2)) - cb.mean(axis=(1, 2))).max(axis=1) <= SAME_COLOUR
     textured = detail >= FLAT_DETAIL
     ok = textured & colour & (ncc >= SAME_DETAIL)
+    ok[ok] = _tiles_agree(da[ok], db[ok])
     for r in np.flatnonzero(~ok & np.isfinite(trimmed) & textured & colour):
         ok[r] = _trimmed_match(fa[r], fb[r], as_is[r], gb[r], ca[r], cb[r], float(trimmed[r]))
     return ok
