@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 from imgsearch.cli.app import (HELP, LibraryOpt, ModelOpt, PretrainedOpt, TqdmProgress, app, err, flag_for, handled,
                                model_spec, open_library)
-from imgsearch.config import DupOptions, Tier
+from imgsearch.config import DupOptions, DupThresholds, Tier
 from imgsearch.errors import UsageError
 from imgsearch.errors import render as render_params
 
@@ -61,11 +61,14 @@ def dups(
         help="Groups of this tier: exact, near or similar (repeatable; default: exact and near). Similar "
              "(burst shots, the same scene) is only as good as the model: look before acting on it.")] = None,
     near_hamming: Annotated[Optional[int], typer.Option(
-        help="Near-exact: coarse pHash bits (of 64) that may differ [default: the model's, else 10].")] = None,
+        help=f"Near-exact: coarse pHash bits (of 64) that may differ [default: the model's, else "
+             f"{DupThresholds().near_hamming}].")] = None,
     near_fine: Annotated[Optional[int], typer.Option(
-        help="Near-exact: fine pHash bits (of 256) that may differ for the same pixels [default: 40].")] = None,
+        help=f"Near-exact: fine pHash bits (of 256) that may differ for the same pixels [default: "
+             f"{DupThresholds().near_fine}].")] = None,
     near_crop: Annotated[Optional[int], typer.Option(
-        help="Near-exact: fine bits (of 256) that may differ for a trimmed copy (5% crop) [default: 56].")] = None,
+        help=f"Near-exact: fine bits (of 256) that may differ between a trimmed copy (up to 10% off each side) and an "
+             f"inner crop of its original [default: {DupThresholds().near_crop}].")] = None,
     near_cosine: Annotated[Optional[float], typer.Option(
         help="Near-exact: an embedding cosine pairs must also reach [default: none: the pixels decide].")] = None,
     edited_cosine: Annotated[Optional[float], typer.Option(

@@ -152,7 +152,7 @@ def fingerprint(img: Image.Image) -> bytes:
     large = np.concatenate([np.stack([turn(large[0], t) for t in range(len(OPS))]), large[1:]])
     coarse = np.packbits(_phashes(small, 8).reshape(ROWS, -1), axis=1)
     fine = np.packbits(_phashes(large, 16).reshape(ROWS, -1), axis=1)
-    # the whole picture at 64x64, as it is, is the pixel check's grey picture
+    # the whole picture at 64x64 (GREY_SIDE = 2 x HASH_SIDE), as it is, is the pixel check's grey picture
     return assemble(np.concatenate([coarse, fine], axis=1), np.concatenate([large[0].ravel(), colour.ravel()]))
 
 
