@@ -93,6 +93,42 @@ def test_flat_pictures_of_different_colours_are_different(tmp_path: Path, colour
     assert not verdict(a, again)
 
 
+def _screenshot(document: int, path: Path) -> Path:
+    """A screenshot of one app (title bar, sidebar: the same every time) showing a document of lines of words drawn
+    from `document`."""
+    from PIL import ImageDraw
+
+    img = Image.new("RGB", (800, 500), (250, 250, 250))
+    draw = ImageDraw.Draw(img)
+    draw.rectangle((0, 0, 800, 28), fill=(222, 222, 226))
+    for i, colour in enumerate([(236, 95, 87), (245, 190, 80), (97, 196, 84)]):
+        draw.ellipse((10 + 20 * i, 8, 22 + 20 * i, 20), fill=colour)
+    draw.rectangle((0, 28, 180, 500), fill=(240, 240, 244))
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        draw.rectangle((20, 50 + 34 * i, 20 + int(rng.integers(60, 140)), 62 + 34 * i), fill=(90, 90, 100))
+    rng = np.random.default_rng(document)
+    y = 50
+    while y < 470:
+        x = 200
+        while x < 760:
+            w = int(rng.integers(20, 70))
+            draw.rectangle((x, y, min(x + w, 770), y + 9), fill=(40, 40, 40))
+            x += w + 8
+        y += int(rng.choice([18, 18, 18, 30]))
+    img.save(path)
+    return path
+
+
+def test_screenshots_of_one_app_showing_other_documents_are_different(tmp_path: Path) -> None:
+    """Screenshots of the same app share their layout (title bar, sidebar), where hashes collide; the documents they
+    show differ, and the pixels say so. The same screenshot saved again as a JPEG is a copy."""
+    first, second = _screenshot(1, tmp_path / "first.png"), _screenshot(2, tmp_path / "second.png")
+    Image.open(first).save(tmp_path / "first.jpg", quality=85)
+    assert not verdict(first, second) and not verdict(second, first)
+    assert verdict(first, tmp_path / "first.jpg")
+
+
 def test_the_same_background_with_another_subject_is_not_a_copy(tmp_path: Path) -> None:
     first, second = photos(2)[0], photos(40)[-1]
     scene = Image.open(first).convert("RGB")
