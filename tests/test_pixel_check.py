@@ -141,7 +141,7 @@ def test_the_same_background_with_another_subject_is_not_a_copy(tmp_path: Path) 
 
 
 def test_the_same_scene_shot_twice_is_not_a_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A second shot of one scene: the garment (the middle of the picture) moved 3-5% of the frame or turned 3-5
+    """A second shot of one scene: the garment (the middle of the picture) moved 2-5% of the frame or turned 3-5
     degrees, the rest the same. Lined up as they are, many such pairs correlate on the whole as copies do; tile by
     tile, where the subject moved, they do not, and the pixel check says so. (Lined up as trims, some still pass:
     bench/pixel_check.py counts them.)"""
