@@ -148,14 +148,15 @@ def _encoded(img: Image.Image, fmt: str) -> bytes:
 
 
 def write_video(path: Path, scenes: list[tuple[float, Image.Image]], fps: int = 5, codec: str = "mpeg4",
-                fmt: str | None = None) -> Path:
-    """A video of still scenes, (seconds, picture) each in turn, with a key frame every second (PyAV)."""
+                fmt: str | None = None, options: dict[str, str] | None = None) -> Path:
+    """A video of still scenes, (seconds, picture) each in turn, with a key frame every second (PyAV); `options`:
+    the encoder's (e.g. {"crf": "45"} for libx264)."""
     import av
 
     path.parent.mkdir(parents=True, exist_ok=True)
     w, h = scenes[0][1].size
     with av.open(str(path), "w", format=fmt) as container:
-        stream = container.add_stream(codec, rate=fps)
+        stream = container.add_stream(codec, rate=fps, options=options or {})
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         stream.codec_context.gop_size = fps
         for seconds, picture in scenes:

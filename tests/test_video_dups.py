@@ -51,6 +51,17 @@ def test_reencoded_resized_and_trimmed_videos_are_near_copies(library, videos: P
     assert report.hashed == 0  # fingerprinted while indexing: `dups` opened no video
 
 
+def test_a_heavily_compressed_reencode_is_still_a_near_copy(library, videos: Path) -> None:
+    """Key frames are matched tile by tile too (a moved subject is not a copy); the blur and blocks of a low-quality
+    re-encode (x264 at CRF 45, the blockiest it goes before faces dissolve) are not mistaken for that."""
+    write_video(videos / "copies" / "holiday-crf45.mp4", _scenes(SHOTS), codec="libx264", options={"crf": "45"})
+    library.index([videos], settings=IndexSettings(workers=0))
+    report = library.duplicates(DupOptions(tiers=("exact", "near")))
+    (group,) = report.groups
+    evidence = {Path(m.photo.path).name: m.key_frames for m in group.duplicates}
+    assert evidence["holiday-crf45.mp4"] == "5 of 5 key frames"
+
+
 def test_copied_video_bytes_are_exact_copies(library, videos: Path) -> None:
     (videos / "copies" / "holiday copy.mp4").write_bytes((videos / "holiday.mp4").read_bytes())
     library.index([videos], settings=IndexSettings(workers=0))
