@@ -111,9 +111,11 @@ def _detail(grey: np.ndarray) -> np.ndarray:
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(correlation of each pair of (m, 32, 32) detail pictures, the lesser of their two standard deviations)."""
-    x = a.reshape(len(a), -1) - a.reshape(len(a), -1).mean(axis=1, keepdims=True)
-    y = b.reshape(len(b), -1) - b.reshape(len(b), -1).mean(axis=1, keepdims=True)
+    """(correlation of each pair of (m, ...) pictures (detail pictures, or tiles of them), the lesser of their two
+    standard deviations)."""
+    flat = (len(a), int(np.prod(a.shape[1:])))  # (m may be 0)
+    x, y = a.reshape(flat), b.reshape(flat)
+    x, y = x - x.mean(axis=1, keepdims=True), y - y.mean(axis=1, keepdims=True)
     sx, sy = np.sqrt((x * x).mean(axis=1)), np.sqrt((y * y).mean(axis=1))
     with np.errstate(divide="ignore", invalid="ignore"):
         ncc = np.where((sx > 0) & (sy > 0), (x * y).mean(axis=1) / (sx * sy), 0.0)
@@ -141,10 +143,9 @@ def _tiles_agree(a: np.ndarray, b: np.ndarray, bar: float = SAME_TILES) -> np.nd
 
     ta, tb = tiles(a), tiles(b)
     change = np.sqrt(((ta - tb) ** 2).mean(axis=2))
-    ta, tb = ta - ta.mean(axis=2, keepdims=True), tb - tb.mean(axis=2, keepdims=True)
-    sa, sb = np.sqrt((ta * ta).mean(axis=2)), np.sqrt((tb * tb).mean(axis=2))
-    ncc = (ta * tb).mean(axis=2) / np.maximum(sa * sb, 1e-6)
-    moved = (sa >= TILE_DETAIL) & (sb >= TILE_DETAIL) & (ncc < bar) & (change >= TILE_CHANGE)
+    ncc, detail = (x.reshape(change.shape) for x in _correlation(ta.reshape(-1, TILE_SIDE * TILE_SIDE),
+                                                                tb.reshape(-1, TILE_SIDE * TILE_SIDE)))  # per tile
+    moved = (detail >= TILE_DETAIL) & (ncc < bar) & (change >= TILE_CHANGE)
     return ~moved.any(axis=1)
 
 
