@@ -19,6 +19,8 @@ from imgsearch.config import DupOptions, DupThresholds, Tier
 from imgsearch.errors import UsageError
 from imgsearch.errors import render as render_params
 
+DEFAULTS = DupThresholds()  # the near-exact bars the help names
+
 
 # dups' own spelling of library parameters that other commands spell differently
 
@@ -62,13 +64,13 @@ def dups(
              "(burst shots, the same scene) is only as good as the model: look before acting on it.")] = None,
     near_hamming: Annotated[Optional[int], typer.Option(
         help=f"Near-exact: coarse pHash bits (of 64) that may differ [default: the model's, else "
-             f"{DupThresholds().near_hamming}].")] = None,
+             f"{DEFAULTS.near_hamming}].")] = None,
     near_fine: Annotated[Optional[int], typer.Option(
         help=f"Near-exact: fine pHash bits (of 256) that may differ for the same pixels [default: "
-             f"{DupThresholds().near_fine}].")] = None,
+             f"{DEFAULTS.near_fine}].")] = None,
     near_crop: Annotated[Optional[int], typer.Option(
         help=f"Near-exact: fine bits (of 256) that may differ between a trimmed copy (up to 10% off each side) and an "
-             f"inner crop of its original [default: {DupThresholds().near_crop}].")] = None,
+             f"inner crop of its original [default: {DEFAULTS.near_crop}].")] = None,
     near_cosine: Annotated[Optional[float], typer.Option(
         help="Near-exact: an embedding cosine pairs must also reach [default: none: the pixels decide].")] = None,
     edited_cosine: Annotated[Optional[float], typer.Option(
