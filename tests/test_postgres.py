@@ -110,9 +110,10 @@ def test_a_writer_that_lost_its_lock_writes_nothing_more(tmp_path: Path, pics: P
         with first._index_lock():
             with first.sessions.begin() as session:  # a batch committed while the lock is held
                 store.add_roots(session, ["/committed/before"])
-            with admin.begin() as conn:
-                ended = conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
-                                          "AND granted")).scalars().all()
+            with admin.begin() as conn:  # waits (up to a minute) until that backend has exited and its lock is gone:
+                # without a timeout, pg_terminate_backend only signals it, and the next check could still find it
+                ended = conn.execute(text("SELECT pg_terminate_backend(pid, 60000) FROM pg_locks "
+                                          "WHERE locktype = 'advisory' AND granted")).scalars().all()
             assert ended == [True]
             with pytest.raises(BusyError, match="writer lock on .* was lost .* run the command again"):
                 with first.sessions.begin() as session:
