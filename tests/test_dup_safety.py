@@ -66,9 +66,24 @@ def test_similar_threshold_is_calibrated_on_the_models_own_cosines() -> None:
     tight /= np.linalg.norm(tight, axis=1, keepdims=True)
     got = calibrate_similar(tight)
     cosines = tight[:250] @ tight[250:].T
-    assert got["random_pairs_p99_9"] > 0.97 and got["similar_cosine"] > got["random_pairs_p99_9"]
+    assert got["pairs_p99_9"] > 0.97 and got["similar_cosine"] > got["pairs_p99_9"]
     assert (cosines >= got["similar_cosine"]).mean() < 0.0005  # almost no unrelated pair reaches it
+    assert got["pairs"] == 500 * 499 // 2  # every pair of a small library
     assert calibrate_similar(tight[:20]) is None  # too few photos to measure
+
+
+def test_the_calibration_does_not_depend_on_the_order_of_the_ids() -> None:
+    """An index run on several workers numbers photos in the order they finish: the same photos indexed twice get
+    other ids. The calibration is the same, for a small library (every pair) and a large one (a sample of it)."""
+    rng = np.random.default_rng(1)
+    vectors = (np.ones((900, 32)) + 0.2 * rng.normal(size=(900, 32))).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    shuffled = vectors[rng.permutation(len(vectors))]
+    assert calibrate_similar(shuffled) == calibrate_similar(vectors)
+    sampled = calibrate_similar(vectors, most=300)
+    assert sampled is not None and sampled["pairs"] == 300 * 299 // 2 and sampled["photos"] == 900
+    assert calibrate_similar(shuffled, most=300) == sampled
+    assert abs(sampled["pairs_p99_9"] - calibrate_similar(vectors)["pairs_p99_9"]) < 0.01  # the sample measures the tail
 
 
 def test_calibrated_threshold_is_stored_used_and_shown(tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -83,7 +98,7 @@ def test_calibrated_threshold_is_stored_used_and_shown(tmp_path: Path, tiny_mode
     out = cli("dups", "-L", lib, "--tier", "similar", env={"IMGSEARCH_PROGRESS_S": "0"})
     assert out.exit_code == 0, out.output
     assert "finding candidates: 120/120 photos (100%)" in out.stderr  # progress lines when not on a terminal
-    assert "calibrated on this library: 99.9% of random pairs score below" in out.stderr
+    assert "calibrated on this library: 99.9% of pairs of its photos score below" in out.stderr
     from sqlalchemy import create_engine, text
 
     with create_engine(f"sqlite:///{lib / 'library.db'}").connect() as conn:

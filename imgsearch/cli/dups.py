@@ -147,7 +147,7 @@ def dups(
         f"Thresholds: near pHash <= {t.near_hamming}/64 (fine {t.near_fine}/256, crop {t.near_crop}/256), "
         f"confirmed on the pixels" + (f" and cos >= {t.near_cosine}" if t.near_cosine > -1 else "")
         + (f", similar cos >= {t.similar_cosine}" if Tier.SIMILAR in options.tiers else "")
-        + (f" (calibrated on this library: 99.9% of random pairs score below {c['random_pairs_p99_9']})"
+        + (f" (calibrated on this library: 99.9% of pairs of its photos score below {c['pairs_p99_9']})"
            if Tier.SIMILAR in options.tiers and (c := found.calibration) and c["similar_cosine"] == t.similar_cosine
            else "") + ".")
     for warning in found.warnings:

@@ -15,7 +15,7 @@ from imgsearch.config import DUP_TIERS, DupOptions, DupThresholds
 from imgsearch.errors import UsageError
 
 THRESHOLDS = tuple(f.name for f in fields(DupThresholds))
-CALIBRATION_PAIRS = 20_000
+CALIBRATION_PHOTOS = 2_000  # every pair of at most this many photos (2 million pairs: the 0.1% tail is 2,000 of them)
 CALIBRATION_MIN_PHOTOS = 50  # fewer photos give too few distinct pairs to measure a tail
 SIMILAR_CEILING = 0.9999  # a model that cannot tell unrelated photos apart still calls near-identical ones similar
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -67,23 +67,24 @@ def thresholds_for(session: Session, model_id: int, options: DupOptions,
     return base.merged(**stored).merged(**given)
 
 
-def calibrate_similar(vectors: np.ndarray, pairs: int = CALIBRATION_PAIRS, seed: int = 0) -> dict | None:
-    """The similar-tier threshold this library's model needs, from the cosines of random pairs of its photos.
+def calibrate_similar(vectors: np.ndarray, most: int = CALIBRATION_PHOTOS) -> dict | None:
+    """The similar-tier threshold this library's model needs, from the cosines of pairs of its photos.
 
     Models differ in scale: a generic CLIP puts unrelated photos near 0.5, a small domain-trained model
-    near 0.9. The threshold sits halfway between the 99.9th percentile of random pairs and 1 (and never
-    below the default), so only pairs far closer than unrelated photos ever get are called similar.
-    None when the library is too small to measure.
+    near 0.9. The threshold sits halfway between the 99.9th percentile of the cosines of every pair of
+    photos (of `most` photos spread evenly along the library, for a larger one) and 1 (and never below
+    the default), so only pairs far closer than unrelated photos ever get are called similar. The
+    same photos give the same threshold whatever ids they were given (an index run on several workers
+    numbers them in the order they finish). None when the library is too small to measure.
     """
     n = len(vectors)
     if n < CALIBRATION_MIN_PHOTOS:
         return None
-    rng = np.random.default_rng(seed)
-    a = rng.integers(0, n, pairs)
-    b = rng.integers(0, n - 1, pairs)
-    b += b >= a  # a different photo
-    cosines = np.einsum("ij,ij->i", vectors[a], vectors[b])
+    rows = np.asarray(vectors, dtype=np.float32)
+    if n > most:  # evenly spaced in the order of the vectors themselves (their first component), not of the ids
+        rows = rows[np.argsort(rows[:, 0], kind="stable")[np.linspace(0, n - 1, most).round().astype(np.int64)]]
+    cosines = (rows @ rows.T)[np.triu(np.ones((len(rows), len(rows)), dtype=bool), 1)]
     p999 = float(np.quantile(cosines, 0.999))
     threshold = min(SIMILAR_CEILING, max(DupThresholds().similar_cosine, (p999 + 1) / 2))
-    return {"similar_cosine": math.floor(threshold * 10_000) / 10_000, "random_pairs_p99_9": round(p999, 4), "pairs": pairs,
-            "photos": n}
+    return {"similar_cosine": math.floor(threshold * 10_000) / 10_000, "pairs_p99_9": round(p999, 4),
+            "pairs": len(cosines), "photos": n}
