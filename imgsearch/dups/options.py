@@ -82,7 +82,7 @@ def calibrate_similar(vectors: np.ndarray, most: int = CALIBRATION_PHOTOS) -> di
         return None
     rows = np.asarray(vectors, dtype=np.float32)
     if n > most:  # evenly spaced in an order of the vectors themselves (along one fixed direction), not of the ids
-        along = rows @ np.random.default_rng(0).standard_normal(rows.shape[1]).astype(np.float32)
+        along = rows @ np.random.default_rng(0).standard_normal(rows.shape[1], dtype=np.float32)
         rows = rows[np.argsort(along, kind="stable")[np.linspace(0, n - 1, most).round().astype(np.int64)]]
     cosines = (rows @ rows.T)[np.triu(np.ones((len(rows), len(rows)), dtype=bool), 1)]
     p999 = float(np.quantile(cosines, 0.999))
