@@ -17,6 +17,7 @@ then the two side by side.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import subprocess
@@ -27,6 +28,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+
+from baseline import checked_out  # bench/, the folder of this script
 
 REPO = Path(__file__).resolve().parent.parent
 CLOTHING = REPO.parent / "shared" / "data" / "clothing"
@@ -145,12 +148,10 @@ def main() -> None:
         return
     results = {}
     trees = [("this tree", REPO)]
-    scratch = Path(tempfile.mkdtemp(prefix="pixel-check-base-"))
-    if args.baseline:
-        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "-q", "--detach", str(scratch / "tree"),
-                        args.baseline], check=True)
-        trees.insert(0, (args.baseline, scratch / "tree"))
-    try:
+    with contextlib.ExitStack() as stack:
+        if args.baseline:
+            scratch = Path(tempfile.mkdtemp(prefix="pixel-check-base-"))
+            trees.insert(0, (args.baseline, stack.enter_context(checked_out(args.baseline, scratch / "tree"))))
         for name, tree in trees:
             # the tree's own imgsearch, this file's measure(): PYTHONPATH puts the tree first
             done = subprocess.run([sys.executable, __file__, "--json", "--originals", str(args.originals),
@@ -160,9 +161,6 @@ def main() -> None:
             if done.returncode:
                 sys.exit(done.stderr[-3000:])
             results[name] = report(name, json.loads(done.stdout.splitlines()[-1]))
-    finally:
-        if args.baseline:
-            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(scratch / "tree")], check=False)
     if len(results) == 2:
         (old_name, old), (new_name, new) = results.items()
         print(f"\n| | {old_name} | {new_name} |\n|---|---|---|")

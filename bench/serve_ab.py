@@ -16,6 +16,7 @@ Needs `ab` (Debian: apache2-utils).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import multiprocessing
 import os
@@ -31,6 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from baseline import checked_out
 from bench_models import save_random_model
 from serve import QUERY, build_library
 
@@ -101,9 +103,9 @@ def main() -> None:
     from imgsearch.config import ModelSpec
 
     base = Path(tempfile.mkdtemp(prefix="bench-serve-ab-"))
-    tree = base / "baseline"
-    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "-q", "--detach", str(tree), a.baseline], check=True)
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, base, ignore_errors=True)  # last, after the worktree is removed
+        tree = stack.enter_context(checked_out(a.baseline, base / "baseline"))
         spec = ModelSpec(f"local-dir:{save_random_model('ViT-B-32', a.work / 'model-ViT-B-32')}", None)
         build_library(base / "lib", base / "photos", spec, a.images, a.real)
         print(f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}; ab -k, {a.requests} requests of "
@@ -132,9 +134,6 @@ def main() -> None:
             new = max(r["rps"] for r in results[("this tree", asked)])
             old = max(r["rps"] for r in results[(f"baseline {a.baseline}", asked)])
             print(f"{asked}: {new / old:.2f}x the baseline's requests per second")
-    finally:
-        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], check=False)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from baseline import checked_out  # bench/, the folder of this script
+
 ROOT = Path(__file__).resolve().parent.parent
 
 DECODE = """
@@ -62,18 +64,13 @@ def main() -> None:
         work = Path(tmp)
         video = work / "long-4k.mp4"
         write_video(video, args.minutes)
-        baseline = work / "baseline"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(baseline), args.baseline],
-                       check=True)
-        try:
+        with checked_out(args.baseline, work / "baseline") as baseline:
             print(f"{args.minutes:g} min 3840x2160 video, {video.stat().st_size / 1e6:.0f} MB")
             before = peak(baseline, video)
             after = peak(ROOT, video)
             for name, (frames, seconds, rss) in (("baseline " + args.baseline, before), ("this tree", after)):
                 print(f"{name:<20} {frames} key frames kept, {seconds:6.1f} s, peak RSS {rss:6d} MB")
             print(f"peak RSS ratio (this tree / baseline): {after[2] / before[2]:.3f}")
-        finally:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(baseline)], check=False)
 
 
 if __name__ == "__main__":
