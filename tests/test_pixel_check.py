@@ -290,4 +290,3 @@ def test_striped_and_plain_garments_trimmed_anywhere_are_copies(tmp_path: Path, 
         trim = tmp_path / f"trim-{fx}-{fy}.jpg"
         img.crop((x, y, x + w - dx, y + h - dy)).save(trim, quality=92)
         assert verdict(original, trim) and verdict(trim, original), (fx, fy)
-
